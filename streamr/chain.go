@@ -1,0 +1,102 @@
+package streamr
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+)
+
+const (
+	chainIDLen      = 20
+	chainIDAlphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+// NewChainID returns a random message chain ID like the SDK's
+// createRandomMsgChainId: 20 characters of [0-9a-zA-Z].
+func NewChainID() string {
+	b := make([]byte, chainIDLen)
+	// Rejection sampling keeps the characters uniform: 248 = 4 × 62.
+	const limit = 256 - 256%len(chainIDAlphabet)
+	var buf [1]byte
+	for i := range b {
+		for {
+			_, _ = rand.Read(buf[:]) // crypto/rand.Read never fails on Linux ≥ 3.17
+			if int(buf[0]) < limit {
+				b[i] = chainIDAlphabet[int(buf[0])%len(chainIDAlphabet)]
+				break
+			}
+		}
+	}
+	return string(b)
+}
+
+// Chain numbers the messages of one (stream part, publisher, chain ID) as
+// the SDK's createMessageRef does, and never goes backwards: a timestamp
+// older than the last one is clamped to it and the sequence number bumped.
+// A Chain is not safe for concurrent use.
+type Chain struct {
+	id   string
+	last *MessageRef
+}
+
+// NewChain starts an empty chain with the given ID.
+func NewChain(id string) *Chain { return &Chain{id: id} }
+
+// ID returns the message chain ID.
+func (c *Chain) ID() string { return c.id }
+
+// Last returns the reference of the last message handed out, or nil.
+func (c *Chain) Last() *MessageRef {
+	if c.last == nil {
+		return nil
+	}
+	r := *c.last
+	return &r
+}
+
+// Next returns the reference for a message at timestamp ts (ms) and the
+// previous message's reference (nil for the first message of the chain).
+func (c *Chain) Next(ts int64) (ref MessageRef, prev *MessageRef) {
+	prev = c.Last()
+	switch {
+	case prev == nil || ts > prev.Timestamp:
+		ref = MessageRef{Timestamp: ts}
+	default: // same millisecond, or the clock went backwards
+		ref = MessageRef{Timestamp: prev.Timestamp, SequenceNumber: prev.SequenceNumber + 1}
+	}
+	c.last = &ref
+	return ref, prev
+}
+
+// ChainState is the persistable form of a Chain.
+type ChainState struct {
+	ID   string      `json:"id"`
+	Last *MessageRef `json:"last,omitempty"`
+}
+
+// State returns the chain's state for persistence.
+func (c *Chain) State() ChainState { return ChainState{ID: c.id, Last: c.Last()} }
+
+// RestoreChain continues a chain from saved state.
+func RestoreChain(s ChainState) (*Chain, error) {
+	if s.ID == "" {
+		return nil, fmt.Errorf("restore chain: empty chain ID")
+	}
+	c := &Chain{id: s.ID}
+	if s.Last != nil {
+		r := *s.Last
+		c.last = &r
+	}
+	return c, nil
+}
+
+// MarshalBinary encodes the state as JSON (small, and readable in dumps).
+func (s ChainState) MarshalBinary() ([]byte, error) { return json.Marshal(s) }
+
+// UnmarshalBinary decodes state written by MarshalBinary.
+func (s *ChainState) UnmarshalBinary(b []byte) error {
+	if err := json.Unmarshal(b, s); err != nil {
+		return fmt.Errorf("decode chain state: %w", err)
+	}
+	return nil
+}
