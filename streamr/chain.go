@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"math"
 )
 
 const (
@@ -14,16 +15,15 @@ const (
 // NewChainID returns a random message chain ID like the SDK's
 // createRandomMsgChainId: 20 characters of [0-9a-zA-Z].
 func NewChainID() string {
-	b := make([]byte, chainIDLen)
+	b := make([]byte, 0, chainIDLen)
 	// Rejection sampling keeps the characters uniform: 248 = 4 × 62.
 	const limit = 256 - 256%len(chainIDAlphabet)
-	var buf [1]byte
-	for i := range b {
-		for {
-			_, _ = rand.Read(buf[:]) // crypto/rand.Read never fails on Linux ≥ 3.17
-			if int(buf[0]) < limit {
-				b[i] = chainIDAlphabet[int(buf[0])%len(chainIDAlphabet)]
-				break
+	var buf [2 * chainIDLen]byte
+	for len(b) < chainIDLen {
+		_, _ = rand.Read(buf[:]) // crypto/rand.Read never returns an error
+		for _, c := range buf {
+			if int(c) < limit && len(b) < chainIDLen {
+				b = append(b, chainIDAlphabet[int(c)%len(chainIDAlphabet)])
 			}
 		}
 	}
@@ -56,11 +56,16 @@ func (c *Chain) Last() *MessageRef {
 
 // Next returns the reference for a message at timestamp ts (ms) and the
 // previous message's reference (nil for the first message of the chain).
+// A timestamp at or before the last one reuses the last timestamp with the
+// next sequence number; should that number overflow, the timestamp moves
+// on by 1 ms instead, so references always strictly increase.
 func (c *Chain) Next(ts int64) (ref MessageRef, prev *MessageRef) {
 	prev = c.Last()
 	switch {
 	case prev == nil || ts > prev.Timestamp:
 		ref = MessageRef{Timestamp: ts}
+	case prev.SequenceNumber == math.MaxInt32:
+		ref = MessageRef{Timestamp: prev.Timestamp + 1}
 	default: // same millisecond, or the clock went backwards
 		ref = MessageRef{Timestamp: prev.Timestamp, SequenceNumber: prev.SequenceNumber + 1}
 	}

@@ -28,9 +28,9 @@ func (m *StreamMessage) AppendMarshal(dst []byte) ([]byte, error) {
 	return proto.MarshalOptions{}.MarshalAppend(dst, w)
 }
 
-// Unmarshal decodes a StreamMessage protobuf. It checks structure only
-// (message ID and body present, stream part valid); use Validate for the
-// checks a subscriber must make.
+// Unmarshal decodes a StreamMessage protobuf. It checks only that the
+// message ID and a body are present; use Validate for the checks a
+// subscriber must make before trusting the message.
 func Unmarshal(b []byte) (*StreamMessage, error) {
 	var w pb.StreamMessage
 	if err := proto.Unmarshal(b, &w); err != nil {

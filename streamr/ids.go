@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // MaxPartitions is the number of partitions a stream may have (SDK
@@ -38,7 +40,19 @@ func ParseStreamID(s string) (StreamID, error) {
 	if err := checkPath(path); err != nil {
 		return "", fmt.Errorf("stream ID %q: %w", s, err)
 	}
-	return StreamID(strings.ToLower(domain) + path), nil
+	return StreamID(asciiLower(domain) + path), nil
+}
+
+// asciiLower lowercases ASCII letters only (checkENSName guarantees that
+// every other letter is lowercase already).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // Domain returns the owner part of the ID: a lowercase 0x address or ENS name.
@@ -74,42 +88,54 @@ func (id StreamID) OwnerAddress() ([20]byte, bool) {
 	return addr, true
 }
 
+// isAddress matches the SDK's toEthereumAddress: ^0x[a-fA-F0-9]{40}$ (the
+// "0x" prefix itself is case-sensitive there).
 func isAddress(s string) bool {
-	if len(s) != 42 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X') {
+	if len(s) != 42 || s[:2] != "0x" {
 		return false
 	}
-	for _, c := range s[2:] {
-		if !isHexDigit(c) {
+	for i := 2; i < len(s); i++ {
+		if !isHexDigit(s[i]) {
 			return false
 		}
 	}
 	return true
 }
 
-func isHexDigit(c rune) bool {
+func isHexDigit(c byte) bool {
 	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
 }
 
+// checkENSName accepts what the SDK's toENSName accepts that can also name a
+// stream: non-empty labels, valid UTF-8, no spaces, control characters, '#'
+// or '?'. Non-ASCII letters must already be lowercase (as normalised ENS
+// names are), so that lowercasing only touches ASCII and cannot differ
+// between Go's strings.ToLower and JavaScript's toLowerCase.
 func checkENSName(name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("ENS name %q is not valid UTF-8", name)
+	}
 	for _, label := range strings.Split(name, ".") {
 		if label == "" {
 			return fmt.Errorf("ENS name %q has an empty label", name)
 		}
 	}
 	for i, c := range name {
-		if c == '#' || c == '?' || c <= ' ' {
+		switch {
+		case c == '#' || c == '?':
 			return fmt.Errorf("ENS name %q has forbidden character %q at byte %d", name, c, i)
+		case unicode.IsSpace(c) || unicode.IsControl(c) || !unicode.IsPrint(c):
+			return fmt.Errorf("ENS name %q has a space or control character %q at byte %d", name, c, i)
+		case c >= utf8.RuneSelf && unicode.ToLower(c) != c:
+			return fmt.Errorf("ENS name %q has non-ASCII uppercase %q at byte %d: use the normalised (lowercase) name", name, c, i)
 		}
 	}
 	return nil
 }
 
-// checkPath applies the StreamRegistry's rule: "/" then [-./0-9A-Za-z_].
+// checkPath applies the StreamRegistry's rule: "/" then [-./0-9A-Za-z_]*.
 func checkPath(path string) error {
-	if len(path) < 2 {
-		return fmt.Errorf("path %q is empty", path)
-	}
-	for i := 0; i < len(path); i++ {
+	for i := 1; i < len(path); i++ {
 		c := path[i]
 		ok := ('-' <= c && c <= '9') || ('A' <= c && c <= 'Z') || ('a' <= c && c <= 'z') || c == '_'
 		if !ok {
@@ -144,20 +170,38 @@ func ParseStreamPartID(s string) (StreamPartID, error) {
 	if err != nil {
 		return StreamPartID{}, fmt.Errorf("stream part %q: %w", s, err)
 	}
-	p, err := strconv.Atoi(s[i+1:])
+	p, err := parsePartition(s[i+1:])
 	if err != nil {
-		return StreamPartID{}, fmt.Errorf("stream part %q: partition %q is not a decimal number", s, s[i+1:])
+		return StreamPartID{}, fmt.Errorf("stream part %q: %w", s, err)
 	}
 	return NewStreamPartID(stream, p)
 }
 
+// parsePartition accepts only the canonical decimal form "0" to "99", so
+// that every accepted stream part string is the one String returns.
+func parsePartition(s string) (int, error) {
+	if s == "" || len(s) > 2 || (len(s) == 2 && s[0] == '0') {
+		return 0, fmt.Errorf("partition %q: want a decimal number 0 to %d without sign or leading zeros", s, MaxPartitions-1)
+	}
+	p := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("partition %q: want a decimal number 0 to %d without sign or leading zeros", s, MaxPartitions-1)
+		}
+		p = p*10 + int(s[i]-'0')
+	}
+	return p, nil
+}
+
+// String returns the SDK's StreamPartID form, "streamId#partition".
 func (p StreamPartID) String() string {
 	return string(p.Stream) + "#" + strconv.Itoa(p.Partition)
 }
 
 // PartitionForKey picks a partition for a string key exactly as the SDK's
 // keyToArrayIndex: md5 of the UTF-8 key, first 4 bytes as a signed
-// little-endian int32, absolute value, modulo count.
+// little-endian int32, absolute value, modulo count. A count below 1 (which
+// the SDK rejects) is treated as 1.
 func PartitionForKey(count int, key string) int {
 	if count <= 1 {
 		return 0
@@ -171,7 +215,7 @@ func PartitionForKey(count int, key string) int {
 }
 
 // PartitionForNumber picks a partition for a numeric key as keyToArrayIndex
-// does: |key| modulo count.
+// does: |key| modulo count. A count below 1 is treated as 1.
 func PartitionForNumber(count int, key int64) int {
 	if count <= 1 {
 		return 0

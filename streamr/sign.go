@@ -52,17 +52,25 @@ func SignMessage(ctx context.Context, s Signer, m *StreamMessage) error {
 // VerifySignature checks m's signature against its publisher ID.
 // Only ECDSA_SECP256K1_EVM and ECDSA_SECP256R1 are accepted.
 func VerifySignature(m *StreamMessage) error {
+	switch m.SignatureType {
+	case SignatureEVM, SignatureSecp256r1:
+	case SignatureLegacy:
+		return fmt.Errorf("signature type %s is not accepted: legacy Brubeck payloads are never verified", m.SignatureType)
+	case SignatureERC1271:
+		return fmt.Errorf("signature type %s is not accepted: it needs an on-chain isValidSignature call", m.SignatureType)
+	case SignatureMLDSA87:
+		return fmt.Errorf("signature type %s is not accepted: ML-DSA-87 is not implemented", m.SignatureType)
+	default:
+		return fmt.Errorf("signature type %s is unknown", m.SignatureType)
+	}
 	payload, err := m.SignaturePayload()
 	if err != nil {
 		return err
 	}
-	switch m.SignatureType {
-	case SignatureEVM:
+	if m.SignatureType == SignatureEVM {
 		return verifyEVM(m.ID.PublisherID, payload, m.Signature)
-	case SignatureSecp256r1:
-		return verifySecp256r1(m.ID.PublisherID, payload, m.Signature)
 	}
-	return fmt.Errorf("signature type %s is not accepted: want %s or %s", m.SignatureType, SignatureEVM, SignatureSecp256r1)
+	return verifySecp256r1(m.ID.PublisherID, payload, m.Signature)
 }
 
 // EVMHash is the EIP-191 personal_sign digest of payload (legacy Keccak-256).
@@ -71,7 +79,9 @@ func EVMHash(payload []byte) []byte {
 	return crypto.Keccak256([]byte(prefix), payload)
 }
 
-var errBadSignature = errors.New("signature does not match the publisher")
+// ErrBadSignature reports a well-formed signature that another key made
+// or that covers different bytes.
+var ErrBadSignature = errors.New("signature does not match the publisher")
 
 func verifyEVM(publisher, payload, sig []byte) error {
 	if len(publisher) != 20 {
@@ -91,7 +101,7 @@ func verifyEVM(publisher, payload, sig []byte) error {
 		return fmt.Errorf("recover EVM signer: %w", err)
 	}
 	if addr := crypto.PubkeyToAddress(*pub); !bytes.Equal(addr[:], publisher) {
-		return fmt.Errorf("%w: recovered %s, publisher %s", errBadSignature, UserID(addr[:]), UserID(publisher))
+		return fmt.Errorf("%w: recovered %s, publisher %s", ErrBadSignature, UserID(addr[:]), UserID(publisher))
 	}
 	return nil
 }
@@ -108,7 +118,7 @@ func verifySecp256r1(publisher, payload, sig []byte) error {
 	s := new(big.Int).SetBytes(sig[32:])
 	h := sha256.Sum256(payload)
 	if !ecdsa.Verify(pub, h[:], r, s) {
-		return fmt.Errorf("%w: SECP256R1 verification failed for %s", errBadSignature, UserID(publisher))
+		return fmt.Errorf("%w: SECP256R1 verification failed for %s", ErrBadSignature, UserID(publisher))
 	}
 	return nil
 }
