@@ -1,0 +1,221 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// appendReq is one reading waiting for the group committer.
+type appendReq struct {
+	seq   uint64
+	value []byte
+	done  chan error // buffered; nil for non-durable appends
+}
+
+// Append stores r and sets r.Seq. If durable, it returns only after r has
+// been fsync'd as part of a group commit: each commit takes every reading
+// queued while the previous one ran (up to MaxBatch) into one synced Badger
+// transaction, so there is no timer latency at low load. If !durable (QoS 0)
+// it returns once r is queued, and r is written with the next batch; a
+// crash before then loses it.
+//
+// If ctx ends before the commit, Append returns ctx's error and the reading
+// may or may not be stored. Run must be running.
+func (s *Store) Append(ctx context.Context, r *Reading, durable bool) error {
+	part, err := s.partNumber(r.Part)
+	if err != nil {
+		return err
+	}
+	value := encodeReading(r, part)
+	if len(value) > MaxReadingBytes {
+		return fmt.Errorf("reading from %q on %s: %d bytes encoded, limit %d: %w", r.Source, r.Part, len(value), MaxReadingBytes, ErrTooLarge)
+	}
+	if err := s.admit(int64(len(value)), durable); err != nil {
+		return err
+	}
+	req := &appendReq{value: value}
+	if durable {
+		req.done = make(chan error, 1)
+	}
+	if err := s.enqueue(req); err != nil {
+		return err
+	}
+	r.Seq = req.seq
+	if !durable {
+		return nil
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("append reading %d: %w", req.seq, ctx.Err())
+	}
+}
+
+// enqueue assigns the next sequence number under the queue lock, so queue
+// order, sequence order and commit order are the same.
+func (s *Store) enqueue(req *appendReq) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	req.seq = s.nextSeq
+	s.nextSeq++
+	s.queue = append(s.queue, req)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// take removes up to max requests from the head of the queue.
+func (s *Store) take(max int) []*appendReq {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := min(len(s.queue), max)
+	batch := make([]*appendReq, n)
+	copy(batch, s.queue)
+	rest := copy(s.queue, s.queue[n:])
+	clear(s.queue[rest:])
+	s.queue = s.queue[:rest]
+	return batch
+}
+
+// stop refuses further appends and fails the queued ones with err.
+func (s *Store) stop(err error) {
+	s.mu.Lock()
+	s.stopped = true
+	queued := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+	for _, req := range queued {
+		req.finish(err)
+	}
+}
+
+func (r *appendReq) finish(err error) {
+	if r.done != nil {
+		r.done <- err
+	}
+}
+
+// commitLoop is the group committer. When ctx ends it commits what is
+// queued, refuses further appends and returns.
+func (s *Store) commitLoop(ctx context.Context) {
+	for {
+		select {
+		case <-s.wake:
+			s.drain()
+		case <-ctx.Done():
+			s.mu.Lock()
+			s.stopped = true
+			s.mu.Unlock()
+			s.drain()
+			return
+		}
+	}
+}
+
+// drain commits batches until the queue is empty.
+func (s *Store) drain() {
+	for {
+		batch := s.take(s.opts.MaxBatch)
+		if len(batch) == 0 {
+			return
+		}
+		s.commitBatch(batch)
+	}
+}
+
+// commitBatch writes batch in as few synced transactions as Badger's
+// transaction size limit allows (one, unless readings are large) and
+// reports each reading's outcome once its transaction is durable.
+func (s *Store) commitBatch(batch []*appendReq) {
+	start := time.Now()
+	for len(batch) > 0 {
+		n, err := s.commitTxn(batch)
+		for _, req := range batch[:n] {
+			req.finish(err)
+		}
+		if err != nil {
+			s.log.Error("commit readings", "first_seq", batch[0].seq, "count", n, "err", err)
+		} else {
+			s.pending.Add(int64(n))
+		}
+		batch = batch[n:]
+	}
+	s.m.observeCommit(time.Since(start))
+	s.space.maybeMeasure(s.log)
+}
+
+// commitTxn writes a prefix of batch, with the next-sequence counter, in
+// one synced transaction and returns how many readings it covered. On error
+// that many readings failed.
+func (s *Store) commitTxn(batch []*appendReq) (int, error) {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	// The counter goes first so it always fits. If the readings do not all
+	// fit, it skips a few numbers, which is harmless: numbers are never reused.
+	if err := txn.Set(keyNextSeq, putU64(batch[len(batch)-1].seq+1)); err != nil {
+		return len(batch), fmt.Errorf("store next reading sequence: %w", err)
+	}
+	n := 0
+	for _, req := range batch {
+		err := txn.Set(readingKey(req.seq), req.value)
+		if err != nil && n > 0 {
+			break // ErrTxnTooBig: commit what fits, the rest goes in the next txn
+		}
+		if err != nil {
+			return 1, fmt.Errorf("store reading %d: %w", req.seq, err)
+		}
+		n++
+	}
+	if err := txn.Commit(); err != nil {
+		return n, fmt.Errorf("commit readings %d-%d: %w", batch[0].seq, batch[n-1].seq, err)
+	}
+	s.m.commits.Inc()
+	s.m.batchSize.Observe(float64(n))
+	return n, nil
+}
+
+// Pending returns up to max stored readings with Seq > after, in Seq order.
+func (s *Store) Pending(after uint64, max int) ([]Reading, error) {
+	var out []Reading
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindReading}, PrefetchValues: true, PrefetchSize: min(max, 100)})
+		defer it.Close()
+		for it.Seek(readingKey(after + 1)); it.Valid() && len(out) < max; it.Next() {
+			seq := getU64(it.Item().Key()[1:])
+			r, err := s.readReading(seq, it.Item())
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list pending readings after %d: %w", after, err)
+	}
+	return out, nil
+}
+
+func (s *Store) readReading(seq uint64, item *badger.Item) (Reading, error) {
+	var r Reading
+	err := item.Value(func(v []byte) error {
+		var part uint32
+		var err error
+		if r, part, err = decodeReading(seq, v); err != nil {
+			return err
+		}
+		r.Part, err = s.partName(part)
+		return err
+	})
+	return r, err
+}

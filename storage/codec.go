@@ -1,0 +1,80 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// Reading is an accepted MQTT reading that is not yet signed.
+type Reading struct {
+	Seq         uint64               // assigned by Append: global ingest order, strictly increasing, never reused
+	Part        streamr.StreamPartID // stream part the rule mapped the topic to
+	Source      string               // MQTT client ID; chains are per (Part, Source)
+	ReceivedAt  int64                // wall clock at receipt, ms since the Unix epoch
+	BootNanos   int64                // CLOCK_BOOTTIME at receipt, ns; dates readings held while the clock was unsynced
+	Timestamp   int64                // explicit timestamp from the payload, ms; 0 = none
+	ContentType streamr.ContentType  // how Payload is to be read
+	Payload     []byte               // message content
+}
+
+// readingHeaderLen is the fixed part of an encoded reading:
+// part u32 ‖ receivedAt i64 ‖ bootNanos i64 ‖ timestamp i64 ‖ contentType u8.
+const readingHeaderLen = 4 + 8 + 8 + 8 + 1
+
+// encodeReading lays out r (minus Seq, which is the key, and Part, given as
+// its number) as the fixed header, uvarint source length, source, payload.
+func encodeReading(r *Reading, part uint32) []byte {
+	b := make([]byte, 0, readingHeaderLen+binary.MaxVarintLen64+len(r.Source)+len(r.Payload))
+	b = binary.BigEndian.AppendUint32(b, part)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.ReceivedAt))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.BootNanos))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Timestamp))
+	b = append(b, byte(r.ContentType))
+	b = binary.AppendUvarint(b, uint64(len(r.Source)))
+	b = append(b, r.Source...)
+	return append(b, r.Payload...)
+}
+
+// decodeReading parses a value written by encodeReading and returns the
+// part number for the caller to resolve. Payload is copied out of b.
+func decodeReading(seq uint64, b []byte) (Reading, uint32, error) {
+	if len(b) < readingHeaderLen {
+		return Reading{}, 0, fmt.Errorf("reading %d: value of %d bytes is shorter than its %d-byte header", seq, len(b), readingHeaderLen)
+	}
+	r := Reading{
+		Seq:         seq,
+		ReceivedAt:  int64(binary.BigEndian.Uint64(b[4:])),
+		BootNanos:   int64(binary.BigEndian.Uint64(b[12:])),
+		Timestamp:   int64(binary.BigEndian.Uint64(b[20:])),
+		ContentType: streamr.ContentType(b[28]),
+	}
+	part := binary.BigEndian.Uint32(b)
+	rest := b[readingHeaderLen:]
+	n, w := binary.Uvarint(rest)
+	if w <= 0 || n > uint64(len(rest)-w) {
+		return Reading{}, 0, fmt.Errorf("reading %d: bad source length", seq)
+	}
+	rest = rest[w:]
+	r.Source = string(rest[:n])
+	r.Payload = append([]byte(nil), rest[n:]...)
+	return r, part, nil
+}
+
+// logHeaderLen is the prefix of a log value: part u32 ‖ reading seq u64.
+const logHeaderLen = 4 + 8
+
+func encodeLogValue(part uint32, readingSeq uint64, encoded []byte) []byte {
+	b := make([]byte, 0, logHeaderLen+len(encoded))
+	b = binary.BigEndian.AppendUint32(b, part)
+	b = binary.BigEndian.AppendUint64(b, readingSeq)
+	return append(b, encoded...)
+}
+
+func decodeLogValue(pos uint64, b []byte) (part uint32, readingSeq uint64, encoded []byte, err error) {
+	if len(b) < logHeaderLen {
+		return 0, 0, nil, fmt.Errorf("log entry %d: value of %d bytes is shorter than its %d-byte header", pos, len(b), logHeaderLen)
+	}
+	return binary.BigEndian.Uint32(b), binary.BigEndian.Uint64(b[4:]), b[logHeaderLen:], nil
+}

@@ -1,0 +1,141 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultGCInterval   = 5 * time.Minute
+	DefaultMaxBatch     = 512
+	DefaultMinFreeBytes = 64 << 20
+
+	// MaxReadingBytes bounds one encoded reading (payload plus about 40
+	// bytes of fields); the value log file size must hold several.
+	MaxReadingBytes = 1 << 20
+)
+
+// Pi-sized Badger settings ("low-mem A" in perf-baselines.md §2): about
+// 110 MB RSS after a million readings instead of 500-600 MB with defaults.
+const (
+	memTableSize     = 4 << 20
+	valueLogFileSize = 16 << 20
+	// valueThreshold: values of at least this many bytes go to the value
+	// log, smaller ones stay in the LSM tree. See storage.md in the notes for
+	// the write-amplification measurements behind the choice.
+	valueThreshold = 1 << 10
+)
+
+// Options configure a Store. The zero value of every field but Dir is usable.
+type Options struct {
+	Dir string // database directory, created if missing; required
+
+	// QuotaBytes caps the database's on-disk size (LSM tree and value log).
+	// Append refuses durable readings with ErrQuotaExceeded once the size
+	// would exceed it, and non-durable (QoS 0) readings from 90% of it, so
+	// QoS 0 goes first. Signing (CommitSigned) is never refused. 0 means
+	// unlimited.
+	QuotaBytes int64
+
+	// MinFreeBytes is the free space Append keeps on the file system: below
+	// it every append fails with ErrDiskFull. Badger writes through
+	// memory-mapped files, where running out of space is a fatal SIGBUS
+	// rather than an error, so the margin must cover a memtable flush, a
+	// value log file and compaction output. 0 means DefaultMinFreeBytes;
+	// negative disables the check.
+	MinFreeBytes int64
+
+	Retention      time.Duration // delete signed messages older than this (by message timestamp); 0 keeps them
+	RetentionBytes int64         // delete the oldest signed messages while their encoded total exceeds this; 0 = no limit
+	GCInterval     time.Duration // period of retention and value-log GC; 0 means DefaultGCInterval
+	MaxBatch       int           // most readings per group commit; 0 means DefaultMaxBatch
+
+	Logger     *slog.Logger          // nil discards logs
+	Registerer prometheus.Registerer // nil registers no metrics
+
+	// valueThreshold overrides the Badger value threshold (tests and the
+	// write-amplification measurement only).
+	valueThreshold int64
+}
+
+func (o *Options) setDefaults() {
+	if o.GCInterval == 0 {
+		o.GCInterval = DefaultGCInterval
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = DefaultMinFreeBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.valueThreshold == 0 {
+		o.valueThreshold = valueThreshold
+	}
+}
+
+func (o *Options) validate() error {
+	var errs []error
+	if o.Dir == "" {
+		errs = append(errs, errors.New("dir is empty"))
+	}
+	if o.QuotaBytes < 0 {
+		errs = append(errs, fmt.Errorf("quota bytes %d is negative", o.QuotaBytes))
+	}
+	if o.Retention < 0 {
+		errs = append(errs, fmt.Errorf("retention %s is negative", o.Retention))
+	}
+	if o.RetentionBytes < 0 {
+		errs = append(errs, fmt.Errorf("retention bytes %d is negative", o.RetentionBytes))
+	}
+	if o.GCInterval < 0 {
+		errs = append(errs, fmt.Errorf("GC interval %s is negative", o.GCInterval))
+	}
+	if o.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("max batch %d is negative", o.MaxBatch))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Options) badgerOptions() badger.Options {
+	return badger.DefaultOptions(o.Dir).
+		WithLogger(badgerLogger{o.Logger}).
+		WithSyncWrites(true).
+		WithMetricsEnabled(false).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(4).
+		WithBaseTableSize(1 << 20).
+		WithBlockCacheSize(4 << 20).
+		WithIndexCacheSize(2 << 20).
+		WithValueLogFileSize(valueLogFileSize).
+		WithNumCompactors(2).
+		WithDetectConflicts(false).
+		WithValueThreshold(o.valueThreshold)
+}
+
+// badgerLogger routes Badger's printf-style logs to slog. Badger's Info
+// lines (compaction, flushes) are routine, so they go to Debug.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error("badger", "detail", fmt.Sprintf(f, a...))
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn("badger", "detail", fmt.Sprintf(f, a...))
+}
+func (l badgerLogger) Infof(f string, a ...any) {
+	l.log.Debug("badger", "detail", fmt.Sprintf(f, a...))
+}
+func (l badgerLogger) Debugf(f string, a ...any) {
+	l.log.Debug("badger", "detail", fmt.Sprintf(f, a...))
+}

@@ -1,0 +1,201 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// retentionBatch is how many messages one retention transaction deletes.
+const retentionBatch = 256
+
+// gcDiscardRatio is the share of a value log file that must be garbage for
+// GC to rewrite it (Badger's recommended 0.5).
+const gcDiscardRatio = 0.5
+
+// Run runs the group committer and the retention and value-log GC
+// schedule. When ctx ends it commits the appends already queued, refuses
+// new ones with ErrClosed and returns nil. Call it once, before Close.
+func (s *Store) Run(ctx context.Context) error {
+	if s.running.Swap(true) {
+		return errors.New("storage: Run called twice")
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { s.gcLoop(ctx) })
+	s.commitLoop(ctx)
+	wg.Wait()
+	return nil
+}
+
+func (s *Store) gcLoop(ctx context.Context) {
+	t := time.NewTicker(s.opts.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.maintain(ctx, time.Now())
+		}
+	}
+}
+
+// maintain applies retention as of now, then reclaims value log space.
+func (s *Store) maintain(ctx context.Context, now time.Time) {
+	n, err := s.applyRetention(ctx, now)
+	if err != nil {
+		s.log.Error("apply retention", "err", err)
+	}
+	if n > 0 {
+		s.log.Info("retention deleted messages", "count", n)
+	}
+	rewrites, err := s.collectValueLog(ctx)
+	if err != nil {
+		s.log.Error("value log GC", "err", err)
+	}
+	if err := s.space.measure(); err != nil {
+		s.log.Warn("measure disk usage", "err", err)
+	}
+	lsm, vlog := s.space.usage()
+	s.log.Debug("storage maintenance done", "deleted", n, "vlog_rewrites", rewrites, "lsm_bytes", lsm, "vlog_bytes", vlog)
+}
+
+// collectValueLog runs Badger's value log GC until it finds no file worth
+// rewriting, and returns how many files it rewrote.
+func (s *Store) collectValueLog(ctx context.Context) (int, error) {
+	for n := 0; ; n++ {
+		if ctx.Err() != nil {
+			return n, nil
+		}
+		err := s.db.RunValueLogGC(gcDiscardRatio)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// applyRetention deletes signed messages from the head of the log while
+// the head message is older than Retention or the stored total exceeds
+// RetentionBytes. Going in log order keeps it proportional to what it
+// deletes; a late-signed message with an old timestamp waits for the ones
+// logged before it. It returns how many messages it deleted.
+func (s *Store) applyRetention(ctx context.Context, now time.Time) (int, error) {
+	if s.opts.Retention <= 0 && s.opts.RetentionBytes <= 0 {
+		return 0, nil
+	}
+	cutoff := int64(-1 << 63)
+	if s.opts.Retention > 0 {
+		cutoff = now.Add(-s.opts.Retention).UnixMilli()
+	}
+	total := 0
+	for ctx.Err() == nil {
+		n, err := s.retainBatch(cutoff)
+		total += n
+		if err != nil || n < retentionBatch {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// retainBatch deletes up to retentionBatch expired messages in one txn.
+func (s *Store) retainBatch(cutoff int64) (int, error) {
+	s.signMu.Lock()
+	defer s.signMu.Unlock()
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	heads, err := s.logHead(txn, retentionBatch)
+	if err != nil {
+		return 0, err
+	}
+	bytes := s.signedBytes
+	n := 0
+	for _, h := range heads {
+		over := s.opts.RetentionBytes > 0 && bytes > s.opts.RetentionBytes
+		if !over && h.msg.ID.Timestamp >= cutoff {
+			break
+		}
+		if err := deleteLogged(txn, h); err != nil {
+			return 0, err
+		}
+		bytes -= int64(len(h.encoded))
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := s.putSignCounters(txn, s.nextPos, bytes); err != nil {
+		return 0, err
+	}
+	if err := txn.Commit(); err != nil {
+		return 0, fmt.Errorf("commit deletion of %d expired messages: %w", n, err)
+	}
+	s.signedBytes = bytes
+	return n, nil
+}
+
+// headEntry is a decoded log entry considered for deletion.
+type headEntry struct {
+	pos     uint64
+	part    uint32
+	encoded []byte
+	msg     *streamr.StreamMessage
+}
+
+// logHead decodes up to max entries from the start of the log.
+func (s *Store) logHead(txn *badger.Txn, max int) ([]headEntry, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: max})
+	defer it.Close()
+	var out []headEntry
+	for it.Rewind(); it.Valid() && len(out) < max; it.Next() {
+		h := headEntry{pos: getU64(it.Item().Key()[1:])}
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return nil, fmt.Errorf("read log entry %d: %w", h.pos, err)
+		}
+		if h.part, _, h.encoded, err = decodeLogValue(h.pos, v); err != nil {
+			return nil, err
+		}
+		if h.msg, err = streamr.Unmarshal(h.encoded); err != nil {
+			return nil, fmt.Errorf("log entry %d: %w", h.pos, err)
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// deleteLogged deletes a log entry and its index key, unless the index key
+// has since been taken by a newer message with the same ID.
+func deleteLogged(txn *badger.Txn, h headEntry) error {
+	id := &h.msg.ID
+	ik := indexKey(h.part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID)
+	item, err := txn.Get(ik)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return fmt.Errorf("read index of log entry %d: %w", h.pos, err)
+	default:
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return fmt.Errorf("read index of log entry %d: %w", h.pos, err)
+		}
+		if len(v) == 8 && getU64(v) == h.pos {
+			if err := txn.Delete(ik); err != nil {
+				return fmt.Errorf("delete index of log entry %d: %w", h.pos, err)
+			}
+		}
+	}
+	if err := txn.Delete(logKey(h.pos)); err != nil {
+		return fmt.Errorf("delete log entry %d: %w", h.pos, err)
+	}
+	return nil
+}
