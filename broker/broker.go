@@ -1,0 +1,442 @@
+// Package broker runs the gateway's embedded MQTT broker (mochi-mqtt v2) and hands every
+// PUBLISH from a sensor to a Handler before acknowledging it, so that a PUBACK means the
+// reading was accepted. It also authenticates clients against a TOML users file with per-user
+// topic ACLs, and lets the bridge publish to local subscribers.
+//
+// This is the only package that imports mochi; nothing of mochi appears in its API.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults sized for a Raspberry Pi serving tens to hundreds of sensors.
+const (
+	DefaultMaxClients        = 256
+	DefaultMaxPacketSize     = 256 << 10 // bytes; sensor readings are small, Streamr messages stay well below
+	DefaultReceiveMaximum    = 64        // un-acked QoS>0 PUBLISHes a client may have in flight to us
+	DefaultMaxInflight       = 1024      // QoS>0 messages held per subscriber awaiting its ack
+	DefaultMaxQueuedMessages = 1024      // per-client outbound queue; mochi allocates it per client (8 KiB here)
+	DefaultSessionExpiry     = time.Hour // how long a disconnected persistent session is kept
+	DefaultConnectTimeout    = 10 * time.Second
+)
+
+// sysTopicInterval is how often mochi refreshes $SYS topics. Each refresh calls
+// runtime.ReadMemStats (a stop-the-world pause) and rewrites 20 retained messages; the broker
+// refuses $SYS subscriptions anyway (see hook.OnACLCheck), so refresh once a day only.
+const sysTopicInterval = 24 * 60 * 60
+
+// Listener is one network endpoint of the broker.
+type Listener struct {
+	Type     string // "tcp", "tls", "ws" (MQTT over WebSocket) or "wss"
+	Address  string // host:port, e.g. "127.0.0.1:1883"; port 0 picks a free port (see Broker.Addrs)
+	CertFile string // PEM certificate chain; required for tls and wss, refused otherwise
+	KeyFile  string // PEM private key; required for tls and wss, refused otherwise
+}
+
+// Config configures a Broker. The zero value of each limit selects its Default* constant.
+type Config struct {
+	Listeners []Listener // at least one
+
+	// UsersFile is the TOML users file (see the package README); "" disables authentication,
+	// which New allows only on loopback listeners unless AllowAnonymous is set.
+	UsersFile string
+	// AllowAnonymous explicitly allows listeners on non-loopback addresses without a users file.
+	AllowAnonymous bool
+
+	MaxClients        int           // concurrent clients; default DefaultMaxClients
+	MaxPacketSize     uint32        // bytes, larger packets disconnect the client; default DefaultMaxPacketSize
+	ReceiveMaximum    uint16        // default DefaultReceiveMaximum
+	MaxInflight       uint16        // default DefaultMaxInflight
+	MaxQueuedMessages int           // default DefaultMaxQueuedMessages
+	SessionExpiry     time.Duration // default DefaultSessionExpiry; at most ~136 years
+	ConnectTimeout    time.Duration // TLS handshake plus CONNECT; default DefaultConnectTimeout
+
+	// MochiLogLevel is the minimum level of mochi's internal log lines; default slog.LevelWarn
+	// (mochi logs routine events at Info).
+	MochiLogLevel slog.Leveler
+	// Registerer receives the broker's Prometheus metrics (tributary_broker_*); nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// Errors returned by Broker methods.
+var (
+	ErrRunTwice   = errors.New("broker: Run called more than once")
+	ErrNotRunning = errors.New("broker: not running")
+)
+
+// Broker is an embedded MQTT broker. Create it with New, then call Run.
+type Broker struct {
+	log       *slog.Logger
+	srv       *mqtt.Server
+	hook      *hook
+	local     *mqtt.Client // inline client for Publish; bypasses ACLs and the Handler
+	listeners []*listener
+	stats     counters
+
+	ran     atomic.Bool
+	running atomic.Bool
+	ready   chan struct{}
+	fatal   chan error
+}
+
+// New validates cfg, loads the users file and TLS certificates, and prepares the broker.
+// It binds no socket; Run does.
+func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
+	if h == nil {
+		return nil, errors.New("broker: nil Handler")
+	}
+	if log == nil {
+		return nil, errors.New("broker: nil logger")
+	}
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	var us users
+	if cfg.UsersFile != "" {
+		var err error
+		if us, err = loadUsers(cfg.UsersFile); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+	}
+
+	b := &Broker{
+		log:   log,
+		ready: make(chan struct{}),
+		fatal: make(chan error, len(cfg.Listeners)),
+	}
+	b.srv = mqtt.New(&mqtt.Options{
+		Capabilities:           cfg.capabilities(),
+		Logger:                 slog.New(minLevelHandler{log.With("component", "mochi").Handler(), cfg.MochiLogLevel}),
+		SysTopicResendInterval: sysTopicInterval,
+	})
+	b.hook = &hook{handler: h, users: us, log: log, stats: &b.stats}
+	if err := b.srv.AddHook(b.hook, nil); err != nil {
+		return nil, fmt.Errorf("broker: add hook: %w", err)
+	}
+	b.local = b.srv.NewClient(nil, mqtt.LocalListener, "tributary-local", true)
+
+	for i, lc := range cfg.Listeners {
+		tlsConf, err := lc.tlsConfig()
+		if err != nil {
+			return nil, fmt.Errorf("broker: listeners[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
+		}
+		id := fmt.Sprintf("%s-%d", lc.Type, i)
+		b.listeners = append(b.listeners, newListener(id, lc, tlsConf, cfg.ConnectTimeout, b.reportFatal))
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(newCollector(b.Stats)); err != nil {
+			return nil, fmt.Errorf("broker: register metrics: %w", err)
+		}
+	}
+	return b, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxClients == 0 {
+		c.MaxClients = DefaultMaxClients
+	}
+	if c.MaxPacketSize == 0 {
+		c.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = DefaultReceiveMaximum
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.MaxQueuedMessages == 0 {
+		c.MaxQueuedMessages = DefaultMaxQueuedMessages
+	}
+	if c.SessionExpiry == 0 {
+		c.SessionExpiry = DefaultSessionExpiry
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.MochiLogLevel == nil {
+		c.MochiLogLevel = slog.LevelWarn
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case len(c.Listeners) == 0:
+		return errors.New("broker: no listeners configured")
+	case c.MaxClients < 0:
+		return fmt.Errorf("broker: max clients %d is negative", c.MaxClients)
+	case c.MaxQueuedMessages < 0 || c.MaxQueuedMessages > math.MaxInt32:
+		return fmt.Errorf("broker: max queued messages %d out of range 1..%d", c.MaxQueuedMessages, math.MaxInt32)
+	case c.SessionExpiry < time.Second || c.SessionExpiry/time.Second > math.MaxUint32:
+		return fmt.Errorf("broker: session expiry %s out of range 1s..%ds", c.SessionExpiry, uint32(math.MaxUint32))
+	case c.ConnectTimeout < 0:
+		return fmt.Errorf("broker: connect timeout %s is negative", c.ConnectTimeout)
+	}
+	for i, l := range c.Listeners {
+		if err := l.validate(c.UsersFile != "" || c.AllowAnonymous); err != nil {
+			return fmt.Errorf("broker: listeners[%d] (%s %s): %w", i, l.Type, l.Address, err)
+		}
+	}
+	return nil
+}
+
+// validate checks one listener. openOK is true when a non-loopback address is acceptable:
+// with a users file, or with an explicit AllowAnonymous.
+func (l Listener) validate(openOK bool) error {
+	switch l.Type {
+	case "tcp", "ws":
+		if l.CertFile != "" || l.KeyFile != "" {
+			return fmt.Errorf("cert_file/key_file given for a %s listener; use tls or wss", l.Type)
+		}
+	case "tls", "wss":
+		if l.CertFile == "" || l.KeyFile == "" {
+			return fmt.Errorf("%s listener needs both cert_file and key_file", l.Type)
+		}
+	default:
+		return fmt.Errorf("unknown listener type %q (want tcp, tls, ws or wss)", l.Type)
+	}
+	host, port, err := net.SplitHostPort(l.Address)
+	if err != nil {
+		return fmt.Errorf("address: %w", err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("address: port %q is not a number 0-65535", port)
+	}
+	if !openOK && !isLoopbackHost(host) {
+		return errors.New("refusing a non-loopback address without a users file; " +
+			"configure a users file, bind to 127.0.0.1, or set allow_anonymous explicitly")
+	}
+	return nil
+}
+
+// isLoopbackHost reports whether host ("" means all interfaces) names only the loopback interface.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (l Listener) tlsConfig() (*tls.Config, error) {
+	if l.CertFile == "" {
+		return nil, nil
+	}
+	for _, f := range []string{l.CertFile, l.KeyFile} {
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: load certificate %s with key %s: %w", l.CertFile, l.KeyFile, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// capabilities translates the config into mochi's limits.
+func (c *Config) capabilities() *mqtt.Capabilities {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClients = int64(c.MaxClients)
+	caps.MaximumPacketSize = c.MaxPacketSize
+	caps.ReceiveMaximum = c.ReceiveMaximum
+	caps.MaximumInflight = c.MaxInflight
+	caps.MaximumClientWritesPending = int32(c.MaxQueuedMessages)
+	caps.MaximumSessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
+	// mochi's default (65535) lets each client grow an alias table of that many topics.
+	caps.TopicAliasMaximum = 16
+	// Message.ProtocolVersion promises 4 or 5; MQTT 3.1 (3) clients are refused at CONNECT.
+	caps.MinimumProtocolVersion = 4
+	return caps
+}
+
+// Run binds the listeners, serves until ctx is cancelled, then shuts down: it disconnects the
+// clients, waits for their goroutines and returns nil. It returns an error if a listener cannot
+// bind or fails while serving. Run may be called once.
+func (b *Broker) Run(ctx context.Context) error {
+	if !b.ran.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b.hook.ctx = hctx // read only by client goroutines, all started after srv.Serve below
+
+	if err := b.bind(); err != nil {
+		return err
+	}
+	if err := b.srv.Serve(); err != nil {
+		return b.stop(cancel, fmt.Errorf("broker: serve: %w", err))
+	}
+	b.running.Store(true)
+	close(b.ready)
+	for _, l := range b.listeners {
+		b.log.Info("mqtt listener ready", "type", l.kind, "address", l.Address())
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-b.fatal:
+	}
+	return b.stop(cancel, err)
+}
+
+// bind attaches every listener to mochi (which calls listener.Init); on failure it closes the
+// ones already bound.
+func (b *Broker) bind() error {
+	for i, l := range b.listeners {
+		if err := b.srv.AddListener(l); err != nil {
+			for _, bound := range b.listeners[:i] {
+				bound.Close(func(string) {})
+			}
+			return fmt.Errorf("broker: %w", err)
+		}
+	}
+	return nil
+}
+
+// stop cancels Handlers, closes mochi once (a second mochi Close panics, server.go:1498) and
+// waits for the listener goroutines.
+func (b *Broker) stop(cancel context.CancelFunc, err error) error {
+	b.running.Store(false)
+	cancel()
+	_ = b.srv.Close() // always nil
+	for _, l := range b.listeners {
+		<-l.served
+	}
+	b.log.Info("mqtt broker stopped")
+	return err
+}
+
+func (b *Broker) reportFatal(err error) {
+	select {
+	case b.fatal <- err:
+	default: // Run is already stopping for an earlier error
+	}
+}
+
+// Ready is closed once every listener accepts connections.
+func (b *Broker) Ready() <-chan struct{} { return b.ready }
+
+// Addrs returns the bound address of each configured listener, in Config order, or nil before
+// Ready is closed.
+func (b *Broker) Addrs() []net.Addr {
+	select {
+	case <-b.ready:
+	default:
+		return nil
+	}
+	addrs := make([]net.Addr, len(b.listeners))
+	for i, l := range b.listeners {
+		addrs[i] = l.ln.Addr()
+	}
+	return addrs
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	return b.stats.snapshot(atomic.LoadInt64(&b.srv.Info.ClientsConnected))
+}
+
+// PublishOption sets optional fields of a Publish.
+type PublishOption func(*publishOptions)
+
+type publishOptions struct {
+	retain      bool
+	user        []packets.UserProperty
+	contentType string
+	utf8        bool
+}
+
+// Retain makes the message retained.
+func Retain() PublishOption {
+	return func(o *publishOptions) { o.retain = true }
+}
+
+// WithUserProperties adds MQTT 5 user properties (MQTT 3.1.1 subscribers do not see them).
+func WithUserProperties(props ...UserProperty) PublishOption {
+	return func(o *publishOptions) {
+		for _, p := range props {
+			o.user = append(o.user, packets.UserProperty{Key: p.Key, Val: p.Value})
+		}
+	}
+}
+
+// WithContentType sets the MQTT 5 content type.
+func WithContentType(ct string) PublishOption {
+	return func(o *publishOptions) { o.contentType = ct }
+}
+
+// WithPayloadFormatUTF8 marks the payload as UTF-8 text (MQTT 5 payload format indicator 1).
+func WithPayloadFormatUTF8() PublishOption {
+	return func(o *publishOptions) { o.utf8 = true }
+}
+
+// Publish delivers a message to the broker's subscribers (and retains it if asked). It bypasses
+// ACLs and is never passed to the Handler. qos caps the delivery QoS per subscriber.
+func (b *Broker) Publish(topic string, payload []byte, qos byte, opts ...PublishOption) error {
+	if !b.running.Load() {
+		return ErrNotRunning
+	}
+	if qos > 2 {
+		return fmt.Errorf("broker: publish to %q: qos %d", topic, qos)
+	}
+	if topic == "" || strings.ContainsAny(topic, "+#\x00") || strings.HasPrefix(topic, "$") {
+		return fmt.Errorf("broker: publish: invalid topic name %q", topic)
+	}
+	var o publishOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: o.retain},
+		TopicName:   topic,
+		Payload:     payload,
+		PacketID:    uint16(qos), // mochi requires an id for QoS>0; inline publishes never use it
+		Properties: packets.Properties{
+			User:        o.user,
+			ContentType: o.contentType,
+		},
+	}
+	if o.utf8 {
+		pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
+	}
+	if err := b.srv.InjectPacket(b.local, pk); err != nil {
+		return fmt.Errorf("broker: publish to %q: %w", topic, err)
+	}
+	return nil
+}
+
+// minLevelHandler raises the minimum level of a slog.Handler.
+type minLevelHandler struct {
+	slog.Handler
+	min slog.Leveler
+}
+
+func (h minLevelHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min.Level() && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return minLevelHandler{h.Handler.WithAttrs(attrs), h.min}
+}
+
+func (h minLevelHandler) WithGroup(name string) slog.Handler {
+	return minLevelHandler{h.Handler.WithGroup(name), h.min}
+}

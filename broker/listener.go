@@ -1,0 +1,279 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// listener implements mochi's listeners.Listener for tcp, tls, ws and wss. It replaces mochi's
+// own listeners because those (mochi listeners/tcp.go:74-93, websocket.go:107-122) drop accept
+// errors silently, cannot report a port-0 address for websockets (they bind inside Serve), and
+// leave no way to wait for connection goroutines, which goleak would flag.
+type listener struct {
+	id             string
+	kind           string // tcp, tls, ws or wss
+	address        string
+	tlsConfig      *tls.Config // nil for tcp and ws
+	connectTimeout time.Duration
+	fail           func(error) // reports a fatal accept error to Broker.Run
+
+	log       *slog.Logger
+	ln        net.Listener
+	httpSrv   *http.Server // ws and wss only
+	upgrader  websocket.Upgrader
+	establish listeners.EstablishFn
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup // one per connection handed to mochi
+	done   chan struct{}  // closed by Close
+	served chan struct{}  // closed when Serve returns
+}
+
+var _ listeners.Listener = (*listener)(nil)
+
+func newListener(id string, cfg Listener, tlsConfig *tls.Config, connectTimeout time.Duration, fail func(error)) *listener {
+	return &listener{
+		id:             id,
+		kind:           cfg.Type,
+		address:        cfg.Address,
+		tlsConfig:      tlsConfig,
+		connectTimeout: connectTimeout,
+		fail:           fail,
+		conns:          map[net.Conn]struct{}{},
+		done:           make(chan struct{}),
+		served:         make(chan struct{}),
+		// Subprotocol "mqtt" is what MQTT-over-WebSocket clients request. CheckOrigin is left nil
+		// (same-origin only): MQTT clients send no Origin header, and a web page must not be
+		// able to publish into the gateway from a visitor's browser.
+		upgrader: websocket.Upgrader{Subprotocols: []string{"mqtt"}, HandshakeTimeout: connectTimeout},
+	}
+}
+
+// ID returns the listener id.
+func (l *listener) ID() string { return l.id }
+
+// Protocol returns tcp, tls, ws or wss.
+func (l *listener) Protocol() string { return l.kind }
+
+// Address returns the bound address once Init has run, else the configured one.
+func (l *listener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+
+// Init binds the socket, so that bind errors surface from Broker.Run and port 0 resolves at once.
+func (l *listener) Init(log *slog.Logger) error {
+	l.log = log
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return fmt.Errorf("listener %s: %w", l.id, err)
+	}
+	if l.tlsConfig != nil {
+		ln = tls.NewListener(ln, l.tlsConfig)
+	}
+	l.ln = ln
+	if l.kind == "ws" || l.kind == "wss" {
+		l.httpSrv = &http.Server{
+			Handler:           http.HandlerFunc(l.serveWebsocket),
+			ReadHeaderTimeout: l.connectTimeout,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+	}
+	return nil
+}
+
+// Serve accepts connections until Close. mochi runs it on its own goroutine (listeners.go:90).
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	defer close(l.served)
+	l.establish = establish
+	if l.httpSrv != nil {
+		err := l.httpSrv.Serve(l.ln)
+		if !errors.Is(err, http.ErrServerClosed) && !l.isClosed() {
+			l.fail(fmt.Errorf("listener %s (%s %s): %w", l.id, l.kind, l.Address(), err))
+		}
+		return
+	}
+	l.acceptLoop()
+}
+
+func (l *listener) acceptLoop() {
+	var backoff time.Duration
+	for {
+		conn, err := l.ln.Accept()
+		if err == nil {
+			backoff = 0
+			if l.track(conn) {
+				go l.serveConn(conn)
+			}
+			continue
+		}
+		if l.isClosed() {
+			return
+		}
+		if !transientAcceptError(err) {
+			l.fail(fmt.Errorf("listener %s (%s %s): accept: %w", l.id, l.kind, l.Address(), err))
+			return
+		}
+		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+		l.log.Warn("accept failed, retrying", "error", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-l.done:
+			return
+		}
+	}
+}
+
+// transientAcceptError reports errors after which accepting can succeed again (out of file
+// descriptors or memory, or a peer that reset before accept).
+func transientAcceptError(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// track registers a live connection; it refuses (and closes) connections arriving after Close.
+func (l *listener) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		_ = c.Close()
+		return false
+	}
+	l.conns[c] = struct{}{}
+	l.wg.Add(1)
+	return true
+}
+
+func (l *listener) untrack(c net.Conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+	l.wg.Done()
+}
+
+// serveConn hands one connection to mochi and blocks until the client is gone.
+func (l *listener) serveConn(c net.Conn) {
+	defer l.untrack(c)
+	// mochi sets no deadline before CONNECT is read (server.go:401-408); bound the TLS handshake
+	// and CONNECT here. mochi replaces the deadline with the keepalive once CONNECT is read.
+	_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
+	if err := l.establish(l.id, c); err != nil && !isDisconnect(err) {
+		l.log.Debug("client connection ended", "remote", c.RemoteAddr().String(), "error", err)
+	}
+	_ = c.Close()
+}
+
+func isDisconnect(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}
+
+func (l *listener) serveWebsocket(w http.ResponseWriter, r *http.Request) {
+	ws, err := l.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		l.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "error", err)
+		return // Upgrade has already written the HTTP error
+	}
+	c := &wsConn{Conn: ws.NetConn(), ws: ws}
+	if l.track(c) {
+		l.serveConn(c)
+	}
+}
+
+// Close stops accepting, asks mochi to disconnect this listener's clients, closes whatever
+// connections remain and waits for their goroutines. mochi calls it from Server.Close
+// (listeners.go:115-129) before waiting on its own client WaitGroup, so after Close returns
+// no connection of this listener can still call into mochi.
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	close(l.done)
+	// Bound mochi's DISCONNECT writes to clients that stopped reading.
+	for c := range l.conns {
+		_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	}
+	l.mu.Unlock()
+
+	if l.httpSrv != nil {
+		_ = l.httpSrv.Close() // closes l.ln and connections still in the HTTP handshake
+	} else if l.ln != nil {
+		_ = l.ln.Close()
+	}
+	closeClients(l.id)
+
+	l.mu.Lock()
+	for c := range l.conns {
+		_ = c.Close() // connections mochi did not know yet (CONNECT not read)
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+}
+
+func (l *listener) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// wsConn presents a WebSocket as the byte stream mochi reads MQTT packets from. MQTT over
+// WebSocket sends packets in binary messages, and one packet may span messages.
+type wsConn struct {
+	net.Conn // the hijacked connection, for addresses, deadlines and Close
+	ws       *websocket.Conn
+	r        io.Reader // current message, nil between messages
+}
+
+// Read reads from the current binary message, moving to the next one when it is exhausted.
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			typ, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if typ != websocket.BinaryMessage {
+				return 0, errors.New("websocket: MQTT requires binary messages")
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+// Write sends p as one binary message. mochi serialises writes per client (clients.go:597).
+func (c *wsConn) Write(p []byte) (int, error) {
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

@@ -1,0 +1,84 @@
+package broker
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Stats is a snapshot of the broker's counters since New.
+type Stats struct {
+	ClientsConnected int64                 // network clients connected now
+	Received         uint64                // PUBLISH packets from network clients
+	Accepted         uint64                // of those, accepted by the Handler
+	Rejected         map[ReasonCode]uint64 // of those, rejected, by reason (only non-zero entries)
+	AuthFailures     uint64                // CONNECTs refused for bad credentials
+	SubscribeRefused uint64                // SUBSCRIBE filters refused (ACL or invalid filter)
+}
+
+// counters are updated on client goroutines and read by Stats and the Prometheus collector.
+type counters struct {
+	received, accepted, authFailures, subscribeRefused atomic.Uint64
+	rejected                                           [256]atomic.Uint64 // by ReasonCode
+}
+
+func (c *counters) snapshot(clients int64) Stats {
+	s := Stats{
+		ClientsConnected: clients,
+		Received:         c.received.Load(),
+		Accepted:         c.accepted.Load(),
+		AuthFailures:     c.authFailures.Load(),
+		SubscribeRefused: c.subscribeRefused.Load(),
+		Rejected:         map[ReasonCode]uint64{},
+	}
+	for i := range c.rejected {
+		if n := c.rejected[i].Load(); n > 0 {
+			s.Rejected[ReasonCode(i)] = n
+		}
+	}
+	return s
+}
+
+// collector exposes Stats to Prometheus. It reads the same atomics as Stats, so the two never
+// disagree and the hot path pays for nothing but an atomic add.
+type collector struct {
+	stats func() Stats
+
+	clients, received, accepted, rejected, authFailures, subscribeRefused *prometheus.Desc
+}
+
+func newCollector(stats func() Stats) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName("tributary", "broker", name), help, labels, nil)
+	}
+	return &collector{
+		stats:            stats,
+		clients:          d("clients_connected", "MQTT network clients connected now."),
+		received:         d("publish_received_total", "PUBLISH packets received from network clients."),
+		accepted:         d("publish_accepted_total", "PUBLISH packets accepted by the handler."),
+		rejected:         d("publish_rejected_total", "PUBLISH packets rejected, by MQTT reason.", "reason"),
+		authFailures:     d("auth_failures_total", "CONNECT packets refused for bad credentials."),
+		subscribeRefused: d("subscribe_refused_total", "SUBSCRIBE filters refused."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.clients, c.received, c.accepted, c.rejected, c.authFailures, c.subscribeRefused} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.clients, prometheus.GaugeValue, float64(s.ClientsConnected))
+	ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(s.Received))
+	ch <- prometheus.MustNewConstMetric(c.accepted, prometheus.CounterValue, float64(s.Accepted))
+	ch <- prometheus.MustNewConstMetric(c.authFailures, prometheus.CounterValue, float64(s.AuthFailures))
+	ch <- prometheus.MustNewConstMetric(c.subscribeRefused, prometheus.CounterValue, float64(s.SubscribeRefused))
+	// Every known reason is exported, zero included, so that rate() works from the first rejection.
+	for _, code := range reasonCodes[1:] {
+		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(s.Rejected[code]), code.String())
+	}
+}
