@@ -15,6 +15,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/google/uuid"
 
+	"github.com/tributary-iot/tributary/hw/internal/keyfile"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -124,7 +125,10 @@ func (fileBackend) store(uri string, k *streamr.EVMKey, opts Options) (Key, erro
 		return nil, err
 	}
 	defer clear(content)
-	if err := writeNew(path, content); err != nil {
+	if err := keyfile.WriteNew(path, content); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%w: %w", ErrKeyExists, err)
+		}
 		return nil, err
 	}
 	opts.logger().Info("created key file", "path", path, "publisher", Describe(k), "encrypted", !opts.Passphrase.IsZero())
@@ -149,56 +153,6 @@ func encodeKeyFile(k *streamr.EVMKey, opts Options) ([]byte, error) {
 		return nil, fmt.Errorf("encrypt key: %w", err)
 	}
 	return out, nil
-}
-
-// writeNew writes content to path with mode 0600 without ever replacing an
-// existing file and without leaving a partial file behind: it writes a
-// temporary file, syncs it, then hard-links it into place (link fails if
-// path exists).
-func writeNew(path string, content []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create key directory: %w", err)
-	}
-	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("%w: key file %s", ErrKeyExists, path)
-	}
-	tmp, err := os.CreateTemp(dir, ".key-*.tmp")
-	if err != nil {
-		return fmt.Errorf("create temporary key file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(content); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write key file %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync key file %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close key file %s: %w", tmp.Name(), err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: key file %s", ErrKeyExists, path)
-		}
-		return fmt.Errorf("install key file: %w", err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a new directory entry durable across power loss.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open key directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync key directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // filePath extracts the key file path from file:///abs, file:rel or a

@@ -71,6 +71,8 @@ func backendFor(uri string) (backend, error) {
 	switch scheme(uri) {
 	case "", "file":
 		return fileBackend{}, nil
+	case "tpm":
+		return tpmBackend{}, nil
 	}
 	return nil, fmt.Errorf("%w %q: unknown scheme %q (want file, tpm, pkcs11 or ecc)", ErrBadURI, uri, scheme(uri))
 }
