@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-func roundTripMessages(t *testing.T) map[string]*StreamMessage {
+func roundTripMessages(t testing.TB) map[string]*StreamMessage {
 	t.Helper()
 	gk := "gk-1"
 	base := func() *StreamMessage { return testMessage(t) }

@@ -12,7 +12,7 @@ import (
 	"testing"
 )
 
-func signedMessages(t *testing.T) []*StreamMessage {
+func signedMessages(t testing.TB) []*StreamMessage {
 	t.Helper()
 	var out []*StreamMessage
 	for _, s := range testSigners(t) {

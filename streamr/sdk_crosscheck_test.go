@@ -408,7 +408,7 @@ func cloneMessage(t *testing.T, m *StreamMessage) *StreamMessage {
 	return out
 }
 
-func mustStreamID(t *testing.T, s string) StreamID {
+func mustStreamID(t testing.TB, s string) StreamID {
 	t.Helper()
 	id, err := ParseStreamID(s)
 	if err != nil {

@@ -64,7 +64,7 @@ func TestSignaturePayload(t *testing.T) {
 	}
 }
 
-func testSigners(t *testing.T) []Signer {
+func testSigners(t testing.TB) []Signer {
 	t.Helper()
 	p, err := GenerateP256Key()
 	if err != nil {
@@ -255,7 +255,7 @@ func TestParseEVMKey(t *testing.T) {
 }
 
 // testMessage is a content message with a previous ref, unsigned.
-func testMessage(t *testing.T) *StreamMessage {
+func testMessage(t testing.TB) *StreamMessage {
 	t.Helper()
 	return &StreamMessage{
 		ID: MessageID{

@@ -10,7 +10,7 @@ import (
 
 // sdkVectorMessage is the unencrypted test vector of the SDK's
 // SignatureValidator.test.ts (spec §2.6).
-func sdkVectorMessage(t *testing.T) *StreamMessage {
+func sdkVectorMessage(t testing.TB) *StreamMessage {
 	t.Helper()
 	return &StreamMessage{
 		ID: MessageID{
@@ -27,7 +27,7 @@ func sdkVectorMessage(t *testing.T) *StreamMessage {
 	}
 }
 
-func keyOne(t *testing.T) *EVMKey {
+func keyOne(t testing.TB) *EVMKey {
 	t.Helper()
 	b := make([]byte, 32)
 	b[31] = 1
