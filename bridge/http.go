@@ -1,0 +1,240 @@
+package bridge
+
+import (
+	"bufio"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// History reads stored signed messages of a stream partition in
+// (timestamp, sequence number) order; storage.Store satisfies it.
+type History interface {
+	Messages(part streamr.StreamPartID, from, to int64, fn func(encoded []byte) error) error
+}
+
+// NewHTTPHandler serves the local HTTP API:
+//
+//	/metrics  Prometheus metrics from gatherer
+//	/healthz  200 while health returns nil
+//	/streams/{id}/data/partitions/{p}/{last|from|range}?format=raw
+//	          the Streamr storage node's resend queries, answered from
+//	          history in the raw format ([uint32 length][StreamMessage]…)
+func NewHTTPHandler(history History, gatherer prometheus.Gatherer, health func() error, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := health(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	h := &resendHandler{history: history, log: log}
+	mux.HandleFunc("GET /streams/{id}/data/partitions/{partition}/{query}", h.serve)
+	return mux
+}
+
+type resendHandler struct {
+	history History
+	log     *slog.Logger
+}
+
+// ResendQuery is a parsed resend request.
+type ResendQuery struct {
+	Part      streamr.StreamPartID
+	Last      int                // "last": the newest N messages; 0 for from/range
+	From, To  streamr.MessageRef // inclusive bounds ("from" has To = max)
+	Publisher []byte             // optional filter
+	ChainID   string             // optional filter
+}
+
+func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {
+	q, err := parseResendQuery(r.PathValue("id"), r.PathValue("partition"), r.PathValue("query"), r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if f := r.URL.Query().Get("format"); f != "" && f != "raw" {
+		http.Error(w, fmt.Sprintf("format %q: only format=raw is served", f), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	bw := bufio.NewWriter(w)
+	if err := WriteResend(h.history, q, streamr.NewRawWriter(bw)); err != nil {
+		// Headers may be out already; the client sees a truncated frame.
+		h.log.Warn("resend failed", "stream_part", q.Part.String(), "err", err)
+		return
+	}
+	_ = bw.Flush()
+}
+
+// WriteResend writes the messages matching q to out in stream order.
+func WriteResend(history History, q ResendQuery, out *streamr.RawWriter) error {
+	if q.Last > 0 {
+		return writeLast(history, q, out)
+	}
+	return history.Messages(q.Part, q.From.Timestamp, q.To.Timestamp, func(encoded []byte) error {
+		ok, err := q.matches(encoded)
+		if err != nil || !ok {
+			return err
+		}
+		return out.WriteFrame(encoded)
+	})
+}
+
+// writeLast keeps a ring of the newest q.Last matching messages.
+func writeLast(history History, q ResendQuery, out *streamr.RawWriter) error {
+	ring := make([][]byte, 0, q.Last)
+	next := 0
+	err := history.Messages(q.Part, 0, math.MaxInt64, func(encoded []byte) error {
+		ok, err := q.matches(encoded)
+		if err != nil || !ok {
+			return err
+		}
+		if len(ring) < q.Last {
+			ring = append(ring, encoded)
+			return nil
+		}
+		ring[next] = encoded
+		next = (next + 1) % q.Last
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range ring {
+		if err := out.WriteFrame(ring[(next+i)%len(ring)]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (q ResendQuery) matches(encoded []byte) (bool, error) {
+	if q.Last > 0 && q.Publisher == nil && q.ChainID == "" {
+		return true, nil
+	}
+	m, err := streamr.Unmarshal(encoded)
+	if err != nil {
+		return false, fmt.Errorf("stored message of %s: %w", q.Part, err)
+	}
+	ref := m.ID.Ref()
+	switch {
+	case q.Last == 0 && (ref.Compare(q.From) < 0 || ref.Compare(q.To) > 0):
+		return false, nil
+	case q.Publisher != nil && streamr.UserID(m.ID.PublisherID) != streamr.UserID(q.Publisher):
+		return false, nil
+	case q.ChainID != "" && m.ID.MsgChainID != q.ChainID:
+		return false, nil
+	}
+	return true, nil
+}
+
+// parseResendQuery reads the storage node's query parameters:
+// last?count, from?fromTimestamp&fromSequenceNumber&publisherId,
+// range?fromTimestamp&fromSequenceNumber&toTimestamp&toSequenceNumber&publisherId&msgChainId.
+func parseResendQuery(rawID, partition, kind string, v url.Values) (ResendQuery, error) {
+	id, err := url.PathUnescape(rawID)
+	if err != nil {
+		return ResendQuery{}, fmt.Errorf("stream ID %q: %w", rawID, err)
+	}
+	stream, err := streamr.ParseStreamID(id)
+	if err != nil {
+		return ResendQuery{}, err
+	}
+	p, err := strconv.Atoi(partition)
+	if err != nil {
+		return ResendQuery{}, fmt.Errorf("partition %q is not a number", partition)
+	}
+	part, err := streamr.NewStreamPartID(stream, p)
+	if err != nil {
+		return ResendQuery{}, err
+	}
+	q := ResendQuery{Part: part, To: streamr.MessageRef{Timestamp: math.MaxInt64, SequenceNumber: math.MaxInt32}}
+	if q.Publisher, err = optionalHex(v.Get("publisherId")); err != nil {
+		return q, err
+	}
+	q.ChainID = v.Get("msgChainId")
+	switch kind {
+	case "last":
+		q.Last, err = intParam(v, "count", 1, 1_000_000)
+		return q, err
+	case "from":
+		q.From, err = refParams(v, "fromTimestamp", "fromSequenceNumber")
+		return q, err
+	case "range":
+		if q.From, err = refParams(v, "fromTimestamp", "fromSequenceNumber"); err != nil {
+			return q, err
+		}
+		q.To, err = refParams(v, "toTimestamp", "toSequenceNumber")
+		if err == nil && strings.TrimSpace(v.Get("toSequenceNumber")) == "" {
+			q.To.SequenceNumber = math.MaxInt32
+		}
+		return q, err
+	}
+	return q, fmt.Errorf("query %q: want last, from or range", kind)
+}
+
+func refParams(v url.Values, tsName, seqName string) (streamr.MessageRef, error) {
+	ts, err := ParseTime(v.Get(tsName))
+	if err != nil {
+		return streamr.MessageRef{}, fmt.Errorf("%s: %w", tsName, err)
+	}
+	ref := streamr.MessageRef{Timestamp: ts}
+	if s := v.Get(seqName); s != "" {
+		n, err := intParam(v, seqName, 0, math.MaxInt32)
+		if err != nil {
+			return ref, err
+		}
+		ref.SequenceNumber = int32(n)
+	}
+	return ref, nil
+}
+
+func intParam(v url.Values, name string, lo, hi int) (int, error) {
+	s := v.Get(name)
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%s %q: want an integer from %d to %d", name, s, lo, hi)
+	}
+	return n, nil
+}
+
+func optionalHex(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(strings.TrimPrefix(strings.ToLower(s), "0x"))
+	if err != nil {
+		return nil, fmt.Errorf("publisherId %q: %w", s, err)
+	}
+	return b, nil
+}
+
+// ParseTime reads a time as milliseconds since the epoch or RFC 3339.
+// An empty string is 0.
+func ParseTime(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return ms, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, fmt.Errorf("time %q: want milliseconds since the epoch or RFC 3339", s)
+	}
+	return t.UnixMilli(), nil
+}

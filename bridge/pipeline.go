@@ -1,0 +1,204 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// Log is the durable store the pipeline writes through; storage.Store
+// satisfies it.
+type Log interface {
+	Append(ctx context.Context, r *storage.Reading, durable bool) error
+	Pending(after uint64, max int) ([]storage.Reading, error)
+	CommitSigned(ctx context.Context, msgs []storage.Signed, chains map[string]streamr.ChainState) error
+	ChainState(key string) (streamr.ChainState, bool, error)
+}
+
+// Clock tells the time and whether the kernel clock is synchronised. The
+// Pi has no real-time clock, so until NTP syncs, wall time may be wrong.
+type Clock interface {
+	Now() time.Time
+	BootNanos() int64 // monotonic time since boot (CLOCK_BOOTTIME), survives suspend
+	Synced() bool
+}
+
+// Config configures a Pipeline.
+type Config struct {
+	Rules        []*Rule        // first match wins; at least one
+	Signer       streamr.Signer // the gateway identity
+	Log          Log
+	Clock        Clock         // nil means the kernel clock (KernelClock)
+	HoldUnsynced bool          // on_unsynced_clock = "hold": sign only once the clock is synced
+	SignBatch    int           // readings signed per storage commit (default 256)
+	Metrics      *Metrics      // nil means unregistered metrics
+	Logger       *slog.Logger  // nil means slog.Default()
+	PollInterval time.Duration // how often a held or idle signer re-checks (default 1s)
+}
+
+// Pipeline takes MQTT readings through mapping and durable storage, then
+// signs them in chain order behind the durable write.
+type Pipeline struct {
+	cfg     Config
+	address string // publisher ID as "0x…", for {address} in templates
+	log     *slog.Logger
+	metrics *Metrics
+	kick    chan struct{}
+
+	// startSeq is the first Seq appended by this process: readings before
+	// it were received in an earlier run, possibly in another boot.
+	startSeq atomic.Uint64
+
+	mu       sync.Mutex
+	progress time.Time // last time the signer committed or found nothing to do
+	pending  bool      // whether the signer had work at its last look
+	holding  bool
+}
+
+// New checks cfg and returns a pipeline; Run starts its signer.
+func New(cfg Config) (*Pipeline, error) {
+	if len(cfg.Rules) == 0 {
+		return nil, errors.New("bridge: no mapping rules")
+	}
+	if cfg.Signer == nil || cfg.Log == nil {
+		return nil, errors.New("bridge: Signer and Log are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = KernelClock{}
+	}
+	if cfg.SignBatch <= 0 {
+		cfg.SignBatch = 256
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Pipeline{
+		cfg:      cfg,
+		address:  streamr.UserID(cfg.Signer.PublisherID()),
+		log:      cfg.Logger,
+		metrics:  cfg.Metrics,
+		kick:     make(chan struct{}, 1),
+		progress: time.Now(),
+	}, nil
+}
+
+// Publish is an MQTT PUBLISH as the pipeline sees it.
+type Publish struct {
+	ClientID       string
+	Topic          string
+	Payload        []byte
+	QoS            byte
+	UserProperties map[string]string
+}
+
+// Ingest maps and durably stores one reading. For QoS 1 and 2 it returns
+// only once the reading is fsync'd, so the caller may then acknowledge it.
+// A non-nil Reason says why the reading was refused.
+func (p *Pipeline) Ingest(ctx context.Context, m Publish) *Reason {
+	mapped, reason := Map(p.cfg.Rules, p.address, Input{Topic: m.Topic, Payload: m.Payload, UserProperties: m.UserProperties})
+	if reason != nil {
+		p.refused(m, reason)
+		return reason
+	}
+	now := p.cfg.Clock.Now()
+	r := &storage.Reading{
+		Part:        mapped.Part,
+		Source:      m.ClientID,
+		ReceivedAt:  now.UnixMilli(),
+		BootNanos:   p.cfg.Clock.BootNanos(),
+		Timestamp:   mapped.Timestamp,
+		ContentType: mapped.ContentType,
+		Payload:     m.Payload,
+	}
+	if !p.cfg.Clock.Synced() && p.cfg.HoldUnsynced {
+		r.ReceivedAt = 0 // unknown: derived from BootNanos once the clock syncs
+	}
+	if err := p.cfg.Log.Append(ctx, r, m.QoS > 0); err != nil {
+		reason = storeReason(err, m.Topic)
+		p.refused(m, reason)
+		return reason
+	}
+	p.startSeq.CompareAndSwap(0, r.Seq)
+	p.metrics.readingsIn.WithLabelValues(qosLabel(m.QoS)).Inc()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func storeReason(err error, topic string) *Reason {
+	if errors.Is(err, storage.ErrQuotaExceeded) {
+		return reject(CodeQuotaExceeded, "quota_exceeded", "topic %q: %v", topic, err)
+	}
+	return reject(CodeUnspecified, "storage_error", "topic %q: %v", topic, err)
+}
+
+func (p *Pipeline) refused(m Publish, r *Reason) {
+	p.metrics.rejected.WithLabelValues(r.Label).Inc()
+	p.log.Warn("reading refused", "client", m.ClientID, "topic", m.Topic, "qos", m.QoS,
+		"reason", r.Label, "code", fmt.Sprintf("0x%02x", byte(r.Code)), "detail", r.Detail)
+}
+
+func qosLabel(q byte) string {
+	return string('0' + rune(q))
+}
+
+// Run signs stored readings in ingest order until ctx is done.
+func (p *Pipeline) Run(ctx context.Context) error {
+	s := &signer{p: p, chains: make(map[string]*streamr.Chain)}
+	ticker := time.NewTicker(p.cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		n, err := s.signBatch(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			p.log.Error("signing stalled", "err", err)
+		case n > 0:
+			continue // more may be waiting
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.kick:
+		case <-ticker.C:
+		}
+	}
+}
+
+// Health reports a stalled pipeline: readings are waiting, the signer is
+// not holding them on purpose, and it has made no progress for too long.
+func (p *Pipeline) Health(maxStall time.Duration) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending && !p.holding && time.Since(p.progress) > maxStall {
+		return fmt.Errorf("signer has made no progress for %s", time.Since(p.progress).Round(time.Second))
+	}
+	return nil
+}
+
+// noteState records what the signer saw; an idle signer or a commit
+// counts as progress.
+func (p *Pipeline) noteState(pending, holding, committed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !pending || committed || holding {
+		p.progress = time.Now()
+	}
+	p.pending, p.holding = pending, holding
+}

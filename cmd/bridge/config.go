@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/tributary-iot/tributary/bridge"
+)
+
+// exampleConfig documents every key; `bridge config example` prints it and
+// a test checks that it parses to the defaults.
+//
+//go:embed bridge.example.toml
+var exampleConfig []byte
+
+// Config is the bridge.toml file. Every default lives in defaultConfig.
+type Config struct {
+	StateDir string        `toml:"state_dir"`
+	Log      LogConfig     `toml:"log"`
+	Key      KeyConfig     `toml:"key"`
+	MQTT     MQTTConfig    `toml:"mqtt"`
+	Storage  StorageConfig `toml:"storage"`
+	Signing  SigningConfig `toml:"signing"`
+	HTTP     HTTPConfig    `toml:"http"`
+	Rules    []RuleConfig  `toml:"rule"`
+}
+
+// LogConfig selects the log level and format.
+type LogConfig struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
+}
+
+// KeyConfig selects the gateway identity.
+type KeyConfig struct {
+	URI                  string `toml:"uri"`                   // default file://<state_dir>/key
+	PassphraseFile       string `toml:"passphrase_file"`       // file holding the key passphrase
+	PassphraseEnv        string `toml:"passphrase_env"`        // environment variable holding it
+	PassphraseCredential string `toml:"passphrase_credential"` // systemd credential name (LoadCredential=)
+}
+
+// MQTTConfig configures the embedded broker.
+type MQTTConfig struct {
+	AllowAnonymous bool             `toml:"allow_anonymous"`
+	UsersFile      string           `toml:"users_file"`
+	Listeners      []ListenerConfig `toml:"listener"`
+}
+
+// ListenerConfig is one MQTT listener.
+type ListenerConfig struct {
+	Type     string `toml:"type"` // tcp, ws, tls, wss
+	Address  string `toml:"address"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+}
+
+// StorageConfig bounds the on-disk log.
+type StorageConfig struct {
+	Quota          Size     `toml:"quota"`
+	Retention      Duration `toml:"retention"`
+	RetentionBytes Size     `toml:"retention_bytes"`
+	GCInterval     Duration `toml:"gc_interval"`
+}
+
+// SigningConfig sets the clock policy.
+type SigningConfig struct {
+	OnUnsyncedClock string `toml:"on_unsynced_clock"` // sign or hold
+}
+
+// HTTPConfig is the local HTTP API: metrics, health, and data export.
+type HTTPConfig struct {
+	Address string `toml:"address"` // "" disables it
+}
+
+// RuleConfig is one [[rule]] table; see bridge.RuleConfig.
+type RuleConfig struct {
+	Topic             string `toml:"topic"`
+	Stream            string `toml:"stream"`
+	Partition         int    `toml:"partition"`
+	Partitions        int    `toml:"partitions"`
+	PartitionKey      string `toml:"partition_key"`
+	PartitionKeyField string `toml:"partition_key_field"`
+	Content           string `toml:"content"`
+	TimestampField    string `toml:"timestamp_field"`
+	TimestampProperty string `toml:"timestamp_property"`
+}
+
+// defaultRule maps every topic a/b/c to 0x<address>/a/b/c.
+var defaultRule = RuleConfig{Topic: "#", Stream: "{address}/{topic}", Content: "json"}
+
+func defaultConfig() Config {
+	return Config{
+		StateDir: defaultStateDir(),
+		Log:      LogConfig{Level: "info", Format: "text"},
+		MQTT: MQTTConfig{
+			Listeners: []ListenerConfig{{Type: "tcp", Address: "127.0.0.1:1883"}},
+		},
+		Storage: StorageConfig{
+			Quota:      Size(2 << 30),
+			Retention:  Duration(30 * 24 * time.Hour),
+			GCInterval: Duration(5 * time.Minute),
+		},
+		Signing: SigningConfig{OnUnsyncedClock: "sign"},
+		HTTP:    HTTPConfig{Address: "127.0.0.1:7171"},
+	}
+}
+
+// defaultStateDir is $STATE_DIRECTORY under systemd, else ./bridge-data.
+func defaultStateDir() string {
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		// systemd passes a colon-separated list when several are configured.
+		first, _, _ := strings.Cut(d, ":")
+		return first
+	}
+	return "bridge-data"
+}
+
+// loadConfig reads path strictly (unknown keys are errors naming the file,
+// line and key) over the defaults. An empty path gives the defaults.
+func loadConfig(path string) (*Config, error) {
+	cfg := defaultConfig()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := decodeConfig(path, data, &cfg); err != nil {
+			return nil, err
+		}
+		cfg.resolvePaths(filepath.Dir(path))
+	}
+	if len(cfg.Rules) == 0 {
+		cfg.Rules = []RuleConfig{defaultRule}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", displayPath(path), err)
+	}
+	// An absolute state directory keeps key URIs and logs unambiguous.
+	abs, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: state_dir: %w", displayPath(path), err)
+	}
+	cfg.StateDir = abs
+	return &cfg, nil
+}
+
+func displayPath(path string) string {
+	if path == "" {
+		return "(defaults)"
+	}
+	return path
+}
+
+func decodeConfig(path string, data []byte, cfg *Config) error {
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	err := dec.Decode(cfg)
+	var strict *toml.StrictMissingError
+	var derr *toml.DecodeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &strict):
+		var msgs []string
+		for _, e := range strict.Errors {
+			row, col := e.Position()
+			msgs = append(msgs, fmt.Sprintf("%s:%d:%d: unknown key %q", path, row, col, strings.Join(e.Key(), ".")))
+		}
+		return errors.New(strings.Join(msgs, "\n"))
+	case errors.As(err, &derr):
+		row, col := derr.Position()
+		return fmt.Errorf("%s:%d:%d: %s (key %q)", path, row, col, derr.Error(), strings.Join(derr.Key(), "."))
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}
+
+// resolvePaths makes file paths relative to the config file's directory.
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.MQTT.UsersFile)
+	abs(&c.Key.PassphraseFile)
+	for i := range c.MQTT.Listeners {
+		abs(&c.MQTT.Listeners[i].CertFile)
+		abs(&c.MQTT.Listeners[i].KeyFile)
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.StateDir != "", "state_dir: must not be empty")
+	check(oneOf(c.Log.Level, "debug", "info", "warn", "error"), "log.level %q: want debug, info, warn or error", c.Log.Level)
+	check(oneOf(c.Log.Format, "text", "json"), "log.format %q: want text or json", c.Log.Format)
+	check(oneOf(c.Signing.OnUnsyncedClock, "sign", "hold"), "signing.on_unsynced_clock %q: want sign or hold", c.Signing.OnUnsyncedClock)
+	check(len(c.MQTT.Listeners) > 0, "mqtt.listener: at least one listener is needed")
+	for i, l := range c.MQTT.Listeners {
+		check(oneOf(l.Type, "tcp", "ws", "tls", "wss"), "mqtt.listener[%d].type %q: want tcp, ws, tls or wss", i, l.Type)
+		check(l.Address != "", "mqtt.listener[%d].address: must not be empty", i)
+		secure := l.Type == "tls" || l.Type == "wss"
+		check(!secure || (l.CertFile != "" && l.KeyFile != ""), "mqtt.listener[%d]: type %s needs cert_file and key_file", i, l.Type)
+	}
+	check(c.Storage.Quota >= 0 && c.Storage.RetentionBytes >= 0, "storage: sizes must not be negative")
+	check(c.Storage.GCInterval > 0, "storage.gc_interval: must be positive")
+	if _, err := c.compileRules(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func oneOf(s string, options ...string) bool {
+	for _, o := range options {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Config) compileRules() ([]*bridge.Rule, error) {
+	rules := make([]*bridge.Rule, 0, len(c.Rules))
+	for i, r := range c.Rules {
+		rule, err := bridge.Compile(bridge.RuleConfig(r), i)
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, rule)
+	}
+	return rules, nil
+}
+
+// Duration is a time.Duration written as a string such as "30s".
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: want a string such as \"30s\" or \"720h\"", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Size is a byte count written as a string such as "512MB" or "2GiB".
+type Size int64
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := humanize.ParseBytes(string(b))
+	if err != nil || v > 1<<62 {
+		return fmt.Errorf("size %q: want a string such as \"512MB\" or \"2GiB\"", b)
+	}
+	*s = Size(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Size) MarshalText() ([]byte, error) { return []byte(humanize.IBytes(uint64(s))), nil }

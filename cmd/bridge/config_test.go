@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "bridge.toml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// The example documents every key with its default: parsing it must give
+// exactly the defaults, so the two cannot drift apart.
+func TestExampleConfigIsTheDefaults(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "")
+	t.Chdir(t.TempDir())
+	path := writeConfig(t, strings.Replace(string(exampleConfig), `state_dir = "bridge-data"`, `state_dir = "`+filepath.Join(mustGetwd(t), "bridge-data")+`"`, 1))
+	got, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("example config differs from defaults:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "/var/lib/tributary:/other")
+	cfg, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir != "/var/lib/tributary" {
+		t.Errorf("state dir %q, want the first $STATE_DIRECTORY entry", cfg.StateDir)
+	}
+	if l := cfg.MQTT.Listeners; len(l) != 1 || l[0].Address != "127.0.0.1:1883" || l[0].Type != "tcp" {
+		t.Errorf("listeners %+v, want tcp on 127.0.0.1:1883 only", l)
+	}
+	if len(cfg.Rules) != 1 || cfg.Rules[0] != defaultRule {
+		t.Errorf("rules %+v, want the default rule", cfg.Rules)
+	}
+}
+
+func TestConfigValues(t *testing.T) {
+	path := writeConfig(t, `
+[storage]
+quota = "512MB"
+retention = "36h"
+[key]
+passphrase_file = "secret.txt"
+[[rule]]
+topic = "a/+"
+stream = "{address}/a/{1}"
+partitions = 4
+partition_key = "{1}"
+`)
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Storage.Quota != 512_000_000 || time.Duration(cfg.Storage.Retention) != 36*time.Hour {
+		t.Errorf("storage %+v", cfg.Storage)
+	}
+	if cfg.Key.PassphraseFile != filepath.Join(filepath.Dir(path), "secret.txt") {
+		t.Errorf("passphrase_file %q not resolved against the config's directory", cfg.Key.PassphraseFile)
+	}
+	if len(cfg.Rules) != 1 || cfg.Rules[0].PartitionKey != "{1}" {
+		t.Errorf("rules %+v", cfg.Rules)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, content string
+		want          []string
+	}{
+		{"unknown key names line and key", "[storage]\nquota = \"1GB\"\nqouta = \"2GB\"\n", []string{":3:", `unknown key "storage.qouta"`}},
+		{"unknown top-level key", "stat_dir = \"x\"\n", []string{":1:", `"stat_dir"`}},
+		{"wrong type", "[http]\naddress = 5\n", []string{":2:", "http.address"}},
+		{"bad duration", "[storage]\nretention = \"forever\"\n", []string{"retention", `"30s"`}},
+		{"bad size", "[storage]\nquota = \"lots\"\n", []string{"quota", "512MB"}},
+		{"bad level", "[log]\nlevel = \"loud\"\n", []string{`log.level "loud"`}},
+		{"bad clock policy", "[signing]\non_unsynced_clock = \"wait\"\n", []string{"on_unsynced_clock"}},
+		{"tls without cert", "[[mqtt.listener]]\ntype = \"tls\"\naddress = \"127.0.0.1:8883\"\n", []string{"mqtt.listener[0]", "cert_file"}},
+		{"bad listener type", "[[mqtt.listener]]\ntype = \"quic\"\naddress = \"x\"\n", []string{`type "quic"`}},
+		{"bad rule", "[[rule]]\ntopic = \"a/#/b\"\nstream = \"{address}/x\"\n", []string{"rule 1", "'#' must be the last level"}},
+		{"syntax error", "[storage\n", []string{":1:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.content)
+			_, err := loadConfig(path)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range append(tc.want, path) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckConfigCommand(t *testing.T) {
+	good := writeConfig(t, "[log]\nlevel = \"debug\"\n")
+	var out, errb bytes.Buffer
+	if err := runCommand(t.Context(), []string{"check-config", good}, nil, &out, &errb); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+	if !strings.Contains(out.String(), "is valid") {
+		t.Errorf("output %q", out.String())
+	}
+	open := writeConfig(t, "[[mqtt.listener]]\ntype = \"tcp\"\naddress = \"0.0.0.0:1883\"\n")
+	err := runCommand(t.Context(), []string{"check-config", open}, nil, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "0.0.0.0:1883") {
+		t.Fatalf("non-loopback listener without auth: got %v", err)
+	}
+}
+
+func mustGetwd(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wd
+}

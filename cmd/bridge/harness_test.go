@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// bridgeBinary is the real bridge binary, built once by TestMain.
+var bridgeBinary string
+
+// buildBridge compiles ./cmd/bridge into dir.
+func buildBridge(dir string) (string, error) {
+	bin := filepath.Join(dir, "bridge")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build: %w", err)
+	}
+	return bin, nil
+}
+
+// freeAddr returns a 127.0.0.1 address with a port free right now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// instance is one bridge process under test.
+type instance struct {
+	t        testing.TB
+	dir      string
+	config   string
+	mqtt     string
+	http     string
+	cmd      *exec.Cmd
+	mu       sync.Mutex
+	stderr   bytes.Buffer
+	exited   chan struct{}
+	exitErr  error
+	extraEnv []string
+}
+
+// newInstance writes a config for a bridge in a fresh state directory.
+// extra is appended to the config file.
+func newInstance(t testing.TB, extra string) *instance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &instance{t: t, dir: dir, mqtt: freeAddr(t), http: freeAddr(t), config: filepath.Join(dir, "bridge.toml")}
+	cfg := fmt.Sprintf(`state_dir = %q
+[log]
+level = "debug"
+[[mqtt.listener]]
+type = "tcp"
+address = %q
+[http]
+address = %q
+%s`, filepath.Join(dir, "state"), in.mqtt, in.http, extra)
+	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// start runs the bridge and waits until its MQTT port accepts connections.
+func (in *instance) start() {
+	in.t.Helper()
+	in.cmd = exec.Command(bridgeBinary, "run", "--config", in.config)
+	in.cmd.Env = append(os.Environ(), in.extraEnv...)
+	in.cmd.Stdout = io.Discard
+	in.cmd.Stderr = lockedWriter{&in.mu, &in.stderr}
+	in.exited = make(chan struct{})
+	if err := in.cmd.Start(); err != nil {
+		in.t.Fatal(err)
+	}
+	go func() {
+		in.exitErr = in.cmd.Wait()
+		close(in.exited)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-in.exited:
+			in.t.Fatalf("bridge exited early: %v\n%s", in.exitErr, in.logs())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", in.mqtt, 100*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	in.t.Fatalf("bridge MQTT %s not up within 30s\n%s", in.mqtt, in.logs())
+}
+
+func (in *instance) logs() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.stderr.String()
+}
+
+// kill sends SIGKILL: no shutdown code runs, as in a power cut of the process.
+func (in *instance) kill() {
+	_ = in.cmd.Process.Signal(syscall.SIGKILL)
+	<-in.exited
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (in *instance) stop() {
+	in.t.Helper()
+	_ = in.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-in.exited:
+		if in.exitErr != nil {
+			in.t.Fatalf("bridge exit after SIGTERM: %v\n%s", in.exitErr, in.logs())
+		}
+	case <-time.After(30 * time.Second):
+		in.kill()
+		in.t.Fatalf("bridge did not exit within 30s of SIGTERM\n%s", in.logs())
+	}
+}
+
+// bridgeCmd runs a bridge subcommand against this instance's config.
+func (in *instance) bridgeCmd(args ...string) (string, error) {
+	cmd := exec.Command(bridgeBinary, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("bridge %s: %w\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// address returns the gateway's publisher address via `bridge key show`.
+func (in *instance) address() string {
+	in.t.Helper()
+	out, err := in.bridgeCmd("key", "show", "--config", in.config)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	addr, _, _ := strings.Cut(strings.TrimSpace(out), " ")
+	return addr
+}
+
+// export runs `bridge export` and decodes the raw output.
+func (in *instance) export(stream string) []*streamr.StreamMessage {
+	in.t.Helper()
+	file := filepath.Join(in.dir, "export.raw")
+	if _, err := in.bridgeCmd("export", "--config", in.config, "--stream", stream, "-o", file); err != nil {
+		in.t.Fatal(err)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	defer f.Close()
+	var msgs []*streamr.StreamMessage
+	rr := streamr.NewRawReader(f, 0)
+	for {
+		m, err := rr.Read()
+		if err == io.EOF {
+			return msgs
+		}
+		if err != nil {
+			in.t.Fatalf("export of %s: %v", stream, err)
+		}
+		msgs = append(msgs, m)
+	}
+}
+
+// metric reads one un-labelled metric value from /metrics.
+func (in *instance) metric(ctx context.Context, name string) (float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.http+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			var v float64
+			_, err := fmt.Sscan(rest, &v)
+			return v, err
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found", name)
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/tributary-iot/tributary/broker"
+	"github.com/tributary-iot/tributary/hw"
+)
+
+const keyUsage = `usage: bridge key <new|show|import> [--config FILE] [--uri URI]
+
+  new     create the gateway key (in hardware where the URI names hardware)
+  show    print the publisher ID and the signature type it produces
+  import  read a 32-byte secp256k1 private key as hex on stdin and store it
+`
+
+func cmdKey(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, keyUsage)
+		return usageError{errors.New("key: want new, show or import")}
+	}
+	sub := args[0]
+	fs := newFlags("key "+sub, stderr)
+	configPath := fs.String("config", "", "config file (default: embedded defaults)")
+	uriFlag := fs.String("uri", "", "key URI (default: key.uri from the config, else file://<state_dir>/key)")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	if *uriFlag != "" {
+		cfg.Key.URI = *uriFlag
+	}
+	uri := keyURI(cfg)
+	opts := keyOptions(cfg, slog.New(slog.NewTextHandler(stderr, nil)))
+	var key hw.Key
+	switch sub {
+	case "new":
+		key, err = hw.Create(ctx, uri, opts)
+	case "show":
+		key, err = hw.Open(ctx, uri, opts)
+	case "import":
+		var priv []byte
+		if priv, err = readHexKey(stdin); err == nil {
+			key, err = hw.Import(ctx, uri, priv, opts)
+		}
+	default:
+		fmt.Fprint(stderr, keyUsage)
+		return usageError{fmt.Errorf("key: unknown subcommand %q", sub)}
+	}
+	if err != nil {
+		return fmt.Errorf("key %s %s: %w", sub, uri, err)
+	}
+	defer key.Close()
+	fmt.Fprintln(stdout, hw.Describe(key))
+	return nil
+}
+
+func readHexKey(r io.Reader) ([]byte, error) {
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read key from stdin: %w", err)
+	}
+	b, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(line), "0x"))
+	if err != nil || len(b) != 32 {
+		return nil, errors.New("stdin: want a 32-byte private key as 64 hex digits")
+	}
+	return b, nil
+}
+
+func cmdPasswd(stdin io.Reader, stdout io.Writer) error {
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("passwd: read stdin: %w", err)
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return usageError{errors.New("passwd: empty password on stdin")}
+	}
+	hash, err := broker.HashPassword(pw)
+	if err != nil {
+		return fmt.Errorf("passwd: %w", err)
+	}
+	fmt.Fprintln(stdout, hash)
+	return nil
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/broker"
+	"github.com/tributary-iot/tributary/hw"
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/streamr"
+	"github.com/tributary-iot/tributary/systemd"
+)
+
+// maxStall is how long the signer may sit on waiting readings before the
+// watchdog stops pinging and systemd restarts the service.
+const maxStall = 30 * time.Second
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	configPath := fs.String("config", "", "config file (default: embedded defaults)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	return run(ctx, cfg, log)
+}
+
+// gateway is one running bridge: what run builds and tears down.
+type gateway struct {
+	cfg      *Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	key      hw.Key
+	store    *storage.Store
+	pipeline *bridge.Pipeline
+	broker   *broker.Broker
+}
+
+func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	g, err := startGateway(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer g.close()
+	return g.serve(ctx)
+}
+
+func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gateway, err error) {
+	g := &gateway{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), bridge.NewClockCollector())
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	if g.key, err = loadOrCreateKey(ctx, cfg, log); err != nil {
+		return nil, err
+	}
+	if g.store, err = storage.Open(storageOptions(cfg, log, g.reg)); err != nil {
+		return nil, err
+	}
+	rules, err := cfg.compileRules()
+	if err != nil {
+		return nil, err
+	}
+	g.pipeline, err = bridge.New(bridge.Config{
+		Rules:        rules,
+		Signer:       g.key,
+		Log:          g.store,
+		HoldUnsynced: cfg.Signing.OnUnsyncedClock == "hold",
+		Metrics:      bridge.NewMetrics(g.reg),
+		Logger:       log.With("component", "bridge"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if g.broker, err = broker.New(brokerConfig(cfg, g.reg), ingestHandler{g.pipeline}, log.With("component", "mqtt")); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// serve runs every component until ctx is cancelled, then shuts down in
+// dependency order: the broker stops taking readings first, then the
+// signer finishes, then storage closes.
+func (g *gateway) serve(ctx context.Context) error {
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	work, workCtx := errgroup.WithContext(workCtx)
+	work.Go(func() error { return g.store.Run(workCtx) })
+	work.Go(func() error { return g.pipeline.Run(workCtx) })
+
+	front, frontCtx := errgroup.WithContext(ctx)
+	front.Go(func() error { return g.broker.Run(frontCtx) })
+	if g.cfg.HTTP.Address != "" {
+		front.Go(func() error { return g.serveHTTP(frontCtx) })
+	}
+	front.Go(func() error { return g.announceReady(frontCtx, workCtx) })
+
+	frontErr := front.Wait()
+	_ = systemd.Stopping()
+	g.log.Info("shutting down: draining signer and storage")
+	stopWork()
+	return errors.Join(frontErr, work.Wait())
+}
+
+// announceReady tells systemd READY=1 once MQTT accepts connections, then
+// drives the watchdog with the pipeline's health.
+func (g *gateway) announceReady(ctx, workCtx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-workCtx.Done():
+		return errors.New("storage or signer stopped before the broker was ready")
+	case <-g.broker.Ready():
+	}
+	g.log.Info("gateway ready", "publisher", hw.Describe(g.key), "mqtt", g.broker.Addrs())
+	if err := systemd.Ready(); err != nil {
+		g.log.Warn("sd_notify READY failed", "err", err)
+	}
+	health := func() error { return g.pipeline.Health(maxStall) }
+	return systemd.RunWatchdog(ctx, health, g.log)
+}
+
+func (g *gateway) serveHTTP(ctx context.Context) error {
+	ln, err := net.Listen("tcp", g.cfg.HTTP.Address)
+	if err != nil {
+		return fmt.Errorf("http.address %s: %w", g.cfg.HTTP.Address, err)
+	}
+	srv := &http.Server{
+		Handler:           bridge.NewHTTPHandler(g.store, g.reg, func() error { return g.pipeline.Health(maxStall) }, g.log),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	g.log.Info("http api listening", "address", ln.Addr().String())
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http api: %w", err)
+	}
+	return nil
+}
+
+func (g *gateway) close() {
+	if g.store != nil {
+		if err := g.store.Close(); err != nil {
+			g.log.Error("close storage", "err", err)
+		}
+	}
+	if g.key != nil {
+		_ = g.key.Close()
+	}
+}
+
+// ingestHandler adapts the pipeline to the broker's Handler.
+type ingestHandler struct{ p *bridge.Pipeline }
+
+func (h ingestHandler) HandlePublish(ctx context.Context, m *broker.Message) broker.ReasonCode {
+	var props map[string]string
+	if len(m.UserProperties) > 0 {
+		props = make(map[string]string, len(m.UserProperties))
+		for _, p := range m.UserProperties {
+			props[p.Key] = p.Value
+		}
+	}
+	reason := h.p.Ingest(ctx, bridge.Publish{
+		ClientID:       m.ClientID,
+		Topic:          m.Topic,
+		Payload:        m.Payload,
+		QoS:            m.QoS,
+		UserProperties: props,
+	})
+	if reason == nil {
+		return broker.Success
+	}
+	return broker.ReasonCode(reason.Code)
+}
+
+func storageOptions(cfg *Config, log *slog.Logger, reg prometheus.Registerer) storage.Options {
+	return storage.Options{
+		Dir:            storageDir(cfg),
+		QuotaBytes:     int64(cfg.Storage.Quota),
+		Retention:      time.Duration(cfg.Storage.Retention),
+		RetentionBytes: int64(cfg.Storage.RetentionBytes),
+		GCInterval:     time.Duration(cfg.Storage.GCInterval),
+		Logger:         log,
+		Registerer:     reg,
+	}
+}
+
+func storageDir(cfg *Config) string { return cfg.StateDir + "/data" }
+
+func brokerConfig(cfg *Config, reg prometheus.Registerer) broker.Config {
+	bc := broker.Config{
+		UsersFile:      cfg.MQTT.UsersFile,
+		AllowAnonymous: cfg.MQTT.AllowAnonymous,
+		Registerer:     reg,
+	}
+	for _, l := range cfg.MQTT.Listeners {
+		bc.Listeners = append(bc.Listeners, broker.Listener{Type: l.Type, Address: l.Address, CertFile: l.CertFile, KeyFile: l.KeyFile})
+	}
+	return bc
+}
+
+// keyOptions builds the key backend options from the config.
+func keyOptions(cfg *Config, log *slog.Logger) hw.Options {
+	return hw.Options{
+		StateDir: cfg.StateDir,
+		Passphrase: hw.PassphraseSource{
+			File:       cfg.Key.PassphraseFile,
+			Env:        cfg.Key.PassphraseEnv,
+			Credential: cfg.Key.PassphraseCredential,
+		},
+		Logger: log.With("component", "key"),
+	}
+}
+
+func keyURI(cfg *Config) string {
+	if cfg.Key.URI != "" {
+		return cfg.Key.URI
+	}
+	return hw.DefaultURI(cfg.StateDir)
+}
+
+// loadOrCreateKey opens the gateway key, generating a software key on
+// first start when the config names no hardware key.
+func loadOrCreateKey(ctx context.Context, cfg *Config, log *slog.Logger) (hw.Key, error) {
+	uri := keyURI(cfg)
+	key, err := hw.Open(ctx, uri, keyOptions(cfg, log))
+	if errors.Is(err, hw.ErrNoKey) && cfg.Key.URI == "" {
+		if key, err = hw.Create(ctx, uri, keyOptions(cfg, log)); err == nil {
+			log.Info("generated gateway key", "uri", uri, "publisher", streamr.UserID(key.PublisherID()))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gateway key %s: %w", uri, err)
+	}
+	return key, nil
+}
+
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by Config.validate
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
