@@ -73,6 +73,8 @@ func backendFor(uri string) (backend, error) {
 		return fileBackend{}, nil
 	case "tpm":
 		return tpmBackend{}, nil
+	case "pkcs11":
+		return pkcs11Backend{}, nil
 	}
 	return nil, fmt.Errorf("%w %q: unknown scheme %q (want file, tpm, pkcs11 or ecc)", ErrBadURI, uri, scheme(uri))
 }
