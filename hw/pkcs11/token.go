@@ -64,14 +64,14 @@ func (c Config) pin() (string, error) {
 
 // Key is a key on a PKCS#11 token. Sign calls are serialised on one session.
 type Key struct {
-	mu      sync.Mutex
-	tok     *token
-	priv    p11.ObjectHandle
-	typ     KeyType
-	pub     *ecdsa.PublicKey
-	id      []byte   // publisher ID
-	addr    [20]byte // secp256k1 only
-	closed  bool
+	mu     sync.Mutex
+	tok    *token
+	priv   p11.ObjectHandle
+	typ    KeyType
+	pub    *ecdsa.PublicKey
+	id     []byte   // publisher ID
+	addr   [20]byte // secp256k1 only
+	closed bool
 }
 
 // Open finds the URI's private key on its token. A missing key gives an
