@@ -141,7 +141,7 @@ func (p *Pipeline) Ingest(ctx context.Context, m Publish) *Reason {
 }
 
 func storeReason(err error, topic string) *Reason {
-	if errors.Is(err, storage.ErrQuotaExceeded) {
+	if errors.Is(err, storage.ErrQuotaExceeded) || errors.Is(err, storage.ErrDiskFull) {
 		return reject(CodeQuotaExceeded, "quota_exceeded", "topic %q: %v", topic, err)
 	}
 	return reject(CodeUnspecified, "storage_error", "topic %q: %v", topic, err)
