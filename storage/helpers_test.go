@@ -7,6 +7,7 @@ import (
 	"os"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
 	"github.com/tributary-iot/tributary/streamr"
@@ -106,3 +107,12 @@ func payloadN(i int) string { return fmt.Sprintf(`{"n":%d}`, i) }
 const crashChildEnv = "TRIBUTARY_STORAGE_CRASH_DIR"
 
 func crashChild() int { return 0 }
+
+func counterValue(t testing.TB, c interface{ Write(*dto.Metric) error }) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := c.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetCounter().GetValue()
+}

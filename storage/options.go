@@ -30,6 +30,11 @@ const (
 	// log, smaller ones stay in the LSM tree. See storage.md in the notes for
 	// the write-amplification measurements behind the choice.
 	valueThreshold = 1 << 10
+	// level0Tables (low-mem A has 2) is raised to 8: every L0→L1 compaction
+	// rewrites the whole overlapping L1 range, and each L0 table spans the
+	// whole key space (counters to readings), so fewer, larger L0
+	// compactions write less (5.9× → 4.8× signed bytes at 2000 readings/s).
+	level0Tables = 8
 )
 
 // Options configure a Store. The zero value of every field but Dir is usable.
@@ -62,6 +67,7 @@ type Options struct {
 	// valueThreshold overrides the Badger value threshold (tests and the
 	// write-amplification measurement only).
 	valueThreshold int64
+	level0Tables   int // overrides the L0 table count that triggers compaction
 }
 
 func (o *Options) setDefaults() {
@@ -76,6 +82,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.level0Tables == 0 {
+		o.level0Tables = level0Tables
 	}
 	if o.valueThreshold == 0 {
 		o.valueThreshold = valueThreshold
@@ -112,8 +121,8 @@ func (o *Options) badgerOptions() badger.Options {
 		WithMetricsEnabled(false).
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(2).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(4).
+		WithNumLevelZeroTables(o.level0Tables).
+		WithNumLevelZeroTablesStall(2 * o.level0Tables).
 		WithBaseTableSize(1 << 20).
 		WithBlockCacheSize(4 << 20).
 		WithIndexCacheSize(2 << 20).

@@ -9,7 +9,6 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tributary-iot/tributary/streamr"
 )
@@ -173,11 +172,7 @@ func TestGroupCommitBatchesConcurrentAppends(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	var d dto.Metric
-	if err := s.m.commits.Write(&d); err != nil {
-		t.Fatal(err)
-	}
-	commits := d.GetCounter().GetValue()
+	commits := counterValue(t, s.m.commits)
 	t.Logf("%d appends in %.0f commits", writers*each, commits)
 	if commits >= writers*each/2 {
 		t.Fatalf("%.0f commits for %d concurrent appends: no group commit", commits, writers*each)
