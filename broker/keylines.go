@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -33,6 +34,14 @@ func (kl keyLines) line(table string, elem int, key string) int {
 		}
 	}
 	return header
+}
+
+// where returns "name:line" for key in element elem of table, or just name if not located.
+func (kl keyLines) where(name, table string, elem int, key string) string {
+	if line := kl.line(table, elem, key); line > 0 {
+		return fmt.Sprintf("%s:%d", name, line)
+	}
+	return name
 }
 
 // firstLine returns the first line assigning key in any element of table, or 0.

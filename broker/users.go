@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -61,11 +62,7 @@ func parseUsers(name string, data []byte) (users, error) {
 	var f usersFile
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&f)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("users file %s:%d: %s", name, pe.Position.Line, pe.Message)
-		}
-		return nil, fmt.Errorf("users file %s: %w", name, err)
+		return nil, decodeError(name, err)
 	}
 	lines := scanKeyLines(data)
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
@@ -78,14 +75,30 @@ func parseUsers(name string, data []byte) (users, error) {
 	for i := range f.User {
 		u := &f.User[i]
 		if err := u.validate(); err != nil {
-			return nil, fmt.Errorf("users file %s:%d: %w", name, lines.line("user", i, err.key), err)
+			return nil, fmt.Errorf("users file %s: %w", lines.where(name, "user", i, err.key), err)
 		}
 		if _, dup := us[u.Name]; dup {
-			return nil, fmt.Errorf("users file %s:%d: user %q defined twice", name, lines.line("user", i, "name"), u.Name)
+			return nil, fmt.Errorf("users file %s: user %q defined twice", lines.where(name, "user", i, "name"), u.Name)
 		}
 		us[u.Name] = u
 	}
 	return us, nil
+}
+
+// typeErrorRE matches BurntSushi/toml's decode (type mismatch) errors, which carry a line in
+// their text only. For keys repeated across [[user]] entries toml reports the last one's line.
+var typeErrorRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// decodeError reformats toml's errors as "users file NAME:LINE: message".
+func decodeError(name string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("users file %s:%d: %s", name, pe.Position.Line, pe.Message)
+	}
+	if m := typeErrorRE.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Errorf("users file %s:%s: key %s: %s", name, m[1], m[2], m[3])
+	}
+	return fmt.Errorf("users file %s: %w", name, err)
 }
 
 func unknownKeyError(name string, lines keyLines, k toml.Key) error {
@@ -94,10 +107,17 @@ func unknownKeyError(name string, lines keyLines, k toml.Key) error {
 		table, key = strings.Join(k[:len(k)-1], "."), k[len(k)-1]
 	}
 	line := lines.firstLine(table, key)
-	if table == "" {
-		return fmt.Errorf("users file %s:%d: unknown key %q", name, line, key)
+	if line == 0 {
+		line = lines.firstLine(k.String(), "") // an unknown [table]
 	}
-	return fmt.Errorf("users file %s:%d: unknown key %q in [%s]", name, line, key, table)
+	where := name
+	if line > 0 {
+		where = fmt.Sprintf("%s:%d", name, line)
+	}
+	if table == "" {
+		return fmt.Errorf("users file %s: unknown key %q", where, key)
+	}
+	return fmt.Errorf("users file %s: unknown key %q in [%s]", where, key, table)
 }
 
 // fieldError is a validation error for one key of a [[user]] entry.
