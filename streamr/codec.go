@@ -3,6 +3,7 @@ package streamr
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -10,22 +11,21 @@ import (
 )
 
 // Marshal encodes m as a NetworkRpc StreamMessage protobuf. The signature
-// type is always written, since an omitted field would mean LEGACY.
+// type is written whenever it is not LEGACY (0): proto3 omits zero enums, and
+// an omitted field means LEGACY to every decoder.
 func (m *StreamMessage) Marshal() ([]byte, error) {
-	w, err := m.toProto()
-	if err != nil {
+	if err := m.checkEncodable(); err != nil {
 		return nil, err
 	}
-	return proto.Marshal(w)
+	return m.appendProto(make([]byte, 0, m.encodedSize())), nil
 }
 
 // AppendMarshal appends the protobuf encoding of m to dst.
 func (m *StreamMessage) AppendMarshal(dst []byte) ([]byte, error) {
-	w, err := m.toProto()
-	if err != nil {
+	if err := m.checkEncodable(); err != nil {
 		return nil, err
 	}
-	return proto.MarshalOptions{}.MarshalAppend(dst, w)
+	return m.appendProto(slices.Grow(dst, m.encodedSize())), nil
 }
 
 // Unmarshal decodes a StreamMessage protobuf. It checks only that the
@@ -37,61 +37,6 @@ func Unmarshal(b []byte) (*StreamMessage, error) {
 		return nil, fmt.Errorf("decode StreamMessage: %w", err)
 	}
 	return fromProto(&w)
-}
-
-func (m *StreamMessage) toProto() (*pb.StreamMessage, error) {
-	w := &pb.StreamMessage{
-		MessageId: &pb.MessageID{
-			StreamId:        string(m.ID.StreamID),
-			StreamPartition: m.ID.StreamPartition,
-			Timestamp:       m.ID.Timestamp,
-			SequenceNumber:  m.ID.SequenceNumber,
-			PublisherId:     m.ID.PublisherID,
-			MessageChainId:  m.ID.MsgChainID,
-		},
-		Signature:     m.Signature,
-		SignatureType: pb.SignatureType(m.SignatureType),
-	}
-	if p := m.PrevMsgRef; p != nil {
-		w.PreviousMessageRef = &pb.MessageRef{Timestamp: p.Timestamp, SequenceNumber: p.SequenceNumber}
-	}
-	switch b := m.Body.(type) {
-	case *ContentMessage:
-		c := &pb.ContentMessage{
-			Content:        b.Content,
-			ContentType:    pb.ContentType(b.ContentType),
-			EncryptionType: pb.EncryptionType(b.EncryptionType),
-			GroupKeyId:     b.GroupKeyID,
-		}
-		if k := b.NewGroupKey; k != nil {
-			c.NewGroupKey = &pb.EncryptedGroupKey{Id: k.ID, Data: k.Data}
-		}
-		w.Body = &pb.StreamMessage_ContentMessage{ContentMessage: c}
-	case *GroupKeyRequest:
-		w.Body = &pb.StreamMessage_GroupKeyRequest{GroupKeyRequest: &pb.GroupKeyRequest{
-			RequestId:      b.RequestID,
-			RecipientId:    b.RecipientID,
-			PublicKey:      b.PublicKey,
-			GroupKeyIds:    b.GroupKeyIDs,
-			EncryptionType: pb.AsymmetricEncryptionType(b.EncryptionType),
-		}}
-	case *GroupKeyResponse:
-		keys := make([]*pb.EncryptedGroupKey, len(b.GroupKeys))
-		for i, k := range b.GroupKeys {
-			keys[i] = &pb.EncryptedGroupKey{Id: k.ID, Data: k.Data}
-		}
-		w.Body = &pb.StreamMessage_GroupKeyResponse{GroupKeyResponse: &pb.GroupKeyResponse{
-			RequestId:      b.RequestID,
-			RecipientId:    b.RecipientID,
-			GroupKeys:      keys,
-			EncryptionType: pb.AsymmetricEncryptionType(b.EncryptionType),
-		}}
-	case nil:
-		return nil, errors.New("encode StreamMessage: no body")
-	default:
-		return nil, fmt.Errorf("encode StreamMessage: unknown body type %T", b)
-	}
-	return w, nil
 }
 
 func fromProto(w *pb.StreamMessage) (*StreamMessage, error) {

@@ -1,13 +1,19 @@
 package streamr
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tributary-iot/tributary/streamr/pb"
 )
 
 func roundTripMessages(t testing.TB) map[string]*StreamMessage {
@@ -200,4 +206,132 @@ func mustHex(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestMarshalMatchesGeneratedCode(t *testing.T) {
+	msgs := roundTripMessages(t)
+	empty := ""
+	edge := testMessage(t)
+	edge.ID.StreamPartition, edge.ID.SequenceNumber, edge.ID.Timestamp = -1, -2, -1<<62
+	edge.PrevMsgRef = &MessageRef{}
+	edge.Body = &ContentMessage{GroupKeyID: &empty, NewGroupKey: &EncryptedGroupKey{}}
+	msgs["negative numbers, empty optional fields"] = edge
+	zero := &StreamMessage{Body: &GroupKeyRequest{GroupKeyIDs: []string{"", ""}}}
+	msgs["zero message, empty repeated strings"] = zero
+	big := testMessage(t)
+	big.Body = &ContentMessage{Content: make([]byte, 300_000), ContentType: ContentBinary}
+	big.Signature = make([]byte, 4627)
+	big.SignatureType = SignatureMLDSA87
+	msgs["large content and signature"] = big
+	for name, m := range msgs {
+		t.Run(name, func(t *testing.T) {
+			got, err := m.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := pbMarshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("hand-written encoding differs from proto.Marshal\n got %x\nwant %x", got, want)
+			}
+		})
+	}
+}
+
+func TestMarshalRejectsInvalidUTF8(t *testing.T) {
+	bad := "\xff"
+	tests := []struct {
+		name  string
+		edit  func(*StreamMessage)
+		field string
+	}{
+		{"stream ID", func(m *StreamMessage) { m.ID.StreamID = StreamID(bad) }, "messageId.streamId"},
+		{"chain ID", func(m *StreamMessage) { m.ID.MsgChainID = bad }, "messageId.messageChainId"},
+		{"group key ID", func(m *StreamMessage) { m.Body = &ContentMessage{GroupKeyID: &bad} }, "contentMessage.groupKeyId"},
+		{"new group key ID", func(m *StreamMessage) { m.Body = &ContentMessage{NewGroupKey: &EncryptedGroupKey{ID: bad}} }, "contentMessage.newGroupKey.id"},
+		{"request ID", func(m *StreamMessage) { m.Body = &GroupKeyRequest{RequestID: bad} }, "groupKeyRequest.requestId"},
+		{"requested key ID", func(m *StreamMessage) { m.Body = &GroupKeyRequest{GroupKeyIDs: []string{"ok", bad}} }, "groupKeyRequest.groupKeyIds"},
+		{"response request ID", func(m *StreamMessage) { m.Body = &GroupKeyResponse{RequestID: bad} }, "groupKeyResponse.requestId"},
+		{"response key ID", func(m *StreamMessage) { m.Body = &GroupKeyResponse{GroupKeys: []EncryptedGroupKey{{ID: bad}}} }, "groupKeyResponse.groupKeys.id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := testMessage(t)
+			tt.edit(m)
+			_, err := m.Marshal()
+			if err == nil || !strings.Contains(err.Error(), tt.field+" is not valid UTF-8") {
+				t.Fatalf("Marshal = %v, want an invalid UTF-8 error naming %s", err, tt.field)
+			}
+			if _, err := pbMarshal(m); err == nil {
+				t.Fatal("proto.Marshal accepts it: the check is stricter than the reference")
+			}
+		})
+	}
+}
+
+// pbMarshal is the reference encoder: the generated pb types and
+// proto.Marshal. The hand-written encoder must produce the same bytes.
+func pbMarshal(m *StreamMessage) ([]byte, error) {
+	w, err := toProto(m)
+	if err != nil {
+		return nil, err
+	}
+	return proto.Marshal(w)
+}
+
+func toProto(m *StreamMessage) (*pb.StreamMessage, error) {
+	w := &pb.StreamMessage{
+		MessageId: &pb.MessageID{
+			StreamId:        string(m.ID.StreamID),
+			StreamPartition: m.ID.StreamPartition,
+			Timestamp:       m.ID.Timestamp,
+			SequenceNumber:  m.ID.SequenceNumber,
+			PublisherId:     m.ID.PublisherID,
+			MessageChainId:  m.ID.MsgChainID,
+		},
+		Signature:     m.Signature,
+		SignatureType: pb.SignatureType(m.SignatureType),
+	}
+	if p := m.PrevMsgRef; p != nil {
+		w.PreviousMessageRef = &pb.MessageRef{Timestamp: p.Timestamp, SequenceNumber: p.SequenceNumber}
+	}
+	switch b := m.Body.(type) {
+	case *ContentMessage:
+		c := &pb.ContentMessage{
+			Content:        b.Content,
+			ContentType:    pb.ContentType(b.ContentType),
+			EncryptionType: pb.EncryptionType(b.EncryptionType),
+			GroupKeyId:     b.GroupKeyID,
+		}
+		if k := b.NewGroupKey; k != nil {
+			c.NewGroupKey = &pb.EncryptedGroupKey{Id: k.ID, Data: k.Data}
+		}
+		w.Body = &pb.StreamMessage_ContentMessage{ContentMessage: c}
+	case *GroupKeyRequest:
+		w.Body = &pb.StreamMessage_GroupKeyRequest{GroupKeyRequest: &pb.GroupKeyRequest{
+			RequestId:      b.RequestID,
+			RecipientId:    b.RecipientID,
+			PublicKey:      b.PublicKey,
+			GroupKeyIds:    b.GroupKeyIDs,
+			EncryptionType: pb.AsymmetricEncryptionType(b.EncryptionType),
+		}}
+	case *GroupKeyResponse:
+		keys := make([]*pb.EncryptedGroupKey, len(b.GroupKeys))
+		for i, k := range b.GroupKeys {
+			keys[i] = &pb.EncryptedGroupKey{Id: k.ID, Data: k.Data}
+		}
+		w.Body = &pb.StreamMessage_GroupKeyResponse{GroupKeyResponse: &pb.GroupKeyResponse{
+			RequestId:      b.RequestID,
+			RecipientId:    b.RecipientID,
+			GroupKeys:      keys,
+			EncryptionType: pb.AsymmetricEncryptionType(b.EncryptionType),
+		}}
+	case nil:
+		return nil, errors.New("encode StreamMessage: no body")
+	default:
+		return nil, fmt.Errorf("encode StreamMessage: unknown body type %T", b)
+	}
+	return w, nil
 }

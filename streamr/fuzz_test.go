@@ -28,6 +28,9 @@ func FuzzUnmarshal(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode a decoded message: %v", err)
 		}
+		if ref, err := pbMarshal(m); err != nil || !bytes.Equal(again, ref) {
+			t.Fatalf("Marshal differs from proto.Marshal (%v)\n got %x\nwant %x", err, again, ref)
+		}
 		m2, err := Unmarshal(again)
 		if err != nil {
 			t.Fatalf("decode a re-encoded message: %v", err)

@@ -177,7 +177,10 @@ func (m *StreamMessage) SignaturePayload() ([]byte, error) {
 	if m.Body == nil {
 		return nil, fmt.Errorf("message %s: no body", m.ID.Ref())
 	}
-	dst := make([]byte, 0, 128+bodySizeHint(m.Body))
+	id := &m.ID
+	// 80 bytes hold the five decimal numbers; "0x" and hex double the publisher.
+	header := len(id.StreamID) + len(id.MsgChainID) + 2 + 2*len(id.PublisherID) + 80
+	dst := make([]byte, 0, header+bodySizeHint(m.Body))
 	return m.appendSignaturePayload(dst), nil
 }
 
@@ -198,10 +201,27 @@ func (m *StreamMessage) appendSignaturePayload(dst []byte) []byte {
 }
 
 func bodySizeHint(b Body) int {
-	if c, ok := b.(*ContentMessage); ok {
-		return len(c.Content)
+	switch b := b.(type) {
+	case *ContentMessage:
+		n := len(b.Content)
+		if k := b.NewGroupKey; k != nil {
+			n += len(k.ID) + len(k.Data)
+		}
+		return n
+	case *GroupKeyRequest:
+		n := len(b.RequestID) + len(b.RecipientID) + len(b.PublicKey)
+		for _, id := range b.GroupKeyIDs {
+			n += len(id)
+		}
+		return n
+	case *GroupKeyResponse:
+		n := len(b.RequestID) + len(b.RecipientID)
+		for _, k := range b.GroupKeys {
+			n += len(k.ID) + len(k.Data)
+		}
+		return n
 	}
-	return 256
+	return 0
 }
 
 func (c *ContentMessage) appendSigned(dst []byte) []byte {

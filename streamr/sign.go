@@ -75,8 +75,15 @@ func VerifySignature(m *StreamMessage) error {
 
 // EVMHash is the EIP-191 personal_sign digest of payload (legacy Keccak-256).
 func EVMHash(payload []byte) []byte {
-	prefix := "\x19Ethereum Signed Message:\n" + strconv.Itoa(len(payload))
-	return crypto.Keccak256([]byte(prefix), payload)
+	const magic = "\x19Ethereum Signed Message:\n"
+	var prefix [len(magic) + 20]byte // 20 digits hold any int64
+	p := strconv.AppendInt(append(prefix[:0], magic...), int64(len(payload)), 10)
+	h := crypto.NewKeccakState()
+	h.Write(p)
+	h.Write(payload)
+	digest := make([]byte, 32)
+	_, _ = h.Read(digest) // a Keccak sponge never fails to squeeze
+	return digest
 }
 
 // ErrBadSignature reports a well-formed signature that another key made

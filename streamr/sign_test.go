@@ -109,9 +109,8 @@ func TestSignVerify(t *testing.T) {
 		{name: "P-256 signature flipped", only: SignatureSecp256r1, damage: func(m *StreamMessage) { m.Signature[40] ^= 1 }, badSig: true},
 		{name: "P-256 publisher wrong length", only: SignatureSecp256r1, damage: func(m *StreamMessage) { m.ID.PublisherID = m.ID.PublisherID[:32] }, wantErr: "33 (compressed) or 65"},
 		{name: "P-256 publisher not on curve", only: SignatureSecp256r1, damage: func(m *StreamMessage) {
-			m.ID.PublisherID = bytes.Clone(m.ID.PublisherID)
-			m.ID.PublisherID[5] ^= 0xff
-		}, wantErr: "P-256"},
+			m.ID.PublisherID = append([]byte{2}, bytes.Repeat([]byte{0xff}, 32)...) // x ≥ p
+		}, wantErr: "not a compressed P-256 point"},
 		{name: "legacy type", damage: func(m *StreamMessage) { m.SignatureType = SignatureLegacy }, wantErr: "ECDSA_SECP256K1_LEGACY is not accepted"},
 		{name: "ERC-1271 type", damage: func(m *StreamMessage) { m.SignatureType = SignatureERC1271 }, wantErr: "ERC_1271 is not accepted: it needs an on-chain"},
 		{name: "ML-DSA type", damage: func(m *StreamMessage) { m.SignatureType = SignatureMLDSA87 }, wantErr: "ML_DSA_87 is not accepted"},

@@ -1,0 +1,127 @@
+package streamr
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// benchContent is a ~200-byte JSON reading, typical of a sensor message.
+var benchContent = []byte(`{"deviceId":"greenhouse-3/sensor-17","temperature":21.53,"humidity":48.2,"co2":612,"battery":3.71,"rssi":-67,"firmware":"1.4.2","ts":1704972511765,"status":"ok","location":{"lat":60.1699,"lon":24.9384}}`)
+
+func benchMessage(b *testing.B, seq int) *StreamMessage {
+	return &StreamMessage{
+		ID: MessageID{
+			StreamID: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/greenhouse/sensors", StreamPartition: 17,
+			Timestamp: 1_704_972_511_765, SequenceNumber: int32(seq), MsgChainID: "401zi3b84sd64qn31fte",
+		},
+		PrevMsgRef: &MessageRef{Timestamp: 1_704_972_511_764, SequenceNumber: 3},
+		Body:       &ContentMessage{Content: benchContent, ContentType: ContentJSON},
+	}
+}
+
+// BenchmarkBareCryptoSign is the physical limit: one secp256k1 signature of
+// a precomputed 32-byte digest, nothing else.
+func BenchmarkBareCryptoSign(b *testing.B) {
+	k := keyOne(b)
+	digest := EVMHash(benchContent)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := crypto.Sign(digest, k.PrivateKey()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchSignEncode(b *testing.B, s Signer) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		m := benchMessage(b, i)
+		i++
+		if err := SignMessage(ctx, s, m); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.Marshal(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSignEncodeEVM is the bridge's per-reading cost: build the
+// message, signature payload, EIP-191 hash, secp256k1 signature, protobuf.
+func BenchmarkSignEncodeEVM(b *testing.B) { benchSignEncode(b, keyOne(b)) }
+
+// BenchmarkSignEncodeEVMVsBare alternates a bare crypto.Sign and a full
+// sign+encode in each iteration and reports their throughput ratio, which
+// stays meaningful on a machine shared with other load (separate benchmarks
+// run minutes apart and see different noise).
+func BenchmarkSignEncodeEVMVsBare(b *testing.B) {
+	ctx := context.Background()
+	k := keyOne(b)
+	digest := EVMHash(benchContent)
+	var bare, full time.Duration
+	i := 0
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := crypto.Sign(digest, k.PrivateKey()); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		m := benchMessage(b, i)
+		i++
+		if err := SignMessage(ctx, k, m); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.Marshal(); err != nil {
+			b.Fatal(err)
+		}
+		full += time.Since(t1)
+		bare += t1.Sub(t0)
+	}
+	b.ReportMetric(float64(bare.Nanoseconds())/float64(i), "bare-ns/sign")
+	b.ReportMetric(float64(full.Nanoseconds())/float64(i), "full-ns/msg")
+	b.ReportMetric(float64(bare)/float64(full), "throughput-ratio")
+}
+
+func BenchmarkSignEncodeP256(b *testing.B) {
+	k, err := GenerateP256Key()
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchSignEncode(b, k)
+}
+
+func benchDecodeVerify(b *testing.B, s Signer) {
+	m := benchMessage(b, 0)
+	if err := SignMessage(context.Background(), s, m); err != nil {
+		b.Fatal(err)
+	}
+	enc, err := m.Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		got, err := Unmarshal(enc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := VerifySignature(got); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeVerifyEVM(b *testing.B) { benchDecodeVerify(b, keyOne(b)) }
+
+func BenchmarkDecodeVerifyP256(b *testing.B) {
+	k, err := GenerateP256Key()
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchDecodeVerify(b, k)
+}
