@@ -75,6 +75,8 @@ func backendFor(uri string) (backend, error) {
 		return tpmBackend{}, nil
 	case "pkcs11":
 		return pkcs11Backend{}, nil
+	case "ecc":
+		return eccBackend{}, nil
 	}
 	return nil, fmt.Errorf("%w %q: unknown scheme %q (want file, tpm, pkcs11 or ecc)", ErrBadURI, uri, scheme(uri))
 }
