@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -103,6 +104,7 @@ func writeLast(history History, q ResendQuery, out *streamr.RawWriter) error {
 		if err != nil || !ok {
 			return err
 		}
+		encoded = bytes.Clone(encoded) // valid only during the call
 		if len(ring) < q.Last {
 			ring = append(ring, encoded)
 			return nil

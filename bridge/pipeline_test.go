@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -125,7 +126,7 @@ func (g *testGateway) messages(t *testing.T, part streamr.StreamPartID) []*strea
 	t.Helper()
 	var out []*streamr.StreamMessage
 	err := g.store.Messages(part, 0, math.MaxInt64, func(b []byte) error {
-		m, err := streamr.Unmarshal(b)
+		m, err := streamr.Unmarshal(bytes.Clone(b))
 		out = append(out, m)
 		return err
 	})
