@@ -1,0 +1,119 @@
+package overlay
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultPort         = 4001
+	DefaultMaxConns     = 64               // high watermark; a Pi handles this comfortably
+	DefaultMaxClockSkew = 15 * time.Minute // generous: gateways without an RTC drift until NTP syncs
+)
+
+// Config configures a Node. The zero value is usable for a node that
+// listens on all IPv4 interfaces on DefaultPort with every discovery and NAT
+// traversal mechanism on.
+type Config struct {
+	// IdentityFile holds the node's libp2p private key (Ed25519, libp2p
+	// protobuf encoding). It is created with mode 0600 if missing. If empty,
+	// a fresh key is generated for each run (tests only: peers would see a
+	// new node after every restart).
+	IdentityFile string
+
+	// ListenAddrs are multiaddrs to listen on. If empty, ListenAddrsFor("0.0.0.0", DefaultPort).
+	ListenAddrs []string
+
+	// BootstrapPeers are multiaddrs ending in /p2p/<peer ID>; the node keeps
+	// connections to them and uses them as DHT entry points and relays.
+	BootstrapPeers []string
+
+	DisableDHT          bool // no Kademlia DHT (stream partitions are then found only via bootstrap peers and mDNS)
+	DisableMDNS         bool // no LAN discovery by multicast DNS
+	DisableRelay        bool // no circuit-relay client, relay service or auto relay
+	DisableHolePunching bool // no DCUtR hole punching
+	DisableAutoNAT      bool // no AutoNAT (v1 service, v2 client) and no UPnP/NAT-PMP port mapping
+
+	// MaxConns is the connection manager's high watermark; it trims to 3/4
+	// of it. The resource manager allows 2× (bursts during discovery).
+	// If zero, DefaultMaxConns.
+	MaxConns int
+
+	// Policy says who may publish on a stream. If nil, AllowList(nil):
+	// only the owner address of 0x<address>/… streams.
+	Policy Policy
+
+	// Limits bound accepted messages. Zero values mean streamr's defaults
+	// (1 MiB encoded, the Streamr network's maximum).
+	Limits streamr.Limits
+
+	// MaxClockSkew is how far in the future a message timestamp may be.
+	// If zero, DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+
+	// Logger receives the node's logs. If nil, logs are discarded.
+	Logger *slog.Logger
+
+	// Registerer receives the node's Prometheus metrics. If nil, metrics
+	// are kept but not registered.
+	Registerer prometheus.Registerer
+}
+
+// ListenAddrsFor returns the TCP and QUIC multiaddrs for an IPv4 or IPv6
+// address and port, the form ListenAddrs takes.
+func ListenAddrsFor(ip string, port int) []string {
+	proto := "ip4"
+	for _, c := range ip {
+		if c == ':' {
+			proto = "ip6"
+			break
+		}
+	}
+	p := strconv.Itoa(port)
+	return []string{
+		"/" + proto + "/" + ip + "/tcp/" + p,
+		"/" + proto + "/" + ip + "/udp/" + p + "/quic-v1",
+	}
+}
+
+func (c *Config) setDefaults() {
+	if len(c.ListenAddrs) == 0 {
+		c.ListenAddrs = ListenAddrsFor("0.0.0.0", DefaultPort)
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.Policy == nil {
+		c.Policy = AllowList(nil)
+	}
+	if c.Limits.MaxMessageBytes == 0 {
+		c.Limits.MaxMessageBytes = streamr.DefaultMaxFrame
+	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+func (c *Config) validate() error {
+	if c.MaxConns < 4 {
+		return fmt.Errorf("overlay config: max_conns %d is below 4: a partition needs 4 neighbours", c.MaxConns)
+	}
+	if c.Limits.MaxMessageBytes < 0 || c.Limits.MaxContentBytes < 0 {
+		return fmt.Errorf("overlay config: negative message size limit")
+	}
+	if c.MaxClockSkew < 0 {
+		return fmt.Errorf("overlay config: max_clock_skew %s is negative", c.MaxClockSkew)
+	}
+	return nil
+}

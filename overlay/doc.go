@@ -1,0 +1,34 @@
+// Package overlay carries signed Streamr messages between gateways over
+// go-libp2p. It is the only Tributary package that imports libp2p.
+//
+// Every stream partition is its own overlay: one GossipSub topic per
+// streamr.StreamPartID, joined by every node that publishes or subscribes on
+// it, and every member forwards what it receives. There is no broker.
+//
+// Design choices, and why:
+//
+//   - libp2p message signing is off (StrictNoSign). Every Streamr message
+//     already carries a publisher signature, which each hop checks; libp2p's
+//     own Ed25519 signature would cost about 5× the throughput and prove
+//     nothing more.
+//   - The pubsub message ID is derived from the Streamr message ID (stream
+//     part, publisher, chain, timestamp, sequence number) plus the Streamr
+//     signature, so re-sent copies of one message die at the first hop while
+//     a forgery cannot claim the ID of a genuine message that is yet to come
+//     (pubsub marks an ID as seen before validating it).
+//   - A topic validator runs at every hop, before forwarding: size, decode,
+//     stream part matches the topic, publisher allowed by the local Policy,
+//     structure and signature (streamr.Validate), and a timestamp that is
+//     not too far in the future. Rejected messages lower the sender's
+//     GossipSub peer score; two rejections graylist it for minutes.
+//   - The mesh degree is 4 (Dlo 3, Dhi 6), Streamr's neighbour target per
+//     stream partition, so a Raspberry Pi forwards each message to about
+//     four peers instead of GossipSub's default six to twelve.
+//   - Discovery: configured bootstrap peers, a Kademlia DHT under the
+//     "/tributary" protocol prefix in which nodes advertise the topics they
+//     carry (pubsub looks up peers for a topic with fewer than Dlo members),
+//     and mDNS on the local network.
+//
+// A Node is the libp2p host with its pubsub router; Join returns a Partition
+// to publish on and receive validated messages from.
+package overlay

@@ -1,0 +1,93 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's Prometheus collectors, labelled by stream part.
+type metrics struct {
+	peers    *prometheus.GaugeVec
+	in       *prometheus.CounterVec
+	out      *prometheus.CounterVec
+	dups     *prometheus.CounterVec
+	drops    *prometheus.CounterVec
+	bytesIn  *prometheus.CounterVec
+	bytesOut *prometheus.CounterVec
+}
+
+const labelPart = "stream_part"
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tributary", Subsystem: "overlay", Name: name, Help: help,
+		}, append([]string{labelPart}, labels...))
+	}
+	m := &metrics{
+		peers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "tributary", Subsystem: "overlay", Name: "peers",
+			Help: "Connected peers subscribed to the stream partition's topic.",
+		}, []string{labelPart}),
+		in:       counter("messages_in_total", "Valid messages received from peers and delivered locally."),
+		out:      counter("messages_out_total", "Messages published by this node."),
+		dups:     counter("duplicates_total", "Copies of already seen messages received (dropped)."),
+		drops:    counter("drops_total", "Messages dropped, by reason.", "reason"),
+		bytesIn:  counter("bytes_in_total", "Encoded bytes of valid messages received from peers."),
+		bytesOut: counter("bytes_out_total", "Encoded bytes of messages published by this node."),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.peers, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("register overlay metrics: %w (one Node per registry)", err)
+			}
+			return nil, fmt.Errorf("register overlay metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// partMetrics are the collectors of one stream partition.
+type partMetrics struct {
+	label    string
+	peers    prometheus.Gauge
+	in       prometheus.Counter
+	out      prometheus.Counter
+	dups     prometheus.Counter
+	bytesIn  prometheus.Counter
+	bytesOut prometheus.Counter
+	drops    *prometheus.CounterVec // curried: reason only
+}
+
+func (m *metrics) forPart(label string) *partMetrics {
+	drops, _ := m.drops.CurryWith(prometheus.Labels{labelPart: label}) // cannot fail: the label exists
+	return &partMetrics{
+		label:    label,
+		peers:    m.peers.WithLabelValues(label),
+		in:       m.in.WithLabelValues(label),
+		out:      m.out.WithLabelValues(label),
+		dups:     m.dups.WithLabelValues(label),
+		bytesIn:  m.bytesIn.WithLabelValues(label),
+		bytesOut: m.bytesOut.WithLabelValues(label),
+		drops:    drops,
+	}
+}
+
+// drop counts one dropped message.
+func (p *partMetrics) drop(reason string) { p.drops.WithLabelValues(reason).Inc() }
+
+// remove deletes a left partition's series.
+func (m *metrics) remove(label string) {
+	l := prometheus.Labels{labelPart: label}
+	m.peers.Delete(l)
+	for _, c := range []*prometheus.CounterVec{m.in, m.out, m.dups, m.bytesIn, m.bytesOut} {
+		c.Delete(l)
+	}
+	m.drops.DeletePartialMatch(l)
+}

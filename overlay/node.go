@@ -1,0 +1,309 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+)
+
+const (
+	topicPrefix       = "/tributary/1/" // + StreamPartID: versioned, so a format change can move to new topics
+	dhtPrefix         = "/tributary"    // a DHT of our own, apart from the IPFS network
+	mdnsService       = "tributary-overlay"
+	bootstrapInterval = 30 * time.Second // how often lost bootstrap connections are redialled
+	dialTimeout       = 15 * time.Second
+	protectTag        = "tributary-bootstrap"
+)
+
+// Node is a Tributary overlay node: a libp2p host, its GossipSub router
+// and discovery. Methods are safe for concurrent use.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	host      host.Host
+	dht       *dht.IpfsDHT // nil when disabled
+	ps        *pubsub.PubSub
+	metrics   *metrics
+	bootstrap []peer.AddrInfo
+	now       func() time.Time
+	cancel    context.CancelFunc // stops pubsub
+
+	partMetrics sync.Map // topic name → *partMetrics, read by the tracer without locks
+	scores      atomic.Pointer[map[peer.ID]float64]
+
+	mu     sync.Mutex
+	parts  map[string]*Partition
+	closed bool
+}
+
+// nodeOptions are knobs that tests set; production uses the zero value.
+type nodeOptions struct {
+	heartbeat   time.Duration    // GossipSub heartbeat; 0 means libp2p's 1 s
+	scorePeriod time.Duration    // how often peer scores are snapshotted; 0 means 10 s
+	dhtMode     dht.ModeOpt      // 0 (ModeAuto) is replaced by ModeAutoServer
+	now         func() time.Time // clock for timestamp checks; nil means time.Now
+}
+
+// New starts a node listening on cfg.ListenAddrs. Call Run to keep its
+// bootstrap connections and LAN discovery going, and Close to stop it.
+func New(cfg Config) (*Node, error) {
+	return start(cfg, nodeOptions{})
+}
+
+func start(cfg Config, opts nodeOptions) (*Node, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	bootstrap, err := parsePeers(cfg.BootstrapPeers)
+	if err != nil {
+		return nil, fmt.Errorf("overlay config: %w", err)
+	}
+	key, err := loadIdentity(cfg.IdentityFile, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	h, err := newHost(&cfg, key, bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	n, err := newNode(cfg, h, bootstrap, opts)
+	if err != nil {
+		return nil, errors.Join(err, h.Close())
+	}
+	return n, nil
+}
+
+// newNode builds the overlay on an existing host (a mocknet host in tests).
+// cfg must have its defaults set. The node owns h from now on.
+func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOptions) (*Node, error) {
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "overlay"),
+		host:      h,
+		metrics:   m,
+		bootstrap: bootstrap,
+		now:       opts.now,
+		parts:     make(map[string]*Partition),
+	}
+	if n.now == nil {
+		n.now = time.Now
+	}
+	for _, b := range bootstrap {
+		h.Peerstore().AddAddrs(b.ID, b.Addrs, peerstore.PermanentAddrTTL)
+		h.ConnManager().Protect(b.ID, protectTag)
+	}
+	if !cfg.DisableDHT {
+		if n.dht, err = newDHT(h, bootstrap, opts.dhtMode); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.ps, err = pubsub.NewGossipSub(ctx, h, n.pubsubOptions(opts)...)
+	if err != nil {
+		cancel()
+		return nil, errors.Join(fmt.Errorf("start gossipsub: %w", err), n.closeDHT())
+	}
+	n.log.Info("overlay node started", "peer_id", h.ID().String(), "addrs", n.Addrs())
+	return n, nil
+}
+
+func newDHT(h host.Host, bootstrap []peer.AddrInfo, mode dht.ModeOpt) (*dht.IpfsDHT, error) {
+	if mode == dht.ModeAuto {
+		mode = dht.ModeAutoServer // serve until AutoNAT says we are unreachable
+	}
+	d, err := dht.New(h,
+		dht.Mode(mode),
+		dht.ProtocolPrefix(dhtPrefix),
+		dht.BootstrapPeers(bootstrap...),
+		dht.DisableValues(), // only provider records: "who carries this topic"
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start overlay DHT: %w", err)
+	}
+	return d, nil
+}
+
+func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
+	scorePeriod := opts.scorePeriod
+	if scorePeriod == 0 {
+		scorePeriod = 10 * time.Second
+	}
+	o := []pubsub.Option{
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(pubsubMessageID),
+		pubsub.WithGossipSubParams(gossipSubParams(opts.heartbeat)),
+		pubsub.WithPeerScore(peerScoreParams(), peerScoreThresholds()),
+		pubsub.WithPeerScoreInspect(n.storeScores, scorePeriod), // snapshot for PeerScores
+		pubsub.WithFloodPublish(false),                          // publish to the mesh only: a Pi must not send each reading to every peer
+		pubsub.WithPeerExchange(true),                           // pruned peers learn of others: the mesh heals after churn
+		pubsub.WithPeerOutboundQueueSize(peerOutboundQueue),
+		pubsub.WithValidateQueueSize(validateQueue),
+		pubsub.WithSeenMessagesTTL(seenTTL),
+		pubsub.WithMaxMessageSize(n.cfg.Limits.MaxMessageBytes + rpcOverhead),
+		pubsub.WithRawTracer(&tracer{lookup: n.lookupMetrics}),
+	}
+	if n.dht != nil {
+		// pubsub advertises every joined topic in the DHT and looks up
+		// members of topics with fewer than Dlo peers, every second.
+		o = append(o, pubsub.WithDiscovery(drouting.NewRoutingDiscovery(n.dht)))
+	}
+	return o
+}
+
+func (n *Node) storeScores(s map[peer.ID]float64) { n.scores.Store(&s) }
+
+func (n *Node) lookupMetrics(topic string) *partMetrics {
+	if v, ok := n.partMetrics.Load(topic); ok {
+		return v.(*partMetrics)
+	}
+	return nil
+}
+
+// ID returns the node's libp2p peer ID.
+func (n *Node) ID() string { return n.host.ID().String() }
+
+// Addrs returns the node's listen addresses with its /p2p/ ID, the form
+// other nodes take as bootstrap peers.
+func (n *Node) Addrs() []string {
+	infos := peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
+	mas, err := peer.AddrInfoToP2pAddrs(&infos)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, len(mas))
+	for i, a := range mas {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// ConnectedPeers returns the number of peers with an open connection.
+func (n *Node) ConnectedPeers() int { return len(n.host.Network().Peers()) }
+
+// Run keeps the node connected: it starts mDNS, bootstraps the DHT and
+// redials lost bootstrap peers every 30 s. It returns nil when ctx ends;
+// the node keeps running until Close.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.cfg.DisableMDNS {
+		svc := mdns.NewMdnsService(n.host, mdnsService, &mdnsNotifee{ctx: ctx, n: n})
+		if err := svc.Start(); err != nil {
+			n.log.Warn("mdns discovery unavailable", "err", err)
+		} else {
+			defer svc.Close()
+		}
+	}
+	if n.dht != nil {
+		if err := n.dht.Bootstrap(ctx); err != nil {
+			n.log.Warn("dht bootstrap failed", "err", err)
+		}
+	}
+	t := time.NewTicker(bootstrapInterval)
+	defer t.Stop()
+	for {
+		n.connectBootstrap(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// connectBootstrap dials the bootstrap peers we are not connected to, in
+// parallel, and waits for the attempts.
+func (n *Node) connectBootstrap(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, b := range n.bootstrap {
+		if b.ID == n.host.ID() || n.host.Network().Connectedness(b.ID) == network.Connected {
+			continue
+		}
+		wg.Go(func() {
+			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			defer cancel()
+			if err := n.host.Connect(dctx, b); err != nil && ctx.Err() == nil {
+				n.log.Warn("bootstrap peer unreachable", "peer", b.ID.String(), "err", err)
+				return
+			}
+			n.log.Debug("connected to bootstrap peer", "peer", b.ID.String())
+		})
+	}
+	wg.Wait()
+}
+
+// mdnsNotifee connects to nodes found on the LAN.
+type mdnsNotifee struct {
+	ctx context.Context
+	n   *Node
+}
+
+func (m *mdnsNotifee) HandlePeerFound(pi peer.AddrInfo) {
+	if pi.ID == m.n.host.ID() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, dialTimeout)
+	defer cancel()
+	if err := m.n.host.Connect(ctx, pi); err != nil {
+		m.n.log.Debug("lan peer unreachable", "peer", pi.ID.String(), "err", err)
+		return
+	}
+	m.n.log.Info("connected to lan peer", "peer", pi.ID.String())
+}
+
+// Close leaves all partitions and stops the node. A second call returns an
+// error wrapping net.ErrClosed.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return fmt.Errorf("close overlay node: %w", net.ErrClosed)
+	}
+	n.closed = true
+	parts := make([]*Partition, 0, len(n.parts))
+	for _, p := range n.parts {
+		parts = append(parts, p)
+	}
+	n.mu.Unlock()
+
+	var errs []error
+	for _, p := range parts {
+		errs = append(errs, p.Leave())
+	}
+	n.cancel()
+	errs = append(errs, n.closeDHT(), n.host.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close overlay node: %w", err)
+	}
+	n.log.Info("overlay node stopped")
+	return nil
+}
+
+func (n *Node) closeDHT() error {
+	if n.dht == nil {
+		return nil
+	}
+	if err := n.dht.Close(); err != nil {
+		return fmt.Errorf("close overlay DHT: %w", err)
+	}
+	return nil
+}

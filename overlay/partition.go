@@ -1,0 +1,244 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// Delivery is a validated message received from the overlay.
+type Delivery struct {
+	Msg     *streamr.StreamMessage // decoded; signature and policy checked
+	Encoded []byte                 // the wire bytes, as signed by the publisher
+	From    string                 // peer ID of the neighbour that forwarded it
+}
+
+// Partition is this node's membership in one stream partition's overlay.
+type Partition struct {
+	node    *Node
+	part    streamr.StreamPartID
+	topic   string
+	log     *slog.Logger
+	v       *validator
+	m       *partMetrics
+	deliver func(Delivery)
+
+	t      *pubsub.Topic
+	sub    *pubsub.Subscription
+	events *pubsub.TopicEventHandler
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	leaveOnce sync.Once
+	leaveErr  error
+}
+
+func topicName(part streamr.StreamPartID) string { return topicPrefix + part.String() }
+
+// Join subscribes to a stream partition's topic, advertises it in the DHT
+// and starts forwarding its messages. deliver, if not nil, receives every
+// valid message from other nodes, in arrival order, on one goroutine; it
+// must return quickly (messages queue in pubsub meanwhile, up to 4,096,
+// then are dropped and counted as slow_consumer). Messages this node
+// published are not delivered back. A nil deliver makes a relay-only
+// member, e.g. a bridge that only publishes on the partition.
+func (n *Node) Join(part streamr.StreamPartID, deliver func(Delivery)) (*Partition, error) {
+	name := topicName(part)
+	p := &Partition{
+		node:    n,
+		part:    part,
+		topic:   name,
+		log:     n.log.With("stream_part", part.String()),
+		v:       &validator{part: part, limits: n.cfg.Limits, maxSkew: n.cfg.MaxClockSkew, policy: n.cfg.Policy, now: n.now},
+		m:       n.metrics.forPart(part.String()),
+		deliver: deliver,
+	}
+	if err := n.reserve(p); err != nil {
+		return nil, err
+	}
+	if err := p.start(); err != nil {
+		return nil, errors.Join(fmt.Errorf("join %s: %w", part, err), p.Leave())
+	}
+	p.log.Info("joined stream partition", "topic", name)
+	return p, nil
+}
+
+// reserve records p as joined, so that a concurrent Join of the same part
+// fails and the tracer finds its metrics from the first message on.
+func (n *Node) reserve(p *Partition) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.closed:
+		return fmt.Errorf("join %s: %w", p.part, net.ErrClosed)
+	case n.parts[p.topic] != nil:
+		return fmt.Errorf("join %s: %w", p.part, ErrJoined)
+	}
+	n.parts[p.topic] = p
+	n.partMetrics.Store(p.topic, p.m)
+	return nil
+}
+
+func (n *Node) forget(p *Partition) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.parts, p.topic)
+	n.partMetrics.Delete(p.topic)
+	n.metrics.remove(p.m.label)
+}
+
+func (p *Partition) start() error {
+	ps := p.node.ps
+	// Inline validation runs on pubsub's worker pool (one per CPU) instead
+	// of a goroutine per message: cheaper on a 2-4 core gateway.
+	if err := ps.RegisterTopicValidator(p.topic, p.validate, pubsub.WithValidatorInline(true)); err != nil {
+		return fmt.Errorf("register validator: %w", err)
+	}
+	t, err := ps.Join(p.topic)
+	if err != nil {
+		return fmt.Errorf("join topic: %w", err)
+	}
+	p.t = t
+	if err := t.SetScoreParams(topicScoreParams()); err != nil {
+		return fmt.Errorf("set topic score parameters: %w", err)
+	}
+	if p.events, err = t.EventHandler(); err != nil {
+		return fmt.Errorf("topic events: %w", err)
+	}
+	if p.sub, err = t.Subscribe(pubsub.WithBufferSize(subscriptionQueue)); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.wg.Go(func() { p.readLoop(ctx) })
+	p.wg.Go(func() { p.watchPeers(ctx) })
+	return nil
+}
+
+// validate is the pubsub topic validator, run before a message is
+// forwarded or delivered. The decoded message rides along as ValidatorData.
+func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	if msg.ValidatorData != nil && from == p.node.host.ID() {
+		return pubsub.ValidationAccept // our own Publish checked it already
+	}
+	m, verdict, reason, err := p.v.check(msg.Data)
+	switch verdict {
+	case accept:
+		msg.ValidatorData = m
+		return pubsub.ValidationAccept
+	case ignore:
+		p.m.drop(reason)
+		p.log.Debug("dropped message", "peer", from.String(), "reason", reason, "err", err)
+		return pubsub.ValidationIgnore
+	}
+	p.m.drop(reason)
+	p.log.Debug("rejected invalid message", "peer", from.String(), "reason", reason, "err", err)
+	return pubsub.ValidationReject
+}
+
+// Publish validates an encoded, signed StreamMessage of this partition and
+// sends it to the overlay. It returns an error wrapping ErrNoPeers if no
+// member of the partition is connected (the message was not sent and
+// should stay queued), or ErrInvalidMessage if validation fails.
+func (p *Partition) Publish(ctx context.Context, encoded []byte) error {
+	m, verdict, reason, err := p.v.check(encoded)
+	if verdict != accept {
+		p.m.drop(reason)
+		return fmt.Errorf("publish on %s: %w", p.part, err)
+	}
+	if len(p.t.ListPeers()) == 0 {
+		return fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, ErrNoPeers)
+	}
+	if err := p.t.Publish(ctx, encoded, pubsub.WithValidatorData(m)); err != nil {
+		return fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, err)
+	}
+	p.m.out.Inc()
+	p.m.bytesOut.Add(float64(len(encoded)))
+	return nil
+}
+
+// Peers returns the number of connected peers in this partition's overlay.
+func (p *Partition) Peers() int { return len(p.t.ListPeers()) }
+
+// StreamPart returns the stream partition.
+func (p *Partition) StreamPart() streamr.StreamPartID { return p.part }
+
+func (p *Partition) readLoop(ctx context.Context) {
+	self := p.node.host.ID()
+	for {
+		msg, err := p.sub.Next(ctx)
+		if err != nil {
+			return // cancelled by Leave
+		}
+		if msg.ReceivedFrom == self {
+			continue // our own publish: never echoed to local subscribers
+		}
+		m, ok := msg.ValidatorData.(*streamr.StreamMessage)
+		if !ok {
+			continue // unreachable: every accepted message carries it
+		}
+		p.m.in.Inc()
+		p.m.bytesIn.Add(float64(len(msg.Data)))
+		if p.deliver != nil {
+			p.deliver(Delivery{Msg: m, Encoded: msg.Data, From: msg.ReceivedFrom.String()})
+		}
+	}
+}
+
+// watchPeers keeps the peers gauge current and logs when the overlay forms
+// (first peer) and breaks (last peer gone).
+func (p *Partition) watchPeers(ctx context.Context) {
+	for {
+		ev, err := p.events.NextPeerEvent(ctx)
+		if err != nil {
+			return
+		}
+		n := len(p.t.ListPeers())
+		p.m.peers.Set(float64(n))
+		switch {
+		case ev.Type == pubsub.PeerJoin && n == 1:
+			p.log.Info("stream partition overlay formed", "peer", ev.Peer.String())
+		case ev.Type == pubsub.PeerLeave && n == 0:
+			p.log.Warn("stream partition overlay broken: no peers left", "last_peer", ev.Peer.String())
+		}
+	}
+}
+
+// Leave stops forwarding and delivering the partition's messages and
+// unsubscribes. It is idempotent.
+func (p *Partition) Leave() error {
+	p.leaveOnce.Do(func() {
+		var errs []error
+		if p.cancel != nil {
+			p.cancel()
+		}
+		if p.sub != nil {
+			p.sub.Cancel()
+		}
+		if p.events != nil {
+			p.events.Cancel()
+		}
+		p.wg.Wait()
+		if p.t != nil {
+			errs = append(errs, p.t.Close())
+		}
+		if err := p.node.ps.UnregisterTopicValidator(p.topic); err != nil && p.t != nil {
+			errs = append(errs, err)
+		}
+		p.node.forget(p)
+		if err := errors.Join(errs...); err != nil {
+			p.leaveErr = fmt.Errorf("leave %s: %w", p.part, err)
+			return
+		}
+		p.log.Info("left stream partition")
+	})
+	return p.leaveErr
+}

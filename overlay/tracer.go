@@ -1,0 +1,65 @@
+package overlay
+
+import (
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// tracer turns pubsub events into per-partition metrics. It counts only
+// topics this node joined (pubsub ignores the others), so a peer cannot
+// create metric series at will. Validation failures are counted by the
+// validator, with finer reasons.
+type tracer struct {
+	lookup func(topic string) *partMetrics // nil result: not joined
+}
+
+var _ pubsub.RawTracer = (*tracer)(nil)
+
+func (t *tracer) count(topic string, f func(*partMetrics)) {
+	if pm := t.lookup(topic); pm != nil {
+		f(pm)
+	}
+}
+
+func (t *tracer) DuplicateMessage(msg *pubsub.Message) {
+	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.dups.Inc() })
+}
+
+func (t *tracer) RejectMessage(msg *pubsub.Message, reason string) {
+	var r string
+	switch reason {
+	case pubsub.RejectValidationQueueFull:
+		r = reasonQueueFull
+	case pubsub.RejectValidationThrottled:
+		r = reasonThrottled
+	default: // validator verdicts are counted by the validator; others cannot occur with our settings
+		return
+	}
+	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.drop(r) })
+}
+
+func (t *tracer) UndeliverableMessage(msg *pubsub.Message) {
+	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.drop(reasonSlowConsumer) })
+}
+
+func (t *tracer) DropRPC(rpc *pubsub.RPC, _ peer.ID) {
+	for _, m := range rpc.GetPublish() {
+		t.count(m.GetTopic(), func(pm *partMetrics) { pm.drop(reasonSendQueue) })
+	}
+}
+
+func (t *tracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (t *tracer) OnClosedOutboundStream(peer.ID)                       {}
+func (t *tracer) Join(string)                                          {}
+func (t *tracer) Leave(string)                                         {}
+func (t *tracer) Graft(peer.ID, string)                                {}
+func (t *tracer) Prune(peer.ID, string)                                {}
+func (t *tracer) ValidateMessage(*pubsub.Message)                      {}
+func (t *tracer) DeliverMessage(*pubsub.Message)                       {}
+func (t *tracer) ThrottlePeer(peer.ID)                                 {}
+func (t *tracer) RecvRPC(*pubsub.RPC)                                  {}
+func (t *tracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (t *tracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}

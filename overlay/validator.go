@@ -1,0 +1,72 @@
+package overlay
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// Reasons a message is dropped, the "reason" label of the drops metric.
+const (
+	reasonSize         = "size"                  // encoded size over the limit
+	reasonDecode       = "decode"                // not a StreamMessage protobuf
+	reasonTopic        = "topic"                 // stream part differs from the topic's
+	reasonPublisher    = "publisher"             // publisher not allowed by the Policy
+	reasonSignature    = "signature"             // signature does not verify
+	reasonMalformed    = "malformed"             // structure or content invalid, signature fine
+	reasonFuture       = "future"                // timestamp beyond MaxClockSkew
+	reasonQueueFull    = "validation_queue_full" // pubsub dropped it before validation
+	reasonThrottled    = "validation_throttled"  // too many concurrent validations
+	reasonSlowConsumer = "slow_consumer"         // the local subscriber did not keep up
+	reasonSendQueue    = "send_queue_full"       // outbound queue to a peer full
+)
+
+// verdict is the outcome of validating one message.
+type verdict int
+
+const (
+	accept verdict = iota
+	reject         // invalid: drop and penalise the sender
+	ignore         // drop without penalty: the fault may be ours (clock)
+)
+
+// validator checks messages for one stream partition. Its methods are
+// safe for concurrent use.
+type validator struct {
+	part    streamr.StreamPartID
+	limits  streamr.Limits
+	maxSkew time.Duration
+	policy  Policy
+	now     func() time.Time
+}
+
+// check validates an encoded message and returns it decoded. On failure it
+// returns the verdict, the drop reason and an error describing it.
+func (v *validator) check(data []byte) (*streamr.StreamMessage, verdict, string, error) {
+	if len(data) > v.limits.MaxMessageBytes {
+		return nil, reject, reasonSize, fmt.Errorf("%w: %d bytes exceed the limit of %d", ErrInvalidMessage, len(data), v.limits.MaxMessageBytes)
+	}
+	m, err := streamr.Unmarshal(data)
+	if err != nil {
+		return nil, reject, reasonDecode, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	if got := m.ID.StreamPart(); got != v.part {
+		return nil, reject, reasonTopic, fmt.Errorf("%w: message of %s on the topic of %s", ErrInvalidMessage, got, v.part)
+	}
+	if !v.policy.MayPublish(m.ID.StreamID, m.ID.PublisherID) {
+		return nil, reject, reasonPublisher, fmt.Errorf("%w: publisher %s may not publish on %s", ErrInvalidMessage, m.ID.PublisherHex(), m.ID.StreamID)
+	}
+	if err := streamr.Validate(m, len(data), v.limits); err != nil {
+		reason := reasonMalformed
+		if streamr.VerifySignature(m) != nil { // only on the failure path: classifies the drop
+			reason = reasonSignature
+		}
+		return nil, reject, reason, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	if limit := v.now().Add(v.maxSkew).UnixMilli(); m.ID.Timestamp > limit {
+		return nil, ignore, reasonFuture, fmt.Errorf("%w: timestamp %d is more than %s ahead of the local clock",
+			ErrInvalidMessage, m.ID.Timestamp, v.maxSkew)
+	}
+	return m, accept, "", nil
+}

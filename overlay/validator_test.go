@@ -1,0 +1,129 @@
+package overlay
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+func TestValidatorCheck(t *testing.T) {
+	owner := newPublisher(t)
+	stranger := newPublisher(t)
+	listed := newPublisher(t)
+	part := owner.part(t, 3)
+	now := time.UnixMilli(1_800_000_000_000)
+	ts := now.UnixMilli()
+
+	tampered := message(t, owner.key, part, owner.chain, ts, 0)
+	tampered.Content().Content = []byte(`{"temp":99}`)
+	unsigned := message(t, owner.key, part, owner.chain, ts, 0)
+	unsigned.SignatureType = streamr.SignatureLegacy
+	badJSON := message(t, owner.key, part, owner.chain, ts, 0)
+	badJSON.Content().Content = []byte(`{"temp":`)
+	if err := streamr.SignMessage(t.Context(), owner.key, badJSON); err != nil {
+		t.Fatal(err)
+	}
+	big := message(t, owner.key, part, owner.chain, ts, 0)
+	big.Content().Content = make([]byte, 5000)
+	big.Content().ContentType = streamr.ContentBinary
+	if err := streamr.SignMessage(t.Context(), owner.key, big); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name    string
+		data    []byte
+		verdict verdict
+		reason  string
+	}{
+		{"owner", owner.signed(t, part, ts, 0), accept, ""},
+		{"listed publisher", encode(t, message(t, listed.key, part, "c", ts, 0)), accept, ""},
+		{"old timestamp", owner.signed(t, part, 1, 0), accept, ""},
+		{"within skew", owner.signed(t, part, ts+int64(time.Minute/time.Millisecond), 0), accept, ""},
+		{"future", owner.signed(t, part, ts+int64(2*time.Minute/time.Millisecond), 0), ignore, reasonFuture},
+		{"oversized", encode(t, big), reject, reasonSize},
+		{"garbage", []byte{0xff, 0xff, 0xff}, reject, reasonDecode},
+		{"empty", nil, reject, reasonDecode},
+		{"other partition", owner.signed(t, owner.part(t, 4), ts, 0), reject, reasonTopic},
+		{"other stream", stranger.signed(t, stranger.part(t, 3), ts, 0), reject, reasonTopic},
+		{"stranger on owner's stream", encode(t, message(t, stranger.key, part, "c", ts, 0)), reject, reasonPublisher},
+		{"tampered content", encode(t, tampered), reject, reasonSignature},
+		{"legacy signature type", encode(t, unsigned), reject, reasonSignature},
+		{"signed invalid JSON", encode(t, badJSON), reject, reasonMalformed},
+	}
+	v := &validator{
+		part:    part,
+		limits:  streamr.Limits{MaxMessageBytes: 4096},
+		maxSkew: time.Minute,
+		policy:  AllowList{owner.stream: {listed.key.PublisherID()}},
+		now:     func() time.Time { return now },
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, verdict, reason, err := v.check(tc.data)
+			if verdict != tc.verdict || reason != tc.reason {
+				t.Fatalf("check = (%v, %q, %v), want (%v, %q)", verdict, reason, err, tc.verdict, tc.reason)
+			}
+			if tc.verdict == accept {
+				if err != nil || m == nil {
+					t.Fatalf("accepted with err %v, message %v", err, m)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidMessage) {
+				t.Errorf("err = %v, want ErrInvalidMessage", err)
+			}
+		})
+	}
+}
+
+func TestAllowList(t *testing.T) {
+	owner := newPublisher(t)
+	other := newPublisher(t)
+	ens := streamr.StreamID("sensors.eth/room1")
+	list, err := ParseAllowList(map[string][]string{
+		string(ens): {streamr.UserID(other.key.PublisherID())},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		stream    streamr.StreamID
+		publisher []byte
+		want      bool
+	}{
+		{"owner of 0x stream", owner.stream, owner.key.PublisherID(), true},
+		{"stranger on 0x stream", owner.stream, other.key.PublisherID(), false},
+		{"listed on ENS stream", ens, other.key.PublisherID(), true},
+		{"unlisted on ENS stream", ens, owner.key.PublisherID(), false},
+		{"empty publisher", owner.stream, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := list.MayPublish(tc.stream, tc.publisher); got != tc.want {
+				t.Errorf("MayPublish = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseAllowListErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		in   map[string][]string
+	}{
+		{"bad stream", map[string][]string{"nopath": {"0x" + "11223344556677889900aabbccddeeff00112233"}}},
+		{"bad hex", map[string][]string{"x.eth/a": {"0xzz"}}},
+		{"wrong length", map[string][]string{"x.eth/a": {"0x1122"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseAllowList(tc.in); err == nil {
+				t.Fatal("ParseAllowList accepted bad input")
+			}
+		})
+	}
+}
