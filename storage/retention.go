@@ -15,6 +15,10 @@ import (
 // retentionBatch is how many messages one retention transaction deletes.
 const retentionBatch = 256
 
+// flattenShare: maintenance compacts the whole LSM tree when retention
+// deleted at least 1/flattenShare of the stored signed bytes.
+const flattenShare = 4
+
 // gcDiscardRatio is the share of a value log file that must be garbage for
 // GC to rewrite it (Badger's recommended 0.5).
 const gcDiscardRatio = 0.5
@@ -48,12 +52,21 @@ func (s *Store) gcLoop(ctx context.Context) {
 
 // maintain applies retention as of now, then reclaims value log space.
 func (s *Store) maintain(ctx context.Context, now time.Time) {
+	before := s.signedTotal()
 	n, err := s.applyRetention(ctx, now)
 	if err != nil {
 		s.log.Error("apply retention", "err", err)
 	}
 	if n > 0 {
 		s.log.Info("retention deleted messages", "count", n)
+	}
+	if deleted := before - s.signedTotal(); deleted > 0 && deleted >= before/flattenShare {
+		// Deletions of the log head only free space once compaction
+		// carries their tombstones down to the data; in a FIFO that may
+		// not happen on its own for a long time.
+		if err := s.db.Flatten(1); err != nil {
+			s.log.Error("compact after retention", "err", err)
+		}
 	}
 	rewrites, err := s.collectValueLog(ctx)
 	if err != nil {

@@ -70,17 +70,20 @@ func allocated(info fs.FileInfo) int64 {
 	return info.Size()
 }
 
-// maybeMeasure measures if the last measurement is older than measureEvery.
-func (t *spaceTracker) maybeMeasure(log *slog.Logger) {
+// maybeMeasure measures if the last measurement is older than
+// measureEvery, and reports whether it did.
+func (t *spaceTracker) maybeMeasure(log *slog.Logger) bool {
 	t.mu.Lock()
 	stale := time.Since(t.at) >= measureEvery
 	t.mu.Unlock()
 	if !stale {
-		return
+		return false
 	}
 	if err := t.measure(); err != nil {
 		log.Warn("measure disk usage", "err", err)
+		return false
 	}
+	return true
 }
 
 // usage returns the measured sizes.
@@ -116,6 +119,10 @@ func (s *Store) admit(size int64, durable bool) error {
 		limit -= limit / 10
 	}
 	err := s.space.reserve(size, limit, s.opts.MinFreeBytes)
+	if err != nil && s.space.maybeMeasure(s.log) {
+		// Space may have been freed since (retention, GC, other files).
+		err = s.space.reserve(size, limit, s.opts.MinFreeBytes)
+	}
 	if err != nil {
 		s.m.refused(err, durable)
 	}

@@ -1,0 +1,186 @@
+package storage
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestMeasureWriteAmplification runs the pipeline (concurrent durable
+// appends, a signer committing signed messages in batches) and reports the
+// bytes this process caused to be written (/proc/self/io write_bytes) per
+// byte of signed message. It only reports: run it with
+// TRIBUTARY_STORAGE_MEASURE=1 (and -long for a million readings and RSS).
+func TestMeasureWriteAmplification(t *testing.T) {
+	if os.Getenv("TRIBUTARY_STORAGE_MEASURE") == "" {
+		t.Skip("measurement only; set TRIBUTARY_STORAGE_MEASURE=1")
+	}
+	n := 200_000
+	if *long {
+		n = 1_000_000
+	}
+	cases := []struct {
+		name      string
+		threshold int64
+		n         int
+		writers   int
+		rate      int // readings/s over all writers; 0 = as fast as possible
+		l0        int
+		signEvery time.Duration
+	}{
+		{"lsm-1KiB/l0=8/max", 1 << 10, n, 64, 0, 8, time.Millisecond},
+		{"vlog-64B/l0=8/max", 64, n, 64, 0, 8, time.Millisecond},
+		{"lsm-1KiB/l0=8/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 8, 20 * time.Millisecond},
+		{"vlog-64B/l0=8/2000/s/sign20ms", 64, 20_000, 20, 2000, 8, 20 * time.Millisecond},
+		{"lsm-1KiB/l0=2/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 2, 20 * time.Millisecond},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res := measurePipeline(t, Options{valueThreshold: c.threshold, level0Tables: c.l0}, c.n, c.writers, c.rate, c.signEvery)
+			t.Logf("%s: %d readings, signed msg %d B avg, wrote %.1f MB = %.2f× signed bytes (%.0f B/reading), %d reading commits (%.1f/commit), %.0f readings/s, %s",
+				c.name, c.n, res.msgSize, float64(res.written)/1e6, float64(res.written)/float64(res.signedBytes),
+				float64(res.written)/float64(c.n), res.commits, float64(c.n)/float64(res.commits), res.rate, res.rss)
+		})
+	}
+}
+
+type measured struct {
+	written, signedBytes int64
+	msgSize              int64
+	commits              int64
+	rate                 float64
+	rss                  string
+}
+
+func measurePipeline(t *testing.T, opts Options, n, writers, rate int, signEvery time.Duration) measured {
+	opts.Dir, opts.GCInterval, opts.MinFreeBytes = t.TempDir(), time.Hour, -1
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.Run(ctx) })
+	before := writeBytes(t)
+	start := time.Now()
+	var signedBytes atomic.Int64
+	wg.Go(func() { signedBytes.Store(signAll(t, s, n, signEvery)) })
+	appendPaced(t, s, n, writers, rate)
+	for signedBytes.Load() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	var res measured
+	res.commits = int64(counterValue(t, s.m.commits))
+	cancel()
+	wg.Wait()
+	s.maintain(context.Background(), time.Now())
+	runtime.GC()
+	res.rss = rss(t)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res.written = writeBytes(t) - before
+	res.signedBytes = signedBytes.Load()
+	res.msgSize = res.signedBytes / int64(n)
+	res.rate = float64(n) / elapsed.Seconds()
+	return res
+}
+
+// appendPaced appends n 200-byte readings from writers goroutines, at rate
+// readings/s in total if rate > 0.
+func appendPaced(t *testing.T, s *Store, n, writers, rate int) {
+	var wg sync.WaitGroup
+	per := n / writers
+	for w := range writers {
+		wg.Go(func() {
+			payload := make([]byte, 200)
+			var tick *time.Ticker
+			if rate > 0 {
+				tick = time.NewTicker(time.Duration(writers) * time.Second / time.Duration(rate))
+				defer tick.Stop()
+			}
+			for i := range per {
+				if tick != nil {
+					<-tick.C
+				}
+				_, _ = rand.Read(payload)
+				r := reading(testPart, "client-"+strconv.Itoa(w), string(payload))
+				if err := s.Append(context.Background(), r, true); err != nil {
+					t.Errorf("append %d/%d: %v", w, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// signAll signs readings as they arrive until n are signed and returns
+// the total encoded size.
+func signAll(t *testing.T, s *Store, n int, every time.Duration) int64 {
+	var after uint64
+	var total int64
+	for done := 0; done < n; {
+		pend, err := s.Pending(after, 256)
+		if err != nil {
+			t.Error(err)
+			return 1
+		}
+		if len(pend) < 256 {
+			time.Sleep(every)
+		}
+		if len(pend) == 0 {
+			continue
+		}
+		msgs := make([]Signed, len(pend))
+		for i, r := range pend {
+			msgs[i] = signedFor(t, r, r.ReceivedAt+int64(r.Seq), 0, nil)
+			total += int64(len(msgs[i].Encoded))
+		}
+		if err := s.CommitSigned(context.Background(), msgs, nil); err != nil {
+			t.Error(err)
+			return 1
+		}
+		after = pend[len(pend)-1].Seq
+		done += len(pend)
+	}
+	return total
+}
+
+func writeBytes(t *testing.T) int64 {
+	return procField(t, "/proc/self/io", "write_bytes:")
+}
+
+func rss(t *testing.T) string {
+	return fmt.Sprintf("VmRSS %d kB, VmHWM %d kB", procField(t, "/proc/self/status", "VmRSS:"), procField(t, "/proc/self/status", "VmHWM:"))
+}
+
+func procField(t *testing.T, file, field string) int64 {
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
+			v, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("%s: no %s", file, field)
+	return 0
+}
