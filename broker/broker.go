@@ -3,6 +3,18 @@
 // reading was accepted. It also authenticates clients against a TOML users file with per-user
 // topic ACLs, and lets the bridge publish to local subscribers.
 //
+// Clients authenticate against a users file (Config.UsersFile), TOML with one [[user]] table
+// per account; unknown keys are errors:
+//
+//	[[user]]
+//	name = "sensor-1"
+//	password_hash = "$2a$10$..."      # bcrypt, see HashPassword
+//	publish = ["sensors/%u/#"]        # MQTT filters; %u = user name, %c = client id
+//	subscribe = ["alerts/#"]
+//
+// A publish outside the user's filters is refused with reason NotAuthorized before the Handler
+// sees it; a subscription outside them gets a failure SUBACK.
+//
 // This is the only package that imports mochi; nothing of mochi appears in its API.
 package broker
 
@@ -27,9 +39,12 @@ import (
 
 // Defaults sized for a Raspberry Pi serving tens to hundreds of sensors.
 const (
-	DefaultMaxClients        = 256
-	DefaultMaxPacketSize     = 256 << 10 // bytes; sensor readings are small, Streamr messages stay well below
-	DefaultReceiveMaximum    = 64        // un-acked QoS>0 PUBLISHes a client may have in flight to us
+	DefaultMaxClients    = 256
+	DefaultMaxPacketSize = 256 << 10 // bytes; sensor readings are small, Streamr messages stay well below
+	// DefaultReceiveMaximum bounds QoS 2 PUBLISHes a client has awaiting PUBREL (QoS 1 ones are
+	// acked before the next is read). mochi disconnects a client exceeding it, and MQTT 3.1.1
+	// clients cannot learn it, so it is generous.
+	DefaultReceiveMaximum    = 256
 	DefaultMaxInflight       = 1024      // QoS>0 messages held per subscriber awaiting its ack
 	DefaultMaxQueuedMessages = 1024      // per-client outbound queue; mochi allocates it per client (8 KiB here)
 	DefaultSessionExpiry     = time.Hour // how long a disconnected persistent session is kept
@@ -53,7 +68,7 @@ type Listener struct {
 type Config struct {
 	Listeners []Listener // at least one
 
-	// UsersFile is the TOML users file (see the package README); "" disables authentication,
+	// UsersFile is the TOML users file (format in the package doc); "" disables authentication,
 	// which New allows only on loopback listeners unless AllowAnonymous is set.
 	UsersFile string
 	// AllowAnonymous explicitly allows listeners on non-loopback addresses without a users file.
@@ -280,8 +295,11 @@ func (b *Broker) Run(ctx context.Context) error {
 	if err := b.bind(); err != nil {
 		return err
 	}
-	if err := b.srv.Serve(); err != nil {
-		return b.stop(cancel, fmt.Errorf("broker: serve: %w", err))
+	if err := b.srv.Serve(); err != nil { // only fails for config-file listeners/hooks and stores, unused here
+		for _, l := range b.listeners {
+			l.Close(func(string) {})
+		}
+		return fmt.Errorf("broker: serve: %w", err)
 	}
 	b.running.Store(true)
 	close(b.ready)

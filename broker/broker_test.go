@@ -517,8 +517,7 @@ func TestRunLifecycle(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	<-b.Ready()
-	c := dialV3(t, "tcp://"+b.Addrs()[0].String(), "c", nil) // a connected client must not block shutdown
-	_ = c
+	dialV3(t, "tcp://"+b.Addrs()[0].String(), "c", nil) // a connected client must not block shutdown
 	if err := b.Run(ctx); !errors.Is(err, ErrRunTwice) {
 		t.Errorf("second Run = %v, want ErrRunTwice", err)
 	}
