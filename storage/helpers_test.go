@@ -72,6 +72,14 @@ func reading(part streamr.StreamPartID, source string, payload string) *Reading 
 // with chain ref seqNo, as the bridge's signer would.
 func signedFor(t testing.TB, r Reading, ts int64, seqNo int32, prev *streamr.MessageRef) Signed {
 	t.Helper()
+	sm, err := buildSigned(r, ts, seqNo, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sm
+}
+
+func buildSigned(r Reading, ts int64, seqNo int32, prev *streamr.MessageRef) (Signed, error) {
 	m := &streamr.StreamMessage{
 		ID: streamr.MessageID{
 			StreamID: r.Part.Stream, StreamPartition: int32(r.Part.Partition), Timestamp: ts, SequenceNumber: seqNo,
@@ -83,10 +91,7 @@ func signedFor(t testing.TB, r Reading, ts int64, seqNo int32, prev *streamr.Mes
 		Body:          &streamr.ContentMessage{Content: r.Payload, ContentType: r.ContentType},
 	}
 	enc, err := m.Marshal()
-	if err != nil {
-		t.Fatalf("marshal: %v", err)
-	}
-	return Signed{ReadingSeq: r.Seq, Msg: m, Encoded: enc}
+	return Signed{ReadingSeq: r.Seq, Msg: m, Encoded: enc}, err
 }
 
 func appendAll(t testing.TB, s *Store, n int, payload func(i int) string) []Reading {
@@ -103,10 +108,6 @@ func appendAll(t testing.TB, s *Store, n int, payload func(i int) string) []Read
 }
 
 func payloadN(i int) string { return fmt.Sprintf(`{"n":%d}`, i) }
-
-const crashChildEnv = "TRIBUTARY_STORAGE_CRASH_DIR"
-
-func crashChild() int { return 0 }
 
 func counterValue(t testing.TB, c interface{ Write(*dto.Metric) error }) float64 {
 	t.Helper()
