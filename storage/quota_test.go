@@ -1,0 +1,131 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// acceptUntil appends 1 KiB readings, alternating durable and not, until
+// a durable one is refused, and returns the accepted payloads and the
+// first refusal of each kind (by attempt number).
+func acceptUntil(t *testing.T, s *Store, limit int) (accepted []string, firstQoS0, firstQoS1 int, err error) {
+	firstQoS0, firstQoS1 = -1, -1
+	pad := strings.Repeat("x", 1000)
+	for i := range limit {
+		durable := i%2 == 1
+		p := payloadN(i) + pad
+		err = s.Append(context.Background(), reading(testPart, "c", p), durable)
+		switch {
+		case err == nil:
+			accepted = append(accepted, p)
+		case !durable && firstQoS0 < 0:
+			firstQoS0 = i
+		case durable:
+			return accepted, firstQoS0, i, err
+		}
+	}
+	t.Fatalf("no durable append refused in %d attempts", limit)
+	return
+}
+
+func TestQuota(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lsm, vlog := s.Usage()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	quota := lsm + vlog + 1<<20
+	s = running(t, Options{Dir: dir, QuotaBytes: quota, MinFreeBytes: -1})
+	accepted, firstQoS0, firstQoS1, err := acceptUntil(t, s, 10_000)
+	if !errors.Is(err, ErrQuotaExceeded) {
+		t.Fatalf("durable refusal: %v, want ErrQuotaExceeded", err)
+	}
+	t.Logf("quota %d B: QoS 0 refused from attempt %d, QoS 1 from %d (%v)", quota, firstQoS0, firstQoS1, err)
+	if firstQoS0 < 0 || firstQoS0 > firstQoS1-100 {
+		t.Fatalf("QoS 0 first refused at attempt %d, QoS 1 at %d: QoS 0 must go well before", firstQoS0, firstQoS1)
+	}
+	if got := counterValue(t, s.m.refusals.WithLabelValues("quota", "false")); got == 0 {
+		t.Fatal("no QoS 0 quota refusals counted")
+	}
+	// Signing is never refused, and every accepted reading is kept.
+	pend, err := s.Pending(0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pend) != len(accepted) {
+		t.Fatalf("%d readings stored, %d accepted", len(pend), len(accepted))
+	}
+	if err := s.CommitSigned(context.Background(), []Signed{signedFor(t, pend[0], 1, 0, nil)}, nil); err != nil {
+		t.Fatalf("signing at quota: %v", err)
+	}
+}
+
+// TestDiskFull fills a small tmpfs: appends must fail with ErrDiskFull
+// before the file system is full, keep every acknowledged reading, and
+// work again once space is freed.
+func TestDiskFull(t *testing.T) {
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		if os.Getenv("TRIBUTARY_REQUIRE_TOOLS") != "" {
+			t.Fatalf("mount tmpfs: %v: %s", err, out)
+		}
+		t.Skipf("cannot mount a tmpfs (needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", mnt, err, out)
+		}
+	})
+	filler := filepath.Join(mnt, "filler")
+	if err := os.WriteFile(filler, make([]byte, 12<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(mnt, "db")
+	opts := Options{Dir: dir, MinFreeBytes: 12 << 20}
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+	accepted, _, _, err := acceptUntil(t, s, 1_000_000)
+	if !errors.Is(err, ErrDiskFull) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("durable refusal: %v, want ErrDiskFull naming %s", err, dir)
+	}
+	t.Logf("%d readings accepted, then: %v", len(accepted), err)
+	cancel()
+	if err := errors.Join(<-ran, s.Close()); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(opts)
+	if err != nil {
+		t.Fatalf("reopen on a nearly full disk: %v", err)
+	}
+	pend, err := s.Pending(0, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pend) != len(accepted) {
+		t.Fatalf("%d readings stored, %d accepted", len(pend), len(accepted))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	s2 := running(t, opts)
+	if err := s2.Append(context.Background(), reading(testPart, "c", "after"), true); err != nil {
+		t.Fatalf("append after freeing space: %v", err)
+	}
+}
