@@ -3,7 +3,6 @@ package streamr
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/ethereum/go-ethereum/crypto"
 )
@@ -54,38 +53,6 @@ func benchSignEncode(b *testing.B, s Signer) {
 // BenchmarkSignEncodeEVM is the bridge's per-reading cost: build the
 // message, signature payload, EIP-191 hash, secp256k1 signature, protobuf.
 func BenchmarkSignEncodeEVM(b *testing.B) { benchSignEncode(b, keyOne(b)) }
-
-// BenchmarkSignEncodeEVMVsBare alternates a bare crypto.Sign and a full
-// sign+encode in each iteration and reports their throughput ratio, which
-// stays meaningful on a machine shared with other load (separate benchmarks
-// run minutes apart and see different noise).
-func BenchmarkSignEncodeEVMVsBare(b *testing.B) {
-	ctx := context.Background()
-	k := keyOne(b)
-	digest := EVMHash(benchContent)
-	var bare, full time.Duration
-	i := 0
-	for b.Loop() {
-		t0 := time.Now()
-		if _, err := crypto.Sign(digest, k.PrivateKey()); err != nil {
-			b.Fatal(err)
-		}
-		t1 := time.Now()
-		m := benchMessage(b, i)
-		i++
-		if err := SignMessage(ctx, k, m); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := m.Marshal(); err != nil {
-			b.Fatal(err)
-		}
-		full += time.Since(t1)
-		bare += t1.Sub(t0)
-	}
-	b.ReportMetric(float64(bare.Nanoseconds())/float64(i), "bare-ns/sign")
-	b.ReportMetric(float64(full.Nanoseconds())/float64(i), "full-ns/msg")
-	b.ReportMetric(float64(bare)/float64(full), "throughput-ratio")
-}
 
 func BenchmarkSignEncodeP256(b *testing.B) {
 	k, err := GenerateP256Key()
