@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs a tributary .deb with apt into a fresh Debian bookworm chroot (mmdebstrap, no containers) and
+# checks what its maintainer scripts did: user and groups, enabled unit, config, then remove and purge.
+# Starting the service under systemd is checked by firmware-image/test-boot.sh, whose image installs
+# the arm64 .deb the same way.
+#
+#   packaging/test-deb.sh DEB        (an amd64 .deb: the chroot runs natively)
+# Needs root and mmdebstrap (installed with apt-get when missing).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=firmware-image/lib.sh
+. "$HERE/../firmware-image/lib.sh"
+DEB=$(realpath "${1:?usage: test-deb.sh DEB}")
+[ "$(id -u)" = 0 ] || die "must run as root"
+need_pkgs mmdebstrap
+
+# check runs inside the chroot after `apt-get install ./tributary.deb`.
+read -r -d '' check <<'CHECK' || true
+set -eu
+fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
+getent passwd tributary | grep -q ':/var/lib/tributary:/usr/sbin/nologin$' || fail "user tributary missing or wrong"
+for g in i2c gpio tss; do getent group "$g" >/dev/null || fail "group $g missing"; done
+[ -L /etc/systemd/system/multi-user.target.wants/bridge.service ] || fail "bridge.service not enabled"
+[ "$(stat -c %a /usr/bin/bridge)" = 755 ] || fail "bridge binary mode"
+bridge version | grep -q '^bridge ' || fail "bridge version"
+bridge check-config /etc/tributary/bridge.toml || fail "shipped config does not validate"
+dpkg-query -W -f='${Conffiles}\n' tributary | grep -q /etc/tributary/bridge.toml || fail "bridge.toml is not a conffile"
+mkdir -p /var/lib/tributary && echo key >/var/lib/tributary/key
+apt-get remove -y -qq tributary >/dev/null
+[ ! -e /usr/bin/bridge ] || fail "binary left after remove"
+[ -e /etc/tributary/bridge.toml ] || fail "conffile removed by remove"
+apt-get purge -y -qq tributary >/dev/null
+[ ! -e /etc/tributary/bridge.toml ] || fail "conffile left after purge"
+[ -e /var/lib/tributary/key ] || fail "purge deleted the gateway key"
+echo "test-deb: PASS"
+CHECK
+
+t0=$SECONDS
+mmdebstrap --quiet --mode=root --variant=apt --format=null --include=systemd,udev \
+	--customize-hook="copy-in $DEB /tmp" \
+	--customize-hook="chroot \"\$1\" apt-get install -y -qq /tmp/$(basename "$DEB")" \
+	--customize-hook="chroot \"\$1\" sh -c '$check'" \
+	bookworm /dev/null "deb $(host_mirror debian) bookworm main"
+log "passed in $((SECONDS - t0)) s"
