@@ -25,33 +25,51 @@ type appendReq struct {
 // If ctx ends before the commit, Append returns ctx's error and the reading
 // may or may not be stored. Run must be running.
 func (s *Store) Append(ctx context.Context, r *Reading, durable bool) error {
-	part, err := s.partNumber(r.Part)
+	wait, err := s.Enqueue(r, durable)
 	if err != nil {
 		return err
 	}
+	return wait(ctx)
+}
+
+// Enqueue is Append without the wait: it admits r against the quota,
+// queues it for the next group commit and sets r.Seq. The returned wait
+// blocks until r is fsync'd (at once for non-durable readings), so a
+// caller can queue many readings and acknowledge each as it becomes
+// durable. Waits complete in Seq order.
+func (s *Store) Enqueue(r *Reading, durable bool) (wait func(context.Context) error, err error) {
+	part, err := s.partNumber(r.Part)
+	if err != nil {
+		return nil, err
+	}
 	value := encodeReading(r, part)
 	if len(value) > MaxReadingBytes {
-		return fmt.Errorf("reading from %q on %s: %d bytes encoded, limit %d: %w", r.Source, r.Part, len(value), MaxReadingBytes, ErrTooLarge)
+		return nil, fmt.Errorf("reading from %q on %s: %d bytes encoded, limit %d: %w", r.Source, r.Part, len(value), MaxReadingBytes, ErrTooLarge)
 	}
 	if err := s.admit(int64(len(value)), durable); err != nil {
-		return err
+		return nil, err
 	}
 	req := &appendReq{value: value}
 	if durable {
 		req.done = make(chan error, 1)
 	}
 	if err := s.enqueue(req); err != nil {
-		return err
+		return nil, err
 	}
 	r.Seq = req.seq
-	if !durable {
+	return req.wait, nil
+}
+
+// wait blocks until the request is committed, or ctx ends.
+func (r *appendReq) wait(ctx context.Context) error {
+	if r.done == nil {
 		return nil
 	}
 	select {
-	case err := <-req.done:
+	case err := <-r.done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("append reading %d: %w", req.seq, ctx.Err())
+		return fmt.Errorf("append reading %d: %w", r.seq, ctx.Err())
 	}
 }
 
