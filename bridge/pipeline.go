@@ -16,7 +16,7 @@ import (
 // Log is the durable store the pipeline writes through; storage.Store
 // satisfies it.
 type Log interface {
-	Append(ctx context.Context, r *storage.Reading, durable bool) error
+	Enqueue(r *storage.Reading, durable bool) (wait func(context.Context) error, err error)
 	Pending(after uint64, max int) ([]storage.Reading, error)
 	CommitSigned(ctx context.Context, msgs []storage.Signed, chains map[string]streamr.ChainState) error
 	ChainState(key string) (streamr.ChainState, bool, error)
@@ -41,6 +41,7 @@ type Config struct {
 	Metrics      *Metrics      // nil means unregistered metrics
 	Logger       *slog.Logger  // nil means slog.Default()
 	PollInterval time.Duration // how often a held or idle signer re-checks (default 1s)
+	Committed    func()        // called after signed messages are committed (wakes the forwarder); may be nil
 }
 
 // Pipeline takes MQTT readings through mapping and durable storage, then
@@ -104,14 +105,16 @@ type Publish struct {
 	UserProperties map[string]string
 }
 
-// Ingest maps and durably stores one reading. For QoS 1 and 2 it returns
-// only once the reading is fsync'd, so the caller may then acknowledge it.
-// A non-nil Reason says why the reading was refused.
-func (p *Pipeline) Ingest(ctx context.Context, m Publish) *Reason {
+// Ingest maps one reading and queues it for a durable write. It returns
+// at once; wait blocks until the reading is fsync'd (for QoS 1 and 2), so
+// the caller acknowledges it only then. Many readings of one client may
+// be queued before the first is durable: their waits finish in order. A
+// non-nil Reason says why the reading was refused.
+func (p *Pipeline) Ingest(m Publish) (wait func(context.Context) error, reason *Reason) {
 	mapped, reason := Map(p.cfg.Rules, p.address, Input{Topic: m.Topic, Payload: m.Payload, UserProperties: m.UserProperties})
 	if reason != nil {
 		p.refused(m, reason)
-		return reason
+		return nil, reason
 	}
 	now := p.cfg.Clock.Now()
 	r := &storage.Reading{
@@ -126,18 +129,48 @@ func (p *Pipeline) Ingest(ctx context.Context, m Publish) *Reason {
 	if !p.cfg.Clock.Synced() && p.cfg.HoldUnsynced {
 		r.ReceivedAt = 0 // unknown: derived from BootNanos once the clock syncs
 	}
-	if err := p.cfg.Log.Append(ctx, r, m.QoS > 0); err != nil {
+	durableWait, err := p.cfg.Log.Enqueue(r, m.QoS > 0)
+	if err != nil {
 		reason = storeReason(err, m.Topic)
 		p.refused(m, reason)
-		return reason
+		return nil, reason
 	}
 	p.startSeq.CompareAndSwap(0, r.Seq)
-	p.metrics.readingsIn.WithLabelValues(qosLabel(m.QoS)).Inc()
+	wait = func(ctx context.Context) error {
+		if err := durableWait(ctx); err != nil {
+			p.metrics.rejected.WithLabelValues("storage_error").Inc()
+			p.log.Error("reading not stored", "client", m.ClientID, "topic", m.Topic, "seq", r.Seq, "err", err)
+			return err
+		}
+		p.metrics.readingsIn.WithLabelValues(qosLabel(m.QoS)).Inc()
+		p.wakeSigner()
+		return nil
+	}
+	if m.QoS == 0 {
+		p.metrics.readingsIn.WithLabelValues(qosLabel(m.QoS)).Inc()
+		p.wakeSigner()
+	}
+	return wait, nil
+}
+
+// IngestSync is Ingest followed by its wait: it returns once the reading
+// is durable, or why it was refused.
+func (p *Pipeline) IngestSync(ctx context.Context, m Publish) *Reason {
+	wait, reason := p.Ingest(m)
+	if reason != nil {
+		return reason
+	}
+	if err := wait(ctx); err != nil {
+		return reject(CodeUnspecified, "storage_error", "topic %q: %v", m.Topic, err)
+	}
+	return nil
+}
+
+func (p *Pipeline) wakeSigner() {
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 func storeReason(err error, topic string) *Reason {

@@ -115,7 +115,7 @@ func (h testHandler) HandlePublish(ctx context.Context, m *broker.Message) broke
 	for _, p := range m.UserProperties {
 		props[p.Key] = p.Value
 	}
-	if r := h.p.Ingest(ctx, Publish{ClientID: m.ClientID, Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, UserProperties: props}); r != nil {
+	if r := h.p.IngestSync(ctx, Publish{ClientID: m.ClientID, Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, UserProperties: props}); r != nil {
 		return broker.ReasonCode(r.Code)
 	}
 	return broker.Success

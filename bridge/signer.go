@@ -54,6 +54,9 @@ func (s *signer) signBatch(ctx context.Context) (int, error) {
 		}
 	}
 	p.metrics.signed.Add(float64(len(signed)))
+	if p.cfg.Committed != nil {
+		p.cfg.Committed()
+	}
 	p.noteState(true, false, true)
 	return len(signed), nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/overlay"
 )
 
 // exampleConfig documents every key; `bridge config example` prints it and
@@ -24,14 +25,16 @@ var exampleConfig []byte
 
 // Config is the bridge.toml file. Every default lives in defaultConfig.
 type Config struct {
-	StateDir string        `toml:"state_dir"`
-	Log      LogConfig     `toml:"log"`
-	Key      KeyConfig     `toml:"key"`
-	MQTT     MQTTConfig    `toml:"mqtt"`
-	Storage  StorageConfig `toml:"storage"`
-	Signing  SigningConfig `toml:"signing"`
-	HTTP     HTTPConfig    `toml:"http"`
-	Rules    []RuleConfig  `toml:"rule"`
+	StateDir  string                `toml:"state_dir"`
+	Log       LogConfig             `toml:"log"`
+	Key       KeyConfig             `toml:"key"`
+	MQTT      MQTTConfig            `toml:"mqtt"`
+	Storage   StorageConfig         `toml:"storage"`
+	Signing   SigningConfig         `toml:"signing"`
+	HTTP      HTTPConfig            `toml:"http"`
+	Overlay   OverlayConfig         `toml:"overlay"`
+	Rules     []RuleConfig          `toml:"rule"`
+	Subscribe []SubscribeRuleConfig `toml:"subscribe"`
 }
 
 // LogConfig selects the log level and format.
@@ -111,6 +114,16 @@ func defaultConfig() Config {
 		},
 		Signing: SigningConfig{OnUnsyncedClock: "sign"},
 		HTTP:    HTTPConfig{Address: "127.0.0.1:7171"},
+		Overlay: OverlayConfig{
+			Enabled:        true,
+			Listen:         overlay.ListenAddrsFor("0.0.0.0", overlay.DefaultPort),
+			Bootstrap:      []string{},
+			MDNS:           true,
+			DHT:            true,
+			NAT:            true,
+			MaxConnections: overlay.DefaultMaxConns,
+			Retry:          Duration(time.Second),
+		},
 	}
 }
 
@@ -217,7 +230,16 @@ func (c *Config) validate() error {
 	}
 	check(c.Storage.Quota >= 0 && c.Storage.RetentionBytes >= 0, "storage: sizes must not be negative")
 	check(c.Storage.GCInterval > 0, "storage.gc_interval: must be positive")
+	check(c.Overlay.Retry > 0, "overlay.retry: must be positive")
+	check(c.Overlay.MaxConnections > 0, "overlay.max_connections: must be positive")
+	check(!c.Overlay.Enabled || len(c.Overlay.Listen) > 0, "overlay.listen: at least one address is needed")
 	if _, err := c.compileRules(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := c.subscriptions(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := c.overlayConfig(nil, nil); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pelletier/go-toml/v2"
 )
 
 func writeConfig(t *testing.T, content string) string {
@@ -139,4 +141,48 @@ func mustGetwd(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return wd
+}
+
+// Every key of the configuration must be documented in the example file.
+func TestExampleConfigDocumentsEveryKey(t *testing.T) {
+	defaults, err := toml.Marshal(defaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := tomlKeys(t, defaults)
+	got := tomlKeys(t, exampleConfig)
+	for key := range want {
+		if !got[key] {
+			t.Errorf("key %s is not in bridge.example.toml", key)
+		}
+	}
+	for _, table := range []string{"rule", "subscribe", "overlay.publishers"} {
+		if !bytes.Contains(exampleConfig, []byte("[["+table+"]]")) {
+			t.Errorf("[[%s]] is not documented in bridge.example.toml", table)
+		}
+	}
+}
+
+func tomlKeys(t *testing.T, doc []byte) map[string]bool {
+	t.Helper()
+	var m map[string]any
+	if err := toml.Unmarshal(doc, &m); err != nil {
+		t.Fatal(err)
+	}
+	keys := make(map[string]bool)
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			if sub, ok := v.(map[string]any); ok {
+				walk(prefix+k+".", sub)
+				continue
+			}
+			if arr, ok := v.([]any); ok && len(arr) == 0 {
+				continue // empty arrays of tables are documented as comments
+			}
+			keys[prefix+k] = true
+		}
+	}
+	walk("", m)
+	return keys
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/broker"
 	"github.com/tributary-iot/tributary/hw"
+	"github.com/tributary-iot/tributary/overlay"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 	"github.com/tributary-iot/tributary/systemd"
@@ -50,6 +51,13 @@ type gateway struct {
 	store    *storage.Store
 	pipeline *bridge.Pipeline
 	broker   *broker.Broker
+
+	// Peer-to-peer side; nil when overlay.enabled is false.
+	node      *overlay.Node
+	forwarder *bridge.Forwarder
+	deliverer *bridge.Deliverer
+	adapter   *overlayAdapter
+	subs      []*bridge.Subscription
 }
 
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
@@ -82,7 +90,13 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Overlay.Enabled {
+		if err := g.startOverlay(); err != nil {
+			return nil, err
+		}
+	}
 	g.pipeline, err = bridge.New(bridge.Config{
+		Committed:    g.notifyForwarder,
 		Rules:        rules,
 		Signer:       g.key,
 		Log:          g.store,
@@ -96,7 +110,34 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 	if g.broker, err = broker.New(brokerConfig(cfg, g.reg), ingestHandler{g.pipeline}, log.With("component", "mqtt")); err != nil {
 		return nil, err
 	}
+	if g.node != nil {
+		g.deliverer = bridge.NewDeliverer(g.key.PublisherID(), localBroker{g.broker}, g.reg, log.With("component", "delivery"))
+	}
 	return g, nil
+}
+
+// startOverlay starts the libp2p node; it listens from here on.
+func (g *gateway) startOverlay() error {
+	ocfg, err := g.cfg.overlayConfig(g.log, g.reg)
+	if err != nil {
+		return err
+	}
+	if g.subs, err = g.cfg.subscriptions(); err != nil {
+		return err
+	}
+	if g.node, err = overlay.New(ocfg); err != nil {
+		return fmt.Errorf("overlay: %w", err)
+	}
+	g.adapter = newOverlayAdapter(g.node)
+	g.forwarder = bridge.NewForwarder(g.store, g.adapter, time.Duration(g.cfg.Overlay.Retry), g.log.With("component", "forwarder"))
+	g.log.Info("overlay listening", "peer_id", g.node.ID(), "addrs", g.node.Addrs())
+	return nil
+}
+
+func (g *gateway) notifyForwarder() {
+	if g.forwarder != nil {
+		g.forwarder.Notify()
+	}
 }
 
 // serve runs every component until ctx is cancelled, then shuts down in
@@ -108,6 +149,10 @@ func (g *gateway) serve(ctx context.Context) error {
 	work, workCtx := errgroup.WithContext(workCtx)
 	work.Go(func() error { return g.store.Run(workCtx) })
 	work.Go(func() error { return g.pipeline.Run(workCtx) })
+	if g.node != nil {
+		work.Go(func() error { return g.forwarder.Run(workCtx) })
+		work.Go(func() error { return g.node.Run(workCtx) })
+	}
 
 	front, frontCtx := errgroup.WithContext(ctx)
 	front.Go(func() error { return g.broker.Run(frontCtx) })
@@ -132,6 +177,11 @@ func (g *gateway) announceReady(ctx, workCtx context.Context) error {
 	case <-workCtx.Done():
 		return errors.New("storage or signer stopped before the broker was ready")
 	case <-g.broker.Ready():
+	}
+	if g.deliverer != nil {
+		if err := g.deliverer.Start(g.adapter, g.subs); err != nil {
+			return err
+		}
 	}
 	g.log.Info("gateway ready", "publisher", hw.Describe(g.key), "mqtt", g.broker.Addrs())
 	if err := systemd.Ready(); err != nil {
@@ -164,6 +214,11 @@ func (g *gateway) serveHTTP(ctx context.Context) error {
 }
 
 func (g *gateway) close() {
+	if g.node != nil {
+		if err := g.node.Close(); err != nil {
+			g.log.Error("close overlay", "err", err)
+		}
+	}
 	if g.store != nil {
 		if err := g.store.Close(); err != nil {
 			g.log.Error("close storage", "err", err)
@@ -172,6 +227,13 @@ func (g *gateway) close() {
 	if g.key != nil {
 		_ = g.key.Close()
 	}
+}
+
+// localBroker adapts the broker's Publish to bridge.LocalBroker.
+type localBroker struct{ b *broker.Broker }
+
+func (l localBroker) Publish(topic string, payload []byte, qos byte) error {
+	return l.b.Publish(topic, payload, qos)
 }
 
 // ingestHandler adapts the pipeline to the broker's Handler.
@@ -185,7 +247,7 @@ func (h ingestHandler) HandlePublish(ctx context.Context, m *broker.Message) bro
 			props[p.Key] = p.Value
 		}
 	}
-	reason := h.p.Ingest(ctx, bridge.Publish{
+	reason := h.p.IngestSync(ctx, bridge.Publish{
 		ClientID:       m.ClientID,
 		Topic:          m.Topic,
 		Payload:        m.Payload,

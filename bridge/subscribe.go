@@ -1,0 +1,194 @@
+package bridge
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// SubscribeConfig maps stream partitions onto a local MQTT topic.
+type SubscribeConfig struct {
+	Stream     string // stream ID
+	Partitions []int  // default: partition 0
+	Topic      string // MQTT topic template: {stream}, {partition}, {publisher}; default "{stream}"
+	Metadata   bool   // wrap content as {"content":…,"metadata":{…}} like the Streamr node's payloadMetadata
+}
+
+// LocalBroker publishes to the gateway's own MQTT subscribers.
+type LocalBroker interface {
+	Publish(topic string, payload []byte, qos byte) error
+}
+
+// Subscription is a compiled SubscribeConfig.
+type Subscription struct {
+	parts    []streamr.StreamPartID
+	topic    string
+	metadata bool
+}
+
+// CompileSubscription checks a [[subscribe]] table; index (0-based) names
+// it in errors.
+func CompileSubscription(c SubscribeConfig, index int) (*Subscription, error) {
+	where := fmt.Sprintf("subscribe %d (stream %q)", index+1, c.Stream)
+	id, err := streamr.ParseStreamID(c.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	s := &Subscription{topic: c.Topic, metadata: c.Metadata}
+	if s.topic == "" {
+		s.topic = "{stream}"
+	}
+	if err := checkSubscribeTopic(s.topic); err != nil {
+		return nil, fmt.Errorf("%s: topic: %w", where, err)
+	}
+	partitions := c.Partitions
+	if len(partitions) == 0 {
+		partitions = []int{0}
+	}
+	for _, p := range partitions {
+		part, err := streamr.NewStreamPartID(id, p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		s.parts = append(s.parts, part)
+	}
+	return s, nil
+}
+
+func checkSubscribeTopic(t string) error {
+	if strings.ContainsAny(t, "+#") {
+		return fmt.Errorf("%q: a topic to publish on cannot contain wildcards", t)
+	}
+	rest := t
+	for {
+		open := strings.IndexByte(rest, '{')
+		if open < 0 {
+			return nil
+		}
+		end := strings.IndexByte(rest[open:], '}')
+		if end < 0 {
+			return fmt.Errorf("%q: unclosed '{'", t)
+		}
+		switch name := rest[open+1 : open+end]; name {
+		case "stream", "partition", "publisher":
+		default:
+			return fmt.Errorf("%q: unknown placeholder {%s}: want {stream}, {partition} or {publisher}", t, name)
+		}
+		rest = rest[open+end+1:]
+	}
+}
+
+// Deliverer publishes messages received from the overlay on local MQTT.
+type Deliverer struct {
+	self    string // our publisher ID as "0x…": our own messages are not echoed
+	broker  LocalBroker
+	log     *slog.Logger
+	metrics *deliveryMetrics
+}
+
+type deliveryMetrics struct {
+	delivered *prometheus.CounterVec
+	dropped   *prometheus.CounterVec
+}
+
+// NewDeliverer returns a Deliverer for the gateway whose publisher ID is self.
+func NewDeliverer(self []byte, broker LocalBroker, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
+	m := &deliveryMetrics{
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_delivered_total", Help: "Overlay messages published on local MQTT, by stream partition.",
+		}, []string{"stream_part"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_delivery_dropped_total", Help: "Overlay messages not delivered to local MQTT, by reason.",
+		}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.delivered, m.dropped)
+	}
+	return &Deliverer{self: streamr.UserID(self), broker: broker, log: log, metrics: m}
+}
+
+// Start joins the overlay of every partition of every subscription.
+func (d *Deliverer) Start(overlay Overlay, subs []*Subscription) error {
+	for _, s := range subs {
+		for _, part := range s.parts {
+			if _, err := overlay.Join(part, d.handler(s)); err != nil {
+				return fmt.Errorf("subscribe to %s: %w", part, err)
+			}
+			d.log.Info("subscribed", "stream_part", part.String(), "mqtt_topic", s.topic)
+		}
+	}
+	return nil
+}
+
+func (d *Deliverer) handler(s *Subscription) func(*streamr.StreamMessage, []byte) {
+	return func(m *streamr.StreamMessage, _ []byte) { d.deliver(s, m) }
+}
+
+func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
+	publisher := m.ID.PublisherHex()
+	c := m.Content()
+	switch {
+	case publisher == d.self:
+		d.metrics.dropped.WithLabelValues("own_message").Inc()
+		return
+	case c == nil:
+		return // group key traffic is not for MQTT
+	case c.EncryptionType != streamr.EncryptionNone:
+		d.metrics.dropped.WithLabelValues("encrypted").Inc()
+		return
+	}
+	payload, err := s.payload(m, publisher)
+	if err != nil {
+		d.metrics.dropped.WithLabelValues("bad_content").Inc()
+		return
+	}
+	topic := s.mqttTopic(m, publisher)
+	if err := d.broker.Publish(topic, payload, 1); err != nil {
+		d.metrics.dropped.WithLabelValues("mqtt_publish").Inc()
+		d.log.Warn("deliver to local MQTT", "topic", topic, "err", err)
+		return
+	}
+	d.metrics.delivered.WithLabelValues(m.ID.StreamPart().String()).Inc()
+}
+
+func (s *Subscription) mqttTopic(m *streamr.StreamMessage, publisher string) string {
+	r := strings.NewReplacer(
+		"{stream}", string(m.ID.StreamID),
+		"{partition}", strconv.Itoa(int(m.ID.StreamPartition)),
+		"{publisher}", publisher,
+	)
+	return r.Replace(s.topic)
+}
+
+// payload is the content, or the Streamr node's payloadMetadata envelope.
+// Binary content goes into the envelope as a base64 string.
+func (s *Subscription) payload(m *streamr.StreamMessage, publisher string) ([]byte, error) {
+	c := m.Content()
+	if !s.metadata {
+		return c.Content, nil
+	}
+	var content any = json.RawMessage(c.Content)
+	if c.ContentType == streamr.ContentBinary {
+		content = c.Content // encoding/json writes []byte as base64
+	}
+	var buf bytes.Buffer
+	err := json.NewEncoder(&buf).Encode(map[string]any{
+		"content": content,
+		"metadata": map[string]any{
+			"streamId":        m.ID.StreamID,
+			"streamPartition": m.ID.StreamPartition,
+			"timestamp":       m.ID.Timestamp,
+			"sequenceNumber":  m.ID.SequenceNumber,
+			"publisherId":     publisher,
+			"msgChainId":      m.ID.MsgChainID,
+		},
+	})
+	return bytes.TrimRight(buf.Bytes(), "\n"), err
+}

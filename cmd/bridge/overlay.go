@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/overlay"
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// OverlayConfig is the [overlay] table: the peer-to-peer side.
+type OverlayConfig struct {
+	Enabled        bool             `toml:"enabled"`
+	Listen         []string         `toml:"listen"`
+	Bootstrap      []string         `toml:"bootstrap"`
+	MDNS           bool             `toml:"mdns"`
+	DHT            bool             `toml:"dht"`
+	NAT            bool             `toml:"nat"`
+	MaxConnections int              `toml:"max_connections"`
+	Publishers     []PublishersRule `toml:"publishers"`
+	Retry          Duration         `toml:"retry"`
+}
+
+// PublishersRule adds publishers allowed on a stream besides its owner.
+type PublishersRule struct {
+	Stream string   `toml:"stream"`
+	Allow  []string `toml:"allow"`
+}
+
+// SubscribeRuleConfig is one [[subscribe]] table.
+type SubscribeRuleConfig struct {
+	Stream     string `toml:"stream"`
+	Partitions []int  `toml:"partitions"`
+	Topic      string `toml:"topic"`
+	Metadata   bool   `toml:"metadata"`
+}
+
+func (c *Config) overlayConfig(log *slog.Logger, reg prometheus.Registerer) (overlay.Config, error) {
+	o := c.Overlay
+	allow := make(map[string][]string)
+	for _, p := range o.Publishers {
+		allow[p.Stream] = append(allow[p.Stream], p.Allow...)
+	}
+	policy, err := overlay.ParseAllowList(allow)
+	if err != nil {
+		return overlay.Config{}, fmt.Errorf("overlay.publishers: %w", err)
+	}
+	return overlay.Config{
+		IdentityFile:        filepath.Join(c.StateDir, "peer.key"),
+		ListenAddrs:         o.Listen,
+		BootstrapPeers:      o.Bootstrap,
+		DisableDHT:          !o.DHT,
+		DisableMDNS:         !o.MDNS,
+		DisableRelay:        !o.NAT,
+		DisableHolePunching: !o.NAT,
+		DisableAutoNAT:      !o.NAT,
+		MaxConns:            o.MaxConnections,
+		Policy:              policy,
+		Logger:              log,
+		Registerer:          reg,
+	}, nil
+}
+
+func (c *Config) subscriptions() ([]*bridge.Subscription, error) {
+	subs := make([]*bridge.Subscription, 0, len(c.Subscribe))
+	for i, s := range c.Subscribe {
+		sub, err := bridge.CompileSubscription(bridge.SubscribeConfig(s), i)
+		if err != nil {
+			return nil, err
+		}
+		subs = append(subs, sub)
+	}
+	return subs, nil
+}
+
+// overlayAdapter gives the bridge one Join per stream partition: the
+// forwarder and the subscriptions share a partition's overlay.
+type overlayAdapter struct {
+	node *overlay.Node
+
+	mu     sync.Mutex
+	joined map[streamr.StreamPartID]*joinedPart
+}
+
+type joinedPart struct {
+	p       *overlay.Partition
+	mu      sync.Mutex
+	deliver func(*streamr.StreamMessage, []byte)
+}
+
+func newOverlayAdapter(node *overlay.Node) *overlayAdapter {
+	return &overlayAdapter{node: node, joined: make(map[streamr.StreamPartID]*joinedPart)}
+}
+
+// Join implements bridge.Overlay.
+func (a *overlayAdapter) Join(part streamr.StreamPartID, deliver func(*streamr.StreamMessage, []byte)) (bridge.Topic, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	j, ok := a.joined[part]
+	if !ok {
+		j = &joinedPart{}
+		p, err := a.node.Join(part, j.receive)
+		if err != nil {
+			return nil, err
+		}
+		j.p = p
+		a.joined[part] = j
+	}
+	if deliver != nil {
+		j.mu.Lock()
+		j.deliver = deliver
+		j.mu.Unlock()
+	}
+	return j, nil
+}
+
+func (j *joinedPart) receive(d overlay.Delivery) {
+	j.mu.Lock()
+	deliver := j.deliver
+	j.mu.Unlock()
+	if deliver != nil {
+		deliver(d.Msg, d.Encoded)
+	}
+}
+
+// Publish implements bridge.Topic, mapping the overlay's "no peers" onto
+// the bridge's so the forwarder keeps the message.
+func (j *joinedPart) Publish(ctx context.Context, encoded []byte) error {
+	err := j.p.Publish(ctx, encoded)
+	if errors.Is(err, overlay.ErrNoPeers) {
+		return fmt.Errorf("%w: %w", bridge.ErrNoPeers, err)
+	}
+	return err
+}
