@@ -132,7 +132,7 @@ var softHSMModules = []string{
 // StartSoftHSM initialises a token labelled label in a temporary directory
 // and points SOFTHSM2_CONF at it for the rest of the test (so the test must
 // not run in parallel with others in the process).
-func StartSoftHSM(t *testing.T, label string) *SoftHSM {
+func StartSoftHSM(t testing.TB, label string) *SoftHSM {
 	t.Helper()
 	util := LookTool(t, "softhsm2-util")
 	module := ""
