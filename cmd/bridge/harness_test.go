@@ -59,8 +59,17 @@ type instance struct {
 	extraEnv []string
 }
 
+// loopbackOverlay keeps a test bridge's overlay on 127.0.0.1 with random
+// ports and no LAN discovery, so parallel tests do not see each other.
+const loopbackOverlay = `[overlay]
+listen = ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]
+mdns = false
+nat = false
+`
+
 // newInstance writes a config for a bridge in a fresh state directory.
-// extra is appended to the config file.
+// extra is appended to the config file; without an [overlay] table in it
+// the overlay stays on loopback (loopbackOverlay).
 func newInstance(t testing.TB, extra string) *instance {
 	t.Helper()
 	dir := t.TempDir()
@@ -74,6 +83,9 @@ address = %q
 [http]
 address = %q
 %s`, filepath.Join(dir, "state"), in.mqtt, in.http, extra)
+	if !strings.Contains(extra, "[overlay]") {
+		cfg += "\n" + loopbackOverlay
+	}
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
