@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/big"
 	"os"
 	"strings"
 	"sync"
@@ -367,16 +366,15 @@ func (t *token) newKey(priv, pub p11.ObjectHandle) (*Key, error) {
 		return nil, fmt.Errorf("read public key: %w", err)
 	}
 	k := &Key{tok: t, priv: priv}
-	var curve elliptic.Curve
 	switch params := attrs[0].Value; {
 	case bytes.Equal(params, oidSecp256k1):
-		k.typ, curve = Secp256k1, crypto.S256()
+		k.typ = Secp256k1
 	case bytes.Equal(params, oidP256):
-		k.typ, curve = P256, elliptic.P256()
+		k.typ = P256
 	default:
 		return nil, fmt.Errorf("token key curve %x: want secp256k1 or P-256", params)
 	}
-	if k.pub, err = parseECPoint(curve, attrs[1].Value); err != nil {
+	if k.pub, err = parseECPoint(k.typ, attrs[1].Value); err != nil {
 		return nil, err
 	}
 	if k.typ == Secp256k1 {
@@ -389,23 +387,26 @@ func (t *token) newKey(priv, pub p11.ObjectHandle) (*Key, error) {
 }
 
 // parseECPoint reads CKA_EC_POINT: DER OCTET STRING(04‖X‖Y). Some tokens
-// return the raw point; both are accepted.
-func parseECPoint(curve elliptic.Curve, v []byte) (*ecdsa.PublicKey, error) {
+// return the raw point; both are accepted. The point must be on the curve.
+func parseECPoint(typ KeyType, v []byte) (*ecdsa.PublicKey, error) {
 	raw := v
 	var inner []byte
 	if rest, err := asn1.Unmarshal(v, &inner); err == nil && len(rest) == 0 {
 		raw = inner
 	}
-	size := (curve.Params().BitSize + 7) / 8
-	if len(raw) != 1+2*size || raw[0] != 4 {
-		return nil, fmt.Errorf("token public key point is %d bytes, want an uncompressed %d-byte point", len(raw), 1+2*size)
+	var (
+		pub *ecdsa.PublicKey
+		err error
+	)
+	if typ == P256 {
+		pub, err = ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
+	} else {
+		pub, err = crypto.UnmarshalPubkey(raw)
 	}
-	x := new(big.Int).SetBytes(raw[1 : 1+size])
-	y := new(big.Int).SetBytes(raw[1+size:])
-	if !curve.IsOnCurve(x, y) {
-		return nil, errors.New("token public key point is not on its curve")
+	if err != nil {
+		return nil, fmt.Errorf("token %s public key point (%d bytes): %w", typ, len(raw), err)
 	}
-	return &ecdsa.PublicKey{Curve: curve, X: x, Y: y}, nil
+	return pub, nil
 }
 
 // SignatureType implements streamr.Signer.

@@ -40,7 +40,7 @@ type URI struct {
 func ParseURI(s string) (URI, error) {
 	rest, ok := strings.CutPrefix(s, "pkcs11:")
 	if !ok {
-		return URI{}, fmt.Errorf("PKCS#11 URI %q: must start with pkcs11:", s)
+		return URI{}, fmt.Errorf("PKCS#11 URI %q: want the pkcs11 scheme", s)
 	}
 	path, query, _ := strings.Cut(rest, "?")
 	u := URI{Object: DefaultObject, KeyType: Secp256k1}

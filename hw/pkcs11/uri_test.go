@@ -35,7 +35,7 @@ func TestParseURI(t *testing.T) {
 		{uri: "pkcs11:token=gw?" + mod + "&pin-value=1&pin-source=/p", wantErr: "not both"},
 		{uri: "pkcs11:token=%zz?" + mod, wantErr: "invalid URL escape"},
 		{uri: "pkcs11:token?" + mod, wantErr: "name=value"},
-		{uri: "tpm:///dev/tpm0", wantErr: "must start with pkcs11:"},
+		{uri: "tpm:///dev/tpm0", wantErr: "want the pkcs11 scheme"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.uri, func(t *testing.T) {

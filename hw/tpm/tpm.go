@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"sync"
 
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
@@ -98,7 +99,7 @@ func sealKey(ctx context.Context, cfg Config, k *streamr.EVMKey) (Key, error) {
 		return nil, err
 	}
 	defer c.Close()
-	secret := k.PrivateKey().D.FillBytes(make([]byte, 32))
+	secret := crypto.FromECDSA(k.PrivateKey())
 	defer clear(secret)
 	pub, priv, err := c.seal(secret, cfg.PCRs)
 	if err != nil {

@@ -90,7 +90,7 @@ func TestSealedSecp256k1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	priv := created.(sealedKey).PrivateKey().D.FillBytes(make([]byte, 32))
+	priv := crypto.FromECDSA(created.(sealedKey).PrivateKey())
 	if bytes.Contains(blob, priv) {
 		t.Fatal("blob file contains the private key in clear")
 	}
