@@ -103,28 +103,41 @@ const lowCursor = "forward/low"
 
 func partCursor(part streamr.StreamPartID) string { return "forward/part/" + part.String() }
 
-// pass forwards one batch from the low-water mark. It reports whether a
-// full batch was forwarded with nothing held back, so more may follow.
+// maxScan bounds how far one pass reads past a partition that is held
+// back, so the partitions behind it still get their messages out.
+const maxScan = 64 * forwardBatch
+
+// pass forwards from the low-water mark, skipping the partitions that
+// have no peers. It reports whether it stopped at maxScan with nothing
+// held back, so more may follow at once.
 func (f *Forwarder) pass(ctx context.Context) (bool, error) {
-	entries, err := f.log.After(f.low, forwardBatch)
-	if err != nil || len(entries) == 0 {
-		return false, err
-	}
 	blocked := make(map[streamr.StreamPartID]bool)
 	dirty := make(map[string]uint64)
 	newLow, lowFixed := f.low, false
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
+	pos, scanned := f.low, 0
+	for scanned < maxScan && ctx.Err() == nil {
+		entries, err := f.log.After(pos, forwardBatch)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range entries {
+			if ctx.Err() != nil {
+				break
+			}
+			if !blocked[e.Part] && f.forward(ctx, e, dirty) {
+				if !lowFixed {
+					newLow = e.Pos
+				}
+			} else {
+				blocked[e.Part] = true
+				lowFixed = true // the low-water mark cannot pass a held message
+			}
+			pos = e.Pos
+		}
+		scanned += len(entries)
+		if len(entries) < forwardBatch {
 			break
 		}
-		if !blocked[e.Part] && f.forward(ctx, e, dirty) {
-			if !lowFixed {
-				newLow = e.Pos
-			}
-			continue
-		}
-		blocked[e.Part] = true
-		lowFixed = true // the low-water mark cannot pass a held message
 	}
 	if newLow != f.low {
 		dirty[lowCursor] = newLow
@@ -135,7 +148,7 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 		}
 	}
 	f.low = newLow
-	return len(entries) == forwardBatch && len(blocked) == 0, nil
+	return scanned >= maxScan && len(blocked) == 0, nil
 }
 
 // forward publishes one entry unless it went out before; it reports

@@ -1,0 +1,167 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// fakeOverlay records what is published per partition; a partition is
+// reachable only when its peers flag is set.
+type fakeOverlay struct {
+	mu    sync.Mutex
+	peers map[streamr.StreamPartID]bool
+	got   map[streamr.StreamPartID][]int32 // sequence numbers in publish order
+}
+
+func (o *fakeOverlay) Join(part streamr.StreamPartID, _ func(*streamr.StreamMessage, []byte)) (Topic, error) {
+	return fakeTopic{o, part}, nil
+}
+
+func (o *fakeOverlay) setPeers(part streamr.StreamPartID, ok bool) {
+	o.mu.Lock()
+	o.peers[part] = ok
+	o.mu.Unlock()
+}
+
+func (o *fakeOverlay) published(part streamr.StreamPartID) []int32 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]int32(nil), o.got[part]...)
+}
+
+type fakeTopic struct {
+	o    *fakeOverlay
+	part streamr.StreamPartID
+}
+
+func (t fakeTopic) Publish(_ context.Context, encoded []byte) error {
+	m, err := streamr.Unmarshal(encoded)
+	if err != nil {
+		return err
+	}
+	t.o.mu.Lock()
+	defer t.o.mu.Unlock()
+	if !t.o.peers[t.part] {
+		return fmt.Errorf("fake: %w", ErrNoPeers)
+	}
+	t.o.got[t.part] = append(t.o.got[t.part], m.ID.SequenceNumber)
+	return nil
+}
+
+// storeMessages appends n readings to part and commits a signed message
+// (unsigned content is enough for the forwarder) for each.
+func storeMessages(t *testing.T, s *storage.Store, part streamr.StreamPartID, n int) {
+	t.Helper()
+	var signed []storage.Signed
+	for i := range n {
+		r := &storage.Reading{Part: part, Source: "c", Payload: []byte("{}")}
+		if err := s.Append(t.Context(), r, true); err != nil {
+			t.Fatal(err)
+		}
+		m := &streamr.StreamMessage{
+			ID:   streamr.MessageID{StreamID: part.Stream, StreamPartition: int32(part.Partition), Timestamp: 1, SequenceNumber: int32(i), PublisherID: make([]byte, 20), MsgChainID: "c"},
+			Body: &streamr.ContentMessage{Content: []byte("{}")},
+		}
+		enc, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed = append(signed, storage.Signed{ReadingSeq: r.Seq, Msg: m, Encoded: enc})
+	}
+	if err := s.CommitSigned(t.Context(), signed, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runForwarder(t *testing.T, s *storage.Store, o *fakeOverlay) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := NewForwarder(s, o, 10*time.Millisecond, slog.New(slog.DiscardHandler))
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func waitPublished(t *testing.T, o *fakeOverlay, part streamr.StreamPartID, n int) []int32 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := o.published(part)
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A partition without peers keeps its messages (however many) without
+// holding up other partitions; when peers appear they go out in order,
+// and a restarted forwarder sends nothing twice.
+func TestForwarderHoldsBackPerPartition(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	offline := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/offline"}
+	online := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/online"}
+	o := &fakeOverlay{peers: map[streamr.StreamPartID]bool{online: true}, got: map[streamr.StreamPartID][]int32{}}
+	storeMessages(t, s, offline, 3*forwardBatch) // more than one batch held back
+	storeMessages(t, s, online, 10)
+	stop := runForwarder(t, s, o)
+	if got := waitPublished(t, o, online, 10); len(got) != 10 {
+		t.Fatalf("online partition got %d of 10 behind a held-back partition", len(got))
+	}
+	if got := o.published(offline); len(got) != 0 {
+		t.Fatalf("%d messages published without peers", len(got))
+	}
+	o.setPeers(offline, true)
+	got := waitPublished(t, o, offline, 3*forwardBatch)
+	for i, seq := range got {
+		if seq != int32(i) {
+			t.Fatalf("message %d published as seq %d: out of order", i, seq)
+		}
+	}
+	stop()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, dir)
+	storeMessages(t, s, online, 5)
+	stop = runForwarder(t, s, o)
+	defer stop()
+	if got := waitPublished(t, o, online, 15); len(got) != 15 {
+		t.Fatalf("online partition has %d messages after restart, want 15", len(got))
+	}
+	time.Sleep(50 * time.Millisecond) // five retry intervals for a duplicate to show
+	if got := o.published(offline); len(got) != 3*forwardBatch {
+		t.Fatalf("offline partition has %d messages after restart, want %d: re-sent", len(got), 3*forwardBatch)
+	}
+}
+
+func openStore(t *testing.T, dir string) *storage.Store {
+	t.Helper()
+	s, err := storage.Open(storage.Options{Dir: dir, MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = s.Close()
+	})
+	return s
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Ingestion benchmark (issue 3): QoS 1 ingestion through `bridge run`, which
+# signs and fsyncs every reading, against mosquitto as a plain broker, with
+# the same load in the same run: 10 publishers, 200-byte JSON, 1 subscriber
+# on the local broker.
+#
+#   scripts/bench-ingest.sh            # 10 s per scenario
+#   DURATION=30s scripts/bench-ingest.sh
+#
+# Scenarios per broker: "max" (as fast as PUBACKs allow, 64 in flight per
+# publisher) and "2000" (paced at 2,000 msg/s). For the bridge it also
+# reports peak RSS (VmHWM) and disk bytes written per reading
+# (/proc/PID/io write_bytes) against the size of the signed message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+MOSQ_PORT=${MOSQ_PORT:-18831}
+BRIDGE_PORT=${BRIDGE_PORT:-18832}
+HTTP_PORT=${HTTP_PORT:-18833}
+# The systemd unit runs the bridge with this soft memory limit.
+BRIDGE_GOMEMLIMIT=${BRIDGE_GOMEMLIMIT:-48MiB}
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+source scripts/bench-lib.sh
+ensure_mosquitto
+build_tools
+bridge_config "$work/bridge.toml" "$work/state" "$BRIDGE_PORT" "$HTTP_PORT" "[overlay]
+enabled = false"
+
+run_bridge() { # scenario rate
+	rm -rf "$work/state"
+	GOMEMLIMIT=$BRIDGE_GOMEMLIMIT "$work/bridge" run --config "$work/bridge.toml" 2>"$work/bridge-$1.log" & local pid=$!
+	pids+=("$pid")
+	wait_port "$BRIDGE_PORT"
+	local before; before=$(write_bytes "$pid")
+	"$work/mqttload" -broker "127.0.0.1:$BRIDGE_PORT" -rate "$2" -duration "$DURATION" >"$work/bridge-$1.json"
+	sleep 2 # let the signer and storage settle before reading the counters
+	local after; after=$(write_bytes "$pid")
+	local hwm; hwm=$(peak_rss_kb "$pid")
+	local addr; addr=$("$work/bridge" key show --config "$work/bridge.toml" | cut -d' ' -f1)
+	local bytes=0 count=0
+	for i in $(seq 0 9); do
+		"$work/bridge" export --config "$work/bridge.toml" --stream "$addr/bench/p$i" -o "$work/export.raw"
+		bytes=$((bytes + $(stat -c %s "$work/export.raw")))
+		count=$((count + $(python3 -c 'import sys,struct
+d=open(sys.argv[1],"rb").read(); n=i=0
+while i<len(d): i+=4+struct.unpack(">I",d[i:i+4])[0]; n+=1
+print(n)' "$work/export.raw")))
+	done
+	echo "{\"write_bytes\": $((after - before)), \"vmhwm_kb\": $hwm, \"export_bytes\": $bytes, \"export_count\": $count}" >"$work/bridge-$1-proc.json"
+	kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+echo "running: duration $DURATION per scenario, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)" >&2
+run_mosquitto max 0 "$MOSQ_PORT"
+run_bridge max 0
+run_mosquitto 2000 2000 "$MOSQ_PORT"
+run_bridge 2000 2000
+
+python3 - "$work" <<'EOF'
+import json, sys
+w = sys.argv[1]
+def load(name): return json.load(open(f"{w}/{name}.json"))
+print("| scenario | broker | acked msg/s | recv msg/s | PUBACK p50 ms | PUBACK p99 ms | e2e p99 ms | failed |")
+print("|---|---|---|---|---|---|---|---|")
+for sc in ("max", "2000"):
+    for b in ("mosquitto", "bridge"):
+        r = load(f"{b}-{sc}")
+        print(f"| {sc} | {b} | {r['ack_rate']:.0f} | {r['recv_rate']:.0f} | {r['ack_p50_ms']:.2f} | {r['ack_p99_ms']:.2f} | {r['e2e_p99_ms']:.2f} | {r['failed']} |")
+m, b = load("mosquitto-max"), load("bridge-max")
+print(f"\nthroughput ratio bridge/mosquitto (max): {b['ack_rate']/m['ack_rate']:.2f}")
+for sc in ("max", "2000"):
+    r, p = load(f"bridge-{sc}"), load(f"bridge-{sc}-proc")
+    signed = (p["export_bytes"] - 4 * p["export_count"]) / max(p["export_count"], 1)
+    per = p["write_bytes"] / max(r["acked"], 1)
+    print(f"bridge {sc}: peak RSS {p['vmhwm_kb']/1024:.1f} MB; disk written {per:.0f} B/reading; "
+          f"signed message {signed:.0f} B; ratio {per/signed:.2f}x; exported {p['export_count']} of {r['acked']} acked")
+EOF

@@ -1,0 +1,60 @@
+# Shared parts of the benchmark scripts; sourced, not run.
+# Expects: $work (a scratch directory), DURATION.
+
+ensure_mosquitto() {
+	if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+		local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+		$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto
+	fi
+	MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+}
+
+build_tools() {
+	go build -o "$work/bridge" ./cmd/bridge
+	go build -o "$work/mqttload" ./bench/mqttload
+}
+
+wait_port() {
+	for _ in $(seq 400); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.05
+	done
+	echo "port $1 did not open" >&2
+	return 1
+}
+
+# run_mosquitto NAME RATE PORT: mosquitto as a plain broker with the settings
+# that favour it (no Nagle delay; queues large enough that it does not drop
+# QoS 1 messages for a slow subscriber), loaded like the bridge.
+run_mosquitto() {
+	cat >"$work/mosquitto.conf" <<CONF
+listener $3 127.0.0.1
+allow_anonymous true
+persistence false
+set_tcp_nodelay true
+max_queued_messages 1000000
+log_dest none
+CONF
+	"$MOSQUITTO" -c "$work/mosquitto.conf" & local pid=$!
+	wait_port "$3"
+	"$work/mqttload" -broker "127.0.0.1:$3" -rate "$2" -duration "$DURATION" >"$work/mosquitto-$1.json"
+	kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+# bridge_config FILE STATE MQTT_PORT HTTP_PORT [EXTRA]: a bench bridge config.
+bridge_config() {
+	cat >"$1" <<CONF
+state_dir = "$2"
+[log]
+level = "info"
+[[mqtt.listener]]
+type = "tcp"
+address = "127.0.0.1:$3"
+[http]
+address = "127.0.0.1:$4"
+${5:-}
+CONF
+}
+
+write_bytes() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
+peak_rss_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
