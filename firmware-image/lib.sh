@@ -1,0 +1,33 @@
+# Shared helpers for build.sh and test-boot.sh; sourced, not executed.
+
+log() { printf '%s [%s] %s\n' "$(date +%T)" "${0##*/}" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# need_pkgs installs the Debian packages among "$@" that are missing on the host.
+need_pkgs() {
+	local missing=() pkg
+	for pkg in "$@"; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+	done
+	((${#missing[@]})) || return 0
+	log "installing host packages: ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# enable_binfmt registers qemu-aarch64 so mmdebstrap can run arm64 maintainer scripts.
+enable_binfmt() {
+	[ -e /proc/sys/fs/binfmt_misc/register ] ||
+		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+		die "cannot mount binfmt_misc (the image build needs root and binfmt_misc)"
+	update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+	[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "qemu-aarch64 binfmt handler is not registered"
+}
+
+# host_mirror prints the first URIs: entry of the host's deb822 sources whose URL ends in $1
+# ("debian" or "debian-security"), so the scripts use whatever mirror this machine is configured for.
+host_mirror() {
+	local suffix=$1 uri
+	uri=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -E "/${suffix}/?\$" | head -n1)
+	echo "${uri:-http://deb.debian.org/${suffix}}"
+}

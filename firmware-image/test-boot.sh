@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Boot test of the gateway image: builds it (unless IMAGE=… names one; BRIDGE=… names a prebuilt arm64
+# binary), puts a bridge.toml, an SSH key and 1 GiB of free space on a copy, boots it in
+# qemu-system-aarch64 -M virt (TCG) with user networking forwarded to 127.0.0.1 only, and checks that
+#   - the first-boot settings were applied (config, SSH on, data partition grown, / read-only),
+#   - bridge.service reached READY (active/running; Type=notify) and the system is "running",
+#   - MQTT on the forwarded port takes a QoS 1 publish (PUBACK),
+#   - `bridge export` in the guest returns that reading, correctly signed by the gateway's address,
+#     which was also written back to the boot partition.
+# Exit status 0 means pass. Build and boot times go to stdout and $OUT/test-boot-times.txt.
+# Needs root (see build.sh); installs qemu-system-arm and mtools when missing.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=firmware-image/lib.sh
+. "$HERE/lib.sh"
+OUT=${OUT:-$HERE/out}
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-600} # seconds; TCG emulation on a loaded 2-core host is slow
+[ "$(id -u)" = 0 ] || die "must run as root"
+need_pkgs qemu-system-arm mtools openssh-client
+
+t_build=0
+if [ -z "${IMAGE:-}" ]; then
+	t=$SECONDS
+	IMAGE=$("$HERE/build.sh" --out "$OUT" --no-compress ${BRIDGE:+--bridge "$BRIDGE"} | tail -n1)
+	t_build=$((SECONDS - t))
+fi
+[ -f "$IMAGE" ] || die "no image at $IMAGE"
+
+T=$OUT/test-boot
+rm -rf "$T"
+mkdir -p "$T"
+QEMU_PID=""
+cleanup() {
+	if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then kill "$QEMU_PID"; fi
+}
+trap cleanup EXIT
+
+# free_port prints a TCP port nothing listens on at 127.0.0.1.
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 20000))
+		ss -Hltn "sport = :$p" | grep -q . || { echo "$p"; return; }
+	done
+}
+MQTT_PORT=$(free_port)
+SSH_PORT=$(free_port)
+
+# The test copy: a larger "card", and the files a user would put on the boot partition.
+cp --sparse=always "$IMAGE" "$T/card.img"
+truncate -s +1G "$T/card.img"
+FAT="$T/card.img@@4M"
+cat >"$T/bridge.toml" <<'TOML'
+# boot test configuration (firmware-image/test-boot.sh)
+[mqtt]
+allow_anonymous = true
+
+[[mqtt.listener]]
+type = "tcp"
+address = "0.0.0.0:1883"
+
+[[rule]]
+topic = "boottest/+"
+stream = "{address}/boottest/{1}"
+TOML
+ssh-keygen -q -t ed25519 -N '' -C boottest -f "$T/id_boottest"
+cp "$T/id_boottest.pub" "$T/authorized_keys"
+mcopy -o -i "$FAT" "$T/bridge.toml" "$T/authorized_keys" ::
+mcopy -o -i "$FAT" ::vmlinuz "$T/vmlinuz"
+mcopy -o -i "$FAT" ::initrd.img "$T/initrd.img"
+
+go build -o "$T/boottest" "$REPO/firmware-image/boottest"
+
+log "booting $IMAGE (MQTT on 127.0.0.1:$MQTT_PORT, SSH on 127.0.0.1:$SSH_PORT)"
+t_launch=$SECONDS
+qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -display none -no-reboot \
+	-kernel "$T/vmlinuz" -initrd "$T/initrd.img" \
+	-append "console=ttyAMA0 root=LABEL=RASPIROOT ro rootwait net.ifnames=0 systemd.wants=tributary-bootreport.service tributary.report_stream=ADDRESS/boottest/sensor1" \
+	-drive "if=none,id=card,format=raw,file=$T/card.img" -device virtio-blk-pci,drive=card \
+	-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$MQTT_PORT-:1883,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" \
+	-device virtio-net-pci,netdev=net0 -device virtio-rng-pci \
+	-serial "file:$T/console.log" -pidfile "$T/qemu.pid" -daemonize
+QEMU_PID=$(cat "$T/qemu.pid")
+
+# wait_for PATTERN: waits until the console shows a line matching PATTERN and prints it.
+wait_for() {
+	local deadline=$((t_launch + BOOT_TIMEOUT)) line
+	while [ $SECONDS -lt $deadline ]; do
+		if line=$(grep -a -m1 -E "$1" "$T/console.log" 2>/dev/null); then
+			echo "${line%$'\r'}"
+			return 0
+		fi
+		kill -0 "$QEMU_PID" 2>/dev/null || break
+		sleep 1
+	done
+	tail -n 60 "$T/console.log" >&2 || true
+	die "no console line matching '$1' within ${BOOT_TIMEOUT}s of launch"
+}
+report() { wait_for "BOOT-REPORT $1=" | sed "s/.*BOOT-REPORT $1=//"; }
+
+failures=()
+expect() { # expect WHAT GOT WANT-REGEX
+	if [[ $2 =~ $3 ]]; then log "ok   $1: $2"; else log "FAIL $1: '$2' does not match '$3'"; failures+=("$1"); fi
+}
+
+state=$(report state)
+t_running=$((SECONDS - t_launch))
+expect "system state" "$state" '^running$'
+expect "bridge.service (READY)" "$(report bridge)" '^active/running restarts=0$'
+expect "boot partition bridge.toml applied" "$(report config)" '^applied$'
+expect "root file system" "$(report root)" '^ro$'
+expect "data partition grown (MiB)" "$(report data_mib)" '^(9[0-9][0-9]|1[0-9]{3})$'
+expect "SSH on because authorized_keys was given" "$(report ssh)" '^active$'
+expect "failed units" "$(report failed)" '^$'
+address=$(report address)
+expect "address written back to boot partition" "$address" '^0x[0-9a-f]{40}$'
+banner=$(timeout 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SSH_PORT; head -c 7 <&3" 2>/dev/null || true)
+expect "sshd answers on the forwarded port" "$banner" '^SSH-2.0'
+
+payload="{\"temperature\":21.5,\"boot\":$RANDOM}"
+t=$SECONDS
+if "$T/boottest" publish -addr "127.0.0.1:$MQTT_PORT" -topic boottest/sensor1 -payload "$payload"; then
+	log "ok   QoS 1 publish acknowledged in $((SECONDS - t)) s"
+else
+	failures+=("QoS 1 publish")
+fi
+report export >"$T/export.b64"
+if "$T/boottest" verify -in "$T/export.b64" -payload "$payload" -publisher "$address"; then
+	log "ok   bridge export returned the signed reading"
+else
+	failures+=("export")
+fi
+t_total=$((SECONDS - t_launch))
+grep -a 'BOOT-REPORT status:' "$T/console.log" | tr -d '\r' >"$T/bridge-status.txt" || true
+
+{
+	echo "test-boot $(date -u +%FT%TZ) $(basename "$IMAGE")"
+	echo "  image build:                 ${t_build} s (0 = prebuilt image given)"
+	echo "  launch to system running:    ${t_running} s"
+	echo "  launch to export verified:   ${t_total} s"
+} | tee -a "$OUT/test-boot-times.txt"
+if ((${#failures[@]})); then
+	tail -n 80 "$T/console.log" >&2
+	die "boot test failed: ${failures[*]}"
+fi
+log "PASS"
