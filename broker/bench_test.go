@@ -15,7 +15,7 @@ import (
 func BenchmarkQoS1Ingest(b *testing.B) {
 	for _, clients := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			noop := HandlerFunc(func(context.Context, *Message) ReasonCode { return Success })
+			noop := HandlerFunc(func(context.Context, *Message) Verdict { return Verdict{Code: Success} })
 			br := startBroker(b, Config{}, noop)
 			pubs := make([]mqttv3.Client, clients)
 			for i := range pubs {

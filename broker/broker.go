@@ -1,7 +1,9 @@
-// Package broker runs the gateway's embedded MQTT broker (mochi-mqtt v2) and hands every
-// PUBLISH from a sensor to a Handler before acknowledging it, so that a PUBACK means the
-// reading was accepted. It also authenticates clients against a TOML users file with per-user
-// topic ACLs, and lets the bridge publish to local subscribers.
+// Package broker runs the gateway's embedded MQTT broker (mochi-mqtt v2). It hands every
+// PUBLISH from a sensor to a Handler and acknowledges it only once the Handler accepted it and
+// it is durable, so that a PUBACK means the reading will not be lost. QoS 1 PUBLISHes of one
+// client are pipelined: the broker reads the next ones while earlier ones wait for storage, and
+// acknowledges them in order (see Handler). It also authenticates clients against a TOML users
+// file with per-user topic ACLs, and lets the bridge publish to local subscribers.
 //
 // Clients authenticate against a users file (Config.UsersFile), TOML with one [[user]] table
 // per account; unknown keys are errors:
@@ -41,9 +43,10 @@ import (
 const (
 	DefaultMaxClients    = 256
 	DefaultMaxPacketSize = 256 << 10 // bytes; sensor readings are small, Streamr messages stay well below
-	// DefaultReceiveMaximum bounds QoS 2 PUBLISHes a client has awaiting PUBREL (QoS 1 ones are
-	// acked before the next is read). mochi disconnects a client exceeding it, and MQTT 3.1.1
-	// clients cannot learn it, so it is generous.
+	// DefaultReceiveMaximum bounds the QoS 1 PUBLISHes of one client awaiting durability (the
+	// broker stops reading from a client that has this many) and the QoS 2 ones awaiting PUBREL
+	// (mochi disconnects a client exceeding it). MQTT 3.1.1 clients cannot learn it, so it is
+	// generous.
 	DefaultReceiveMaximum    = 256
 	DefaultMaxInflight       = 1024      // QoS>0 messages held per subscriber awaiting its ack
 	DefaultMaxQueuedMessages = 1024      // per-client outbound queue; mochi allocates it per client (8 KiB here)
@@ -141,7 +144,10 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 		Logger:                 slog.New(minLevelHandler{log.With("component", "mochi").Handler(), cfg.MochiLogLevel}),
 		SysTopicResendInterval: sysTopicInterval,
 	})
-	b.hook = &hook{handler: h, users: us, log: log, stats: &b.stats}
+	b.hook = &hook{
+		handler: h, users: us, log: log, stats: &b.stats,
+		srv: b.srv, receiveMaximum: int(cfg.ReceiveMaximum),
+	}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
@@ -329,15 +335,16 @@ func (b *Broker) bind() error {
 	return nil
 }
 
-// stop cancels Handlers, closes mochi once (a second mochi Close panics, server.go:1498) and
-// waits for the listener goroutines.
+// stop cancels Handlers and Waits, closes mochi once (a second mochi Close panics,
+// server.go:1497) and waits for the listener, client and ackQueue goroutines.
 func (b *Broker) stop(cancel context.CancelFunc, err error) error {
 	b.running.Store(false)
-	cancel()
-	_ = b.srv.Close() // always nil
+	cancel()          // first: stops ackQueues, which unblocks read goroutines waiting for a slot
+	_ = b.srv.Close() // always nil; waits for the client goroutines (listeners.go:134)
 	for _, l := range b.listeners {
 		<-l.served
 	}
+	b.hook.workers.Wait()
 	b.log.Info("mqtt broker stopped")
 	return err
 }

@@ -18,9 +18,17 @@ import (
 )
 
 func TestPublishAcceptedEndToEnd(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("durable=%v", durable), func(t *testing.T) { testPublishAccepted(t, durable) })
+	}
+}
+
+// testPublishAccepted checks acceptance with a Wait (ackQueue for QoS 1) or without one (mochi's
+// ack path).
+func testPublishAccepted(t *testing.T, durable bool) {
 	for _, qos := range []byte{0, 1, 2} {
 		t.Run(fmt.Sprintf("v3/qos%d", qos), func(t *testing.T) {
-			h := &testHandler{}
+			h := &testHandler{durable: durable}
 			b := startBroker(t, Config{}, h)
 			sub := subscribeV3(t, dialV3(t, "tcp://"+b.tcpAddr(), "sub", nil), "sensors/#", 2)
 			pub := dialV3(t, "tcp://"+b.tcpAddr(), "sensor-1", nil)
@@ -31,7 +39,7 @@ func TestPublishAcceptedEndToEnd(t *testing.T) {
 			checkMessages(t, h, want)
 		})
 		t.Run(fmt.Sprintf("v5/qos%d", qos), func(t *testing.T) {
-			h := &testHandler{}
+			h := &testHandler{durable: durable}
 			b := startBroker(t, Config{}, h)
 			sub := mustDialV5(t, b.tcpAddr(), "sub", "", "")
 			if _, err := sub.subscribe(t, "sensors/#", 2); err != nil {
@@ -76,23 +84,25 @@ func checkMessages(t *testing.T, h *testHandler, want ...Message) {
 	}
 }
 
-// blockingHandler blocks every HandlePublish until release is closed.
+// blockingHandler accepts every message with a Wait that blocks until release is closed.
 type blockingHandler struct {
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (h *blockingHandler) HandlePublish(ctx context.Context, _ *Message) ReasonCode {
+func (h *blockingHandler) HandlePublish(context.Context, *Message) Verdict {
 	h.entered <- struct{}{}
-	select {
-	case <-h.release:
-		return Success
-	case <-ctx.Done():
-		return UnspecifiedError
-	}
+	return Verdict{Code: Success, Wait: func(ctx context.Context) error {
+		select {
+		case <-h.release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
 }
 
-func TestAckWaitsForHandler(t *testing.T) {
+func TestAckWaitsForDurability(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		publish func(t *testing.T, addr string) <-chan error
@@ -111,11 +121,11 @@ func TestAckWaitsForHandler(t *testing.T) {
 			case <-time.After(waitTimeout):
 				t.Fatal("handler not called")
 			}
-			// The handler is blocked: the ack must not have been sent. Give a wrongly early
-			// ack time to travel over loopback before checking.
+			// Wait is blocked: the ack must not have been sent. Give a wrongly early ack time
+			// to travel over loopback before checking.
 			select {
 			case err := <-acked:
-				t.Fatalf("publish completed (err %v) before the handler returned", err)
+				t.Fatalf("publish completed (err %v) before Wait returned", err)
 			case <-time.After(200 * time.Millisecond):
 			}
 			close(h.release)
@@ -125,7 +135,7 @@ func TestAckWaitsForHandler(t *testing.T) {
 					t.Fatalf("publish after release: %v", err)
 				}
 			case <-time.After(waitTimeout):
-				t.Fatal("no ack after the handler returned")
+				t.Fatal("no ack after Wait returned")
 			}
 		})
 	}
@@ -556,7 +566,7 @@ func TestRunBindError(t *testing.T) {
 }
 
 func TestShutdownWithBlockedHandler(t *testing.T) {
-	// A Handler blocked until ctx is done must not hang shutdown, and its failure must not be
+	// A Wait blocked until ctx is done must not hang shutdown, and its failure must not be
 	// acknowledged to the client.
 	h := &blockingHandler{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	b, err := New(Config{Listeners: []Listener{{Type: "tcp", Address: "127.0.0.1:0"}}}, h, slog.New(slog.DiscardHandler))

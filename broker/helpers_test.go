@@ -49,22 +49,29 @@ func (l *logBuffer) String() string {
 	return l.buf.String()
 }
 
-// testHandler records every message and answers with decide (Success when nil).
+// testHandler records every message and answers with decide (Success when nil). Accepted
+// messages get a Wait that succeeds at once, so that QoS 1 goes through the ackQueue, or, with
+// durable set, no Wait (mochi's own ack path).
 type testHandler struct {
-	decide func(*Message) ReasonCode
+	decide  func(*Message) ReasonCode
+	durable bool
 
 	mu   sync.Mutex
 	msgs []*Message
 }
 
-func (h *testHandler) HandlePublish(_ context.Context, m *Message) ReasonCode {
+func (h *testHandler) HandlePublish(_ context.Context, m *Message) Verdict {
 	h.mu.Lock()
 	h.msgs = append(h.msgs, m)
 	h.mu.Unlock()
-	if h.decide == nil {
-		return Success
+	v := Verdict{Code: Success}
+	if h.decide != nil {
+		v.Code = h.decide(m)
 	}
-	return h.decide(m)
+	if v.Code == Success && !h.durable {
+		v.Wait = func(context.Context) error { return nil }
+	}
+	return v
 }
 
 func (h *testHandler) messages() []*Message {

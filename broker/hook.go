@@ -18,26 +18,34 @@ const dummyHash = "$2a$10$ELg9SYrA6vZIT68Vq/pCH./V7K9zUdXR3hh.nVzOLf8..WFwUeumG"
 
 // hook plugs authentication, ACLs and the Handler into mochi.
 //
-// Where it sits in mochi v2.7.9 (server.go processPublish, lines 865-963): OnPublish runs after
+// Where it sits in mochi v2.7.9 (server.go processPublish, lines 858-967): OnPublish runs after
 // topic-alias resolution and before retaining, delivery to subscribers and the PUBACK/PUBREC, on
 // the publishing client's read goroutine. Its error decides what follows:
 //   - nil: mochi retains, delivers, then acks.
-//   - packets.ErrRejectPacket: mochi does nothing more (no ack, no delivery, no retain).
+//   - packets.ErrRejectPacket: mochi does nothing more (no ack, no delivery, no retain). Accepted
+//     QoS 1 messages that must wait for durability take this way and are completed later by the
+//     client's ackQueue.
 //   - packets.CodeSuccessIgnore: mochi acks but neither retains nor delivers (pk.Ignore).
 //   - any other error: mochi either writes a PUBACK for it (MQTT 5, QoS>0; a PUBACK even for
 //     QoS 2) or falls through and DELIVERS the message. The hook therefore never returns one.
 type hook struct {
 	mqtt.HookBase
 
-	handler Handler
-	users   users // nil: no authentication, everything allowed
-	log     *slog.Logger
-	stats   *counters
-	ctx     context.Context // Run's context, set before mochi starts serving
+	handler        Handler
+	users          users // nil: no authentication, everything allowed
+	log            *slog.Logger
+	stats          *counters
+	srv            *mqtt.Server    // for delivering queued messages
+	receiveMaximum int             // bound of each client's ackQueue
+	ctx            context.Context // Run's context, set before mochi starts serving
 
 	// draining holds clients whose connection the hook closed without an ack. mochi may still
 	// process packets it had buffered for them; those are dropped unacknowledged too.
 	draining sync.Map // *mqtt.Client -> struct{}
+	// queues holds the ackQueue of each connected client that sent a QoS 1 PUBLISH.
+	queues sync.Map // *mqtt.Client -> *ackQueue
+	// workers counts running ackQueue goroutines; Broker.Run waits for them.
+	workers sync.WaitGroup
 }
 
 // ID implements mqtt.Hook.
@@ -101,14 +109,19 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	}
 }
 
-// OnDisconnect forgets per-connection state.
+// OnDisconnect forgets per-connection state and stops the client's ackQueue: outstanding
+// Waits are cancelled and nothing more is acknowledged on the closed connection. It runs on the
+// client's read goroutine after its last packet, so no PUBLISH of cl can be queued after it.
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h.draining.Delete(cl)
+	if q, ok := h.queues.LoadAndDelete(cl); ok {
+		q.(*ackQueue).stop()
+	}
 	h.log.Debug("client disconnected", "client", cl.ID, "remote", cl.Net.Remote, "error", err)
 }
 
 // OnPacketRead answers PUBLISH packets that mochi would drop without any ack: topic names it
-// refuses in processPublish (server.go:866, e.g. "$SYS/..."). Without this a QoS 1 client would
+// refuses in processPublish (server.go:859, e.g. "$SYS/..."). Without this a QoS 1 client would
 // wait for its PUBACK forever.
 func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish || pk.TopicName == "" ||
@@ -117,9 +130,21 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	h.stats.received.Add(1)
 	h.count(cl, pk, TopicNameInvalid)
-	if pk.FixedHeader.Qos > 0 {
-		h.writeAck(cl, pk, TopicNameInvalid)
+	if pk.FixedHeader.Qos == 0 {
+		return pk, nil
 	}
+	if pk.FixedHeader.Qos == 1 { // keep PUBACKs in publish order
+		q := h.queueFor(cl)
+		if !q.acquire() {
+			return pk, nil
+		}
+		if q.behind() {
+			q.push(queued{pk: pk, code: TopicNameInvalid})
+			return pk, nil
+		}
+		q.release()
+	}
+	h.ackNow(cl, pk, TopicNameInvalid)
 	return pk, nil
 }
 
@@ -127,35 +152,100 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 // control flow (see the type comment).
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
-		return pk, nil // Broker.Publish: local deliveries never go back to the Handler
+		return pk, nil // Broker.Publish and ackQueue deliveries never go back to the Handler
 	}
 	if _, ok := h.draining.Load(cl); ok {
 		return pk, packets.ErrRejectPacket
 	}
 	h.stats.received.Add(1)
-	code := h.decide(cl, pk)
-	if code == Success {
-		h.stats.accepted.Add(1)
-		return pk, nil
+	if pk.FixedHeader.Qos == 1 {
+		return pk, h.publishQoS1(cl, pk)
 	}
-	return pk, h.refuse(cl, pk, code)
+	v := h.decide(cl, pk)
+	if v.Code != Success {
+		h.count(cl, pk, v.Code)
+		return pk, h.refuse(cl, pk, v.Code)
+	}
+	if pk.FixedHeader.Qos == 2 && v.Wait != nil {
+		// mochi runs the PUBREC/PUBREL exchange, so QoS 2 waits here, before the PUBREC.
+		if err := v.Wait(h.ctx); err != nil {
+			if h.ctx.Err() == nil {
+				h.waitFailed(cl, pk, err)
+			} else {
+				h.closeWithoutAck(cl) // shutting down: the client resends it later
+			}
+			return pk, packets.ErrRejectPacket
+		}
+	}
+	return pk, nil
+}
+
+// publishQoS1 decides on a QoS 1 PUBLISH. An answer that must wait for durability, or for the
+// PUBACKs of earlier messages, goes to the client's ackQueue; anything else is answered at once.
+func (h *hook) publishQoS1(cl *mqtt.Client, pk packets.Packet) error {
+	q := h.queueFor(cl)
+	if !q.acquire() {
+		return packets.ErrRejectPacket // the queue stopped: the connection is being closed
+	}
+	v := h.decide(cl, pk)
+	if v.Code != Success {
+		h.count(cl, pk, v.Code)
+	}
+	return h.answer(q, cl, pk, v)
+}
+
+// answer answers the QoS 1 PUBLISH pk while holding one of q's slots, which it hands to the
+// queue or gives back. It returns the error for mochi's processPublish.
+func (h *hook) answer(q *ackQueue, cl *mqtt.Client, pk packets.Packet, v Verdict) error {
+	if !q.behind() && (v.Code != Success || v.Wait == nil) {
+		q.release()
+		if v.Code == Success {
+			return nil // durable already and nothing queued: mochi delivers and acks
+		}
+		return h.refuse(cl, pk, v.Code)
+	}
+	e := queued{pk: pk, code: v.Code, wait: v.Wait}
+	if v.Code != Success && h.refusalCloses(cl, pk, v.Code) {
+		h.draining.Store(cl, struct{}{}) // later PUBLISHes are dropped unacknowledged
+		e.closeConn = true
+	}
+	q.push(e)
+	return packets.ErrRejectPacket
+}
+
+func (h *hook) queueFor(cl *mqtt.Client) *ackQueue {
+	if q, ok := h.queues.Load(cl); ok {
+		return q.(*ackQueue)
+	}
+	q := newAckQueue(h, cl)
+	h.queues.Store(cl, q) // only cl's read goroutine gets here
+	return q
 }
 
 // decide applies the publish ACL, then asks the Handler.
-func (h *hook) decide(cl *mqtt.Client, pk packets.Packet) ReasonCode {
+func (h *hook) decide(cl *mqtt.Client, pk packets.Packet) Verdict {
 	if h.users != nil {
 		u := h.users[string(cl.Properties.Username)]
 		if u == nil || !u.mayPublish(pk.TopicName, cl.ID) {
-			return NotAuthorized
+			return Verdict{Code: NotAuthorized}
 		}
 	}
-	code := h.handler.HandlePublish(h.ctx, newMessage(cl, pk))
-	if !code.known() {
+	v := h.handler.HandlePublish(h.ctx, newMessage(cl, pk))
+	switch {
+	case v.Code == Success:
+		h.stats.accepted.Add(1)
+		if pk.FixedHeader.Qos == 0 {
+			v.Wait = nil // fire and forget
+		}
+	case !v.Code.known():
 		h.log.Error("handler returned an unknown reason code; using unspecified_error",
-			"code", byte(code), "client", cl.ID, "topic", pk.TopicName)
-		code = UnspecifiedError
+			"code", byte(v.Code), "client", cl.ID, "topic", pk.TopicName)
+		v.Code = UnspecifiedError
 	}
-	return code
+	if v.Code != Success {
+		v.Wait = nil
+	}
+	return v
 }
 
 func newMessage(cl *mqtt.Client, pk packets.Packet) *Message {
@@ -181,33 +271,37 @@ func newMessage(cl *mqtt.Client, pk packets.Packet) *Message {
 	return m
 }
 
-// refuse logs and counts a rejected message, sends what the client's protocol calls for, and
-// returns the error that makes mochi neither deliver nor retain it.
-func (h *hook) refuse(cl *mqtt.Client, pk packets.Packet, code ReasonCode) error {
-	qos := pk.FixedHeader.Qos
+// refusalCloses reports whether a refused PUBLISH is answered by closing the connection without
+// an ack (so that the client keeps the message and sends it again later) rather than by an ack.
+func (h *hook) refusalCloses(cl *mqtt.Client, pk packets.Packet, code ReasonCode) bool {
 	switch {
+	case pk.FixedHeader.Qos == 0:
+		return false
 	case h.ctx.Err() != nil:
-		// Shutting down: the Handler may have failed only because of that. No ack, so the
-		// client publishes again after reconnecting.
-		h.stats.rejected[code].Add(1)
+		// Shutting down: the Handler may have failed only because of that.
 		h.log.Warn("publish not acknowledged: broker shutting down", "client", cl.ID, "topic", pk.TopicName, "reason", code.String())
+		return true
+	default:
+		// MQTT 3.1.1 has no negative ack; other refusals are acknowledged and dropped, or the
+		// client would resend them forever.
+		return code == QuotaExceeded && cl.Properties.ProtocolVersion != 5
+	}
+}
+
+// refuse answers a refused PUBLISH at once and returns the error that makes mochi neither
+// deliver nor retain it.
+func (h *hook) refuse(cl *mqtt.Client, pk packets.Packet, code ReasonCode) error {
+	switch {
+	case h.refusalCloses(cl, pk, code):
 		h.closeWithoutAck(cl)
 		return packets.ErrRejectPacket
 	case cl.Properties.ProtocolVersion == 5:
-		h.count(cl, pk, code)
-		if qos > 0 {
-			h.writeAck(cl, pk, code)
+		if pk.FixedHeader.Qos > 0 {
+			h.ackNow(cl, pk, code)
 		}
 		return packets.ErrRejectPacket
-	case code == QuotaExceeded && qos > 0:
-		// MQTT 3.1.1 has no negative ack. Dropping the connection unacknowledged keeps the
-		// message in the client's session, to be sent again later.
-		h.count(cl, pk, code)
-		h.closeWithoutAck(cl)
-		return packets.ErrRejectPacket
 	default:
-		// MQTT 3.1.1: acknowledge and drop, or the client would resend the refused message forever.
-		h.count(cl, pk, code)
+		// MQTT 3.1.1: mochi acks (and runs the QoS 2 exchange) without delivering.
 		return packets.CodeSuccessIgnore
 	}
 }
@@ -218,9 +312,27 @@ func (h *hook) count(cl *mqtt.Client, pk packets.Packet, code ReasonCode) {
 		"topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "protocol", cl.Properties.ProtocolVersion, "reason", code.String())
 }
 
-// writeAck sends the PUBACK (QoS 1) or PUBREC (QoS 2) for pk. MQTT 5 carries code; MQTT 3.1.1
-// has no reason code and gets a plain ack. An error-coded PUBREC ends the QoS 2 exchange.
-func (h *hook) writeAck(cl *mqtt.Client, pk packets.Packet, code ReasonCode) {
+// waitFailed handles an accepted message that did not become durable: no ack, and the
+// connection is closed so that the client sends it again.
+func (h *hook) waitFailed(cl *mqtt.Client, pk packets.Packet, err error) {
+	h.stats.waitFailed.Add(1)
+	h.log.Error("publish not acknowledged: not stored durably; closing the connection",
+		"client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "error", err)
+	h.closeWithoutAck(cl)
+}
+
+// ackNow writes pk's ack and closes the connection if that fails.
+func (h *hook) ackNow(cl *mqtt.Client, pk packets.Packet, code ReasonCode) {
+	if err := h.writeAck(cl, pk, code); err != nil {
+		h.closeWithoutAck(cl)
+	}
+}
+
+// writeAck sends the PUBACK (QoS 1) or PUBREC (QoS 2) for pk. MQTT 5 carries code (and for a
+// refusal a reason string); MQTT 3.1.1 has no reason code and gets a plain ack. An error-coded
+// PUBREC ends the QoS 2 exchange. Unlike mochi's buildAck (server.go:1137), the ack does not
+// echo the PUBLISH's user properties: they would only cost the sensor bandwidth.
+func (h *hook) writeAck(cl *mqtt.Client, pk packets.Packet, code ReasonCode) error {
 	ack := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Puback},
 		PacketID:    pk.PacketID,
@@ -230,17 +342,20 @@ func (h *hook) writeAck(cl *mqtt.Client, pk packets.Packet, code ReasonCode) {
 	}
 	if cl.Properties.ProtocolVersion == 5 {
 		ack.ReasonCode = byte(code)
-		ack.Properties.ReasonString = strings.ReplaceAll(code.String(), "_", " ")
+		if code != Success {
+			ack.Properties.ReasonString = strings.ReplaceAll(code.String(), "_", " ")
+		}
 	}
 	if err := cl.WritePacket(ack); err != nil {
 		h.log.Debug("writing ack failed", "client", cl.ID, "error", err)
-		h.closeWithoutAck(cl)
+		return err
 	}
+	return nil
 }
 
 // closeWithoutAck closes the client's connection. Closing the net.Conn (not cl.Stop) makes
 // mochi's read loop fail, so it runs its normal disconnect path including the will message
-// (server.go:467-471).
+// (server.go:476-478).
 func (h *hook) closeWithoutAck(cl *mqtt.Client) {
 	h.draining.Store(cl, struct{}{})
 	if cl.Net.Conn != nil {

@@ -79,20 +79,45 @@ func (c ReasonCode) known() bool {
 	return false
 }
 
-// Handler decides on every PUBLISH from a network client. It runs on that client's connection
-// goroutine, so while it runs the broker reads nothing more from that client. The PUBACK (QoS 1)
-// or PUBREC (QoS 2) is written only after HandlePublish returns Success; any other code rejects the
-// message: it is neither delivered to subscribers nor retained. QoS 0 messages are handed over too.
+// Verdict is a Handler's answer to one PUBLISH.
+type Verdict struct {
+	// Code is Success, or why the message is refused (then Wait is ignored).
+	Code ReasonCode
+	// Wait, for an accepted QoS 1 or 2 message, blocks until the message is durable and returns
+	// nil, or returns why it never will be. nil means the message is durable already. Wait must
+	// return soon after ctx is cancelled (the client disconnected or the broker is shutting down).
+	// It is called at most once, never for QoS 0 messages and never for refused ones.
+	Wait func(ctx context.Context) error
+}
+
+// Handler decides on every PUBLISH from a network client, QoS 0 included. HandlePublish runs on
+// the client's connection goroutine, so it must return quickly: map, admit and enqueue the
+// message, and leave waiting for durability to Verdict.Wait. A refused message (Code other than
+// Success) is neither delivered to subscribers nor retained.
 //
-// ctx is cancelled when the broker shuts down; a Handler blocked on storage must return then.
-// A non-Success answer given after ctx is cancelled is not sent to the client: its connection is
-// closed without an ack so that it publishes again after reconnecting.
+// An accepted message is delivered to local subscribers (and retained if asked) only once it is
+// durable, and only then acknowledged:
+//   - QoS 1: the broker keeps reading the client's next PUBLISHes while Wait runs on a
+//     per-client goroutine; PUBACKs are written in publish order (MQTT-4.6.0-2). At most the
+//     broker's ReceiveMaximum QoS 1 messages per client are outstanding; beyond that the broker
+//     stops reading from the client until the oldest is acknowledged.
+//   - QoS 2: Wait runs on the connection goroutine before the PUBREC (mochi runs the
+//     PUBREC/PUBREL exchange), so QoS 2 messages of one client are not pipelined.
+//   - QoS 0: Wait is not called; the message is delivered at once.
+//
+// If Wait fails, the message is not acknowledged and the client's connection is closed, so
+// that the client sends it again after reconnecting: an acknowledged message is never lost,
+// but one that failed may be handed to the Handler twice.
+//
+// ctx is cancelled when the broker shuts down. A refusal given after ctx is cancelled is not
+// sent to the client: its connection is closed without an ack so that it publishes again after
+// reconnecting.
 type Handler interface {
-	HandlePublish(ctx context.Context, m *Message) ReasonCode
+	HandlePublish(ctx context.Context, m *Message) Verdict
 }
 
 // HandlerFunc adapts a function to the Handler interface.
-type HandlerFunc func(ctx context.Context, m *Message) ReasonCode
+type HandlerFunc func(ctx context.Context, m *Message) Verdict
 
 // HandlePublish calls f(ctx, m).
-func (f HandlerFunc) HandlePublish(ctx context.Context, m *Message) ReasonCode { return f(ctx, m) }
+func (f HandlerFunc) HandlePublish(ctx context.Context, m *Message) Verdict { return f(ctx, m) }

@@ -12,14 +12,15 @@ type Stats struct {
 	Received         uint64                // PUBLISH packets from network clients
 	Accepted         uint64                // of those, accepted by the Handler
 	Rejected         map[ReasonCode]uint64 // of those, rejected, by reason (only non-zero entries)
+	WaitFailed       uint64                // accepted, but Verdict.Wait failed: not acknowledged
 	AuthFailures     uint64                // CONNECTs refused for bad credentials
 	SubscribeRefused uint64                // SUBSCRIBE filters refused (ACL or invalid filter)
 }
 
 // counters are updated on client goroutines and read by Stats and the Prometheus collector.
 type counters struct {
-	received, accepted, authFailures, subscribeRefused atomic.Uint64
-	rejected                                           [256]atomic.Uint64 // by ReasonCode
+	received, accepted, waitFailed, authFailures, subscribeRefused atomic.Uint64
+	rejected                                                       [256]atomic.Uint64 // by ReasonCode
 }
 
 func (c *counters) snapshot(clients int64) Stats {
@@ -27,6 +28,7 @@ func (c *counters) snapshot(clients int64) Stats {
 		ClientsConnected: clients,
 		Received:         c.received.Load(),
 		Accepted:         c.accepted.Load(),
+		WaitFailed:       c.waitFailed.Load(),
 		AuthFailures:     c.authFailures.Load(),
 		SubscribeRefused: c.subscribeRefused.Load(),
 		Rejected:         map[ReasonCode]uint64{},
@@ -44,7 +46,7 @@ func (c *counters) snapshot(clients int64) Stats {
 type collector struct {
 	stats func() Stats
 
-	clients, received, accepted, rejected, authFailures, subscribeRefused *prometheus.Desc
+	clients, received, accepted, rejected, waitFailed, authFailures, subscribeRefused *prometheus.Desc
 }
 
 func newCollector(stats func() Stats) *collector {
@@ -57,6 +59,7 @@ func newCollector(stats func() Stats) *collector {
 		received:         d("publish_received_total", "PUBLISH packets received from network clients."),
 		accepted:         d("publish_accepted_total", "PUBLISH packets accepted by the handler."),
 		rejected:         d("publish_rejected_total", "PUBLISH packets rejected, by MQTT reason.", "reason"),
+		waitFailed:       d("publish_wait_failed_total", "Accepted PUBLISH packets left unacknowledged because they were not stored durably."),
 		authFailures:     d("auth_failures_total", "CONNECT packets refused for bad credentials."),
 		subscribeRefused: d("subscribe_refused_total", "SUBSCRIBE filters refused."),
 	}
@@ -64,7 +67,7 @@ func newCollector(stats func() Stats) *collector {
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.clients, c.received, c.accepted, c.rejected, c.authFailures, c.subscribeRefused} {
+	for _, d := range []*prometheus.Desc{c.clients, c.received, c.accepted, c.rejected, c.waitFailed, c.authFailures, c.subscribeRefused} {
 		ch <- d
 	}
 }
@@ -75,6 +78,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.clients, prometheus.GaugeValue, float64(s.ClientsConnected))
 	ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(s.Received))
 	ch <- prometheus.MustNewConstMetric(c.accepted, prometheus.CounterValue, float64(s.Accepted))
+	ch <- prometheus.MustNewConstMetric(c.waitFailed, prometheus.CounterValue, float64(s.WaitFailed))
 	ch <- prometheus.MustNewConstMetric(c.authFailures, prometheus.CounterValue, float64(s.AuthFailures))
 	ch <- prometheus.MustNewConstMetric(c.subscribeRefused, prometheus.CounterValue, float64(s.SubscribeRefused))
 	// Every known reason is exported, zero included, so that rate() works from the first rejection.
