@@ -13,7 +13,7 @@ const (
 	meshD    = 4 // Streamr's neighbour target per stream partition
 	meshDlo  = 3 // graft when below
 	meshDhi  = 6 // prune when above
-	meshDout = 2 // outbound mesh links kept, against eclipse by inbound peers
+	meshDout = 1 // outbound mesh links kept, against eclipse by inbound peers (pubsub requires < D/2)
 	gossipD  = 4 // peers that get IHAVE gossip per heartbeat, besides the mesh
 
 	// Queues drop silently when full. At 2,000 msg/s these absorb a 1 s

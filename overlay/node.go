@@ -42,8 +42,8 @@ type Node struct {
 	now       func() time.Time
 	cancel    context.CancelFunc // stops pubsub
 
-	partMetrics sync.Map // topic name → *partMetrics, read by the tracer without locks
-	scores      atomic.Pointer[map[peer.ID]float64]
+	joined sync.Map // topic name → *Partition, read by the tracer without locks
+	scores atomic.Pointer[map[peer.ID]float64]
 
 	mu     sync.Mutex
 	parts  map[string]*Partition
@@ -161,7 +161,8 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 		pubsub.WithValidateQueueSize(validateQueue),
 		pubsub.WithSeenMessagesTTL(seenTTL),
 		pubsub.WithMaxMessageSize(n.cfg.Limits.MaxMessageBytes + rpcOverhead),
-		pubsub.WithRawTracer(&tracer{lookup: n.lookupMetrics}),
+		pubsub.WithRawTracer(&tracer{lookup: n.lookupPartition}),
+		pubsub.WithLogger(n.cfg.Logger.With("component", "pubsub")),
 	}
 	if n.dht != nil {
 		// pubsub advertises every joined topic in the DHT and looks up
@@ -173,9 +174,9 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 
 func (n *Node) storeScores(s map[peer.ID]float64) { n.scores.Store(&s) }
 
-func (n *Node) lookupMetrics(topic string) *partMetrics {
-	if v, ok := n.partMetrics.Load(topic); ok {
-		return v.(*partMetrics)
+func (n *Node) lookupPartition(topic string) *Partition {
+	if v, ok := n.joined.Load(topic); ok {
+		return v.(*Partition)
 	}
 	return nil
 }

@@ -30,6 +30,7 @@ type Partition struct {
 	v       *validator
 	m       *partMetrics
 	deliver func(Delivery)
+	mesh    peerSet // our GossipSub mesh for the topic, kept by the tracer
 
 	t      *pubsub.Topic
 	sub    *pubsub.Subscription
@@ -83,7 +84,7 @@ func (n *Node) reserve(p *Partition) error {
 		return fmt.Errorf("join %s: %w", p.part, ErrJoined)
 	}
 	n.parts[p.topic] = p
-	n.partMetrics.Store(p.topic, p.m)
+	n.joined.Store(p.topic, p)
 	return nil
 }
 
@@ -91,7 +92,7 @@ func (n *Node) forget(p *Partition) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.parts, p.topic)
-	n.partMetrics.Delete(p.topic)
+	n.joined.Delete(p.topic)
 	n.metrics.remove(p.m.label)
 }
 
@@ -145,16 +146,17 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 }
 
 // Publish validates an encoded, signed StreamMessage of this partition and
-// sends it to the overlay. It returns an error wrapping ErrNoPeers if no
-// member of the partition is connected (the message was not sent and
-// should stay queued), or ErrInvalidMessage if validation fails.
+// sends it to the overlay. It returns an error wrapping ErrNoPeers if this
+// node has no mesh neighbour in the partition (the message was not sent
+// and should stay queued; a newly connected member joins the mesh within a
+// heartbeat, 1 s), or ErrInvalidMessage if validation fails.
 func (p *Partition) Publish(ctx context.Context, encoded []byte) error {
 	m, verdict, reason, err := p.v.check(encoded)
 	if verdict != accept {
 		p.m.drop(reason)
 		return fmt.Errorf("publish on %s: %w", p.part, err)
 	}
-	if len(p.t.ListPeers()) == 0 {
+	if p.mesh.len() == 0 {
 		return fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, ErrNoPeers)
 	}
 	if err := p.t.Publish(ctx, encoded, pubsub.WithValidatorData(m)); err != nil {
@@ -167,6 +169,10 @@ func (p *Partition) Publish(ctx context.Context, encoded []byte) error {
 
 // Peers returns the number of connected peers in this partition's overlay.
 func (p *Partition) Peers() int { return len(p.t.ListPeers()) }
+
+// Neighbours returns the number of mesh peers: those this node sends each
+// message to (at most 6, normally 4). Publish needs at least one.
+func (p *Partition) Neighbours() int { return p.mesh.len() }
 
 // StreamPart returns the stream partition.
 func (p *Partition) StreamPart() streamr.StreamPartID { return p.part }
@@ -200,6 +206,9 @@ func (p *Partition) watchPeers(ctx context.Context) {
 		ev, err := p.events.NextPeerEvent(ctx)
 		if err != nil {
 			return
+		}
+		if ev.Type == pubsub.PeerLeave {
+			p.mesh.remove(ev.Peer) // pubsub drops a gone peer from the mesh without a Prune trace
 		}
 		n := len(p.t.ListPeers())
 		p.m.peers.Set(float64(n))
@@ -241,4 +250,31 @@ func (p *Partition) Leave() error {
 		p.log.Info("left stream partition")
 	})
 	return p.leaveErr
+}
+
+// peerSet is a set of peers safe for concurrent use.
+type peerSet struct {
+	mu    sync.Mutex
+	peers map[peer.ID]struct{}
+}
+
+func (s *peerSet) add(id peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.peers == nil {
+		s.peers = make(map[peer.ID]struct{})
+	}
+	s.peers[id] = struct{}{}
+}
+
+func (s *peerSet) remove(id peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.peers, id)
+}
+
+func (s *peerSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers)
 }

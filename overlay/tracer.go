@@ -13,14 +13,28 @@ import (
 // create metric series at will. Validation failures are counted by the
 // validator, with finer reasons.
 type tracer struct {
-	lookup func(topic string) *partMetrics // nil result: not joined
+	lookup func(topic string) *Partition // nil result: not joined
 }
 
 var _ pubsub.RawTracer = (*tracer)(nil)
 
 func (t *tracer) count(topic string, f func(*partMetrics)) {
-	if pm := t.lookup(topic); pm != nil {
-		f(pm)
+	if p := t.lookup(topic); p != nil {
+		f(p.m)
+	}
+}
+
+// Graft and Prune track our mesh for the topic: the neighbours a publish
+// actually goes to.
+func (t *tracer) Graft(id peer.ID, topic string) {
+	if p := t.lookup(topic); p != nil {
+		p.mesh.add(id)
+	}
+}
+
+func (t *tracer) Prune(id peer.ID, topic string) {
+	if p := t.lookup(topic); p != nil {
+		p.mesh.remove(id)
 	}
 }
 
@@ -55,8 +69,6 @@ func (t *tracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
 func (t *tracer) OnClosedOutboundStream(peer.ID)                       {}
 func (t *tracer) Join(string)                                          {}
 func (t *tracer) Leave(string)                                         {}
-func (t *tracer) Graft(peer.ID, string)                                {}
-func (t *tracer) Prune(peer.ID, string)                                {}
 func (t *tracer) ValidateMessage(*pubsub.Message)                      {}
 func (t *tracer) DeliverMessage(*pubsub.Message)                       {}
 func (t *tracer) ThrottlePeer(peer.ID)                                 {}
