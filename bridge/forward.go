@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/tributary-iot/tributary/storage"
@@ -47,6 +48,7 @@ type Forwarder struct {
 	topics map[streamr.StreamPartID]Topic
 	sent   map[streamr.StreamPartID]uint64 // last forwarded position per part
 	low    uint64                          // every position ≤ low is forwarded
+	held   atomic.Bool                     // the last pass held messages back for want of peers
 }
 
 // forwardBatch is how many log entries one pass reads.
@@ -62,6 +64,9 @@ func NewForwarder(log ForwardLog, overlay Overlay, retry time.Duration, logger *
 		sent:   make(map[streamr.StreamPartID]uint64),
 	}
 }
+
+// HoldingBack reports whether messages are waiting in storage for peers.
+func (f *Forwarder) HoldingBack() bool { return f.held.Load() }
 
 // Notify wakes the forwarder after new messages were committed.
 func (f *Forwarder) Notify() {
@@ -148,6 +153,7 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 		}
 	}
 	f.low = newLow
+	f.held.Store(len(blocked) > 0)
 	return scanned >= maxScan && len(blocked) == 0, nil
 }
 

@@ -38,6 +38,7 @@ type Config struct {
 	Clock        Clock         // nil means the kernel clock (KernelClock)
 	HoldUnsynced bool          // on_unsynced_clock = "hold": sign only once the clock is synced
 	SignBatch    int           // readings signed per storage commit (default 256)
+	SignDelay    time.Duration // how long readings gather before a batch is signed (default 10ms; negative: none)
 	Metrics      *Metrics      // nil means unregistered metrics
 	Logger       *slog.Logger  // nil means slog.Default()
 	PollInterval time.Duration // how often a held or idle signer re-checks (default 1s)
@@ -76,6 +77,9 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	if cfg.SignBatch <= 0 {
 		cfg.SignBatch = 256
+	}
+	if cfg.SignDelay == 0 {
+		cfg.SignDelay = 10 * time.Millisecond
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
@@ -153,18 +157,8 @@ func (p *Pipeline) Ingest(m Publish) (wait func(context.Context) error, reason *
 	return wait, nil
 }
 
-// IngestSync is Ingest followed by its wait: it returns once the reading
-// is durable, or why it was refused.
-func (p *Pipeline) IngestSync(ctx context.Context, m Publish) *Reason {
-	wait, reason := p.Ingest(m)
-	if reason != nil {
-		return reason
-	}
-	if err := wait(ctx); err != nil {
-		return reject(CodeUnspecified, "storage_error", "topic %q: %v", m.Topic, err)
-	}
-	return nil
-}
+// Wake makes the signer look for pending readings now.
+func (p *Pipeline) Wake() { p.wakeSigner() }
 
 func (p *Pipeline) wakeSigner() {
 	select {
@@ -202,15 +196,31 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			p.log.Error("signing stalled", "err", err)
-		case n > 0:
-			continue // more may be waiting
+		case n == p.cfg.SignBatch:
+			continue // a full batch: more are waiting
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-p.kick:
+			p.gather(ctx)
 		case <-ticker.C:
 		}
+	}
+}
+
+// gather lets readings accumulate for SignDelay before a batch is signed,
+// so a trickle of readings costs one synced commit per SignDelay rather
+// than one each (every synced commit rewrites at least a 4 KiB page).
+func (p *Pipeline) gather(ctx context.Context) {
+	if p.cfg.SignDelay <= 0 {
+		return
+	}
+	t := time.NewTimer(p.cfg.SignDelay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 

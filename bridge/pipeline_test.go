@@ -110,15 +110,16 @@ func startTestGateway(t *testing.T, o gatewayOptions) *testGateway {
 // testHandler adapts the pipeline to the broker, as cmd/bridge does.
 type testHandler struct{ p *Pipeline }
 
-func (h testHandler) HandlePublish(ctx context.Context, m *broker.Message) broker.ReasonCode {
+func (h testHandler) HandlePublish(_ context.Context, m *broker.Message) broker.Verdict {
 	props := map[string]string{}
 	for _, p := range m.UserProperties {
 		props[p.Key] = p.Value
 	}
-	if r := h.p.IngestSync(ctx, Publish{ClientID: m.ClientID, Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, UserProperties: props}); r != nil {
-		return broker.ReasonCode(r.Code)
+	wait, r := h.p.Ingest(Publish{ClientID: m.ClientID, Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, UserProperties: props})
+	if r != nil {
+		return broker.Verdict{Code: broker.ReasonCode(r.Code)}
 	}
-	return broker.Success
+	return broker.Verdict{Code: broker.Success, Wait: wait}
 }
 
 // messages returns the stored signed messages of a stream partition.

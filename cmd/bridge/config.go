@@ -33,6 +33,7 @@ type Config struct {
 	Signing   SigningConfig         `toml:"signing"`
 	HTTP      HTTPConfig            `toml:"http"`
 	Overlay   OverlayConfig         `toml:"overlay"`
+	Status    StatusConfig          `toml:"status"`
 	Rules     []RuleConfig          `toml:"rule"`
 	Subscribe []SubscribeRuleConfig `toml:"subscribe"`
 }
@@ -113,6 +114,7 @@ func defaultConfig() Config {
 			GCInterval: Duration(5 * time.Minute),
 		},
 		Signing: SigningConfig{OnUnsyncedClock: "sign"},
+		Status:  StatusConfig{ButtonHold: Duration(3 * time.Second)},
 		HTTP:    HTTPConfig{Address: "127.0.0.1:7171"},
 		Overlay: OverlayConfig{
 			Enabled:        true,

@@ -19,6 +19,9 @@ const keyUsage = `usage: bridge key <new|show|import> [--config FILE] [--uri URI
   new     create the gateway key (in hardware where the URI names hardware)
   show    print the publisher ID and the signature type it produces
   import  read a 32-byte secp256k1 private key as hex on stdin and store it
+  provision-ecc
+          configure and LOCK a blank ATECC608 (irreversible) and generate the
+          key in the URI's slot; asks for confirmation on stdin
 `
 
 func cmdKey(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -43,6 +46,7 @@ func cmdKey(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	uri := keyURI(cfg)
 	opts := keyOptions(cfg, slog.New(slog.NewTextHandler(stderr, nil)))
 	var key hw.Key
+	in := bufio.NewReader(stdin)
 	switch sub {
 	case "new":
 		key, err = hw.Create(ctx, uri, opts)
@@ -50,9 +54,11 @@ func cmdKey(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		key, err = hw.Open(ctx, uri, opts)
 	case "import":
 		var priv []byte
-		if priv, err = readHexKey(stdin); err == nil {
+		if priv, err = readHexKey(in); err == nil {
 			key, err = hw.Import(ctx, uri, priv, opts)
 		}
+	case "provision-ecc":
+		key, err = hw.ProvisionECC(ctx, uri, opts, confirmProvision(in, stderr))
 	default:
 		fmt.Fprint(stderr, keyUsage)
 		return usageError{fmt.Errorf("key: unknown subcommand %q", sub)}
@@ -65,8 +71,23 @@ func cmdKey(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	return nil
 }
 
-func readHexKey(r io.Reader) ([]byte, error) {
-	line, err := bufio.NewReader(r).ReadString('\n')
+// confirmProvision asks the operator to type YES before the chip is locked.
+func confirmProvision(in *bufio.Reader, out io.Writer) func(chip string) error {
+	return func(chip string) error {
+		fmt.Fprintf(out, "About to configure and permanently lock %s.\nThis cannot be undone. Type YES to continue: ", chip)
+		answer, err := in.ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read confirmation: %w", err)
+		}
+		if strings.TrimSpace(answer) != "YES" {
+			return errors.New("not confirmed: the chip was not changed")
+		}
+		return nil
+	}
+}
+
+func readHexKey(in *bufio.Reader) ([]byte, error) {
+	line, err := in.ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read key from stdin: %w", err)
 	}

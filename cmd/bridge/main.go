@@ -130,7 +130,9 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// broker.New loads the users file and TLS certificates but binds nothing.
-	refuse := broker.HandlerFunc(func(context.Context, *broker.Message) broker.ReasonCode { return broker.UnspecifiedError })
+	refuse := broker.HandlerFunc(func(context.Context, *broker.Message) broker.Verdict {
+		return broker.Verdict{Code: broker.UnspecifiedError}
+	})
 	if _, err := broker.New(brokerConfig(cfg, nil), refuse, slog.New(slog.DiscardHandler)); err != nil {
 		return fmt.Errorf("config %s: %w", fs.Arg(0), err)
 	}

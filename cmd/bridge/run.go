@@ -160,6 +160,9 @@ func (g *gateway) serve(ctx context.Context) error {
 		front.Go(func() error { return g.serveHTTP(frontCtx) })
 	}
 	front.Go(func() error { return g.announceReady(frontCtx, workCtx) })
+	if g.cfg.Status.LEDPin != "" || g.cfg.Status.ButtonPin != "" {
+		front.Go(func() error { return g.runStatus(frontCtx) })
+	}
 
 	frontErr := front.Wait()
 	_ = systemd.Stopping()
@@ -239,7 +242,7 @@ func (l localBroker) Publish(topic string, payload []byte, qos byte) error {
 // ingestHandler adapts the pipeline to the broker's Handler.
 type ingestHandler struct{ p *bridge.Pipeline }
 
-func (h ingestHandler) HandlePublish(ctx context.Context, m *broker.Message) broker.ReasonCode {
+func (h ingestHandler) HandlePublish(_ context.Context, m *broker.Message) broker.Verdict {
 	var props map[string]string
 	if len(m.UserProperties) > 0 {
 		props = make(map[string]string, len(m.UserProperties))
@@ -247,17 +250,17 @@ func (h ingestHandler) HandlePublish(ctx context.Context, m *broker.Message) bro
 			props[p.Key] = p.Value
 		}
 	}
-	reason := h.p.IngestSync(ctx, bridge.Publish{
+	wait, reason := h.p.Ingest(bridge.Publish{
 		ClientID:       m.ClientID,
 		Topic:          m.Topic,
 		Payload:        m.Payload,
 		QoS:            m.QoS,
 		UserProperties: props,
 	})
-	if reason == nil {
-		return broker.Success
+	if reason != nil {
+		return broker.Verdict{Code: broker.ReasonCode(reason.Code)}
 	}
-	return broker.ReasonCode(reason.Code)
+	return broker.Verdict{Code: broker.Success, Wait: wait}
 }
 
 func storageOptions(cfg *Config, log *slog.Logger, reg prometheus.Registerer) storage.Options {
