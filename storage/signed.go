@@ -88,8 +88,7 @@ func (s *Store) putSigned(txn *badger.Txn, msgs []Signed) (int64, error) {
 		}
 		pos := s.nextPos + uint64(i)
 		err = errors.Join(
-			txn.Set(logKey(pos), encodeLogValue(part, sm.ReadingSeq, enc)),
-			txn.Set(indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID), putU64(pos)),
+			putMessage(txn, pos, part, sm.ReadingSeq, id, enc),
 			txn.Delete(readingKey(sm.ReadingSeq)),
 		)
 		if err != nil {
@@ -98,6 +97,14 @@ func (s *Store) putSigned(txn *badger.Txn, msgs []Signed) (int64, error) {
 		total += int64(len(enc))
 	}
 	return total, nil
+}
+
+// putMessage writes one message's log entry and its index key.
+func putMessage(txn *badger.Txn, pos uint64, part uint32, readingSeq uint64, id *streamr.MessageID, enc []byte) error {
+	return errors.Join(
+		txn.Set(logKey(pos), encodeLogValue(part, readingSeq, enc)),
+		txn.Set(indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID), putU64(pos)),
+	)
 }
 
 func checkPending(txn *badger.Txn, seq uint64) error {
