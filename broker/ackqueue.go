@@ -33,13 +33,12 @@ import (
 type ackQueue struct {
 	h      *hook
 	cl     *mqtt.Client
-	inline *mqtt.Client // delivers on cl's behalf; same ID, so pk.Origin stays cl's
+	inline *mqtt.Client // delivers on cl's behalf (same ID, so pk.Origin stays cl's); set by run
 
 	ctx    context.Context // cancelled on disconnect, shutdown, or a failed Wait
 	cancel context.CancelFunc
 	slots  chan struct{} // one token per QoS 1 PUBLISH being decided or queued; cap = receive maximum
-	queue  chan queued   // served by run in order; never full, as slots bounds it
-	done   chan struct{} // closed when run returns
+	queue  chan *queued  // served by run in order; never full, as slots bounds it
 
 	started bool // run was started; accessed by the read goroutine only
 }
@@ -57,12 +56,10 @@ func newAckQueue(h *hook, cl *mqtt.Client) *ackQueue {
 	return &ackQueue{
 		h:      h,
 		cl:     cl,
-		inline: h.srv.NewClient(nil, mqtt.LocalListener, cl.ID, true),
 		ctx:    ctx,
 		cancel: cancel,
 		slots:  make(chan struct{}, h.receiveMaximum),
-		queue:  make(chan queued, h.receiveMaximum),
-		done:   make(chan struct{}),
+		queue:  make(chan *queued, h.receiveMaximum),
 	}
 }
 
@@ -76,9 +73,7 @@ func (q *ackQueue) acquire() bool {
 	select {
 	case q.slots <- struct{}{}:
 		return true
-	case <-q.ctx.Done():
-		return false
-	case <-q.done:
+	case <-q.ctx.Done(): // also when run has returned
 		return false
 	}
 }
@@ -91,7 +86,7 @@ func (q *ackQueue) release() { <-q.slots }
 func (q *ackQueue) behind() bool { return len(q.slots) > 1 }
 
 // push queues e, handing its slot to the queue. Only the read goroutine calls it.
-func (q *ackQueue) push(e queued) {
+func (q *ackQueue) push(e *queued) {
 	if !q.started {
 		q.started = true
 		q.h.workers.Add(1)
@@ -100,13 +95,15 @@ func (q *ackQueue) push(e queued) {
 	q.queue <- e
 }
 
-// stop makes run return after the current message without acking anything more.
+// stop cancels the outstanding Wait and makes run return without acking anything more.
 func (q *ackQueue) stop() { q.cancel() }
 
 func (q *ackQueue) run() {
 	defer q.h.workers.Done()
-	defer close(q.done)
-	defer q.cancel()
+	defer q.cancel() // unblocks acquire
+	// Created here, not in newAckQueue: mochi allocates an outbound queue for every client, and
+	// clients whose messages are all durable at once never need it.
+	q.inline = q.h.srv.NewClient(nil, mqtt.LocalListener, q.cl.ID, true)
 	for {
 		select {
 		case <-q.ctx.Done():
@@ -122,7 +119,7 @@ func (q *ackQueue) run() {
 
 // complete waits for e, delivers and acknowledges it. It returns false if the queue must stop:
 // the client is gone, the broker is shutting down, or the connection was closed on purpose.
-func (q *ackQueue) complete(e queued) bool {
+func (q *ackQueue) complete(e *queued) bool {
 	if e.wait != nil && !q.cl.Closed() {
 		if err := e.wait(q.ctx); err != nil {
 			if q.ctx.Err() == nil {
@@ -134,14 +131,18 @@ func (q *ackQueue) complete(e queued) bool {
 	if q.ctx.Err() != nil || q.cl.Closed() {
 		return false // abandoned: the client will resend it, nobody can be acked
 	}
-	switch {
-	case e.closeConn:
+	if e.closeConn {
 		q.h.closeWithoutAck(q.cl)
 		return false
-	case e.code == Success:
+	}
+	if e.code == Success {
 		q.deliver(e.pk)
 	}
-	return q.h.writeAck(q.cl, e.pk, e.code) == nil
+	if err := q.h.writeAck(q.cl, e.pk, e.code); err != nil {
+		q.h.closeWithoutAck(q.cl) // the client must not wait for this ack forever
+		return false
+	}
+	return true
 }
 
 // deliver retains and publishes pk to subscribers through mochi, as processPublish would have.

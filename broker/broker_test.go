@@ -645,6 +645,7 @@ func TestMetrics(t *testing.T) {
 		"tributary_broker_publish_accepted_total":                 2,
 		"tributary_broker_publish_rejected_total{quota_exceeded}": 1,
 		"tributary_broker_publish_rejected_total{not_authorized}": 0,
+		"tributary_broker_publish_wait_failed_total":              0,
 		"tributary_broker_auth_failures_total":                    0,
 		"tributary_broker_subscribe_refused_total":                0,
 	} {

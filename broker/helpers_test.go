@@ -176,6 +176,12 @@ func dialV5(t testing.TB, addr, id, user, pass string) (v5, error) {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
+	return dialV5Conn(t, conn, id, user, pass)
+}
+
+// dialV5Conn connects an MQTT 5 client over conn.
+func dialV5Conn(t testing.TB, conn net.Conn, id, user, pass string) (v5, error) {
+	t.Helper()
 	received := make(chan *paho.Publish, 100)
 	c := paho.NewClient(paho.ClientConfig{
 		ClientID:      id,
@@ -187,7 +193,7 @@ func dialV5(t testing.TB, addr, id, user, pass string) (v5, error) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	_, err = c.Connect(ctx, &paho.Connect{
+	_, err := c.Connect(ctx, &paho.Connect{
 		ClientID: id, KeepAlive: 30, CleanStart: true,
 		Username: user, UsernameFlag: user != "", Password: []byte(pass), PasswordFlag: pass != "",
 	})

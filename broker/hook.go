@@ -139,7 +139,7 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			return pk, nil
 		}
 		if q.behind() {
-			q.push(queued{pk: pk, code: TopicNameInvalid})
+			q.push(&queued{pk: pk, code: TopicNameInvalid})
 			return pk, nil
 		}
 		q.release()
@@ -204,7 +204,7 @@ func (h *hook) answer(q *ackQueue, cl *mqtt.Client, pk packets.Packet, v Verdict
 		}
 		return h.refuse(cl, pk, v.Code)
 	}
-	e := queued{pk: pk, code: v.Code, wait: v.Wait}
+	e := &queued{pk: pk, code: v.Code, wait: v.Wait}
 	if v.Code != Success && h.refusalCloses(cl, pk, v.Code) {
 		h.draining.Store(cl, struct{}{}) // later PUBLISHes are dropped unacknowledged
 		e.closeConn = true

@@ -105,6 +105,9 @@ type Verdict struct {
 //     PUBREC/PUBREL exchange), so QoS 2 messages of one client are not pipelined.
 //   - QoS 0: Wait is not called; the message is delivered at once.
 //
+// Order is kept among one client's messages of the same QoS, as MQTT requires (MQTT-4.6.0-2,
+// 4.6.0-6); a QoS 0 or 2 message may overtake QoS 1 messages still waiting for durability.
+//
 // If Wait fails, the message is not acknowledged and the client's connection is closed, so
 // that the client sends it again after reconnecting: an acknowledged message is never lost,
 // but one that failed may be handed to the Handler twice.

@@ -20,7 +20,7 @@ import (
 // gatedHandler accepts messages with a Wait that blocks until the test releases that payload's
 // gate (or ctx is done); payloads in refuse or durable are answered without a Wait.
 type gatedHandler struct {
-	refuse  map[string]ReasonCode // refused with this code
+	refuse  map[string]ReasonCode // refused once with this code (guarded by mu)
 	durable map[string]bool       // accepted with a nil Wait
 
 	cancelled chan string // payloads whose Wait returned because ctx was done
@@ -38,8 +38,10 @@ func (h *gatedHandler) HandlePublish(_ context.Context, m *Message) Verdict {
 	p := string(m.Payload)
 	h.mu.Lock()
 	h.calls = append(h.calls, p)
+	code, refused := h.refuse[p]
+	delete(h.refuse, p)
 	h.mu.Unlock()
-	if code, ok := h.refuse[p]; ok {
+	if refused {
 		return Verdict{Code: code}
 	}
 	if h.durable[p] {
@@ -238,29 +240,120 @@ func payloads(n int) []string {
 }
 
 func TestQoS1Pipelined(t *testing.T) {
-	h := newGatedHandler()
-	h.refuse = map[string]ReasonCode{"m4": NotAuthorized} // MQTT 3.1.1: acked and dropped
-	h.durable = map[string]bool{"m6": true}
-	b := startBroker(t, Config{}, h)
-	pub, wire := dialTapped(t, b.tcpAddr(), "pub", nil)
-	ps := payloads(10)
-	toks := publishAll(pub, "t/1", ps)
+	for _, tc := range []struct {
+		name    string
+		publish func(t *testing.T, addr string, ps []string) (*wireLog, func(t *testing.T))
+	}{
+		{"v3", publishAllV3},
+		{"v5", publishAllV5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newGatedHandler()
+			h.refuse = map[string]ReasonCode{"m4": NotAuthorized} // 3.1.1: acked and dropped; 5: 0x87
+			h.durable = map[string]bool{"m6": true}
+			b := startBroker(t, Config{}, h)
+			ps := payloads(10)
+			wire, waitAcks := tc.publish(t, b.tcpAddr(), ps)
 
-	// Nothing is durable yet, yet all ten reach the handler: the read loop is not blocked.
-	h.waitCalls(t, len(ps))
-	if got := h.called(); !slices.Equal(got, ps) {
-		t.Fatalf("handler calls %v, want %v", got, ps)
+			// Nothing is durable yet, yet all ten reach the handler: the read loop is not blocked.
+			h.waitCalls(t, len(ps))
+			if got := h.called(); !slices.Equal(got, ps) {
+				t.Fatalf("handler calls %v, want %v", got, ps)
+			}
+			// Later messages become durable first; the refused and the durable one are behind m0 too.
+			for _, p := range []string{"m9", "m7", "m5", "m3", "m1", "m8", "m2"} {
+				h.release(p, nil)
+			}
+			expectNoAcks(t, wire, 0)
+			h.release("m0", nil)
+			waitAcks(t)
+			checkAckOrder(t, wire)
+			if s := b.Stats(); s.Accepted != 9 || s.Rejected[NotAuthorized] != 1 {
+				t.Errorf("stats %+v, want 9 accepted, 1 not authorized", s)
+			}
+		})
 	}
-	// Later messages become durable first; the refused and the durable ones are behind m0 too.
-	for _, p := range []string{"m9", "m7", "m5", "m3", "m1", "m8", "m2"} {
-		h.release(p, nil)
+}
+
+// publishAllV3 publishes ps as QoS 1 from an MQTT 3.1.1 client without waiting for acks.
+func publishAllV3(t *testing.T, addr string, ps []string) (*wireLog, func(t *testing.T)) {
+	c, wire := dialTapped(t, addr, "pub", nil)
+	toks := publishAll(c, "t/1", ps)
+	return wire, func(t *testing.T) { waitTokens(t, toks) }
+}
+
+// publishAllV5 publishes ps as QoS 1 from an MQTT 5 client, each once the previous one is on
+// the wire, without waiting for acks; m4 must be refused with NotAuthorized.
+func publishAllV5(t *testing.T, addr string, ps []string) (*wireLog, func(t *testing.T)) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
 	}
+	wire := &wireLog{}
+	c, err := dialV5Conn(t, tappedConn{conn, wire}, "pub", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	responses := make([]chan *paho.PublishResponse, len(ps))
+	for i, p := range ps {
+		responses[i] = make(chan *paho.PublishResponse, 1)
+		go func() {
+			resp, _ := c.publish(t, &paho.Publish{Topic: "t/1", QoS: 1, Payload: []byte(p)})
+			responses[i] <- resp
+		}()
+		for deadline := time.Now().Add(waitTimeout); ; time.Sleep(time.Millisecond) {
+			if sent, _ := wire.ids(); len(sent) > i {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not sent", p)
+			}
+		}
+	}
+	return wire, func(t *testing.T) {
+		for i, ch := range responses {
+			want := byte(Success)
+			if ps[i] == "m4" {
+				want = byte(NotAuthorized)
+			}
+			if resp := <-ch; resp == nil || resp.ReasonCode != want {
+				t.Errorf("%s: publish response %+v, want reason 0x%02x", ps[i], resp, want)
+			}
+		}
+	}
+}
+
+func TestQuotaExceededBehindPendingMQTT311(t *testing.T) {
+	// A refusal that closes the connection waits for the PUBACKs of earlier messages.
+	h := newGatedHandler()
+	h.refuse = map[string]ReasonCode{"m1": QuotaExceeded}
+	b := startBroker(t, Config{}, h)
+	lost := make(chan error, 1)
+	pub, wire := dialTapped(t, b.tcpAddr(), "pub", func(o *mqttv3.ClientOptions) {
+		o.SetCleanSession(false).SetConnectionLostHandler(func(_ mqttv3.Client, err error) { lost <- err })
+	})
+	toks := publishAll(pub, "t/1", payloads(2))
+	h.waitCalls(t, 2)
 	expectNoAcks(t, wire, 0)
 	h.release("m0", nil)
-	waitTokens(t, toks)
-	checkAckOrder(t, wire)
-	if s := b.Stats(); s.Accepted != 9 || s.Rejected[NotAuthorized] != 1 {
-		t.Errorf("stats %+v, want 9 accepted, 1 not authorized", s)
+	select {
+	case <-lost:
+	case <-time.After(waitTimeout):
+		t.Fatal("client not disconnected")
+	}
+	waitTokens(t, toks[:1])
+	if published, acked := wire.ids(); !slices.Equal(acked, published[:1]) {
+		t.Fatalf("PUBACKs %v for PUBLISHes %v, want only the first acknowledged", acked, published)
+	}
+	assertRejected(t, b, QuotaExceeded, "pub", "t/1")
+
+	h.release("m1", nil)
+	if tok := pub.Connect(); !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("reconnect: %v", tok.Error())
+	}
+	h.waitCalls(t, 3)
+	if got := h.called(); !slices.Equal(got, []string{"m0", "m1", "m1"}) {
+		t.Fatalf("handler calls %v, want m1 resent after reconnecting", got)
 	}
 }
 
