@@ -1,0 +1,356 @@
+package bridge
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// Resender fetches messages of one chain that a subscriber missed, from
+// the publisher or from nodes that store the stream. The messages it
+// returns must be validated (signature, stream part) like overlay ones.
+type Resender interface {
+	Resend(ctx context.Context, q ResendQuery) ([]*streamr.StreamMessage, error)
+}
+
+// PositionStore persists how far each chain was delivered, so a restarted
+// subscriber asks for what it missed instead of skipping it.
+type PositionStore interface {
+	ChainState(key string) (streamr.ChainState, bool, error)
+	SaveChainStates(ctx context.Context, states map[string]streamr.ChainState) error
+}
+
+// OrderConfig configures an Orderer. Zero durations and counts take the
+// Streamr SDK's defaults.
+type OrderConfig struct {
+	Name           string        // distinguishes the positions of several orderers (e.g. "mqtt", "store")
+	Positions      PositionStore // required
+	Resender       Resender      // nil: gaps are waited out, then skipped
+	GapFillTimeout time.Duration // wait for a missing message before asking (default 5s)
+	RetryInterval  time.Duration // between resend requests for one gap (default 5s)
+	MaxGapRequests int           // requests before a gap is given up (default 5)
+	MaxHeld        int           // messages held per chain while a gap is open (default 10,000)
+	FlushInterval  time.Duration // how often delivered positions are saved (default 100ms)
+	Registerer     prometheus.Registerer
+	Logger         *slog.Logger
+}
+
+// Orderer delivers each (publisher, chain) of a stream partition in order
+// and exactly once: it drops duplicates and stale messages, holds messages
+// that arrive after a gap (detected from prevMsgRef), and fills gaps with
+// resend requests. It is safe for concurrent use.
+type Orderer struct {
+	cfg     OrderConfig
+	log     *slog.Logger
+	metrics *orderMetrics
+
+	mu     sync.Mutex
+	chains map[string]*orderedChain
+	dirty  map[string]streamr.ChainState
+	wake   chan struct{}
+	fills  sync.WaitGroup // resend requests in flight
+}
+
+type orderMetrics struct {
+	delivered, stale, held, gaps, filled, lost, overflow prometheus.Counter
+}
+
+func newOrderMetrics(name string, reg prometheus.Registerer) *orderMetrics {
+	c := func(metric, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bridge_order_" + metric + "_total", Help: help, ConstLabels: prometheus.Labels{"orderer": name},
+		})
+	}
+	m := &orderMetrics{
+		delivered: c("delivered", "Messages delivered in chain order."),
+		stale:     c("stale", "Duplicate or already delivered messages dropped."),
+		held:      c("held", "Messages held back behind a gap."),
+		gaps:      c("gaps", "Gaps detected from prevMsgRef."),
+		filled:    c("filled", "Messages recovered by resend requests."),
+		lost:      c("lost", "Gaps given up after every resend attempt failed."),
+		overflow:  c("overflow", "Times a chain held too many messages and its gap was given up."),
+	}
+	if reg != nil {
+		reg.MustRegister(m.delivered, m.stale, m.held, m.gaps, m.filled, m.lost, m.overflow)
+	}
+	return m
+}
+
+// NewOrderer returns an Orderer; Run persists positions and fills gaps.
+func NewOrderer(cfg OrderConfig) *Orderer {
+	if cfg.GapFillTimeout <= 0 {
+		cfg.GapFillTimeout = 5 * time.Second
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 5 * time.Second
+	}
+	if cfg.MaxGapRequests <= 0 {
+		cfg.MaxGapRequests = 5
+	}
+	if cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = 10_000
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 100 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Orderer{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: newOrderMetrics(cfg.Name, cfg.Registerer),
+		chains:  make(map[string]*orderedChain),
+		dirty:   make(map[string]streamr.ChainState),
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// orderedChain is one (stream part, publisher, chain) at the subscriber.
+type orderedChain struct {
+	key     string
+	part    streamr.StreamPartID
+	pub     []byte
+	id      string
+	deliver func(*streamr.StreamMessage)
+	last    *streamr.MessageRef // last delivered
+	held    msgHeap
+
+	gapSince    time.Time // zero: no open gap
+	lastRequest time.Time
+	requests    int
+	filling     bool
+}
+
+// Add takes a validated message and delivers it, and any held messages
+// it unblocks, through deliver (called with the Orderer's lock held, in
+// chain order).
+func (o *Orderer) Add(m *streamr.StreamMessage, deliver func(*streamr.StreamMessage)) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	c, err := o.chain(m, deliver)
+	if err != nil {
+		return err
+	}
+	o.add(c, m)
+	return nil
+}
+
+func (o *Orderer) add(c *orderedChain, m *streamr.StreamMessage) {
+	ref := m.ID.Ref()
+	switch {
+	case c.last != nil && ref.Compare(*c.last) <= 0:
+		o.metrics.stale.Inc()
+	case c.last == nil || m.PrevMsgRef == nil || *m.PrevMsgRef == *c.last:
+		o.deliver(c, m)
+		o.drain(c)
+	default:
+		o.hold(c, m)
+	}
+}
+
+func (o *Orderer) deliver(c *orderedChain, m *streamr.StreamMessage) {
+	ref := m.ID.Ref()
+	c.deliver(m)
+	c.last = &ref
+	o.dirty[c.key] = streamr.ChainState{ID: c.id, Last: &ref}
+	o.metrics.delivered.Inc()
+}
+
+// drain delivers held messages that follow on from the last delivered.
+func (o *Orderer) drain(c *orderedChain) {
+	for c.held.Len() > 0 {
+		next := c.held[0]
+		switch {
+		case next.ID.Ref().Compare(*c.last) <= 0:
+			heap.Pop(&c.held)
+			o.metrics.stale.Inc()
+		case next.PrevMsgRef == nil || *next.PrevMsgRef == *c.last:
+			heap.Pop(&c.held)
+			o.deliver(c, next)
+		default:
+			return // still a gap before next
+		}
+	}
+	c.gapSince, c.requests = time.Time{}, 0
+}
+
+func (o *Orderer) hold(c *orderedChain, m *streamr.StreamMessage) {
+	for _, h := range c.held {
+		if h.ID.Ref() == m.ID.Ref() {
+			o.metrics.stale.Inc()
+			return
+		}
+	}
+	heap.Push(&c.held, m)
+	o.metrics.held.Inc()
+	if c.gapSince.IsZero() {
+		c.gapSince = time.Now()
+		o.metrics.gaps.Inc()
+		o.log.Debug("gap detected", "stream_part", c.part.String(), "chain", c.id, "after", c.last, "before", m.PrevMsgRef)
+		select {
+		case o.wake <- struct{}{}:
+		default:
+		}
+	}
+	if c.held.Len() > o.cfg.MaxHeld {
+		o.metrics.overflow.Inc()
+		o.log.Warn("too many messages held behind a gap: giving it up", "stream_part", c.part.String(), "chain", c.id, "held", c.held.Len())
+		o.skipGap(c)
+	}
+}
+
+// skipGap gives up the gap before the first held message (the SDK's
+// "light" strategy) and delivers what follows.
+func (o *Orderer) skipGap(c *orderedChain) {
+	if c.held.Len() == 0 {
+		return
+	}
+	o.metrics.lost.Inc()
+	next := c.held[0]
+	if next.PrevMsgRef != nil {
+		skipped := *next.PrevMsgRef
+		c.last = &skipped
+	} else {
+		c.last = nil
+	}
+	o.drain(c)
+}
+
+func (o *Orderer) chain(m *streamr.StreamMessage, deliver func(*streamr.StreamMessage)) (*orderedChain, error) {
+	key := o.positionKey(m)
+	if c, ok := o.chains[key]; ok {
+		return c, nil
+	}
+	c := &orderedChain{key: key, part: m.ID.StreamPart(), pub: m.ID.PublisherID, id: m.ID.MsgChainID, deliver: deliver}
+	st, ok, err := o.cfg.Positions.ChainState(key)
+	if err != nil {
+		return nil, fmt.Errorf("load delivered position of %s chain %s: %w", c.part, c.id, err)
+	}
+	if ok && st.Last != nil {
+		last := *st.Last
+		c.last = &last
+	}
+	o.chains[key] = c
+	return c, nil
+}
+
+func (o *Orderer) positionKey(m *streamr.StreamMessage) string {
+	return "delivered/" + o.cfg.Name + "\x00" + m.ID.StreamPart().String() + "\x00" + m.ID.PublisherHex() + "\x00" + m.ID.MsgChainID
+}
+
+// Run saves delivered positions every FlushInterval and fills gaps, until
+// ctx is done; it saves once more on the way out.
+func (o *Orderer) Run(ctx context.Context) error {
+	t := time.NewTicker(o.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			o.fills.Wait()
+			return o.flush(context.WithoutCancel(ctx))
+		case <-t.C:
+		case <-o.wake:
+		}
+		if err := o.flush(ctx); err != nil {
+			o.log.Warn("save delivered positions", "err", err)
+		}
+		o.fillGaps(ctx)
+	}
+}
+
+func (o *Orderer) flush(ctx context.Context) error {
+	o.mu.Lock()
+	dirty := o.dirty
+	o.dirty = make(map[string]streamr.ChainState)
+	o.mu.Unlock()
+	if len(dirty) == 0 {
+		return nil
+	}
+	return o.cfg.Positions.SaveChainStates(ctx, dirty)
+}
+
+// gapRequest is one resend due now.
+type gapRequest struct {
+	c *orderedChain
+	q ResendQuery
+}
+
+// fillGaps sends the resend requests that are due, and gives up gaps
+// whose requests are exhausted.
+func (o *Orderer) fillGaps(ctx context.Context) {
+	now := time.Now()
+	var due []gapRequest
+	o.mu.Lock()
+	for _, c := range o.chains {
+		if c.gapSince.IsZero() || c.filling || now.Sub(c.gapSince) < o.cfg.GapFillTimeout {
+			continue
+		}
+		if c.requests >= o.cfg.MaxGapRequests || o.cfg.Resender == nil {
+			o.log.Warn("gap not filled: skipping it", "stream_part", c.part.String(), "chain", c.id, "after", c.last, "requests", c.requests)
+			o.skipGap(c)
+			continue
+		}
+		if c.requests > 0 && now.Sub(c.lastRequest) < o.cfg.RetryInterval {
+			continue
+		}
+		c.requests++
+		c.lastRequest, c.filling = now, true
+		due = append(due, gapRequest{c: c, q: o.gapQuery(c)})
+	}
+	o.mu.Unlock()
+	for _, r := range due {
+		o.fills.Go(func() { o.fill(ctx, r) })
+	}
+}
+
+// gapQuery asks for the messages after the last delivered one up to the
+// first held message's predecessor, as the SDK's gap fill does.
+func (o *Orderer) gapQuery(c *orderedChain) ResendQuery {
+	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, To: *c.held[0].PrevMsgRef}
+	if c.last != nil {
+		q.From = streamr.MessageRef{Timestamp: c.last.Timestamp, SequenceNumber: c.last.SequenceNumber + 1}
+	}
+	return q
+}
+
+func (o *Orderer) fill(ctx context.Context, r gapRequest) {
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.RetryInterval)
+	defer cancel()
+	msgs, err := o.cfg.Resender.Resend(ctx, r.q)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r.c.filling = false
+	if err != nil {
+		o.log.Info("gap fill request failed", "stream_part", r.c.part.String(), "chain", r.c.id, "attempt", r.c.requests, "err", err)
+		return
+	}
+	for _, m := range msgs {
+		if m.ID.MsgChainID != r.c.id || m.ID.PublisherHex() != streamr.UserID(r.c.pub) {
+			continue
+		}
+		o.metrics.filled.Inc()
+		o.add(r.c, m)
+	}
+}
+
+// msgHeap orders held messages by (timestamp, sequence number).
+type msgHeap []*streamr.StreamMessage
+
+func (h msgHeap) Len() int           { return len(h) }
+func (h msgHeap) Less(i, j int) bool { return h[i].ID.Ref().Compare(h[j].ID.Ref()) < 0 }
+func (h msgHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *msgHeap) Push(x any)        { *h = append(*h, x.(*streamr.StreamMessage)) }
+func (h *msgHeap) Pop() any {
+	old := *h
+	m := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return m
+}

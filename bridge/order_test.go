@@ -1,0 +1,196 @@
+package bridge
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// memPositions is an in-memory PositionStore.
+type memPositions struct {
+	mu     sync.Mutex
+	states map[string]streamr.ChainState
+}
+
+func (m *memPositions) ChainState(key string) (streamr.ChainState, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.states[key]
+	return s, ok, nil
+}
+
+func (m *memPositions) SaveChainStates(_ context.Context, states map[string]streamr.ChainState) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, v := range states {
+		m.states[k] = v
+	}
+	return nil
+}
+
+// chainMessages builds a chain of n messages: timestamps 1000, 1001, …
+func chainMessages(n int) []*streamr.StreamMessage {
+	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/order"}
+	chain := streamr.NewChain("chain-1")
+	msgs := make([]*streamr.StreamMessage, n)
+	for i := range msgs {
+		ref, prev := chain.Next(int64(1000 + i))
+		msgs[i] = &streamr.StreamMessage{
+			ID: streamr.MessageID{StreamID: part.Stream, Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber,
+				PublisherID: make([]byte, 20), MsgChainID: chain.ID()},
+			PrevMsgRef: prev,
+			Body:       &streamr.ContentMessage{Content: []byte("{}")},
+		}
+	}
+	return msgs
+}
+
+// fakeResender answers from a fixed set of messages, after failing fails times.
+type fakeResender struct {
+	mu    sync.Mutex
+	msgs  []*streamr.StreamMessage
+	fails int
+	calls int
+}
+
+func (r *fakeResender) Resend(_ context.Context, q ResendQuery) ([]*streamr.StreamMessage, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.calls <= r.fails {
+		return nil, ErrNoPeers
+	}
+	var out []*streamr.StreamMessage
+	for _, m := range r.msgs {
+		if ref := m.ID.Ref(); ref.Compare(q.From) >= 0 && ref.Compare(q.To) <= 0 {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+type collector struct {
+	mu  sync.Mutex
+	got []int64
+}
+
+func (c *collector) deliver(m *streamr.StreamMessage) {
+	c.mu.Lock()
+	c.got = append(c.got, m.ID.Timestamp-1000)
+	c.mu.Unlock()
+}
+
+func (c *collector) wait(t *testing.T, n int) []int64 {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		got := append([]int64(nil), c.got...)
+		c.mu.Unlock()
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func runOrderer(t *testing.T, cfg OrderConfig) *Orderer {
+	t.Helper()
+	cfg.GapFillTimeout, cfg.RetryInterval, cfg.FlushInterval = 30*time.Millisecond, 20*time.Millisecond, 10*time.Millisecond
+	o := NewOrderer(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return o
+}
+
+func TestOrderer(t *testing.T) {
+	msgs := chainMessages(6)
+	tests := []struct {
+		name     string
+		arrive   []int // indexes into msgs, in arrival order
+		resender *fakeResender
+		want     []int64
+	}{
+		{"in order", []int{0, 1, 2, 3}, nil, []int64{0, 1, 2, 3}},
+		{"duplicates and stale dropped", []int{0, 1, 1, 0, 2}, nil, []int64{0, 1, 2}},
+		{"reordered", []int{0, 2, 3, 1, 4}, nil, []int64{0, 1, 2, 3, 4}},
+		{"gap filled by resend", []int{0, 1, 4, 5}, &fakeResender{msgs: msgs}, []int64{0, 1, 2, 3, 4, 5}},
+		{"gap filled after failed requests", []int{0, 3}, &fakeResender{msgs: msgs, fails: 2}, []int64{0, 1, 2, 3}},
+		{"gap skipped when nobody has it", []int{0, 3, 4}, &fakeResender{fails: 100}, []int64{0, 3, 4}},
+		{"gap skipped without a resender", []int{0, 2}, nil, []int64{0, 2}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}, MaxGapRequests: 3}
+			if tc.resender != nil {
+				cfg.Resender = tc.resender
+			}
+			o := runOrderer(t, cfg)
+			var c collector
+			for _, i := range tc.arrive {
+				if err := o.Add(msgs[i], c.deliver); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := c.wait(t, len(tc.want))
+			if len(got) != len(tc.want) {
+				t.Fatalf("delivered %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("delivered %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// A restarted subscriber continues from its saved position: what it missed
+// while down is filled instead of skipped.
+func TestOrdererResumesFromSavedPosition(t *testing.T) {
+	msgs := chainMessages(5)
+	positions := &memPositions{states: map[string]streamr.ChainState{}}
+	var first collector
+	o := NewOrderer(OrderConfig{Name: "test", Positions: positions})
+	for _, m := range msgs[:2] {
+		if err := o.Add(m, first.deliver); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := o.flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	restarted := runOrderer(t, OrderConfig{Name: "test", Positions: positions, Resender: &fakeResender{msgs: msgs}})
+	var second collector
+	if err := restarted.Add(msgs[4], second.deliver); err != nil { // 2 and 3 were missed while down
+		t.Fatal(err)
+	}
+	got := second.wait(t, 3)
+	if len(got) != 3 || got[0] != 2 || got[1] != 3 || got[2] != 4 {
+		t.Fatalf("after restart delivered %v, want [2 3 4]", got)
+	}
+}
+
+func TestOrdererBoundsHeldMessages(t *testing.T) {
+	msgs := chainMessages(10)
+	o := NewOrderer(OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}, MaxHeld: 3})
+	var c collector
+	for _, i := range []int{0, 2, 3, 4, 5} { // 1 is missing; the fourth held message overflows
+		if err := o.Add(msgs[i], c.deliver); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.wait(t, 5); len(got) != 5 || got[1] != 2 {
+		t.Fatalf("delivered %v, want [0 2 3 4 5] once the bound is hit", got)
+	}
+}
