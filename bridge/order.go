@@ -51,6 +51,12 @@ type Orderer struct {
 	log     *slog.Logger
 	metrics *orderMetrics
 
+	// start is when the Orderer began, less a clock-skew margin: a chain
+	// seen for the first time is taken up from its first message at or
+	// after start, so a predecessor published after the subscriber started
+	// is waited for (and filled) rather than skipped.
+	start int64
+
 	mu     sync.Mutex
 	chains map[string]*orderedChain
 	dirty  map[string]streamr.ChainState
@@ -104,6 +110,7 @@ func NewOrderer(cfg OrderConfig) *Orderer {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Orderer{
+		start:   time.Now().Add(-startSkew).UnixMilli(),
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: newOrderMetrics(cfg.Name, cfg.Registerer),
@@ -112,6 +119,10 @@ func NewOrderer(cfg OrderConfig) *Orderer {
 		wake:    make(chan struct{}, 1),
 	}
 }
+
+// startSkew is how far a publisher's clock may be behind ours before a
+// chain's first messages are mistaken for ones from before we started.
+const startSkew = 30 * time.Second
 
 // orderedChain is one (stream part, publisher, chain) at the subscriber.
 type orderedChain struct {
@@ -144,16 +155,26 @@ func (o *Orderer) Add(m *streamr.StreamMessage, deliver func(*streamr.StreamMess
 }
 
 func (o *Orderer) add(c *orderedChain, m *streamr.StreamMessage) {
-	ref := m.ID.Ref()
 	switch {
-	case c.last != nil && ref.Compare(*c.last) <= 0:
+	case c.last != nil && m.ID.Ref().Compare(*c.last) <= 0:
 		o.metrics.stale.Inc()
-	case c.last == nil || m.PrevMsgRef == nil || *m.PrevMsgRef == *c.last:
+	case o.follows(c, m):
 		o.deliver(c, m)
 		o.drain(c)
 	default:
 		o.hold(c, m)
 	}
+}
+
+// follows reports whether m comes right after what c delivered: its
+// predecessor is the last delivered message, or, for a chain not yet
+// delivered from, it has none or one from before the Orderer started.
+func (o *Orderer) follows(c *orderedChain, m *streamr.StreamMessage) bool {
+	prev := m.PrevMsgRef
+	if c.last == nil {
+		return prev == nil || prev.Timestamp < o.start
+	}
+	return prev == nil || *prev == *c.last
 }
 
 func (o *Orderer) deliver(c *orderedChain, m *streamr.StreamMessage) {
@@ -169,10 +190,10 @@ func (o *Orderer) drain(c *orderedChain) {
 	for c.held.Len() > 0 {
 		next := c.held[0]
 		switch {
-		case next.ID.Ref().Compare(*c.last) <= 0:
+		case c.last != nil && next.ID.Ref().Compare(*c.last) <= 0:
 			heap.Pop(&c.held)
 			o.metrics.stale.Inc()
-		case next.PrevMsgRef == nil || *next.PrevMsgRef == *c.last:
+		case o.follows(c, next):
 			heap.Pop(&c.held)
 			o.deliver(c, next)
 		default:
@@ -314,7 +335,8 @@ func (o *Orderer) fillGaps(ctx context.Context) {
 // gapQuery asks for the messages after the last delivered one up to the
 // first held message's predecessor, as the SDK's gap fill does.
 func (o *Orderer) gapQuery(c *orderedChain) ResendQuery {
-	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, To: *c.held[0].PrevMsgRef}
+	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, To: *c.held[0].PrevMsgRef,
+		From: streamr.MessageRef{Timestamp: o.start}}
 	if c.last != nil {
 		q.From = streamr.MessageRef{Timestamp: c.last.Timestamp, SequenceNumber: c.last.SequenceNumber + 1}
 	}

@@ -31,13 +31,17 @@ func (m *memPositions) SaveChainStates(_ context.Context, states map[string]stre
 	return nil
 }
 
-// chainMessages builds a chain of n messages: timestamps 1000, 1001, …
+// chainStart is the first timestamp of test chains: recent, as a live
+// publisher's would be.
+var chainStart = time.Now().UnixMilli()
+
+// chainMessages builds a chain of n messages: timestamps chainStart, +1, …
 func chainMessages(n int) []*streamr.StreamMessage {
 	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/order"}
 	chain := streamr.NewChain("chain-1")
 	msgs := make([]*streamr.StreamMessage, n)
 	for i := range msgs {
-		ref, prev := chain.Next(int64(1000 + i))
+		ref, prev := chain.Next(chainStart + int64(i))
 		msgs[i] = &streamr.StreamMessage{
 			ID: streamr.MessageID{StreamID: part.Stream, Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber,
 				PublisherID: make([]byte, 20), MsgChainID: chain.ID()},
@@ -79,7 +83,7 @@ type collector struct {
 
 func (c *collector) deliver(m *streamr.StreamMessage) {
 	c.mu.Lock()
-	c.got = append(c.got, m.ID.Timestamp-1000)
+	c.got = append(c.got, m.ID.Timestamp-chainStart)
 	c.mu.Unlock()
 }
 
@@ -124,6 +128,7 @@ func TestOrderer(t *testing.T) {
 		{"in order", []int{0, 1, 2, 3}, nil, []int64{0, 1, 2, 3}},
 		{"duplicates and stale dropped", []int{0, 1, 1, 0, 2}, nil, []int64{0, 1, 2}},
 		{"reordered", []int{0, 2, 3, 1, 4}, nil, []int64{0, 1, 2, 3, 4}},
+		{"first message of a new chain arrives late", []int{1, 2, 0, 3}, nil, []int64{0, 1, 2, 3}},
 		{"gap filled by resend", []int{0, 1, 4, 5}, &fakeResender{msgs: msgs}, []int64{0, 1, 2, 3, 4, 5}},
 		{"gap filled after failed requests", []int{0, 3}, &fakeResender{msgs: msgs, fails: 2}, []int64{0, 1, 2, 3}},
 		{"gap skipped when nobody has it", []int{0, 3, 4}, &fakeResender{fails: 100}, []int64{0, 3, 4}},
@@ -192,5 +197,27 @@ func TestOrdererBoundsHeldMessages(t *testing.T) {
 	}
 	if got := c.wait(t, 5); len(got) != 5 || got[1] != 2 {
 		t.Fatalf("delivered %v, want [0 2 3 4 5] once the bound is hit", got)
+	}
+}
+
+// A subscriber that starts in the middle of a long-running chain takes it
+// up from the first message it sees: what was published before it started
+// is a resend question, not a gap.
+func TestOrdererJoinsRunningChain(t *testing.T) {
+	old := chainStart
+	chainStart = time.Now().Add(-time.Hour).UnixMilli()
+	msgs := chainMessages(8)
+	chainStart = old
+	o := NewOrderer(OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}})
+	var c collector
+	for _, m := range msgs[5:] {
+		if err := o.Add(m, c.deliver); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.got) != 3 {
+		t.Fatalf("delivered %d of the 3 messages seen, want all at once", len(c.got))
 	}
 }

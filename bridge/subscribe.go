@@ -85,10 +85,12 @@ func checkSubscribeTopic(t string) error {
 	}
 }
 
-// Deliverer publishes messages received from the overlay on local MQTT.
+// Deliverer publishes messages received from the overlay on local MQTT,
+// in chain order and without duplicates (through an Orderer).
 type Deliverer struct {
 	self    string // our publisher ID as "0x…": our own messages are not echoed
 	broker  LocalBroker
+	order   *Orderer
 	log     *slog.Logger
 	metrics *deliveryMetrics
 }
@@ -98,8 +100,10 @@ type deliveryMetrics struct {
 	dropped   *prometheus.CounterVec
 }
 
-// NewDeliverer returns a Deliverer for the gateway whose publisher ID is self.
-func NewDeliverer(self []byte, broker LocalBroker, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
+// NewDeliverer returns a Deliverer for the gateway whose publisher ID is
+// self; order puts messages in chain order and fills gaps (its Run must be
+// running).
+func NewDeliverer(self []byte, broker LocalBroker, order *Orderer, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
 	m := &deliveryMetrics{
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_delivered_total", Help: "Overlay messages published on local MQTT, by stream partition.",
@@ -111,7 +115,7 @@ func NewDeliverer(self []byte, broker LocalBroker, reg prometheus.Registerer, lo
 	if reg != nil {
 		reg.MustRegister(m.delivered, m.dropped)
 	}
-	return &Deliverer{self: streamr.UserID(self), broker: broker, log: log, metrics: m}
+	return &Deliverer{self: streamr.UserID(self), broker: broker, order: order, log: log, metrics: m}
 }
 
 // Start joins the overlay of every partition of every subscription.
@@ -128,16 +132,23 @@ func (d *Deliverer) Start(overlay Overlay, subs []*Subscription) error {
 }
 
 func (d *Deliverer) handler(s *Subscription) func(*streamr.StreamMessage, []byte) {
-	return func(m *streamr.StreamMessage, _ []byte) { d.deliver(s, m) }
+	publish := func(m *streamr.StreamMessage) { d.deliver(s, m) }
+	return func(m *streamr.StreamMessage, _ []byte) {
+		if m.ID.PublisherHex() == d.self {
+			d.metrics.dropped.WithLabelValues("own_message").Inc()
+			return
+		}
+		if err := d.order.Add(m, publish); err != nil {
+			d.metrics.dropped.WithLabelValues("order_state").Inc()
+			d.log.Warn("order message", "stream_part", m.ID.StreamPart().String(), "err", err)
+		}
+	}
 }
 
 func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 	publisher := m.ID.PublisherHex()
 	c := m.Content()
 	switch {
-	case publisher == d.self:
-		d.metrics.dropped.WithLabelValues("own_message").Inc()
-		return
 	case c == nil:
 		return // group key traffic is not for MQTT
 	case c.EncryptionType != streamr.EncryptionNone:

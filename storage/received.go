@@ -18,12 +18,13 @@ type Received struct {
 }
 
 // StoreReceived stores messages from the overlay with the next log
-// positions, in one synced transaction, skipping any already stored (same
-// stream part, timestamp, sequence number, publisher and chain). It returns
-// how many were new. Like signed messages, received ones count against
+// positions, and the given chain states (the receiver's positions), in one
+// synced transaction, skipping messages already stored (same stream part,
+// timestamp, sequence number, publisher and chain). It returns how many
+// were new. Like signed messages, received ones count against
 // retention but are never refused for quota: they are not acknowledged to
 // anyone.
-func (s *Store) StoreReceived(ctx context.Context, msgs []Received) (int, error) {
+func (s *Store) StoreReceived(ctx context.Context, msgs []Received, chains map[string]streamr.ChainState) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("store received messages: %w", err)
 	}
@@ -55,8 +56,11 @@ func (s *Store) StoreReceived(ctx context.Context, msgs []Received) (int, error)
 		stored++
 		added += int64(len(r.Encoded))
 	}
-	if stored == 0 {
+	if stored == 0 && len(chains) == 0 {
 		return 0, nil
+	}
+	if err := putChains(txn, chains); err != nil {
+		return 0, err
 	}
 	if err := s.putSignCounters(txn, s.nextPos+uint64(stored), s.signedBytes+added); err != nil {
 		return 0, err

@@ -34,7 +34,7 @@ func TestStoreReceivedSkipsDuplicates(t *testing.T) {
 		{[]Received{msg(1)}, 0},
 	}
 	for i, tc := range tests {
-		n, err := s.StoreReceived(t.Context(), tc.batch)
+		n, err := s.StoreReceived(t.Context(), tc.batch, nil)
 		if err != nil || n != tc.want {
 			t.Fatalf("batch %d: stored %d, %v; want %d", i, n, err, tc.want)
 		}

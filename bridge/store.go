@@ -1,0 +1,142 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// ReceivedLog keeps messages of other publishers, with the positions up
+// to which each chain is stored; storage.Store satisfies it.
+type ReceivedLog interface {
+	StoreReceived(ctx context.Context, msgs []storage.Received, chains map[string]streamr.ChainState) (int, error)
+	ChainState(key string) (streamr.ChainState, bool, error)
+}
+
+// Storer is the storage node role ([[store]] rules): it keeps every
+// message of the configured stream partitions, complete and in chain
+// order (through an Orderer that fills gaps), so this node can answer
+// resend requests for them.
+//
+// The Storer is also its Orderer's PositionStore: a chain's stored
+// position is written in the same transaction as the messages up to it,
+// so after a crash the position never claims a message that is missing.
+type Storer struct {
+	log    ReceivedLog
+	order  *Orderer
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	buf    []storage.Received
+	states map[string]streamr.ChainState // positions covering buf
+}
+
+// storeFlushInterval bounds how long a received message waits in memory
+// before its batch is written.
+const storeFlushInterval = 50 * time.Millisecond
+
+// NewStorer returns a Storer writing to log. newOrderer builds its
+// Orderer from an OrderConfig whose Positions is the Storer; the Orderer's
+// Run must be running.
+func NewStorer(log ReceivedLog, cfg OrderConfig, logger *slog.Logger) *Storer {
+	s := &Storer{log: log, logger: logger, states: make(map[string]streamr.ChainState)}
+	cfg.Positions = s
+	s.order = NewOrderer(cfg)
+	return s
+}
+
+// Orderer returns the Storer's Orderer, whose Run the caller runs.
+func (s *Storer) Orderer() *Orderer { return s.order }
+
+// ChainState implements PositionStore from what is stored.
+func (s *Storer) ChainState(key string) (streamr.ChainState, bool, error) {
+	return s.log.ChainState(key)
+}
+
+// SaveChainStates implements PositionStore: the positions are written
+// with the next batch of messages.
+func (s *Storer) SaveChainStates(_ context.Context, states map[string]streamr.ChainState) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range states {
+		s.states[k] = v
+	}
+	return nil
+}
+
+// Start joins the overlay of each stream partition to store.
+func (s *Storer) Start(overlay Overlay, parts []streamr.StreamPartID) error {
+	for _, part := range parts {
+		if _, err := overlay.Join(part, s.receive); err != nil {
+			return fmt.Errorf("store %s: %w", part, err)
+		}
+		s.logger.Info("storing stream partition", "stream_part", part.String())
+	}
+	return nil
+}
+
+func (s *Storer) receive(m *streamr.StreamMessage, encoded []byte) {
+	keep := func(m *streamr.StreamMessage) {
+		s.mu.Lock()
+		s.buf = append(s.buf, storage.Received{Msg: m, Encoded: encoded})
+		s.mu.Unlock()
+	}
+	if err := s.order.Add(m, keep); err != nil {
+		s.logger.Warn("order message to store", "stream_part", m.ID.StreamPart().String(), "err", err)
+	}
+}
+
+// Run writes received messages in batches until ctx is done.
+func (s *Storer) Run(ctx context.Context) error {
+	t := time.NewTicker(storeFlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return s.flush(context.WithoutCancel(ctx))
+		case <-t.C:
+		}
+		if err := s.flush(ctx); err != nil {
+			s.logger.Error("store received messages", "err", err)
+		}
+	}
+}
+
+// flush writes the buffered messages and, with the last part of them, the
+// positions that cover them.
+func (s *Storer) flush(ctx context.Context) error {
+	s.mu.Lock()
+	batch, states := s.buf, s.states
+	s.buf, s.states = nil, make(map[string]streamr.ChainState)
+	s.mu.Unlock()
+	for {
+		n := min(len(batch), 256) // one Badger transaction stays small
+		var st map[string]streamr.ChainState
+		if n == len(batch) {
+			st = states
+		}
+		if _, err := s.log.StoreReceived(ctx, batch[:n], st); err != nil {
+			s.requeue(batch, states)
+			return err
+		}
+		if batch = batch[n:]; len(batch) == 0 {
+			return nil
+		}
+	}
+}
+
+// requeue puts an unwritten batch back in front of what arrived since.
+func (s *Storer) requeue(batch []storage.Received, states map[string]streamr.ChainState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = append(batch, s.buf...)
+	for k, v := range s.states {
+		states[k] = v // newer positions win
+	}
+	s.states = states
+}
