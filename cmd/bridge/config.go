@@ -36,6 +36,7 @@ type Config struct {
 	Status    StatusConfig          `toml:"status"`
 	Rules     []RuleConfig          `toml:"rule"`
 	Subscribe []SubscribeRuleConfig `toml:"subscribe"`
+	Store     []StoreRuleConfig     `toml:"store"`
 }
 
 // LogConfig selects the log level and format.
@@ -125,6 +126,9 @@ func defaultConfig() Config {
 			NAT:            true,
 			MaxConnections: overlay.DefaultMaxConns,
 			Retry:          Duration(time.Second),
+			GapFillTimeout: Duration(5 * time.Second),
+			ResendRetry:    Duration(5 * time.Second),
+			MaxGapRequests: 5,
 		},
 	}
 }
@@ -241,6 +245,11 @@ func (c *Config) validate() error {
 	if _, err := c.subscriptions(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := c.storeParts(); err != nil {
+		errs = append(errs, err)
+	}
+	check(c.Overlay.GapFillTimeout > 0 && c.Overlay.ResendRetry > 0, "overlay.gap_fill_timeout and overlay.resend_retry: must be positive")
+	check(c.Overlay.MaxGapRequests > 0, "overlay.max_gap_requests: must be positive")
 	if _, err := c.overlayConfig(nil, nil); err != nil {
 		errs = append(errs, err)
 	}

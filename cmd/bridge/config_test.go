@@ -156,7 +156,7 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 			t.Errorf("key %s is not in bridge.example.toml", key)
 		}
 	}
-	for _, table := range []string{"rule", "subscribe", "overlay.publishers"} {
+	for _, table := range []string{"rule", "subscribe", "store", "overlay.publishers"} {
 		if !bytes.Contains(exampleConfig, []byte("[["+table+"]]")) {
 			t.Errorf("[[%s]] is not documented in bridge.example.toml", table)
 		}

@@ -108,17 +108,24 @@ metadata = true
 			t.Fatal(tok.Error())
 		}
 	}
-	seen := make(map[int]bool)
+	// Every reading exactly once, in publish order.
 	deadline := time.After(30 * time.Second)
-	for len(seen) < n {
+	for i := 0; i < n; i++ {
 		select {
 		case e := <-got:
 			if e.Metadata.PublisherID != addrA {
 				t.Fatalf("message from %q, want bridge A %s", e.Metadata.PublisherID, addrA)
 			}
-			seen[e.Content.N] = true
+			if e.Content.N != i {
+				t.Fatalf("delivery %d is reading %d: out of order or duplicated", i, e.Content.N)
+			}
 		case <-deadline:
-			t.Fatalf("bridge B delivered %d of %d readings\nA:\n%s\nB:\n%s", len(seen), n, a.logs(), b.logs())
+			t.Fatalf("bridge B delivered %d of %d readings\nB:\n%s", i, n, b.logs())
 		}
+	}
+	select {
+	case e := <-got:
+		t.Fatalf("extra delivery of reading %d", e.Content.N)
+	case <-time.After(300 * time.Millisecond):
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,6 +27,16 @@ type OverlayConfig struct {
 	MaxConnections int              `toml:"max_connections"`
 	Publishers     []PublishersRule `toml:"publishers"`
 	Retry          Duration         `toml:"retry"`
+	GapFillTimeout Duration         `toml:"gap_fill_timeout"`
+	ResendRetry    Duration         `toml:"resend_retry"`
+	MaxGapRequests int              `toml:"max_gap_requests"`
+}
+
+// StoreRuleConfig is one [[store]] table: this node keeps the stream
+// partitions' messages and answers resend requests for them.
+type StoreRuleConfig struct {
+	Stream     string `toml:"stream"`
+	Partitions []int  `toml:"partitions"`
 }
 
 // PublishersRule adds publishers allowed on a stream besides its owner.
@@ -66,6 +77,40 @@ func (c *Config) overlayConfig(log *slog.Logger, reg prometheus.Registerer) (ove
 		Logger:              log,
 		Registerer:          reg,
 	}, nil
+}
+
+func (c *Config) storeParts() ([]streamr.StreamPartID, error) {
+	var parts []streamr.StreamPartID
+	for i, r := range c.Store {
+		id, err := streamr.ParseStreamID(r.Stream)
+		if err != nil {
+			return nil, fmt.Errorf("store %d: %w", i+1, err)
+		}
+		partitions := r.Partitions
+		if len(partitions) == 0 {
+			partitions = []int{0}
+		}
+		for _, p := range partitions {
+			part, err := streamr.NewStreamPartID(id, p)
+			if err != nil {
+				return nil, fmt.Errorf("store %d: %w", i+1, err)
+			}
+			parts = append(parts, part)
+		}
+	}
+	return parts, nil
+}
+
+// orderConfig is the gap-fill behaviour shared by delivery and storing.
+func (c *Config) orderConfig(name string, log *slog.Logger, reg prometheus.Registerer) bridge.OrderConfig {
+	return bridge.OrderConfig{
+		Name:           name,
+		GapFillTimeout: time.Duration(c.Overlay.GapFillTimeout),
+		RetryInterval:  time.Duration(c.Overlay.ResendRetry),
+		MaxGapRequests: c.Overlay.MaxGapRequests,
+		Registerer:     reg,
+		Logger:         log.With("component", "order", "orderer", name),
+	}
 }
 
 func (c *Config) subscriptions() ([]*bridge.Subscription, error) {

@@ -58,6 +58,9 @@ type gateway struct {
 	deliverer *bridge.Deliverer
 	adapter   *overlayAdapter
 	subs      []*bridge.Subscription
+	order     *bridge.Orderer // delivery to local MQTT
+	storer    *bridge.Storer  // [[store]] rules; nil without them
+	stored    []streamr.StreamPartID
 }
 
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
@@ -111,7 +114,13 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 		return nil, err
 	}
 	if g.node != nil {
-		g.deliverer = bridge.NewDeliverer(g.key.PublisherID(), localBroker{g.broker}, g.reg, log.With("component", "delivery"))
+		ocfg := cfg.orderConfig("mqtt", log, g.reg)
+		ocfg.Positions = g.store
+		g.order = bridge.NewOrderer(ocfg)
+		g.deliverer = bridge.NewDeliverer(g.key.PublisherID(), localBroker{g.broker}, g.order, g.reg, log.With("component", "delivery"))
+		if len(g.stored) > 0 {
+			g.storer = bridge.NewStorer(g.store, cfg.orderConfig("store", log, g.reg), log.With("component", "storer"))
+		}
 	}
 	return g, nil
 }
@@ -123,6 +132,9 @@ func (g *gateway) startOverlay() error {
 		return err
 	}
 	if g.subs, err = g.cfg.subscriptions(); err != nil {
+		return err
+	}
+	if g.stored, err = g.cfg.storeParts(); err != nil {
 		return err
 	}
 	if g.node, err = overlay.New(ocfg); err != nil {
@@ -152,6 +164,11 @@ func (g *gateway) serve(ctx context.Context) error {
 	if g.node != nil {
 		work.Go(func() error { return g.forwarder.Run(workCtx) })
 		work.Go(func() error { return g.node.Run(workCtx) })
+		work.Go(func() error { return g.order.Run(workCtx) })
+	}
+	if g.storer != nil {
+		work.Go(func() error { return g.storer.Orderer().Run(workCtx) })
+		work.Go(func() error { return g.storer.Run(workCtx) })
 	}
 
 	front, frontCtx := errgroup.WithContext(ctx)
@@ -183,6 +200,11 @@ func (g *gateway) announceReady(ctx, workCtx context.Context) error {
 	}
 	if g.deliverer != nil {
 		if err := g.deliverer.Start(g.adapter, g.subs); err != nil {
+			return err
+		}
+	}
+	if g.storer != nil {
+		if err := g.storer.Start(g.adapter, g.stored); err != nil {
 			return err
 		}
 	}
