@@ -35,6 +35,7 @@ func newHost(cfg *Config, key crypto.PrivKey, bootstrap []peer.AddrInfo) (host.H
 	}
 	rm, err := resourceManager(cfg.MaxConns)
 	if err != nil {
+		cm.Close()
 		return nil, err
 	}
 	opts := []libp2p.Option{
@@ -52,10 +53,20 @@ func newHost(cfg *Config, key crypto.PrivKey, bootstrap []peer.AddrInfo) (host.H
 	} else {
 		opts = append(opts, libp2p.DisableMetrics())
 	}
+	if len(cfg.AnnounceAddrs) > 0 {
+		announce, err := parseAddrs(cfg.AnnounceAddrs)
+		if err != nil {
+			rm.Close()
+			cm.Close()
+			return nil, err
+		}
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))
+	}
 	opts = append(opts, natOptions(cfg, bootstrap)...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
-		rm.Close() // safe if libp2p closed it already
+		rm.Close() // both are safe to close twice, should libp2p have closed them
+		cm.Close()
 		return nil, fmt.Errorf("start overlay host on %v: %w", cfg.ListenAddrs, err)
 	}
 	return h, nil
@@ -114,4 +125,17 @@ func parsePeers(addrs []string) ([]peer.AddrInfo, error) {
 		return nil, fmt.Errorf("bootstrap peers: %w (each needs /p2p/<peer ID>)", err)
 	}
 	return infos, nil
+}
+
+// parseAddrs reads multiaddrs for AnnounceAddrs.
+func parseAddrs(addrs []string) ([]ma.Multiaddr, error) {
+	out := make([]ma.Multiaddr, 0, len(addrs))
+	for _, a := range addrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("overlay announce address %q: %w", a, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
