@@ -59,6 +59,9 @@ type Config struct {
 	// If zero, DefaultMaxClockSkew.
 	MaxClockSkew time.Duration
 
+	// Resend bounds the resend answers this node serves and accepts.
+	Resend ResendConfig
+
 	// Logger receives the node's logs. If nil, logs are discarded.
 	Logger *slog.Logger
 
@@ -100,6 +103,7 @@ func (c *Config) setDefaults() {
 	if c.MaxClockSkew == 0 {
 		c.MaxClockSkew = DefaultMaxClockSkew
 	}
+	c.Resend.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -115,5 +119,5 @@ func (c *Config) validate() error {
 	if c.MaxClockSkew < 0 {
 		return fmt.Errorf("overlay config: max_clock_skew %s is negative", c.MaxClockSkew)
 	}
-	return nil
+	return c.Resend.validate()
 }

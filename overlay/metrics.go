@@ -16,6 +16,7 @@ type metrics struct {
 	drops    *prometheus.CounterVec
 	bytesIn  *prometheus.CounterVec
 	bytesOut *prometheus.CounterVec
+	resend   *resendMetrics
 }
 
 const labelPart = "stream_part"
@@ -37,11 +38,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		drops:    counter("drops_total", "Messages dropped, by reason.", "reason"),
 		bytesIn:  counter("bytes_in_total", "Encoded bytes of valid messages received from peers."),
 		bytesOut: counter("bytes_out_total", "Encoded bytes of messages published by this node."),
+		resend:   newResendMetrics(),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.peers, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut} {
+	collectors := append([]prometheus.Collector{m.peers, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut}, m.resend.collectors()...)
+	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
