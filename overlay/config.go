@@ -17,6 +17,9 @@ const (
 	DefaultPort         = 4001
 	DefaultMaxConns     = 64               // high watermark; a Pi handles this comfortably
 	DefaultMaxClockSkew = 15 * time.Minute // generous: gateways without an RTC drift until NTP syncs
+	// DefaultRedialInterval: a gateway whose uplink comes back should find
+	// its overlay again within seconds, and a few dials are cheap.
+	DefaultRedialInterval = 5 * time.Second
 )
 
 // Config configures a Node. The zero value is usable for a node that
@@ -32,9 +35,18 @@ type Config struct {
 	// ListenAddrs are multiaddrs to listen on. If empty, ListenAddrsFor("0.0.0.0", DefaultPort).
 	ListenAddrs []string
 
+	// AnnounceAddrs, if set, are the only addresses the node tells peers
+	// it has (a port forward, a public name, a proxy in tests); otherwise
+	// libp2p announces its listen and observed addresses.
+	AnnounceAddrs []string
+
 	// BootstrapPeers are multiaddrs ending in /p2p/<peer ID>; the node keeps
 	// connections to them and uses them as DHT entry points and relays.
 	BootstrapPeers []string
+
+	// RedialInterval is how often lost bootstrap connections are dialled
+	// again. If zero, DefaultRedialInterval.
+	RedialInterval time.Duration
 
 	DisableDHT          bool // no Kademlia DHT (stream partitions are then found only via bootstrap peers and mDNS)
 	DisableMDNS         bool // no LAN discovery by multicast DNS
@@ -102,6 +114,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxClockSkew == 0 {
 		c.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if c.RedialInterval == 0 {
+		c.RedialInterval = DefaultRedialInterval
 	}
 	c.Resend.setDefaults()
 	if c.Logger == nil {

@@ -21,12 +21,11 @@ import (
 )
 
 const (
-	topicPrefix       = "/tributary/1/" // + StreamPartID: versioned, so a format change can move to new topics
-	dhtPrefix         = "/tributary"    // a DHT of our own, apart from the IPFS network
-	mdnsService       = "tributary-overlay"
-	bootstrapInterval = 30 * time.Second // how often lost bootstrap connections are redialled
-	dialTimeout       = 15 * time.Second
-	protectTag        = "tributary-bootstrap"
+	topicPrefix = "/tributary/1/" // + StreamPartID: versioned, so a format change can move to new topics
+	dhtPrefix   = "/tributary"    // a DHT of our own, apart from the IPFS network
+	mdnsService = "tributary-overlay"
+	dialTimeout = 15 * time.Second
+	protectTag  = "tributary-bootstrap"
 )
 
 // Node is a Tributary overlay node: a libp2p host, its GossipSub router
@@ -219,7 +218,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Warn("dht bootstrap failed", "err", err)
 		}
 	}
-	t := time.NewTicker(bootstrapInterval)
+	t := time.NewTicker(n.cfg.RedialInterval)
 	defer t.Stop()
 	for {
 		n.connectBootstrap(ctx)
