@@ -13,11 +13,20 @@ import (
 	"github.com/tributary-iot/tributary/streamr"
 )
 
+// Envelope is a decoded message with the bytes it arrived as.
+type Envelope struct {
+	Msg     *streamr.StreamMessage
+	Encoded []byte
+}
+
+// Deliver receives messages in chain order.
+type Deliver func(*streamr.StreamMessage, []byte)
+
 // Resender fetches messages of one chain that a subscriber missed, from
 // the publisher or from nodes that store the stream. The messages it
 // returns must be validated (signature, stream part) like overlay ones.
 type Resender interface {
-	Resend(ctx context.Context, q ResendQuery) ([]*streamr.StreamMessage, error)
+	Resend(ctx context.Context, q ResendQuery) ([]Envelope, error)
 }
 
 // PositionStore persists how far each chain was delivered, so a restarted
@@ -130,7 +139,7 @@ type orderedChain struct {
 	part    streamr.StreamPartID
 	pub     []byte
 	id      string
-	deliver func(*streamr.StreamMessage)
+	deliver Deliver
 	last    *streamr.MessageRef // last delivered
 	held    msgHeap
 
@@ -142,27 +151,28 @@ type orderedChain struct {
 
 // Add takes a validated message and delivers it, and any held messages
 // it unblocks, through deliver (called with the Orderer's lock held, in
-// chain order).
-func (o *Orderer) Add(m *streamr.StreamMessage, deliver func(*streamr.StreamMessage)) error {
+// chain order). A chain keeps the deliver of its first message.
+func (o *Orderer) Add(m *streamr.StreamMessage, encoded []byte, deliver Deliver) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	c, err := o.chain(m, deliver)
 	if err != nil {
 		return err
 	}
-	o.add(c, m)
+	o.add(c, Envelope{Msg: m, Encoded: encoded})
 	return nil
 }
 
-func (o *Orderer) add(c *orderedChain, m *streamr.StreamMessage) {
+func (o *Orderer) add(c *orderedChain, e Envelope) {
+	m := e.Msg
 	switch {
 	case c.last != nil && m.ID.Ref().Compare(*c.last) <= 0:
 		o.metrics.stale.Inc()
 	case o.follows(c, m):
-		o.deliver(c, m)
+		o.deliver(c, e)
 		o.drain(c)
 	default:
-		o.hold(c, m)
+		o.hold(c, e)
 	}
 }
 
@@ -177,9 +187,9 @@ func (o *Orderer) follows(c *orderedChain, m *streamr.StreamMessage) bool {
 	return prev == nil || *prev == *c.last
 }
 
-func (o *Orderer) deliver(c *orderedChain, m *streamr.StreamMessage) {
-	ref := m.ID.Ref()
-	c.deliver(m)
+func (o *Orderer) deliver(c *orderedChain, e Envelope) {
+	ref := e.Msg.ID.Ref()
+	c.deliver(e.Msg, e.Encoded)
 	c.last = &ref
 	o.dirty[c.key] = streamr.ChainState{ID: c.id, Last: &ref}
 	o.metrics.delivered.Inc()
@@ -188,14 +198,13 @@ func (o *Orderer) deliver(c *orderedChain, m *streamr.StreamMessage) {
 // drain delivers held messages that follow on from the last delivered.
 func (o *Orderer) drain(c *orderedChain) {
 	for c.held.Len() > 0 {
-		next := c.held[0]
+		next := c.held[0].Msg
 		switch {
 		case c.last != nil && next.ID.Ref().Compare(*c.last) <= 0:
 			heap.Pop(&c.held)
 			o.metrics.stale.Inc()
 		case o.follows(c, next):
-			heap.Pop(&c.held)
-			o.deliver(c, next)
+			o.deliver(c, heap.Pop(&c.held).(Envelope))
 		default:
 			return // still a gap before next
 		}
@@ -203,14 +212,15 @@ func (o *Orderer) drain(c *orderedChain) {
 	c.gapSince, c.requests = time.Time{}, 0
 }
 
-func (o *Orderer) hold(c *orderedChain, m *streamr.StreamMessage) {
+func (o *Orderer) hold(c *orderedChain, e Envelope) {
+	m := e.Msg
 	for _, h := range c.held {
-		if h.ID.Ref() == m.ID.Ref() {
+		if h.Msg.ID.Ref() == m.ID.Ref() {
 			o.metrics.stale.Inc()
 			return
 		}
 	}
-	heap.Push(&c.held, m)
+	heap.Push(&c.held, e)
 	o.metrics.held.Inc()
 	if c.gapSince.IsZero() {
 		c.gapSince = time.Now()
@@ -235,7 +245,7 @@ func (o *Orderer) skipGap(c *orderedChain) {
 		return
 	}
 	o.metrics.lost.Inc()
-	next := c.held[0]
+	next := c.held[0].Msg
 	if next.PrevMsgRef != nil {
 		skipped := *next.PrevMsgRef
 		c.last = &skipped
@@ -245,7 +255,7 @@ func (o *Orderer) skipGap(c *orderedChain) {
 	o.drain(c)
 }
 
-func (o *Orderer) chain(m *streamr.StreamMessage, deliver func(*streamr.StreamMessage)) (*orderedChain, error) {
+func (o *Orderer) chain(m *streamr.StreamMessage, deliver Deliver) (*orderedChain, error) {
 	key := o.positionKey(m)
 	if c, ok := o.chains[key]; ok {
 		return c, nil
@@ -335,7 +345,7 @@ func (o *Orderer) fillGaps(ctx context.Context) {
 // gapQuery asks for the messages after the last delivered one up to the
 // first held message's predecessor, as the SDK's gap fill does.
 func (o *Orderer) gapQuery(c *orderedChain) ResendQuery {
-	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, To: *c.held[0].PrevMsgRef,
+	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, To: *c.held[0].Msg.PrevMsgRef,
 		From: streamr.MessageRef{Timestamp: o.start}}
 	if c.last != nil {
 		q.From = streamr.MessageRef{Timestamp: c.last.Timestamp, SequenceNumber: c.last.SequenceNumber + 1}
@@ -354,22 +364,22 @@ func (o *Orderer) fill(ctx context.Context, r gapRequest) {
 		o.log.Info("gap fill request failed", "stream_part", r.c.part.String(), "chain", r.c.id, "attempt", r.c.requests, "err", err)
 		return
 	}
-	for _, m := range msgs {
-		if m.ID.MsgChainID != r.c.id || m.ID.PublisherHex() != streamr.UserID(r.c.pub) {
+	for _, e := range msgs {
+		if e.Msg.ID.MsgChainID != r.c.id || e.Msg.ID.PublisherHex() != streamr.UserID(r.c.pub) {
 			continue
 		}
 		o.metrics.filled.Inc()
-		o.add(r.c, m)
+		o.add(r.c, e)
 	}
 }
 
 // msgHeap orders held messages by (timestamp, sequence number).
-type msgHeap []*streamr.StreamMessage
+type msgHeap []Envelope
 
 func (h msgHeap) Len() int           { return len(h) }
-func (h msgHeap) Less(i, j int) bool { return h[i].ID.Ref().Compare(h[j].ID.Ref()) < 0 }
+func (h msgHeap) Less(i, j int) bool { return h[i].Msg.ID.Ref().Compare(h[j].Msg.ID.Ref()) < 0 }
 func (h msgHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *msgHeap) Push(x any)        { *h = append(*h, x.(*streamr.StreamMessage)) }
+func (h *msgHeap) Push(x any)        { *h = append(*h, x.(Envelope)) }
 func (h *msgHeap) Pop() any {
 	old := *h
 	m := old[len(old)-1]

@@ -60,17 +60,17 @@ type fakeResender struct {
 	calls int
 }
 
-func (r *fakeResender) Resend(_ context.Context, q ResendQuery) ([]*streamr.StreamMessage, error) {
+func (r *fakeResender) Resend(_ context.Context, q ResendQuery) ([]Envelope, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
 	if r.calls <= r.fails {
 		return nil, ErrNoPeers
 	}
-	var out []*streamr.StreamMessage
+	var out []Envelope
 	for _, m := range r.msgs {
 		if ref := m.ID.Ref(); ref.Compare(q.From) >= 0 && ref.Compare(q.To) <= 0 {
-			out = append(out, m)
+			out = append(out, Envelope{Msg: m})
 		}
 	}
 	return out, nil
@@ -81,7 +81,7 @@ type collector struct {
 	got []int64
 }
 
-func (c *collector) deliver(m *streamr.StreamMessage) {
+func (c *collector) deliver(m *streamr.StreamMessage, _ []byte) {
 	c.mu.Lock()
 	c.got = append(c.got, m.ID.Timestamp-chainStart)
 	c.mu.Unlock()
@@ -143,7 +143,7 @@ func TestOrderer(t *testing.T) {
 			o := runOrderer(t, cfg)
 			var c collector
 			for _, i := range tc.arrive {
-				if err := o.Add(msgs[i], c.deliver); err != nil {
+				if err := o.Add(msgs[i], nil, c.deliver); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -168,7 +168,7 @@ func TestOrdererResumesFromSavedPosition(t *testing.T) {
 	var first collector
 	o := NewOrderer(OrderConfig{Name: "test", Positions: positions})
 	for _, m := range msgs[:2] {
-		if err := o.Add(m, first.deliver); err != nil {
+		if err := o.Add(m, nil, first.deliver); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -177,7 +177,7 @@ func TestOrdererResumesFromSavedPosition(t *testing.T) {
 	}
 	restarted := runOrderer(t, OrderConfig{Name: "test", Positions: positions, Resender: &fakeResender{msgs: msgs}})
 	var second collector
-	if err := restarted.Add(msgs[4], second.deliver); err != nil { // 2 and 3 were missed while down
+	if err := restarted.Add(msgs[4], nil, second.deliver); err != nil { // 2 and 3 were missed while down
 		t.Fatal(err)
 	}
 	got := second.wait(t, 3)
@@ -191,7 +191,7 @@ func TestOrdererBoundsHeldMessages(t *testing.T) {
 	o := NewOrderer(OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}, MaxHeld: 3})
 	var c collector
 	for _, i := range []int{0, 2, 3, 4, 5} { // 1 is missing; the fourth held message overflows
-		if err := o.Add(msgs[i], c.deliver); err != nil {
+		if err := o.Add(msgs[i], nil, c.deliver); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -211,7 +211,7 @@ func TestOrdererJoinsRunningChain(t *testing.T) {
 	o := NewOrderer(OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}})
 	var c collector
 	for _, m := range msgs[5:] {
-		if err := o.Add(m, c.deliver); err != nil {
+		if err := o.Add(m, nil, c.deliver); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -219,5 +219,30 @@ func TestOrdererJoinsRunningChain(t *testing.T) {
 	defer c.mu.Unlock()
 	if len(c.got) != 3 {
 		t.Fatalf("delivered %d of the 3 messages seen, want all at once", len(c.got))
+	}
+}
+
+// Each delivered message comes with its own bytes, also when it was held.
+func TestOrdererKeepsEncodedWithMessage(t *testing.T) {
+	msgs := chainMessages(4)
+	o := NewOrderer(OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}})
+	var mismatches int
+	check := func(m *streamr.StreamMessage, encoded []byte) {
+		d, err := streamr.Unmarshal(encoded)
+		if err != nil || d.ID.Ref() != m.ID.Ref() {
+			mismatches++
+		}
+	}
+	for _, i := range []int{0, 2, 3, 1} {
+		enc, err := msgs[i].Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Add(msgs[i], enc, check); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if mismatches > 0 {
+		t.Fatalf("%d deliveries carried another message's bytes", mismatches)
 	}
 }

@@ -81,14 +81,16 @@ func (s *Storer) Start(overlay Overlay, parts []streamr.StreamPartID) error {
 }
 
 func (s *Storer) receive(m *streamr.StreamMessage, encoded []byte) {
-	keep := func(m *streamr.StreamMessage) {
-		s.mu.Lock()
-		s.buf = append(s.buf, storage.Received{Msg: m, Encoded: encoded})
-		s.mu.Unlock()
-	}
-	if err := s.order.Add(m, keep); err != nil {
+	if err := s.order.Add(m, encoded, s.keep); err != nil {
 		s.logger.Warn("order message to store", "stream_part", m.ID.StreamPart().String(), "err", err)
 	}
+}
+
+// keep buffers a message the Orderer delivered, for the next flush.
+func (s *Storer) keep(m *streamr.StreamMessage, encoded []byte) {
+	s.mu.Lock()
+	s.buf = append(s.buf, storage.Received{Msg: m, Encoded: encoded})
+	s.mu.Unlock()
 }
 
 // Run writes received messages in batches until ctx is done.

@@ -132,13 +132,13 @@ func (d *Deliverer) Start(overlay Overlay, subs []*Subscription) error {
 }
 
 func (d *Deliverer) handler(s *Subscription) func(*streamr.StreamMessage, []byte) {
-	publish := func(m *streamr.StreamMessage) { d.deliver(s, m) }
-	return func(m *streamr.StreamMessage, _ []byte) {
+	publish := func(m *streamr.StreamMessage, _ []byte) { d.deliver(s, m) }
+	return func(m *streamr.StreamMessage, encoded []byte) {
 		if m.ID.PublisherHex() == d.self {
 			d.metrics.dropped.WithLabelValues("own_message").Inc()
 			return
 		}
-		if err := d.order.Add(m, publish); err != nil {
+		if err := d.order.Add(m, encoded, publish); err != nil {
 			d.metrics.dropped.WithLabelValues("order_state").Inc()
 			d.log.Warn("order message", "stream_part", m.ID.StreamPart().String(), "err", err)
 		}

@@ -121,6 +121,8 @@ func defaultConfig() Config {
 			Enabled:        true,
 			Listen:         overlay.ListenAddrsFor("0.0.0.0", overlay.DefaultPort),
 			Bootstrap:      []string{},
+			Announce:       []string{},
+			RedialInterval: Duration(overlay.DefaultRedialInterval),
 			MDNS:           true,
 			DHT:            true,
 			NAT:            true,
@@ -237,6 +239,7 @@ func (c *Config) validate() error {
 	check(c.Storage.Quota >= 0 && c.Storage.RetentionBytes >= 0, "storage: sizes must not be negative")
 	check(c.Storage.GCInterval > 0, "storage.gc_interval: must be positive")
 	check(c.Overlay.Retry > 0, "overlay.retry: must be positive")
+	check(c.Overlay.RedialInterval > 0, "overlay.redial_interval: must be positive")
 	check(c.Overlay.MaxConnections > 0, "overlay.max_connections: must be positive")
 	check(!c.Overlay.Enabled || len(c.Overlay.Listen) > 0, "overlay.listen: at least one address is needed")
 	if _, err := c.compileRules(); err != nil {

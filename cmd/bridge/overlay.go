@@ -20,7 +20,9 @@ import (
 type OverlayConfig struct {
 	Enabled        bool             `toml:"enabled"`
 	Listen         []string         `toml:"listen"`
+	Announce       []string         `toml:"announce"`
 	Bootstrap      []string         `toml:"bootstrap"`
+	RedialInterval Duration         `toml:"redial_interval"`
 	MDNS           bool             `toml:"mdns"`
 	DHT            bool             `toml:"dht"`
 	NAT            bool             `toml:"nat"`
@@ -66,7 +68,9 @@ func (c *Config) overlayConfig(log *slog.Logger, reg prometheus.Registerer) (ove
 	return overlay.Config{
 		IdentityFile:        filepath.Join(c.StateDir, "peer.key"),
 		ListenAddrs:         o.Listen,
+		AnnounceAddrs:       o.Announce,
 		BootstrapPeers:      o.Bootstrap,
+		RedialInterval:      time.Duration(o.RedialInterval),
 		DisableDHT:          !o.DHT,
 		DisableMDNS:         !o.MDNS,
 		DisableRelay:        !o.NAT,
@@ -135,9 +139,9 @@ type overlayAdapter struct {
 }
 
 type joinedPart struct {
-	p       *overlay.Partition
-	mu      sync.Mutex
-	deliver func(*streamr.StreamMessage, []byte)
+	p        *overlay.Partition
+	mu       sync.Mutex
+	delivers []func(*streamr.StreamMessage, []byte) // subscriptions and storers of the partition
 }
 
 func newOverlayAdapter(node *overlay.Node) *overlayAdapter {
@@ -160,7 +164,7 @@ func (a *overlayAdapter) Join(part streamr.StreamPartID, deliver func(*streamr.S
 	}
 	if deliver != nil {
 		j.mu.Lock()
-		j.deliver = deliver
+		j.delivers = append(j.delivers, deliver)
 		j.mu.Unlock()
 	}
 	return j, nil
@@ -168,9 +172,9 @@ func (a *overlayAdapter) Join(part streamr.StreamPartID, deliver func(*streamr.S
 
 func (j *joinedPart) receive(d overlay.Delivery) {
 	j.mu.Lock()
-	deliver := j.deliver
+	delivers := j.delivers
 	j.mu.Unlock()
-	if deliver != nil {
+	for _, deliver := range delivers {
 		deliver(d.Msg, d.Encoded)
 	}
 }
