@@ -188,3 +188,18 @@ func (j *joinedPart) Publish(ctx context.Context, encoded []byte) error {
 	}
 	return err
 }
+
+// Resend implements bridge.Resender over the overlay's resend protocol.
+func (a *overlayAdapter) Resend(ctx context.Context, q bridge.ResendQuery) ([]bridge.Envelope, error) {
+	res, err := a.node.ResendAny(ctx, overlay.ResendQuery{
+		Part: q.Part, Last: q.Last, From: q.From, To: q.To, Publisher: q.Publisher, ChainID: q.ChainID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bridge.Envelope, len(res.Messages))
+	for i, d := range res.Messages {
+		out[i] = bridge.Envelope{Msg: d.Msg, Encoded: d.Encoded}
+	}
+	return out, nil
+}

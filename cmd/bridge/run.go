@@ -115,11 +115,13 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 	}
 	if g.node != nil {
 		ocfg := cfg.orderConfig("mqtt", log, g.reg)
-		ocfg.Positions = g.store
+		ocfg.Positions, ocfg.Resender = g.store, g.adapter
 		g.order = bridge.NewOrderer(ocfg)
 		g.deliverer = bridge.NewDeliverer(g.key.PublisherID(), localBroker{g.broker}, g.order, g.reg, log.With("component", "delivery"))
 		if len(g.stored) > 0 {
-			g.storer = bridge.NewStorer(g.store, cfg.orderConfig("store", log, g.reg), log.With("component", "storer"))
+			scfg := cfg.orderConfig("store", log, g.reg)
+			scfg.Resender = g.adapter
+			g.storer = bridge.NewStorer(g.store, scfg, log.With("component", "storer"))
 		}
 	}
 	return g, nil
@@ -141,6 +143,7 @@ func (g *gateway) startOverlay() error {
 		return fmt.Errorf("overlay: %w", err)
 	}
 	g.adapter = newOverlayAdapter(g.node)
+	g.node.ServeResend(g.store) // own messages and [[store]] streams
 	g.forwarder = bridge.NewForwarder(g.store, g.adapter, time.Duration(g.cfg.Overlay.Retry), g.log.With("component", "forwarder"))
 	g.log.Info("overlay listening", "peer_id", g.node.ID(), "addrs", g.node.Addrs())
 	return nil
