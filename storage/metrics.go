@@ -16,6 +16,8 @@ type metrics struct {
 	batchSize     prometheus.Histogram // readings per synced txn
 	commits       prometheus.Counter   // synced group-commit txns
 	refusals      *prometheus.CounterVec
+
+	unackedDropped prometheus.Counter // deleted before a required receiver acknowledged them
 }
 
 func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
@@ -43,6 +45,10 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Name: "tributary_storage_refused_appends_total",
 			Help: "Appends refused for lack of space, by reason (quota, disk) and durability.",
 		}, []string{"reason", "durable"}),
+		unackedDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_storage_unacknowledged_dropped_total",
+			Help: "Messages retention deleted before a required receiver acknowledged them, because the disk quota forced it.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -61,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Name: "tributary_storage_signed_bytes", Help: "Encoded bytes of stored signed messages.",
 		}, func() float64 { return float64(s.signedTotal()) }),
 	}
-	for _, c := range append(gauges, m.commitSeconds, m.signSeconds, m.batchSize, m.commits, m.refusals) {
+	for _, c := range append(gauges, m.commitSeconds, m.signSeconds, m.batchSize, m.commits, m.refusals, m.unackedDropped) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -61,6 +61,15 @@ type Options struct {
 	GCInterval     time.Duration // period of retention and value-log GC; 0 means DefaultGCInterval
 	MaxBatch       int           // most readings per group commit; 0 means DefaultMaxBatch
 
+	// Guard, if set, keeps messages the required receivers have not
+	// acknowledged: retention stops at the first of them in log order,
+	// unless the database is over 90% of QuotaBytes (where readings start
+	// to be refused). Then retention deletes unacknowledged messages too,
+	// as many bytes as the excess, logs them at Error level and counts them
+	// in tributary_storage_unacknowledged_dropped_total. Nil deletes by
+	// Retention and RetentionBytes alone.
+	Guard RetentionGuard
+
 	Logger     *slog.Logger          // nil discards logs
 	Registerer prometheus.Registerer // nil registers no metrics
 

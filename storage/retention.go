@@ -96,22 +96,83 @@ func (s *Store) collectValueLog(ctx context.Context) (int, error) {
 	}
 }
 
+// RetentionGuard says whether the receivers that must hold a stored
+// message have acknowledged it (delivery receipts). Retention calls it
+// for each message it would delete, oldest first, with the store's signing
+// lock held: it must answer from memory and must not write to the Store.
+type RetentionGuard interface {
+	Acknowledged(part streamr.StreamPartID, publisher []byte, chainID string, ref streamr.MessageRef) bool
+}
+
+// retentionRun is the state of one retention pass.
+type retentionRun struct {
+	cutoff int64 // messages with older timestamps have expired
+
+	// force is how many more encoded bytes the quota requires retention to
+	// delete: while it is positive, unacknowledged messages go too.
+	force       int64
+	used, limit int64 // disk usage and the quota limit that set force
+
+	dropped droppedMessages    // unacknowledged messages deleted
+	blocked *streamr.MessageID // the message that held retention back, if any
+}
+
+// droppedMessages counts messages deleted before they were acknowledged.
+type droppedMessages struct {
+	count  int
+	bytes  int64
+	byPart map[string]int
+}
+
+func (d *droppedMessages) add(id *streamr.MessageID, size int) {
+	if d.byPart == nil {
+		d.byPart = make(map[string]int)
+	}
+	d.count++
+	d.bytes += int64(size)
+	d.byPart[id.StreamPart().String()]++
+}
+
+func (d *droppedMessages) merge(o droppedMessages) {
+	for part, n := range o.byPart {
+		if d.byPart == nil {
+			d.byPart = make(map[string]int)
+		}
+		d.byPart[part] += n
+	}
+	d.count += o.count
+	d.bytes += o.bytes
+}
+
 // applyRetention deletes signed messages from the head of the log while
 // the head message is older than Retention or the stored total exceeds
 // RetentionBytes. Going in log order keeps it proportional to what it
 // deletes; a late-signed message with an old timestamp waits for the ones
-// logged before it. It returns how many messages it deleted.
+// logged before it. With a Guard, retention also stops at the first
+// message not acknowledged, unless the store is over its quota: then it
+// deletes unacknowledged messages too, as many bytes as the quota
+// requires, and says so at Error level. It returns how many messages it
+// deleted.
 func (s *Store) applyRetention(ctx context.Context, now time.Time) (int, error) {
 	if s.opts.Retention <= 0 && s.opts.RetentionBytes <= 0 {
 		return 0, nil
 	}
-	cutoff := int64(-1 << 63)
+	run := &retentionRun{cutoff: int64(-1 << 63)}
 	if s.opts.Retention > 0 {
-		cutoff = now.Add(-s.opts.Retention).UnixMilli()
+		run.cutoff = now.Add(-s.opts.Retention).UnixMilli()
 	}
+	s.setQuotaForce(run)
+	total, err := s.retain(ctx, run)
+	s.reportRetention(run)
+	return total, err
+}
+
+// retain deletes expired messages batch by batch until none is left to
+// delete or ctx ends.
+func (s *Store) retain(ctx context.Context, run *retentionRun) (int, error) {
 	total := 0
 	for ctx.Err() == nil {
-		n, err := s.retainBatch(cutoff)
+		n, err := s.retainBatch(run)
 		total += n
 		if err != nil || n < retentionBatch {
 			return total, err
@@ -120,8 +181,40 @@ func (s *Store) applyRetention(ctx context.Context, now time.Time) (int, error) 
 	return total, nil
 }
 
+// setQuotaForce sets how many bytes the quota forces retention to delete
+// whether or not they were acknowledged: the disk usage above the limit
+// from which the store refuses readings (90% of QuotaBytes, where QoS 0
+// is refused).
+func (s *Store) setQuotaForce(run *retentionRun) {
+	if s.opts.Guard == nil || s.opts.QuotaBytes <= 0 {
+		return
+	}
+	if err := s.space.measure(); err != nil {
+		s.log.Warn("measure disk usage for retention", "err", err)
+	}
+	lsm, vlog := s.space.usage()
+	run.used = lsm + vlog
+	run.limit = s.opts.QuotaBytes - s.opts.QuotaBytes/10
+	run.force = max(0, run.used-run.limit)
+}
+
+// reportRetention logs what the guard held back and what the quota
+// forced, and counts the forced deletions.
+func (s *Store) reportRetention(run *retentionRun) {
+	if d := run.dropped; d.count > 0 {
+		s.m.unackedDropped.Add(float64(d.count))
+		s.log.Error("deleted messages no required receiver has acknowledged: disk quota",
+			"count", d.count, "bytes", d.bytes, "by_stream_part", d.byPart,
+			"used_bytes", run.used, "quota_bytes", s.opts.QuotaBytes, "limit_bytes", run.limit)
+	}
+	if id := run.blocked; id != nil {
+		s.log.Info("retention waits for a delivery receipt", "stream_part", id.StreamPart().String(),
+			"publisher", id.PublisherHex(), "chain", id.MsgChainID, "ref", id.Ref().String())
+	}
+}
+
 // retainBatch deletes up to retentionBatch expired messages in one txn.
-func (s *Store) retainBatch(cutoff int64) (int, error) {
+func (s *Store) retainBatch(run *retentionRun) (int, error) {
 	s.signMu.Lock()
 	defer s.signMu.Unlock()
 	txn := s.db.NewTransaction(true)
@@ -130,17 +223,28 @@ func (s *Store) retainBatch(cutoff int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	bytes := s.signedBytes
+	bytes, force := s.signedBytes, run.force
+	var dropped droppedMessages
 	n := 0
 	for _, h := range heads {
+		id := &h.msg.ID
 		over := s.opts.RetentionBytes > 0 && bytes > s.opts.RetentionBytes
-		if !over && h.msg.ID.Timestamp >= cutoff {
+		if !over && id.Timestamp >= run.cutoff {
+			break
+		}
+		acked := s.acknowledged(id)
+		if !acked && force <= 0 {
+			run.blocked = id
 			break
 		}
 		if err := deleteLogged(txn, h); err != nil {
 			return 0, err
 		}
+		if !acked {
+			dropped.add(id, len(h.encoded))
+		}
 		bytes -= int64(len(h.encoded))
+		force -= int64(len(h.encoded))
 		n++
 	}
 	if n == 0 {
@@ -153,7 +257,14 @@ func (s *Store) retainBatch(cutoff int64) (int, error) {
 		return 0, fmt.Errorf("commit deletion of %d expired messages: %w", n, err)
 	}
 	s.signedBytes = bytes
+	run.force = force
+	run.dropped.merge(dropped)
 	return n, nil
+}
+
+// acknowledged asks the guard, if any, whether a message may be deleted.
+func (s *Store) acknowledged(id *streamr.MessageID) bool {
+	return s.opts.Guard == nil || s.opts.Guard.Acknowledged(id.StreamPart(), id.PublisherID, id.MsgChainID, id.Ref())
 }
 
 // headEntry is a decoded log entry considered for deletion.

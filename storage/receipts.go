@@ -1,0 +1,51 @@
+package storage
+
+import (
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// storedPositionPrefix starts the chain state keys under which the storage
+// node role (bridge.Storer, whose Orderer is named "store") records how far
+// it holds each chain: "delivered/store\x00<part>\x00<publisher 0x hex>\x00<chain ID>".
+// The Storer writes a position in the same transaction as the messages up
+// to it, so a position never claims a message that is not stored.
+const storedPositionPrefix = "delivered/store\x00"
+
+// ChainReceipt says how far this node holds one message chain: every
+// message of the chain up to and including Last is stored.
+type ChainReceipt struct {
+	ChainID string
+	Last    streamr.MessageRef
+}
+
+// Receipts returns the stored position of each chain of publisher in part,
+// ordered by chain ID; none if this node does not store them. It is what
+// the node acknowledges to the publishing gateway (overlay.ReceiptSource,
+// after a field copy).
+func (s *Store) Receipts(part streamr.StreamPartID, publisher []byte) ([]ChainReceipt, error) {
+	prefix := chainKey(storedPositionPrefix + part.String() + "\x00" + streamr.UserID(publisher) + "\x00")
+	var out []ChainReceipt
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 16})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			chain := string(it.Item().Key()[len(prefix):])
+			var st streamr.ChainState
+			if err := it.Item().Value(st.UnmarshalBinary); err != nil {
+				return fmt.Errorf("chain state of chain %q: %w", chain, err)
+			}
+			if st.Last != nil {
+				out = append(out, ChainReceipt{ChainID: chain, Last: *st.Last})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("receipts of %s publisher %s: %w", part, streamr.UserID(publisher), err)
+	}
+	return out, nil
+}
