@@ -19,8 +19,13 @@
 //   - A topic validator runs at every hop, before forwarding: size, decode,
 //     stream part matches the topic, publisher allowed by the local Policy,
 //     structure and signature (streamr.Validate), and a timestamp that is
-//     not too far in the future. Rejected messages lower the sender's
-//     GossipSub peer score; two rejections graylist it for minutes.
+//     not too far in the future. A rejected message costs its sender 20
+//     points of GossipSub peer score, squared with each further one (two
+//     cost 80, the graylist threshold at which all its traffic is
+//     ignored), decaying over 30 minutes. A future timestamp is dropped
+//     without penalty: the receiver's clock may be the wrong one.
+//   - Delivery order is arrival order: paths through the mesh and parallel
+//     validation reorder messages, and bridge/ orders them by chain.
 //   - The mesh degree is 4 (Dlo 3, Dhi 6), Streamr's neighbour target per
 //     stream partition, so a Raspberry Pi forwards each message to about
 //     four peers instead of GossipSub's default six to twelve.

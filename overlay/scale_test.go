@@ -336,8 +336,11 @@ func (c *cluster) measure(firstSeq int32, count int, settle, grace time.Duration
 
 func TestScale(t *testing.T) {
 	sizes := []int{10, 100}
-	if *long {
+	switch {
+	case *long:
 		sizes = append(sizes, 500)
+	case raceEnabled:
+		sizes = []int{10, 30}
 	}
 	for _, size := range sizes {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
@@ -365,10 +368,12 @@ func TestScale(t *testing.T) {
 // a real minute. Counted are deliveries to nodes that had joined 5 s before
 // a message was published and left no sooner than 2 s after it.
 func TestChurn(t *testing.T) {
-	const size = 100
-	period, periods := 10*time.Second, 2
-	if *long {
+	size, period, periods := 100, 10*time.Second, 2
+	switch {
+	case *long:
 		period, periods = time.Minute, 3
+	case raceEnabled:
+		size = 30
 	}
 	const (
 		interval = 100 * time.Millisecond
@@ -380,7 +385,7 @@ func TestChurn(t *testing.T) {
 	waitFor(t, 60*time.Second, "every partition's overlay to connect", c.ready)
 
 	rounds := int(time.Duration(periods) * period / interval)
-	swapEvery := int(period / interval / (size / 10)) // 10% of the nodes per period
+	swapEvery := int(period / interval / time.Duration(size/10)) // 10% of the nodes per period
 	var in, dups = c.traffic()
 	swaps := 0
 	c.publishAll(0, rounds, interval, func(round int) {
