@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
@@ -31,6 +33,7 @@ type Overlay interface {
 // keeps its positions; storage.Store satisfies it.
 type ForwardLog interface {
 	After(pos uint64, max int) ([]storage.Logged, error)
+	LastPos() uint64
 	Cursor(name string) (uint64, error)
 	SetCursors(ctx context.Context, cursors map[string]uint64) error
 }
@@ -49,20 +52,46 @@ type Forwarder struct {
 	sent   map[streamr.StreamPartID]uint64 // last forwarded position per part
 	low    uint64                          // every position ≤ low is forwarded
 	held   atomic.Bool                     // the last pass held messages back for want of peers
+
+	// The live lane: while a backlog from before position liveFrom is
+	// replayed, newer messages of chains that have no backlog go out at
+	// once instead of queueing behind it. Chains with a backlog keep their
+	// order: their newer messages wait for the replay.
+	live       *liveLane
+	liveSent   map[uint64]struct{} // positions the live lane sent that the main lane has not passed yet
+	backlogLen prometheus.Gauge
 }
+
+type liveLane struct {
+	from       uint64          // log head when the backlog was found
+	next       uint64          // live lane scan position
+	backlogged map[string]bool // chains (part + chain ID) whose messages must wait for the main lane
+	started    time.Time
+}
+
+// liveThreshold is the backlog, in messages, from which the live lane opens.
+const liveThreshold = 2 * forwardBatch
 
 // forwardBatch is how many log entries one pass reads.
 const forwardBatch = 512
 
 // NewForwarder returns a forwarder; Run starts it. retry is how often
 // partitions without peers are tried again.
-func NewForwarder(log ForwardLog, overlay Overlay, retry time.Duration, logger *slog.Logger) *Forwarder {
-	return &Forwarder{
+func NewForwarder(log ForwardLog, overlay Overlay, retry time.Duration, reg prometheus.Registerer, logger *slog.Logger) *Forwarder {
+	f := &Forwarder{
 		log: log, overlay: overlay, logger: logger, retry: retry,
-		kick:   make(chan struct{}, 1),
-		topics: make(map[streamr.StreamPartID]Topic),
-		sent:   make(map[streamr.StreamPartID]uint64),
+		kick:     make(chan struct{}, 1),
+		topics:   make(map[streamr.StreamPartID]Topic),
+		sent:     make(map[streamr.StreamPartID]uint64),
+		liveSent: make(map[uint64]struct{}),
+		backlogLen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_forward_backlog_messages", Help: "Signed messages not yet forwarded into the overlay.",
+		}),
 	}
+	if reg != nil {
+		reg.MustRegister(f.backlogLen)
+	}
+	return f
 }
 
 // HoldingBack reports whether messages are waiting in storage for peers.
@@ -121,6 +150,7 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 	newLow, lowFixed := f.low, false
 	pos, scanned := f.low, 0
 	for scanned < maxScan && ctx.Err() == nil {
+		f.liveTurn(ctx, newLow, len(blocked) == 0)
 		entries, err := f.log.After(pos, forwardBatch)
 		if err != nil {
 			return false, err
@@ -129,7 +159,7 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 			if ctx.Err() != nil {
 				break
 			}
-			if !blocked[e.Part] && f.forward(ctx, e, dirty) {
+			if f.sentLive(e.Pos) || (!blocked[e.Part] && f.forward(ctx, e, dirty)) {
 				if !lowFixed {
 					newLow = e.Pos
 				}
@@ -154,7 +184,98 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 	}
 	f.low = newLow
 	f.held.Store(len(blocked) > 0)
+	f.liveTurn(ctx, newLow, len(blocked) == 0)
 	return scanned >= maxScan && len(blocked) == 0, nil
+}
+
+// sentLive reports whether the live lane already sent pos, forgetting it
+// once the main lane has passed it.
+func (f *Forwarder) sentLive(pos uint64) bool {
+	_, ok := f.liveSent[pos]
+	delete(f.liveSent, pos)
+	return ok
+}
+
+// liveTurn gives the live lane a turn before each batch of the main lane,
+// whose low-water mark is low. The lane opens when the main lane is
+// replaying a backlog with the overlay reachable (canOpen: nothing held
+// back for want of peers), and closes once the main lane has caught up.
+func (f *Forwarder) liveTurn(ctx context.Context, low uint64, canOpen bool) {
+	head := f.log.LastPos()
+	f.backlogLen.Set(float64(head - min(low, head)))
+	switch {
+	case f.live != nil && low >= f.live.from:
+		f.logger.Info("backlog replayed", "took", time.Since(f.live.started).Round(time.Millisecond))
+		f.live = nil
+	case f.live == nil && canOpen && head > low+liveThreshold:
+		f.openLive(low, head)
+	}
+	if f.live != nil {
+		f.runLive(ctx)
+	}
+}
+
+func (f *Forwarder) openLive(low, head uint64) {
+	lane := &liveLane{from: head, next: head, backlogged: make(map[string]bool), started: time.Now()}
+	for pos := low; pos < head; {
+		entries, err := f.log.After(pos, forwardBatch)
+		if err != nil || len(entries) == 0 {
+			break
+		}
+		for _, e := range entries {
+			if e.Pos > head {
+				break
+			}
+			lane.backlogged[laneKey(e)] = true
+		}
+		pos = entries[len(entries)-1].Pos
+	}
+	f.live = lane
+	f.logger.Info("replaying backlog; newer messages of other chains go out meanwhile",
+		"backlog", head-low, "chains", len(lane.backlogged))
+}
+
+// runLive forwards what arrived after the backlog, for chains without one.
+func (f *Forwarder) runLive(ctx context.Context) {
+	lane := f.live
+	for ctx.Err() == nil {
+		entries, err := f.log.After(lane.next, forwardBatch)
+		if err != nil || len(entries) == 0 {
+			return
+		}
+		for _, e := range entries {
+			key := laneKey(e)
+			switch {
+			case lane.backlogged[key]:
+			case f.publishLive(ctx, e):
+				f.liveSent[e.Pos] = struct{}{}
+			default:
+				// The overlay is unreachable again: close the lane, so that
+				// e and what follows go out in order with the main lane.
+				f.live = nil
+				return
+			}
+			lane.next = e.Pos
+		}
+		if len(entries) < forwardBatch {
+			return
+		}
+	}
+}
+
+func (f *Forwarder) publishLive(ctx context.Context, e storage.Logged) bool {
+	topic, err := f.topic(e.Part)
+	return err == nil && topic.Publish(ctx, e.Encoded) == nil
+}
+
+// laneKey names the chain of a logged message; an undecodable one gets
+// its own key and so is never held back.
+func laneKey(e storage.Logged) string {
+	m, err := streamr.Unmarshal(e.Encoded)
+	if err != nil {
+		return fmt.Sprintf("undecodable/%d", e.Pos)
+	}
+	return e.Part.String() + "\x00" + m.ID.PublisherHex() + "\x00" + m.ID.MsgChainID
 }
 
 // forward publishes one entry unless it went out before; it reports

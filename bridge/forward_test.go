@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,9 +16,11 @@ import (
 // fakeOverlay records what is published per partition; a partition is
 // reachable only when its peers flag is set.
 type fakeOverlay struct {
-	mu    sync.Mutex
-	peers map[streamr.StreamPartID]bool
-	got   map[streamr.StreamPartID][]int32 // sequence numbers in publish order
+	mu     sync.Mutex
+	peers  map[streamr.StreamPartID]bool
+	got    map[streamr.StreamPartID][]int32 // sequence numbers in publish order
+	chains []string                         // chain of each publish, in order
+	delay  time.Duration                    // per publish, like a slow link
 }
 
 func (o *fakeOverlay) Join(part streamr.StreamPartID, _ func(*streamr.StreamMessage, []byte)) (Topic, error) {
@@ -46,18 +49,25 @@ func (t fakeTopic) Publish(_ context.Context, encoded []byte) error {
 	if err != nil {
 		return err
 	}
+	time.Sleep(t.o.delay)
 	t.o.mu.Lock()
 	defer t.o.mu.Unlock()
 	if !t.o.peers[t.part] {
 		return fmt.Errorf("fake: %w", ErrNoPeers)
 	}
 	t.o.got[t.part] = append(t.o.got[t.part], m.ID.SequenceNumber)
+	t.o.chains = append(t.o.chains, m.ID.MsgChainID)
 	return nil
 }
 
 // storeMessages appends n readings to part and commits a signed message
-// (unsigned content is enough for the forwarder) for each.
+// (unsigned content is enough for the forwarder) for each, in chain "c".
 func storeMessages(t *testing.T, s *storage.Store, part streamr.StreamPartID, n int) {
+	t.Helper()
+	storeChain(t, s, part, "c", n)
+}
+
+func storeChain(t *testing.T, s *storage.Store, part streamr.StreamPartID, chain string, n int) {
 	t.Helper()
 	var signed []storage.Signed
 	for i := range n {
@@ -66,7 +76,7 @@ func storeMessages(t *testing.T, s *storage.Store, part streamr.StreamPartID, n 
 			t.Fatal(err)
 		}
 		m := &streamr.StreamMessage{
-			ID:   streamr.MessageID{StreamID: part.Stream, StreamPartition: int32(part.Partition), Timestamp: 1, SequenceNumber: int32(i), PublisherID: make([]byte, 20), MsgChainID: "c"},
+			ID:   streamr.MessageID{StreamID: part.Stream, StreamPartition: int32(part.Partition), Timestamp: 1, SequenceNumber: int32(i), PublisherID: make([]byte, 20), MsgChainID: chain},
 			Body: &streamr.ContentMessage{Content: []byte("{}")},
 		}
 		enc, err := m.Marshal()
@@ -74,16 +84,19 @@ func storeMessages(t *testing.T, s *storage.Store, part streamr.StreamPartID, n 
 			t.Fatal(err)
 		}
 		signed = append(signed, storage.Signed{ReadingSeq: r.Seq, Msg: m, Encoded: enc})
-	}
-	if err := s.CommitSigned(t.Context(), signed, nil); err != nil {
-		t.Fatal(err)
+		if len(signed) == 256 || i == n-1 { // one transaction stays small
+			if err := s.CommitSigned(t.Context(), signed, nil); err != nil {
+				t.Fatal(err)
+			}
+			signed = signed[:0]
+		}
 	}
 }
 
 func runForwarder(t *testing.T, s *storage.Store, o *fakeOverlay) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := NewForwarder(s, o, 10*time.Millisecond, slog.New(slog.DiscardHandler))
+	f := NewForwarder(s, o, 10*time.Millisecond, nil, slog.New(slog.DiscardHandler))
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 	return func() {
@@ -164,4 +177,46 @@ func openStore(t *testing.T, dir string) *storage.Store {
 		_ = s.Close()
 	})
 	return s
+}
+
+// While a chain's backlog is replayed, a new message of another chain
+// goes out at once instead of waiting behind the backlog; the backlog
+// chain stays in order.
+func TestForwarderLiveLane(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/lane"}
+	o := &fakeOverlay{peers: map[streamr.StreamPartID]bool{part: true}, got: map[streamr.StreamPartID][]int32{}, delay: time.Millisecond}
+	const backlog = 1500
+	storeChain(t, s, part, "backlog", backlog)
+	stop := runForwarder(t, s, o)
+	defer stop()
+	time.Sleep(100 * time.Millisecond) // the replay is under way
+	storeChain(t, s, part, "live", 1)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		o.mu.Lock()
+		chains := append([]string(nil), o.chains...)
+		o.mu.Unlock()
+		liveAt := slices.Index(chains, "live")
+		if liveAt >= 0 {
+			if liveAt >= backlog {
+				t.Fatalf("the live message went out after the whole backlog (%d messages)", liveAt)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("live message never forwarded")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := waitPublished(t, o, part, backlog+1)
+	prev := int32(-1)
+	for i, seq := range got {
+		if o.chains[i] == "backlog" {
+			if seq != prev+1 {
+				t.Fatalf("backlog chain out of order at %d: seq %d after %d", i, seq, prev)
+			}
+			prev = seq
+		}
+	}
 }

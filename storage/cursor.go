@@ -59,3 +59,10 @@ func (s *Store) SetCursors(ctx context.Context, cursors map[string]uint64) error
 	}
 	return nil
 }
+
+// LastPos returns the log position of the newest stored message, 0 if none.
+func (s *Store) LastPos() uint64 {
+	s.signMu.Lock()
+	defer s.signMu.Unlock()
+	return s.nextPos - 1
+}

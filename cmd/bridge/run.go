@@ -144,7 +144,7 @@ func (g *gateway) startOverlay() error {
 	}
 	g.adapter = newOverlayAdapter(g.node)
 	g.node.ServeResend(g.store) // own messages and [[store]] streams
-	g.forwarder = bridge.NewForwarder(g.store, g.adapter, time.Duration(g.cfg.Overlay.Retry), g.log.With("component", "forwarder"))
+	g.forwarder = bridge.NewForwarder(g.store, g.adapter, time.Duration(g.cfg.Overlay.Retry), g.reg, g.log.With("component", "forwarder"))
 	g.log.Info("overlay listening", "peer_id", g.node.ID(), "addrs", g.node.Addrs())
 	return nil
 }
