@@ -405,13 +405,18 @@ func (n *Node) penaliseResend(p peer.ID, part streamr.StreamPartID, cause error)
 		"stream_part", part.String(), "for", resendPenalty, "err", cause)
 }
 
+// resendPenalised reports whether p is within its resend penalty, and
+// lifts the connection manager tag of an expired one.
 func (n *Node) resendPenalised(p peer.ID) bool {
 	v, err := n.host.Peerstore().Get(p, penaltyKey)
 	if err != nil {
 		return false
 	}
-	at, ok := v.(time.Time)
-	return ok && n.now().Sub(at) < resendPenalty
+	if at, ok := v.(time.Time); ok && n.now().Sub(at) < resendPenalty {
+		return true
+	}
+	n.host.ConnManager().UntagPeer(p, penaltyTag)
+	return false
 }
 
 // resendMetrics count the resend answers this node serves.

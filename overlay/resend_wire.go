@@ -240,8 +240,8 @@ func (w *wireRequest) query() (ResendQuery, error) {
 	case kindFrom:
 		q.From, q.To = from, maxRef
 	case kindRange:
-		if from.Compare(to) > 0 {
-			return ResendQuery{}, fmt.Errorf("resend request of %s: range needs from %s at or before to %s", q.Part, from, to)
+		if from.Compare(to) > 0 || to == (streamr.MessageRef{}) { // a zero To means "no bound" in ResendQuery
+			return ResendQuery{}, fmt.Errorf("resend request of %s: range needs from %s at or before to %s, after 0/0", q.Part, from, to)
 		}
 		q.From, q.To = from, to
 	default:
