@@ -58,7 +58,7 @@ func (n *Node) Join(part streamr.StreamPartID, deliver func(Delivery)) (*Partiti
 		part:    part,
 		topic:   name,
 		log:     n.log.With("stream_part", part.String()),
-		v:       &validator{part: part, limits: n.cfg.Limits, maxSkew: n.cfg.MaxClockSkew, policy: n.cfg.Policy, now: n.now},
+		v:       n.validatorFor(part),
 		m:       n.metrics.forPart(part.String()),
 		deliver: deliver,
 	}
