@@ -3,6 +3,7 @@ package overlay
 import (
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -12,8 +13,9 @@ import (
 // both nodes: A checks before publishing, B before delivering). "max" keeps
 // at most window messages in flight, so its rate is what the pair sustains
 // without loss and its latency is mostly queueing; "2000ps" paces at the
-// design rate of 2,000 msg/s. Reported: msgs/s and p50/p99
-// publish-to-delivery latency; ns/op is per message.
+// design rate of 2,000 msg/s. Reported: msgs/s, p50/p99
+// publish-to-delivery latency and CPU per message for the pair; ns/op is
+// per message.
 func BenchmarkOverlayThroughput(b *testing.B) {
 	for _, transport := range []string{"tcp", "quic"} {
 		b.Run(transport+"/max", func(b *testing.B) { benchThroughput(b, transport, 0) })
@@ -65,6 +67,7 @@ func benchThroughput(b *testing.B, transport string, rate int) {
 	}
 
 	b.ResetTimer()
+	cpu0 := cpuTime(b)
 	start := time.Now()
 	for i, m := range msgs {
 		if rate > 0 {
@@ -89,12 +92,24 @@ func benchThroughput(b *testing.B, transport string, rate int) {
 		b.Fatalf("delivered %d of %d messages", got, b.N)
 	}
 	elapsed := time.Since(start)
+	cpu := cpuTime(b) - cpu0
 	b.StopTimer()
 
 	slices.Sort(lat)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/msg")
+}
+
+// cpuTime is the process's user+system CPU time: both nodes of the pair,
+// which is less sensitive to other load on the machine than wall time.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchNode starts a node closed at the end of the benchmark.
