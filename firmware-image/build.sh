@@ -118,16 +118,23 @@ customize() {
 	(cd "$HERE/rootfs" && tar --owner=0 --group=0 --numeric-owner -cf - .) | tar -C "$ROOT" -xpf -
 	systemctl --root="$ROOT" --quiet enable systemd-networkd.service systemd-resolved.service \
 		systemd-timesyncd.service tributary-firstboot.service tributary-growdata.service
+	# Wi-Fi: one wpa_supplicant per interface, started when wlan0 appears, instead of Debian's D-Bus one.
+	systemctl --root="$ROOT" --quiet disable wpa_supplicant.service
 	mkdir -p "$ROOT/etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants"
 	ln -sf /lib/systemd/system/wpa_supplicant@.service \
 		"$ROOT/etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants/wpa_supplicant@wlan0.service"
 	ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
+	# A headless gateway must never stop at boot to prompt for a locale or root password.
+	ln -sf /dev/null "$ROOT/etc/systemd/system/systemd-firstboot.service"
+	# I2C on the header pins for secure elements; kept across kernel updates by raspi-firmware's hook.
+	echo "dtparam=i2c_arm=on" >"$ROOT/etc/default/raspi-firmware-custom"
+	cat "$ROOT/etc/default/raspi-firmware-custom" >>"$ROOT/boot/firmware/config.txt"
 
 	# Per-device identity is created at first boot; an image must not carry any.
 	rm -f "$ROOT"/etc/ssh/ssh_host_*
 	: >"$ROOT/etc/machine-id"
 	rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT/var/lib/systemd/random-seed"
-	mkdir -p "$ROOT/data" "$ROOT/var/lib/tributary" "$ROOT/var/lib/systemd/timesync"
+	mkdir -p "$ROOT/data" "$ROOT/var/lib/tributary"
 	sed -i -e 's/\brw\b/ro/' "$ROOT/boot/firmware/cmdline.txt"
 
 	# Record what went in: Debian gives no snapshot pin on this mirror, so the exact package list is the
@@ -142,15 +149,16 @@ customize() {
 	boot_tree
 }
 
-# data_tree prepares the data partition's contents with the owners the services expect.
+# data_tree prepares the data partition's contents: the gateway's state directory, owned by its user,
+# and /var/lib/systemd, moved off the read-only root so systemd can keep its state there.
 data_tree() {
-	local uid_bridge uid_timesync
-	uid_bridge=$(awk -F: '$1 == "tributary" {print $3 ":" $4}' "$ROOT/etc/passwd")
-	uid_timesync=$(awk -F: '$1 == "systemd-timesync" {print $3 ":" $4}' "$ROOT/etc/passwd")
-	[ -n "$uid_bridge" ] && [ -n "$uid_timesync" ] || die "users tributary or systemd-timesync missing in the image"
+	local owner
+	owner=$(awk -F: '$1 == "tributary" {print $3 ":" $4}' "$ROOT/etc/passwd")
+	[ -n "$owner" ] || die "user tributary missing in the image"
 	install -d -m 0755 "$WORK/data"
-	install -d -m 0700 -o "${uid_bridge%:*}" -g "${uid_bridge#*:}" "$WORK/data/tributary"
-	install -d -m 0755 -o "${uid_timesync%:*}" -g "${uid_timesync#*:}" "$WORK/data/timesync"
+	install -d -m 0700 -o "${owner%:*}" -g "${owner#*:}" "$WORK/data/tributary"
+	cp -a "$ROOT/var/lib/systemd" "$WORK/data/systemd"
+	find "$ROOT/var/lib/systemd" -mindepth 1 -delete
 }
 
 # boot_tree moves /boot/firmware out of the root tree, adding the user-facing files.
