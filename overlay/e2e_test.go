@@ -114,6 +114,9 @@ func TestEndToEnd(t *testing.T) {
 			if got := testutil.ToFloat64(pa.m.out); got != n {
 				t.Errorf("A messages_out = %v, want %d", got, n)
 			}
+			if got := testutil.ToFloat64(pa.m.mesh); got != 2 {
+				t.Errorf("A neighbours gauge = %v, want 2", got)
+			}
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 // metrics are the node's Prometheus collectors, labelled by stream part.
 type metrics struct {
 	peers    *prometheus.GaugeVec
+	mesh     *prometheus.GaugeVec
 	in       *prometheus.CounterVec
 	out      *prometheus.CounterVec
 	dups     *prometheus.CounterVec
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "tributary", Subsystem: "overlay", Name: "peers",
 			Help: "Connected peers subscribed to the stream partition's topic.",
 		}, []string{labelPart}),
+		mesh: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "tributary", Subsystem: "overlay", Name: "neighbours",
+			Help: "Mesh peers in the stream partition: those each message is forwarded to.",
+		}, []string{labelPart}),
 		in:       counter("messages_in_total", "Valid messages received from peers and delivered locally."),
 		out:      counter("messages_out_total", "Messages published by this node."),
 		dups:     counter("duplicates_total", "Copies of already seen messages received (dropped)."),
@@ -43,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	collectors := append([]prometheus.Collector{m.peers, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut}, m.resend.collectors()...)
+	collectors := append([]prometheus.Collector{m.peers, m.mesh, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut}, m.resend.collectors()...)
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -60,6 +65,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 type partMetrics struct {
 	label    string
 	peers    prometheus.Gauge
+	mesh     prometheus.Gauge
 	in       prometheus.Counter
 	out      prometheus.Counter
 	dups     prometheus.Counter
@@ -73,6 +79,7 @@ func (m *metrics) forPart(label string) *partMetrics {
 	return &partMetrics{
 		label:    label,
 		peers:    m.peers.WithLabelValues(label),
+		mesh:     m.mesh.WithLabelValues(label),
 		in:       m.in.WithLabelValues(label),
 		out:      m.out.WithLabelValues(label),
 		dups:     m.dups.WithLabelValues(label),
@@ -89,6 +96,7 @@ func (p *partMetrics) drop(reason string) { p.drops.WithLabelValues(reason).Inc(
 func (m *metrics) remove(label string) {
 	l := prometheus.Labels{labelPart: label}
 	m.peers.Delete(l)
+	m.mesh.Delete(l)
 	for _, c := range []*prometheus.CounterVec{m.in, m.out, m.dups, m.bytesIn, m.bytesOut} {
 		c.Delete(l)
 	}

@@ -10,6 +10,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tributary-iot/tributary/streamr"
 )
@@ -62,6 +63,7 @@ func (n *Node) Join(part streamr.StreamPartID, deliver func(Delivery)) (*Partiti
 		m:       n.metrics.forPart(part.String()),
 		deliver: deliver,
 	}
+	p.mesh.size = p.m.mesh
 	if err := n.reserve(p); err != nil {
 		return nil, err
 	}
@@ -252,10 +254,12 @@ func (p *Partition) Leave() error {
 	return p.leaveErr
 }
 
-// peerSet is a set of peers safe for concurrent use.
+// peerSet is a set of peers safe for concurrent use, its size mirrored
+// in a gauge.
 type peerSet struct {
 	mu    sync.Mutex
 	peers map[peer.ID]struct{}
+	size  prometheus.Gauge
 }
 
 func (s *peerSet) add(id peer.ID) {
@@ -265,12 +269,14 @@ func (s *peerSet) add(id peer.ID) {
 		s.peers = make(map[peer.ID]struct{})
 	}
 	s.peers[id] = struct{}{}
+	s.size.Set(float64(len(s.peers)))
 }
 
 func (s *peerSet) remove(id peer.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.peers, id)
+	s.size.Set(float64(len(s.peers)))
 }
 
 func (s *peerSet) len() int {
