@@ -260,6 +260,9 @@ func testRoguePeer(t *testing.T, transport string) {
 			}
 			if tc.penalised {
 				waitFor(t, 5*time.Second, "B to lower the rogue's score", func() bool { return score() <= invalidMessageWeight/2 })
+				if got := testutil.ToFloat64(b.metrics.penalised); got < 1 {
+					t.Errorf("penalised_peers = %v, want at least the rogue", got)
+				}
 				return
 			}
 			time.Sleep(300 * time.Millisecond) // three score snapshots

@@ -9,15 +9,16 @@ import (
 
 // metrics are the node's Prometheus collectors, labelled by stream part.
 type metrics struct {
-	peers    *prometheus.GaugeVec
-	mesh     *prometheus.GaugeVec
-	in       *prometheus.CounterVec
-	out      *prometheus.CounterVec
-	dups     *prometheus.CounterVec
-	drops    *prometheus.CounterVec
-	bytesIn  *prometheus.CounterVec
-	bytesOut *prometheus.CounterVec
-	resend   *resendMetrics
+	peers     *prometheus.GaugeVec
+	mesh      *prometheus.GaugeVec
+	penalised prometheus.Gauge
+	in        *prometheus.CounterVec
+	out       *prometheus.CounterVec
+	dups      *prometheus.CounterVec
+	drops     *prometheus.CounterVec
+	bytesIn   *prometheus.CounterVec
+	bytesOut  *prometheus.CounterVec
+	resend    *resendMetrics
 }
 
 const labelPart = "stream_part"
@@ -37,6 +38,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "tributary", Subsystem: "overlay", Name: "neighbours",
 			Help: "Mesh peers in the stream partition: those each message is forwarded to.",
 		}, []string{labelPart}),
+		penalised: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tributary", Subsystem: "overlay", Name: "penalised_peers",
+			Help: "Connected peers whose GossipSub score is negative (they sent invalid messages or broke the protocol).",
+		}),
 		in:       counter("messages_in_total", "Valid messages received from peers and delivered locally."),
 		out:      counter("messages_out_total", "Messages published by this node."),
 		dups:     counter("duplicates_total", "Copies of already seen messages received (dropped)."),
@@ -48,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	collectors := append([]prometheus.Collector{m.peers, m.mesh, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut}, m.resend.collectors()...)
+	collectors := append([]prometheus.Collector{m.peers, m.mesh, m.penalised, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut}, m.resend.collectors()...)
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -153,9 +153,9 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 		pubsub.WithMessageIdFn(pubsubMessageID),
 		pubsub.WithGossipSubParams(gossipSubParams(opts.heartbeat)),
 		pubsub.WithPeerScore(peerScoreParams(), peerScoreThresholds()),
-		pubsub.WithPeerScoreInspect(n.storeScores, scorePeriod), // snapshot for PeerScores
-		pubsub.WithFloodPublish(false),                          // publish to the mesh only: a Pi must not send each reading to every peer
-		pubsub.WithPeerExchange(true),                           // pruned peers learn of others: the mesh heals after churn
+		pubsub.WithPeerScoreInspect(n.storeScores, scorePeriod),
+		pubsub.WithFloodPublish(false), // publish to the mesh only: a Pi must not send each reading to every peer
+		pubsub.WithPeerExchange(true),  // pruned peers learn of others: the mesh heals after churn
 		pubsub.WithPeerOutboundQueueSize(peerOutboundQueue),
 		pubsub.WithValidateQueueSize(validateQueue),
 		pubsub.WithSeenMessagesTTL(seenTTL),
@@ -171,7 +171,18 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 	return o
 }
 
-func (n *Node) storeScores(s map[peer.ID]float64) { n.scores.Store(&s) }
+// storeScores keeps the latest peer score snapshot and counts the
+// penalised peers for the metric.
+func (n *Node) storeScores(s map[peer.ID]float64) {
+	bad := 0
+	for _, v := range s {
+		if v < 0 {
+			bad++
+		}
+	}
+	n.metrics.penalised.Set(float64(bad))
+	n.scores.Store(&s)
+}
 
 func (n *Node) lookupPartition(topic string) *Partition {
 	if v, ok := n.joined.Load(topic); ok {
@@ -202,7 +213,7 @@ func (n *Node) Addrs() []string {
 func (n *Node) ConnectedPeers() int { return len(n.host.Network().Peers()) }
 
 // Run keeps the node connected: it starts mDNS, bootstraps the DHT and
-// redials lost bootstrap peers every 30 s. It returns nil when ctx ends;
+// redials lost bootstrap peers every RedialInterval. It returns nil when ctx ends;
 // the node keeps running until Close.
 func (n *Node) Run(ctx context.Context) error {
 	if !n.cfg.DisableMDNS {
