@@ -134,6 +134,9 @@ customize() {
 	rm -f "$ROOT"/etc/ssh/ssh_host_*
 	: >"$ROOT/etc/machine-id"
 	rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT/var/lib/systemd/random-seed"
+	# Build-time logs (dpkg.log carries wall-clock times) would differ per build and are hidden under the
+	# /var/log tmpfs at run time anyway.
+	find "$ROOT/var/log" -type f -delete
 	mkdir -p "$ROOT/data" "$ROOT/var/lib/tributary"
 	sed -i -e 's/\brw\b/ro/' "$ROOT/boot/firmware/cmdline.txt"
 
