@@ -14,8 +14,10 @@ DEB=$(realpath "${1:?usage: test-deb.sh DEB}")
 [ "$(id -u)" = 0 ] || die "must run as root"
 need_pkgs mmdebstrap
 
-# check runs inside the chroot after `apt-get install ./tributary.deb`.
-read -r -d '' check <<'CHECK' || true
+# check.sh runs inside the chroot after `apt-get install ./tributary.deb`.
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cat >"$WORK/check.sh" <<'CHECK'
 set -eu
 fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
 getent passwd tributary | grep -q ':/var/lib/tributary:/usr/sbin/nologin$' || fail "user tributary missing or wrong"
@@ -37,8 +39,8 @@ CHECK
 
 t0=$SECONDS
 mmdebstrap --quiet --mode=root --variant=apt --format=null --include=systemd,udev \
-	--customize-hook="copy-in $DEB /tmp" \
+	--customize-hook="copy-in $DEB $WORK/check.sh /tmp" \
 	--customize-hook="chroot \"\$1\" apt-get install -y -qq /tmp/$(basename "$DEB")" \
-	--customize-hook="chroot \"\$1\" sh -c '$check'" \
+	--customize-hook='chroot "$1" sh /tmp/check.sh' \
 	bookworm /dev/null "deb $(host_mirror debian) bookworm main"
 log "passed in $((SECONDS - t0)) s"
