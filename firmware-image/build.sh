@@ -70,6 +70,7 @@ base_stage() {
 # hook writes them into /boot/firmware/cmdline.txt.
 base_mmdebstrap() {
 	local tar=$1 components="main non-free-firmware"
+	# shellcheck disable=SC2016 # the hooks' $1 is the chroot directory, expanded by mmdebstrap
 	mmdebstrap --mode=root --format=tar --variant=minbase --architectures=arm64 \
 		--components="$components" \
 		--include="$(packages | paste -sd,)" \

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for build.sh and test-boot.sh; sourced, not executed.
 
 log() { printf '%s [%s] %s\n' "$(date +%T)" "${0##*/}" "$*" >&2; }

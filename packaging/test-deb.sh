@@ -38,6 +38,7 @@ echo "test-deb: PASS"
 CHECK
 
 t0=$SECONDS
+# shellcheck disable=SC2016 # the hooks' $1 is the chroot directory, expanded by mmdebstrap
 mmdebstrap --quiet --mode=root --variant=apt --format=null --include=systemd,udev \
 	--customize-hook="copy-in $DEB $WORK/check.sh /tmp" \
 	--customize-hook="chroot \"\$1\" apt-get install -y -qq /tmp/$(basename "$DEB")" \
