@@ -63,14 +63,15 @@ type Forwarder struct {
 }
 
 type liveLane struct {
-	from       uint64          // log head when the backlog was found
-	next       uint64          // live lane scan position
-	backlogged map[string]bool // chains (part + chain ID) whose messages must wait for the main lane
+	from       uint64                      // log head when the backlog was found
+	next       uint64                      // live lane scan position
+	backlogged map[string]bool             // chains (part + chain ID) with large backlogs: their messages wait for the main lane
+	waiting    map[string][]storage.Logged // per chain, live messages not sent yet (no peers yet), in order
 	started    time.Time
 }
 
 // liveThreshold is the backlog, in messages, from which the live lane opens.
-const liveThreshold = 2 * forwardBatch
+const liveThreshold = forwardBatch
 
 // forwardBatch is how many log entries one pass reads.
 const forwardBatch = 512
@@ -150,7 +151,8 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 	newLow, lowFixed := f.low, false
 	pos, scanned := f.low, 0
 	for scanned < maxScan && ctx.Err() == nil {
-		f.liveTurn(ctx, newLow, len(blocked) == 0)
+		// The live lane opens only once this pass has reached peers.
+		f.liveTurn(ctx, newLow, newLow > f.low && len(blocked) == 0)
 		entries, err := f.log.After(pos, forwardBatch)
 		if err != nil {
 			return false, err
@@ -184,7 +186,7 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 	}
 	f.low = newLow
 	f.held.Store(len(blocked) > 0)
-	f.liveTurn(ctx, newLow, len(blocked) == 0)
+	f.liveTurn(ctx, newLow, newLow > f.low && len(blocked) == 0)
 	return scanned >= maxScan && len(blocked) == 0, nil
 }
 
@@ -215,8 +217,13 @@ func (f *Forwarder) liveTurn(ctx context.Context, low uint64, canOpen bool) {
 	}
 }
 
+// smallBacklog is the most messages a chain may have waiting for it to
+// count as live: such a chain catches up through the live lane at once
+// instead of waiting for the large backlogs of others to be replayed.
+const smallBacklog = 256
+
 func (f *Forwarder) openLive(low, head uint64) {
-	lane := &liveLane{from: head, next: head, backlogged: make(map[string]bool), started: time.Now()}
+	lane := &liveLane{from: head, next: head, backlogged: make(map[string]bool), waiting: make(map[string][]storage.Logged), started: time.Now()}
 	for pos := low; pos < head; {
 		entries, err := f.log.After(pos, forwardBatch)
 		if err != nil || len(entries) == 0 {
@@ -226,19 +233,40 @@ func (f *Forwarder) openLive(low, head uint64) {
 			if e.Pos > head {
 				break
 			}
-			lane.backlogged[laneKey(e)] = true
+			if _, sent := f.liveSent[e.Pos]; sent {
+				continue
+			}
+			if upTo, err := f.sentUpTo(e.Part); err == nil && e.Pos <= upTo {
+				continue // went out before
+			}
+			key := laneKey(e)
+			switch {
+			case lane.backlogged[key]:
+			case len(lane.waiting[key]) == smallBacklog:
+				lane.backlogged[key] = true
+				delete(lane.waiting, key)
+			default:
+				lane.waiting[key] = append(lane.waiting[key], e)
+			}
 		}
 		pos = entries[len(entries)-1].Pos
 	}
 	f.live = lane
-	f.logger.Info("replaying backlog; newer messages of other chains go out meanwhile",
-		"backlog", head-low, "chains", len(lane.backlogged))
+	f.logger.Info("replaying backlog; chains with small backlogs and newer ones go out meanwhile",
+		"backlog", head-low, "large_backlogs", len(lane.backlogged), "small_backlogs", len(lane.waiting))
 }
 
+// liveBatches bounds one turn of the live lane, so it cannot starve the
+// main lane either.
+const liveBatches = 4
+
 // runLive forwards what arrived after the backlog, for chains without one.
+// A message that cannot go out yet (its partition's overlay has no peers
+// yet) waits in the lane with the rest of its chain, so chains stay in order.
 func (f *Forwarder) runLive(ctx context.Context) {
 	lane := f.live
-	for ctx.Err() == nil {
+	f.retryWaiting(ctx, lane)
+	for range liveBatches {
 		entries, err := f.log.After(lane.next, forwardBatch)
 		if err != nil || len(entries) == 0 {
 			return
@@ -247,13 +275,8 @@ func (f *Forwarder) runLive(ctx context.Context) {
 			key := laneKey(e)
 			switch {
 			case lane.backlogged[key]:
-			case f.publishLive(ctx, e):
-				f.liveSent[e.Pos] = struct{}{}
-			default:
-				// The overlay is unreachable again: close the lane, so that
-				// e and what follows go out in order with the main lane.
-				f.live = nil
-				return
+			case len(lane.waiting[key]) > 0 || !f.publishLive(ctx, e):
+				lane.waiting[key] = append(lane.waiting[key], e)
 			}
 			lane.next = e.Pos
 		}
@@ -263,9 +286,32 @@ func (f *Forwarder) runLive(ctx context.Context) {
 	}
 }
 
+// retryWaiting sends each chain's waiting messages in order, stopping at
+// the first that still cannot go out.
+func (f *Forwarder) retryWaiting(ctx context.Context, lane *liveLane) {
+	for key, queue := range lane.waiting {
+		sent := 0
+		for _, e := range queue {
+			if !f.publishLive(ctx, e) {
+				break
+			}
+			sent++
+		}
+		if sent == len(queue) {
+			delete(lane.waiting, key)
+		} else {
+			lane.waiting[key] = queue[sent:]
+		}
+	}
+}
+
 func (f *Forwarder) publishLive(ctx context.Context, e storage.Logged) bool {
 	topic, err := f.topic(e.Part)
-	return err == nil && topic.Publish(ctx, e.Encoded) == nil
+	if err != nil || topic.Publish(ctx, e.Encoded) != nil {
+		return false
+	}
+	f.liveSent[e.Pos] = struct{}{}
+	return true
 }
 
 // laneKey names the chain of a logged message; an undecodable one gets

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
@@ -29,10 +30,11 @@ type History interface {
 //
 //	/metrics  Prometheus metrics from gatherer
 //	/healthz  200 while health returns nil
+//	/receipts how far each receiver holds this gateway's chains, per stream partition (JSON)
 //	/streams/{id}/data/partitions/{p}/{last|from|range}?format=raw
 //	          the Streamr storage node's resend queries, answered from
 //	          history in the raw format ([uint32 length][StreamMessage]…)
-func NewHTTPHandler(history History, gatherer prometheus.Gatherer, health func() error, log *slog.Logger) http.Handler {
+func NewHTTPHandler(history History, gatherer prometheus.Gatherer, health func() error, receipts *Receipts, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -41,6 +43,10 @@ func NewHTTPHandler(history History, gatherer prometheus.Gatherer, health func()
 			return
 		}
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /receipts", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(receipts.Progress())
 	})
 	h := &resendHandler{history: history, log: log}
 	mux.HandleFunc("GET /streams/{id}/data/partitions/{partition}/{query}", h.serve)

@@ -25,18 +25,20 @@ var exampleConfig []byte
 
 // Config is the bridge.toml file. Every default lives in defaultConfig.
 type Config struct {
-	StateDir  string                `toml:"state_dir"`
-	Log       LogConfig             `toml:"log"`
-	Key       KeyConfig             `toml:"key"`
-	MQTT      MQTTConfig            `toml:"mqtt"`
-	Storage   StorageConfig         `toml:"storage"`
-	Signing   SigningConfig         `toml:"signing"`
-	HTTP      HTTPConfig            `toml:"http"`
-	Overlay   OverlayConfig         `toml:"overlay"`
-	Status    StatusConfig          `toml:"status"`
-	Rules     []RuleConfig          `toml:"rule"`
-	Subscribe []SubscribeRuleConfig `toml:"subscribe"`
-	Store     []StoreRuleConfig     `toml:"store"`
+	StateDir    string                `toml:"state_dir"`
+	MemoryLimit Size                  `toml:"memory_limit"`
+	Log         LogConfig             `toml:"log"`
+	Key         KeyConfig             `toml:"key"`
+	MQTT        MQTTConfig            `toml:"mqtt"`
+	Storage     StorageConfig         `toml:"storage"`
+	Signing     SigningConfig         `toml:"signing"`
+	HTTP        HTTPConfig            `toml:"http"`
+	Overlay     OverlayConfig         `toml:"overlay"`
+	Status      StatusConfig          `toml:"status"`
+	Rules       []RuleConfig          `toml:"rule"`
+	Subscribe   []SubscribeRuleConfig `toml:"subscribe"`
+	Store       []StoreRuleConfig     `toml:"store"`
+	Receipts    ReceiptsConfig        `toml:"receipts"`
 }
 
 // LogConfig selects the log level and format.
@@ -104,8 +106,9 @@ var defaultRule = RuleConfig{Topic: "#", Stream: "{address}/{topic}", Content: "
 
 func defaultConfig() Config {
 	return Config{
-		StateDir: defaultStateDir(),
-		Log:      LogConfig{Level: "info", Format: "text"},
+		StateDir:    defaultStateDir(),
+		MemoryLimit: Size(48 << 20),
+		Log:         LogConfig{Level: "info", Format: "text"},
 		MQTT: MQTTConfig{
 			Listeners: []ListenerConfig{{Type: "tcp", Address: "127.0.0.1:1883"}},
 		},
@@ -116,7 +119,11 @@ func defaultConfig() Config {
 		},
 		Signing: SigningConfig{OnUnsyncedClock: "sign"},
 		Status:  StatusConfig{ButtonHold: Duration(3 * time.Second)},
-		HTTP:    HTTPConfig{Address: "127.0.0.1:7171"},
+		Receipts: ReceiptsConfig{
+			Required: string(bridge.ReceiptsNone), Peers: []string{},
+			PollInterval: Duration(30 * time.Second), Timeout: Duration(5 * time.Second),
+		},
+		HTTP: HTTPConfig{Address: "127.0.0.1:7171"},
 		Overlay: OverlayConfig{
 			Enabled:        true,
 			Listen:         overlay.ListenAddrsFor("0.0.0.0", overlay.DefaultPort),
@@ -253,6 +260,10 @@ func (c *Config) validate() error {
 	}
 	check(c.Overlay.GapFillTimeout > 0 && c.Overlay.ResendRetry > 0, "overlay.gap_fill_timeout and overlay.resend_retry: must be positive")
 	check(c.Overlay.MaxGapRequests > 0, "overlay.max_gap_requests: must be positive")
+	if _, err := bridge.NewReceipts(c.receiptConfig(nil)); err != nil {
+		errs = append(errs, fmt.Errorf("receipts: %w", err))
+	}
+	check(c.Receipts.PollInterval > 0 && c.Receipts.Timeout > 0, "receipts.poll_interval and receipts.timeout: must be positive")
 	if _, err := c.overlayConfig(nil, nil); err != nil {
 		errs = append(errs, err)
 	}
@@ -311,3 +322,13 @@ func (s *Size) UnmarshalText(b []byte) error {
 
 // MarshalText implements encoding.TextMarshaler.
 func (s Size) MarshalText() ([]byte, error) { return []byte(humanize.IBytes(uint64(s))), nil }
+
+func (c *Config) receiptConfig(publisher []byte) bridge.ReceiptConfig {
+	return bridge.ReceiptConfig{
+		Policy:    bridge.ReceiptPolicy(c.Receipts.Required),
+		Peers:     c.Receipts.Peers,
+		Publisher: publisher,
+		Interval:  time.Duration(c.Receipts.PollInterval),
+		Timeout:   time.Duration(c.Receipts.Timeout),
+	}
+}

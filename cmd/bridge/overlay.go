@@ -13,6 +13,7 @@ import (
 
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/overlay"
+	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -32,6 +33,15 @@ type OverlayConfig struct {
 	GapFillTimeout Duration         `toml:"gap_fill_timeout"`
 	ResendRetry    Duration         `toml:"resend_retry"`
 	MaxGapRequests int              `toml:"max_gap_requests"`
+}
+
+// ReceiptsConfig is the [receipts] table: whose delivery receipts
+// retention waits for before deleting this gateway's messages.
+type ReceiptsConfig struct {
+	Required     string   `toml:"required"` // none, any-storer or all-listed
+	Peers        []string `toml:"peers"`    // peer IDs for all-listed
+	PollInterval Duration `toml:"poll_interval"`
+	Timeout      Duration `toml:"timeout"`
 }
 
 // StoreRuleConfig is one [[store]] table: this node keeps the stream
@@ -200,6 +210,40 @@ func (a *overlayAdapter) Resend(ctx context.Context, q bridge.ResendQuery) ([]br
 	out := make([]bridge.Envelope, len(res.Messages))
 	for i, d := range res.Messages {
 		out[i] = bridge.Envelope{Msg: d.Msg, Encoded: d.Encoded}
+	}
+	return out, nil
+}
+
+// receiptNet adapts the overlay's receipt protocol to bridge.ReceiptNetwork.
+type receiptNet struct{ node *overlay.Node }
+
+func (r receiptNet) QueryReceipts(ctx context.Context, peerID string, part streamr.StreamPartID, publisher []byte) ([]bridge.ChainReceipt, error) {
+	rs, err := r.node.QueryReceipts(ctx, peerID, part, publisher)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bridge.ChainReceipt, len(rs))
+	for i, rc := range rs {
+		out[i] = bridge.ChainReceipt(rc)
+	}
+	return out, nil
+}
+
+func (r receiptNet) PartitionPeers(part streamr.StreamPartID) []string {
+	return r.node.PartitionPeers(part)
+}
+
+// receiptSource serves this node's stored positions as receipts.
+type receiptSource struct{ store *storage.Store }
+
+func (r receiptSource) Receipts(part streamr.StreamPartID, publisher []byte) ([]overlay.ChainReceipt, error) {
+	rs, err := r.store.Receipts(part, publisher)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]overlay.ChainReceipt, len(rs))
+	for i, rc := range rs {
+		out[i] = overlay.ChainReceipt(rc)
 	}
 	return out, nil
 }

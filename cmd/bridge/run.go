@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +40,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	log, closeLog := newLogger(cfg.Log, stderr)
+	defer closeLog()
 	return run(ctx, cfg, log)
 }
 
@@ -58,12 +61,16 @@ type gateway struct {
 	deliverer *bridge.Deliverer
 	adapter   *overlayAdapter
 	subs      []*bridge.Subscription
+	receipts  *bridge.Receipts
 	order     *bridge.Orderer // delivery to local MQTT
 	storer    *bridge.Storer  // [[store]] rules; nil without them
 	stored    []streamr.StreamPartID
 }
 
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	if os.Getenv("GOMEMLIMIT") == "" && cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+	}
 	g, err := startGateway(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -86,7 +93,14 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 	if g.key, err = loadOrCreateKey(ctx, cfg, log); err != nil {
 		return nil, err
 	}
-	if g.store, err = storage.Open(storageOptions(cfg, log, g.reg)); err != nil {
+	rcfg := cfg.receiptConfig(g.key.PublisherID())
+	rcfg.Logger = log.With("component", "receipts")
+	if g.receipts, err = bridge.NewReceipts(rcfg); err != nil {
+		return nil, err
+	}
+	sopts := storageOptions(cfg, log, g.reg)
+	sopts.Guard = g.receipts
+	if g.store, err = storage.Open(sopts); err != nil {
 		return nil, err
 	}
 	rules, err := cfg.compileRules()
@@ -121,6 +135,9 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 		if len(g.stored) > 0 {
 			scfg := cfg.orderConfig("store", log, g.reg)
 			scfg.Resender = g.adapter
+			// A storer's receipts tell publishers what they may delete, so
+			// it never gives a gap up: it keeps asking every resend_retry.
+			scfg.MaxGapRequests = math.MaxInt32
 			g.storer = bridge.NewStorer(g.store, scfg, log.With("component", "storer"))
 		}
 	}
@@ -144,6 +161,7 @@ func (g *gateway) startOverlay() error {
 	}
 	g.adapter = newOverlayAdapter(g.node)
 	g.node.ServeResend(g.store) // own messages and [[store]] streams
+	g.node.ServeReceipts(receiptSource{g.store})
 	g.forwarder = bridge.NewForwarder(g.store, g.adapter, time.Duration(g.cfg.Overlay.Retry), g.reg, g.log.With("component", "forwarder"))
 	g.log.Info("overlay listening", "peer_id", g.node.ID(), "addrs", g.node.Addrs())
 	return nil
@@ -168,6 +186,7 @@ func (g *gateway) serve(ctx context.Context) error {
 		work.Go(func() error { return g.forwarder.Run(workCtx) })
 		work.Go(func() error { return g.node.Run(workCtx) })
 		work.Go(func() error { return g.order.Run(workCtx) })
+		work.Go(func() error { return g.receipts.Run(workCtx, receiptNet{g.node}, g.store.Parts) })
 	}
 	if g.storer != nil {
 		work.Go(func() error { return g.storer.Orderer().Run(workCtx) })
@@ -225,7 +244,7 @@ func (g *gateway) serveHTTP(ctx context.Context) error {
 		return fmt.Errorf("http.address %s: %w", g.cfg.HTTP.Address, err)
 	}
 	srv := &http.Server{
-		Handler:           bridge.NewHTTPHandler(g.store, g.reg, func() error { return g.pipeline.Health(maxStall) }, g.log),
+		Handler:           bridge.NewHTTPHandler(g.store, g.reg, func() error { return g.pipeline.Health(maxStall) }, g.receipts, g.log),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	g.log.Info("http api listening", "address", ln.Addr().String())
@@ -350,12 +369,20 @@ func loadOrCreateKey(ctx context.Context, cfg *Config, log *slog.Logger) (hw.Key
 	return key, nil
 }
 
-func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+// newLogger logs to journald's native protocol when systemd connected
+// stderr to the journal (so attributes become searchable fields, e.g.
+// journalctl -u bridge COMPONENT=overlay), else text or JSON to w.
+func newLogger(c LogConfig, w io.Writer) (*slog.Logger, func()) {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated by Config.validate
 	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+	if systemd.StderrIsJournal() {
+		if h, err := systemd.NewJournalHandler(systemd.JournalSocket, opts); err == nil {
+			return slog.New(h), func() { _ = h.Close() }
+		}
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), func() {}
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), func() {}
 }
