@@ -180,7 +180,9 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 		dirty[lowCursor] = newLow
 	}
 	if len(dirty) > 0 {
-		if err := f.log.SetCursors(ctx, dirty); err != nil {
+		// Saved even when ctx ended mid-pass: what went out must not go
+		// out again after a restart.
+		if err := f.log.SetCursors(context.WithoutCancel(ctx), dirty); err != nil {
 			return false, fmt.Errorf("save forwarding positions: %w", err)
 		}
 	}
