@@ -39,6 +39,8 @@ type Config struct {
 	Subscribe   []SubscribeRuleConfig `toml:"subscribe"`
 	Store       []StoreRuleConfig     `toml:"store"`
 	Receipts    ReceiptsConfig        `toml:"receipts"`
+
+	bootstrapNode bool // set by `bridge run --bootstrap-node`, not by the file
 }
 
 // LogConfig selects the log level and format.

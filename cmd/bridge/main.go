@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	bridge run [--config FILE]
+//	bridge run [--config FILE] [--bootstrap-node]
 //	bridge check-config FILE
 //	bridge key new|show|import [--config FILE] [--uri URI]
 //	bridge export --stream ID [--partition N] [--from TS] [--to TS] [-o FILE] [--config FILE]

@@ -33,12 +33,20 @@ const maxStall = 30 * time.Second
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	configPath := fs.String("config", "", "config file (default: embedded defaults)")
+	bootstrapNode := fs.Bool("bootstrap-node", false, "serve as a bootstrap node for other bridges: DHT on, and log the addresses they can use")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		return err
+	}
+	if *bootstrapNode {
+		if !cfg.Overlay.Enabled {
+			return usageError{errors.New("run: --bootstrap-node needs overlay.enabled = true")}
+		}
+		cfg.Overlay.DHT = true
+		cfg.bootstrapNode = true
 	}
 	log, closeLog := newLogger(cfg.Log, stderr)
 	defer closeLog()
@@ -164,6 +172,9 @@ func (g *gateway) startOverlay() error {
 	g.node.ServeReceipts(receiptSource{g.store})
 	g.forwarder = bridge.NewForwarder(g.store, g.adapter, time.Duration(g.cfg.Overlay.Retry), g.reg, g.log.With("component", "forwarder"))
 	g.log.Info("overlay listening", "peer_id", g.node.ID(), "addrs", g.node.Addrs())
+	if g.cfg.bootstrapNode {
+		g.log.Info("bootstrap node: other bridges can join the overlay with", "bootstrap", g.node.Addrs())
+	}
 	return nil
 }
 
