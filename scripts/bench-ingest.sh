@@ -21,15 +21,8 @@ HTTP_PORT=${HTTP_PORT:-18833}
 # The systemd unit runs the bridge with this soft memory limit.
 BRIDGE_GOMEMLIMIT=${BRIDGE_GOMEMLIMIT:-48MiB}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
 source scripts/bench-lib.sh
+bench_setup
 ensure_mosquitto
 build_tools
 bridge_config "$work/bridge.toml" "$work/state" "$BRIDGE_PORT" "$HTTP_PORT" "[overlay]

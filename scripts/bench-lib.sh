@@ -1,5 +1,18 @@
 # Shared parts of the benchmark scripts; sourced, not run.
-# Expects: $work (a scratch directory), DURATION.
+
+# bench_setup makes the scratch directory $work and the list $pids of
+# processes to stop on exit.
+bench_setup() {
+	work=$(mktemp -d)
+	pids=()
+	trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
 
 ensure_mosquitto() {
 	if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
