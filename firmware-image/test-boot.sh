@@ -6,7 +6,9 @@
 #   - bridge.service reached READY (active/running; Type=notify) and the system is "running",
 #   - MQTT on the forwarded port takes a QoS 1 publish (PUBACK),
 #   - `bridge export` in the guest returns that reading, correctly signed by the gateway's address,
-#     which was also written back to the boot partition.
+#     which was also written back to the boot partition;
+# then powers the guest off, puts a broken bridge.toml and a wifi.txt on the card, boots again and checks
+# that the old configuration stays, Wi-Fi is configured, and key and readings survived the reboot.
 # Exit status 0 means pass. Build and boot times go to stdout and $OUT/test-boot-times.txt.
 # Needs root (see build.sh); installs qemu-system-arm and mtools when missing.
 set -euo pipefail
@@ -76,29 +78,33 @@ mcopy -o -i "$FAT" "::initrd.img-${kernel#vmlinuz-}" "$T/initrd.img"
 
 go build -o "$T/boottest" "$REPO/firmware-image/boottest"
 
-log "booting $IMAGE (MQTT on 127.0.0.1:$MQTT_PORT, SSH on 127.0.0.1:$SSH_PORT)"
-t_launch=$SECONDS
-qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -display none -no-reboot \
-	-kernel "$T/vmlinuz" -initrd "$T/initrd.img" \
-	-append "console=ttyAMA0 root=LABEL=RASPIROOT ro rootwait net.ifnames=0 systemd.wants=tributary-bootreport.service" \
-	-drive "if=none,id=card,format=raw,file=$T/card.img" -device virtio-blk-pci,drive=card \
-	-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$MQTT_PORT-:1883,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" \
-	-device virtio-net-pci,netdev=net0 -device virtio-rng-pci \
-	-serial "file:$T/console.log" -pidfile "$T/qemu.pid" -daemonize
-QEMU_PID=$(cat "$T/qemu.pid")
+# boot_guest LOG: starts QEMU on the card with the console going to LOG.
+boot_guest() {
+	CONSOLE=$1
+	log "booting $IMAGE copy (MQTT on 127.0.0.1:$MQTT_PORT, SSH on 127.0.0.1:$SSH_PORT, console $CONSOLE)"
+	t_launch=$SECONDS
+	qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -display none -no-reboot \
+		-kernel "$T/vmlinuz" -initrd "$T/initrd.img" \
+		-append "console=ttyAMA0 root=LABEL=RASPIROOT ro rootwait net.ifnames=0 systemd.wants=tributary-bootreport.service" \
+		-drive "if=none,id=card,format=raw,file=$T/card.img" -device virtio-blk-pci,drive=card \
+		-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$MQTT_PORT-:1883,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" \
+		-device virtio-net-pci,netdev=net0 -device virtio-rng-pci \
+		-serial "file:$CONSOLE" -pidfile "$T/qemu.pid" -daemonize
+	QEMU_PID=$(cat "$T/qemu.pid")
+}
 
 # wait_for PATTERN: waits until the console shows a line matching PATTERN and prints it.
 wait_for() {
 	local deadline=$((t_launch + BOOT_TIMEOUT)) line
 	while [ $SECONDS -lt $deadline ]; do
-		if line=$(grep -a -m1 -E "$1" "$T/console.log" 2>/dev/null); then
+		if line=$(grep -a -m1 -E "$1" "$CONSOLE" 2>/dev/null); then
 			echo "${line%$'\r'}"
 			return 0
 		fi
 		kill -0 "$QEMU_PID" 2>/dev/null || break
 		sleep 1
 	done
-	tail -n 60 "$T/console.log" >&2 || true
+	tail -n 60 "$CONSOLE" >&2 || true
 	die "no console line matching '$1' within ${BOOT_TIMEOUT}s of launch"
 }
 report() { wait_for "BOOT-REPORT $1=" | sed "s/.*BOOT-REPORT $1=//"; }
@@ -108,6 +114,42 @@ expect() { # expect WHAT GOT WANT-REGEX
 	if [[ $2 =~ $3 ]]; then log "ok   $1: $2"; else log "FAIL $1: '$2' does not match '$3'"; failures+=("$1"); fi
 }
 
+# `bridge export` runs inside the guest, over SSH with the key the boot partition enabled. The full path
+# matters: root's PATH finds iproute2's /usr/sbin/bridge first.
+guest() {
+	ssh -q -i "$T/id_boottest" -p "$SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+		-o ConnectTimeout=30 -o BatchMode=yes root@127.0.0.1 "$@"
+}
+
+# publish_and_export PAYLOAD...: publishes the first payload with QoS 1, then checks that the guest's
+# export holds every payload given, signed by the gateway.
+publish_and_export() {
+	local t=$SECONDS attempt p
+	if "$T/boottest" publish -addr "127.0.0.1:$MQTT_PORT" -topic boottest/sensor1 -payload "$1"; then
+		log "ok   QoS 1 publish acknowledged in $((SECONDS - t)) s"
+	else
+		failures+=("QoS 1 publish")
+	fi
+	rm -f "$T/export.b64"
+	for attempt in 1 2 3 4 5 6; do
+		if guest /usr/bin/bridge export --config /etc/tributary/bridge.toml --stream "$address/boottest/sensor1" -o /run/export.raw &&
+			guest base64 -w0 /run/export.raw >"$T/export.b64" && [ -s "$T/export.b64" ]; then
+			break
+		fi
+		log "export attempt $attempt returned nothing yet"
+		sleep 5
+	done
+	for p in "$@"; do
+		if "$T/boottest" verify -in "$T/export.b64" -payload "$p" -publisher "$address"; then
+			log "ok   bridge export in the guest returned the signed reading $p"
+		else
+			failures+=("export of $p")
+		fi
+	done
+}
+
+# First boot: settings from the boot partition, key generation, partition growth.
+boot_guest "$T/console1.log"
 state=$(report state)
 t_running=$((SECONDS - t_launch))
 expect "system state" "$state" '^running$'
@@ -121,45 +163,40 @@ address=$(report address)
 expect "address written back to boot partition" "$address" '^0x[0-9a-f]{40}$'
 banner=$(timeout 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SSH_PORT; head -c 7 <&3" 2>/dev/null || true)
 expect "sshd answers on the forwarded port" "$banner" '^SSH-2.0'
-
-payload="{\"temperature\":21.5,\"boot\":$RANDOM}"
-t=$SECONDS
-if "$T/boottest" publish -addr "127.0.0.1:$MQTT_PORT" -topic boottest/sensor1 -payload "$payload"; then
-	log "ok   QoS 1 publish acknowledged in $((SECONDS - t)) s"
-else
-	failures+=("QoS 1 publish")
-fi
-# `bridge export` runs inside the guest, over SSH with the key the boot partition enabled. The full path
-# matters: root's PATH finds iproute2's /usr/sbin/bridge first.
-guest() {
-	ssh -q -i "$T/id_boottest" -p "$SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-		-o ConnectTimeout=30 -o BatchMode=yes root@127.0.0.1 "$@"
-}
-stream="$address/boottest/sensor1"
-for attempt in 1 2 3 4 5 6; do
-	if guest /usr/bin/bridge export --config /etc/tributary/bridge.toml --stream "$stream" -o /run/export.raw &&
-		guest base64 -w0 /run/export.raw >"$T/export.b64" && [ -s "$T/export.b64" ]; then
-		break
-	fi
-	log "export attempt $attempt returned nothing yet"
-	sleep 5
-done
-if "$T/boottest" verify -in "$T/export.b64" -payload "$payload" -publisher "$address"; then
-	log "ok   bridge export in the guest returned the signed reading"
-else
-	failures+=("export")
-fi
+payload1="{\"temperature\":21.5,\"boot\":1,\"n\":$RANDOM}"
+publish_and_export "$payload1"
 t_total=$((SECONDS - t_launch))
-grep -a 'BOOT-REPORT status:' "$T/console.log" | tr -d '\r' >"$T/bridge-status.txt" || true
+
+# Second boot, after the user edited the boot partition: a broken bridge.toml must leave the working
+# configuration in place, Wi-Fi settings are applied, and the key and stored readings survive the reboot.
+guest systemctl poweroff || true
+for _ in $(seq 120); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 1; done
+! kill -0 "$QEMU_PID" 2>/dev/null || die "guest did not power off within 120 s"
+printf '[mqtt]\nallow_anonymous = "sometimes"\n' >"$T/bridge.toml"
+printf 'ssid=BootTest\r\npsk=correct horse battery staple\r\ncountry=DE\r\n' >"$T/wifi.txt" # CRLF, as from Windows
+mcopy -o -i "$FAT" "$T/bridge.toml" "$T/wifi.txt" ::
+boot_guest "$T/console2.log"
+expect "second boot: system state" "$(report state)" '^running$'
+t_running2=$((SECONDS - t_launch))
+expect "second boot: bridge.service (READY)" "$(report bridge)" '^active/running restarts=0$'
+expect "second boot: same gateway address" "$(report address)" "^$address\$"
+expect "second boot: status file reports the rejected bridge.toml and the Wi-Fi settings" \
+	"$(report status)" 'bridge.toml NOT applied.*Wi-Fi settings applied'
+wpa=$(guest cat /etc/wpa_supplicant/wpa_supplicant-wlan0.conf | tr '\n' ' ')
+expect "second boot: wpa_supplicant config with hashed PSK" "$wpa" 'country=DE.*ssid="BootTest".*psk=[0-9a-f]{64}'
+expect "second boot: no plain-text passphrase stored" "$(guest grep -c 'battery' /etc/wpa_supplicant/wpa_supplicant-wlan0.conf)" '^0$'
+publish_and_export "{\"temperature\":22.0,\"boot\":2}" "$payload1"
+grep -a 'BOOT-REPORT status:' "$T/console1.log" | tr -d '\r' >"$T/bridge-status.txt" || true
 
 {
 	echo "test-boot $(date -u +%FT%TZ) $(basename "$IMAGE")"
 	echo "  image build:                 ${t_build} s (0 = prebuilt image given)"
-	echo "  launch to system running:    ${t_running} s"
-	echo "  launch to export verified:   ${t_total} s"
+	echo "  first boot, launch to system running:  ${t_running} s"
+	echo "  first boot, launch to export verified: ${t_total} s"
+	echo "  second boot, launch to system running: ${t_running2} s"
 } | tee -a "$OUT/test-boot-times.txt"
 if ((${#failures[@]})); then
-	tail -n 80 "$T/console.log" >&2
+	tail -n 80 "$CONSOLE" >&2
 	die "boot test failed: ${failures[*]}"
 fi
 log "PASS"
