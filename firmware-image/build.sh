@@ -18,6 +18,9 @@ REPO=$(cd "$HERE/.." && pwd)
 . "$HERE/lib.sh"
 
 OUT=$HERE/out
+# The base root filesystem depends only on the package list and mirror, so it
+# may be cached outside the checkout and shared by clones on one machine.
+CACHE=${TRIBUTARY_IMAGE_CACHE:-}
 BRIDGE=""
 COMPRESS=1
 SUITE=bookworm
@@ -52,11 +55,11 @@ packages() { grep -v -e '^#' -e '^$' "$HERE/packages.txt"; }
 base_stage() {
 	local key tar
 	key=$({ packages; declare -f base_mmdebstrap; echo "$SUITE $MIRROR $SECURITY_MIRROR"; } | sha256sum | cut -c1-16)
-	tar=$OUT/cache/base-$SUITE-arm64-$key.tar
+	tar=${CACHE:-$OUT/cache}/base-$SUITE-arm64-$key.tar
 	if [ -s "$tar" ]; then
 		log "base rootfs: reusing $tar"
 	else
-		mkdir -p "$OUT/cache"
+		mkdir -p "${CACHE:-$OUT/cache}"
 		log "base rootfs: building $tar (about 10 min under qemu-user)"
 		base_mmdebstrap "${tar%.tar}.partial.tar"
 		mv "${tar%.tar}.partial.tar" "$tar"
