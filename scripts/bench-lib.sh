@@ -55,7 +55,11 @@ CONF
 }
 
 # bridge_config FILE STATE MQTT_PORT HTTP_PORT [EXTRA]: a bench bridge config.
+# BATCH_WINDOW, if set, overrides [signing] batch_window.
 bridge_config() {
+	local signing=""
+	[ -z "${BATCH_WINDOW:-}" ] || signing="[signing]
+batch_window = \"$BATCH_WINDOW\""
 	cat >"$1" <<CONF
 state_dir = "$2"
 [log]
@@ -66,6 +70,7 @@ address = "127.0.0.1:$3"
 [http]
 address = "127.0.0.1:$4"
 ${5:-}
+$signing
 CONF
 }
 

@@ -80,9 +80,10 @@ type StorageConfig struct {
 	GCInterval     Duration `toml:"gc_interval"`
 }
 
-// SigningConfig sets the clock policy.
+// SigningConfig sets the clock policy and the signing cadence.
 type SigningConfig struct {
-	OnUnsyncedClock string `toml:"on_unsynced_clock"` // sign or hold
+	OnUnsyncedClock string   `toml:"on_unsynced_clock"` // sign or hold
+	BatchWindow     Duration `toml:"batch_window"`      // readings gather this long per signed batch
 }
 
 // HTTPConfig is the local HTTP API: metrics, health, and data export.
@@ -119,7 +120,7 @@ func defaultConfig() Config {
 			Retention:  Duration(30 * 24 * time.Hour),
 			GCInterval: Duration(5 * time.Minute),
 		},
-		Signing: SigningConfig{OnUnsyncedClock: "sign"},
+		Signing: SigningConfig{OnUnsyncedClock: "sign", BatchWindow: Duration(10 * time.Millisecond)},
 		Status:  StatusConfig{ButtonHold: Duration(3 * time.Second)},
 		Receipts: ReceiptsConfig{
 			Required: string(bridge.ReceiptsNone), Peers: []string{},
@@ -247,6 +248,7 @@ func (c *Config) validate() error {
 	}
 	check(c.Storage.Quota >= 0 && c.Storage.RetentionBytes >= 0, "storage: sizes must not be negative")
 	check(c.Storage.GCInterval > 0, "storage.gc_interval: must be positive")
+	check(c.Signing.BatchWindow >= 0, "signing.batch_window: must not be negative")
 	check(c.Overlay.Retry > 0, "overlay.retry: must be positive")
 	check(c.Overlay.RedialInterval > 0, "overlay.redial_interval: must be positive")
 	check(c.Overlay.MaxConnections > 0, "overlay.max_connections: must be positive")

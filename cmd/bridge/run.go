@@ -126,6 +126,7 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 		Signer:       g.key,
 		Log:          g.store,
 		HoldUnsynced: cfg.Signing.OnUnsyncedClock == "hold",
+		SignDelay:    signDelay(cfg.Signing.BatchWindow),
 		Metrics:      bridge.NewMetrics(g.reg),
 		Logger:       log.With("component", "bridge"),
 	})
@@ -316,6 +317,15 @@ func (h ingestHandler) HandlePublish(_ context.Context, m *broker.Message) broke
 		return broker.Verdict{Code: broker.ReasonCode(reason.Code)}
 	}
 	return broker.Verdict{Code: broker.Success, Wait: wait}
+}
+
+// signDelay maps batch_window onto bridge.Config.SignDelay, where zero
+// means the default and a negative value none.
+func signDelay(window Duration) time.Duration {
+	if window == 0 {
+		return -1
+	}
+	return time.Duration(window)
 }
 
 func storageOptions(cfg *Config, log *slog.Logger, reg prometheus.Registerer) storage.Options {
