@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,12 +103,15 @@ func waitFor(path string, timeout time.Duration) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if _, err := os.Stat(path); err == nil {
+		// The socket file appears at bind, before swtpm listens: only a
+		// successful connection says it is ready.
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = c.Close()
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not created within %v", path, timeout)
+			return fmt.Errorf("%s not accepting connections within %v", path, timeout)
 		case <-tick.C:
 		}
 	}
