@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -33,8 +32,6 @@ type Partition struct {
 	m       *partMetrics
 	deliver func(Delivery)
 	mesh    peerSet // our GossipSub mesh for the topic, kept by the tracer
-
-	published atomic.Uint64 // messages given to Publish, for sampling signature checks
 
 	t      *pubsub.Topic
 	sub    *pubsub.Subscription
@@ -150,21 +147,13 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 	return pubsub.ValidationReject
 }
 
-// ownSignatureSample: Publish verifies the signature of one message in this
-// many (and of the first).
-const ownSignatureSample = 64
-
 // Publish validates an encoded, signed StreamMessage of this partition and
 // sends it to the overlay. It returns an error wrapping ErrNoPeers if this
 // node has no mesh neighbour in the partition (the message was not sent
 // and should stay queued; a newly connected member joins the mesh within a
 // heartbeat, 1 s), or ErrInvalidMessage if validation fails.
 func (p *Partition) Publish(ctx context.Context, encoded []byte) error {
-	// Our own signatures are checked on a sample (the first message, then
-	// every ownSignatureSample-th): enough to stop a broken signer before
-	// peers penalise us, without a key recovery per published message.
-	verifySig := p.published.Add(1)%ownSignatureSample == 1
-	m, verdict, reason, err := p.v.checkWith(encoded, verifySig)
+	m, verdict, reason, err := p.v.check(encoded)
 	if verdict != accept {
 		p.m.drop(reason)
 		return fmt.Errorf("publish on %s: %w", p.part, err)

@@ -44,12 +44,6 @@ type validator struct {
 // check validates an encoded message and returns it decoded. On failure it
 // returns the verdict, the drop reason and an error describing it.
 func (v *validator) check(data []byte) (*streamr.StreamMessage, verdict, string, error) {
-	return v.checkWith(data, true)
-}
-
-// checkWith is check, verifying the signature only if verifySig: Publish
-// skips it for most of the messages this node signed itself.
-func (v *validator) checkWith(data []byte, verifySig bool) (*streamr.StreamMessage, verdict, string, error) {
 	if len(data) > v.limits.MaxMessageBytes {
 		return nil, reject, reasonSize, fmt.Errorf("%w: %d bytes exceed the limit of %d", ErrInvalidMessage, len(data), v.limits.MaxMessageBytes)
 	}
@@ -63,11 +57,7 @@ func (v *validator) checkWith(data []byte, verifySig bool) (*streamr.StreamMessa
 	if !v.policy.MayPublish(m.ID.StreamID, m.ID.PublisherID) {
 		return nil, reject, reasonPublisher, fmt.Errorf("%w: publisher %s may not publish on %s", ErrInvalidMessage, m.ID.PublisherHex(), m.ID.StreamID)
 	}
-	validate := streamr.Validate
-	if !verifySig {
-		validate = streamr.ValidateUnsigned
-	}
-	if err := validate(m, len(data), v.limits); err != nil {
+	if err := streamr.Validate(m, len(data), v.limits); err != nil {
 		reason := reasonMalformed
 		if streamr.VerifySignature(m) != nil { // only on the failure path: classifies the drop
 			reason = reasonSignature

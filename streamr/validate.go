@@ -16,20 +16,6 @@ type Limits struct {
 // before the message, size within limits, JSON content that parses, and a
 // valid signature. encodedSize is the wire size (0 if unknown).
 func Validate(m *StreamMessage, encodedSize int, lim Limits) error {
-	if err := ValidateUnsigned(m, encodedSize, lim); err != nil {
-		return err
-	}
-	if err := VerifySignature(m); err != nil {
-		return fmt.Errorf("message %s of %s: %w", m.ID.Ref(), m.ID.StreamPart(), err)
-	}
-	return nil
-}
-
-// ValidateUnsigned is Validate without the signature check, for messages
-// this process signed itself (checking their signatures costs a key
-// recovery each, which a sample of them is enough to catch a broken
-// signer).
-func ValidateUnsigned(m *StreamMessage, encodedSize int, lim Limits) error {
 	if err := checkStructure(m); err != nil {
 		return fmt.Errorf("message %s of %s: %w", m.ID.Ref(), m.ID.StreamID, err)
 	}
@@ -37,6 +23,9 @@ func ValidateUnsigned(m *StreamMessage, encodedSize int, lim Limits) error {
 		return fmt.Errorf("message %s of %s: %w", m.ID.Ref(), m.ID.StreamPart(), err)
 	}
 	if err := checkContent(m); err != nil {
+		return fmt.Errorf("message %s of %s: %w", m.ID.Ref(), m.ID.StreamPart(), err)
+	}
+	if err := VerifySignature(m); err != nil {
 		return fmt.Errorf("message %s of %s: %w", m.ID.Ref(), m.ID.StreamPart(), err)
 	}
 	return nil

@@ -61,22 +61,3 @@ func TestSDKSignatureVector(t *testing.T) {
 		t.Fatalf("verify: %v", err)
 	}
 }
-
-// ValidateUnsigned checks everything Validate does but the signature.
-func TestValidateUnsignedSkipsOnlyTheSignature(t *testing.T) {
-	m := sdkVectorMessage(t)
-	if err := SignMessage(context.Background(), keyOne(t), m); err != nil {
-		t.Fatal(err)
-	}
-	m.Signature[10] ^= 0xff
-	if err := ValidateUnsigned(m, 0, Limits{}); err != nil {
-		t.Fatalf("ValidateUnsigned: %v", err)
-	}
-	if err := Validate(m, 0, Limits{}); err == nil {
-		t.Fatal("Validate accepted a corrupted signature")
-	}
-	m.Body = &ContentMessage{Content: []byte("{"), ContentType: ContentJSON}
-	if err := ValidateUnsigned(m, 0, Limits{}); err == nil {
-		t.Fatal("ValidateUnsigned accepted content that is not JSON")
-	}
-}
