@@ -46,9 +46,13 @@ type OrderConfig struct {
 	RetryInterval  time.Duration // between resend requests for one gap (default 5s)
 	MaxGapRequests int           // requests before a gap is given up (default 5)
 	MaxHeld        int           // messages held per chain while a gap is open (default 10,000)
-	FlushInterval  time.Duration // how often delivered positions are saved (default 100ms)
-	Registerer     prometheus.Registerer
-	Logger         *slog.Logger
+	// KeepGaps, when the held bound is hit, drops the newest held messages
+	// (resend brings them back later) instead of giving the gap up: a
+	// storage node must not lose messages to a burst.
+	KeepGaps      bool
+	FlushInterval time.Duration // how often delivered positions are saved (default 100ms)
+	Registerer    prometheus.Registerer
+	Logger        *slog.Logger
 }
 
 // Orderer delivers each (publisher, chain) of a stream partition in order
@@ -143,7 +147,8 @@ type orderedChain struct {
 	last    *streamr.MessageRef // last delivered
 	held    msgHeap
 
-	gapSince    time.Time // zero: no open gap
+	refetchTo   *streamr.MessageRef // newest message dropped at the held bound (KeepGaps): fetch up to it
+	gapSince    time.Time           // zero: no open gap
 	lastRequest time.Time
 	requests    int
 	filling     bool
@@ -209,7 +214,26 @@ func (o *Orderer) drain(c *orderedChain) {
 			return // still a gap before next
 		}
 	}
+	if c.refetchTo != nil && (c.last == nil || c.refetchTo.Compare(*c.last) > 0) {
+		o.openGap(c) // messages dropped at the held bound are still to come
+		return
+	}
+	c.refetchTo = nil
 	c.gapSince, c.requests = time.Time{}, 0
+}
+
+// openGap starts the gap-fill clock for c if it is not running.
+func (o *Orderer) openGap(c *orderedChain) {
+	if !c.gapSince.IsZero() {
+		return
+	}
+	c.gapSince = time.Now()
+	o.metrics.gaps.Inc()
+	o.log.Debug("gap detected", "stream_part", c.part.String(), "chain", c.id, "after", c.last)
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (o *Orderer) hold(c *orderedChain, e Envelope) {
@@ -222,17 +246,16 @@ func (o *Orderer) hold(c *orderedChain, e Envelope) {
 	}
 	heap.Push(&c.held, e)
 	o.metrics.held.Inc()
-	if c.gapSince.IsZero() {
-		c.gapSince = time.Now()
-		o.metrics.gaps.Inc()
-		o.log.Debug("gap detected", "stream_part", c.part.String(), "chain", c.id, "after", c.last, "before", m.PrevMsgRef)
-		select {
-		case o.wake <- struct{}{}:
-		default:
-		}
-	}
+	o.openGap(c)
 	if c.held.Len() > o.cfg.MaxHeld {
 		o.metrics.overflow.Inc()
+		if o.cfg.KeepGaps {
+			dropped := dropNewest(&c.held)
+			if c.refetchTo == nil || dropped.Compare(*c.refetchTo) > 0 {
+				c.refetchTo = &dropped
+			}
+			return
+		}
 		o.log.Warn("too many messages held behind a gap: giving it up", "stream_part", c.part.String(), "chain", c.id, "held", c.held.Len())
 		o.skipGap(c)
 	}
@@ -345,8 +368,12 @@ func (o *Orderer) fillGaps(ctx context.Context) {
 // gapQuery asks for the messages after the last delivered one up to the
 // first held message's predecessor, as the SDK's gap fill does.
 func (o *Orderer) gapQuery(c *orderedChain) ResendQuery {
-	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, To: *c.held[0].Msg.PrevMsgRef,
-		From: streamr.MessageRef{Timestamp: o.start}}
+	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, From: streamr.MessageRef{Timestamp: o.start}}
+	if c.held.Len() > 0 {
+		q.To = *c.held[0].Msg.PrevMsgRef
+	} else {
+		q.To = *c.refetchTo
+	}
 	if c.last != nil {
 		q.From = streamr.MessageRef{Timestamp: c.last.Timestamp, SequenceNumber: c.last.SequenceNumber + 1}
 	}
@@ -371,6 +398,17 @@ func (o *Orderer) fill(ctx context.Context, r gapRequest) {
 		o.metrics.filled.Inc()
 		o.add(r.c, e)
 	}
+}
+
+// dropNewest removes the latest held message and returns its reference.
+func dropNewest(h *msgHeap) streamr.MessageRef {
+	newest := 0
+	for i := range *h {
+		if (*h)[i].Msg.ID.Ref().Compare((*h)[newest].Msg.ID.Ref()) > 0 {
+			newest = i
+		}
+	}
+	return heap.Remove(h, newest).(Envelope).Msg.ID.Ref()
 }
 
 // msgHeap orders held messages by (timestamp, sequence number).

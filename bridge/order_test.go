@@ -246,3 +246,26 @@ func TestOrdererKeepsEncodedWithMessage(t *testing.T) {
 		t.Fatalf("%d deliveries carried another message's bytes", mismatches)
 	}
 }
+
+// A storage node's Orderer drops the newest held messages at the bound
+// instead of giving the gap up; resend brings them back.
+func TestOrdererKeepGapsRefetchesOverflow(t *testing.T) {
+	msgs := chainMessages(10)
+	resender := &fakeResender{msgs: msgs}
+	o := runOrderer(t, OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}, MaxHeld: 3, KeepGaps: true, Resender: resender})
+	var c collector
+	for _, i := range []int{0, 2, 3, 4, 5, 6, 7} { // 1 is missing; 5, 6 and 7 overflow the bound
+		if err := o.Add(msgs[i], nil, c.deliver); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := c.wait(t, 8)
+	for i, v := range got {
+		if v != int64(i) {
+			t.Fatalf("delivered %v, want 0…7 in order with nothing lost", got)
+		}
+	}
+	if len(got) != 8 {
+		t.Fatalf("delivered %v, want 0…7", got)
+	}
+}

@@ -147,6 +147,7 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 			// A storer's receipts tell publishers what they may delete, so
 			// it never gives a gap up: it keeps asking every resend_retry.
 			scfg.MaxGapRequests = math.MaxInt32
+			scfg.KeepGaps = true
 			g.storer = bridge.NewStorer(g.store, scfg, log.With("component", "storer"))
 		}
 	}
