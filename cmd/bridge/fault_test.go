@@ -131,6 +131,8 @@ type delivery struct {
 	}
 }
 
+func newConsumer() *consumer { return &consumer{refs: make(map[string]bool)} }
+
 func (c *consumer) attach(t *testing.T, in *instance, id string) mqtt.Client {
 	t.Helper()
 	client := connect(t, in.mqtt, id)
@@ -163,7 +165,7 @@ func (c *consumer) snapshot() ([]int, int) {
 }
 
 // waitComplete waits until the consumer holds every acknowledged reading.
-func (c *consumer) waitComplete(t *testing.T, acked []int, b *instance) []int {
+func (c *consumer) waitComplete(t *testing.T, acked []int) []int {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -219,8 +221,7 @@ func TestFaultLinkCut(t *testing.T) {
 	p := startFaultPair(t)
 	defer p.a.stop()
 	defer p.b.stop()
-	var c consumer
-	c.refs = map[string]bool{}
+	c := newConsumer()
 	defer c.attach(t, p.b, "consumer").Disconnect(0)
 	pub := startPublisher(t, p.a.mqtt, 100, 0)
 	time.Sleep(time.Second)
@@ -229,7 +230,7 @@ func TestFaultLinkCut(t *testing.T) {
 	p.setCut(false)
 	time.Sleep(time.Second)
 	acked := pub.finish()
-	got := c.waitComplete(t, acked, p.b)
+	got := c.waitComplete(t, acked)
 	checkInOrder(t, "B's MQTT subscriber", got, acked)
 	if _, dups := c.snapshot(); dups > 0 {
 		t.Errorf("%d duplicate deliveries without any crash", dups)
@@ -249,8 +250,7 @@ func TestFaultKillSubscriber(t *testing.T) {
 	}
 	p := startFaultPair(t)
 	defer p.a.stop()
-	var c consumer
-	c.refs = map[string]bool{}
+	c := newConsumer()
 	first := c.attach(t, p.b, "consumer")
 	pub := startPublisher(t, p.a.mqtt, 100, 0)
 	time.Sleep(time.Second)
@@ -262,7 +262,7 @@ func TestFaultKillSubscriber(t *testing.T) {
 	defer c.attach(t, p.b, "consumer").Disconnect(0)
 	time.Sleep(time.Second)
 	acked := pub.finish()
-	got := c.waitComplete(t, acked, p.b)
+	got := c.waitComplete(t, acked)
 	checkInOrder(t, "B's MQTT subscriber", got, acked)
 	if _, dups := c.snapshot(); dups > 20 {
 		t.Errorf("%d duplicates: more than 100 ms of readings re-delivered", dups)
@@ -279,8 +279,7 @@ func TestFaultKillPublisherMidBacklog(t *testing.T) {
 	}
 	p := startFaultPair(t)
 	defer p.b.stop()
-	var c consumer
-	c.refs = map[string]bool{}
+	c := newConsumer()
 	defer c.attach(t, p.b, "consumer").Disconnect(0)
 	p.setCut(true)
 	pub := startPublisher(t, p.a.mqtt, 200, 0)
@@ -294,7 +293,7 @@ func TestFaultKillPublisherMidBacklog(t *testing.T) {
 	pub = startPublisher(t, p.a.mqtt, 100, len(acked))
 	time.Sleep(time.Second)
 	acked = append(acked, pub.finish()...)
-	got := c.waitComplete(t, acked, p.b)
+	got := c.waitComplete(t, acked)
 	checkInOrder(t, "B's MQTT subscriber", got, acked)
 	p.checkStored(t, acked)
 }
