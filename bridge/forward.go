@@ -52,6 +52,9 @@ type Forwarder struct {
 	sent   map[streamr.StreamPartID]uint64 // last forwarded position per part
 	low    uint64                          // every position ≤ low is forwarded
 	held   atomic.Bool                     // the last pass held messages back for want of peers
+	// settledFrom is when the latest pass began that left nothing to send
+	// but messages held back for want of peers (UnixNano).
+	settledFrom atomic.Int64
 
 	// The live lane: while a backlog from before position liveFrom is
 	// replayed, newer messages of chains that have no backlog go out at
@@ -98,6 +101,13 @@ func NewForwarder(log ForwardLog, overlay Overlay, retry time.Duration, reg prom
 // HoldingBack reports whether messages are waiting in storage for peers.
 func (f *Forwarder) HoldingBack() bool { return f.held.Load() }
 
+// SettledSince reports whether a pass that began at or after t has sent
+// everything committed before t, apart from messages held back for want
+// of peers. A graceful stop waits for it.
+func (f *Forwarder) SettledSince(t time.Time) bool {
+	return f.settledFrom.Load() >= t.UnixNano()
+}
+
 // Notify wakes the forwarder after new messages were committed.
 func (f *Forwarder) Notify() {
 	select {
@@ -116,6 +126,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	ticker := time.NewTicker(f.retry)
 	defer ticker.Stop()
 	for {
+		began := time.Now()
 		more, err := f.pass(ctx)
 		switch {
 		case ctx.Err() != nil:
@@ -124,6 +135,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			f.logger.Warn("forwarding failed; retrying", "err", err)
 		case more:
 			continue
+		default:
+			f.settledFrom.Store(began.UnixNano())
 		}
 		select {
 		case <-ctx.Done():

@@ -53,6 +53,7 @@ type Pipeline struct {
 	log     *slog.Logger
 	metrics *Metrics
 	kick    chan struct{}
+	signer  *signer // used by Run, then by Drain
 
 	// startSeq is the first Seq appended by this process: readings before
 	// it were received in an earlier run, possibly in another boot.
@@ -90,14 +91,16 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Pipeline{
+	p := &Pipeline{
 		cfg:      cfg,
 		address:  streamr.UserID(cfg.Signer.PublisherID()),
 		log:      cfg.Logger,
 		metrics:  cfg.Metrics,
 		kick:     make(chan struct{}, 1),
 		progress: time.Now(),
-	}, nil
+	}
+	p.signer = &signer{p: p, chains: make(map[string]*streamr.Chain)}
+	return p, nil
 }
 
 // Publish is an MQTT PUBLISH as the pipeline sees it.
@@ -184,9 +187,10 @@ func qosLabel(q byte) string {
 	return string('0' + rune(q))
 }
 
-// Run signs stored readings in ingest order until ctx is done.
+// Run signs stored readings in ingest order until ctx is done. Drain
+// finishes the work after Run has returned.
 func (p *Pipeline) Run(ctx context.Context) error {
-	s := &signer{p: p, chains: make(map[string]*streamr.Chain)}
+	s := p.signer
 	ticker := time.NewTicker(p.cfg.PollInterval)
 	defer ticker.Stop()
 	for {

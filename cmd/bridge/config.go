@@ -27,6 +27,7 @@ var exampleConfig []byte
 type Config struct {
 	StateDir    string                `toml:"state_dir"`
 	MemoryLimit Size                  `toml:"memory_limit"`
+	StopTimeout Duration              `toml:"stop_timeout"`
 	Log         LogConfig             `toml:"log"`
 	Key         KeyConfig             `toml:"key"`
 	MQTT        MQTTConfig            `toml:"mqtt"`
@@ -107,10 +108,16 @@ type RuleConfig struct {
 // defaultRule maps every topic a/b/c to 0x<address>/a/b/c.
 var defaultRule = RuleConfig{Topic: "#", Stream: "{address}/{topic}", Content: "json"}
 
+// defaultStopTimeout bounds a graceful stop; it stays well below
+// systemd/bridge.service's TimeoutStopSec (45s), so the drain's verdict is
+// logged before systemd would send SIGKILL.
+const defaultStopTimeout = 30 * time.Second
+
 func defaultConfig() Config {
 	return Config{
 		StateDir:    defaultStateDir(),
 		MemoryLimit: Size(48 << 20),
+		StopTimeout: Duration(defaultStopTimeout),
 		Log:         LogConfig{Level: "info", Format: "text"},
 		MQTT: MQTTConfig{
 			Listeners: []ListenerConfig{{Type: "tcp", Address: "127.0.0.1:1883"}},
@@ -236,6 +243,7 @@ func (c *Config) validate() error {
 		}
 	}
 	check(c.StateDir != "", "state_dir: must not be empty")
+	check(c.StopTimeout > 0, "stop_timeout: must be positive")
 	check(oneOf(c.Log.Level, "debug", "info", "warn", "error"), "log.level %q: want debug, info, warn or error", c.Log.Level)
 	check(oneOf(c.Log.Format, "text", "json"), "log.format %q: want text or json", c.Log.Format)
 	check(oneOf(c.Signing.OnUnsyncedClock, "sign", "hold"), "signing.on_unsynced_clock %q: want sign or hold", c.Signing.OnUnsyncedClock)

@@ -83,8 +83,10 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer g.close()
-	return g.serve(ctx)
+	err = g.serve(ctx)
+	g.close()
+	logStopped(log, err)
+	return err
 }
 
 func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gateway, err error) {
@@ -186,24 +188,33 @@ func (g *gateway) notifyForwarder() {
 	}
 }
 
-// serve runs every component until ctx is cancelled, then shuts down in
-// dependency order: the broker stops taking readings first, then the
-// signer finishes, then storage closes.
+// serve runs every component until ctx is cancelled, then stops them in
+// dependency order: the broker stops taking readings first, storage
+// commits what was queued, the signer signs every pending reading, the
+// forwarder sends what it can, and only then does the overlay close.
 func (g *gateway) serve(ctx context.Context) error {
-	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWork()
-	work, workCtx := errgroup.WithContext(workCtx)
-	work.Go(func() error { return g.store.Run(workCtx) })
-	work.Go(func() error { return g.pipeline.Run(workCtx) })
+	work, failed := errgroup.WithContext(context.WithoutCancel(ctx))
+	appendCtx, stopAppends := context.WithCancel(failed)
+	signCtx, stopSigning := context.WithCancel(failed)
+	netCtx, stopNet := context.WithCancel(failed)
+	defer stopAppends()
+	defer stopSigning()
+	defer stopNet()
+	st := stages{
+		failed:   failed,
+		appends:  stage{stopAppends, goDone(work, func() error { return g.store.Run(appendCtx) })},
+		signing:  stage{stopSigning, goDone(work, func() error { return g.pipeline.Run(signCtx) })},
+		stopRest: stopNet,
+	}
 	if g.node != nil {
-		work.Go(func() error { return g.forwarder.Run(workCtx) })
-		work.Go(func() error { return g.node.Run(workCtx) })
-		work.Go(func() error { return g.order.Run(workCtx) })
-		work.Go(func() error { return g.receipts.Run(workCtx, receiptNet{g.node}, g.store.Parts) })
+		work.Go(func() error { return g.forwarder.Run(netCtx) })
+		work.Go(func() error { return g.node.Run(netCtx) })
+		work.Go(func() error { return g.order.Run(netCtx) })
+		work.Go(func() error { return g.receipts.Run(netCtx, receiptNet{g.node}, g.store.Parts) })
 	}
 	if g.storer != nil {
-		work.Go(func() error { return g.storer.Orderer().Run(workCtx) })
-		work.Go(func() error { return g.storer.Run(workCtx) })
+		work.Go(func() error { return g.storer.Orderer().Run(netCtx) })
+		work.Go(func() error { return g.storer.Run(netCtx) })
 	}
 
 	front, frontCtx := errgroup.WithContext(ctx)
@@ -211,25 +222,140 @@ func (g *gateway) serve(ctx context.Context) error {
 	if g.cfg.HTTP.Address != "" {
 		front.Go(func() error { return g.serveHTTP(frontCtx) })
 	}
-	front.Go(func() error { return g.announceReady(frontCtx, workCtx) })
+	front.Go(func() error { return g.announceReady(frontCtx, failed) })
 	if g.cfg.Status.LEDPin != "" || g.cfg.Status.ButtonPin != "" {
 		front.Go(func() error { return g.runStatus(frontCtx) })
 	}
 
 	frontErr := front.Wait()
 	_ = systemd.Stopping()
-	g.log.Info("shutting down: draining signer and storage")
-	stopWork()
-	return errors.Join(frontErr, work.Wait())
+	drainErr := g.drain(st)
+	return errors.Join(frontErr, work.Wait(), drainErr)
+}
+
+// stage is a component that a stop ends on its own: stop cancels it and
+// done closes once it has returned.
+type stage struct {
+	stop context.CancelFunc
+	done <-chan struct{}
+}
+
+func (s stage) end() {
+	s.stop()
+	<-s.done
+}
+
+// stages are the lifetimes serve ends one after the other.
+type stages struct {
+	failed   context.Context // done when any component failed
+	appends  stage           // the group committer of storage
+	signing  stage           // the pipeline's signer
+	stopRest func()          // the overlay side, the forwarder among it
+}
+
+// goDone runs fn in g and returns a channel closed when fn has returned.
+func goDone(g *errgroup.Group, fn func() error) <-chan struct{} {
+	done := make(chan struct{})
+	g.Go(func() error {
+		defer close(done)
+		return fn()
+	})
+	return done
+}
+
+// drain is the graceful part of a stop, bounded by stop_timeout: storage
+// commits the appends already queued, the signer signs every pending
+// reading in chain order, and the forwarder gets the time left to send.
+// It returns an *unsignedError if stored readings remain unsigned.
+func (g *gateway) drain(st stages) error {
+	defer st.stopRest()
+	timeout := time.Duration(g.cfg.StopTimeout)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), timeout,
+		fmt.Errorf("stop_timeout (%s) reached", timeout))
+	defer cancel()
+	st.appends.end()
+	st.signing.end()
+	pending := g.store.PendingCount()
+	g.log.Info("shutting down: broker stopped, signing pending readings", "pending", pending, "stop_timeout", timeout)
+	start := time.Now()
+	signed, err := g.pipeline.Drain(ctx)
+	unsigned := g.store.PendingCount()
+	g.log.Info("signer drained", "signed", signed, "unsigned", unsigned, "took", time.Since(start).Round(time.Millisecond))
+	g.flushForwarder(ctx, st.failed)
+	if unsigned == 0 {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("readings were still pending after the signer found none")
+	}
+	return &unsignedError{count: unsigned, reason: err}
+}
+
+// flushForwarder gives the forwarder until ctx ends to send what the
+// drain signed; what it cannot send stays in storage for the next start.
+func (g *gateway) flushForwarder(ctx, failed context.Context) {
+	if g.forwarder == nil {
+		return
+	}
+	since := time.Now()
+	g.forwarder.Notify()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !g.forwarder.SettledSince(since) {
+		select {
+		case <-ctx.Done():
+			g.log.Warn("forwarding cut short; unsent messages stay in storage for the next start", "reason", context.Cause(ctx).Error())
+			return
+		case <-failed.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	if g.forwarder.HoldingBack() {
+		g.log.Info("forwarder done; messages of stream partitions without peers stay in storage for the next start")
+	}
+}
+
+// exitUnsigned is the exit status of a stop, or an export, that leaves
+// stored readings unsigned.
+const exitUnsigned = 3
+
+// unsignedError reports stored readings left unsigned, and why.
+type unsignedError struct {
+	count  int64
+	reason error
+}
+
+func (e *unsignedError) Error() string {
+	return fmt.Sprintf("%d stored readings remain unsigned (%v); they are safe on disk and are signed at the next start", e.count, e.reason)
+}
+
+func (e *unsignedError) Unwrap() error { return e.reason }
+
+// ExitCode is the process exit status for this error (see main).
+func (e *unsignedError) ExitCode() int { return exitUnsigned }
+
+// logStopped writes the gateway's last log line.
+func logStopped(log *slog.Logger, err error) {
+	var unsigned *unsignedError
+	switch {
+	case errors.As(err, &unsigned):
+		log.Error("gateway stopped with stored readings unsigned", "unsigned", unsigned.count,
+			"reason", unsigned.reason.Error(), "exit_status", exitUnsigned)
+	case err != nil:
+		log.Error("gateway stopped", "err", err, "exit_status", exitCode(err))
+	default:
+		log.Info("gateway stopped", "exit_status", 0)
+	}
 }
 
 // announceReady tells systemd READY=1 once MQTT accepts connections, then
 // drives the watchdog with the pipeline's health.
-func (g *gateway) announceReady(ctx, workCtx context.Context) error {
+func (g *gateway) announceReady(ctx, failed context.Context) error {
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-workCtx.Done():
+	case <-failed.Done():
 		return errors.New("storage or signer stopped before the broker was ready")
 	case <-g.broker.Ready():
 	}
@@ -388,7 +514,7 @@ func loadOrCreateKey(ctx context.Context, cfg *Config, log *slog.Logger) (hw.Key
 	if err != nil {
 		return nil, fmt.Errorf("gateway key %s: %w", uri, err)
 	}
-	return key, nil
+	return testKey(key), nil
 }
 
 // newLogger logs to journald's native protocol when systemd connected
