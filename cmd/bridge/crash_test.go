@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,32 +23,73 @@ var crashRounds = flag.Int("crash-rounds", 20, "kill -9 rounds in TestCrashKill9
 const crashPublishers = 4
 
 // TestCrashKill9 loads the real binary with QoS 1 publishers, kills it with
-// SIGKILL at random moments, restarts it, and proves with `bridge export`
-// that every PUBACKed reading is present exactly once, correctly signed,
-// with contiguous chains.
+// SIGKILL at random moments and, after each kill, proves with `bridge
+// export` of the stopped gateway (which signs what was stored but not yet
+// signed) that every PUBACKed reading so far is present exactly once,
+// correctly signed, with contiguous chains. The next round's run continues
+// those chains; at the end a running gateway exports them all again.
 func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test runs the real binary for many rounds")
 	}
-	in := newInstance(t, "")
+	// A wide signing window leaves many durable readings unsigned at each kill.
+	in := newInstance(t, "[signing]\nbatch_window = \"200ms\"\n")
 	acked := make(map[string]bool)
-	var nextID int
+	var nextID, signedByExport int
+	var stream string
 	for round := range *crashRounds {
 		in.start()
 		ids := publishUntilKilled(t, in, round, &nextID)
 		for _, id := range ids {
 			acked[id] = true
 		}
+		if stream == "" {
+			stream = in.address() + "/crash/data"
+		}
+		msgs, stderr, code := in.exportAll(stream)
+		if code != 0 {
+			t.Fatalf("round %d: export after kill -9: exit status %d\n%s", round, code, stderr)
+		}
+		signedByExport += exportSigned(t, stderr)
+		checkExport(t, msgs, acked, publishersOf(acked))
+		if t.Failed() {
+			t.Fatalf("round %d: export after kill -9 is incomplete\n%s", round, stderr)
+		}
 	}
-	if len(acked) == 0 {
-		t.Fatal("no reading was acknowledged: the test proves nothing")
+	if len(acked) == 0 || signedByExport == 0 {
+		t.Fatalf("%d readings acknowledged, %d signed by export: the test proves nothing", len(acked), signedByExport)
 	}
 	in.start()
-	stream := in.address() + "/crash/data"
 	msgs := waitForExport(t, in, stream, len(acked))
 	in.stop()
-	checkExport(t, msgs, acked)
-	t.Logf("%d rounds, %d readings acknowledged, %d messages exported", *crashRounds, len(acked), len(msgs))
+	checkExport(t, msgs, acked, crashPublishers)
+	t.Logf("%d rounds, %d readings acknowledged, %d signed by export after a kill, %d messages exported",
+		*crashRounds, len(acked), signedByExport, len(msgs))
+}
+
+// exportSigned returns how many readings `bridge export` said it signed.
+func exportSigned(t *testing.T, stderr string) int {
+	t.Helper()
+	m := regexp.MustCompile(`export: signed (\d+) readings`).FindStringSubmatch(stderr)
+	if m == nil {
+		return 0
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// publishersOf counts the publishers with an acknowledged reading: each
+// has one chain.
+func publishersOf(acked map[string]bool) int {
+	pubs := make(map[string]bool)
+	for id := range acked {
+		parts := strings.Split(id, "-") // r<start>-p<publisher>-<i>
+		pubs[parts[1]] = true
+	}
+	return len(pubs)
 }
 
 // publishUntilKilled runs publishers against in and kills the bridge after
@@ -122,7 +166,7 @@ func waitForExport(t *testing.T, in *instance, stream string, want int) []*strea
 
 // checkExport verifies signatures, exactly-once presence of every
 // acknowledged reading, and that each chain is contiguous.
-func checkExport(t *testing.T, msgs []*streamr.StreamMessage, acked map[string]bool) {
+func checkExport(t *testing.T, msgs []*streamr.StreamMessage, acked map[string]bool, wantChains int) {
 	t.Helper()
 	seen := make(map[string]int)
 	chains := make(map[string][]*streamr.StreamMessage)
@@ -156,8 +200,8 @@ func checkExport(t *testing.T, msgs []*streamr.StreamMessage, acked map[string]b
 	if missing > 0 {
 		t.Errorf("%d of %d acknowledged readings missing", missing, len(acked))
 	}
-	if len(chains) != crashPublishers {
-		t.Errorf("got %d chains, want one per publisher client ID (%d)", len(chains), crashPublishers)
+	if len(chains) != wantChains {
+		t.Errorf("got %d chains, want one per publisher client ID (%d)", len(chains), wantChains)
 	}
 	for id, chain := range chains {
 		checkChain(t, id, chain)

@@ -13,9 +13,11 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/hw"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
@@ -43,8 +45,10 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	err = export(ctx, cfg, q, out)
-	return errors.Join(err, finish(err == nil))
+	err = export(ctx, cfg, q, out, stderr)
+	var unsigned *unsignedError
+	keep := err == nil || errors.As(err, &unsigned) // what is signed is exported
+	return errors.Join(err, finish(keep))
 }
 
 func exportQuery(stream string, partition int, from, to string) (bridge.ResendQuery, error) {
@@ -72,12 +76,16 @@ func exportQuery(stream string, partition int, from, to string) (bridge.ResendQu
 }
 
 // export asks a running bridge over its HTTP API, or, when none answers,
-// reads the store directly (Badger allows one process at a time).
-func export(ctx context.Context, cfg *Config, q bridge.ResendQuery, out io.Writer) error {
+// reads the store directly (Badger allows one process at a time), after
+// signing the readings a stopped gateway left pending.
+func export(ctx context.Context, cfg *Config, q bridge.ResendQuery, out io.Writer, stderr io.Writer) error {
 	if cfg.HTTP.Address != "" {
-		err := exportHTTP(ctx, cfg.HTTP.Address, q, out)
+		n, err := exportHTTP(ctx, cfg.HTTP.Address, q, out)
 		var opErr *net.OpError
 		if !errors.As(err, &opErr) {
+			if err == nil && n == 0 {
+				fmt.Fprintf(stderr, "export: the running gateway at %s holds no messages of stream partition %s in this range\n", cfg.HTTP.Address, q.Part)
+			}
 			return err // served, or failed after connecting
 		}
 	}
@@ -86,11 +94,112 @@ func export(ctx context.Context, cfg *Config, q bridge.ResendQuery, out io.Write
 		return fmt.Errorf("open storage (is a bridge running without http.address?): %w", err)
 	}
 	defer store.Close()
-	w := streamr.NewRawWriter(out)
-	return bridge.WriteResend(store, q, w)
+	signErr := signPending(ctx, cfg, store, q.Part, stderr)
+	var unsigned *unsignedError
+	if signErr != nil && !errors.As(signErr, &unsigned) {
+		return signErr
+	}
+	cw := &countingWriter{w: out}
+	if err := bridge.WriteResend(store, q, streamr.NewRawWriter(cw)); err != nil {
+		return fmt.Errorf("export %s: %w", q.Part, err)
+	}
+	if cw.n == 0 {
+		if err := reportEmpty(store, q.Part, stderr); err != nil {
+			return errors.Join(err, signErr)
+		}
+	}
+	return signErr
 }
 
-func exportHTTP(ctx context.Context, address string, q bridge.ResendQuery, out io.Writer) error {
+// signPending signs the readings a stopped gateway left pending (after
+// kill -9 or a power cut), with the gateway key and the signer `run` uses,
+// so the chains continue without a fork when the gateway starts again.
+// Without the key it returns an *unsignedError counting them.
+func signPending(ctx context.Context, cfg *Config, store *storage.Store, part streamr.StreamPartID, stderr io.Writer) error {
+	if store.PendingCount() == 0 {
+		return nil
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	key, err := openKey(ctx, cfg, log)
+	if err == nil {
+		defer key.Close()
+		err = drainWith(ctx, cfg, store, key, log, stderr)
+	}
+	if err == nil {
+		return nil
+	}
+	counts, cerr := store.PendingByPart()
+	if cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	fmt.Fprintf(stderr, "export: %d stored readings are not signed yet, %d of them in stream partition %s, and are left out: %v\n",
+		total, counts[part], part, err)
+	return &unsignedError{count: int64(total), reason: err}
+}
+
+// drainWith signs every pending reading of store with key.
+func drainWith(ctx context.Context, cfg *Config, store *storage.Store, key hw.Key, log *slog.Logger, stderr io.Writer) error {
+	rules, err := cfg.compileRules()
+	if err != nil {
+		return err
+	}
+	p, err := bridge.New(bridge.Config{
+		Rules:        rules,
+		Signer:       key,
+		Log:          store,
+		HoldUnsynced: cfg.Signing.OnUnsyncedClock == "hold",
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	n, err := p.Drain(ctx)
+	if n > 0 {
+		fmt.Fprintf(stderr, "export: signed %d readings the gateway had stored but not signed yet\n", n)
+	}
+	return err
+}
+
+// reportEmpty says on stderr why an export wrote nothing; a stream
+// partition this gateway never held is an error, so that a mistyped
+// stream ID does not look like an empty stream.
+func reportEmpty(store *storage.Store, part streamr.StreamPartID, stderr io.Writer) error {
+	parts, err := store.Parts()
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(parts))
+	for i, p := range parts {
+		if p == part {
+			fmt.Fprintf(stderr, "export: stream partition %s holds no messages in this range\n", part)
+			return nil
+		}
+		names[i] = p.String()
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("export: stream partition %s holds no messages: this gateway holds no messages at all", part)
+	}
+	return fmt.Errorf("export: stream partition %s holds no messages on this gateway (check the stream ID and --partition); it holds: %s",
+		part, strings.Join(names, ", "))
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func exportHTTP(ctx context.Context, address string, q bridge.ResendQuery, out io.Writer) (int64, error) {
 	v := url.Values{}
 	v.Set("format", "raw")
 	v.Set("fromTimestamp", strconv.FormatInt(q.From.Timestamp, 10))
@@ -102,25 +211,26 @@ func exportHTTP(ctx context.Context, address string, q bridge.ResendQuery, out i
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		var opErr *net.OpError
 		if errors.As(err, &opErr) {
-			return opErr
+			return 0, opErr
 		}
-		return fmt.Errorf("export from bridge at %s: %w", address, err)
+		return 0, fmt.Errorf("export from bridge at %s: %w", address, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("export from bridge at %s: %s: %s", address, resp.Status, msg)
+		return 0, fmt.Errorf("export from bridge at %s: %s: %s", address, resp.Status, msg)
 	}
-	if _, err := io.Copy(out, resp.Body); err != nil {
-		return fmt.Errorf("export from bridge at %s: %w", address, err)
+	n, err := io.Copy(out, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("export from bridge at %s: %w", address, err)
 	}
-	return nil
+	return n, nil
 }
 
 // openOutput returns a buffered writer to path (or stdout) and a function

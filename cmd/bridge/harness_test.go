@@ -57,6 +57,7 @@ type instance struct {
 	exited   chan struct{}
 	exitErr  error
 	extraEnv []string
+	bin      string // the binary to run; empty means bridgeBinary
 }
 
 // loopbackOverlay keeps a test bridge's overlay on 127.0.0.1 with random
@@ -95,7 +96,11 @@ address = %q
 // start runs the bridge and waits until its MQTT port accepts connections.
 func (in *instance) start() {
 	in.t.Helper()
-	in.cmd = exec.Command(bridgeBinary, "run", "--config", in.config)
+	bin := in.bin
+	if bin == "" {
+		bin = bridgeBinary
+	}
+	in.cmd = exec.Command(bin, "run", "--config", in.config)
 	in.cmd.Env = append(os.Environ(), in.extraEnv...)
 	in.cmd.Stdout = io.Discard
 	in.cmd.Stderr = lockedWriter{&in.mu, &in.stderr}
@@ -138,28 +143,43 @@ func (in *instance) kill() {
 // stop sends SIGTERM and expects a clean exit.
 func (in *instance) stop() {
 	in.t.Helper()
+	if code := in.term(); code != 0 {
+		in.t.Fatalf("bridge exit after SIGTERM: %v\n%s", in.exitErr, in.logs())
+	}
+}
+
+// term sends SIGTERM and returns the exit status.
+func (in *instance) term() int {
+	in.t.Helper()
 	_ = in.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-in.exited:
-		if in.exitErr != nil {
-			in.t.Fatalf("bridge exit after SIGTERM: %v\n%s", in.exitErr, in.logs())
-		}
-	case <-time.After(30 * time.Second):
+		return in.cmd.ProcessState.ExitCode()
+	case <-time.After(60 * time.Second):
 		in.kill()
-		in.t.Fatalf("bridge did not exit within 30s of SIGTERM\n%s", in.logs())
+		in.t.Fatalf("bridge did not exit within 60s of SIGTERM\n%s", in.logs())
+		return -1
 	}
 }
 
 // bridgeCmd runs a bridge subcommand against this instance's config.
 func (in *instance) bridgeCmd(args ...string) (string, error) {
+	out, errs, code := runBridge(args...)
+	if code != 0 {
+		return out, fmt.Errorf("bridge %s: exit status %d\n%s", strings.Join(args, " "), code, errs)
+	}
+	return out, nil
+}
+
+// runBridge runs the bridge binary and returns its output and exit status.
+func runBridge(args ...string) (stdout, stderr string, code int) {
 	cmd := exec.Command(bridgeBinary, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err != nil {
-		return out.String(), fmt.Errorf("bridge %s: %w\n%s", strings.Join(args, " "), err, errb.String())
+	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+		return "", err.Error(), -1
 	}
-	return out.String(), nil
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
 // address returns the gateway's publisher address via `bridge key show`.
@@ -176,11 +196,25 @@ func (in *instance) address() string {
 // export runs `bridge export` and decodes the raw output.
 func (in *instance) export(stream string) []*streamr.StreamMessage {
 	in.t.Helper()
-	file := filepath.Join(in.dir, "export.raw")
-	if _, err := in.bridgeCmd("export", "--config", in.config, "--stream", stream, "-o", file); err != nil {
-		in.t.Fatal(err)
+	msgs, stderr, code := in.exportAll(stream)
+	if code != 0 {
+		in.t.Fatalf("bridge export --stream %s: exit status %d\n%s", stream, code, stderr)
 	}
+	return msgs
+}
+
+// exportAll runs `bridge export` with extra flags and returns the decoded
+// output, stderr and the exit status.
+func (in *instance) exportAll(stream string, flags ...string) ([]*streamr.StreamMessage, string, int) {
+	in.t.Helper()
+	file := filepath.Join(in.dir, "export.raw")
+	_ = os.Remove(file)
+	args := append([]string{"export", "--config", in.config, "--stream", stream, "-o", file}, flags...)
+	_, stderr, code := runBridge(args...)
 	f, err := os.Open(file)
+	if os.IsNotExist(err) && code != 0 {
+		return nil, stderr, code
+	}
 	if err != nil {
 		in.t.Fatal(err)
 	}
@@ -190,7 +224,7 @@ func (in *instance) export(stream string) []*streamr.StreamMessage {
 	for {
 		m, err := rr.Read()
 		if err == io.EOF {
-			return msgs
+			return msgs, stderr, code
 		}
 		if err != nil {
 			in.t.Fatalf("export of %s: %v", stream, err)

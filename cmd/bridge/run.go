@@ -504,13 +504,23 @@ func keyURI(cfg *Config) string {
 // loadOrCreateKey opens the gateway key, generating a software key on
 // first start when the config names no hardware key.
 func loadOrCreateKey(ctx context.Context, cfg *Config, log *slog.Logger) (hw.Key, error) {
+	key, err := openKey(ctx, cfg, log)
+	if !errors.Is(err, hw.ErrNoKey) || cfg.Key.URI != "" {
+		return key, err
+	}
+	uri := keyURI(cfg)
+	if key, err = hw.Create(ctx, uri, keyOptions(cfg, log)); err != nil {
+		return nil, fmt.Errorf("gateway key %s: %w", uri, err)
+	}
+	log.Info("generated gateway key", "uri", uri, "publisher", streamr.UserID(key.PublisherID()))
+	return testKey(key), nil
+}
+
+// openKey opens the gateway key without creating one. In a build with
+// the bridgetest tag, testKey may wrap it (see testkey.go).
+func openKey(ctx context.Context, cfg *Config, log *slog.Logger) (hw.Key, error) {
 	uri := keyURI(cfg)
 	key, err := hw.Open(ctx, uri, keyOptions(cfg, log))
-	if errors.Is(err, hw.ErrNoKey) && cfg.Key.URI == "" {
-		if key, err = hw.Create(ctx, uri, keyOptions(cfg, log)); err == nil {
-			log.Info("generated gateway key", "uri", uri, "publisher", streamr.UserID(key.PublisherID()))
-		}
-	}
 	if err != nil {
 		return nil, fmt.Errorf("gateway key %s: %w", uri, err)
 	}
