@@ -25,12 +25,17 @@ var bridgeBinary string
 // buildBridge compiles ./cmd/bridge into dir.
 func buildBridge(dir string) (string, error) {
 	bin := filepath.Join(dir, "bridge")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	return bin, goBuild(bin)
+}
+
+// goBuild compiles ./cmd/bridge to bin with extra build flags.
+func goBuild(bin string, flags ...string) error {
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bin, ".")...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go build: %w", err)
+		return fmt.Errorf("go build %s: %w", strings.Join(flags, " "), err)
 	}
-	return bin, nil
+	return nil
 }
 
 // freeAddr returns a 127.0.0.1 address with a port free right now.

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+var stopRounds = flag.Int("stop-rounds", 5, "SIGTERM rounds in TestGracefulStopSignsEverything")
+
+// TestGracefulStopSignsEverything sends SIGTERM right after the last PUBACK
+// of a QoS 1 burst, round after round, and proves with `bridge export` of
+// the stopped gateway that the stop itself signed every acknowledged
+// reading (export found nothing left to sign): each present exactly once,
+// signed, chains contiguous across the rounds.
+func TestGracefulStopSignsEverything(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary for several rounds")
+	}
+	in := newInstance(t, "[signing]\nbatch_window = \"0s\"\n")
+	acked := make(map[string]bool)
+	pendingAtStop := 0
+	var stream string
+	for round := range *stopRounds {
+		// Odd rounds: a wide signing window leaves the whole burst pending.
+		// Even rounds: the signer is busy when SIGTERM arrives.
+		in.replaceConfig(`batch_window = "[^"]*"`, fmt.Sprintf("batch_window = %q", []string{"0s", "300ms"}[round%2]))
+		from := len(in.logs())
+		in.start()
+		for _, id := range publishBurst(t, in, round, 250) {
+			acked[id] = true
+		}
+		if code := in.term(); code != 0 {
+			t.Fatalf("round %d: exit status %d after SIGTERM\n%s", round, code, in.logs()[from:])
+		}
+		logs := in.logs()[from:]
+		pending := logInt(t, logs, `signing pending readings.* pending=(\d+)`)
+		t.Logf("round %d: %d readings pending at SIGTERM", round, pending)
+		pendingAtStop += pending
+		if n := logInt(t, logs, `signer drained.* unsigned=(\d+)`); n != 0 {
+			t.Errorf("round %d: %d readings unsigned after the drain", round, n)
+		}
+		if last := lastLine(logs); !strings.Contains(last, "gateway stopped") || !strings.Contains(last, "exit_status=0") {
+			t.Errorf("round %d: last log line %q, want gateway stopped with exit_status=0", round, last)
+		}
+		if stream == "" {
+			stream = in.address() + "/crash/data"
+		}
+		msgs, stderr, code := in.exportAll(stream)
+		if code != 0 {
+			t.Fatalf("round %d: export: exit status %d\n%s", round, code, stderr)
+		}
+		if n := exportSigned(t, stderr); n > 0 {
+			t.Errorf("round %d: the stop left %d readings for export to sign", round, n)
+		}
+		checkExport(t, msgs, acked, crashPublishers)
+		if t.Failed() {
+			t.Fatalf("round %d failed\n%s", round, logs)
+		}
+	}
+	if pendingAtStop == 0 {
+		t.Fatal("no reading was pending at any SIGTERM: the test proves nothing")
+	}
+	t.Logf("%d rounds, %d readings acknowledged, %d pending at SIGTERM and signed by the stop", *stopRounds, len(acked), pendingAtStop)
+}
+
+// TestGracefulStopOutOfTime stops a gateway whose signer is too slow to
+// sign what is pending within stop_timeout: the last log lines count the
+// unsigned readings and say why, the exit status is 3, and the next start
+// signs them into the same chains.
+func TestGracefulStopOutOfTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary")
+	}
+	in := newInstance(t, "[signing]\nbatch_window = \"1h\"\n") // nothing is signed while running
+	in.prependConfig(`stop_timeout = "1s"`)
+	in.bin = testBridgeBinary(t)
+	in.extraEnv = []string{"TRIBUTARY_TEST_SIGN_DELAY=20ms"} // 200 readings take 4s to sign
+	in.start()
+	acked := make(map[string]bool)
+	for _, id := range publishBurst(t, in, 0, 50) {
+		acked[id] = true
+	}
+	if code := in.term(); code != exitUnsigned {
+		t.Fatalf("exit status %d, want %d\n%s", code, exitUnsigned, in.logs())
+	}
+	logs := in.logs()
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	stopped, final := lines[len(lines)-2], lines[len(lines)-1]
+	want := fmt.Sprintf("unsigned=%d", len(acked))
+	if !strings.Contains(stopped, "gateway stopped with stored readings unsigned") || !strings.Contains(stopped, want) ||
+		!strings.Contains(stopped, "stop_timeout (1s) reached") || !strings.Contains(stopped, "exit_status=3") {
+		t.Errorf("last log line %q, want the gateway stopped with %s, the reason and exit_status=3", stopped, want)
+	}
+	if !strings.HasPrefix(final, fmt.Sprintf("bridge: %d stored readings remain unsigned (stop_timeout (1s) reached)", len(acked))) {
+		t.Errorf("last stderr line %q, want the count of unsigned readings and why", final)
+	}
+
+	// The next start, with an ordinary binary, signs them at once.
+	in.bin, in.extraEnv = "", nil
+	from := len(in.logs())
+	in.start()
+	stream := in.address() + "/crash/data"
+	msgs := waitForExport(t, in, stream, len(acked)) // from the running gateway
+	in.stop()
+	checkExport(t, msgs, acked, crashPublishers)
+	if n := logInt(t, in.logs()[from:], `signing pending readings.* pending=(\d+)`); n != 0 {
+		t.Errorf("%d readings still pending at the second stop: the start did not sign them", n)
+	}
+}
+
+// publishBurst publishes perClient QoS 1 readings from each of
+// crashPublishers clients, all in flight at once, and returns the IDs of
+// those acknowledged once every PUBACK is in.
+func publishBurst(t *testing.T, in *instance, round, perClient int) []string {
+	t.Helper()
+	var (
+		mu  sync.Mutex
+		ids []string
+		wg  sync.WaitGroup
+	)
+	for p := range crashPublishers {
+		client := connect(t, in.mqtt, fmt.Sprintf("pub-%d", p))
+		wg.Go(func() {
+			defer client.Disconnect(0)
+			toks := make([]mqtt.Token, perClient)
+			for i := range toks {
+				payload, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("s%d-p%d-%d", round, p, i)})
+				toks[i] = client.Publish("crash/data", 1, false, payload)
+			}
+			for i, tok := range toks {
+				if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+					t.Errorf("publish %d of pub-%d: %v", i, p, tok.Error())
+					continue
+				}
+				mu.Lock()
+				ids = append(ids, fmt.Sprintf("s%d-p%d-%d", round, p, i))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return ids
+}
+
+// logInt returns the number the regexp's group matches in the last
+// matching log line, failing the test if there is none.
+func logInt(t *testing.T, logs, expr string) int {
+	t.Helper()
+	all := regexp.MustCompile(expr).FindAllStringSubmatch(logs, -1)
+	if len(all) == 0 {
+		t.Fatalf("no log line matches %s\n%s", expr, logs)
+	}
+	n, err := strconv.Atoi(all[len(all)-1][1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func lastLine(logs string) string {
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	return lines[len(lines)-1]
+}
+
+// replaceConfig replaces what expr matches in the config file.
+func (in *instance) replaceConfig(expr, repl string) {
+	in.t.Helper()
+	cfg, err := os.ReadFile(in.config)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	cfg = regexp.MustCompile(expr).ReplaceAll(cfg, []byte(repl))
+	if err := os.WriteFile(in.config, cfg, 0o600); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
+// prependConfig puts top-level keys in front of the config's tables.
+func (in *instance) prependConfig(lines string) {
+	in.t.Helper()
+	cfg, err := os.ReadFile(in.config)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	if err := os.WriteFile(in.config, append([]byte(lines+"\n"), cfg...), 0o600); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
+var testBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// testBridgeBinary builds the bridge with the bridgetest tag, whose key
+// honours TRIBUTARY_TEST_SIGN_DELAY (testkey_bridgetest.go), once.
+func testBridgeBinary(t *testing.T) string {
+	t.Helper()
+	testBinary.once.Do(func() {
+		testBinary.path = filepath.Join(filepath.Dir(bridgeBinary), "bridge-test")
+		testBinary.err = goBuild(testBinary.path, "-tags", "bridgetest")
+	})
+	if testBinary.err != nil {
+		t.Fatal(testBinary.err)
+	}
+	return testBinary.path
+}
