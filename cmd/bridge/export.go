@@ -46,7 +46,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	err = export(ctx, cfg, q, out, stderr)
-	var unsigned *unsignedError
+	var unsigned *unsignedExportError
 	keep := err == nil || errors.As(err, &unsigned) // what is signed is exported
 	return errors.Join(err, finish(keep))
 }
@@ -95,7 +95,7 @@ func export(ctx context.Context, cfg *Config, q bridge.ResendQuery, out io.Write
 	}
 	defer store.Close()
 	signErr := signPending(ctx, cfg, store, q.Part, stderr)
-	var unsigned *unsignedError
+	var unsigned *unsignedExportError
 	if signErr != nil && !errors.As(signErr, &unsigned) {
 		return signErr
 	}
@@ -103,7 +103,7 @@ func export(ctx context.Context, cfg *Config, q bridge.ResendQuery, out io.Write
 	if err := bridge.WriteResend(store, q, streamr.NewRawWriter(cw)); err != nil {
 		return fmt.Errorf("export %s: %w", q.Part, err)
 	}
-	if cw.n == 0 {
+	if cw.n == 0 && (unsigned == nil || unsigned.inPart == 0) {
 		if err := reportEmpty(store, q.Part, stderr); err != nil {
 			return errors.Join(err, signErr)
 		}
@@ -114,7 +114,7 @@ func export(ctx context.Context, cfg *Config, q bridge.ResendQuery, out io.Write
 // signPending signs the readings a stopped gateway left pending (after
 // kill -9 or a power cut), with the gateway key and the signer `run` uses,
 // so the chains continue without a fork when the gateway starts again.
-// Without the key it returns an *unsignedError counting them.
+// Without the key it returns an *unsignedExportError counting them.
 func signPending(ctx context.Context, cfg *Config, store *storage.Store, part streamr.StreamPartID, stderr io.Writer) error {
 	if store.PendingCount() == 0 {
 		return nil
@@ -132,14 +132,30 @@ func signPending(ctx context.Context, cfg *Config, store *storage.Store, part st
 	if cerr != nil {
 		return errors.Join(err, cerr)
 	}
-	total := 0
+	e := &unsignedExportError{part: part, inPart: counts[part], reason: err}
 	for _, n := range counts {
-		total += n
+		e.total += n
 	}
-	fmt.Fprintf(stderr, "export: %d stored readings are not signed yet, %d of them in stream partition %s, and are left out: %v\n",
-		total, counts[part], part, err)
-	return &unsignedError{count: int64(total), reason: err}
+	return e
 }
+
+// unsignedExportError reports the stored readings an export could not
+// sign, which it therefore left out.
+type unsignedExportError struct {
+	total, inPart int
+	part          streamr.StreamPartID
+	reason        error
+}
+
+func (e *unsignedExportError) Error() string {
+	return fmt.Sprintf("export: %d stored readings are not signed yet, %d of them in stream partition %s, and are left out: %v",
+		e.total, e.inPart, e.part, e.reason)
+}
+
+func (e *unsignedExportError) Unwrap() error { return e.reason }
+
+// ExitCode is the process exit status for this error (see main).
+func (e *unsignedExportError) ExitCode() int { return exitUnsigned }
 
 // drainWith signs every pending reading of store with key.
 func drainWith(ctx context.Context, cfg *Config, store *storage.Store, key hw.Key, log *slog.Logger, stderr io.Writer) error {

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestExportAfterKill exports a gateway stopped by kill -9 with every
+// reading still unsigned: without the key, export counts them and exits
+// 3; with it, export signs them all; a mistyped stream ID, a partition
+// that holds nothing and an empty range each say so; and a following run
+// continues the chains export signed.
+func TestExportAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary")
+	}
+	in := newInstance(t, "[signing]\nbatch_window = \"1h\"\n") // nothing is signed while running
+	in.start()
+	acked := make(map[string]bool)
+	for _, id := range publishBurst(t, in, 0, 25) {
+		acked[id] = true
+	}
+	in.kill()
+	stream := in.address() + "/crash/data"
+
+	key := filepath.Join(in.dir, "state", "key")
+	if err := os.Rename(key, key+".away"); err != nil { // e.g. a TPM on another device
+		t.Fatal(err)
+	}
+	msgs, stderr, code := in.exportAll(stream)
+	want := fmt.Sprintf("export: %d stored readings are not signed yet, %d of them in stream partition %s#0", len(acked), len(acked), stream)
+	if code != exitUnsigned || len(msgs) != 0 || !strings.Contains(stderr, want) {
+		t.Fatalf("export without the key: exit status %d, %d messages, stderr:\n%s\nwant status %d and %q", code, len(msgs), stderr, exitUnsigned, want)
+	}
+	if err := os.Rename(key+".away", key); err != nil {
+		t.Fatal(err)
+	}
+	msgs, stderr, code = in.exportAll(stream)
+	if code != 0 || exportSigned(t, stderr) != len(acked) {
+		t.Fatalf("export with the key: exit status %d, want 0 and %d readings signed; stderr:\n%s", code, len(acked), stderr)
+	}
+	checkExport(t, msgs, acked, crashPublishers)
+
+	for _, tc := range []struct {
+		name, stream string
+		flags        []string
+		code         int
+		stderr       string
+	}{
+		{"mistyped stream", in.address() + "/crash/dta", nil, 1, "holds no messages on this gateway (check the stream ID and --partition); it holds: " + stream + "#0"},
+		{"partition without messages", stream, []string{"--partition", "1"}, 1, "it holds: " + stream + "#0"},
+		{"empty range", stream, []string{"--to", "1000"}, 0, "stream partition " + stream + "#0 holds no messages in this range"},
+	} {
+		msgs, stderr, code := in.exportAll(tc.stream, tc.flags...)
+			if code != tc.code || len(msgs) != 0 || !strings.Contains(stderr, tc.stderr) {
+			t.Errorf("%s: exit status %d, %d messages, stderr %q; want status %d and %q", tc.name, code, len(msgs), stderr, tc.code, tc.stderr)
+		}
+	}
+
+	in.start() // continues the chains export signed
+	for _, id := range publishBurst(t, in, 1, 25) {
+		acked[id] = true
+	}
+	in.stop()
+	checkExport(t, in.export(stream), acked, crashPublishers)
+}
+
+// The release binary carries no test hook: the slow-signer switch exists
+// only in builds with the bridgetest tag.
+func TestReleaseBuildHasNoTestHooks(t *testing.T) {
+	bin, err := os.ReadFile(bridgeBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(bin, []byte("TRIBUTARY_TEST_SIGN_DELAY")) {
+		t.Fatal("the release binary contains the bridgetest sign delay hook")
+	}
+}
