@@ -56,7 +56,7 @@ func TestExportAfterKill(t *testing.T) {
 		{"empty range", stream, []string{"--to", "1000"}, 0, "stream partition " + stream + "#0 holds no messages in this range"},
 	} {
 		msgs, stderr, code := in.exportAll(tc.stream, tc.flags...)
-			if code != tc.code || len(msgs) != 0 || !strings.Contains(stderr, tc.stderr) {
+		if code != tc.code || len(msgs) != 0 || !strings.Contains(stderr, tc.stderr) {
 			t.Errorf("%s: exit status %d, %d messages, stderr %q; want status %d and %q", tc.name, code, len(msgs), stderr, tc.code, tc.stderr)
 		}
 	}
