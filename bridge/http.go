@@ -31,6 +31,7 @@ type History interface {
 //	/metrics  Prometheus metrics from gatherer
 //	/healthz  200 while health returns nil
 //	/receipts how far each receiver holds this gateway's chains, per stream partition (JSON)
+//	/streams  the stream partitions with stored messages, if history is a PartLister (JSON)
 //	/streams/{id}/data/partitions/{p}/{last|from|range}?format=raw
 //	          the Streamr storage node's resend queries, answered from
 //	          history in the raw format ([uint32 length][StreamMessage]…)
@@ -48,9 +49,34 @@ func NewHTTPHandler(history History, gatherer prometheus.Gatherer, health func()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(receipts.Progress())
 	})
+	if lister, ok := history.(PartLister); ok {
+		mux.HandleFunc("GET /streams", func(w http.ResponseWriter, _ *http.Request) { serveParts(w, lister) })
+	}
 	h := &resendHandler{history: history, log: log}
 	mux.HandleFunc("GET /streams/{id}/data/partitions/{partition}/{query}", h.serve)
 	return mux
+}
+
+// PartLister lists the stream partitions that hold stored messages;
+// storage.Store satisfies it.
+type PartLister interface {
+	Parts() ([]streamr.StreamPartID, error)
+}
+
+// serveParts writes the stored stream partitions as a JSON list of
+// "streamID#partition".
+func serveParts(w http.ResponseWriter, lister PartLister) {
+	parts, err := lister.Parts()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	names := make([]string, len(parts))
+	for i, p := range parts {
+		names[i] = p.String()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(names)
 }
 
 type resendHandler struct {

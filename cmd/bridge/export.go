@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,7 +86,7 @@ func export(ctx context.Context, cfg *Config, q bridge.ResendQuery, out io.Write
 		var opErr *net.OpError
 		if !errors.As(err, &opErr) {
 			if err == nil && n == 0 {
-				fmt.Fprintf(stderr, "export: the running gateway at %s holds no messages of stream partition %s in this range\n", cfg.HTTP.Address, q.Part)
+				err = reportEmptyHTTP(ctx, cfg.HTTP.Address, q.Part, stderr)
 			}
 			return err // served, or failed after connecting
 		}
@@ -180,9 +182,8 @@ func drainWith(ctx context.Context, cfg *Config, store *storage.Store, key hw.Ke
 	return err
 }
 
-// reportEmpty says on stderr why an export wrote nothing; a stream
-// partition this gateway never held is an error, so that a mistyped
-// stream ID does not look like an empty stream.
+// reportEmpty says on stderr why an export of a stopped gateway wrote
+// nothing.
 func reportEmpty(store *storage.Store, part streamr.StreamPartID, stderr io.Writer) error {
 	parts, err := store.Parts()
 	if err != nil {
@@ -190,11 +191,40 @@ func reportEmpty(store *storage.Store, part streamr.StreamPartID, stderr io.Writ
 	}
 	names := make([]string, len(parts))
 	for i, p := range parts {
-		if p == part {
-			fmt.Fprintf(stderr, "export: stream partition %s holds no messages in this range\n", part)
-			return nil
-		}
 		names[i] = p.String()
+	}
+	return explainEmpty(names, part, stderr)
+}
+
+// reportEmptyHTTP is reportEmpty for a running gateway, which lists its
+// stream partitions at /streams.
+func reportEmptyHTTP(ctx context.Context, address string, part streamr.StreamPartID, stderr io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+address+"/streams", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("list stream partitions of the bridge at %s: %w", address, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("list stream partitions of the bridge at %s: %s", address, resp.Status)
+	}
+	var names []string
+	if err := json.NewDecoder(resp.Body).Decode(&names); err != nil {
+		return fmt.Errorf("list stream partitions of the bridge at %s: %w", address, err)
+	}
+	return explainEmpty(names, part, stderr)
+}
+
+// explainEmpty says why an export wrote nothing, given the stream
+// partitions that hold messages. A partition that holds none is an error,
+// so that a mistyped stream ID does not look like an empty stream.
+func explainEmpty(names []string, part streamr.StreamPartID, stderr io.Writer) error {
+	if slices.Contains(names, part.String()) {
+		fmt.Fprintf(stderr, "export: stream partition %s holds no messages in this range\n", part)
+		return nil
 	}
 	if len(names) == 0 {
 		return fmt.Errorf("export: stream partition %s holds no messages: this gateway holds no messages at all", part)
