@@ -229,7 +229,7 @@ func (g *gateway) serve(ctx context.Context) error {
 
 	frontErr := front.Wait()
 	_ = systemd.Stopping()
-	drainErr := g.drain(st)
+	drainErr := g.drain(context.WithoutCancel(ctx), st)
 	return errors.Join(frontErr, work.Wait(), drainErr)
 }
 
@@ -267,10 +267,10 @@ func goDone(g *errgroup.Group, fn func() error) <-chan struct{} {
 // commits the appends already queued, the signer signs every pending
 // reading in chain order, and the forwarder gets the time left to send.
 // It returns an *unsignedError if stored readings remain unsigned.
-func (g *gateway) drain(st stages) error {
+func (g *gateway) drain(ctx context.Context, st stages) error {
 	defer st.stopRest()
 	timeout := time.Duration(g.cfg.StopTimeout)
-	ctx, cancel := context.WithTimeoutCause(context.Background(), timeout,
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout,
 		fmt.Errorf("stop_timeout (%s) reached", timeout))
 	defer cancel()
 	st.appends.end()
