@@ -217,3 +217,23 @@ func testBridgeBinary(t *testing.T) string {
 	}
 	return testBinary.path
 }
+
+// The default stop_timeout leaves systemd's TimeoutStopSec room for the
+// broker to close before it and for storage to close after it.
+func TestStopTimeoutBelowTimeoutStopSec(t *testing.T) {
+	unit, err := os.ReadFile(filepath.Join("..", "..", "systemd", "bridge.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^TimeoutStopSec=(\S+)$`).FindSubmatch(unit)
+	if m == nil {
+		t.Fatal("systemd/bridge.service sets no TimeoutStopSec")
+	}
+	stopSec, err := time.ParseDuration(string(m[1]))
+	if err != nil {
+		t.Fatalf("TimeoutStopSec=%s: %v", m[1], err)
+	}
+	if margin := stopSec - defaultStopTimeout; margin < 10*time.Second {
+		t.Errorf("stop_timeout default %s leaves %s of TimeoutStopSec=%s, want at least 10s", defaultStopTimeout, margin, stopSec)
+	}
+}
