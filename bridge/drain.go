@@ -17,11 +17,18 @@ var ErrHeld = errors.New("the clock is not synchronised and the hold policy keep
 // batch is retried every PollInterval until ctx ends. Drain must not run
 // while Run does.
 func (p *Pipeline) Drain(ctx context.Context) (int, error) {
+	s := p.signer
+	s.max = min(firstDrainBatch, p.cfg.SignBatch)
+	defer func() { s.max = 0 }()
 	total := 0
 	var lastErr error
 	for {
-		n, err := p.signer.signBatch(ctx)
+		start := time.Now()
+		n, err := s.signBatch(ctx)
 		total += n
+		if n > 0 {
+			s.max = nextDrainBatch(n, time.Since(start), p.cfg.SignBatch)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return total, errors.Join(context.Cause(ctx), lastErr)
@@ -41,6 +48,21 @@ func (p *Pipeline) Drain(ctx context.Context) (int, error) {
 			return total, nil
 		}
 	}
+}
+
+// A batch is committed only whole, so a drain sizes its batches to take
+// about drainBatchTime each: with a slow hardware signer, a stop timeout
+// then cuts off at most that much signing work, not a whole SignBatch.
+const (
+	drainBatchTime  = 500 * time.Millisecond
+	firstDrainBatch = 16
+)
+
+// nextDrainBatch sizes the next batch from the last one, which signed n
+// readings in took, between 1 and limit.
+func nextDrainBatch(n int, took time.Duration, limit int) int {
+	next := int(float64(n) * float64(drainBatchTime) / float64(max(took, time.Millisecond)))
+	return max(1, min(next, limit))
 }
 
 func (p *Pipeline) isHolding() bool {

@@ -101,6 +101,48 @@ func TestDrain(t *testing.T) {
 	}
 }
 
+func TestNextDrainBatch(t *testing.T) {
+	tests := []struct {
+		n     int
+		took  time.Duration
+		limit int
+		want  int
+	}{
+		{16, time.Millisecond, 256, 256},        // a software key: full batches
+		{16, 3200 * time.Millisecond, 256, 2},   // a secure element at 5 signatures/s
+		{1, 10 * time.Second, 256, 1},           // never below one
+		{100, 0, 256, 256},                      // a batch faster than the clock resolves
+		{16, 250 * time.Millisecond, 256, 32},   // in between
+		{200, 500 * time.Millisecond, 100, 100}, // never above SignBatch
+	}
+	for _, tt := range tests {
+		if got := nextDrainBatch(tt.n, tt.took, tt.limit); got != tt.want {
+			t.Errorf("nextDrainBatch(%d, %s, %d) = %d, want %d", tt.n, tt.took, tt.limit, got, tt.want)
+		}
+	}
+}
+
+// A slow signer running out of time keeps what it signed before the
+// deadline: batches shrink to what it can sign in drainBatchTime.
+func TestDrainSlowSignerKeepsProgress(t *testing.T) {
+	key, err := streamr.GenerateEVMKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := &slowSigner{EVMKey: key, interval: 20 * time.Millisecond}
+	store := openDrainStore(t)
+	p := drainPipeline(t, store, signer, &fakeClock{now: time.Now(), synced: true}, false, 300)
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	signed, err := p.Drain(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Drain: %v, want the deadline", err)
+	}
+	if signed == 0 || int64(300-signed) != store.PendingCount() {
+		t.Fatalf("Drain signed %d with %d pending; want progress before the deadline", signed, store.PendingCount())
+	}
+}
+
 // A pipeline started after a drain continues the drained chain, and
 // PendingByPart counts what is left per stream part.
 func TestDrainThenRunContinuesChain(t *testing.T) {

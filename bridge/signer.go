@@ -15,13 +15,18 @@ type signer struct {
 	p      *Pipeline
 	after  uint64 // readings up to this Seq are signed and committed
 	chains map[string]*streamr.Chain
+	max    int // readings per batch; 0 means Config.SignBatch (Drain sets it)
 }
 
 // signBatch signs and commits up to SignBatch pending readings. It returns
 // how many it committed.
 func (s *signer) signBatch(ctx context.Context) (int, error) {
 	p := s.p
-	readings, err := p.cfg.Log.Pending(s.after, p.cfg.SignBatch)
+	max := p.cfg.SignBatch
+	if s.max > 0 {
+		max = s.max
+	}
+	readings, err := p.cfg.Log.Pending(s.after, max)
 	if err != nil {
 		p.noteState(true, false, false)
 		return 0, fmt.Errorf("read pending readings: %w", err)
