@@ -35,12 +35,18 @@ func main() {
 	err := runCommand(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
+		if !errors.Is(err, flag.ErrHelp) && !errors.As(err, new(loggedError)) {
 			fmt.Fprintln(os.Stderr, "bridge:", err)
 		}
 		os.Exit(exitCode(err))
 	}
 }
+
+// loggedError is an error the gateway's log already holds; main exits
+// non-zero without printing it again.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
 
 // usageError marks errors in how the command was called (exit status 2).
 type usageError struct{ error }

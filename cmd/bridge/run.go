@@ -50,7 +50,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log, closeLog := newLogger(cfg.Log, stderr)
 	defer closeLog()
-	return run(ctx, cfg, log)
+	return logStopped(log, run(ctx, cfg, log))
 }
 
 // gateway is one running bridge: what run builds and tears down.
@@ -85,7 +85,6 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	err = g.serve(ctx)
 	g.close()
-	logStopped(log, err)
 	return err
 }
 
@@ -335,8 +334,9 @@ func (e *unsignedError) Unwrap() error { return e.reason }
 // ExitCode is the process exit status for this error (see main).
 func (e *unsignedError) ExitCode() int { return exitUnsigned }
 
-// logStopped writes the gateway's last log line.
-func logStopped(log *slog.Logger, err error) {
+// logStopped writes the last line of every run: that the gateway stopped,
+// and why if it failed. main does not print the error again.
+func logStopped(log *slog.Logger, err error) error {
 	var unsigned *unsignedError
 	switch {
 	case errors.As(err, &unsigned):
@@ -346,7 +346,9 @@ func logStopped(log *slog.Logger, err error) {
 		log.Error("gateway stopped", "err", err, "exit_status", exitCode(err))
 	default:
 		log.Info("gateway stopped", "exit_status", 0)
+		return nil
 	}
+	return loggedError{err}
 }
 
 // announceReady tells systemd READY=1 once MQTT accepts connections, then
