@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,4 +237,42 @@ func TestStopTimeoutBelowTimeoutStopSec(t *testing.T) {
 	if margin := stopSec - defaultStopTimeout; margin < 10*time.Second {
 		t.Errorf("stop_timeout default %s leaves %s of TimeoutStopSec=%s, want at least 10s", defaultStopTimeout, margin, stopSec)
 	}
+}
+
+// A second SIGTERM during a long drain ends the process at once; what is
+// left unsigned is signed at the next start, as after kill -9.
+func TestSecondSignalEndsAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary")
+	}
+	in := newInstance(t, "[signing]\nbatch_window = \"1h\"\n")
+	in.bin = testBridgeBinary(t)
+	in.extraEnv = []string{"TRIBUTARY_TEST_SIGN_DELAY=100ms"} // 100 readings: 10s of signing
+	in.start()
+	acked := make(map[string]bool)
+	for _, id := range publishBurst(t, in, 0, 25) {
+		acked[id] = true
+	}
+	_ = in.cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(in.logs(), "signing pending readings") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drain within 10s of SIGTERM\n%s", in.logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = in.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-in.exited:
+	case <-time.After(3 * time.Second):
+		t.Fatalf("still running 3s after the second SIGTERM\n%s", in.logs())
+	}
+	if st := in.cmd.ProcessState; st.Success() || strings.Contains(lastLine(in.logs()), "gateway stopped") {
+		t.Fatalf("exit %v after a second SIGTERM with last line %q; want an immediate end", st, lastLine(in.logs()))
+	}
+	in.bin, in.extraEnv = "", nil
+	in.start()
+	msgs := waitForExport(t, in, in.address()+"/crash/data", len(acked))
+	in.stop()
+	checkExport(t, msgs, acked, crashPublishers)
 }
