@@ -46,7 +46,11 @@ func TestGracefulStopSignsEverything(t *testing.T) {
 		}
 		logs := in.logs()[from:]
 		pending := logInt(t, logs, `signing pending readings.* pending=(\d+)`)
-		t.Logf("round %d: %d readings pending at SIGTERM", round, pending)
+		took := "?"
+		if m := regexp.MustCompile(`signer drained.* took=(\S+)`).FindStringSubmatch(logs); m != nil {
+			took = m[1]
+		}
+		t.Logf("round %d: %d readings pending at SIGTERM, signed by the stop in %s", round, pending, took)
 		pendingAtStop += pending
 		if n := logInt(t, logs, `signer drained.* unsigned=(\d+)`); n != 0 {
 			t.Errorf("round %d: %d readings unsigned after the drain", round, n)
