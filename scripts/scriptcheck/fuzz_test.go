@@ -29,7 +29,7 @@ func TestFuzzStepFailsOnStall(t *testing.T) {
 		t.Run(tt.target, func(t *testing.T) {
 			cmd := exec.Command("bash", script, ".", tt.target)
 			cmd.Dir = filepath.Join("testdata", "fuzzstall")
-			cmd.Env = append(os.Environ(), "FUZZTIME=5s")
+			cmd.Env = append(os.Environ(), "FUZZTIME=8s")
 			out, err := cmd.CombinedOutput()
 			if (err != nil) != tt.fails {
 				t.Fatalf("fuzz.sh %s: err=%v, want failure=%v; output:\n%s", tt.target, err, tt.fails, out)
