@@ -18,26 +18,22 @@ pkg=${1:?usage: fuzz.sh PKG TARGET}
 target=${2:?usage: fuzz.sh PKG TARGET}
 FUZZTIME=${FUZZTIME:-10s}
 
-# seconds prints a Go duration such as 10s, 2m or 1m30s in seconds; a count (100x) has no deadline.
-seconds() {
-	awk -v d="$1" 'BEGIN {
-		if (d !~ /^([0-9]+h)?([0-9]+m)?([0-9]+s)?$/ || d == "") { print 1e9; exit }
+# stalled reads go test's output and succeeds when it shows a stalled worker before the deadline
+# ($1, a Go duration such as 10s or 1m30s; a count such as 100x has none).
+stalled() {
+	awk -v fuzztime="$1" '
+	function seconds(d, a, s) { # a Go duration of h, m and whole s; -1 if it is not one
+		if (d == "" || d !~ /^([0-9]+h)?([0-9]+m)?([0-9]+s)?$/) return -1
 		s = 0
 		if (d ~ /h/) { split(d, a, "h"); s += a[1] * 3600; d = a[2] }
 		if (d ~ /m/) { split(d, a, "m"); s += a[1] * 60; d = a[2] }
-		sub(/s$/, "", d); print s + d
-	}'
-}
-
-# stalled reads go test's output and succeeds when it shows a stalled worker before the deadline (s).
-stalled() {
-	awk -v limit="$1" '
+		sub(/s$/, "", d)
+		return s + d
+	}
+	BEGIN { limit = seconds(fuzztime); if (limit < 0) limit = 1e9 }
 	/context deadline exceeded/ { stall = 1 }
 	$2 == "elapsed:" && $4 == "execs:" {
-		t = $3; sub(/,$/, "", t); s = 0
-		if (t ~ /h/) { split(t, a, "h"); s += a[1] * 3600; t = a[2] }
-		if (t ~ /m/) { split(t, a, "m"); s += a[1] * 60; t = a[2] }
-		sub(/s$/, "", t); s += t
+		t = $3; sub(/,$/, "", t); s = seconds(t)
 		if ($6 == "(0/sec)," && s > 0 && s < limit) { if (++zeros >= 2) stall = 1 } else { zeros = 0 }
 	}
 	END { exit !stall }'
@@ -45,7 +41,7 @@ stalled() {
 
 rc=0
 out=$(go test -run '^$' -fuzz "^$target\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 0 -parallel 2 "$pkg" 2>&1) || rc=$?
-if stalled "$(seconds "$FUZZTIME")" <<<"$out"; then
+if stalled "$FUZZTIME" <<<"$out"; then
 	echo "$out"
 	echo "FAIL $pkg $target: a fuzz worker stalled (no exec for 6 s, or the deadline passed while a worker was busy)." >&2
 	echo "  A hang on one input is a finding: run the target alone with -parallel 1 and look at the input it last got." >&2
