@@ -1,4 +1,7 @@
 # Tributary build entry points. Go's own cache makes every target cheap to re-run, so all are phony.
+#   make test        the whole suite, as CI runs it (scripts/test.sh: installs what it needs; root, ~30 min)
+#   make check       before a push: go vet, make lint, go test -race -short ./... (a few minutes)
+#   make lint        gofmt -l, staticcheck and govulncheck (make fmt-check, staticcheck, vulncheck)
 #   make build       bin/bridge for this machine
 #   make cross       static (CGO_ENABLED=0), stripped binaries in dist/ for linux arm64, armv6, armv7, amd64
 #   make deb         dist/tributary_<version>_{amd64,arm64,armhf}.deb
@@ -12,7 +15,39 @@ DIST := dist
 # name=GOARCH[:GOARM]; armv6 is what Raspberry Pi OS "armhf" (and Pi Zero/1) needs, armv7 suits Debian armhf.
 TARGETS := arm64=arm64 armv6=arm:6 armv7=arm:7 amd64=amd64
 
-.PHONY: build cross deb test-deb image test-boot clean
+# Tools run at pinned versions from the Go module proxy, so no go.mod of the project carries them.
+STATICCHECK_VERSION := v0.8.2
+
+# Every recipe stops at its first failing command, in a pipeline too.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+.PHONY: test check vet lint fmt-check staticcheck vulncheck test-short build cross deb test-deb image test-boot clean
+
+test:
+	scripts/test.sh
+
+check: vet lint test-short
+
+vet:
+	go vet ./...
+	CGO_ENABLED=1 go vet -tags pkcs11 ./hw/...
+
+lint: fmt-check staticcheck vulncheck
+
+fmt-check:
+	@files=$$(gofmt -l .); \
+	if [ -n "$$files" ]; then echo "gofmt: these files are not formatted (gofmt -w FILE):"; echo "$$files"; exit 1; fi
+
+staticcheck:
+	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	CGO_ENABLED=1 go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) -tags pkcs11 ./hw/...
+
+vulncheck:
+	scripts/vulncheck.sh
+
+test-short:
+	go test -race -short ./...
 
 build:
 	CGO_ENABLED=0 go build $(GOFLAGS_BUILD) -o bin/bridge ./cmd/bridge

@@ -11,6 +11,7 @@
 #   compress   xz for publishing
 # Needs root (mmdebstrap --mode=root, file ownership) and binfmt_misc. Installs missing host packages with apt-get.
 set -euo pipefail
+shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -215,7 +216,7 @@ assemble() {
 }
 
 main() {
-	need_pkgs mmdebstrap qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs xz-utils
+	need_pkgs mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs xz-utils
 	enable_binfmt
 	local t0=$SECONDS t base bridge
 	base=$(base_stage)

@@ -4,6 +4,13 @@
 log() { printf '%s [%s] %s\n' "$(date +%T)" "${0##*/}" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# A failing step stops the script that sources this file, naming the step, also where it fails inside a
+# function or a $(…) (errtrace and inherit_errexit): a failed mmdebstrap must not be followed by stages
+# that work on its missing output.
+set -eEuo pipefail
+shopt -s inherit_errexit
+trap 'rc=$?; log "error: line $LINENO: \"$BASH_COMMAND\" failed with exit status $rc"' ERR
+
 # need_pkgs installs the Debian packages among "$@" that are missing on the host.
 need_pkgs() {
 	local missing=() pkg
@@ -29,6 +36,6 @@ enable_binfmt() {
 # ("debian" or "debian-security"), so the scripts use whatever mirror this machine is configured for.
 host_mirror() {
 	local suffix=$1 uri
-	uri=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -E "/${suffix}/?\$" | head -n1)
+	uri=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -E "/${suffix}/?\$" | head -n1 || true)
 	echo "${uri:-http://deb.debian.org/${suffix}}"
 }

@@ -7,6 +7,7 @@
 # For armhf pass the GOARM=6 binary: Raspberry Pi OS's 32-bit "armhf" is ARMv6 hard-float and runs on the
 # Pi Zero and Pi 1, which an ARMv7 binary would crash on. Prints the path of the .deb.
 set -euo pipefail
+shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)

@@ -7,12 +7,13 @@
 #   packaging/test-deb.sh DEB        (an amd64 .deb: the chroot runs natively)
 # Needs root and mmdebstrap (installed with apt-get when missing).
 set -euo pipefail
+shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=firmware-image/lib.sh
 . "$HERE/../firmware-image/lib.sh"
 DEB=$(realpath "${1:?usage: test-deb.sh DEB}")
 [ "$(id -u)" = 0 ] || die "must run as root"
-need_pkgs mmdebstrap
+need_pkgs mmdebstrap arch-test
 
 # check.sh runs inside the chroot after `apt-get install ./tributary.deb`.
 WORK=$(mktemp -d)

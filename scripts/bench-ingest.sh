@@ -12,6 +12,7 @@
 # reports peak RSS (VmHWM) and disk bytes written per reading
 # (/proc/PID/io write_bytes) against the size of the signed message.
 set -euo pipefail
+shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}

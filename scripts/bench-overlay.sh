@@ -7,6 +7,7 @@
 #   scripts/bench-overlay.sh            # 10 s per scenario
 #   DURATION=30s scripts/bench-overlay.sh
 set -euo pipefail
+shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}

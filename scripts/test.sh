@@ -8,6 +8,7 @@
 # because TRIBUTARY_REQUIRE_TOOLS and TRIBUTARY_REQUIRE_NODE are set.
 # Long soak and load runs are separate: see the README ("Long runs").
 set -euo pipefail
+shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 cd "$(dirname "$0")/.."
 
 FUZZTIME=${FUZZTIME:-10s}
@@ -15,6 +16,11 @@ FUZZTIME=${FUZZTIME:-10s}
 # (45 minutes): it is skipped, saying so, once this many seconds have passed.
 IMAGE_DEADLINE=${IMAGE_DEADLINE:-1500}
 export TRIBUTARY_IMAGE_CACHE=${TRIBUTARY_IMAGE_CACHE:-/var/cache/tributary-image}
+
+# First, before anything is installed: every host command the scripts call must come from a package a
+# fresh machine has or the calling script installs, and every script must stop at a failed step.
+echo "== scripts: host packages and error handling (scripts/scriptcheck)"
+go run ./scripts/scriptcheck
 
 install_missing() {
 	local need=() pkg
@@ -40,6 +46,9 @@ echo "== go vet"
 go vet ./...
 CGO_ENABLED=1 go vet -tags pkcs11 ./hw/...
 
+echo "== quality gates: gofmt, staticcheck, govulncheck (make lint)"
+make lint
+
 echo "== go test (race detector)"
 go test -race -timeout 25m ./...
 
@@ -49,30 +58,12 @@ trap 'rm -rf "$crosscheck"' EXIT
 CGO_ENABLED=1 TRIBUTARY_CROSSCHECK_DIR="$crosscheck" go test -race -tags pkcs11 -count=1 ./hw/...
 go run ./scripts/crosscheck "$crosscheck"
 
-# fuzz runs one target. Go's fuzzing coordinator sometimes stops at the end of
-# -fuzztime with "context deadline exceeded" while a worker is busy; that is
-# not a finding (no failing input is written), so it is run once more.
-fuzz() {
-	local out
-	if out=$(go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" -parallel 2 "$1" 2>&1); then
-		echo "$out" | tail -n 2
-		return 0
-	fi
-	echo "$out"
-	if grep -q "context deadline exceeded" <<<"$out" && ! grep -q "Failing input written" <<<"$out"; then
-		echo "-- $1 $2: the fuzzing coordinator hit its deadline without a finding; running again"
-		go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" -parallel 2 "$1"
-		return
-	fi
-	return 1
-}
-
 echo "== fuzzing: every Fuzz target for $FUZZTIME"
-grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do
+grep -rl --include='*_test.go' --exclude-dir=testdata --exclude-dir=node_modules '^func Fuzz' . | while read -r file; do
 	pkg="./$(dirname "${file#./}")"
 	for target in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | cut -d' ' -f2); do
 		echo "-- $pkg $target"
-		fuzz "$pkg" "$target"
+		FUZZTIME=$FUZZTIME scripts/fuzz.sh "$pkg" "$target"
 	done
 done
 

@@ -1,0 +1,3 @@
+module fuzzfixture
+
+go 1.26
