@@ -50,7 +50,12 @@ type OrderConfig struct {
 	// (resend brings them back later) instead of giving the gap up: a
 	// storage node must not lose messages to a burst.
 	KeepGaps      bool
-	FlushInterval time.Duration // how often delivered positions are saved (default 100ms)
+	// FromChainStart takes up a chain seen for the first time from its
+	// first message, fetching what came before the first one heard: a
+	// storage node keeps chains complete. Otherwise a new chain is taken up
+	// from about when the Orderer started, as an SDK subscriber does.
+	FromChainStart bool
+	FlushInterval  time.Duration // how often delivered positions are saved (default 100ms)
 	Registerer    prometheus.Registerer
 	Logger        *slog.Logger
 }
@@ -70,12 +75,27 @@ type Orderer struct {
 	// is waited for (and filled) rather than skipped.
 	start int64
 
-	mu     sync.Mutex
-	chains map[string]*orderedChain
-	dirty  map[string]streamr.ChainState
-	wake   chan struct{}
-	fills  sync.WaitGroup // resend requests in flight
+	mu      sync.Mutex
+	chains  map[string]*orderedChain
+	dirty   map[string]streamr.ChainState
+	wake    chan struct{}
+	fills   sync.WaitGroup // resend requests in flight
+	filling int            // how many, under mu
 }
+
+// Gap filling. A gap is asked for after GapFillTimeout, in case gossip
+// merely reordered the messages, except when its newest missing message
+// is already older than that: then waiting cannot help (a backlog whose
+// chain tip arrived alone, see Forwarder) and it is asked for after
+// overdueWait. A range is fetched in pages of fillPage messages, the next
+// page asked for as soon as one arrives, by at most maxFills requests at
+// once; each page is validated, ordered and handed on before the next is
+// read, so a slow receiver takes a backlog at its own pace.
+const (
+	overdueWait = 100 * time.Millisecond
+	fillPage    = 1000
+	maxFills    = 4
+)
 
 type orderMetrics struct {
 	delivered, stale, held, gaps, filled, lost, overflow prometheus.Counter
@@ -187,7 +207,7 @@ func (o *Orderer) add(c *orderedChain, e Envelope) {
 func (o *Orderer) follows(c *orderedChain, m *streamr.StreamMessage) bool {
 	prev := m.PrevMsgRef
 	if c.last == nil {
-		return prev == nil || prev.Timestamp < o.start
+		return prev == nil || (!o.cfg.FromChainStart && prev.Timestamp < o.start)
 	}
 	return prev == nil || *prev == *c.last
 }
@@ -230,10 +250,7 @@ func (o *Orderer) openGap(c *orderedChain) {
 	c.gapSince = time.Now()
 	o.metrics.gaps.Inc()
 	o.log.Debug("gap detected", "stream_part", c.part.String(), "chain", c.id, "after", c.last)
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	o.poke()
 }
 
 func (o *Orderer) hold(c *orderedChain, e Envelope) {
@@ -344,7 +361,7 @@ func (o *Orderer) fillGaps(ctx context.Context) {
 	var due []gapRequest
 	o.mu.Lock()
 	for _, c := range o.chains {
-		if c.gapSince.IsZero() || c.filling || now.Sub(c.gapSince) < o.cfg.GapFillTimeout {
+		if c.gapSince.IsZero() || c.filling || now.Before(o.fillDue(c)) {
 			continue
 		}
 		if c.requests >= o.cfg.MaxGapRequests || o.cfg.Resender == nil {
@@ -355,20 +372,40 @@ func (o *Orderer) fillGaps(ctx context.Context) {
 		if c.requests > 0 && now.Sub(c.lastRequest) < o.cfg.RetryInterval {
 			continue
 		}
+		if o.filling+len(due) >= maxFills {
+			break // the others wait for a request to finish
+		}
 		c.requests++
 		c.lastRequest, c.filling = now, true
 		due = append(due, gapRequest{c: c, q: o.gapQuery(c)})
 	}
+	o.filling += len(due)
 	o.mu.Unlock()
 	for _, r := range due {
 		o.fills.Go(func() { o.fill(ctx, r) })
 	}
 }
 
+// fillDue is when c's open gap is first asked for.
+func (o *Orderer) fillDue(c *orderedChain) time.Time {
+	newestMissing := c.refetchTo
+	if c.held.Len() > 0 {
+		newestMissing = c.held[0].Msg.PrevMsgRef
+	}
+	wait := o.cfg.GapFillTimeout
+	if newestMissing != nil && time.Since(time.UnixMilli(newestMissing.Timestamp)) > wait {
+		wait = min(wait, overdueWait)
+	}
+	return c.gapSince.Add(wait)
+}
+
 // gapQuery asks for the messages after the last delivered one up to the
 // first held message's predecessor, as the SDK's gap fill does.
 func (o *Orderer) gapQuery(c *orderedChain) ResendQuery {
-	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, From: streamr.MessageRef{Timestamp: o.start}}
+	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, From: streamr.MessageRef{Timestamp: o.start}, Limit: fillPage}
+	if o.cfg.FromChainStart {
+		q.From = streamr.MessageRef{}
+	}
 	if c.held.Len() > 0 {
 		q.To = *c.held[0].Msg.PrevMsgRef
 	} else {
@@ -387,16 +424,32 @@ func (o *Orderer) fill(ctx context.Context, r gapRequest) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	r.c.filling = false
+	o.filling--
+	o.poke() // a request slot is free
 	if err != nil {
 		o.log.Info("gap fill request failed", "stream_part", r.c.part.String(), "chain", r.c.id, "attempt", r.c.requests, "err", err)
 		return
 	}
+	before := r.c.last
 	for _, e := range msgs {
 		if e.Msg.ID.MsgChainID != r.c.id || e.Msg.ID.PublisherHex() != streamr.UserID(r.c.pub) {
 			continue
 		}
 		o.metrics.filled.Inc()
 		o.add(r.c, e)
+	}
+	if !r.c.gapSince.IsZero() && r.c.last != nil && (before == nil || r.c.last.Compare(*before) > 0) {
+		// Progress, and more to come: ask for the next page at once.
+		r.c.requests, r.c.lastRequest = 0, time.Time{}
+		r.c.gapSince = time.Now().Add(-o.cfg.GapFillTimeout)
+	}
+}
+
+// poke wakes Run to send due requests.
+func (o *Orderer) poke() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
 	}
 }
 
