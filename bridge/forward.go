@@ -55,6 +55,9 @@ type ForwardLog interface {
 // whose streams carry transport back-pressure, at their own pace. So a
 // fast publisher never overruns a slow receiver with a backlog, and live
 // messages never wait behind one.
+//
+// Only this gateway's own messages (made from its readings) are
+// forwarded; those it stores for others are served by resend.
 type Forwarder struct {
 	log     ForwardLog
 	overlay Overlay
@@ -238,8 +241,11 @@ func (ps *passState) add(ctx context.Context, e storage.Logged) {
 		ps.block(pp, e.Pos)
 		return
 	}
-	if e.Pos <= sent {
-		return // forwarded before a restart or an earlier pass
+	if e.Pos <= sent || e.ReadingSeq == 0 {
+		// Forwarded before a restart or an earlier pass, or a message of
+		// another publisher kept for a [[store]] rule: pubsub relayed it
+		// when it arrived, and resend requests fetch it from here.
+		return
 	}
 	if e.Pos <= ps.cutoff {
 		pp.tips[logChain(e)] = e

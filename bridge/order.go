@@ -93,7 +93,7 @@ type Orderer struct {
 // read, so a slow receiver takes a backlog at its own pace.
 const (
 	overdueWait = 100 * time.Millisecond
-	fillPage    = 1000
+	fillPage    = 2000
 	maxFills    = 4
 )
 
@@ -348,42 +348,60 @@ func (o *Orderer) flush(ctx context.Context) error {
 	return o.cfg.Positions.SaveChainStates(ctx, dirty)
 }
 
-// gapRequest is one resend due now.
+// gapRequest is one resend due now, for the gaps of one or more chains
+// of one publisher in one stream partition.
 type gapRequest struct {
-	c *orderedChain
-	q ResendQuery
+	chains []*orderedChain
+	q      ResendQuery
 }
 
 // fillGaps sends the resend requests that are due, and gives up gaps
-// whose requests are exhausted.
+// whose requests are exhausted. The chains of one publisher are asked for
+// together: their messages are interleaved in the publisher's store, so
+// one range answer serves all of them in a single pass over it.
 func (o *Orderer) fillGaps(ctx context.Context) {
 	now := time.Now()
-	var due []gapRequest
+	groups := make(map[string]*gapRequest)
 	o.mu.Lock()
 	for _, c := range o.chains {
-		if c.gapSince.IsZero() || c.filling || now.Before(o.fillDue(c)) {
+		if !o.gapDue(c, now) {
 			continue
 		}
-		if c.requests >= o.cfg.MaxGapRequests || o.cfg.Resender == nil {
-			o.log.Warn("gap not filled: skipping it", "stream_part", c.part.String(), "chain", c.id, "after", c.last, "requests", c.requests)
-			o.skipGap(c)
-			continue
-		}
-		if c.requests > 0 && now.Sub(c.lastRequest) < o.cfg.RetryInterval {
-			continue
-		}
-		if o.filling+len(due) >= maxFills {
-			break // the others wait for a request to finish
+		key := c.part.String() + "\x00" + string(c.pub)
+		g, ok := groups[key]
+		if !ok {
+			if o.filling+len(groups) >= maxFills {
+				continue // waits for a request to finish
+			}
+			g = &gapRequest{}
+			groups[key] = g
 		}
 		c.requests++
 		c.lastRequest, c.filling = now, true
-		due = append(due, gapRequest{c: c, q: o.gapQuery(c)})
+		g.chains = append(g.chains, c)
 	}
-	o.filling += len(due)
+	o.filling += len(groups)
+	for _, g := range groups {
+		g.q = o.groupQuery(g.chains)
+	}
 	o.mu.Unlock()
-	for _, r := range due {
-		o.fills.Go(func() { o.fill(ctx, r) })
+	for _, g := range groups {
+		o.fills.Go(func() { o.fill(ctx, g) })
 	}
+}
+
+// gapDue reports whether c's gap should be asked for now; it gives up the
+// gap if its requests are exhausted.
+func (o *Orderer) gapDue(c *orderedChain, now time.Time) bool {
+	if c.gapSince.IsZero() || c.filling || now.Before(o.fillDue(c)) {
+		return false
+	}
+	if c.requests >= o.cfg.MaxGapRequests || o.cfg.Resender == nil {
+		o.log.Warn("gap not filled: skipping it", "stream_part", c.part.String(), "chain", c.id, "after", c.last, "requests", c.requests)
+		o.skipGap(c)
+		return false
+	}
+	return c.requests == 0 || now.Sub(c.lastRequest) >= o.cfg.RetryInterval
 }
 
 // fillDue is when c's open gap is first asked for.
@@ -397,6 +415,22 @@ func (o *Orderer) fillDue(c *orderedChain) time.Time {
 		wait = min(wait, overdueWait)
 	}
 	return c.gapSince.Add(wait)
+}
+
+// groupQuery spans the gaps of chains (one publisher, one partition).
+func (o *Orderer) groupQuery(chains []*orderedChain) ResendQuery {
+	q := o.gapQuery(chains[0])
+	for _, c := range chains[1:] {
+		cq := o.gapQuery(c)
+		if cq.From.Compare(q.From) < 0 {
+			q.From = cq.From
+		}
+		if cq.To.Compare(q.To) > 0 {
+			q.To = cq.To
+		}
+		q.ChainID = ""
+	}
+	return q
 }
 
 // gapQuery asks for the messages after the last delivered one up to the
@@ -417,31 +451,35 @@ func (o *Orderer) gapQuery(c *orderedChain) ResendQuery {
 	return q
 }
 
-func (o *Orderer) fill(ctx context.Context, r gapRequest) {
+func (o *Orderer) fill(ctx context.Context, g *gapRequest) {
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.RetryInterval)
 	defer cancel()
-	msgs, err := o.cfg.Resender.Resend(ctx, r.q)
+	msgs, err := o.cfg.Resender.Resend(ctx, g.q)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	r.c.filling = false
 	o.filling--
 	o.poke() // a request slot is free
+	before := make(map[*orderedChain]*streamr.MessageRef, len(g.chains))
+	for _, c := range g.chains {
+		c.filling = false
+		before[c] = c.last
+	}
 	if err != nil {
-		o.log.Info("gap fill request failed", "stream_part", r.c.part.String(), "chain", r.c.id, "attempt", r.c.requests, "err", err)
+		o.log.Info("gap fill request failed", "stream_part", g.q.Part.String(), "chains", len(g.chains), "attempt", g.chains[0].requests, "err", err)
 		return
 	}
-	before := r.c.last
 	for _, e := range msgs {
-		if e.Msg.ID.MsgChainID != r.c.id || e.Msg.ID.PublisherHex() != streamr.UserID(r.c.pub) {
-			continue
+		if c := o.chains[o.positionKey(e.Msg)]; c != nil && string(c.pub) == string(e.Msg.ID.PublisherID) {
+			o.metrics.filled.Inc()
+			o.add(c, e)
 		}
-		o.metrics.filled.Inc()
-		o.add(r.c, e)
 	}
-	if !r.c.gapSince.IsZero() && r.c.last != nil && (before == nil || r.c.last.Compare(*before) > 0) {
-		// Progress, and more to come: ask for the next page at once.
-		r.c.requests, r.c.lastRequest = 0, time.Time{}
-		r.c.gapSince = time.Now().Add(-o.cfg.GapFillTimeout)
+	for c, prev := range before {
+		if !c.gapSince.IsZero() && c.last != nil && (prev == nil || c.last.Compare(*prev) > 0) {
+			// Progress, and more to come: ask for the next page at once.
+			c.requests, c.lastRequest = 0, time.Time{}
+			c.gapSince = time.Now().Add(-o.cfg.GapFillTimeout)
+		}
 	}
 }
 

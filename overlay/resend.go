@@ -38,6 +38,7 @@ import (
 //     int32  to_sequence_number = 8;
 //     bytes  publisher_id = 9;          // optional filter
 //     string msg_chain_id = 10;         // optional filter
+//     int32  max_messages = 11;         // optional: at most this many (a page)
 //     }
 //
 //  2. The server answers with one frame of at most 4 KiB holding
