@@ -56,8 +56,6 @@ metadata = true
 	live := startLive(t, a)
 	waitMetric(t, b, `bridge_order_delivered_total{orderer="store"}`, float64(n), 10*time.Minute)
 	drain := time.Since(start)
-	os.WriteFile("/tmp/flow-blogs.txt", []byte(b.logs()), 0o644)
-	os.WriteFile("/tmp/flow-alogs.txt", []byte(a.logs()), 0o644)
 	live.finish()
 	time.Sleep(fairnessBound) // the last live readings in flight
 
