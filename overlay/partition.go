@@ -178,17 +178,14 @@ const selfCheckEvery = 64
 // were. An invalid message stops the batch before it, and from then on
 // every message of the partition is fully verified.
 func (p *Partition) PublishBatch(ctx context.Context, encoded [][]byte) (int, error) {
-	if len(encoded) == 0 {
-		return 0, nil
-	}
-	if p.mesh.len() == 0 {
-		return 0, fmt.Errorf("publish on %s: %w", p.part, ErrNoPeers)
-	}
 	var batch pubsub.MessageBatch
 	n := 0
 	var firstErr error
-	for _, enc := range encoded {
+	for i, enc := range encoded {
 		m, err := p.checkOwn(enc)
+		if err == nil && i == 0 && p.mesh.len() == 0 {
+			return 0, fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, ErrNoPeers)
+		}
 		if err == nil {
 			err = p.t.AddToBatch(ctx, &batch, enc, pubsub.WithValidatorData(m))
 		}
