@@ -57,6 +57,9 @@ type nodeOptions struct {
 	scorePeriod time.Duration    // how often peer scores are snapshotted; 0 means 10 s
 	dhtMode     dht.ModeOpt      // 0 (ModeAuto) is replaced by ModeAutoServer
 	now         func() time.Time // clock for timestamp checks; nil means time.Now
+	// noMemberRedial redials bootstrap peers only, not lost partition
+	// members (mocknet clusters: see scale_test.go).
+	noMemberRedial bool
 }
 
 // New starts a node listening on cfg.ListenAddrs. Call Run to keep its
@@ -112,7 +115,7 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 		h.Peerstore().AddAddrs(b.ID, b.Addrs, peerstore.PermanentAddrTTL)
 		h.ConnManager().Protect(b.ID, protectTag)
 	}
-	n.redial = newRedialer(n)
+	n.redial = newRedialer(n, !opts.noMemberRedial)
 	h.Network().Notify(notifiee{n.redial})
 	if !cfg.DisableDHT {
 		if n.dht, err = newDHT(h, bootstrap, opts.dhtMode); err != nil {

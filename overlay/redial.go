@@ -34,6 +34,7 @@ const (
 type redialer struct {
 	n         *Node
 	bootstrap map[peer.ID]bool
+	members   bool // redial lost partition members too
 	wake      chan struct{}
 
 	mu    sync.Mutex
@@ -48,9 +49,10 @@ type backoff struct {
 	warned bool      // a failed attempt was logged at warning level
 }
 
-func newRedialer(n *Node) *redialer {
+func newRedialer(n *Node, members bool) *redialer {
 	r := &redialer{
 		n:         n,
+		members:   members,
 		bootstrap: make(map[peer.ID]bool, len(n.bootstrap)),
 		wake:      make(chan struct{}, 1),
 		known:     make(map[peer.ID]time.Time),
@@ -84,7 +86,7 @@ func (r *redialer) disconnected(id peer.ID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_, isKnown := r.known[id]
-	if !r.bootstrap[id] && !isKnown {
+	if !r.bootstrap[id] && (!isKnown || !r.members) {
 		return
 	}
 	if _, ok := r.lost[id]; ok {
