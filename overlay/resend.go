@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -375,35 +377,83 @@ func (n *Node) readResend(s io.Reader, from peer.ID, q ResendQuery) ([]Delivery,
 	var prev streamr.MessageRef
 	total := 0
 	for {
-		if q.Limit > 0 && len(out) == q.Limit {
-			return out, true, nil
-		}
-		frame, err := rr.ReadFrame()
-		if errors.Is(err, io.EOF) {
-			return out, false, nil
-		}
+		frames, eof, err := readFrames(rr, validateChunk, q.Limit-len(out), q.Limit > 0)
 		if errors.Is(err, streamr.ErrFrameTooLarge) {
 			n.penaliseResend(from, q.Part, err)
 			return nil, false, fmt.Errorf("%w: %w", ErrInvalidResend, err)
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("read message %d: %w", len(out)+1, err)
+			return nil, false, fmt.Errorf("read message %d: %w", len(out)+len(frames)+1, err)
 		}
-		m, verdict, _, err := v.check(frame)
-		if verdict == reject {
-			n.penaliseResend(from, q.Part, err)
+		for i, c := range checkParallel(v, frames) {
+			if c.verdict == reject {
+				n.penaliseResend(from, q.Part, c.err)
+			}
+			if c.err != nil {
+				return nil, false, fmt.Errorf("%w: message %d: %w", ErrInvalidResend, len(out)+1, c.err)
+			}
+			total += len(frames[i])
+			if err := checkAnswer(&q, c.m, prev, len(out)+1, limit, total, n.cfg.Resend.MaxBytes); err != nil {
+				n.penaliseResend(from, q.Part, err)
+				return nil, false, err
+			}
+			prev = c.m.ID.Ref()
+			out = append(out, Delivery{Msg: c.m, Encoded: frames[i], From: from.String()})
+		}
+		switch {
+		case eof:
+			return out, false, nil
+		case q.Limit > 0 && len(out) == q.Limit:
+			return out, true, nil
+		}
+	}
+}
+
+// validateChunk is how many frames of a resend answer are read before
+// they are validated together, on every core: a receiver catching up on
+// a backlog is limited by signature verification.
+const validateChunk = 256
+
+// readFrames reads up to chunk frames (and at most left, if bounded). eof
+// reports that the answer ended.
+func readFrames(rr *streamr.RawReader, chunk, left int, bounded bool) (frames [][]byte, eof bool, err error) {
+	if bounded {
+		chunk = min(chunk, left)
+	}
+	for len(frames) < chunk {
+		frame, err := rr.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			return frames, true, nil
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: message %d: %w", ErrInvalidResend, len(out)+1, err)
+			return frames, false, err
 		}
-		total += len(frame)
-		if err := checkAnswer(&q, m, prev, len(out)+1, limit, total, n.cfg.Resend.MaxBytes); err != nil {
-			n.penaliseResend(from, q.Part, err)
-			return nil, false, err
-		}
-		prev = m.ID.Ref()
-		out = append(out, Delivery{Msg: m, Encoded: frame, From: from.String()})
+		frames = append(frames, frame)
 	}
+	return frames, false, nil
+}
+
+type checked struct {
+	m       *streamr.StreamMessage
+	verdict verdict
+	err     error
+}
+
+// checkParallel validates frames on up to GOMAXPROCS goroutines.
+func checkParallel(v *validator, frames [][]byte) []checked {
+	out := make([]checked, len(frames))
+	workers := min(runtime.GOMAXPROCS(0), len(frames))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(frames); i += workers {
+				m, verdict, _, err := v.check(frames[i])
+				out[i] = checked{m: m, verdict: verdict, err: err}
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // checkAnswer checks that the nth message of an answer is one the query
