@@ -49,15 +49,15 @@ type OrderConfig struct {
 	// KeepGaps, when the held bound is hit, drops the newest held messages
 	// (resend brings them back later) instead of giving the gap up: a
 	// storage node must not lose messages to a burst.
-	KeepGaps      bool
+	KeepGaps bool
 	// FromChainStart takes up a chain seen for the first time from its
 	// first message, fetching what came before the first one heard: a
 	// storage node keeps chains complete. Otherwise a new chain is taken up
 	// from about when the Orderer started, as an SDK subscriber does.
 	FromChainStart bool
 	FlushInterval  time.Duration // how often delivered positions are saved (default 100ms)
-	Registerer    prometheus.Registerer
-	Logger        *slog.Logger
+	Registerer     prometheus.Registerer
+	Logger         *slog.Logger
 }
 
 // Orderer delivers each (publisher, chain) of a stream partition in order
