@@ -1,10 +1,12 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -20,7 +22,9 @@ var ErrNoPeers = errors.New("no peers in the stream partition's overlay")
 
 // Topic is one stream partition's overlay as the bridge uses it.
 type Topic interface {
-	Publish(ctx context.Context, encoded []byte) error
+	// Publish sends encoded messages in order and returns how many went
+	// out; with an error wrapping ErrNoPeers, none did.
+	Publish(ctx context.Context, encoded [][]byte) (int, error)
 }
 
 // Overlay joins stream partition overlays. deliver receives validated
@@ -41,6 +45,19 @@ type ForwardLog interface {
 // Forwarder sends signed messages from storage into the overlay, in log
 // order per stream partition. A partition without peers holds its
 // messages back (they stay in storage) without holding up the others.
+//
+// Flow control: only messages near the head of the log go out by gossip,
+// which has no back-pressure (a receiver that cannot keep up drops what
+// overflows its queues). Of a backlog — everything more than
+// gossipWindow positions behind the head, as after an outage — only each
+// chain's newest message is published; receivers see from its prevMsgRef
+// that they miss its predecessors and fetch them with resend requests,
+// whose streams carry transport back-pressure, at their own pace. So a
+// fast publisher never overruns a slow receiver with a backlog, and live
+// messages never wait behind one.
+//
+// Only this gateway's own messages (made from its readings) are
+// forwarded; those it stores for others are served by resend.
 type Forwarder struct {
 	log     ForwardLog
 	overlay Overlay
@@ -56,27 +73,17 @@ type Forwarder struct {
 	// but messages held back for want of peers (UnixNano).
 	settledFrom atomic.Int64
 
-	// The live lane: while a backlog from before position liveFrom is
-	// replayed, newer messages of chains that have no backlog go out at
-	// once instead of queueing behind it. Chains with a backlog keep their
-	// order: their newer messages wait for the replay.
-	live       *liveLane
-	liveSent   map[uint64]struct{} // positions the live lane sent that the main lane has not passed yet
 	backlogLen prometheus.Gauge
+	skipped    prometheus.Counter
 }
 
-type liveLane struct {
-	from       uint64                      // log head when the backlog was found
-	next       uint64                      // live lane scan position
-	backlogged map[string]bool             // chains (part + chain ID) with large backlogs: their messages wait for the main lane
-	waiting    map[string][]storage.Logged // per chain, live messages not sent yet (no peers yet), in order
-	started    time.Time
-}
+// gossipWindow is how far behind the log head, in positions, a message
+// may be and still go out by gossip. A burst of this size fits the
+// receivers' validation queues (4,096) with room to spare.
+const gossipWindow = 1024
 
-// liveThreshold is the backlog, in messages, from which the live lane opens.
-const liveThreshold = forwardBatch
-
-// forwardBatch is how many log entries one pass reads.
+// forwardBatch is how many log entries one read takes, and the most
+// messages one Publish carries.
 const forwardBatch = 512
 
 // NewForwarder returns a forwarder; Run starts it. retry is how often
@@ -84,16 +91,19 @@ const forwardBatch = 512
 func NewForwarder(log ForwardLog, overlay Overlay, retry time.Duration, reg prometheus.Registerer, logger *slog.Logger) *Forwarder {
 	f := &Forwarder{
 		log: log, overlay: overlay, logger: logger, retry: retry,
-		kick:     make(chan struct{}, 1),
-		topics:   make(map[streamr.StreamPartID]Topic),
-		sent:     make(map[streamr.StreamPartID]uint64),
-		liveSent: make(map[uint64]struct{}),
+		kick:   make(chan struct{}, 1),
+		topics: make(map[streamr.StreamPartID]Topic),
+		sent:   make(map[streamr.StreamPartID]uint64),
 		backlogLen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_forward_backlog_messages", Help: "Signed messages not yet forwarded into the overlay.",
 		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bridge_forward_pulled_total",
+			Help: "Backlog messages not gossiped but left for receivers to fetch by resend (each chain's newest is gossiped).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(f.backlogLen)
+		reg.MustRegister(f.backlogLen, f.skipped)
 	}
 	return f
 }
@@ -151,218 +161,223 @@ const lowCursor = "forward/low"
 
 func partCursor(part streamr.StreamPartID) string { return "forward/part/" + part.String() }
 
-// maxScan bounds how far one pass reads past a partition that is held
-// back, so the partitions behind it still get their messages out.
+// maxScan bounds how far one pass reads, so positions are saved and the
+// tips of a long backlog go out as the scan proceeds.
 const maxScan = 64 * forwardBatch
 
 // pass forwards from the low-water mark, skipping the partitions that
 // have no peers. It reports whether it stopped at maxScan with nothing
 // held back, so more may follow at once.
 func (f *Forwarder) pass(ctx context.Context) (bool, error) {
-	blocked := make(map[streamr.StreamPartID]bool)
-	dirty := make(map[string]uint64)
-	newLow, lowFixed := f.low, false
+	head := f.log.LastPos()
+	f.backlogLen.Set(float64(head - min(f.low, head)))
+	ps := &passState{f: f, cutoff: head - min(head, gossipWindow), parts: make(map[streamr.StreamPartID]*partPass), dirty: make(map[string]uint64)}
 	pos, scanned := f.low, 0
 	for scanned < maxScan && ctx.Err() == nil {
-		// The live lane opens only once this pass has reached peers.
-		f.liveTurn(ctx, newLow, newLow > f.low && len(blocked) == 0)
 		entries, err := f.log.After(pos, forwardBatch)
 		if err != nil {
 			return false, err
 		}
 		for _, e := range entries {
-			if ctx.Err() != nil {
-				break
-			}
-			if f.sentLive(e.Pos) || (!blocked[e.Part] && f.forward(ctx, e, dirty)) {
-				if !lowFixed {
-					newLow = e.Pos
-				}
-			} else {
-				blocked[e.Part] = true
-				lowFixed = true // the low-water mark cannot pass a held message
-			}
+			ps.add(ctx, e)
 			pos = e.Pos
 		}
+		ps.flushLive(ctx)
 		scanned += len(entries)
 		if len(entries) < forwardBatch {
 			break
 		}
 	}
-	if newLow != f.low {
-		dirty[lowCursor] = newLow
+	ps.flushAll(ctx)
+	newLow := pos
+	if ps.firstHeld > 0 {
+		newLow = ps.firstHeld - 1 // the low-water mark cannot pass a held message
 	}
-	if len(dirty) > 0 {
+	if newLow != f.low {
+		ps.dirty[lowCursor] = newLow
+	}
+	if len(ps.dirty) > 0 {
 		// Saved even when ctx ended mid-pass: what went out must not go
 		// out again after a restart.
-		if err := f.log.SetCursors(context.WithoutCancel(ctx), dirty); err != nil {
+		if err := f.log.SetCursors(context.WithoutCancel(ctx), ps.dirty); err != nil {
 			return false, fmt.Errorf("save forwarding positions: %w", err)
 		}
 	}
 	f.low = newLow
-	f.held.Store(len(blocked) > 0)
-	f.liveTurn(ctx, newLow, newLow > f.low && len(blocked) == 0)
-	return scanned >= maxScan && len(blocked) == 0, nil
+	f.held.Store(ps.anyBlocked)
+	f.backlogLen.Set(float64(head - min(newLow, head)))
+	return scanned >= maxScan && !ps.anyBlocked, nil
 }
 
-// sentLive reports whether the live lane already sent pos, forgetting it
-// once the main lane has passed it.
-func (f *Forwarder) sentLive(pos uint64) bool {
-	_, ok := f.liveSent[pos]
-	delete(f.liveSent, pos)
-	return ok
+// passState is one pass's progress.
+type passState struct {
+	f          *Forwarder
+	cutoff     uint64 // entries at or before it are backlog
+	parts      map[streamr.StreamPartID]*partPass
+	dirty      map[string]uint64 // cursors to save
+	firstHeld  uint64            // first position held back; 0: none
+	anyBlocked bool
 }
 
-// liveTurn gives the live lane a turn before each batch of the main lane,
-// whose low-water mark is low. The lane opens when the main lane is
-// replaying a backlog with the overlay reachable (canOpen: nothing held
-// back for want of peers), and closes once the main lane has caught up.
-func (f *Forwarder) liveTurn(ctx context.Context, low uint64, canOpen bool) {
-	head := f.log.LastPos()
-	f.backlogLen.Set(float64(head - min(low, head)))
-	switch {
-	case f.live != nil && low >= f.live.from:
-		f.logger.Info("backlog replayed", "took", time.Since(f.live.started).Round(time.Millisecond))
-		f.live = nil
-	case f.live == nil && canOpen && head > low+liveThreshold:
-		f.openLive(low, head)
+// partPass is one partition's share of a pass. Backlog entries are
+// skipped, remembering each chain's newest (its tip); they count as
+// forwarded once the tips are published, which happens before any later
+// message of the partition goes out, so the partition's cursor never
+// passes an entry that neither went out nor is covered by a tip.
+type partPass struct {
+	blocked   bool
+	tips      map[string]storage.Logged // chain → newest skipped entry
+	skipFirst uint64                    // first skipped entry not yet covered by published tips; 0: none
+	skipLast  uint64
+	skipped   int
+	live      []storage.Logged
+}
+
+func (ps *passState) part(id streamr.StreamPartID) *partPass {
+	pp, ok := ps.parts[id]
+	if !ok {
+		pp = &partPass{tips: make(map[string]storage.Logged)}
+		ps.parts[id] = pp
 	}
-	if f.live != nil {
-		f.runLive(ctx)
-	}
+	return pp
 }
 
-// smallBacklog is the most messages a chain may have waiting for it to
-// count as live: such a chain catches up through the live lane at once
-// instead of waiting for the large backlogs of others to be replayed.
-const smallBacklog = 256
-
-func (f *Forwarder) openLive(low, head uint64) {
-	lane := &liveLane{from: head, next: head, backlogged: make(map[string]bool), waiting: make(map[string][]storage.Logged), started: time.Now()}
-	for pos := low; pos < head; {
-		entries, err := f.log.After(pos, forwardBatch)
-		if err != nil || len(entries) == 0 {
-			break
+func (ps *passState) add(ctx context.Context, e storage.Logged) {
+	pp := ps.part(e.Part)
+	if pp.blocked {
+		ps.hold(e.Pos)
+		return
+	}
+	sent, err := ps.f.sentUpTo(e.Part)
+	if err != nil {
+		ps.f.logger.Warn("read forwarding position", "stream_part", e.Part.String(), "err", err)
+		ps.block(pp, e.Pos)
+		return
+	}
+	if e.Pos <= sent || e.ReadingSeq == 0 {
+		// Forwarded before a restart or an earlier pass, or a message of
+		// another publisher kept for a [[store]] rule: pubsub relayed it
+		// when it arrived, and resend requests fetch it from here.
+		return
+	}
+	if e.Pos <= ps.cutoff {
+		pp.tips[logChain(e)] = e
+		if pp.skipFirst == 0 {
+			pp.skipFirst = e.Pos
 		}
-		for _, e := range entries {
-			if e.Pos > head {
-				break
-			}
-			if _, sent := f.liveSent[e.Pos]; sent {
-				continue
-			}
-			if upTo, err := f.sentUpTo(e.Part); err == nil && e.Pos <= upTo {
-				continue // went out before
-			}
-			key := laneKey(e)
-			switch {
-			case lane.backlogged[key]:
-			case len(lane.waiting[key]) == smallBacklog:
-				lane.backlogged[key] = true
-				delete(lane.waiting, key)
-			default:
-				lane.waiting[key] = append(lane.waiting[key], e)
-			}
-		}
-		pos = entries[len(entries)-1].Pos
+		pp.skipLast = e.Pos
+		pp.skipped++
+		return
 	}
-	f.live = lane
-	f.logger.Info("replaying backlog; chains with small backlogs and newer ones go out meanwhile",
-		"backlog", head-low, "large_backlogs", len(lane.backlogged), "small_backlogs", len(lane.waiting))
+	pp.live = append(pp.live, e)
+	if len(pp.live) == forwardBatch {
+		ps.flush(ctx, e.Part, pp)
+	}
 }
 
-// liveBatches bounds one turn of the live lane, so it cannot starve the
-// main lane either.
-const liveBatches = 4
+func (ps *passState) hold(pos uint64) {
+	if ps.firstHeld == 0 || pos < ps.firstHeld {
+		ps.firstHeld = pos
+	}
+}
 
-// runLive forwards what arrived after the backlog, for chains without one.
-// A message that cannot go out yet (its partition's overlay has no peers
-// yet) waits in the lane with the rest of its chain, so chains stay in order.
-func (f *Forwarder) runLive(ctx context.Context) {
-	lane := f.live
-	f.retryWaiting(ctx, lane)
-	for range liveBatches {
-		entries, err := f.log.After(lane.next, forwardBatch)
-		if err != nil || len(entries) == 0 {
+func (ps *passState) block(pp *partPass, pos uint64) {
+	pp.blocked = true
+	ps.anyBlocked = true
+	ps.hold(pos)
+	if pp.skipFirst > 0 {
+		ps.hold(pp.skipFirst)
+	}
+	pp.tips, pp.live, pp.skipFirst = nil, nil, 0
+}
+
+// flushLive publishes the live entries gathered from one read.
+func (ps *passState) flushLive(ctx context.Context) {
+	for id, pp := range ps.parts {
+		if len(pp.live) > 0 {
+			ps.flush(ctx, id, pp)
+		}
+	}
+}
+
+// flushAll publishes everything gathered, tips included.
+func (ps *passState) flushAll(ctx context.Context) {
+	for id, pp := range ps.parts {
+		ps.flush(ctx, id, pp)
+	}
+}
+
+// flush publishes a partition's tips, then its live entries.
+func (ps *passState) flush(ctx context.Context, id streamr.StreamPartID, pp *partPass) {
+	if pp.blocked {
+		return
+	}
+	if len(pp.tips) > 0 {
+		tips := sortedTips(pp.tips)
+		if n, err := ps.f.publish(ctx, id, tips); n < len(tips) {
+			ps.f.logPublishError(id, err)
+			ps.block(pp, pp.skipFirst)
 			return
 		}
-		for _, e := range entries {
-			key := laneKey(e)
-			switch {
-			case lane.backlogged[key]:
-			case len(lane.waiting[key]) > 0 || !f.publishLive(ctx, e):
-				lane.waiting[key] = append(lane.waiting[key], e)
-			}
-			lane.next = e.Pos
-		}
-		if len(entries) < forwardBatch {
-			return
-		}
+		ps.f.skipped.Add(float64(pp.skipped - len(tips)))
+		ps.f.sent[id] = pp.skipLast
+		ps.dirty[partCursor(id)] = pp.skipLast
+		pp.tips, pp.skipFirst, pp.skipped = make(map[string]storage.Logged), 0, 0
+	}
+	if len(pp.live) == 0 {
+		return
+	}
+	n, err := ps.f.publish(ctx, id, pp.live)
+	if n > 0 {
+		last := pp.live[n-1].Pos
+		ps.f.sent[id] = last
+		ps.dirty[partCursor(id)] = last
+	}
+	if n < len(pp.live) {
+		ps.f.logPublishError(id, err)
+		ps.block(pp, pp.live[n].Pos)
+		return
+	}
+	pp.live = pp.live[:0]
+}
+
+func sortedTips(tips map[string]storage.Logged) []storage.Logged {
+	out := make([]storage.Logged, 0, len(tips))
+	for _, e := range tips {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b storage.Logged) int { return cmp.Compare(a.Pos, b.Pos) })
+	return out
+}
+
+// publish sends entries of one partition in order and returns how many
+// went out.
+func (f *Forwarder) publish(ctx context.Context, part streamr.StreamPartID, entries []storage.Logged) (int, error) {
+	topic, err := f.topic(part)
+	if err != nil {
+		return 0, err
+	}
+	encoded := make([][]byte, len(entries))
+	for i, e := range entries {
+		encoded[i] = e.Encoded
+	}
+	return topic.Publish(ctx, encoded)
+}
+
+func (f *Forwarder) logPublishError(part streamr.StreamPartID, err error) {
+	if err != nil && !errors.Is(err, ErrNoPeers) && !errors.Is(err, context.Canceled) {
+		f.logger.Warn("forward messages", "stream_part", part.String(), "err", err)
 	}
 }
 
-// retryWaiting sends each chain's waiting messages in order, stopping at
-// the first that still cannot go out.
-func (f *Forwarder) retryWaiting(ctx context.Context, lane *liveLane) {
-	for key, queue := range lane.waiting {
-		sent := 0
-		for _, e := range queue {
-			if !f.publishLive(ctx, e) {
-				break
-			}
-			sent++
-		}
-		if sent == len(queue) {
-			delete(lane.waiting, key)
-		} else {
-			lane.waiting[key] = queue[sent:]
-		}
-	}
-}
-
-func (f *Forwarder) publishLive(ctx context.Context, e storage.Logged) bool {
-	topic, err := f.topic(e.Part)
-	if err != nil || topic.Publish(ctx, e.Encoded) != nil {
-		return false
-	}
-	f.liveSent[e.Pos] = struct{}{}
-	return true
-}
-
-// laneKey names the chain of a logged message; an undecodable one gets
-// its own key and so is never held back.
-func laneKey(e storage.Logged) string {
+// logChain names the chain of a logged message; an undecodable one gets
+// its own key, so it is its own tip.
+func logChain(e storage.Logged) string {
 	m, err := streamr.Unmarshal(e.Encoded)
 	if err != nil {
 		return fmt.Sprintf("undecodable/%d", e.Pos)
 	}
-	return e.Part.String() + "\x00" + m.ID.PublisherHex() + "\x00" + m.ID.MsgChainID
-}
-
-// forward publishes one entry unless it went out before; it reports
-// whether the entry now counts as forwarded.
-func (f *Forwarder) forward(ctx context.Context, e storage.Logged, dirty map[string]uint64) bool {
-	sent, err := f.sentUpTo(e.Part)
-	if err != nil {
-		f.logger.Warn("read forwarding position", "stream_part", e.Part.String(), "err", err)
-		return false
-	}
-	if e.Pos <= sent {
-		return true // forwarded before a restart or an earlier pass
-	}
-	topic, err := f.topic(e.Part)
-	if err == nil {
-		err = topic.Publish(ctx, e.Encoded)
-	}
-	if err != nil {
-		if !errors.Is(err, ErrNoPeers) {
-			f.logger.Warn("forward message", "stream_part", e.Part.String(), "pos", e.Pos, "err", err)
-		}
-		return false
-	}
-	f.sent[e.Part] = e.Pos
-	dirty[partCursor(e.Part)] = e.Pos
-	return true
+	return m.ID.PublisherHex() + "\x00" + m.ID.MsgChainID
 }
 
 func (f *Forwarder) sentUpTo(part streamr.StreamPartID) (uint64, error) {

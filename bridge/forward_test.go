@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -44,20 +43,23 @@ type fakeTopic struct {
 	part streamr.StreamPartID
 }
 
-func (t fakeTopic) Publish(_ context.Context, encoded []byte) error {
-	m, err := streamr.Unmarshal(encoded)
-	if err != nil {
-		return err
+func (t fakeTopic) Publish(_ context.Context, encoded [][]byte) (int, error) {
+	for i, enc := range encoded {
+		m, err := streamr.Unmarshal(enc)
+		if err != nil {
+			return i, err
+		}
+		time.Sleep(t.o.delay)
+		t.o.mu.Lock()
+		if !t.o.peers[t.part] {
+			t.o.mu.Unlock()
+			return i, fmt.Errorf("fake: %w", ErrNoPeers)
+		}
+		t.o.got[t.part] = append(t.o.got[t.part], m.ID.SequenceNumber)
+		t.o.chains = append(t.o.chains, m.ID.MsgChainID)
+		t.o.mu.Unlock()
 	}
-	time.Sleep(t.o.delay)
-	t.o.mu.Lock()
-	defer t.o.mu.Unlock()
-	if !t.o.peers[t.part] {
-		return fmt.Errorf("fake: %w", ErrNoPeers)
-	}
-	t.o.got[t.part] = append(t.o.got[t.part], m.ID.SequenceNumber)
-	t.o.chains = append(t.o.chains, m.ID.MsgChainID)
-	return nil
+	return len(encoded), nil
 }
 
 // storeMessages appends n readings to part and commits a signed message
@@ -138,10 +140,16 @@ func TestForwarderHoldsBackPerPartition(t *testing.T) {
 		t.Fatalf("%d messages published without peers", len(got))
 	}
 	o.setPeers(offline, true)
-	got := waitPublished(t, o, offline, 3*forwardBatch)
+	// All but the last gossipWindow positions are a backlog: of those
+	// only the newest goes out, and receivers fetch the rest.
+	const total = 3 * forwardBatch
+	head := total + 10
+	want := total - (head - gossipWindow) + 1
+	got := waitPublished(t, o, offline, want)
+	first := int32(total - want)
 	for i, seq := range got {
-		if seq != int32(i) {
-			t.Fatalf("message %d published as seq %d: out of order", i, seq)
+		if seq != first+int32(i) {
+			t.Fatalf("message %d published as seq %d, want %d: out of order or missing", i, seq, first+int32(i))
 		}
 	}
 	stop()
@@ -157,8 +165,8 @@ func TestForwarderHoldsBackPerPartition(t *testing.T) {
 		t.Fatalf("online partition has %d messages after restart, want 15", len(got))
 	}
 	time.Sleep(50 * time.Millisecond) // five retry intervals for a duplicate to show
-	if got := o.published(offline); len(got) != 3*forwardBatch {
-		t.Fatalf("offline partition has %d messages after restart, want %d: re-sent", len(got), 3*forwardBatch)
+	if got := o.published(offline); len(got) != want {
+		t.Fatalf("offline partition has %d messages after restart, want %d: re-sent", len(got), want)
 	}
 }
 
@@ -179,44 +187,39 @@ func openStore(t *testing.T, dir string) *storage.Store {
 	return s
 }
 
-// While a chain's backlog is replayed, a new message of another chain
-// goes out at once instead of waiting behind the backlog; the backlog
-// chain stays in order.
-func TestForwarderLiveLane(t *testing.T) {
+// Of a backlog, only each chain's newest message is gossiped, in log
+// order, and the messages after the backlog go out in full; a live
+// message arriving later goes out at once.
+func TestForwarderGossipsOnlyTipsOfBacklog(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/lane"}
-	o := &fakeOverlay{peers: map[streamr.StreamPartID]bool{part: true}, got: map[streamr.StreamPartID][]int32{}, delay: time.Millisecond}
-	const backlog = 1500
-	storeChain(t, s, part, "backlog", backlog)
+	o := &fakeOverlay{peers: map[streamr.StreamPartID]bool{part: true}, got: map[streamr.StreamPartID][]int32{}}
+	const backlog = 3000
+	storeChain(t, s, part, "a", backlog)
+	storeChain(t, s, part, "b", backlog)
 	stop := runForwarder(t, s, o)
 	defer stop()
-	time.Sleep(100 * time.Millisecond) // the replay is under way
-	storeChain(t, s, part, "live", 1)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		o.mu.Lock()
-		chains := append([]string(nil), o.chains...)
-		o.mu.Unlock()
-		liveAt := slices.Index(chains, "live")
-		if liveAt >= 0 {
-			if liveAt >= backlog {
-				t.Fatalf("the live message went out after the whole backlog (%d messages)", liveAt)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("live message never forwarded")
-		}
-		time.Sleep(5 * time.Millisecond)
+	// Chain b fills the last gossipWindow positions: a is entirely
+	// backlog (its tip goes out), b's older messages are too.
+	want := 1 + 1 + gossipWindow
+	got := waitPublished(t, o, part, want)
+	time.Sleep(50 * time.Millisecond) // five retry intervals for extras to show
+	o.mu.Lock()
+	chains := append([]string(nil), o.chains...)
+	o.mu.Unlock()
+	if len(chains) != want {
+		t.Fatalf("published %d messages, want %d (two tips and the window)", len(chains), want)
 	}
-	got := waitPublished(t, o, part, backlog+1)
-	prev := int32(-1)
-	for i, seq := range got {
-		if o.chains[i] == "backlog" {
-			if seq != prev+1 {
-				t.Fatalf("backlog chain out of order at %d: seq %d after %d", i, seq, prev)
-			}
-			prev = seq
+	if chains[0] != "a" || got[0] != backlog-1 {
+		t.Errorf("first published: chain %s seq %d, want a's tip %d", chains[0], got[0], backlog-1)
+	}
+	for i := 1; i < len(got); i++ {
+		if chains[i] != "b" || got[i] != int32(backlog-gossipWindow-1+i-1) {
+			t.Fatalf("message %d: chain %s seq %d, want b seq %d", i, chains[i], got[i], backlog-gossipWindow-1+i-1)
 		}
+	}
+	storeChain(t, s, part, "live", 1)
+	if got := waitPublished(t, o, part, want+1); len(got) != want+1 {
+		t.Fatal("live message not forwarded after the backlog")
 	}
 }

@@ -91,6 +91,7 @@ type ResendQuery struct {
 	From, To  streamr.MessageRef // inclusive bounds ("from" has To = max)
 	Publisher []byte             // optional filter
 	ChainID   string             // optional filter
+	Limit     int                // at most this many messages (0: the answering node's limit)
 }
 
 func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {

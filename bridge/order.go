@@ -49,10 +49,15 @@ type OrderConfig struct {
 	// KeepGaps, when the held bound is hit, drops the newest held messages
 	// (resend brings them back later) instead of giving the gap up: a
 	// storage node must not lose messages to a burst.
-	KeepGaps      bool
-	FlushInterval time.Duration // how often delivered positions are saved (default 100ms)
-	Registerer    prometheus.Registerer
-	Logger        *slog.Logger
+	KeepGaps bool
+	// FromChainStart takes up a chain seen for the first time from its
+	// first message, fetching what came before the first one heard: a
+	// storage node keeps chains complete. Otherwise a new chain is taken up
+	// from about when the Orderer started, as an SDK subscriber does.
+	FromChainStart bool
+	FlushInterval  time.Duration // how often delivered positions are saved (default 100ms)
+	Registerer     prometheus.Registerer
+	Logger         *slog.Logger
 }
 
 // Orderer delivers each (publisher, chain) of a stream partition in order
@@ -70,12 +75,27 @@ type Orderer struct {
 	// is waited for (and filled) rather than skipped.
 	start int64
 
-	mu     sync.Mutex
-	chains map[string]*orderedChain
-	dirty  map[string]streamr.ChainState
-	wake   chan struct{}
-	fills  sync.WaitGroup // resend requests in flight
+	mu      sync.Mutex
+	chains  map[string]*orderedChain
+	dirty   map[string]streamr.ChainState
+	wake    chan struct{}
+	fills   sync.WaitGroup // resend requests in flight
+	filling int            // how many, under mu
 }
+
+// Gap filling. A gap is asked for after GapFillTimeout, in case gossip
+// merely reordered the messages, except when its newest missing message
+// is already older than that: then waiting cannot help (a backlog whose
+// chain tip arrived alone, see Forwarder) and it is asked for after
+// overdueWait. A range is fetched in pages of fillPage messages, the next
+// page asked for as soon as one arrives, by at most maxFills requests at
+// once; each page is validated, ordered and handed on before the next is
+// read, so a slow receiver takes a backlog at its own pace.
+const (
+	overdueWait = 100 * time.Millisecond
+	fillPage    = 2000
+	maxFills    = 4
+)
 
 type orderMetrics struct {
 	delivered, stale, held, gaps, filled, lost, overflow prometheus.Counter
@@ -187,7 +207,7 @@ func (o *Orderer) add(c *orderedChain, e Envelope) {
 func (o *Orderer) follows(c *orderedChain, m *streamr.StreamMessage) bool {
 	prev := m.PrevMsgRef
 	if c.last == nil {
-		return prev == nil || prev.Timestamp < o.start
+		return prev == nil || (!o.cfg.FromChainStart && prev.Timestamp < o.start)
 	}
 	return prev == nil || *prev == *c.last
 }
@@ -230,10 +250,7 @@ func (o *Orderer) openGap(c *orderedChain) {
 	c.gapSince = time.Now()
 	o.metrics.gaps.Inc()
 	o.log.Debug("gap detected", "stream_part", c.part.String(), "chain", c.id, "after", c.last)
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	o.poke()
 }
 
 func (o *Orderer) hold(c *orderedChain, e Envelope) {
@@ -331,44 +348,98 @@ func (o *Orderer) flush(ctx context.Context) error {
 	return o.cfg.Positions.SaveChainStates(ctx, dirty)
 }
 
-// gapRequest is one resend due now.
+// gapRequest is one resend due now, for the gaps of one or more chains
+// of one publisher in one stream partition.
 type gapRequest struct {
-	c *orderedChain
-	q ResendQuery
+	chains []*orderedChain
+	q      ResendQuery
 }
 
 // fillGaps sends the resend requests that are due, and gives up gaps
-// whose requests are exhausted.
+// whose requests are exhausted. The chains of one publisher are asked for
+// together: their messages are interleaved in the publisher's store, so
+// one range answer serves all of them in a single pass over it.
 func (o *Orderer) fillGaps(ctx context.Context) {
 	now := time.Now()
-	var due []gapRequest
+	groups := make(map[string]*gapRequest)
 	o.mu.Lock()
 	for _, c := range o.chains {
-		if c.gapSince.IsZero() || c.filling || now.Sub(c.gapSince) < o.cfg.GapFillTimeout {
+		if !o.gapDue(c, now) {
 			continue
 		}
-		if c.requests >= o.cfg.MaxGapRequests || o.cfg.Resender == nil {
-			o.log.Warn("gap not filled: skipping it", "stream_part", c.part.String(), "chain", c.id, "after", c.last, "requests", c.requests)
-			o.skipGap(c)
-			continue
-		}
-		if c.requests > 0 && now.Sub(c.lastRequest) < o.cfg.RetryInterval {
-			continue
+		key := c.part.String() + "\x00" + string(c.pub)
+		g, ok := groups[key]
+		if !ok {
+			if o.filling+len(groups) >= maxFills {
+				continue // waits for a request to finish
+			}
+			g = &gapRequest{}
+			groups[key] = g
 		}
 		c.requests++
 		c.lastRequest, c.filling = now, true
-		due = append(due, gapRequest{c: c, q: o.gapQuery(c)})
+		g.chains = append(g.chains, c)
+	}
+	o.filling += len(groups)
+	for _, g := range groups {
+		g.q = o.groupQuery(g.chains)
 	}
 	o.mu.Unlock()
-	for _, r := range due {
-		o.fills.Go(func() { o.fill(ctx, r) })
+	for _, g := range groups {
+		o.fills.Go(func() { o.fill(ctx, g) })
 	}
+}
+
+// gapDue reports whether c's gap should be asked for now; it gives up the
+// gap if its requests are exhausted.
+func (o *Orderer) gapDue(c *orderedChain, now time.Time) bool {
+	if c.gapSince.IsZero() || c.filling || now.Before(o.fillDue(c)) {
+		return false
+	}
+	if c.requests >= o.cfg.MaxGapRequests || o.cfg.Resender == nil {
+		o.log.Warn("gap not filled: skipping it", "stream_part", c.part.String(), "chain", c.id, "after", c.last, "requests", c.requests)
+		o.skipGap(c)
+		return false
+	}
+	return c.requests == 0 || now.Sub(c.lastRequest) >= o.cfg.RetryInterval
+}
+
+// fillDue is when c's open gap is first asked for.
+func (o *Orderer) fillDue(c *orderedChain) time.Time {
+	newestMissing := c.refetchTo
+	if c.held.Len() > 0 {
+		newestMissing = c.held[0].Msg.PrevMsgRef
+	}
+	wait := o.cfg.GapFillTimeout
+	if newestMissing != nil && time.Since(time.UnixMilli(newestMissing.Timestamp)) > wait {
+		wait = min(wait, overdueWait)
+	}
+	return c.gapSince.Add(wait)
+}
+
+// groupQuery spans the gaps of chains (one publisher, one partition).
+func (o *Orderer) groupQuery(chains []*orderedChain) ResendQuery {
+	q := o.gapQuery(chains[0])
+	for _, c := range chains[1:] {
+		cq := o.gapQuery(c)
+		if cq.From.Compare(q.From) < 0 {
+			q.From = cq.From
+		}
+		if cq.To.Compare(q.To) > 0 {
+			q.To = cq.To
+		}
+		q.ChainID = ""
+	}
+	return q
 }
 
 // gapQuery asks for the messages after the last delivered one up to the
 // first held message's predecessor, as the SDK's gap fill does.
 func (o *Orderer) gapQuery(c *orderedChain) ResendQuery {
-	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, From: streamr.MessageRef{Timestamp: o.start}}
+	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, From: streamr.MessageRef{Timestamp: o.start}, Limit: fillPage}
+	if o.cfg.FromChainStart {
+		q.From = streamr.MessageRef{}
+	}
 	if c.held.Len() > 0 {
 		q.To = *c.held[0].Msg.PrevMsgRef
 	} else {
@@ -380,23 +451,43 @@ func (o *Orderer) gapQuery(c *orderedChain) ResendQuery {
 	return q
 }
 
-func (o *Orderer) fill(ctx context.Context, r gapRequest) {
+func (o *Orderer) fill(ctx context.Context, g *gapRequest) {
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.RetryInterval)
 	defer cancel()
-	msgs, err := o.cfg.Resender.Resend(ctx, r.q)
+	msgs, err := o.cfg.Resender.Resend(ctx, g.q)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	r.c.filling = false
+	o.filling--
+	o.poke() // a request slot is free
+	before := make(map[*orderedChain]*streamr.MessageRef, len(g.chains))
+	for _, c := range g.chains {
+		c.filling = false
+		before[c] = c.last
+	}
 	if err != nil {
-		o.log.Info("gap fill request failed", "stream_part", r.c.part.String(), "chain", r.c.id, "attempt", r.c.requests, "err", err)
+		o.log.Info("gap fill request failed", "stream_part", g.q.Part.String(), "chains", len(g.chains), "attempt", g.chains[0].requests, "err", err)
 		return
 	}
 	for _, e := range msgs {
-		if e.Msg.ID.MsgChainID != r.c.id || e.Msg.ID.PublisherHex() != streamr.UserID(r.c.pub) {
-			continue
+		if c := o.chains[o.positionKey(e.Msg)]; c != nil && string(c.pub) == string(e.Msg.ID.PublisherID) {
+			o.metrics.filled.Inc()
+			o.add(c, e)
 		}
-		o.metrics.filled.Inc()
-		o.add(r.c, e)
+	}
+	for c, prev := range before {
+		if !c.gapSince.IsZero() && c.last != nil && (prev == nil || c.last.Compare(*prev) > 0) {
+			// Progress, and more to come: ask for the next page at once.
+			c.requests, c.lastRequest = 0, time.Time{}
+			c.gapSince = time.Now().Add(-o.cfg.GapFillTimeout)
+		}
+	}
+}
+
+// poke wakes Run to send due requests.
+func (o *Orderer) poke() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -26,6 +26,44 @@
 //     without penalty: the receiver's clock may be the wrong one.
 //   - Delivery order is arrival order: paths through the mesh and parallel
 //     validation reorder messages, and bridge/ orders them by chain.
+//   - Flow control: gossip carries live messages only; backlogs are pulled.
+//     GossipSub has no back-pressure: a member that validates more slowly
+//     than a neighbour publishes drops what overflows its queues, silently,
+//     and recovering the loss by gap fill while the flood goes on is slower
+//     than the loss. So a publishing gateway gossips only messages near the
+//     head of its log, and of a backlog (after an outage, or a neighbour
+//     that was away) only each chain's newest message (bridge.Forwarder).
+//     A receiver learns from that message's prevMsgRef what it misses and
+//     fetches it over ResendProtocol, whose stream has transport
+//     back-pressure: the answering node writes only as fast as the
+//     receiver reads, validates and stores, in pages it asks for
+//     (max_messages), one publisher's chains in one range. The receiver
+//     sets the pace, so a publisher cannot overrun it whatever their speed
+//     ratio; the cost is a round trip per page instead of a push. Gossip
+//     lost to a live rate above a receiver's capacity is recovered the same
+//     way, once the receiver has capacity to spare. Receipts were the other
+//     candidate (pace the forwarder by its neighbours' acknowledgements),
+//     but a mesh relays through nodes that hold no positions, and a window
+//     held by the slowest neighbour would slow every other one down.
+//   - Reconnecting: lost bootstrap peers and partition members are redialled
+//     on disconnection with exponential backoff (200 ms up to
+//     RedialInterval; members after 1 s, so that a restarted node, which
+//     dials its bootstrap peers at once, is not dialled back at the same
+//     moment). A closing node stops pubsub before leaving its topics, so it
+//     sends no PRUNE: a PRUNE makes the peer refuse our GRAFTs for the
+//     backoff period (a minute), which kept a gateway restarted within that
+//     minute out of the mesh. pubsub forgets a peer's subscriptions when a
+//     duplicate connection to it closes, and the peer never resends them;
+//     such a peer (connected, in the mesh or a member before, but not
+//     listed) is disconnected and redialled so both sides exchange
+//     subscriptions again (counted in tributary_overlay_resyncs_total).
+//   - The peer and neighbour gauges are recomputed every second from
+//     ListPeers and from the mesh as traced (GRAFT, PRUNE, closed streams),
+//     not counted from peer events, which pubsub coalesces.
+//   - Publishing checks each message's size, encoding and topic, and its
+//     signature on one message in 64 (and the first of each partition): the
+//     messages come from this node's own signer and store, every receiver
+//     verifies them, and a full check costs as much as the signing did.
 //   - The mesh degree is 4 (Dlo 3, Dhi 6), Streamr's neighbour target per
 //     stream partition, so a Raspberry Pi forwards each message to about
 //     four peers instead of GossipSub's default six to twelve.

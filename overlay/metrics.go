@@ -12,6 +12,8 @@ type metrics struct {
 	peers     *prometheus.GaugeVec
 	mesh      *prometheus.GaugeVec
 	penalised prometheus.Gauge
+	redials   prometheus.Counter
+	resyncs   prometheus.Counter
 	in        *prometheus.CounterVec
 	out       *prometheus.CounterVec
 	dups      *prometheus.CounterVec
@@ -42,6 +44,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "tributary", Subsystem: "overlay", Name: "penalised_peers",
 			Help: "Connected peers whose GossipSub score is negative (they sent invalid messages or broke the protocol).",
 		}),
+		redials: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tributary", Subsystem: "overlay", Name: "redials_total",
+			Help: "Lost bootstrap peers and partition members connected to again.",
+		}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tributary", Subsystem: "overlay", Name: "resyncs_total",
+			Help: "Connections closed and redialled because GossipSub had a mesh peer it did not list as subscribed.",
+		}),
 		in:       counter("messages_in_total", "Valid messages received from peers and delivered locally."),
 		out:      counter("messages_out_total", "Messages published by this node."),
 		dups:     counter("duplicates_total", "Copies of already seen messages received (dropped)."),
@@ -53,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	collectors := append([]prometheus.Collector{m.peers, m.mesh, m.penalised, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut}, m.resend.collectors()...)
+	collectors := append([]prometheus.Collector{m.peers, m.mesh, m.penalised, m.redials, m.resyncs, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut}, m.resend.collectors()...)
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,7 @@ type Node struct {
 
 	joined sync.Map // topic name → *Partition, read by the tracer without locks
 	scores atomic.Pointer[map[peer.ID]float64]
+	redial *redialer
 
 	mu     sync.Mutex
 	parts  map[string]*Partition
@@ -55,6 +57,9 @@ type nodeOptions struct {
 	scorePeriod time.Duration    // how often peer scores are snapshotted; 0 means 10 s
 	dhtMode     dht.ModeOpt      // 0 (ModeAuto) is replaced by ModeAutoServer
 	now         func() time.Time // clock for timestamp checks; nil means time.Now
+	// noMemberRedial redials bootstrap peers only, not lost partition
+	// members (mocknet clusters: see scale_test.go).
+	noMemberRedial bool
 }
 
 // New starts a node listening on cfg.ListenAddrs. Call Run to keep its
@@ -110,6 +115,8 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 		h.Peerstore().AddAddrs(b.ID, b.Addrs, peerstore.PermanentAddrTTL)
 		h.ConnManager().Protect(b.ID, protectTag)
 	}
+	n.redial = newRedialer(n, !opts.noMemberRedial)
+	h.Network().Notify(notifiee{n.redial})
 	if !cfg.DisableDHT {
 		if n.dht, err = newDHT(h, bootstrap, opts.dhtMode); err != nil {
 			return nil, err
@@ -160,7 +167,7 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 		pubsub.WithValidateQueueSize(validateQueue),
 		pubsub.WithSeenMessagesTTL(seenTTL),
 		pubsub.WithMaxMessageSize(n.cfg.Limits.MaxMessageBytes + rpcOverhead),
-		pubsub.WithRawTracer(&tracer{lookup: n.lookupPartition}),
+		pubsub.WithRawTracer(&tracer{lookup: n.lookupPartition, closed: n.streamClosed}),
 		pubsub.WithLogger(n.cfg.Logger.With("component", "pubsub")),
 	}
 	if n.dht != nil {
@@ -182,6 +189,39 @@ func (n *Node) storeScores(s map[peer.ID]float64) {
 	}
 	n.metrics.penalised.Set(float64(bad))
 	n.scores.Store(&s)
+}
+
+// streamClosed forgets id as a mesh neighbour in every partition. It runs
+// on pubsub's event loop, so it must not block.
+func (n *Node) streamClosed(id peer.ID) {
+	n.joined.Range(func(_, v any) bool {
+		v.(*Partition).mesh.remove(id)
+		return true
+	})
+	if n.host.Network().Connectedness(id) == network.Connected && n.redial.isMember(id) {
+		// A duplicate connection closed: pubsub forgot the peer's
+		// subscriptions, which the peer will not send again.
+		time.AfterFunc(resyncAfter, func() { n.resyncIfUnlisted(id) })
+	}
+}
+
+// resyncIfUnlisted resynchronises id if it is still connected but listed
+// in none of our partitions.
+func (n *Node) resyncIfUnlisted(id peer.ID) {
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed || n.host.Network().Connectedness(id) != network.Connected {
+		return
+	}
+	listed := false
+	n.joined.Range(func(_, v any) bool {
+		listed = slices.Contains(n.ps.ListPeers(v.(*Partition).topic), id)
+		return !listed
+	})
+	if !listed {
+		n.resync(id, n.log)
+	}
 }
 
 func (n *Node) lookupPartition(topic string) *Partition {
@@ -213,8 +253,9 @@ func (n *Node) Addrs() []string {
 func (n *Node) ConnectedPeers() int { return len(n.host.Network().Peers()) }
 
 // Run keeps the node connected: it starts mDNS, bootstraps the DHT and
-// redials lost bootstrap peers every RedialInterval. It returns nil when ctx ends;
-// the node keeps running until Close.
+// redials lost bootstrap peers and partition members with exponential
+// backoff (from 200 ms up to RedialInterval). It returns nil when ctx
+// ends; the node keeps running until Close.
 func (n *Node) Run(ctx context.Context) error {
 	if !n.cfg.DisableMDNS {
 		svc := mdns.NewMdnsService(n.host, mdnsService, &mdnsNotifee{ctx: ctx, n: n})
@@ -229,37 +270,8 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Warn("dht bootstrap failed", "err", err)
 		}
 	}
-	t := time.NewTicker(n.cfg.RedialInterval)
-	defer t.Stop()
-	for {
-		n.connectBootstrap(ctx)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
-// connectBootstrap dials the bootstrap peers we are not connected to, in
-// parallel, and waits for the attempts.
-func (n *Node) connectBootstrap(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, b := range n.bootstrap {
-		if b.ID == n.host.ID() || n.host.Network().Connectedness(b.ID) == network.Connected {
-			continue
-		}
-		wg.Go(func() {
-			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			defer cancel()
-			if err := n.host.Connect(dctx, b); err != nil && ctx.Err() == nil {
-				n.log.Warn("bootstrap peer unreachable", "peer", b.ID.String(), "err", err)
-				return
-			}
-			n.log.Debug("connected to bootstrap peer", "peer", b.ID.String())
-		})
-	}
-	wg.Wait()
+	n.redial.run(ctx)
+	return nil
 }
 
 // mdnsNotifee connects to nodes found on the LAN.
@@ -296,12 +308,16 @@ func (n *Node) Close() error {
 	}
 	n.mu.Unlock()
 
-	var errs []error
+	// Pubsub stops before the partitions are left and the host closes, so
+	// no PRUNE goes out: a peer that receives one backs off from us for a
+	// minute, and a gateway restarted within that minute would find no
+	// mesh. Peers see the connection close and drop us at once instead.
+	n.cancel()
+	errs := []error{n.host.Close()}
 	for _, p := range parts {
 		errs = append(errs, p.Leave())
 	}
-	n.cancel()
-	errs = append(errs, n.closeDHT(), n.host.Close())
+	errs = append(errs, n.closeDHT())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close overlay node: %w", err)
 	}

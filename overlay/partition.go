@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -32,6 +35,9 @@ type Partition struct {
 	m       *partMetrics
 	deliver func(Delivery)
 	mesh    peerSet // our GossipSub mesh for the topic, kept by the tracer
+
+	published atomic.Uint64 // messages PublishBatch checked
+	fullCheck atomic.Bool   // a sampled check failed: verify every message
 
 	t      *pubsub.Topic
 	sub    *pubsub.Subscription
@@ -123,6 +129,7 @@ func (p *Partition) start() error {
 	p.cancel = cancel
 	p.wg.Go(func() { p.readLoop(ctx) })
 	p.wg.Go(func() { p.watchPeers(ctx) })
+	p.wg.Go(func() { p.checkPeers(ctx) })
 	return nil
 }
 
@@ -153,20 +160,77 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 // and should stay queued; a newly connected member joins the mesh within a
 // heartbeat, 1 s), or ErrInvalidMessage if validation fails.
 func (p *Partition) Publish(ctx context.Context, encoded []byte) error {
-	m, verdict, reason, err := p.v.check(encoded)
-	if verdict != accept {
-		p.m.drop(reason)
-		return fmt.Errorf("publish on %s: %w", p.part, err)
+	_, err := p.PublishBatch(ctx, [][]byte{encoded})
+	return err
+}
+
+// selfCheckEvery is how often PublishBatch verifies the signature of a
+// message this node publishes (besides the first of each partition); the
+// others are decoded and checked against the topic only. They come from
+// our own signer through our own store, receivers verify every message
+// anyway, and a full check costs as much as signing: sampling catches a
+// broken key backend or store within a few messages while sparing the
+// publisher most of that cost.
+const selfCheckEvery = 64
+
+// PublishBatch publishes encoded messages in order, like Publish, in one
+// pass through pubsub. It returns how many were sent; on ErrNoPeers none
+// were. An invalid message stops the batch before it, and from then on
+// every message of the partition is fully verified.
+func (p *Partition) PublishBatch(ctx context.Context, encoded [][]byte) (int, error) {
+	var batch pubsub.MessageBatch
+	n := 0
+	var firstErr error
+	for i, enc := range encoded {
+		m, err := p.checkOwn(enc)
+		if err == nil && i == 0 && p.mesh.len() == 0 {
+			return 0, fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, ErrNoPeers)
+		}
+		if err == nil {
+			err = p.t.AddToBatch(ctx, &batch, enc, pubsub.WithValidatorData(m))
+		}
+		if err != nil {
+			firstErr = fmt.Errorf("publish on %s: %w", p.part, err)
+			break
+		}
+		n++
 	}
-	if p.mesh.len() == 0 {
-		return fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, ErrNoPeers)
+	if n > 0 {
+		if err := p.node.ps.PublishBatch(&batch); err != nil {
+			return 0, fmt.Errorf("publish %d messages on %s: %w", n, p.part, err)
+		}
+		p.m.out.Add(float64(n))
+		for _, enc := range encoded[:n] {
+			p.m.bytesOut.Add(float64(len(enc)))
+		}
 	}
-	if err := p.t.Publish(ctx, encoded, pubsub.WithValidatorData(m)); err != nil {
-		return fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, err)
+	return n, firstErr
+}
+
+// checkOwn checks a message this node publishes: fully for every
+// selfCheckEvery-th (and after a failure, every one), otherwise size,
+// decoding and topic only.
+func (p *Partition) checkOwn(enc []byte) (*streamr.StreamMessage, error) {
+	if p.fullCheck.Load() || p.published.Add(1)%selfCheckEvery == 1 {
+		m, verdict, reason, err := p.v.check(enc)
+		if verdict != accept {
+			p.m.drop(reason)
+			p.fullCheck.Store(true)
+			return nil, err
+		}
+		return m, nil
 	}
-	p.m.out.Inc()
-	p.m.bytesOut.Add(float64(len(encoded)))
-	return nil
+	if len(enc) > p.v.limits.MaxMessageBytes {
+		return nil, fmt.Errorf("%w: %d bytes exceed the limit of %d", ErrInvalidMessage, len(enc), p.v.limits.MaxMessageBytes)
+	}
+	m, err := streamr.Unmarshal(enc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	if got := m.ID.StreamPart(); got != p.part {
+		return nil, fmt.Errorf("%w: message of %s on the topic of %s", ErrInvalidMessage, got, p.part)
+	}
+	return m, nil
 }
 
 // Peers returns the number of connected peers in this partition's overlay.
@@ -201,8 +265,9 @@ func (p *Partition) readLoop(ctx context.Context) {
 	}
 }
 
-// watchPeers keeps the peers gauge current and logs when the overlay forms
-// (first peer) and breaks (last peer gone).
+// watchPeers logs when the overlay forms (first peer) and breaks (last
+// peer gone), keeps the mesh set free of peers that left, and tells the
+// redialer who the partition's members are.
 func (p *Partition) watchPeers(ctx context.Context) {
 	for {
 		ev, err := p.events.NextPeerEvent(ctx)
@@ -211,14 +276,79 @@ func (p *Partition) watchPeers(ctx context.Context) {
 		}
 		if ev.Type == pubsub.PeerLeave {
 			p.mesh.remove(ev.Peer) // pubsub drops a gone peer from the mesh without a Prune trace
+		} else {
+			p.node.redial.member(ev.Peer)
 		}
-		n := len(p.t.ListPeers())
-		p.m.peers.Set(float64(n))
+		n := p.refreshGauges()
 		switch {
 		case ev.Type == pubsub.PeerJoin && n == 1:
 			p.log.Info("stream partition overlay formed", "peer", ev.Peer.String())
 		case ev.Type == pubsub.PeerLeave && n == 0:
 			p.log.Warn("stream partition overlay broken: no peers left", "last_peer", ev.Peer.String())
+		}
+	}
+}
+
+// Gauge and mesh checks. pubsub's peer events are coalesced (a leave and
+// a join of one peer cancel out), so the gauges are recomputed from
+// pubsub's state every gaugeInterval instead of being counted from events.
+const (
+	gaugeInterval = time.Second
+	// resyncAfter is how long a mesh neighbour may be missing from
+	// ListPeers. pubsub forgets a peer's subscriptions when a duplicate
+	// connection to it closes, while the peer, whose own stream is fine,
+	// never sends them again: the connection is then closed and redialled,
+	// and both sides exchange their subscriptions afresh.
+	resyncAfter = 2 * time.Second
+)
+
+// checkPeers keeps the gauges true and resynchronises inconsistent peers.
+func (p *Partition) checkPeers(ctx context.Context) {
+	t := time.NewTicker(gaugeInterval)
+	defer t.Stop()
+	unlisted := make(map[peer.ID]time.Time) // mesh peers missing from ListPeers, since
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.refreshGauges()
+		p.checkMesh(unlisted)
+	}
+}
+
+// refreshGauges sets the peers gauge from ListPeers and returns it.
+func (p *Partition) refreshGauges() int {
+	n := len(p.t.ListPeers())
+	p.m.peers.Set(float64(n))
+	return n
+}
+
+func (p *Partition) checkMesh(unlisted map[peer.ID]time.Time) {
+	listed := make(map[peer.ID]bool)
+	for _, id := range p.t.ListPeers() {
+		listed[id] = true
+	}
+	now := time.Now()
+	inMesh := make(map[peer.ID]bool)
+	for _, id := range p.mesh.list() {
+		inMesh[id] = true
+		switch {
+		case p.node.host.Network().Connectedness(id) != network.Connected:
+			p.mesh.remove(id)
+		case listed[id]:
+			delete(unlisted, id)
+		case unlisted[id].IsZero():
+			unlisted[id] = now
+		case now.Sub(unlisted[id]) >= resyncAfter:
+			delete(unlisted, id)
+			p.node.resync(id, p.log)
+		}
+	}
+	for id := range unlisted {
+		if !inMesh[id] {
+			delete(unlisted, id)
 		}
 	}
 }
@@ -238,10 +368,14 @@ func (p *Partition) Leave() error {
 			p.events.Cancel()
 		}
 		p.wg.Wait()
+		// After Node.Close stopped pubsub, closing the topic and removing
+		// the validator fail with context.Canceled: nothing is left to undo.
 		if p.t != nil {
-			errs = append(errs, p.t.Close())
+			if err := p.t.Close(); !errors.Is(err, context.Canceled) {
+				errs = append(errs, err)
+			}
 		}
-		if err := p.node.ps.UnregisterTopicValidator(p.topic); err != nil && p.t != nil {
+		if err := p.node.ps.UnregisterTopicValidator(p.topic); err != nil && p.t != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, err)
 		}
 		p.node.forget(p)
@@ -277,6 +411,16 @@ func (s *peerSet) remove(id peer.ID) {
 	defer s.mu.Unlock()
 	delete(s.peers, id)
 	s.size.Set(float64(len(s.peers)))
+}
+
+func (s *peerSet) list() []peer.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]peer.ID, 0, len(s.peers))
+	for id := range s.peers {
+		out = append(out, id)
+	}
+	return out
 }
 
 func (s *peerSet) len() int {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -38,6 +40,7 @@ import (
 //     int32  to_sequence_number = 8;
 //     bytes  publisher_id = 9;          // optional filter
 //     string msg_chain_id = 10;         // optional filter
+//     int32  max_messages = 11;         // optional: at most this many (a page)
 //     }
 //
 //  2. The server answers with one frame of at most 4 KiB holding
@@ -88,7 +91,7 @@ type ResendConfig struct {
 	MaxBytes     int           // encoded message bytes per answer; default 16 MiB
 	MaxStreams   int           // answers served at once, beyond which requests get TOO_BUSY; default 8
 	WriteTimeout time.Duration // server: a write making no progress this long aborts the answer; default 10 s
-	PeerTimeout  time.Duration // client (Resend): how long each peer may take to answer; default 3 s
+	PeerTimeout  time.Duration // client (Resend): how long each peer may take to start answering, and then to send each message; default 3 s
 }
 
 func (c *ResendConfig) setDefaults() {
@@ -142,6 +145,12 @@ type ResendQuery struct {
 
 	Publisher []byte // only this publisher's messages, if set
 	ChainID   string // only this message chain, if set
+
+	// Limit > 0 makes Resend read at most Limit messages of an answer and
+	// report it as truncated (ask again after the last message): the
+	// receiver takes a long range in pages of a size it can hold, while
+	// the answering stream's flow control holds the sender back.
+	Limit int
 }
 
 // inBounds reports whether ref is within the From/To bounds (always true
@@ -229,9 +238,7 @@ func (n *Node) resend(ctx context.Context, q ResendQuery) (ResendResult, error) 
 		if err := ctx.Err(); err != nil {
 			return ResendResult{}, fmt.Errorf("resend %s after asking %d peers: %w", q.Part, len(errs), err)
 		}
-		pctx, cancel := context.WithTimeout(ctx, n.cfg.Resend.PeerTimeout)
-		res, err := n.askResend(pctx, p, q, req)
-		cancel()
+		res, err := n.askResend(ctx, p, q, req)
 		if err == nil {
 			return res, nil
 		}
@@ -262,9 +269,14 @@ func (n *Node) resendCandidates(part streamr.StreamPartID) []peer.ID {
 	return out
 }
 
-// askResend runs one request on a new stream to p.
+// askResend runs one request on a new stream to p. The peer has
+// PeerTimeout to open the stream and answer with a status, and then to
+// send each further message: a long answer read by a slow receiver takes
+// as long as it needs, while a stalled peer is given up quickly.
 func (n *Node) askResend(ctx context.Context, p peer.ID, q ResendQuery, req []byte) (ResendResult, error) {
-	s, err := n.host.NewStream(ctx, p, ResendProtocol)
+	octx, cancel := context.WithTimeout(ctx, n.cfg.Resend.PeerTimeout)
+	s, err := n.host.NewStream(octx, p, ResendProtocol)
+	cancel()
 	if err != nil {
 		return ResendResult{}, fmt.Errorf("resend %s from %s: open stream: %w", q.Part, p, err)
 	}
@@ -278,36 +290,60 @@ func (n *Node) askResend(ctx context.Context, p peer.ID, q ResendQuery, req []by
 		}
 		return ResendResult{}, fmt.Errorf("resend %s from %s: %w", q.Part, p, err)
 	}
-	s.Close()
-	return res, nil
+	if res.cut {
+		s.Reset() // the rest of the answer is not wanted
+	} else {
+		s.Close()
+	}
+	return res.ResendResult, nil
 }
 
-func (n *Node) exchange(s network.Stream, q ResendQuery, req []byte) (ResendResult, error) {
+// answer is a ResendResult and whether the reader stopped at q.Limit.
+type answer struct {
+	ResendResult
+	cut bool
+}
+
+// progressReader gives every read of a stream PeerTimeout.
+type progressReader struct {
+	s       network.Stream
+	timeout time.Duration
+}
+
+func (r progressReader) Read(b []byte) (int, error) {
+	if err := r.s.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
+		return 0, err
+	}
+	return r.s.Read(b)
+}
+
+func (n *Node) exchange(s network.Stream, q ResendQuery, req []byte) (answer, error) {
 	if err := streamr.NewRawWriter(s).WriteFrame(req); err != nil {
-		return ResendResult{}, fmt.Errorf("send request: %w", err)
+		return answer{}, fmt.Errorf("send request: %w", err)
 	}
 	if err := s.CloseWrite(); err != nil {
-		return ResendResult{}, fmt.Errorf("send request: %w", err)
+		return answer{}, fmt.Errorf("send request: %w", err)
 	}
-	b, err := readControlFrame(s)
+	r := progressReader{s: s, timeout: n.cfg.Resend.PeerTimeout}
+	b, err := readControlFrame(r)
 	if err != nil {
-		return ResendResult{}, fmt.Errorf("read status: %w", err)
+		return answer{}, fmt.Errorf("read status: %w", err)
 	}
 	st, err := unmarshalStatus(b)
 	if err != nil {
-		return ResendResult{}, err
+		return answer{}, err
 	}
 	if err := st.err(); err != nil {
-		return ResendResult{}, err
+		return answer{}, err
 	}
-	msgs, err := n.readResend(s, q)
+	msgs, cut, err := n.readResend(r, s.Conn().RemotePeer(), q)
 	if err != nil {
-		return ResendResult{}, err
+		return answer{}, err
 	}
 	if len(msgs) == 0 {
-		return ResendResult{}, fmt.Errorf("%w: status ok without messages", ErrNotStored)
+		return answer{}, fmt.Errorf("%w: status ok without messages", ErrNotStored)
 	}
-	return ResendResult{Peer: s.Conn().RemotePeer().String(), Messages: msgs, Truncated: st.truncated}, nil
+	return answer{ResendResult: ResendResult{Peer: s.Conn().RemotePeer().String(), Messages: msgs, Truncated: st.truncated || cut}, cut: cut}, nil
 }
 
 // err maps a status other than OK to its error.
@@ -330,8 +366,7 @@ func (s resendStatus) err() error {
 // readResend reads and validates the messages of an OK answer. Any
 // invalid message, or more than the limits allow, fails the whole answer;
 // a message that fails validation also penalises the peer.
-func (n *Node) readResend(s network.Stream, q ResendQuery) ([]Delivery, error) {
-	from := s.Conn().RemotePeer()
+func (n *Node) readResend(s io.Reader, from peer.ID, q ResendQuery) ([]Delivery, bool, error) {
 	v := n.validatorFor(q.Part)
 	limit := n.cfg.Resend.MaxMessages
 	if q.Last > 0 {
@@ -342,32 +377,83 @@ func (n *Node) readResend(s network.Stream, q ResendQuery) ([]Delivery, error) {
 	var prev streamr.MessageRef
 	total := 0
 	for {
-		frame, err := rr.ReadFrame()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
+		frames, eof, err := readFrames(rr, validateChunk, q.Limit-len(out), q.Limit > 0)
 		if errors.Is(err, streamr.ErrFrameTooLarge) {
 			n.penaliseResend(from, q.Part, err)
-			return nil, fmt.Errorf("%w: %w", ErrInvalidResend, err)
+			return nil, false, fmt.Errorf("%w: %w", ErrInvalidResend, err)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read message %d: %w", len(out)+1, err)
+			return nil, false, fmt.Errorf("read message %d: %w", len(out)+len(frames)+1, err)
 		}
-		m, verdict, _, err := v.check(frame)
-		if verdict == reject {
-			n.penaliseResend(from, q.Part, err)
+		for i, c := range checkParallel(v, frames) {
+			if c.verdict == reject {
+				n.penaliseResend(from, q.Part, c.err)
+			}
+			if c.err != nil {
+				return nil, false, fmt.Errorf("%w: message %d: %w", ErrInvalidResend, len(out)+1, c.err)
+			}
+			total += len(frames[i])
+			if err := checkAnswer(&q, c.m, prev, len(out)+1, limit, total, n.cfg.Resend.MaxBytes); err != nil {
+				n.penaliseResend(from, q.Part, err)
+				return nil, false, err
+			}
+			prev = c.m.ID.Ref()
+			out = append(out, Delivery{Msg: c.m, Encoded: frames[i], From: from.String()})
 		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: message %d: %w", ErrInvalidResend, len(out)+1, err)
+		switch {
+		case eof:
+			return out, false, nil
+		case q.Limit > 0 && len(out) == q.Limit:
+			return out, true, nil
 		}
-		total += len(frame)
-		if err := checkAnswer(&q, m, prev, len(out)+1, limit, total, n.cfg.Resend.MaxBytes); err != nil {
-			n.penaliseResend(from, q.Part, err)
-			return nil, err
-		}
-		prev = m.ID.Ref()
-		out = append(out, Delivery{Msg: m, Encoded: frame, From: from.String()})
 	}
+}
+
+// validateChunk is how many frames of a resend answer are read before
+// they are validated together, on every core: a receiver catching up on
+// a backlog is limited by signature verification.
+const validateChunk = 256
+
+// readFrames reads up to chunk frames (and at most left, if bounded). eof
+// reports that the answer ended.
+func readFrames(rr *streamr.RawReader, chunk, left int, bounded bool) (frames [][]byte, eof bool, err error) {
+	if bounded {
+		chunk = min(chunk, left)
+	}
+	for len(frames) < chunk {
+		frame, err := rr.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			return frames, true, nil
+		}
+		if err != nil {
+			return frames, false, err
+		}
+		frames = append(frames, frame)
+	}
+	return frames, false, nil
+}
+
+type checked struct {
+	m       *streamr.StreamMessage
+	verdict verdict
+	err     error
+}
+
+// checkParallel validates frames on up to GOMAXPROCS goroutines.
+func checkParallel(v *validator, frames [][]byte) []checked {
+	out := make([]checked, len(frames))
+	workers := min(runtime.GOMAXPROCS(0), len(frames))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(frames); i += workers {
+				m, verdict, _, err := v.check(frames[i])
+				out[i] = checked{m: m, verdict: verdict, err: err}
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // checkAnswer checks that the nth message of an answer is one the query

@@ -124,13 +124,16 @@ func (srv *resendServer) plan(q *ResendQuery) (resendPlan, error) {
 		return srv.planLast(q)
 	}
 	p := resendPlan{from: q.From}
-	size := 0
+	size, limit := 0, srv.cfg.MaxMessages
+	if q.Limit > 0 {
+		limit = min(limit, q.Limit)
+	}
 	err := srv.history.Messages(q.Part, q.From.Timestamp, q.To.Timestamp, func(enc []byte) error {
 		id, err := storedID(enc)
 		if err != nil || !q.matches(&id) {
 			return err
 		}
-		if p.count == srv.cfg.MaxMessages || (p.count > 0 && size+len(enc) > srv.cfg.MaxBytes) {
+		if p.count == limit || (p.count > 0 && size+len(enc) > srv.cfg.MaxBytes) {
 			p.truncated = true
 			return errStop
 		}

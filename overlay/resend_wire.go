@@ -61,6 +61,7 @@ const (
 	reqToSeq       = 8
 	reqPublisherID = 9
 	reqMsgChainID  = 10
+	reqMaxMessages = 11
 
 	statusCode      = 1
 	statusMessage   = 2
@@ -116,6 +117,9 @@ func marshalRequest(q ResendQuery) ([]byte, error) {
 		b = protowire.AppendTag(b, reqMsgChainID, protowire.BytesType)
 		b = protowire.AppendString(b, q.ChainID)
 	}
+	if q.Limit > 0 {
+		b = appendVarint(b, reqMaxMessages, uint64(min(q.Limit, math.MaxInt32)))
+	}
 	if len(b) > maxControlFrame {
 		return nil, fmt.Errorf("resend query of %s: encoded request of %d bytes exceeds %d", q.Part, len(b), maxControlFrame)
 	}
@@ -136,6 +140,7 @@ type wireRequest struct {
 	fromSeq, toSeq   int64
 	publisher        []byte
 	chain            string
+	maxMessages      int64
 }
 
 // unmarshalRequest decodes and checks a ResendRequest. Unknown fields are
@@ -163,14 +168,14 @@ func (w *wireRequest) decode(b []byte) error {
 			}
 			w.setBytes(num, v)
 			b = b[n:]
-		case typ == protowire.VarintType && num >= reqPartition && num <= reqToSeq:
+		case typ == protowire.VarintType && (num >= reqPartition && num <= reqToSeq || num == reqMaxMessages):
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
 			}
 			w.setVarint(num, int64(v))
 			b = b[n:]
-		case num >= reqStreamID && num <= reqMsgChainID:
+		case num >= reqStreamID && num <= reqMaxMessages:
 			return fmt.Errorf("field %d has wire type %d", num, typ)
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
@@ -208,6 +213,8 @@ func (w *wireRequest) setVarint(num protowire.Number, v int64) {
 		w.fromSeq = v
 	case reqToTime:
 		w.toTime = v
+	case reqMaxMessages:
+		w.maxMessages = v
 	default:
 		w.toSeq = v
 	}
@@ -222,10 +229,14 @@ func (w *wireRequest) query() (ResendQuery, error) {
 	if w.partition < 0 || w.partition >= streamr.MaxPartitions {
 		return ResendQuery{}, fmt.Errorf("partition %d of %s: must be 0 to %d", w.partition, stream, streamr.MaxPartitions-1)
 	}
+	if w.maxMessages < 0 || w.maxMessages > math.MaxInt32 {
+		return ResendQuery{}, fmt.Errorf("resend request of %s: max_messages %d must be 0 to %d", stream, w.maxMessages, math.MaxInt32)
+	}
 	q := ResendQuery{
 		Part:      streamr.StreamPartID{Stream: stream, Partition: int(w.partition)},
 		Publisher: w.publisher,
 		ChainID:   w.chain,
+		Limit:     int(w.maxMessages),
 	}
 	from, to, err := w.refs()
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 // validator, with finer reasons.
 type tracer struct {
 	lookup func(topic string) *Partition // nil result: not joined
+	closed func(peer.ID)                 // our stream to a peer closed: pubsub dropped it from every mesh
 }
 
 var _ pubsub.RawTracer = (*tracer)(nil)
@@ -37,6 +38,10 @@ func (t *tracer) Prune(id peer.ID, topic string) {
 		p.mesh.remove(id)
 	}
 }
+
+// OnClosedOutboundStream: pubsub removes the peer from every mesh without
+// a Prune trace.
+func (t *tracer) OnClosedOutboundStream(id peer.ID) { t.closed(id) }
 
 func (t *tracer) DuplicateMessage(msg *pubsub.Message) {
 	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.dups.Inc() })
@@ -66,7 +71,6 @@ func (t *tracer) DropRPC(rpc *pubsub.RPC, _ peer.ID) {
 }
 
 func (t *tracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (t *tracer) OnClosedOutboundStream(peer.ID)                       {}
 func (t *tracer) Join(string)                                          {}
 func (t *tracer) Leave(string)                                         {}
 func (t *tracer) ValidateMessage(*pubsub.Message)                      {}

@@ -19,6 +19,10 @@ ensure_mosquitto() {
 		local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 		$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto
 	fi
+	if ! command -v mosquitto_sub >/dev/null; then # the overlay drain benchmark's persistent subscriber
+		local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+		$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto-clients
+	fi
 	MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 }
 

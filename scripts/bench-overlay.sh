@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Overlay benchmark (issue 4): QoS 1 readings in on bridge A's MQTT, signed,
-# stored, forwarded over the libp2p overlay to bridge B, out of B's MQTT to a
-# subscriber; against mosquitto as one plain broker with the same load, in
-# the same run. 10 publishers, 200-byte JSON, 1 subscriber.
+# Overlay benchmark (issues 4 and 11): QoS 1 readings in on bridge A's MQTT,
+# signed, stored, forwarded over the libp2p overlay to bridge B, out of B's
+# MQTT to a subscriber; against mosquitto as one plain broker with the same
+# load, in the same run. 10 publishers, 200-byte JSON, 1 subscriber.
+#
+# Then the backlog drain: A stores readings for DURATION with no peer, then
+# a storing bridge B connects and the time until B has stored them all is
+# measured; beside it, in the same run, B's physical limit (bare decode and
+# signature verification on one core, BenchmarkDecodeVerifyEVM) and
+# mosquitto delivering the same number of QoS 1 messages queued for a
+# persistent-session subscriber that reconnects.
 #
 #   scripts/bench-overlay.sh            # 10 s per scenario
 #   DURATION=30s scripts/bench-overlay.sh
@@ -62,11 +69,88 @@ $subs"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 }
 
+# run_drain: A buffers readings offline, then storing bridge B drains them.
+run_drain() {
+	rm -rf "$work/a" "$work/b"
+	bridge_config "$work/a.toml" "$work/a" "$A_MQTT" "$A_HTTP" "$(overlay_table "$A_P2P")
+[storage]
+quota = \"8GB\""
+	local addr; addr=$("$work/bridge" key new --config "$work/a.toml" | cut -d' ' -f1)
+	"$work/bridge" run --config "$work/a.toml" 2>"$work/a-drain.log" & local apid=$!
+	pids+=("$apid")
+	wait_port "$A_MQTT"
+	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -subscribe=false -rate 0 -duration "$DURATION" >"$work/drain-fill.json"
+	local n; n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['acked'])" "$work/drain-fill.json")
+	until [ "$(metric "$A_HTTP" bridge_messages_signed_total)" -ge "$n" ]; do sleep 0.2; done
+	local peer; peer=$(grep -o 'msg="overlay listening" peer_id=[^ ]*' "$work/a-drain.log" | cut -d= -f3)
+	local stores=""
+	for i in $(seq 0 9); do stores+="
+[[store]]
+stream = \"$addr/bench/p$i\"
+"; done
+	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer")
+$stores"
+	local start; start=$(date +%s.%N)
+	"$work/bridge" run --config "$work/b.toml" 2>"$work/b-drain.log" & local bpid=$!
+	pids+=("$bpid")
+	wait_port "$B_HTTP"
+	until [ "$(metric "$B_HTTP" 'bridge_order_delivered_total{orderer="store"}')" -ge "$n" ]; do sleep 0.1; done
+	local end; end=$(date +%s.%N)
+	echo "{\"n\": $n, \"seconds\": $(python3 -c "print($end - $start)"), \"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/drain.json"
+	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
+	run_mosquitto_backlog "$n"
+}
+
+# run_mosquitto_backlog N: N QoS 1 messages queued in mosquitto for an
+# offline persistent-session subscriber, timed from its reconnect to the
+# last message.
+run_mosquitto_backlog() {
+	cat >"$work/mosquitto.conf" <<CONF
+listener $MOSQ_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 10000000
+max_inflight_messages 0
+log_dest none
+CONF
+	"$MOSQUITTO" -c "$work/mosquitto.conf" & local pid=$!
+	wait_port "$MOSQ_PORT"
+	mosquitto_sub -h 127.0.0.1 -p "$MOSQ_PORT" -c -i drain -q 1 -t 'bench/#' -E
+	# about the bridges' backlog, paced over 5 s
+	"$work/mqttload" -broker "127.0.0.1:$MOSQ_PORT" -subscribe=false -rate $(($1 / 5)) -duration 5s >"$work/mosq-fill.json"
+	local n; n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['acked'])" "$work/mosq-fill.json")
+	local start; start=$(date +%s.%N)
+	mosquitto_sub -h 127.0.0.1 -p "$MOSQ_PORT" -c -i drain -q 1 -t 'bench/#' -C "$n" >/dev/null
+	local end; end=$(date +%s.%N)
+	echo "{\"n\": $n, \"seconds\": $(python3 -c "print($end - $start)")}" >"$work/mosq-drain.json"
+	kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+metric() { # http_port name: the metric's value as an integer (0 if absent)
+	python3 - "$1" "$2" <<'PY'
+import sys, urllib.request
+try:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+except OSError:
+    body = ""
+vals = [l.split()[-1] for l in body.splitlines() if l.startswith(sys.argv[2] + " ")]
+print(int(float(vals[0])) if vals else 0)
+PY
+}
+
+# verify_limit: bare decode+verify rate on one core, from the same build.
+verify_limit() {
+	GOMAXPROCS=1 go test -run '^$' -bench 'BenchmarkDecodeVerifyEVM$' -benchtime 2s -count 3 ./streamr/ |
+		awk '/BenchmarkDecodeVerifyEVM/ {print $3}' | sort -n | head -1 >"$work/verify-ns.txt"
+}
+
 echo "running: duration $DURATION per scenario, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)" >&2
 run_mosquitto max 0 "$MOSQ_PORT"
 run_pair max 0
 run_mosquitto 2000 2000 "$MOSQ_PORT"
 run_pair 2000 2000
+run_drain
+verify_limit
 
 python3 - "$work" <<'EOF'
 import json, sys
@@ -80,7 +164,15 @@ for sc in ("max", "2000"):
         print(f"| {sc} | {label} | {r['ack_rate']:.0f} | {r['recv_rate']:.0f} | {r['e2e_p50_ms']:.2f} | {r['e2e_p99_ms']:.2f} | {r['received']}/{r['acked']} |")
 m, b = load("mosquitto-max"), load("bridge-max")
 print(f"\nend-to-end throughput ratio bridges/mosquitto (max, received msg/s): {b['recv_rate']/max(m['recv_rate'],1):.2f}")
+m2, b2 = load("mosquitto-2000"), load("bridge-2000")
+print(f"end-to-end p99 at 2,000 msg/s: bridges {b2['e2e_p99_ms']:.2f} ms, mosquitto {m2['e2e_p99_ms']:.2f} ms")
 for sc in ("max", "2000"):
     p = load(f"bridge-{sc}-proc")
     print(f"{sc}: peak RSS bridge A {p['a_vmhwm_kb']/1024:.1f} MB, bridge B {p['b_vmhwm_kb']/1024:.1f} MB")
+d, md = load("drain"), load("mosq-drain")
+verify = 1e9 / float(open(f"{w}/verify-ns.txt").read())
+rate, mrate = d["n"] / d["seconds"], md["n"] / md["seconds"]
+print(f"\nbacklog drain A -> B: {d['n']} readings in {d['seconds']:.2f} s = {rate:.0f} msg/s; peak RSS A {d['a_vmhwm_kb']/1024:.1f} MB, B {d['b_vmhwm_kb']/1024:.1f} MB")
+print(f"physical limit (BenchmarkDecodeVerifyEVM, one core): {verify:.0f} msg/s; drain / limit = {rate/verify:.2f} (target >= 0.5)")
+print(f"mosquitto persistent-session backlog: {md['n']} messages in {md['seconds']:.2f} s = {mrate:.0f} msg/s (verifies nothing); drain / mosquitto = {rate/mrate:.2f}")
 EOF

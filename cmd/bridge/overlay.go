@@ -190,19 +190,19 @@ func (j *joinedPart) receive(d overlay.Delivery) {
 }
 
 // Publish implements bridge.Topic, mapping the overlay's "no peers" onto
-// the bridge's so the forwarder keeps the message.
-func (j *joinedPart) Publish(ctx context.Context, encoded []byte) error {
-	err := j.p.Publish(ctx, encoded)
+// the bridge's so the forwarder keeps the messages.
+func (j *joinedPart) Publish(ctx context.Context, encoded [][]byte) (int, error) {
+	n, err := j.p.PublishBatch(ctx, encoded)
 	if errors.Is(err, overlay.ErrNoPeers) {
-		return fmt.Errorf("%w: %w", bridge.ErrNoPeers, err)
+		return n, fmt.Errorf("%w: %w", bridge.ErrNoPeers, err)
 	}
-	return err
+	return n, err
 }
 
 // Resend implements bridge.Resender over the overlay's resend protocol.
 func (a *overlayAdapter) Resend(ctx context.Context, q bridge.ResendQuery) ([]bridge.Envelope, error) {
 	res, err := a.node.ResendAny(ctx, overlay.ResendQuery{
-		Part: q.Part, Last: q.Last, From: q.From, To: q.To, Publisher: q.Publisher, ChainID: q.ChainID,
+		Part: q.Part, Last: q.Last, From: q.From, To: q.To, Publisher: q.Publisher, ChainID: q.ChainID, Limit: q.Limit,
 	})
 	if err != nil {
 		return nil, err

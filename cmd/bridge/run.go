@@ -140,6 +140,9 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 	if g.node != nil {
 		ocfg := cfg.orderConfig("mqtt", log, g.reg)
 		ocfg.Positions, ocfg.Resender = g.store, g.adapter
+		// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
+		// the held bound is fetched again, not given up.
+		ocfg.KeepGaps = true
 		g.order = bridge.NewOrderer(ocfg)
 		g.deliverer = bridge.NewDeliverer(g.key.PublisherID(), localBroker{g.broker}, g.order, g.reg, log.With("component", "delivery"))
 		if len(g.stored) > 0 {
@@ -149,6 +152,7 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 			// it never gives a gap up: it keeps asking every resend_retry.
 			scfg.MaxGapRequests = math.MaxInt32
 			scfg.KeepGaps = true
+			scfg.FromChainStart = true
 			g.storer = bridge.NewStorer(g.store, scfg, log.With("component", "storer"))
 		}
 	}
