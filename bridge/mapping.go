@@ -44,6 +44,11 @@ type Reason struct {
 
 func (r *Reason) Error() string { return r.Label + ": " + r.Detail }
 
+// Unmapped reports whether the reading was refused only because its topic
+// has no Streamr stream: no rule matches, or the stream ID it forms is
+// invalid (spaces, non-ASCII, a leading '$', …).
+func (r *Reason) Unmapped() bool { return r.Label == "no_rule" || r.Label == "invalid_stream_id" }
+
 // ReasonCode is an MQTT 5 PUBACK reason code.
 type ReasonCode byte
 

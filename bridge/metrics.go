@@ -8,6 +8,7 @@ import (
 type Metrics struct {
 	readingsIn  *prometheus.CounterVec
 	rejected    *prometheus.CounterVec
+	local       prometheus.Counter
 	signed      prometheus.Counter
 	queueDepth  prometheus.Gauge
 	held        prometheus.Gauge
@@ -25,6 +26,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_readings_rejected_total", Help: "Readings refused, by reason.",
 		}, []string{"reason"}),
+		local: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bridge_readings_local_total", Help: "Readings of topics without a stream passed to local MQTT subscribers only (mqtt.unmapped = \"local\"); never stored, signed or forwarded.",
+		}),
 		signed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bridge_messages_signed_total", Help: "Readings signed into Streamr messages and committed.",
 		}),
@@ -44,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.readingsIn, m.rejected, m.signed, m.queueDepth, m.held, m.signSeconds, m.signDelay)
+		reg.MustRegister(m.readingsIn, m.rejected, m.local, m.signed, m.queueDepth, m.held, m.signSeconds, m.signDelay)
 	}
 	return m
 }

@@ -43,6 +43,10 @@ type Config struct {
 	Logger       *slog.Logger  // nil means slog.Default()
 	PollInterval time.Duration // how often a held or idle signer re-checks (default 1s)
 	Committed    func()        // called after signed messages are committed (wakes the forwarder); may be nil
+	// LocalUnmapped accepts readings whose topic has no stream (Reason.Unmapped)
+	// for local MQTT subscribers only: Ingest returns neither a wait nor a
+	// Reason, and the reading is never stored, signed or forwarded.
+	LocalUnmapped bool
 }
 
 // Pipeline takes MQTT readings through mapping and durable storage, then
@@ -116,9 +120,14 @@ type Publish struct {
 // at once; wait blocks until the reading is fsync'd (for QoS 1 and 2), so
 // the caller acknowledges it only then. Many readings of one client may
 // be queued before the first is durable: their waits finish in order. A
-// non-nil Reason says why the reading was refused.
+// non-nil Reason says why the reading was refused. Neither a wait nor a
+// Reason means a reading for local subscribers only (Config.LocalUnmapped).
 func (p *Pipeline) Ingest(m Publish) (wait func(context.Context) error, reason *Reason) {
 	mapped, reason := Map(p.cfg.Rules, p.address, Input{Topic: m.Topic, Payload: m.Payload, UserProperties: m.UserProperties})
+	if reason != nil && p.cfg.LocalUnmapped && reason.Unmapped() {
+		p.metrics.local.Inc()
+		return nil, nil
+	}
 	if reason != nil {
 		p.refused(m, reason)
 		return nil, reason

@@ -62,6 +62,7 @@ type KeyConfig struct {
 type MQTTConfig struct {
 	AllowAnonymous bool             `toml:"allow_anonymous"`
 	UsersFile      string           `toml:"users_file"`
+	Unmapped       string           `toml:"unmapped"` // refuse or local: topics without a stream
 	Listeners      []ListenerConfig `toml:"listener"`
 }
 
@@ -120,6 +121,7 @@ func defaultConfig() Config {
 		StopTimeout: Duration(defaultStopTimeout),
 		Log:         LogConfig{Level: "info", Format: "text"},
 		MQTT: MQTTConfig{
+			Unmapped:  "refuse",
 			Listeners: []ListenerConfig{{Type: "tcp", Address: "127.0.0.1:1883"}},
 		},
 		Storage: StorageConfig{
@@ -247,6 +249,7 @@ func (c *Config) validate() error {
 	check(oneOf(c.Log.Level, "debug", "info", "warn", "error"), "log.level %q: want debug, info, warn or error", c.Log.Level)
 	check(oneOf(c.Log.Format, "text", "json"), "log.format %q: want text or json", c.Log.Format)
 	check(oneOf(c.Signing.OnUnsyncedClock, "sign", "hold"), "signing.on_unsynced_clock %q: want sign or hold", c.Signing.OnUnsyncedClock)
+	check(oneOf(c.MQTT.Unmapped, "refuse", "local"), "mqtt.unmapped %q: want refuse or local", c.MQTT.Unmapped)
 	check(len(c.MQTT.Listeners) > 0, "mqtt.listener: at least one listener is needed")
 	for i, l := range c.MQTT.Listeners {
 		check(oneOf(l.Type, "tcp", "ws", "tls", "wss"), "mqtt.listener[%d].type %q: want tcp, ws, tls or wss", i, l.Type)

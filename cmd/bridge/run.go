@@ -122,14 +122,15 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 		}
 	}
 	g.pipeline, err = bridge.New(bridge.Config{
-		Committed:    g.notifyForwarder,
-		Rules:        rules,
-		Signer:       g.key,
-		Log:          g.store,
-		HoldUnsynced: cfg.Signing.OnUnsyncedClock == "hold",
-		SignDelay:    signDelay(cfg.Signing.BatchWindow),
-		Metrics:      bridge.NewMetrics(g.reg),
-		Logger:       log.With("component", "bridge"),
+		Committed:     g.notifyForwarder,
+		Rules:         rules,
+		Signer:        g.key,
+		Log:           g.store,
+		HoldUnsynced:  cfg.Signing.OnUnsyncedClock == "hold",
+		LocalUnmapped: cfg.MQTT.Unmapped == "local",
+		SignDelay:     signDelay(cfg.Signing.BatchWindow),
+		Metrics:       bridge.NewMetrics(g.reg),
+		Logger:        log.With("component", "bridge"),
 	})
 	if err != nil {
 		return nil, err
