@@ -104,6 +104,10 @@ func (q *ackQueue) run() {
 	// Created here, not in newAckQueue: mochi allocates an outbound queue for every client, and
 	// clients whose messages are all durable at once never need it.
 	q.inline = q.h.srv.NewClient(nil, mqtt.LocalListener, q.cl.ID, true)
+	// InjectPacket stamps the packet with the inline client's protocol version, and mochi
+	// expires queued and retained messages only of version 5 (clients.go:345, server.go:1719);
+	// as cl's stand-in it must speak cl's version, or MQTT 5 message expiry is ignored.
+	q.inline.Properties.ProtocolVersion = q.cl.Properties.ProtocolVersion
 	for {
 		select {
 		case <-q.ctx.Done():

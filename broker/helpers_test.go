@@ -182,9 +182,18 @@ func dialV5(t testing.TB, addr, id, user, pass string) (v5, error) {
 // dialV5Conn connects an MQTT 5 client over conn.
 func dialV5Conn(t testing.TB, conn net.Conn, id, user, pass string) (v5, error) {
 	t.Helper()
+	return connectV5(t, conn, &paho.Connect{
+		ClientID: id, KeepAlive: 30, CleanStart: true,
+		Username: user, UsernameFlag: user != "", Password: []byte(pass), PasswordFlag: pass != "",
+	})
+}
+
+// connectV5 sends cp over conn and returns the connected client.
+func connectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (v5, error) {
+	t.Helper()
 	received := make(chan *paho.Publish, 100)
 	c := paho.NewClient(paho.ClientConfig{
-		ClientID:      id,
+		ClientID:      cp.ClientID,
 		Conn:          conn,
 		PacketTimeout: waitTimeout,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
@@ -193,11 +202,7 @@ func dialV5Conn(t testing.TB, conn net.Conn, id, user, pass string) (v5, error) 
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	_, err := c.Connect(ctx, &paho.Connect{
-		ClientID: id, KeepAlive: 30, CleanStart: true,
-		Username: user, UsernameFlag: user != "", Password: []byte(pass), PasswordFlag: pass != "",
-	})
-	if err != nil {
+	if _, err := c.Connect(ctx, cp); err != nil {
 		_ = conn.Close()
 		return v5{}, err
 	}
@@ -206,6 +211,32 @@ func dialV5Conn(t testing.TB, conn net.Conn, id, user, pass string) (v5, error) 
 		<-c.Done()
 	})
 	return v5{c, received}, nil
+}
+
+// dialV5Session connects an MQTT 5 client that resumes (or starts) a persistent session.
+func dialV5Session(t testing.TB, addr, id, user, pass string) v5 {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	expiry := uint32(300)
+	c, err := connectV5(t, conn, &paho.Connect{
+		ClientID: id, KeepAlive: 30, CleanStart: false,
+		Username: user, UsernameFlag: user != "", Password: []byte(pass), PasswordFlag: pass != "",
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+	})
+	if err != nil {
+		t.Fatalf("v5 connect %s: %v", id, err)
+	}
+	return c
+}
+
+// leave disconnects c and waits until the broker has seen it go.
+func (c v5) leave(t testing.TB) {
+	t.Helper()
+	_ = c.Disconnect(&paho.Disconnect{})
+	<-c.Done()
 }
 
 func mustDialV5(t testing.TB, addr, id, user, pass string) v5 {

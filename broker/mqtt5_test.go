@@ -1,0 +1,75 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// waitClients waits until n network clients are connected.
+func waitClients(t testing.TB, b running, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for b.Stats().ClientsConnected != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d clients connected, want %d", b.Stats().ClientsConnected, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestMessageExpiryQoS1 checks MQTT 5 message expiry (MQTT-3.3.2-5) for QoS 1 readings, both
+// through the ackQueue (durability pending) and through mochi's own path (durable at once): an
+// expired message is neither delivered to a returning persistent session nor served as
+// retained, and one still alive arrives with its remaining lifetime.
+func TestMessageExpiryQoS1(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		durable bool
+	}{{"awaiting durability", false}, {"durable at once", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := startBroker(t, Config{}, &testHandler{durable: tc.durable})
+			sub := dialV5Session(t, b.tcpAddr(), "sub", "", "")
+			if _, err := sub.subscribe(t, "exp/#", 1); err != nil {
+				t.Fatal(err)
+			}
+			sub.leave(t)
+			pub := mustDialV5(t, b.tcpAddr(), "pub", "", "")
+			waitClients(t, b, 1)
+			short, long := uint32(1), uint32(120)
+			for _, p := range []*paho.Publish{
+				{Topic: "exp/short", QoS: 1, Payload: []byte("short"), Properties: &paho.PublishProperties{MessageExpiry: &short}},
+				{Topic: "exp/long", QoS: 1, Payload: []byte("long"), Properties: &paho.PublishProperties{MessageExpiry: &long}},
+				{Topic: "ret/short", QoS: 1, Retain: true, Payload: []byte("gone"), Properties: &paho.PublishProperties{MessageExpiry: &short}},
+			} {
+				if _, err := pub.publish(t, p); err != nil {
+					t.Fatalf("publish %s: %v", p.Topic, err)
+				}
+			}
+			// mochi stores expiry in whole seconds and sweeps once a second: after 3 s a
+			// 1-second message is expired on every count.
+			time.Sleep(3 * time.Second)
+
+			back := dialV5Session(t, b.tcpAddr(), "sub", "", "")
+			m := expectV5(t, back.received, "long")
+			if m.Properties == nil || m.Properties.MessageExpiry == nil || *m.Properties.MessageExpiry > long-2 {
+				t.Errorf("queued message delivered with expiry %v, want at most %d s left", m.Properties, long-2)
+			}
+			select {
+			case m := <-back.received:
+				t.Errorf("expired message %q on %s delivered to the returning session", m.Payload, m.Topic)
+			case <-time.After(300 * time.Millisecond):
+			}
+			if _, err := back.subscribe(t, "ret/#", 1); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case m := <-back.received:
+				t.Errorf("expired retained message %q served", m.Payload)
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
+	}
+}
