@@ -284,6 +284,9 @@ func (c *Config) capabilities() *mqtt.Capabilities {
 	caps.TopicAliasMaximum = 16
 	// Message.ProtocolVersion promises 4 or 5; MQTT 3.1 (3) clients are refused at CONNECT.
 	caps.MinimumProtocolVersion = 4
+	// mochi's acks echo the PUBLISH's user properties by default, which the spec does not ask
+	// for and which Paho's clients fail to parse in a PUBREC; it only costs sensors bandwidth.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	return caps
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // waitClients waits until n network clients are connected.
@@ -69,6 +70,44 @@ func TestMessageExpiryQoS1(t *testing.T) {
 			case m := <-back.received:
 				t.Errorf("expired retained message %q served", m.Payload)
 			case <-time.After(300 * time.Millisecond):
+			}
+		})
+	}
+}
+
+// TestAckCarriesNoPublishProperties checks that no ack of an MQTT 5 PUBLISH echoes its user
+// properties (mochi's default; Paho's clients cannot parse such a PUBREC), whichever path
+// writes the ack.
+func TestAckCarriesNoPublishProperties(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		qos     byte
+		durable bool
+	}{
+		{"qos1 via ack queue", 1, false},
+		{"qos1 via mochi", 1, true},
+		{"qos2", 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t, Config{}, &testHandler{durable: tc.durable})
+			rc := dialRaw(t, b.tcpAddr(), 5)
+			if code := rc.connect(rc.connectPacket("pub", "", "")); code != 0 {
+				t.Fatalf("CONNACK 0x%02x", code)
+			}
+			rc.send(packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: tc.qos},
+				TopicName:   "t/1", PacketID: 7, Payload: []byte("x"),
+				Properties: packets.Properties{User: []packets.UserProperty{{Key: "sensor", Val: "kitchen"}}},
+			})
+			ack, err := rc.read(waitTimeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[byte]byte{1: packets.Puback, 2: packets.Pubrec}[tc.qos]; ack.FixedHeader.Type != want || ack.PacketID != 7 {
+				t.Fatalf("got type %d id %d, want type %d id 7", ack.FixedHeader.Type, ack.PacketID, want)
+			}
+			if len(ack.Properties.User) > 0 {
+				t.Errorf("ack echoes the publish's user properties: %v", ack.Properties.User)
 			}
 		})
 	}
