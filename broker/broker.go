@@ -22,7 +22,6 @@ package broker
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -126,12 +125,13 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	var us users
+	var accts *accounts
 	if cfg.UsersFile != "" {
-		var err error
-		if us, err = loadUsers(cfg.UsersFile); err != nil {
+		us, err := loadUsers(cfg.UsersFile)
+		if err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
+		accts = newAccounts(cfg.UsersFile, us)
 	}
 
 	b := &Broker{
@@ -145,7 +145,7 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 		SysTopicResendInterval: sysTopicInterval,
 	})
 	b.hook = &hook{
-		handler: h, users: us, log: log, stats: &b.stats,
+		handler: h, accounts: accts, log: log, stats: &b.stats,
 		srv: b.srv, receiveMaximum: int(cfg.ReceiveMaximum),
 	}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
@@ -154,12 +154,12 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 	b.local = b.srv.NewClient(nil, mqtt.LocalListener, "tributary-local", true)
 
 	for i, lc := range cfg.Listeners {
-		tlsConf, err := lc.tlsConfig()
+		cert, err := lc.certificate()
 		if err != nil {
 			return nil, fmt.Errorf("broker: listeners[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
 		}
 		id := fmt.Sprintf("%s-%d", lc.Type, i)
-		b.listeners = append(b.listeners, newListener(id, lc, tlsConf, cfg.ConnectTimeout, b.reportFatal))
+		b.listeners = append(b.listeners, newListener(id, lc, cert, cfg.ConnectTimeout, b.reportFatal))
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newCollector(b.Stats)); err != nil {
@@ -255,7 +255,8 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (l Listener) tlsConfig() (*tls.Config, error) {
+// certificate loads the listener's TLS certificate; nil for tcp and ws.
+func (l Listener) certificate() (*certificate, error) {
 	if l.CertFile == "" {
 		return nil, nil
 	}
@@ -264,11 +265,7 @@ func (l Listener) tlsConfig() (*tls.Config, error) {
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 	}
-	cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls: load certificate %s with key %s: %w", l.CertFile, l.KeyFile, err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	return loadCertificate(l.CertFile, l.KeyFile)
 }
 
 // capabilities translates the config into mochi's limits.

@@ -32,7 +32,7 @@ type hook struct {
 	mqtt.HookBase
 
 	handler        Handler
-	users          users // nil: no authentication, everything allowed
+	accounts       *accounts // nil: no authentication, everything allowed
 	log            *slog.Logger
 	stats          *counters
 	srv            *mqtt.Server    // for delivering queued messages
@@ -61,16 +61,19 @@ func (h *hook) Provides(b byte) bool {
 
 // OnConnectAuthenticate checks the CONNECT credentials against the users file.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	if h.users == nil {
+	if h.accounts == nil {
 		return true
 	}
-	u := h.users[string(pk.Connect.Username)]
+	name := string(pk.Connect.Username)
+	u := h.accounts.lookup(name)
 	hash := dummyHash
 	if u != nil {
 		hash = u.PasswordHash
 	}
 	err := bcrypt.CompareHashAndPassword([]byte(hash), pk.Connect.Password)
-	if u != nil && err == nil {
+	// admit fails if a reload replaced the user meanwhile: the password was checked against
+	// credentials no longer in force.
+	if u != nil && err == nil && h.accounts.admit(cl, u) {
 		return true
 	}
 	h.stats.authFailures.Add(1)
@@ -90,10 +93,10 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if strings.HasPrefix(topic, mqtt.SysPrefix) {
 		return false
 	}
-	if h.users == nil {
+	if h.accounts == nil {
 		return true
 	}
-	u := h.users[string(cl.Properties.Username)]
+	u := h.accounts.lookup(string(cl.Properties.Username))
 	return u != nil && u.maySubscribe(topic, cl.ID)
 }
 
@@ -114,6 +117,9 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 // client's read goroutine after its last packet, so no PUBLISH of cl can be queued after it.
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h.draining.Delete(cl)
+	if h.accounts != nil {
+		h.accounts.forget(cl)
+	}
 	if q, ok := h.queues.LoadAndDelete(cl); ok {
 		q.(*ackQueue).stop()
 	}
@@ -224,8 +230,8 @@ func (h *hook) queueFor(cl *mqtt.Client) *ackQueue {
 
 // decide applies the publish ACL, then asks the Handler.
 func (h *hook) decide(cl *mqtt.Client, pk packets.Packet) Verdict {
-	if h.users != nil {
-		u := h.users[string(cl.Properties.Username)]
+	if h.accounts != nil {
+		u := h.accounts.lookup(string(cl.Properties.Username))
 		if u == nil || !u.mayPublish(pk.TopicName, cl.ID) {
 			return Verdict{Code: NotAuthorized}
 		}

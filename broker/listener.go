@@ -24,7 +24,7 @@ type listener struct {
 	id             string
 	kind           string // tcp, tls, ws or wss
 	address        string
-	tlsConfig      *tls.Config // nil for tcp and ws
+	cert           *certificate // nil for tcp and ws; replaced by Broker.Reload
 	connectTimeout time.Duration
 	fail           func(error) // reports a fatal accept error to Broker.Run
 
@@ -44,12 +44,12 @@ type listener struct {
 
 var _ listeners.Listener = (*listener)(nil)
 
-func newListener(id string, cfg Listener, tlsConfig *tls.Config, connectTimeout time.Duration, fail func(error)) *listener {
+func newListener(id string, cfg Listener, cert *certificate, connectTimeout time.Duration, fail func(error)) *listener {
 	return &listener{
 		id:             id,
 		kind:           cfg.Type,
 		address:        cfg.Address,
-		tlsConfig:      tlsConfig,
+		cert:           cert,
 		connectTimeout: connectTimeout,
 		fail:           fail,
 		conns:          map[net.Conn]struct{}{},
@@ -83,8 +83,8 @@ func (l *listener) Init(log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listener %s: %w", l.id, err)
 	}
-	if l.tlsConfig != nil {
-		ln = tls.NewListener(ln, l.tlsConfig)
+	if l.cert != nil {
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: l.cert.get, MinVersion: tls.VersionTLS12})
 	}
 	l.ln = ln
 	if l.kind == "ws" || l.kind == "wss" {

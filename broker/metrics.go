@@ -8,30 +8,33 @@ import (
 
 // Stats is a snapshot of the broker's counters since New.
 type Stats struct {
-	ClientsConnected int64                 // network clients connected now
-	Received         uint64                // PUBLISH packets from network clients
-	Accepted         uint64                // of those, accepted by the Handler
-	Rejected         map[ReasonCode]uint64 // of those, rejected, by reason (only non-zero entries)
-	WaitFailed       uint64                // accepted, but Verdict.Wait failed: not acknowledged
-	AuthFailures     uint64                // CONNECTs refused for bad credentials
-	SubscribeRefused uint64                // SUBSCRIBE filters refused (ACL or invalid filter)
+	ClientsConnected  int64                 // network clients connected now
+	Received          uint64                // PUBLISH packets from network clients
+	Accepted          uint64                // of those, accepted by the Handler
+	Rejected          map[ReasonCode]uint64 // of those, rejected, by reason (only non-zero entries)
+	WaitFailed        uint64                // accepted, but Verdict.Wait failed: not acknowledged
+	AuthFailures      uint64                // CONNECTs refused for bad credentials
+	SubscribeRefused  uint64                // SUBSCRIBE filters refused (ACL or invalid filter)
+	ReloadDisconnects uint64                // clients disconnected by Reload: credentials no longer valid
 }
 
 // counters are updated on client goroutines and read by Stats and the Prometheus collector.
 type counters struct {
 	received, accepted, waitFailed, authFailures, subscribeRefused atomic.Uint64
+	reloadDisconnects                                              atomic.Uint64
 	rejected                                                       [256]atomic.Uint64 // by ReasonCode
 }
 
 func (c *counters) snapshot(clients int64) Stats {
 	s := Stats{
-		ClientsConnected: clients,
-		Received:         c.received.Load(),
-		Accepted:         c.accepted.Load(),
-		WaitFailed:       c.waitFailed.Load(),
-		AuthFailures:     c.authFailures.Load(),
-		SubscribeRefused: c.subscribeRefused.Load(),
-		Rejected:         map[ReasonCode]uint64{},
+		ClientsConnected:  clients,
+		Received:          c.received.Load(),
+		Accepted:          c.accepted.Load(),
+		WaitFailed:        c.waitFailed.Load(),
+		AuthFailures:      c.authFailures.Load(),
+		SubscribeRefused:  c.subscribeRefused.Load(),
+		ReloadDisconnects: c.reloadDisconnects.Load(),
+		Rejected:          map[ReasonCode]uint64{},
 	}
 	for i := range c.rejected {
 		if n := c.rejected[i].Load(); n > 0 {
@@ -47,6 +50,7 @@ type collector struct {
 	stats func() Stats
 
 	clients, received, accepted, rejected, waitFailed, authFailures, subscribeRefused *prometheus.Desc
+	reloadDisconnects                                                                 *prometheus.Desc
 }
 
 func newCollector(stats func() Stats) *collector {
@@ -54,20 +58,21 @@ func newCollector(stats func() Stats) *collector {
 		return prometheus.NewDesc(prometheus.BuildFQName("tributary", "broker", name), help, labels, nil)
 	}
 	return &collector{
-		stats:            stats,
-		clients:          d("clients_connected", "MQTT network clients connected now."),
-		received:         d("publish_received_total", "PUBLISH packets received from network clients."),
-		accepted:         d("publish_accepted_total", "PUBLISH packets accepted by the handler."),
-		rejected:         d("publish_rejected_total", "PUBLISH packets rejected, by MQTT reason.", "reason"),
-		waitFailed:       d("publish_wait_failed_total", "Accepted PUBLISH packets left unacknowledged because they were not stored durably."),
-		authFailures:     d("auth_failures_total", "CONNECT packets refused for bad credentials."),
-		subscribeRefused: d("subscribe_refused_total", "SUBSCRIBE filters refused."),
+		stats:             stats,
+		clients:           d("clients_connected", "MQTT network clients connected now."),
+		received:          d("publish_received_total", "PUBLISH packets received from network clients."),
+		accepted:          d("publish_accepted_total", "PUBLISH packets accepted by the handler."),
+		rejected:          d("publish_rejected_total", "PUBLISH packets rejected, by MQTT reason.", "reason"),
+		waitFailed:        d("publish_wait_failed_total", "Accepted PUBLISH packets left unacknowledged because they were not stored durably."),
+		authFailures:      d("auth_failures_total", "CONNECT packets refused for bad credentials."),
+		subscribeRefused:  d("subscribe_refused_total", "SUBSCRIBE filters refused."),
+		reloadDisconnects: d("reload_disconnects_total", "Clients disconnected by a reload (SIGHUP) because their user was removed or its password changed."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.clients, c.received, c.accepted, c.rejected, c.waitFailed, c.authFailures, c.subscribeRefused} {
+	for _, d := range []*prometheus.Desc{c.clients, c.received, c.accepted, c.rejected, c.waitFailed, c.authFailures, c.subscribeRefused, c.reloadDisconnects} {
 		ch <- d
 	}
 }
@@ -81,6 +86,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.waitFailed, prometheus.CounterValue, float64(s.WaitFailed))
 	ch <- prometheus.MustNewConstMetric(c.authFailures, prometheus.CounterValue, float64(s.AuthFailures))
 	ch <- prometheus.MustNewConstMetric(c.subscribeRefused, prometheus.CounterValue, float64(s.SubscribeRefused))
+	ch <- prometheus.MustNewConstMetric(c.reloadDisconnects, prometheus.CounterValue, float64(s.ReloadDisconnects))
 	// Every known reason is exported, zero included, so that rate() works from the first rejection.
 	for _, code := range reasonCodes[1:] {
 		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(s.Rejected[code]), code.String())

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +33,10 @@ import (
 const maxStall = 30 * time.Second
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	// Before anything slow: SIGHUP's default action would end the process.
+	hangup := make(chan os.Signal, 1)
+	signal.Notify(hangup, syscall.SIGHUP)
+	defer signal.Stop(hangup)
 	fs := newFlags("run", stderr)
 	configPath := fs.String("config", "", "config file (default: embedded defaults)")
 	bootstrapNode := fs.Bool("bootstrap-node", false, "serve as a bootstrap node for other bridges: DHT on, and log the addresses they can use")
@@ -50,7 +56,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log, closeLog := newLogger(cfg.Log, stderr)
 	defer closeLog()
-	return logStopped(log, run(ctx, cfg, log))
+	return logStopped(log, run(ctx, cfg, log, hangup))
 }
 
 // gateway is one running bridge: what run builds and tears down.
@@ -62,6 +68,7 @@ type gateway struct {
 	store    *storage.Store
 	pipeline *bridge.Pipeline
 	broker   *broker.Broker
+	hangup   <-chan os.Signal // SIGHUP: reload users file and TLS certificates
 
 	// Peer-to-peer side; nil when overlay.enabled is false.
 	node      *overlay.Node
@@ -75,7 +82,9 @@ type gateway struct {
 	stored    []streamr.StreamPartID
 }
 
-func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+// run serves cfg until ctx ends; each value on hangup (SIGHUP) reloads the broker's users
+// file and TLS certificates.
+func run(ctx context.Context, cfg *Config, log *slog.Logger, hangup <-chan os.Signal) error {
 	if os.Getenv("GOMEMLIMIT") == "" && cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
 	}
@@ -83,6 +92,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	g.hangup = hangup
 	err = g.serve(ctx)
 	g.close()
 	return err
@@ -223,6 +233,7 @@ func (g *gateway) serve(ctx context.Context) error {
 
 	front, frontCtx := errgroup.WithContext(ctx)
 	front.Go(func() error { return g.broker.Run(frontCtx) })
+	front.Go(func() error { return g.reloadOnHangup(frontCtx) })
 	if g.cfg.HTTP.Address != "" {
 		front.Go(func() error { return g.serveHTTP(frontCtx) })
 	}
