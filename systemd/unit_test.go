@@ -31,13 +31,13 @@ func lookTool(t *testing.T, name string) string {
 }
 
 // unitRoot builds a file system root for offline systemd-analyze runs: the host's unit directory (for
-// the targets bridge.service refers to), the unit under test, an executable at its ExecStart path and
-// the given drop-ins.
+// the targets bridge.service refers to), the unit under test, executables at its ExecStart and
+// ExecReload paths and the given drop-ins.
 func unitRoot(t *testing.T, dropIns map[string]string) string {
 	t.Helper()
 	root := t.TempDir()
 	unitDir := filepath.Join(root, "usr/lib/systemd/system")
-	for _, dir := range []string{unitDir, filepath.Join(root, "usr/bin"), filepath.Join(root, "etc/systemd/system/bridge.service.d")} {
+	for _, dir := range []string{unitDir, filepath.Join(root, "bin"), filepath.Join(root, "usr/bin"), filepath.Join(root, "etc/systemd/system/bridge.service.d")} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -51,6 +51,7 @@ func unitRoot(t *testing.T, dropIns map[string]string) string {
 	}
 	copyFile(t, unitFile, filepath.Join(unitDir, unitFile), 0o644)
 	copyFile(t, "/bin/true", filepath.Join(root, "usr/bin/bridge"), 0o755)
+	copyFile(t, "/bin/true", filepath.Join(root, "bin/kill"), 0o755)
 	for name, body := range dropIns {
 		if err := os.WriteFile(filepath.Join(root, "etc/systemd/system/bridge.service.d", name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)

@@ -36,8 +36,8 @@ func writeUsers(t *testing.T, path string, hashes map[string]string, names ...st
 }
 
 func connectAs(addr, user string, lost chan<- struct{}) (mqtt.Client, error) {
-	opts := mqtt.NewClientOptions().AddBroker("tcp://"+addr).SetClientID(user+"-dev").
-		SetUsername(user).SetPassword(user+"-pw").SetAutoReconnect(false).SetConnectRetry(false).
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(user + "-dev").
+		SetUsername(user).SetPassword(user + "-pw").SetAutoReconnect(false).SetConnectRetry(false).
 		SetConnectTimeout(5 * time.Second).SetKeepAlive(30 * time.Second).
 		SetConnectionLostHandler(func(mqtt.Client, error) {
 			if lost != nil {
