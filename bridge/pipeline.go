@@ -186,10 +186,10 @@ func storeReason(err error, topic string) *Reason {
 	return reject(CodeUnspecified, "storage_error", "topic %q: %v", topic, err)
 }
 
-func (p *Pipeline) refused(m Publish, r *Reason) {
+// refused counts a refused reading. The caller logs it (the broker, once and rate-limited,
+// with r.Detail), so that a refusal is not logged twice.
+func (p *Pipeline) refused(_ Publish, r *Reason) {
 	p.metrics.rejected.WithLabelValues(r.Label).Inc()
-	p.log.Warn("reading refused", "client", m.ClientID, "topic", m.Topic, "qos", m.QoS,
-		"reason", r.Label, "code", fmt.Sprintf("0x%02x", byte(r.Code)), "detail", r.Detail)
 }
 
 func qosLabel(q byte) string {

@@ -155,6 +155,6 @@ func (q *ackQueue) deliver(pk packets.Packet) {
 	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
 	if err := q.h.srv.InjectPacket(q.inline, pk); err != nil {
 		q.h.log.Error("delivering accepted publish to subscribers failed",
-			"client", q.cl.ID, "topic", pk.TopicName, "error", err)
+			"client", q.cl.ID, "topic", pk.TopicName, "err", err)
 	}
 }

@@ -84,6 +84,11 @@ type Config struct {
 	SessionExpiry     time.Duration // default DefaultSessionExpiry; at most ~136 years
 	ConnectTimeout    time.Duration // TLS handshake plus CONNECT; default DefaultConnectTimeout
 
+	// LogRepeatInterval is how often a log line that clients can cause at will (a refused
+	// publish, a bad password, a limit hit) is written at most per kind; the next one carries
+	// the number suppressed. Default DefaultLogRepeatInterval.
+	LogRepeatInterval time.Duration
+
 	// MochiLogLevel is the minimum level of mochi's internal log lines; default slog.LevelWarn
 	// (mochi logs routine events at Info).
 	MochiLogLevel slog.Leveler
@@ -145,7 +150,7 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 		SysTopicResendInterval: sysTopicInterval,
 	})
 	b.hook = &hook{
-		handler: h, accounts: accts, log: log, stats: &b.stats,
+		handler: h, accounts: accts, log: log, rlog: newRateLog(log, cfg.LogRepeatInterval), stats: &b.stats,
 		srv: b.srv, receiveMaximum: int(cfg.ReceiveMaximum),
 	}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
@@ -190,6 +195,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.LogRepeatInterval == 0 {
+		c.LogRepeatInterval = DefaultLogRepeatInterval
 	}
 	if c.MochiLogLevel == nil {
 		c.MochiLogLevel = slog.LevelWarn

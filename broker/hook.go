@@ -34,6 +34,7 @@ type hook struct {
 	handler        Handler
 	accounts       *accounts // nil: no authentication, everything allowed
 	log            *slog.Logger
+	rlog           *rateLog // for lines a client can cause at will
 	stats          *counters
 	srv            *mqtt.Server    // for delivering queued messages
 	receiveMaximum int             // bound of each client's ackQueue
@@ -77,7 +78,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		return true
 	}
 	h.stats.authFailures.Add(1)
-	h.log.Warn("connection refused: bad username or password",
+	h.rlog.Warn("auth", "connection refused: bad username or password",
 		"client", cl.ID, "username", string(pk.Connect.Username), "remote", cl.Net.Remote, "listener", cl.Net.Listener)
 	return false
 }
@@ -107,7 +108,7 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 			continue
 		}
 		h.stats.subscribeRefused.Add(1)
-		h.log.Warn("subscribe refused", "client", cl.ID, "username", string(cl.Properties.Username),
+		h.rlog.Warn("subscribe refused", "subscribe refused", "client", cl.ID, "username", string(cl.Properties.Username),
 			"filter", pk.Filters[i].Filter, "reason", ReasonCode(code).String())
 	}
 }
@@ -123,7 +124,7 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	if q, ok := h.queues.LoadAndDelete(cl); ok {
 		q.(*ackQueue).stop()
 	}
-	h.log.Debug("client disconnected", "client", cl.ID, "remote", cl.Net.Remote, "error", err)
+	h.log.Debug("client disconnected", "client", cl.ID, "remote", cl.Net.Remote, "err", err)
 }
 
 // OnPacketRead answers PUBLISH packets that mochi would drop without any ack: topic names it
@@ -135,7 +136,7 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		return pk, nil
 	}
 	h.stats.received.Add(1)
-	h.count(cl, pk, TopicNameInvalid)
+	h.count(cl, pk, TopicNameInvalid, "topic reserved for the broker")
 	if pk.FixedHeader.Qos == 0 {
 		return pk, nil
 	}
@@ -169,7 +170,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	v := h.decide(cl, pk)
 	if v.Code != Success {
-		h.count(cl, pk, v.Code)
+		h.count(cl, pk, v.Code, v.Detail)
 		return pk, h.refuse(cl, pk, v.Code)
 	}
 	if pk.FixedHeader.Qos == 2 && v.Wait != nil {
@@ -195,7 +196,7 @@ func (h *hook) publishQoS1(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	v := h.decide(cl, pk)
 	if v.Code != Success {
-		h.count(cl, pk, v.Code)
+		h.count(cl, pk, v.Code, v.Detail)
 	}
 	return h.answer(q, cl, pk, v)
 }
@@ -233,7 +234,7 @@ func (h *hook) decide(cl *mqtt.Client, pk packets.Packet) Verdict {
 	if h.accounts != nil {
 		u := h.accounts.lookup(string(cl.Properties.Username))
 		if u == nil || !u.mayPublish(pk.TopicName, cl.ID) {
-			return Verdict{Code: NotAuthorized}
+			return Verdict{Code: NotAuthorized, Detail: "outside the user's publish ACL"}
 		}
 	}
 	v := h.handler.HandlePublish(h.ctx, newMessage(cl, pk))
@@ -312,10 +313,12 @@ func (h *hook) refuse(cl *mqtt.Client, pk packets.Packet, code ReasonCode) error
 	}
 }
 
-func (h *hook) count(cl *mqtt.Client, pk packets.Packet, code ReasonCode) {
+// count counts and logs a refused PUBLISH: the one log line of a refusal, rate-limited per
+// reason, without the payload.
+func (h *hook) count(cl *mqtt.Client, pk packets.Packet, code ReasonCode, detail string) {
 	h.stats.rejected[code].Add(1)
-	h.log.Warn("publish rejected", "client", cl.ID, "username", string(cl.Properties.Username),
-		"topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "protocol", cl.Properties.ProtocolVersion, "reason", code.String())
+	h.rlog.Warn("publish rejected/"+code.String(), "publish rejected", "client", cl.ID, "username", string(cl.Properties.Username),
+		"topic", clip(pk.TopicName), "qos", pk.FixedHeader.Qos, "protocol", cl.Properties.ProtocolVersion, "reason", code.String(), "detail", clip(detail))
 }
 
 // waitFailed handles an accepted message that did not become durable: no ack, and the
@@ -323,7 +326,7 @@ func (h *hook) count(cl *mqtt.Client, pk packets.Packet, code ReasonCode) {
 func (h *hook) waitFailed(cl *mqtt.Client, pk packets.Packet, err error) {
 	h.stats.waitFailed.Add(1)
 	h.log.Error("publish not acknowledged: not stored durably; closing the connection",
-		"client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "error", err)
+		"client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
 	h.closeWithoutAck(cl)
 }
 
@@ -353,7 +356,7 @@ func (h *hook) writeAck(cl *mqtt.Client, pk packets.Packet, code ReasonCode) err
 		}
 	}
 	if err := cl.WritePacket(ack); err != nil {
-		h.log.Debug("writing ack failed", "client", cl.ID, "error", err)
+		h.log.Debug("writing ack failed", "client", cl.ID, "err", err)
 		return err
 	}
 	return nil

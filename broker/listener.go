@@ -130,7 +130,7 @@ func (l *listener) acceptLoop() {
 			return
 		}
 		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-		l.log.Warn("accept failed, retrying", "error", err, "backoff", backoff)
+		l.log.Warn("accept failed, retrying", "err", err, "backoff", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-l.done:
@@ -177,7 +177,7 @@ func (l *listener) serveConn(c net.Conn) {
 	// and CONNECT here. mochi replaces the deadline with the keepalive once CONNECT is read.
 	_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
 	if err := l.establish(l.id, c); err != nil && !isDisconnect(err) {
-		l.log.Debug("client connection ended", "remote", c.RemoteAddr().String(), "error", err)
+		l.log.Debug("client connection ended", "remote", c.RemoteAddr().String(), "err", err)
 	}
 	_ = c.Close()
 }
@@ -189,7 +189,7 @@ func isDisconnect(err error) bool {
 func (l *listener) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	ws, err := l.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		l.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "error", err)
+		l.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return // Upgrade has already written the HTTP error
 	}
 	c := &wsConn{Conn: ws.NetConn(), ws: ws}

@@ -88,6 +88,9 @@ type Verdict struct {
 	// return soon after ctx is cancelled (the client disconnected or the broker is shutting down).
 	// It is called at most once, never for QoS 0 messages and never for refused ones.
 	Wait func(ctx context.Context) error
+	// Detail says why a refused message was refused, for the broker's log line (the only one
+	// for a refusal: a Handler does not log its own refusals). It must not contain payload bytes.
+	Detail string
 }
 
 // Handler decides on every PUBLISH from a network client, QoS 0 included. HandlePublish runs on

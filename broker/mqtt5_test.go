@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +112,45 @@ func TestAckCarriesNoPublishProperties(t *testing.T) {
 				t.Errorf("ack echoes the publish's user properties: %v", ack.Properties.User)
 			}
 		})
+	}
+}
+
+func TestRateLog(t *testing.T) {
+	logs := &logBuffer{}
+	r := newRateLog(slog.New(slog.NewTextHandler(logs, nil)), time.Minute)
+	now := time.Unix(1000, 0)
+	r.now = func() time.Time { return now }
+	for range 5 {
+		r.Warn("k", "refused", "n", 1)
+	}
+	r.Warn("other", "other kind")
+	now = now.Add(time.Minute)
+	r.Warn("k", "refused", "n", 2)
+	got := logs.String()
+	if c := strings.Count(got, "msg=refused"); c != 2 {
+		t.Errorf("%d lines of kind k, want 2:\n%s", c, got)
+	}
+	if !strings.Contains(got, "n=2 suppressed=4") || !strings.Contains(got, "other kind") {
+		t.Errorf("want the second line to carry suppressed=4, and the other kind logged:\n%s", got)
+	}
+}
+
+// TestRefusedPublishLoggedOnce hammers the broker with refused readings: one log line for the
+// burst, each counted, none carrying the payload.
+func TestRefusedPublishLoggedOnce(t *testing.T) {
+	b := startBroker(t, Config{}, &testHandler{decide: func(*Message) ReasonCode { return TopicNameInvalid }, durable: true})
+	c := dialV3(t, "tcp://"+b.tcpAddr(), "pub", nil)
+	for range 200 {
+		publishV3(t, c, "t/1", 1, false, "secret-payload")
+	}
+	logs := b.logs.String()
+	if n := strings.Count(logs, "publish rejected"); n != 1 {
+		t.Errorf("%d log lines for 200 refusals, want 1", n)
+	}
+	if strings.Contains(logs, "secret-payload") {
+		t.Error("log carries payload bytes")
+	}
+	if n := b.Stats().Rejected[TopicNameInvalid]; n != 200 {
+		t.Errorf("counted %d refusals, want 200", n)
 	}
 }

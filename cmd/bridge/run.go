@@ -459,7 +459,7 @@ func (h ingestHandler) HandlePublish(_ context.Context, m *broker.Message) broke
 		UserProperties: props,
 	})
 	if reason != nil {
-		return broker.Verdict{Code: broker.ReasonCode(reason.Code)}
+		return broker.Verdict{Code: broker.ReasonCode(reason.Code), Detail: reason.Label + ": " + reason.Detail}
 	}
 	return broker.Verdict{Code: broker.Success, Wait: wait}
 }

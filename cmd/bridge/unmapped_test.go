@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,5 +101,31 @@ stream = "{address}/{topic}"
 	time.Sleep(200 * time.Millisecond) // a local reading signed late would show up now
 	if v, _ := in.metric(ctx, "bridge_messages_signed_total"); v != 1 {
 		t.Errorf("bridge_messages_signed_total = %v: an unmapped reading was signed", v)
+	}
+}
+
+// TestRefusedReadingLoggedOnce runs the real binary with the default unmapped = "refuse": a
+// client retrying refused readings gets one log line for the burst (broker and pipeline used
+// to log each refusal once each), with the reason and without the payload.
+func TestRefusedReadingLoggedOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real binary")
+	}
+	in := newInstance(t, "")
+	in.start()
+	defer in.stop()
+	pub := connect(t, in.mqtt, "retrier")
+	defer pub.Disconnect(100)
+	for range 100 {
+		if tok := pub.Publish("bad topic/x", 1, false, `{"secret":1}`); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	logs := in.logs()
+	if n := strings.Count(logs, "publish rejected"); n != 1 {
+		t.Errorf("%d lines for 100 refused readings, want 1:\n%s", n, logs)
+	}
+	if !strings.Contains(logs, "invalid_stream_id") || strings.Contains(logs, "secret") {
+		t.Errorf("the line lacks the reason or carries the payload:\n%s", logs)
 	}
 }
