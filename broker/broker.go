@@ -15,7 +15,15 @@
 //	subscribe = ["alerts/#"]
 //
 // A publish outside the user's filters is refused with reason NotAuthorized before the Handler
-// sees it; a subscription outside them gets a failure SUBACK.
+// sees it; a subscription outside them gets a failure SUBACK (a shared subscription
+// "$share/<group>/<filter>" is checked by its filter). A Will topic must be inside the user's
+// publish filters (else CONNACK NotAuthorized), and a published Will goes to the Handler like
+// any PUBLISH. A session belongs to the user who created it: another user's CONNECT with its
+// client ID is refused (ClientIdentifierNotValid).
+//
+// %c isolates devices only with one account per device: the client ID is chosen by the client,
+// so a user sharing one account across devices can pick any of them (or any other value) and
+// reach that namespace. %u is what separates accounts.
 //
 // This is the only package that imports mochi; nothing of mochi appears in its API.
 package broker

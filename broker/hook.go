@@ -9,7 +9,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // dummyHash is compared against when a CONNECT names an unknown user, so that unknown and known
@@ -56,31 +55,8 @@ func (h *hook) ID() string { return "tributary-broker" }
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
-		mqtt.OnSubscribed, mqtt.OnDisconnect,
+		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnWill,
 	}, []byte{b})
-}
-
-// OnConnectAuthenticate checks the CONNECT credentials against the users file.
-func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	if h.accounts == nil {
-		return true
-	}
-	name := string(pk.Connect.Username)
-	u := h.accounts.lookup(name)
-	hash := dummyHash
-	if u != nil {
-		hash = u.PasswordHash
-	}
-	err := bcrypt.CompareHashAndPassword([]byte(hash), pk.Connect.Password)
-	// admit fails if a reload replaced the user meanwhile: the password was checked against
-	// credentials no longer in force.
-	if u != nil && err == nil && h.accounts.admit(cl, u) {
-		return true
-	}
-	h.stats.authFailures.Add(1)
-	h.rlog.Warn("auth", "connection refused: bad username or password",
-		"client", cl.ID, "username", string(pk.Connect.Username), "remote", cl.Net.Remote, "listener", cl.Net.Listener)
-	return false
 }
 
 // OnACLCheck allows every publish here (publish ACLs are enforced in OnPublish, where a refusal
@@ -97,8 +73,12 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if h.accounts == nil {
 		return true
 	}
+	filter, ok := shareFilter(topic)
+	if !ok {
+		return false
+	}
 	u := h.accounts.lookup(string(cl.Properties.Username))
-	return u != nil && u.maySubscribe(topic, cl.ID)
+	return u != nil && u.maySubscribe(filter, cl.ID)
 }
 
 // OnSubscribed logs and counts refused subscription filters.

@@ -16,12 +16,31 @@ type Stats struct {
 	AuthFailures      uint64                // CONNECTs refused for bad credentials
 	SubscribeRefused  uint64                // SUBSCRIBE filters refused (ACL or invalid filter)
 	ReloadDisconnects uint64                // clients disconnected by Reload: credentials no longer valid
+	Refused           map[string]uint64     // CONNECTs, SUBSCRIBEs and connections refused or cut by a protective rule, by rule (non-zero only)
+}
+
+// refusal is a protective rule that refuses a CONNECT, SUBSCRIBE or PUBLISH, or cuts a client.
+type refusal int
+
+const (
+	refuseTakeover refusal = iota // client ID of another user's session
+	refuseWillACL                 // Will topic outside the user's publish ACL
+	numRefusals
+)
+
+// String is the rule's metric label.
+func (r refusal) String() string {
+	return [...]string{
+		refuseTakeover: "session_takeover",
+		refuseWillACL:  "will_not_authorized",
+	}[r]
 }
 
 // counters are updated on client goroutines and read by Stats and the Prometheus collector.
 type counters struct {
 	received, accepted, waitFailed, authFailures, subscribeRefused atomic.Uint64
 	reloadDisconnects                                              atomic.Uint64
+	refused                                                        [numRefusals]atomic.Uint64
 	rejected                                                       [256]atomic.Uint64 // by ReasonCode
 }
 
@@ -35,6 +54,12 @@ func (c *counters) snapshot(clients int64) Stats {
 		SubscribeRefused:  c.subscribeRefused.Load(),
 		ReloadDisconnects: c.reloadDisconnects.Load(),
 		Rejected:          map[ReasonCode]uint64{},
+		Refused:           map[string]uint64{},
+	}
+	for r := range numRefusals {
+		if n := c.refused[r].Load(); n > 0 {
+			s.Refused[r.String()] = n
+		}
 	}
 	for i := range c.rejected {
 		if n := c.rejected[i].Load(); n > 0 {
@@ -50,7 +75,7 @@ type collector struct {
 	stats func() Stats
 
 	clients, received, accepted, rejected, waitFailed, authFailures, subscribeRefused *prometheus.Desc
-	reloadDisconnects                                                                 *prometheus.Desc
+	reloadDisconnects, refused                                                        *prometheus.Desc
 }
 
 func newCollector(stats func() Stats) *collector {
@@ -66,13 +91,14 @@ func newCollector(stats func() Stats) *collector {
 		waitFailed:        d("publish_wait_failed_total", "Accepted PUBLISH packets left unacknowledged because they were not stored durably."),
 		authFailures:      d("auth_failures_total", "CONNECT packets refused for bad credentials."),
 		subscribeRefused:  d("subscribe_refused_total", "SUBSCRIBE filters refused."),
+		refused:           d("refused_total", "CONNECTs, SUBSCRIBEs and connections refused or cut by a protective rule, by rule.", "rule"),
 		reloadDisconnects: d("reload_disconnects_total", "Clients disconnected by a reload (SIGHUP) because their user was removed or its password changed."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.clients, c.received, c.accepted, c.rejected, c.waitFailed, c.authFailures, c.subscribeRefused, c.reloadDisconnects} {
+	for _, d := range []*prometheus.Desc{c.clients, c.received, c.accepted, c.rejected, c.waitFailed, c.authFailures, c.subscribeRefused, c.reloadDisconnects, c.refused} {
 		ch <- d
 	}
 }
@@ -87,6 +113,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.authFailures, prometheus.CounterValue, float64(s.AuthFailures))
 	ch <- prometheus.MustNewConstMetric(c.subscribeRefused, prometheus.CounterValue, float64(s.SubscribeRefused))
 	ch <- prometheus.MustNewConstMetric(c.reloadDisconnects, prometheus.CounterValue, float64(s.ReloadDisconnects))
+	for r := range numRefusals {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(s.Refused[r.String()]), r.String())
+	}
 	// Every known reason is exported, zero included, so that rate() works from the first rejection.
 	for _, code := range reasonCodes[1:] {
 		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(s.Rejected[code]), code.String())

@@ -154,3 +154,7 @@ func TestRefusedPublishLoggedOnce(t *testing.T) {
 		t.Errorf("counted %d refusals, want 200", n)
 	}
 }
+
+func pahoPublish(topic string, qos byte, payload string) *paho.Publish {
+	return &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)}
+}

@@ -1,0 +1,138 @@
+package broker
+
+import (
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// droppedWillTopic replaces the topic of a Will the Handler refused: mochi publishes every Will
+// it holds (server.go:1516-1552), and nobody may receive $SYS topics (see OnACLCheck).
+const droppedWillTopic = "$SYS/tributary/dropped-will"
+
+// OnConnectAuthenticate admits a CONNECT whose credentials match the users file, whose client ID
+// does not name another user's session, and whose Will topic the user may publish to.
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if h.accounts == nil {
+		return true
+	}
+	u := h.authenticate(cl, pk)
+	if u == nil {
+		return false
+	}
+	if !h.ownsSession(cl, u) {
+		return false
+	}
+	if pk.Connect.WillFlag && !u.mayPublish(pk.Connect.WillTopic, cl.ID) {
+		h.stats.refused[refuseWillACL].Add(1)
+		h.rlog.Warn("will refused", "connection refused: will topic outside the user's publish ACL",
+			"client", clip(cl.ID), "username", u.Name, "will_topic", clip(pk.Connect.WillTopic), "remote", cl.Net.Remote)
+		return h.refuseConnect(cl, packets.ErrNotAuthorized)
+	}
+	// admit fails if a reload replaced the user meanwhile: the password was checked against
+	// credentials no longer in force.
+	if !h.accounts.admit(cl, u) {
+		return h.refuseConnect(cl, packets.ErrBadUsernameOrPassword)
+	}
+	return true
+}
+
+// authenticate returns the user whose password the CONNECT carries, or nil (logged, counted).
+func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet) *user {
+	name := string(pk.Connect.Username)
+	u := h.accounts.lookup(name)
+	hash := dummyHash
+	if u != nil {
+		hash = u.PasswordHash
+	}
+	err := bcrypt.CompareHashAndPassword([]byte(hash), pk.Connect.Password)
+	if u != nil && err == nil {
+		return u
+	}
+	h.stats.authFailures.Add(1)
+	h.rlog.Warn("auth", "connection refused: bad username or password",
+		"client", clip(cl.ID), "username", clip(name), "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+	return nil
+}
+
+// ownsSession refuses a CONNECT whose client ID names a session (connected or stored) that
+// another user created: mochi would hand that session over (inheritClientSession, with its
+// subscriptions and queued messages) and disconnect its owner. A session belongs to the user
+// who created it.
+func (h *hook) ownsSession(cl *mqtt.Client, u *user) bool {
+	existing, ok := h.srv.Clients.Get(cl.ID)
+	if !ok {
+		return true
+	}
+	owner := string(existing.Properties.Username)
+	if owner == u.Name {
+		if !existing.Closed() {
+			h.log.Info("session taken over by a new connection of its user",
+				"client", clip(cl.ID), "username", u.Name, "remote", cl.Net.Remote, "previous_remote", existing.Net.Remote)
+		}
+		return true
+	}
+	h.stats.refused[refuseTakeover].Add(1)
+	h.rlog.Warn("takeover", "connection refused: client ID belongs to another user's session",
+		"client", clip(cl.ID), "username", u.Name, "owner", owner, "remote", cl.Net.Remote)
+	return h.refuseConnect(cl, packets.ErrClientIdentifierNotValid)
+}
+
+// refuseConnect answers a CONNECT with code (mochi maps it for MQTT 3.1.1) and closes the
+// connection; it returns false for OnConnectAuthenticate. mochi's own CONNACK for the refusal
+// then fails on the closed connection, so the client sees exactly this one.
+func (h *hook) refuseConnect(cl *mqtt.Client, code packets.Code) bool {
+	if v3, ok := v3ConnackCodes[code]; ok && cl.Properties.ProtocolVersion < 5 {
+		code = v3
+	}
+	_ = h.srv.SendConnack(cl, code, false, nil)
+	cl.Stop(code)
+	return false
+}
+
+// v3ConnackCodes maps MQTT 5 CONNACK reasons that mochi's packets.V5CodesToV3 lacks onto the
+// MQTT 3.1.1 return codes (section 3.2.2.3).
+var v3ConnackCodes = map[packets.Code]packets.Code{
+	packets.ErrNotAuthorized:          packets.Err3NotAuthorized,
+	packets.ErrServerBusy:             packets.Err3ServerUnavailable,
+	packets.ErrQuotaExceeded:          packets.Err3ServerUnavailable,
+	packets.ErrConnectionRateExceeded: packets.Err3ServerUnavailable,
+	packets.ErrUnspecifiedError:       packets.Err3ServerUnavailable,
+}
+
+// OnWill puts a Will through the same ACL, mapping and pipeline as any PUBLISH of its client
+// when mochi is about to publish it. A refused Will is not published (see droppedWillTopic).
+func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: will.Qos, Retain: will.Retain},
+		TopicName:   will.TopicName,
+		Payload:     will.Payload,
+		Properties:  packets.Properties{User: will.User},
+	}
+	h.stats.received.Add(1)
+	v := h.decide(cl, pk)
+	if v.Code == Success && v.Wait != nil {
+		if err := v.Wait(h.ctx); err != nil {
+			v = Verdict{Code: UnspecifiedError, Detail: "will not stored durably: " + err.Error()}
+		}
+	}
+	if v.Code == Success {
+		return will, nil
+	}
+	h.count(cl, pk, v.Code, "will: "+v.Detail)
+	return mqtt.Will{TopicName: droppedWillTopic}, nil
+}
+
+// shareFilter returns the filter of a subscription, without the "$share/<group>/" prefix of a
+// shared subscription: the ACL is about the topics, not the group. ok is false for a malformed
+// shared subscription.
+func shareFilter(filter string) (string, bool) {
+	const prefix = "$share/" // mochi matches it case-insensitively (topics.go:729)
+	if len(filter) < len(prefix) || !strings.EqualFold(filter[:len(prefix)], prefix) {
+		return filter, true
+	}
+	group, f, ok := strings.Cut(filter[len(prefix):], "/")
+	return f, ok && group != "" && f != "" && !strings.ContainsAny(group, "+#")
+}
