@@ -91,6 +91,12 @@ type Config struct {
 	MaxQueuedMessages int           // default DefaultMaxQueuedMessages
 	SessionExpiry     time.Duration // default DefaultSessionExpiry; at most ~136 years
 	ConnectTimeout    time.Duration // TLS handshake plus CONNECT; default DefaultConnectTimeout
+	// WriteTimeout and MaxClientBuffer bound a client that does not read what it is sent: it
+	// is disconnected when a write makes no progress for WriteTimeout or more than
+	// MaxClientBuffer bytes pile up for it, so that it never holds up publishers. Defaults
+	// DefaultWriteTimeout and DefaultMaxClientBuffer.
+	WriteTimeout    time.Duration
+	MaxClientBuffer int
 
 	// LogRepeatInterval is how often a log line that clients can cause at will (a refused
 	// publish, a bad password, a limit hit) is written at most per kind; the next one carries
@@ -172,7 +178,8 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 			return nil, fmt.Errorf("broker: listeners[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
 		}
 		id := fmt.Sprintf("%s-%d", lc.Type, i)
-		b.listeners = append(b.listeners, newListener(id, lc, cert, cfg.ConnectTimeout, b.reportFatal))
+		writes := writeLimits{timeout: cfg.WriteTimeout, maxBuffer: cfg.MaxClientBuffer, onSlow: b.slowClient}
+		b.listeners = append(b.listeners, newListener(id, lc, cert, cfg.ConnectTimeout, writes, b.reportFatal))
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newCollector(b.Stats)); err != nil {
@@ -204,6 +211,12 @@ func (c *Config) setDefaults() {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
 	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MaxClientBuffer == 0 {
+		c.MaxClientBuffer = DefaultMaxClientBuffer
+	}
 	if c.LogRepeatInterval == 0 {
 		c.LogRepeatInterval = DefaultLogRepeatInterval
 	}
@@ -224,6 +237,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("broker: session expiry %s out of range 1s..%ds", c.SessionExpiry, uint32(math.MaxUint32))
 	case c.ConnectTimeout < 0:
 		return fmt.Errorf("broker: connect timeout %s is negative", c.ConnectTimeout)
+	case c.WriteTimeout < 0:
+		return fmt.Errorf("broker: write timeout %s is negative", c.WriteTimeout)
+	case c.MaxClientBuffer < 0:
+		return fmt.Errorf("broker: max client buffer %d is negative", c.MaxClientBuffer)
 	}
 	for i, l := range c.Listeners {
 		if err := l.validate(c.UsersFile != "" || c.AllowAnonymous); err != nil {
@@ -363,6 +380,13 @@ func (b *Broker) stop(cancel context.CancelFunc, err error) error {
 	b.hook.workers.Wait()
 	b.log.Info("mqtt broker stopped")
 	return err
+}
+
+// slowClient counts and logs a client disconnected for not reading what it is sent.
+func (b *Broker) slowClient(remote, reason string) {
+	b.stats.refused[refuseSlowClient].Add(1)
+	b.hook.rlog.Warn("slow client", "disconnecting a client that does not read what it is sent",
+		"remote", remote, "reason", reason)
 }
 
 func (b *Broker) reportFatal(err error) {

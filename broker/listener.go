@@ -26,6 +26,7 @@ type listener struct {
 	address        string
 	cert           *certificate // nil for tcp and ws; replaced by Broker.Reload
 	connectTimeout time.Duration
+	writes         writeLimits
 	fail           func(error) // reports a fatal accept error to Broker.Run
 
 	log       *slog.Logger
@@ -44,13 +45,21 @@ type listener struct {
 
 var _ listeners.Listener = (*listener)(nil)
 
-func newListener(id string, cfg Listener, cert *certificate, connectTimeout time.Duration, fail func(error)) *listener {
+// writeLimits bound what a client may leave unread (see writeQueue).
+type writeLimits struct {
+	timeout   time.Duration
+	maxBuffer int
+	onSlow    func(remote, reason string)
+}
+
+func newListener(id string, cfg Listener, cert *certificate, connectTimeout time.Duration, writes writeLimits, fail func(error)) *listener {
 	return &listener{
 		id:             id,
 		kind:           cfg.Type,
 		address:        cfg.Address,
 		cert:           cert,
 		connectTimeout: connectTimeout,
+		writes:         writes,
 		fail:           fail,
 		conns:          map[net.Conn]struct{}{},
 		done:           make(chan struct{}),
@@ -176,10 +185,12 @@ func (l *listener) serveConn(c net.Conn) {
 	// mochi sets no deadline before CONNECT is read (server.go:401-408); bound the TLS handshake
 	// and CONNECT here. mochi replaces the deadline with the keepalive once CONNECT is read.
 	_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
-	if err := l.establish(l.id, c); err != nil && !isDisconnect(err) {
-		l.log.Debug("client connection ended", "remote", c.RemoteAddr().String(), "err", err)
+	remote := c.RemoteAddr().String()
+	wq := newWriteQueue(c, l.writes.timeout, l.writes.maxBuffer, func(reason string) { l.writes.onSlow(remote, reason) })
+	if err := l.establish(l.id, wq); err != nil && !isDisconnect(err) {
+		l.log.Debug("client connection ended", "remote", remote, "err", err)
 	}
-	_ = c.Close()
+	_ = wq.Close()
 }
 
 func isDisconnect(err error) bool {

@@ -23,16 +23,18 @@ type Stats struct {
 type refusal int
 
 const (
-	refuseTakeover refusal = iota // client ID of another user's session
-	refuseWillACL                 // Will topic outside the user's publish ACL
+	refuseTakeover   refusal = iota // client ID of another user's session
+	refuseWillACL                   // Will topic outside the user's publish ACL
+	refuseSlowClient                // a client that does not read what it is sent
 	numRefusals
 )
 
 // String is the rule's metric label.
 func (r refusal) String() string {
 	return [...]string{
-		refuseTakeover: "session_takeover",
-		refuseWillACL:  "will_not_authorized",
+		refuseTakeover:   "session_takeover",
+		refuseWillACL:    "will_not_authorized",
+		refuseSlowClient: "slow_client",
 	}[r]
 }
 

@@ -1,0 +1,100 @@
+package broker
+
+import (
+	"bufio"
+	"net"
+	"syscall"
+	"strings"
+	"testing"
+	"time"
+
+)
+
+// TestSlowSubscriberNeverBlocksPublishers repeats the attack of issue #13: a subscriber to "#"
+// with keepalive 0 that never reads. Publishers must keep getting their PUBACKs, a reading
+// subscriber keeps receiving, and the slow one is disconnected once (counted, logged once),
+// whether its backlog overflows first or a write times out first.
+func TestSlowSubscriberNeverBlocksPublishers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		reason string
+	}{
+		{"buffer overflows", Config{MaxClientBuffer: 64 << 10, WriteTimeout: time.Minute}, "outbound buffer full"},
+		{"write times out", Config{MaxClientBuffer: 64 << 20, WriteTimeout: 500 * time.Millisecond}, "write timed out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t, tc.cfg, &testHandler{durable: true})
+			addr := b.tcpAddr()
+			slow := dialRawSmallBuffer(t, addr)
+			pk := slow.connectPacket("slow", "", "")
+			pk.Connect.Keepalive = 0
+			if slow.connect(pk) != 0 || slow.subscribe("#", 1) != 1 {
+				t.Fatal("slow subscriber not set up")
+			}
+			reader := subscribeV3(t, dialV3(t, "tcp://"+addr, "reader", nil), "s/#", 0)
+			pub := dialV3(t, "tcp://"+addr, "pub", nil)
+
+			payload := strings.Repeat("x", 16<<10)
+			var worst time.Duration
+			const n = 1000 // 16 MB: far beyond what the sockets of the slow subscriber buffer
+			for i := range n {
+				start := time.Now()
+				if tok := pub.Publish("s/1", 1, false, payload); !tok.WaitTimeout(4*waitTimeout) || tok.Error() != nil {
+					t.Fatalf("publish %d of %d: no PUBACK within %s (%v): the publisher is blocked", i, n, 4*waitTimeout, tok.Error())
+				}
+				worst = max(worst, time.Since(start))
+				select {
+				case <-reader:
+				case <-time.After(waitTimeout):
+					t.Fatalf("reading subscriber starved at message %d", i)
+				}
+			}
+			t.Logf("worst PUBACK latency over %d publishes of 16 KiB with a stalled subscriber: %s", n, worst)
+			// The write-timeout cut comes WriteTimeout after the flusher's last write started.
+			deadline := time.Now().Add(waitTimeout)
+			for b.Stats().Refused["slow_client"] == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := b.Stats().Refused["slow_client"]; n != 1 {
+				t.Errorf("slow_client counted %d times, want 1", n)
+			}
+			logs := b.logs.String()
+			if c := strings.Count(logs, "does not read what it is sent"); c != 1 || !strings.Contains(logs, tc.reason) {
+				t.Errorf("slow client logged %d times (want 1, reason %q):\n%s", c, tc.reason, logs)
+			}
+			// Its connection is closed: reading it to the end ends in EOF or reset.
+			_ = slow.conn.SetReadDeadline(time.Now().Add(waitTimeout))
+			for {
+				if _, err := slow.r.Read(make([]byte, 64<<10)); err != nil {
+					if isTimeout(err) {
+						t.Fatal("slow subscriber still connected")
+					}
+					break
+				}
+			}
+		})
+	}
+}
+
+// dialRawSmallBuffer connects an MQTT 3.1.1 raw client whose socket receive buffer is fixed at
+// 4 KiB before the handshake (no autotuning), so that what it does not read backs up at once.
+func dialRawSmallBuffer(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &rawConn{t: t, conn: c, r: bufio.NewReader(c), version: 4}
+}
