@@ -3,11 +3,10 @@ package broker
 import (
 	"bufio"
 	"net"
-	"syscall"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
-
 )
 
 // TestSlowSubscriberNeverBlocksPublishers repeats the attack of issue #13: a subscriber to "#"
