@@ -97,6 +97,11 @@ type Config struct {
 	// DefaultWriteTimeout and DefaultMaxClientBuffer.
 	WriteTimeout    time.Duration
 	MaxClientBuffer int
+	// MaxTopicLength and MaxTopicLevels bound topic names and filters; beyond them a PUBLISH
+	// is refused with TopicNameInvalid and a subscription with TopicFilterInvalid. Defaults
+	// DefaultMaxTopicLength and DefaultMaxTopicLevels.
+	MaxTopicLength int
+	MaxTopicLevels int
 
 	// LogRepeatInterval is how often a log line that clients can cause at will (a refused
 	// publish, a bad password, a limit hit) is written at most per kind; the next one carries
@@ -166,6 +171,7 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 	b.hook = &hook{
 		handler: h, accounts: accts, log: log, rlog: newRateLog(log, cfg.LogRepeatInterval), stats: &b.stats,
 		srv: b.srv, receiveMaximum: int(cfg.ReceiveMaximum),
+		limits: topicLimits{maxLength: cfg.MaxTopicLength, maxLevels: cfg.MaxTopicLevels},
 	}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
@@ -211,6 +217,12 @@ func (c *Config) setDefaults() {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
 	}
+	if c.MaxTopicLength == 0 {
+		c.MaxTopicLength = DefaultMaxTopicLength
+	}
+	if c.MaxTopicLevels == 0 {
+		c.MaxTopicLevels = DefaultMaxTopicLevels
+	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
@@ -239,6 +251,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("broker: connect timeout %s is negative", c.ConnectTimeout)
 	case c.WriteTimeout < 0:
 		return fmt.Errorf("broker: write timeout %s is negative", c.WriteTimeout)
+	case c.MaxTopicLength < 0 || c.MaxTopicLevels < 0:
+		return fmt.Errorf("broker: topic limits %d bytes, %d levels: negative", c.MaxTopicLength, c.MaxTopicLevels)
 	case c.MaxClientBuffer < 0:
 		return fmt.Errorf("broker: max client buffer %d is negative", c.MaxClientBuffer)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -35,8 +36,9 @@ type hook struct {
 	log            *slog.Logger
 	rlog           *rateLog // for lines a client can cause at will
 	stats          *counters
-	srv            *mqtt.Server    // for delivering queued messages
-	receiveMaximum int             // bound of each client's ackQueue
+	srv            *mqtt.Server // for delivering queued messages
+	receiveMaximum int          // bound of each client's ackQueue
+	limits         topicLimits
 	ctx            context.Context // Run's context, set before mochi starts serving
 
 	// draining holds clients whose connection the hook closed without an ack. mochi may still
@@ -55,7 +57,7 @@ func (h *hook) ID() string { return "tributary-broker" }
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
-		mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnWill,
+		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnWill,
 	}, []byte{b})
 }
 
@@ -81,11 +83,37 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return u != nil && u.maySubscribe(filter, cl.ID)
 }
 
+// OnSubscribe empties filters beyond the length and depth limits before mochi matches them
+// against its topic tree, which costs time quadratic in a filter's depth (isolateParticle scans
+// from the start for every level). mochi refuses an empty filter with 0x8F (MQTT 3.1.1: 0x80).
+func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	var filters packets.Subscriptions
+	for i, sub := range pk.Filters {
+		f, _ := shareFilter(sub.Filter)
+		r, detail := h.limits.checkFilter(f)
+		if detail == "" {
+			continue
+		}
+		if filters == nil {
+			filters = slices.Clone(pk.Filters)
+		}
+		filters[i].Filter = ""
+		h.stats.refused[r].Add(1)
+		h.stats.subscribeRefused.Add(1)
+		h.rlog.Warn("subscribe refused/"+r.String(), "subscribe refused", "client", clip(cl.ID),
+			"username", clip(string(cl.Properties.Username)), "filter", clip(sub.Filter), "reason", detail)
+	}
+	if filters != nil {
+		pk.Filters = filters
+	}
+	return pk
+}
+
 // OnSubscribed logs and counts refused subscription filters.
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	for i, code := range reasonCodes {
-		if code < packets.ErrUnspecifiedError.Code || i >= len(pk.Filters) {
-			continue
+		if code < packets.ErrUnspecifiedError.Code || i >= len(pk.Filters) || pk.Filters[i].Filter == "" {
+			continue // "": refused by OnSubscribe, counted and logged there
 		}
 		h.stats.subscribeRefused.Add(1)
 		h.rlog.Warn("subscribe refused", "subscribe refused", "client", cl.ID, "username", string(cl.Properties.Username),
@@ -209,8 +237,12 @@ func (h *hook) queueFor(cl *mqtt.Client) *ackQueue {
 	return q
 }
 
-// decide applies the publish ACL, then asks the Handler.
+// decide applies the topic limits and the publish ACL, then asks the Handler.
 func (h *hook) decide(cl *mqtt.Client, pk packets.Packet) Verdict {
+	if r, detail := h.limits.checkTopic(pk.TopicName); detail != "" {
+		h.stats.refused[r].Add(1)
+		return Verdict{Code: TopicNameInvalid, Detail: detail}
+	}
 	if h.accounts != nil {
 		u := h.accounts.lookup(string(cl.Properties.Username))
 		if u == nil || !u.mayPublish(pk.TopicName, cl.ID) {

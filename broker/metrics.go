@@ -23,18 +23,32 @@ type Stats struct {
 type refusal int
 
 const (
-	refuseTakeover   refusal = iota // client ID of another user's session
-	refuseWillACL                   // Will topic outside the user's publish ACL
-	refuseSlowClient                // a client that does not read what it is sent
+	refuseTakeover    refusal = iota // client ID of another user's session
+	refuseWillACL                    // Will topic outside the user's publish ACL
+	refuseSlowClient                 // a client that does not read what it is sent
+	refuseTopicLength                // topic or filter longer than the limit
+	refuseTopicLevels                // topic or filter deeper than the limit
+	refuseUserConns                  // connections per user at the limit
+	refuseSourceConns                // connections per source address at the limit
+	refuseAuthBackoff                // CONNECT of a source or user in password-failure backoff
+	refuseSessions                   // stored sessions at the limit
+	refuseInvalidUTF8                // packet with a malformed UTF-8 string (topic, filter, ID)
 	numRefusals
 )
 
 // String is the rule's metric label.
 func (r refusal) String() string {
 	return [...]string{
-		refuseTakeover:   "session_takeover",
-		refuseWillACL:    "will_not_authorized",
-		refuseSlowClient: "slow_client",
+		refuseTakeover:    "session_takeover",
+		refuseWillACL:     "will_not_authorized",
+		refuseSlowClient:  "slow_client",
+		refuseTopicLength: "topic_too_long",
+		refuseTopicLevels: "topic_too_deep",
+		refuseUserConns:   "connections_per_user",
+		refuseSourceConns: "connections_per_source",
+		refuseAuthBackoff: "auth_backoff",
+		refuseSessions:    "sessions_full",
+		refuseInvalidUTF8: "invalid_utf8",
 	}[r]
 }
 

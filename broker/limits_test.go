@@ -1,0 +1,57 @@
+package broker
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// TestDeepFiltersRefused repeats the attack of issue #13: one 256 KiB SUBSCRIBE with four
+// 32,000-level filters (30 s to SUBACK before). The filters are refused (MQTT 5: 0x8F, MQTT
+// 3.1.1: 0x80) before mochi's topic tree sees them; a filter within the limits in the same
+// packet is granted, and deep or long PUBLISH topics are refused with 0x90.
+func TestDeepFiltersRefused(t *testing.T) {
+	b := startBroker(t, Config{}, &testHandler{durable: true})
+	deep := strings.Repeat("a/", 32000) + "#"
+	for _, v := range []struct {
+		version byte
+		refused byte
+	}{{5, 0x8F}, {4, 0x80}} {
+		rc := dialRaw(t, b.tcpAddr(), v.version)
+		rc.connect(rc.connectPacket("attacker", "", ""))
+		filters := packets.Subscriptions{{Filter: "ok/#", Qos: 1}}
+		for range 4 {
+			filters = append(filters, packets.Subscription{Filter: deep, Qos: 1})
+		}
+		// Short but deep: refused for its depth.
+		filters = append(filters, packets.Subscription{Filter: strings.Repeat("+/", 40) + "#", Qos: 1})
+		start := time.Now()
+		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1, Filters: filters})
+		ack, err := rc.read(4 * waitTimeout)
+		took := time.Since(start)
+		if err != nil || ack.FixedHeader.Type != packets.Suback {
+			t.Fatalf("MQTT %d: no SUBACK within %s: %v", v.version, 4*waitTimeout, err)
+		}
+		t.Logf("MQTT %d: SUBACK for four 32,000-level filters after %s", v.version, took)
+		want := []byte{1, v.refused, v.refused, v.refused, v.refused, v.refused}
+		if string(ack.ReasonCodes) != string(want) {
+			t.Errorf("MQTT %d: SUBACK codes % x, want % x", v.version, ack.ReasonCodes, want)
+		}
+	}
+	if r := b.Stats().Refused; r["topic_too_long"] != 8 || r["topic_too_deep"] != 2 {
+		t.Errorf("refusals counted %v, want 8 topic_too_long and 2 topic_too_deep", r)
+	}
+
+	pub := mustDialV5(t, b.tcpAddr(), "pub", "", "")
+	for _, topic := range []string{strings.Repeat("a/", 10000) + "b", strings.Repeat("a/", 40) + "b", strings.Repeat("x", DefaultMaxTopicLength+1)} {
+		resp, err := pub.publish(t, pahoPublish(topic, 1, "x"))
+		if err == nil && (resp == nil || resp.ReasonCode != 0x90) {
+			t.Errorf("publish to a %d-byte topic: %+v, want reason 0x90", len(topic), resp)
+		}
+	}
+	if c := strings.Count(b.logs.String(), `msg="subscribe refused"`); c != 2 {
+		t.Errorf("refused filters logged %d times, want once per rule (2)", c)
+	}
+}
