@@ -102,6 +102,16 @@ type Config struct {
 	// DefaultMaxTopicLength and DefaultMaxTopicLevels.
 	MaxTopicLength int
 	MaxTopicLevels int
+	// MaxConnsPerUser and MaxConnsPerSource bound the connections of one user name and of one
+	// source IP address (counted from accept, before CONNECT); MaxKeepAlive is the longest
+	// keep-alive granted (see DefaultMaxKeepAlive). Negative disables a limit.
+	MaxConnsPerUser   int
+	MaxConnsPerSource int
+	MaxKeepAlive      time.Duration
+	// MaxConcurrentAuth bounds concurrent bcrypt checks; AuthBackoffMax caps the backoff of a
+	// source address or user name after failed passwords (negative: no backoff).
+	MaxConcurrentAuth int
+	AuthBackoffMax    time.Duration
 
 	// LogRepeatInterval is how often a log line that clients can cause at will (a refused
 	// publish, a bad password, a limit hit) is written at most per kind; the next one carries
@@ -171,7 +181,9 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 	b.hook = &hook{
 		handler: h, accounts: accts, log: log, rlog: newRateLog(log, cfg.LogRepeatInterval), stats: &b.stats,
 		srv: b.srv, receiveMaximum: int(cfg.ReceiveMaximum),
-		limits: topicLimits{maxLength: cfg.MaxTopicLength, maxLevels: cfg.MaxTopicLevels},
+		limits:       topicLimits{maxLength: cfg.MaxTopicLength, maxLevels: cfg.MaxTopicLevels},
+		auth:         newAuthGate(max(cfg.MaxConcurrentAuth, 1), max(cfg.AuthBackoffMax, authBackoffBase)),
+		maxKeepAlive: max(cfg.MaxKeepAlive, 0), maxConnsPerUser: cfg.MaxConnsPerUser,
 	}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
@@ -184,7 +196,8 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 			return nil, fmt.Errorf("broker: listeners[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
 		}
 		id := fmt.Sprintf("%s-%d", lc.Type, i)
-		writes := writeLimits{timeout: cfg.WriteTimeout, maxBuffer: cfg.MaxClientBuffer, onSlow: b.slowClient}
+		writes := writeLimits{timeout: cfg.WriteTimeout, maxBuffer: cfg.MaxClientBuffer, onSlow: b.slowClient,
+			maxPerSource: cfg.MaxConnsPerSource, onSourceFull: b.sourceFull}
 		b.listeners = append(b.listeners, newListener(id, lc, cert, cfg.ConnectTimeout, writes, b.reportFatal))
 	}
 	if cfg.Registerer != nil {
@@ -217,6 +230,11 @@ func (c *Config) setDefaults() {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
 	}
+	setDefault(&c.MaxConnsPerUser, DefaultMaxConnsPerUser)
+	setDefault(&c.MaxConnsPerSource, DefaultMaxConnsPerSource)
+	setDefault(&c.MaxKeepAlive, DefaultMaxKeepAlive)
+	setDefault(&c.MaxConcurrentAuth, DefaultMaxConcurrentAuth)
+	setDefault(&c.AuthBackoffMax, DefaultAuthBackoffMax)
 	if c.MaxTopicLength == 0 {
 		c.MaxTopicLength = DefaultMaxTopicLength
 	}
@@ -237,6 +255,13 @@ func (c *Config) setDefaults() {
 	}
 }
 
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
 func (c *Config) validate() error {
 	switch {
 	case len(c.Listeners) == 0:
@@ -253,6 +278,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("broker: write timeout %s is negative", c.WriteTimeout)
 	case c.MaxTopicLength < 0 || c.MaxTopicLevels < 0:
 		return fmt.Errorf("broker: topic limits %d bytes, %d levels: negative", c.MaxTopicLength, c.MaxTopicLevels)
+	case c.MaxConcurrentAuth < 0:
+		return fmt.Errorf("broker: max concurrent auth %d is negative", c.MaxConcurrentAuth)
+	case c.MaxKeepAlive < 0 || c.MaxKeepAlive > math.MaxUint16*time.Second:
+		return fmt.Errorf("broker: max keep-alive %s out of range 0..%ds", c.MaxKeepAlive, math.MaxUint16)
 	case c.MaxClientBuffer < 0:
 		return fmt.Errorf("broker: max client buffer %d is negative", c.MaxClientBuffer)
 	}
@@ -401,6 +430,14 @@ func (b *Broker) slowClient(remote, reason string) {
 	b.stats.refused[refuseSlowClient].Add(1)
 	b.hook.rlog.Warn("slow client", "disconnecting a client that does not read what it is sent",
 		"remote", remote, "reason", reason)
+}
+
+// sourceFull counts and logs a connection refused at accept: its source address has the
+// maximum number of connections.
+func (b *Broker) sourceFull(remote string, limit int) {
+	b.stats.refused[refuseSourceConns].Add(1)
+	b.hook.rlog.Warn("source connections", "connection refused: the source address has the maximum number of connections",
+		"remote", remote, "limit", limit)
 }
 
 func (b *Broker) reportFatal(err error) {

@@ -359,7 +359,7 @@ subscribe = ["#"]
 
 func TestAuthentication(t *testing.T) {
 	path := writeUsersFile(t, aclUsers, map[string]string{"sensor-1": "s3cret", "ops": "ops-pw"})
-	b := startBroker(t, Config{UsersFile: path}, &testHandler{})
+	b := startBroker(t, Config{UsersFile: path, AuthBackoffMax: -1}, &testHandler{})
 	for _, tc := range []struct {
 		name, user, pass string
 		ok               bool

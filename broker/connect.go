@@ -2,6 +2,7 @@ package broker
 
 import (
 	"strings"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -18,9 +19,12 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if h.accounts == nil {
 		return true
 	}
-	u := h.authenticate(cl, pk)
+	u, code := h.checkPassword(cl, pk)
 	if u == nil {
-		return false
+		return h.refuseConnect(cl, code)
+	}
+	if !h.admitUser(cl, u.Name) {
+		return h.refuseConnect(cl, packets.ErrQuotaExceeded)
 	}
 	if !h.ownsSession(cl, u) {
 		return false
@@ -37,6 +41,34 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		return h.refuseConnect(cl, packets.ErrBadUsernameOrPassword)
 	}
 	return true
+}
+
+// checkPassword runs authenticate within the bcrypt concurrency limit and the failure backoff
+// of the source address and user name; for a refusal it returns the CONNACK code.
+func (h *hook) checkPassword(cl *mqtt.Client, pk packets.Packet) (*user, packets.Code) {
+	source, name := sourceIP(cl.Net.Remote), string(pk.Connect.Username)
+	if d := h.auth.delay(source, name, time.Now()); d > 0 {
+		h.stats.refused[refuseAuthBackoff].Add(1)
+		h.rlog.Warn("auth backoff", "password check delayed: source or user in backoff after failed passwords",
+			"client", clip(cl.ID), "username", clip(name), "remote", cl.Net.Remote, "delay", d)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-h.ctx.Done():
+			t.Stop()
+			return nil, packets.ErrServerShuttingDown
+		}
+	}
+	if !h.auth.acquire(h.ctx) {
+		h.stats.refused[refuseAuthBackoff].Add(1)
+		h.rlog.Warn("auth busy", "connection refused: too many password checks waiting",
+			"client", clip(cl.ID), "remote", cl.Net.Remote)
+		return nil, packets.ErrServerBusy
+	}
+	u := h.authenticate(cl, pk)
+	h.auth.release()
+	h.auth.result(source, name, u != nil, time.Now())
+	return u, packets.ErrBadUsernameOrPassword
 }
 
 // authenticate returns the user whose password the CONNECT carries, or nil (logged, counted).

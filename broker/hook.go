@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -31,15 +32,18 @@ const dummyHash = "$2a$10$ELg9SYrA6vZIT68Vq/pCH./V7K9zUdXR3hh.nVzOLf8..WFwUeumG"
 type hook struct {
 	mqtt.HookBase
 
-	handler        Handler
-	accounts       *accounts // nil: no authentication, everything allowed
-	log            *slog.Logger
-	rlog           *rateLog // for lines a client can cause at will
-	stats          *counters
-	srv            *mqtt.Server // for delivering queued messages
-	receiveMaximum int          // bound of each client's ackQueue
-	limits         topicLimits
-	ctx            context.Context // Run's context, set before mochi starts serving
+	handler         Handler
+	accounts        *accounts // nil: no authentication, everything allowed
+	log             *slog.Logger
+	rlog            *rateLog // for lines a client can cause at will
+	stats           *counters
+	srv             *mqtt.Server // for delivering queued messages
+	receiveMaximum  int          // bound of each client's ackQueue
+	limits          topicLimits
+	auth            *authGate
+	maxKeepAlive    time.Duration
+	maxConnsPerUser int
+	ctx             context.Context // Run's context, set before mochi starts serving
 
 	// draining holds clients whose connection the hook closed without an ack. mochi may still
 	// process packets it had buffered for them; those are dropped unacknowledged too.
@@ -56,7 +60,7 @@ func (h *hook) ID() string { return "tributary-broker" }
 // Provides implements mqtt.Hook.
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
-		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
+		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
 		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnWill,
 	}, []byte{b})
 }

@@ -35,12 +35,13 @@ type listener struct {
 	upgrader  websocket.Upgrader
 	establish listeners.EstablishFn
 
-	mu     sync.Mutex
-	closed bool
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup // one per connection handed to mochi
-	done   chan struct{}  // closed by Close
-	served chan struct{}  // closed when Serve returns
+	mu        sync.Mutex
+	closed    bool
+	conns     map[net.Conn]struct{}
+	perSource map[string]int // open connections per source IP
+	wg        sync.WaitGroup // one per connection handed to mochi
+	done      chan struct{}  // closed by Close
+	served    chan struct{}  // closed when Serve returns
 }
 
 var _ listeners.Listener = (*listener)(nil)
@@ -50,6 +51,9 @@ type writeLimits struct {
 	timeout   time.Duration
 	maxBuffer int
 	onSlow    func(remote, reason string)
+
+	maxPerSource int // connections per source IP; <= 0: no limit
+	onSourceFull func(remote string, limit int)
 }
 
 func newListener(id string, cfg Listener, cert *certificate, connectTimeout time.Duration, writes writeLimits, fail func(error)) *listener {
@@ -62,6 +66,7 @@ func newListener(id string, cfg Listener, cert *certificate, connectTimeout time
 		writes:         writes,
 		fail:           fail,
 		conns:          map[net.Conn]struct{}{},
+		perSource:      map[string]int{},
 		done:           make(chan struct{}),
 		served:         make(chan struct{}),
 		// Subprotocol "mqtt" is what MQTT-over-WebSocket clients request. CheckOrigin is left nil
@@ -159,22 +164,34 @@ func transientAcceptError(err error) bool {
 	return false
 }
 
-// track registers a live connection; it refuses (and closes) connections arriving after Close.
+// track registers a live connection; it refuses (and closes) connections arriving after Close
+// and connections beyond the per-source limit.
 func (l *listener) track(c net.Conn) bool {
+	src := sourceIP(c.RemoteAddr().String())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		_ = c.Close()
 		return false
 	}
+	if l.writes.maxPerSource > 0 && l.perSource[src] >= l.writes.maxPerSource {
+		_ = c.Close()
+		l.writes.onSourceFull(c.RemoteAddr().String(), l.writes.maxPerSource)
+		return false
+	}
+	l.perSource[src]++
 	l.conns[c] = struct{}{}
 	l.wg.Add(1)
 	return true
 }
 
 func (l *listener) untrack(c net.Conn) {
+	src := sourceIP(c.RemoteAddr().String())
 	l.mu.Lock()
 	delete(l.conns, c)
+	if l.perSource[src]--; l.perSource[src] <= 0 {
+		delete(l.perSource, src)
+	}
 	l.mu.Unlock()
 	l.wg.Done()
 }

@@ -30,7 +30,7 @@ const (
 	refuseTopicLevels                // topic or filter deeper than the limit
 	refuseUserConns                  // connections per user at the limit
 	refuseSourceConns                // connections per source address at the limit
-	refuseAuthBackoff                // CONNECT of a source or user in password-failure backoff
+	refuseAuthBackoff                // password check delayed (backoff after failures) or refused (checks queue full)
 	refuseSessions                   // stored sessions at the limit
 	refuseInvalidUTF8                // packet with a malformed UTF-8 string (topic, filter, ID)
 	numRefusals

@@ -52,7 +52,7 @@ func rewrite(t *testing.T, path, body string, keep []string, passwords map[strin
 func TestReloadUsers(t *testing.T) {
 	pw := map[string]string{"alice": "a-pw", "bob": "b-pw", "dave": "d-pw"}
 	path := writeUsersFile(t, reloadUsersBefore, pw)
-	b := startBroker(t, Config{UsersFile: path}, &testHandler{})
+	b := startBroker(t, Config{UsersFile: path, AuthBackoffMax: -1}, &testHandler{})
 
 	alice := dialV3(t, "tcp://"+b.tcpAddr(), "alice-1", func(o *mqttv3.ClientOptions) { o.SetUsername("alice").SetPassword("a-pw") })
 	bob := mustDialV5(t, b.tcpAddr(), "bob-1", "bob", "b-pw")
@@ -108,7 +108,7 @@ password_hash = "HASH(dave)"
 func TestReloadBrokenUsersFileKeepsOld(t *testing.T) {
 	pw := map[string]string{"alice": "a-pw", "bob": "b-pw", "dave": "d-pw"}
 	path := writeUsersFile(t, reloadUsersBefore, pw)
-	b := startBroker(t, Config{UsersFile: path}, &testHandler{})
+	b := startBroker(t, Config{UsersFile: path, AuthBackoffMax: -1}, &testHandler{})
 	bob := mustDialV5(t, b.tcpAddr(), "bob-1", "bob", "b-pw")
 
 	for _, broken := range []string{
