@@ -47,28 +47,48 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 // of the source address and user name; for a refusal it returns the CONNACK code.
 func (h *hook) checkPassword(cl *mqtt.Client, pk packets.Packet) (*user, packets.Code) {
 	source, name := sourceIP(cl.Net.Remote), string(pk.Connect.Username)
-	if d := h.auth.delay(source, name, time.Now()); d > 0 {
-		h.stats.refused[refuseAuthBackoff].Add(1)
-		h.rlog.Warn("auth backoff", "password check delayed: source or user in backoff after failed passwords",
-			"client", clip(cl.ID), "username", clip(name), "remote", cl.Net.Remote, "delay", d)
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-h.ctx.Done():
-			t.Stop()
+	for {
+		if !h.waitBackoff(cl, source, name) {
 			return nil, packets.ErrServerShuttingDown
 		}
-	}
-	if !h.auth.acquire(h.ctx) {
-		h.stats.refused[refuseAuthBackoff].Add(1)
-		h.rlog.Warn("auth busy", "connection refused: too many password checks waiting",
-			"client", clip(cl.ID), "remote", cl.Net.Remote)
-		return nil, packets.ErrServerBusy
+		if !h.auth.acquire(h.ctx) {
+			h.stats.refused[refuseAuthBackoff].Add(1)
+			h.rlog.Warn("auth busy", "connection refused: too many password checks waiting",
+				"client", clip(cl.ID), "remote", cl.Net.Remote)
+			return nil, packets.ErrServerBusy
+		}
+		// Waiters woken together: only those still out of backoff once they hold a slot go on.
+		if h.auth.delay(source, name, time.Now()) == 0 {
+			h.auth.begin(source, name)
+			break
+		}
+		h.auth.release()
 	}
 	u := h.authenticate(cl, pk)
 	h.auth.release()
 	h.auth.result(source, name, u != nil, time.Now())
 	return u, packets.ErrBadUsernameOrPassword
+}
+
+// waitBackoff waits while source or name is in backoff; false if the broker stops meanwhile.
+func (h *hook) waitBackoff(cl *mqtt.Client, source, name string) bool {
+	d := h.auth.delay(source, name, time.Now())
+	if d == 0 {
+		return true
+	}
+	h.stats.refused[refuseAuthBackoff].Add(1)
+	h.rlog.Warn("auth backoff", "password check delayed: source or user in backoff after failed passwords",
+		"client", clip(cl.ID), "username", clip(name), "remote", cl.Net.Remote, "delay", d)
+	for ; d > 0; d = h.auth.delay(source, name, time.Now()) {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-h.ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+	return true
 }
 
 // authenticate returns the user whose password the CONNECT carries, or nil (logged, counted).
