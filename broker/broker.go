@@ -61,6 +61,10 @@ const (
 	DefaultConnectTimeout    = 10 * time.Second
 )
 
+// topicAliasMaximum is the number of topic aliases a client may set up (mochi's default, 65535,
+// lets each client grow an alias table of that many topics).
+const topicAliasMaximum = 16
+
 // sysTopicInterval is how often mochi refreshes $SYS topics. Each refresh calls
 // runtime.ReadMemStats (a stop-the-world pause) and rewrites 20 retained messages; the broker
 // refuses $SYS subscriptions anyway (see hook.OnACLCheck), so refresh once a day only.
@@ -184,6 +188,7 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 		limits:       topicLimits{maxLength: cfg.MaxTopicLength, maxLevels: cfg.MaxTopicLevels},
 		auth:         newAuthGate(max(cfg.MaxConcurrentAuth, 1), max(cfg.AuthBackoffMax, authBackoffBase)),
 		maxKeepAlive: max(cfg.MaxKeepAlive, 0), maxConnsPerUser: cfg.MaxConnsPerUser,
+		maxPacketSize: cfg.MaxPacketSize, topicAliasMaximum: topicAliasMaximum,
 	}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
@@ -353,8 +358,7 @@ func (c *Config) capabilities() *mqtt.Capabilities {
 	caps.MaximumInflight = c.MaxInflight
 	caps.MaximumClientWritesPending = int32(c.MaxQueuedMessages)
 	caps.MaximumSessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
-	// mochi's default (65535) lets each client grow an alias table of that many topics.
-	caps.TopicAliasMaximum = 16
+	caps.TopicAliasMaximum = topicAliasMaximum
 	// Message.ProtocolVersion promises 4 or 5; MQTT 3.1 (3) clients are refused at CONNECT.
 	caps.MinimumProtocolVersion = 4
 	// mochi's acks echo the PUBLISH's user properties by default, which the spec does not ask

@@ -132,26 +132,49 @@ func (h *hook) ownsSession(cl *mqtt.Client, u *user) bool {
 	return h.refuseConnect(cl, packets.ErrClientIdentifierNotValid)
 }
 
-// refuseConnect answers a CONNECT with code (mochi maps it for MQTT 3.1.1) and closes the
+// refuseConnect answers a CONNECT with code (mapped for MQTT 3.1.1, see OnPacketEncode) and closes the
 // connection; it returns false for OnConnectAuthenticate. mochi's own CONNACK for the refusal
 // then fails on the closed connection, so the client sees exactly this one.
 func (h *hook) refuseConnect(cl *mqtt.Client, code packets.Code) bool {
-	if v3, ok := v3ConnackCodes[code]; ok && cl.Properties.ProtocolVersion < 5 {
-		code = v3
-	}
 	_ = h.srv.SendConnack(cl, code, false, nil)
 	cl.Stop(code)
 	return false
 }
 
-// v3ConnackCodes maps MQTT 5 CONNACK reasons that mochi's packets.V5CodesToV3 lacks onto the
-// MQTT 3.1.1 return codes (section 3.2.2.3).
-var v3ConnackCodes = map[packets.Code]packets.Code{
-	packets.ErrNotAuthorized:          packets.Err3NotAuthorized,
-	packets.ErrServerBusy:             packets.Err3ServerUnavailable,
-	packets.ErrQuotaExceeded:          packets.Err3ServerUnavailable,
-	packets.ErrConnectionRateExceeded: packets.Err3ServerUnavailable,
-	packets.ErrUnspecifiedError:       packets.Err3ServerUnavailable,
+// OnPacketEncode completes mochi's CONNACKs. MQTT 5: a successful CONNACK advertises the
+// Maximum Packet Size and Topic Alias Maximum the broker enforces (mochi sends neither), so
+// clients do not learn them by being disconnected. MQTT 3.1.1 allows only return codes 0-5:
+// mochi sends some MQTT 5 codes as they are (an empty client ID with clean=false is 0x80,
+// server.go:544; an unsupported protocol level 0x82), which map onto 3.1.1's codes here.
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack {
+		return pk
+	}
+	switch {
+	case cl.Properties.ProtocolVersion != 5 && pk.ReasonCode > packets.Err3NotAuthorized.Code:
+		pk.ReasonCode = v3ConnackCode(pk.ReasonCode)
+		pk.SessionPresent = false
+	case cl.Properties.ProtocolVersion == 5 && pk.ReasonCode == packets.CodeSuccess.Code:
+		pk.Properties.MaximumPacketSize = h.maxPacketSize
+		pk.Properties.TopicAliasMaximum = h.topicAliasMaximum
+	}
+	return pk
+}
+
+// v3ConnackCode maps an MQTT 5 CONNACK reason onto an MQTT 3.1.1 return code.
+func v3ConnackCode(code byte) byte {
+	switch code {
+	case packets.ErrUnspecifiedError.Code, packets.ErrClientIdentifierNotValid.Code:
+		return packets.Err3ClientIdentifierNotValid.Code // 0x80 comes only from an empty client ID, clean=false
+	case packets.ErrProtocolViolation.Code, packets.ErrUnsupportedProtocolVersion.Code:
+		return packets.Err3UnsupportedProtocolVersion.Code
+	case packets.ErrBadUsernameOrPassword.Code, packets.ErrMalformedUsername.Code:
+		return packets.ErrMalformedUsernameOrPassword.Code
+	case packets.ErrNotAuthorized.Code, packets.ErrBanned.Code:
+		return packets.Err3NotAuthorized.Code
+	default:
+		return packets.Err3ServerUnavailable.Code
+	}
 }
 
 // OnWill puts a Will through the same ACL, mapping and pipeline as any PUBLISH of its client

@@ -43,7 +43,10 @@ type hook struct {
 	auth            *authGate
 	maxKeepAlive    time.Duration
 	maxConnsPerUser int
-	ctx             context.Context // Run's context, set before mochi starts serving
+	// Advertised in MQTT 5 CONNACKs (see OnPacketEncode).
+	maxPacketSize     uint32
+	topicAliasMaximum uint16
+	ctx               context.Context // Run's context, set before mochi starts serving
 
 	// draining holds clients whose connection the hook closed without an ack. mochi may still
 	// process packets it had buffered for them; those are dropped unacknowledged too.
@@ -60,7 +63,7 @@ func (h *hook) ID() string { return "tributary-broker" }
 // Provides implements mqtt.Hook.
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
+		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnPacketEncode, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
 		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnWill,
 	}, []byte{b})
 }

@@ -55,3 +55,32 @@ func TestDeepFiltersRefused(t *testing.T) {
 		t.Errorf("refused filters logged %d times, want once per rule (2)", c)
 	}
 }
+
+// TestConnackCodes checks the CONNACKs mochi gets wrong: MQTT 3.1.1 return codes per spec
+// (empty client ID with clean=false: 0x02; unsupported protocol level: 0x01) and the MQTT 5
+// Maximum Packet Size and Topic Alias Maximum.
+func TestConnackCodes(t *testing.T) {
+	b := startBroker(t, Config{MaxPacketSize: 64 << 10}, &testHandler{durable: true})
+	rc := dialRaw(t, b.tcpAddr(), 4)
+	pk := rc.connectPacket("", "", "")
+	pk.Connect.Clean = false
+	if code := rc.connect(pk); code != 0x02 {
+		t.Errorf("3.1.1 empty client ID, clean=false: CONNACK 0x%02x, want 0x02", code)
+	}
+	for _, level := range []byte{3, 6} {
+		rc := dialRaw(t, b.tcpAddr(), level)
+		if code := rc.connect(rc.connectPacket("c", "", "")); code != 0x01 {
+			t.Errorf("protocol level %d: CONNACK 0x%02x, want 0x01", level, code)
+		}
+	}
+	rc = dialRaw(t, b.tcpAddr(), 5)
+	rc.send(rc.connectPacket("c5", "", ""))
+	ack, err := rc.read(waitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.ReasonCode != 0 || ack.Properties.MaximumPacketSize != 64<<10 || ack.Properties.TopicAliasMaximum != topicAliasMaximum {
+		t.Errorf("MQTT 5 CONNACK 0x%02x, maximum packet size %d, topic alias maximum %d; want 0, %d, %d",
+			ack.ReasonCode, ack.Properties.MaximumPacketSize, ack.Properties.TopicAliasMaximum, 64<<10, topicAliasMaximum)
+	}
+}
