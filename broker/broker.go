@@ -178,8 +178,9 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 		fatal: make(chan error, len(cfg.Listeners)),
 	}
 	b.srv = mqtt.New(&mqtt.Options{
-		Capabilities:           cfg.capabilities(),
-		Logger:                 slog.New(minLevelHandler{log.With("component", "mochi").Handler(), cfg.MochiLogLevel}),
+		Capabilities: cfg.capabilities(),
+		Logger: slog.New(mochiHandler{log.With("component", "mochi").Handler(), cfg.MochiLogLevel,
+			newRateLog(log, cfg.LogRepeatInterval)}),
 		SysTopicResendInterval: sysTopicInterval,
 	})
 	b.hook = &hook{
@@ -541,22 +542,4 @@ func (b *Broker) Publish(topic string, payload []byte, qos byte, opts ...Publish
 		return fmt.Errorf("broker: publish to %q: %w", topic, err)
 	}
 	return nil
-}
-
-// minLevelHandler raises the minimum level of a slog.Handler.
-type minLevelHandler struct {
-	slog.Handler
-	min slog.Leveler
-}
-
-func (h minLevelHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min.Level() && h.Handler.Enabled(ctx, l)
-}
-
-func (h minLevelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return minLevelHandler{h.Handler.WithAttrs(attrs), h.min}
-}
-
-func (h minLevelHandler) WithGroup(name string) slog.Handler {
-	return minLevelHandler{h.Handler.WithGroup(name), h.min}
 }

@@ -84,3 +84,28 @@ func TestConnackCodes(t *testing.T) {
 			ack.ReasonCode, ack.Properties.MaximumPacketSize, ack.Properties.TopicAliasMaximum, 64<<10, topicAliasMaximum)
 	}
 }
+
+// TestNoPacketDumpsInLogs repeats the log attack of issue #13: malformed 200 KB PUBLISHes that
+// mochi logs whole ("error processing packet", pk=...). The log stays small, rate-limited, and
+// carries no payload bytes.
+func TestNoPacketDumpsInLogs(t *testing.T) {
+	b := startBroker(t, Config{}, &testHandler{durable: true})
+	payload := []byte(strings.Repeat("S", 200<<10))
+	for range 20 {
+		rc := dialRaw(t, b.tcpAddr(), 5)
+		rc.connect(rc.connectPacket("noisy", "", ""))
+		// A topic alias beyond the maximum is a protocol error mochi logs with the packet.
+		rc.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1,
+			TopicName: "t/1", Payload: payload,
+			Properties: packets.Properties{TopicAlias: topicAliasMaximum + 1, TopicAliasFlag: true}})
+		rc.expectClosed(waitTimeout)
+	}
+	logs := b.logs.String()
+	t.Logf("log after 20 malformed 200 KB PUBLISHes: %d bytes", len(logs))
+	if strings.Contains(logs, "SSSSSSSS") {
+		t.Error("log carries payload bytes")
+	}
+	if len(logs) > 16<<10 {
+		t.Errorf("log grew by %d bytes, want under 16 KiB", len(logs))
+	}
+}

@@ -79,3 +79,51 @@ func clip(s string) string {
 	}
 	return s[:maxLogValue] + "…"
 }
+
+// mochiHandler passes mochi's log lines on without packet contents (mochi logs whole packets,
+// sensor payloads included, e.g. "error processing packet" at server.go:585, at any size a
+// client sends) and at most one line per message per interval (a client can make mochi log
+// one line per packet it sends).
+type mochiHandler struct {
+	slog.Handler
+	min     slog.Leveler
+	limiter *rateLog
+}
+
+// packetKeys are the attribute keys under which mochi logs packets and Wills.
+var packetKeys = map[string]bool{"pk": true, "packet": true, "will": true, "pkv": true}
+
+func (h mochiHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min.Level() && h.Handler.Enabled(ctx, l)
+}
+
+func (h mochiHandler) Handle(ctx context.Context, r slog.Record) error {
+	ok, suppressed := h.limiter.allow(r.Message)
+	if !ok {
+		return nil
+	}
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		switch {
+		case packetKeys[a.Key]:
+			out.AddAttrs(slog.String(a.Key, "(omitted)"))
+		case a.Value.Kind() == slog.KindString:
+			out.AddAttrs(slog.String(a.Key, clip(a.Value.String())))
+		default:
+			out.AddAttrs(a)
+		}
+		return true
+	})
+	if suppressed > 0 {
+		out.AddAttrs(slog.Uint64("suppressed", suppressed))
+	}
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h mochiHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return mochiHandler{h.Handler.WithAttrs(attrs), h.min, h.limiter}
+}
+
+func (h mochiHandler) WithGroup(name string) slog.Handler {
+	return mochiHandler{h.Handler.WithGroup(name), h.min, h.limiter}
+}
