@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -133,6 +134,13 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 // client's read goroutine after its last packet, so no PUBLISH of cl can be queued after it.
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h.draining.Delete(cl)
+	// mochi's decoder refuses the packet and closes the connection before any hook sees it; it
+	// wraps the field's error and keeps ErrMalformedInvalidUTF8 only in the text (codec.go:47).
+	if err != nil && (errors.Is(err, packets.ErrMalformedInvalidUTF8) || strings.Contains(err.Error(), packets.ErrMalformedInvalidUTF8.Reason)) {
+		h.stats.refused[refuseInvalidUTF8].Add(1)
+		h.rlog.Warn("invalid utf-8", "client disconnected: packet with a string that is not valid UTF-8 (topic, filter or property)",
+			"client", clip(cl.ID), "username", clip(string(cl.Properties.Username)), "remote", cl.Net.Remote)
+	}
 	if h.accounts != nil {
 		h.accounts.forget(cl)
 	}

@@ -109,3 +109,27 @@ func TestNoPacketDumpsInLogs(t *testing.T) {
 		t.Errorf("log grew by %d bytes, want under 16 KiB", len(logs))
 	}
 }
+
+// TestInvalidUTF8Topic sends a PUBLISH whose topic is not UTF-8: the client is disconnected,
+// counted and logged once, and nothing reaches the Handler.
+func TestInvalidUTF8Topic(t *testing.T) {
+	h := &testHandler{durable: true}
+	b := startBroker(t, Config{}, h)
+	for range 3 {
+		rc := dialRaw(t, b.tcpAddr(), 5)
+		rc.connect(rc.connectPacket("bad", "", ""))
+		// PUBLISH QoS 0, topic "t/\xff".
+		rc.write([]byte{0x30, 6, 0, 3, 't', '/', 0xff, 0})
+		rc.expectClosed(waitTimeout)
+	}
+	waitClients(t, b, 0)
+	if n := b.Stats().Refused["invalid_utf8"]; n != 3 {
+		t.Errorf("invalid_utf8 counted %d, want 3", n)
+	}
+	if c := strings.Count(b.logs.String(), "not valid UTF-8"); c != 1 {
+		t.Errorf("logged %d times, want once:\n%s", c, b.logs.String())
+	}
+	if len(h.messages()) != 0 {
+		t.Error("handler got the message")
+	}
+}
