@@ -193,3 +193,34 @@ func guess(addr string, connect []byte) {
 	}
 	_, _ = c.Read(make([]byte, 64))
 }
+
+// TestStoredSessionsLimit fills the session table with persistent sessions that leave: beyond
+// the limit a new persistent session is refused (MQTT 5: 0x97, 3.1.1: 0x03), while resuming one
+// and clean sessions still work.
+func TestStoredSessionsLimit(t *testing.T) {
+	b := startBroker(t, Config{MaxSessions: 3}, &testHandler{durable: true})
+	addr := b.tcpAddr()
+	for _, id := range []string{"s1", "s2", "s3"} {
+		rc, code, _ := rawSession(t, addr, 4, id, "", "")
+		if code != 0 {
+			t.Fatalf("%s refused: 0x%02x", id, code)
+		}
+		rc.disconnect()
+	}
+	waitClients(t, b, 0)
+	for _, v := range []struct{ version, want byte }{{5, 0x97}, {4, 0x03}} {
+		if _, code, _ := rawSession(t, addr, v.version, "s4", "", ""); code != v.want {
+			t.Errorf("MQTT %d: 4th persistent session: 0x%02x, want 0x%02x", v.version, code, v.want)
+		}
+	}
+	if _, code, present := rawSession(t, addr, 4, "s2", "", ""); code != 0 || !present {
+		t.Errorf("resuming s2: 0x%02x present=%v", code, present)
+	}
+	clean := dialRaw(t, addr, 4)
+	if code := clean.connect(clean.connectPacket("c1", "", "")); code != 0 {
+		t.Errorf("clean session refused: 0x%02x", code)
+	}
+	if n := b.Stats().Refused["sessions_full"]; n != 2 {
+		t.Errorf("sessions_full counted %d, want 2", n)
+	}
+}

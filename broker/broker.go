@@ -116,6 +116,10 @@ type Config struct {
 	// source address or user name after failed passwords (negative: no backoff).
 	MaxConcurrentAuth int
 	AuthBackoffMax    time.Duration
+	// MaxSessions bounds the sessions held (connected or stored); beyond it a CONNECT that
+	// would create a new persistent session is refused (MQTT 5: 0x97, 3.1.1: 0x03). Default
+	// DefaultMaxSessions; negative: no limit.
+	MaxSessions int
 
 	// LogRepeatInterval is how often a log line that clients can cause at will (a refused
 	// publish, a bad password, a limit hit) is written at most per kind; the next one carries
@@ -188,7 +192,7 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 		srv: b.srv, receiveMaximum: int(cfg.ReceiveMaximum),
 		limits:       topicLimits{maxLength: cfg.MaxTopicLength, maxLevels: cfg.MaxTopicLevels},
 		auth:         newAuthGate(max(cfg.MaxConcurrentAuth, 1), max(cfg.AuthBackoffMax, authBackoffBase)),
-		maxKeepAlive: max(cfg.MaxKeepAlive, 0), maxConnsPerUser: cfg.MaxConnsPerUser,
+		maxKeepAlive: max(cfg.MaxKeepAlive, 0), maxConnsPerUser: cfg.MaxConnsPerUser, maxSessions: cfg.MaxSessions,
 		maxPacketSize: cfg.MaxPacketSize, topicAliasMaximum: topicAliasMaximum,
 	}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
@@ -240,6 +244,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MaxConnsPerSource, DefaultMaxConnsPerSource)
 	setDefault(&c.MaxKeepAlive, DefaultMaxKeepAlive)
 	setDefault(&c.MaxConcurrentAuth, DefaultMaxConcurrentAuth)
+	setDefault(&c.MaxSessions, DefaultMaxSessions)
 	setDefault(&c.AuthBackoffMax, DefaultAuthBackoffMax)
 	if c.MaxTopicLength == 0 {
 		c.MaxTopicLength = DefaultMaxTopicLength

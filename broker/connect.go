@@ -17,7 +17,7 @@ const droppedWillTopic = "$SYS/tributary/dropped-will"
 // does not name another user's session, and whose Will topic the user may publish to.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if h.accounts == nil {
-		return true
+		return h.admitSession(cl, pk)
 	}
 	u, code := h.checkPassword(cl, pk)
 	if u == nil {
@@ -34,6 +34,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		h.rlog.Warn("will refused", "connection refused: will topic outside the user's publish ACL",
 			"client", clip(cl.ID), "username", u.Name, "will_topic", clip(pk.Connect.WillTopic), "remote", cl.Net.Remote)
 		return h.refuseConnect(cl, packets.ErrNotAuthorized)
+	}
+	if !h.admitSession(cl, pk) {
+		return false
 	}
 	// admit fails if a reload replaced the user meanwhile: the password was checked against
 	// credentials no longer in force.
@@ -130,6 +133,26 @@ func (h *hook) ownsSession(cl *mqtt.Client, u *user) bool {
 	h.rlog.Warn("takeover", "connection refused: client ID belongs to another user's session",
 		"client", clip(cl.ID), "username", u.Name, "owner", owner, "remote", cl.Net.Remote)
 	return h.refuseConnect(cl, packets.ErrClientIdentifierNotValid)
+}
+
+// admitSession refuses a CONNECT that would create a new persistent session once the broker
+// holds MaxSessions sessions (connected or stored): each stored session keeps a subscription
+// set and a message queue in memory. Clean sessions and resumed ones are not refused.
+func (h *hook) admitSession(cl *mqtt.Client, pk packets.Packet) bool {
+	persistent := !pk.Connect.Clean
+	if pk.ProtocolVersion == 5 {
+		persistent = pk.Properties.SessionExpiryInterval > 0
+	}
+	if !persistent || h.maxSessions <= 0 {
+		return true
+	}
+	if _, resumed := h.srv.Clients.Get(cl.ID); resumed || h.srv.Clients.Len() < h.maxSessions {
+		return true
+	}
+	h.stats.refused[refuseSessions].Add(1)
+	h.rlog.Warn("sessions full", "connection refused: the broker holds the maximum number of sessions",
+		"client", clip(cl.ID), "username", clip(string(cl.Properties.Username)), "limit", h.maxSessions, "remote", cl.Net.Remote)
+	return h.refuseConnect(cl, packets.ErrQuotaExceeded)
 }
 
 // refuseConnect answers a CONNECT with code (mapped for MQTT 3.1.1, see OnPacketEncode) and closes the

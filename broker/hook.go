@@ -44,6 +44,7 @@ type hook struct {
 	auth            *authGate
 	maxKeepAlive    time.Duration
 	maxConnsPerUser int
+	maxSessions     int
 	// Advertised in MQTT 5 CONNACKs (see OnPacketEncode).
 	maxPacketSize     uint32
 	topicAliasMaximum uint16
