@@ -108,7 +108,7 @@ type Config struct {
 	MaxTopicLevels int
 	// MaxConnsPerUser and MaxConnsPerSource bound the connections of one user name and of one
 	// source IP address (counted from accept, before CONNECT); MaxKeepAlive is the longest
-	// keep-alive granted (see DefaultMaxKeepAlive). Negative disables a limit.
+	// keep-alive granted (see DefaultMaxKeepAlive). Zero selects the default, negative disables a limit.
 	MaxConnsPerUser   int
 	MaxConnsPerSource int
 	MaxKeepAlive      time.Duration
@@ -291,8 +291,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("broker: topic limits %d bytes, %d levels: negative", c.MaxTopicLength, c.MaxTopicLevels)
 	case c.MaxConcurrentAuth < 0:
 		return fmt.Errorf("broker: max concurrent auth %d is negative", c.MaxConcurrentAuth)
-	case c.MaxKeepAlive < 0 || c.MaxKeepAlive > math.MaxUint16*time.Second:
-		return fmt.Errorf("broker: max keep-alive %s out of range 0..%ds", c.MaxKeepAlive, math.MaxUint16)
+	case c.MaxKeepAlive > math.MaxUint16*time.Second:
+		return fmt.Errorf("broker: max keep-alive %s above %ds", c.MaxKeepAlive, math.MaxUint16)
 	case c.MaxClientBuffer < 0:
 		return fmt.Errorf("broker: max client buffer %d is negative", c.MaxClientBuffer)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/broker"
 	"github.com/tributary-iot/tributary/overlay"
 )
 
@@ -64,6 +65,19 @@ type MQTTConfig struct {
 	UsersFile      string           `toml:"users_file"`
 	Unmapped       string           `toml:"unmapped"` // refuse or local: topics without a stream
 	Listeners      []ListenerConfig `toml:"listener"`
+
+	// Protective limits; see broker.Config.
+	MaxSessions             int      `toml:"max_sessions"`
+	MaxConnectionsPerUser   int      `toml:"max_connections_per_user"`
+	MaxConnectionsPerSource int      `toml:"max_connections_per_source"`
+	MaxKeepAlive            Duration `toml:"max_keepalive"`
+	MaxTopicLength          int      `toml:"max_topic_length"`
+	MaxTopicLevels          int      `toml:"max_topic_levels"`
+	WriteTimeout            Duration `toml:"write_timeout"`
+	MaxClientBuffer         Size     `toml:"max_client_buffer"`
+	MaxConcurrentAuth       int      `toml:"max_concurrent_auth"`
+	AuthBackoffMax          Duration `toml:"auth_backoff_max"`
+	LogRepeatInterval       Duration `toml:"log_repeat_interval"`
 }
 
 // ListenerConfig is one MQTT listener.
@@ -121,8 +135,19 @@ func defaultConfig() Config {
 		StopTimeout: Duration(defaultStopTimeout),
 		Log:         LogConfig{Level: "info", Format: "text"},
 		MQTT: MQTTConfig{
-			Unmapped:  "refuse",
-			Listeners: []ListenerConfig{{Type: "tcp", Address: "127.0.0.1:1883"}},
+			Unmapped:                "refuse",
+			MaxSessions:             broker.DefaultMaxSessions,
+			MaxConnectionsPerUser:   broker.DefaultMaxConnsPerUser,
+			MaxConnectionsPerSource: broker.DefaultMaxConnsPerSource,
+			MaxKeepAlive:            Duration(broker.DefaultMaxKeepAlive),
+			MaxTopicLength:          broker.DefaultMaxTopicLength,
+			MaxTopicLevels:          broker.DefaultMaxTopicLevels,
+			WriteTimeout:            Duration(broker.DefaultWriteTimeout),
+			MaxClientBuffer:         Size(broker.DefaultMaxClientBuffer),
+			MaxConcurrentAuth:       broker.DefaultMaxConcurrentAuth,
+			AuthBackoffMax:          Duration(broker.DefaultAuthBackoffMax),
+			LogRepeatInterval:       Duration(broker.DefaultLogRepeatInterval),
+			Listeners:               []ListenerConfig{{Type: "tcp", Address: "127.0.0.1:1883"}},
 		},
 		Storage: StorageConfig{
 			Quota:      Size(2 << 30),
@@ -250,6 +275,11 @@ func (c *Config) validate() error {
 	check(oneOf(c.Log.Format, "text", "json"), "log.format %q: want text or json", c.Log.Format)
 	check(oneOf(c.Signing.OnUnsyncedClock, "sign", "hold"), "signing.on_unsynced_clock %q: want sign or hold", c.Signing.OnUnsyncedClock)
 	check(oneOf(c.MQTT.Unmapped, "refuse", "local"), "mqtt.unmapped %q: want refuse or local", c.MQTT.Unmapped)
+	check(c.MQTT.MaxTopicLength > 0 && c.MQTT.MaxTopicLevels > 0, "mqtt.max_topic_length and mqtt.max_topic_levels: must be positive")
+	check(c.MQTT.WriteTimeout > 0 && c.MQTT.MaxClientBuffer > 0, "mqtt.write_timeout and mqtt.max_client_buffer: must be positive")
+	check(c.MQTT.MaxConcurrentAuth > 0, "mqtt.max_concurrent_auth: must be positive")
+	check(c.MQTT.LogRepeatInterval > 0, "mqtt.log_repeat_interval: must be positive")
+	check(c.MQTT.MaxKeepAlive >= 0 && time.Duration(c.MQTT.MaxKeepAlive) <= 65535*time.Second, "mqtt.max_keepalive: 0s (no maximum) to 18h12m15s")
 	check(len(c.MQTT.Listeners) > 0, "mqtt.listener: at least one listener is needed")
 	for i, l := range c.MQTT.Listeners {
 		check(oneOf(l.Type, "tcp", "ws", "tls", "wss"), "mqtt.listener[%d].type %q: want tcp, ws, tls or wss", i, l.Type)

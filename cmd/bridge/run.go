@@ -488,15 +488,42 @@ func storageOptions(cfg *Config, log *slog.Logger, reg prometheus.Registerer) st
 func storageDir(cfg *Config) string { return cfg.StateDir + "/data" }
 
 func brokerConfig(cfg *Config, reg prometheus.Registerer) broker.Config {
+	m := cfg.MQTT
 	bc := broker.Config{
-		UsersFile:      cfg.MQTT.UsersFile,
-		AllowAnonymous: cfg.MQTT.AllowAnonymous,
-		Registerer:     reg,
+		UsersFile:         m.UsersFile,
+		AllowAnonymous:    m.AllowAnonymous,
+		Registerer:        reg,
+		MaxSessions:       orNone(m.MaxSessions),
+		MaxConnsPerUser:   orNone(m.MaxConnectionsPerUser),
+		MaxConnsPerSource: orNone(m.MaxConnectionsPerSource),
+		MaxKeepAlive:      time.Duration(m.MaxKeepAlive),
+		MaxTopicLength:    m.MaxTopicLength,
+		MaxTopicLevels:    m.MaxTopicLevels,
+		WriteTimeout:      time.Duration(m.WriteTimeout),
+		MaxClientBuffer:   int(m.MaxClientBuffer),
+		MaxConcurrentAuth: m.MaxConcurrentAuth,
+		AuthBackoffMax:    time.Duration(m.AuthBackoffMax),
+		LogRepeatInterval: time.Duration(m.LogRepeatInterval),
+	}
+	if m.MaxKeepAlive == 0 {
+		bc.MaxKeepAlive = -1 // 0 in the file: no maximum
+	}
+	if m.AuthBackoffMax == 0 {
+		bc.AuthBackoffMax = -1
 	}
 	for _, l := range cfg.MQTT.Listeners {
 		bc.Listeners = append(bc.Listeners, broker.Listener{Type: l.Type, Address: l.Address, CertFile: l.CertFile, KeyFile: l.KeyFile})
 	}
 	return bc
+}
+
+// orNone maps a config limit where 0 means "no limit" onto broker.Config, where 0 means the
+// default and a negative value none.
+func orNone(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // keyOptions builds the key backend options from the config.
