@@ -246,21 +246,11 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MaxConcurrentAuth, DefaultMaxConcurrentAuth)
 	setDefault(&c.MaxSessions, DefaultMaxSessions)
 	setDefault(&c.AuthBackoffMax, DefaultAuthBackoffMax)
-	if c.MaxTopicLength == 0 {
-		c.MaxTopicLength = DefaultMaxTopicLength
-	}
-	if c.MaxTopicLevels == 0 {
-		c.MaxTopicLevels = DefaultMaxTopicLevels
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.MaxClientBuffer == 0 {
-		c.MaxClientBuffer = DefaultMaxClientBuffer
-	}
-	if c.LogRepeatInterval == 0 {
-		c.LogRepeatInterval = DefaultLogRepeatInterval
-	}
+	setDefault(&c.MaxTopicLength, DefaultMaxTopicLength)
+	setDefault(&c.MaxTopicLevels, DefaultMaxTopicLevels)
+	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&c.MaxClientBuffer, DefaultMaxClientBuffer)
+	setDefault(&c.LogRepeatInterval, DefaultLogRepeatInterval)
 	if c.MochiLogLevel == nil {
 		c.MochiLogLevel = slog.LevelWarn
 	}
