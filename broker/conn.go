@@ -42,12 +42,13 @@ type writeQueue struct {
 
 	kick    chan struct{} // cap 1: pending has data or closing was set
 	flushed chan struct{} // closed when flush returns
+	closed  chan struct{} // closed when Close has closed the connection
 }
 
 func newWriteQueue(c net.Conn, timeout time.Duration, max int, onSlow func(string)) *writeQueue {
 	q := &writeQueue{
 		Conn: c, timeout: timeout, max: max, onSlow: onSlow,
-		kick: make(chan struct{}, 1), flushed: make(chan struct{}),
+		kick: make(chan struct{}, 1), flushed: make(chan struct{}), closed: make(chan struct{}),
 	}
 	go q.flush()
 	return q
@@ -133,21 +134,33 @@ func (q *writeQueue) write(out []byte) error {
 }
 
 // Close flushes what is queued (for at most closeFlush, so that a refusal or DISCONNECT
-// reaches the client) and closes the connection.
+// reaches the client) and then closes the connection, without waiting: mochi closes its
+// clients one after the other at shutdown (listeners.go:127), and one that does not read must
+// not delay the others. Closed is closed once the connection is.
 func (q *writeQueue) Close() error {
 	q.mu.Lock()
 	already := q.closing
 	q.closing = true
 	q.mu.Unlock()
-	if !already {
-		q.signal()
+	if already {
+		return nil
 	}
-	select {
-	case <-q.flushed:
-	case <-time.After(closeFlush):
-	}
-	return q.Conn.Close()
+	q.signal()
+	go func() {
+		defer close(q.closed)
+		t := time.NewTimer(closeFlush)
+		defer t.Stop()
+		select {
+		case <-q.flushed:
+		case <-t.C:
+		}
+		_ = q.Conn.Close()
+	}()
+	return nil
 }
+
+// Closed is closed once Close has closed the connection.
+func (q *writeQueue) Closed() <-chan struct{} { return q.closed }
 
 // SetDeadline sets only the read deadline: mochi sets the keepalive deadline on every packet it
 // reads (clients.go:269), which must not lift the flusher's write deadline.

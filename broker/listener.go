@@ -208,6 +208,7 @@ func (l *listener) serveConn(c net.Conn) {
 		l.log.Debug("client connection ended", "remote", remote, "err", err)
 	}
 	_ = wq.Close()
+	<-wq.Closed()
 }
 
 func isDisconnect(err error) bool {

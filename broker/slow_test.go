@@ -2,6 +2,9 @@ package broker
 
 import (
 	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"syscall"
@@ -96,4 +99,45 @@ func dialRawSmallBuffer(t *testing.T, addr string) *rawConn {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return &rawConn{t: t, conn: c, r: bufio.NewReader(c), version: 4}
+}
+
+// TestShutdownWithStalledSubscribers stops a broker while several subscribers that never read
+// hold a backlog: each connection gets at most closeFlush to take its last bytes, all at once,
+// so shutdown does not grow with their number.
+func TestShutdownWithStalledSubscribers(t *testing.T) {
+	logs := &logBuffer{}
+	b, err := New(Config{Listeners: []Listener{{Type: "tcp", Address: "127.0.0.1:0"}}, MaxClientBuffer: 64 << 20},
+		&testHandler{durable: true}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	<-b.Ready()
+	addr := b.Addrs()[0].String()
+	const stalled = 8
+	for i := range stalled {
+		rc := dialRawSmallBuffer(t, addr)
+		if rc.connect(rc.connectPacket(fmt.Sprintf("stalled-%d", i), "", "")) != 0 || rc.subscribe("#", 0) != 0 {
+			t.Fatal("stalled subscriber not set up")
+		}
+	}
+	pub := dialV3(t, "tcp://"+addr, "pub", nil)
+	payload := strings.Repeat("x", 64<<10)
+	for range 200 { // 12.8 MB per subscriber: far more than its socket takes
+		publishV3(t, pub, "s/1", 0, false, payload)
+	}
+	pub.Disconnect(0)
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(stalled * closeFlush):
+		t.Fatalf("shutdown with %d stalled subscribers takes more than %s", stalled, stalled*closeFlush)
+	}
+	t.Logf("shutdown with %d stalled subscribers took %s", stalled, time.Since(start).Round(time.Millisecond))
 }
