@@ -118,6 +118,7 @@ func runOrderer(t *testing.T, cfg OrderConfig) *Orderer {
 }
 
 func TestOrderer(t *testing.T) {
+	chainStart = time.Now().UnixMilli() // recent, however long earlier tests took
 	msgs := chainMessages(6)
 	tests := []struct {
 		name     string
@@ -163,6 +164,7 @@ func TestOrderer(t *testing.T) {
 // A restarted subscriber continues from its saved position: what it missed
 // while down is filled instead of skipped.
 func TestOrdererResumesFromSavedPosition(t *testing.T) {
+	chainStart = time.Now().UnixMilli() // recent, however long earlier tests took
 	msgs := chainMessages(5)
 	positions := &memPositions{states: map[string]streamr.ChainState{}}
 	var first collector
@@ -187,6 +189,7 @@ func TestOrdererResumesFromSavedPosition(t *testing.T) {
 }
 
 func TestOrdererBoundsHeldMessages(t *testing.T) {
+	chainStart = time.Now().UnixMilli() // recent, however long earlier tests took
 	msgs := chainMessages(10)
 	o := NewOrderer(OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}, MaxHeld: 3})
 	var c collector
@@ -204,6 +207,7 @@ func TestOrdererBoundsHeldMessages(t *testing.T) {
 // up from the first message it sees: what was published before it started
 // is a resend question, not a gap.
 func TestOrdererJoinsRunningChain(t *testing.T) {
+	chainStart = time.Now().UnixMilli() // recent, however long earlier tests took
 	old := chainStart
 	chainStart = time.Now().Add(-time.Hour).UnixMilli()
 	msgs := chainMessages(8)
@@ -224,6 +228,7 @@ func TestOrdererJoinsRunningChain(t *testing.T) {
 
 // Each delivered message comes with its own bytes, also when it was held.
 func TestOrdererKeepsEncodedWithMessage(t *testing.T) {
+	chainStart = time.Now().UnixMilli() // recent, however long earlier tests took
 	msgs := chainMessages(4)
 	o := NewOrderer(OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}})
 	var mismatches int
@@ -250,6 +255,7 @@ func TestOrdererKeepsEncodedWithMessage(t *testing.T) {
 // A storage node's Orderer drops the newest held messages at the bound
 // instead of giving the gap up; resend brings them back.
 func TestOrdererKeepGapsRefetchesOverflow(t *testing.T) {
+	chainStart = time.Now().UnixMilli() // recent, however long earlier tests took
 	msgs := chainMessages(10)
 	resender := &fakeResender{msgs: msgs}
 	o := runOrderer(t, OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}, MaxHeld: 3, KeepGaps: true, Resender: resender})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -181,14 +182,10 @@ func newRogue(t *testing.T, transport string, target *Node, part *Partition) *ro
 		t.Fatal(err)
 	}
 	// The target lists the rogue once the rogue's own stream carried its
-	// subscription, so the rogue's messages have a way out.
-	waitFor(t, 10*time.Second, "the target to see the rogue in the topic", func() bool {
-		for _, p := range part.t.ListPeers() {
-			if p == h.ID() {
-				return true
-			}
-		}
-		return false
+	// subscription, and the rogue lists the target once the target's did:
+	// only then does the rogue's publish go to the target.
+	waitFor(t, 10*time.Second, "the target and the rogue to see each other in the topic", func() bool {
+		return slices.Contains(part.t.ListPeers(), h.ID()) && slices.Contains(tp.ListPeers(), target.host.ID())
 	})
 	return &rogue{topic: tp, id: h.ID()}
 }
