@@ -2,11 +2,11 @@ package bridge
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tributary-iot/tributary/streamr"
@@ -26,20 +25,20 @@ type History interface {
 	Messages(part streamr.StreamPartID, from, to int64, fn func(encoded []byte) error) error
 }
 
-// NewHTTPHandler serves the local HTTP API:
+// newHTTPHandler serves the local HTTP API:
 //
-//	/metrics  Prometheus metrics from gatherer
-//	/healthz  200 while health returns nil
+//	/metrics  Prometheus metrics from cfg.Gatherer
+//	/healthz  200 while cfg.Health returns nil
 //	/receipts how far each receiver holds this gateway's chains, per stream partition (JSON)
 //	/streams  the stream partitions with stored messages, if history is a PartLister (JSON)
 //	/streams/{id}/data/partitions/{p}/{last|from|range}?format=raw
 //	          the Streamr storage node's resend queries, answered from
 //	          history in the raw format ([uint32 length][StreamMessage]…)
-func NewHTTPHandler(history History, gatherer prometheus.Gatherer, health func() error, receipts *Receipts, log *slog.Logger) http.Handler {
+func newHTTPHandler(cfg HTTPServerConfig, m *httpMetrics, logs *logLimiter) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := health(); err != nil {
+		if err := cfg.Health(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -47,12 +46,18 @@ func NewHTTPHandler(history History, gatherer prometheus.Gatherer, health func()
 	})
 	mux.HandleFunc("GET /receipts", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(receipts.Progress())
+		_ = json.NewEncoder(w).Encode(cfg.Receipts.Progress())
 	})
-	if lister, ok := history.(PartLister); ok {
+	if lister, ok := cfg.History.(PartLister); ok {
 		mux.HandleFunc("GET /streams", func(w http.ResponseWriter, _ *http.Request) { serveParts(w, lister) })
 	}
-	h := &resendHandler{history: history, log: log}
+	h := &resendHandler{
+		history:      cfg.History,
+		queries:      make(chan struct{}, cfg.MaxQueries),
+		writeTimeout: cfg.WriteTimeout,
+		m:            m,
+		log:          logs,
+	}
 	mux.HandleFunc("GET /streams/{id}/data/partitions/{partition}/{query}", h.serve)
 	return mux
 }
@@ -80,8 +85,11 @@ func serveParts(w http.ResponseWriter, lister PartLister) {
 }
 
 type resendHandler struct {
-	history History
-	log     *slog.Logger
+	history      History
+	queries      chan struct{} // semaphore of queries in flight
+	writeTimeout time.Duration // per write of the answer
+	m            *httpMetrics
+	log          *logLimiter
 }
 
 // ResendQuery is a parsed resend request.
@@ -97,21 +105,50 @@ type ResendQuery struct {
 func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {
 	q, err := parseResendQuery(r.PathValue("id"), r.PathValue("partition"), r.PathValue("query"), r.URL.Query())
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		writeJSONError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if f := r.URL.Query().Get("format"); f != "" && f != "raw" {
-		http.Error(w, fmt.Sprintf("format %q: only format=raw is served", f), http.StatusBadRequest)
+		writeJSONError(w, http.StatusBadRequest, fmt.Sprintf("format %q: only format=raw is served", f))
+		return
+	}
+	select {
+	case h.queries <- struct{}{}:
+		defer func() { <-h.queries }()
+	default:
+		h.m.refused.WithLabelValues(refusedQueries).Inc()
+		h.log.Warn(refusedQueries, "resend query refused: too many in flight", "max_queries", cap(h.queries))
+		w.Header().Set("Retry-After", "1")
+		writeJSONError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many resend queries in flight (http.max_queries = %d)", cap(h.queries)))
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	bw := bufio.NewWriter(w)
-	if err := WriteResend(h.history, q, streamr.NewRawWriter(bw)); err != nil {
-		// Headers may be out already; the client sees a truncated frame.
-		h.log.Warn("resend failed", "stream_part", q.Part.String(), "err", err)
-		return
+	// The answer streams through a small buffer; each write must finish
+	// within writeTimeout, so a client that stops reading frees its slot.
+	bw := bufio.NewWriterSize(&deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: h.writeTimeout}, 32<<10)
+	err = WriteResend(h.history, q, streamr.NewRawWriter(bw))
+	if err == nil {
+		err = bw.Flush()
 	}
-	_ = bw.Flush()
+	if err != nil {
+		// Headers may be out already; the client sees a truncated frame.
+		h.m.aborted.Inc()
+		h.log.Warn("resend_failed", "resend answer cut off", "stream_part", q.Part.String(), "remote", r.RemoteAddr, "err", err)
+	}
+}
+
+// deadlineWriter gives each write to the client its own deadline.
+type deadlineWriter struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if err := d.rc.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
+		return 0, fmt.Errorf("set write deadline: %w", err)
+	}
+	return d.w.Write(p)
 }
 
 // WriteResend writes the messages matching q to out in stream order.
@@ -128,33 +165,44 @@ func WriteResend(history History, q ResendQuery, out *streamr.RawWriter) error {
 	})
 }
 
-// writeLast keeps a ring of the newest q.Last matching messages.
+// errEnough stops an iteration that has written what it should.
+var errEnough = errors.New("enough messages")
+
+// writeLast writes the newest q.Last matching messages in two passes, one
+// counting the matches and one writing all but the first total-q.Last of
+// them, so memory stays bounded whatever q.Last. Messages committed between
+// the passes are not included.
 func writeLast(history History, q ResendQuery, out *streamr.RawWriter) error {
-	ring := make([][]byte, 0, q.Last)
-	next := 0
+	total := 0
 	err := history.Messages(q.Part, 0, math.MaxInt64, func(encoded []byte) error {
 		ok, err := q.matches(encoded)
-		if err != nil || !ok {
-			return err
+		if ok {
+			total++
 		}
-		encoded = bytes.Clone(encoded) // valid only during the call
-		if len(ring) < q.Last {
-			ring = append(ring, encoded)
-			return nil
-		}
-		ring[next] = encoded
-		next = (next + 1) % q.Last
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	for i := range ring {
-		if err := out.WriteFrame(ring[(next+i)%len(ring)]); err != nil {
+	skip, left := total-q.Last, min(total, q.Last)
+	err = history.Messages(q.Part, 0, math.MaxInt64, func(encoded []byte) error {
+		ok, err := q.matches(encoded)
+		switch {
+		case err != nil || !ok:
 			return err
+		case skip > 0:
+			skip--
+			return nil
+		case left == 0:
+			return errEnough
 		}
+		left--
+		return out.WriteFrame(encoded)
+	})
+	if errors.Is(err, errEnough) {
+		return nil
 	}
-	return nil
+	return err
 }
 
 func (q ResendQuery) matches(encoded []byte) (bool, error) {

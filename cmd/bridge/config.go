@@ -104,7 +104,13 @@ type SigningConfig struct {
 
 // HTTPConfig is the local HTTP API: metrics, health, and data export.
 type HTTPConfig struct {
-	Address string `toml:"address"` // "" disables it
+	Address           string   `toml:"address"`             // "" disables it
+	AllowAnonymous    bool     `toml:"allow_anonymous"`     // serve beyond loopback without authentication
+	MaxRequests       int      `toml:"max_requests"`        // requests in flight
+	MaxQueries        int      `toml:"max_queries"`         // resend queries in flight
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"` // per request header
+	WriteTimeout      Duration `toml:"write_timeout"`       // per answer, and per write of a streamed one
+	IdleTimeout       Duration `toml:"idle_timeout"`        // keep-alive connections
 }
 
 // RuleConfig is one [[rule]] table; see bridge.RuleConfig.
@@ -160,7 +166,14 @@ func defaultConfig() Config {
 			Required: string(bridge.ReceiptsNone), Peers: []string{},
 			PollInterval: Duration(30 * time.Second), Timeout: Duration(5 * time.Second),
 		},
-		HTTP: HTTPConfig{Address: "127.0.0.1:7171"},
+		HTTP: HTTPConfig{
+			Address:           "127.0.0.1:7171",
+			MaxRequests:       bridge.DefaultHTTPMaxRequests,
+			MaxQueries:        bridge.DefaultHTTPMaxQueries,
+			ReadHeaderTimeout: Duration(bridge.DefaultHTTPReadHeaderTimeout),
+			WriteTimeout:      Duration(bridge.DefaultHTTPWriteTimeout),
+			IdleTimeout:       Duration(bridge.DefaultHTTPIdleTimeout),
+		},
 		Overlay: OverlayConfig{
 			Enabled:        true,
 			Listen:         overlay.ListenAddrsFor("0.0.0.0", overlay.DefaultPort),
@@ -290,6 +303,9 @@ func (c *Config) validate() error {
 	check(c.Storage.Quota >= 0 && c.Storage.RetentionBytes >= 0, "storage: sizes must not be negative")
 	check(c.Storage.GCInterval > 0, "storage.gc_interval: must be positive")
 	check(c.Signing.BatchWindow >= 0, "signing.batch_window: must not be negative")
+	if err := c.HTTP.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.Overlay.Retry > 0, "overlay.retry: must be positive")
 	check(c.Overlay.RedialInterval > 0, "overlay.redial_interval: must be positive")
 	check(c.Overlay.MaxConnections > 0, "overlay.max_connections: must be positive")

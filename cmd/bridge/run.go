@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -400,21 +399,15 @@ func (g *gateway) serveHTTP(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http.address %s: %w", g.cfg.HTTP.Address, err)
 	}
-	srv := &http.Server{
-		Handler:           bridge.NewHTTPHandler(g.store, g.reg, func() error { return g.pipeline.Health(maxStall) }, g.receipts, g.log),
-		ReadHeaderTimeout: 10 * time.Second,
+	hcfg := g.cfg.httpServerConfig(g.reg, g.log)
+	hcfg.History, hcfg.Receipts = g.store, g.receipts
+	hcfg.Health = func() error { return g.pipeline.Health(maxStall) }
+	srv, err := bridge.NewHTTPServer(ln, hcfg)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("http.address %s: %w", g.cfg.HTTP.Address, err)
 	}
-	g.log.Info("http api listening", "address", ln.Addr().String())
-	go func() {
-		<-ctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("http api: %w", err)
-	}
-	return nil
+	return srv.Serve(ctx)
 }
 
 func (g *gateway) close() {

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/bridge"
+)
+
+// validate checks the [http] table. An address reachable beyond loopback
+// needs allow_anonymous, since the API has no authentication yet; the
+// server checks the bound address again.
+func (h HTTPConfig) validate() error {
+	var errs []error
+	if h.Address != "" && !h.AllowAnonymous && !isLoopbackAddress(h.Address) {
+		errs = append(errs, fmt.Errorf("http.address %q: reachable beyond loopback, and the HTTP API has no authentication: "+
+			"use 127.0.0.1 (or localhost, [::1]), or set http.allow_anonymous = true", h.Address))
+	}
+	if h.MaxRequests <= 0 || h.MaxQueries <= 0 {
+		errs = append(errs, errors.New("http.max_requests and http.max_queries: must be positive"))
+	}
+	if h.ReadHeaderTimeout <= 0 || h.WriteTimeout <= 0 || h.IdleTimeout <= 0 {
+		errs = append(errs, errors.New("http.read_header_timeout, http.write_timeout and http.idle_timeout: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// isLoopbackAddress reports whether host:port names only loopback: an IP
+// literal of the loopback range or "localhost".
+func isLoopbackAddress(address string) bool {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (c *Config) httpServerConfig(reg *prometheus.Registry, log *slog.Logger) bridge.HTTPServerConfig {
+	return bridge.HTTPServerConfig{
+		Gatherer:          reg,
+		AllowAnonymous:    c.HTTP.AllowAnonymous,
+		MaxRequests:       c.HTTP.MaxRequests,
+		MaxQueries:        c.HTTP.MaxQueries,
+		ReadHeaderTimeout: time.Duration(c.HTTP.ReadHeaderTimeout),
+		WriteTimeout:      time.Duration(c.HTTP.WriteTimeout),
+		IdleTimeout:       time.Duration(c.HTTP.IdleTimeout),
+		Registerer:        reg,
+		Logger:            log,
+	}
+}
