@@ -44,16 +44,19 @@ type Options struct {
 	// QuotaBytes caps the database's on-disk size (LSM tree and value log).
 	// Append refuses durable readings with ErrQuotaExceeded once the size
 	// would exceed it, and non-durable (QoS 0) readings from 90% of it, so
-	// QoS 0 goes first. Signing (CommitSigned) is never refused. 0 means
+	// QoS 0 goes first. Signing (CommitSigned) is never refused for quota. 0 means
 	// unlimited.
 	QuotaBytes int64
 
 	// MinFreeBytes is the free space Append keeps on the file system: below
-	// it every append fails with ErrDiskFull. Badger writes through
-	// memory-mapped files, where running out of space is a fatal SIGBUS
-	// rather than an error, so the margin must cover a memtable flush, a
-	// value log file and compaction output. 0 means DefaultMinFreeBytes;
-	// negative disables the check.
+	// it every append fails with ErrDiskFull, and Open refuses to open the
+	// database. Badger writes through memory-mapped files, where running
+	// out of space is a fatal SIGBUS rather than an error, so the margin
+	// must cover a memtable flush, a value log file and compaction output.
+	// Below 4× it the files Badger is writing are preallocated (counted as
+	// used), so another writer filling the disk cannot leave them without
+	// blocks; below half of it signing and retention stop as well. 0 means
+	// DefaultMinFreeBytes; negative disables the checks.
 	MinFreeBytes int64
 
 	Retention      time.Duration // delete signed messages older than this (by message timestamp); 0 keeps them

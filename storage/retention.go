@@ -52,6 +52,10 @@ func (s *Store) gcLoop(ctx context.Context) {
 
 // maintain applies retention as of now, then reclaims value log space.
 func (s *Store) maintain(ctx context.Context, now time.Time) {
+	if err := s.space.secure(); err != nil {
+		s.log.Warn("retention and value log GC wait for free space", "err", err)
+		return
+	}
 	before := s.signedTotal()
 	n, err := s.applyRetention(ctx, now)
 	if err != nil {

@@ -42,6 +42,9 @@ func (s *Store) CommitSigned(ctx context.Context, msgs []Signed, chains map[stri
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	if err := s.space.secure(); err != nil {
+		return fmt.Errorf("commit signed messages: %w", err)
+	}
 	s.signMu.Lock()
 	defer s.signMu.Unlock()
 	start := time.Now()

@@ -49,6 +49,9 @@ func Open(opts Options) (*Store, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("storage options: %w", err)
 	}
+	if err := CheckFree(opts.Dir, opts.MinFreeBytes); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create storage dir: %w", err)
 	}
@@ -62,7 +65,7 @@ func Open(opts Options) (*Store, error) {
 		log:  opts.Logger.With("component", "storage"),
 		wake: make(chan struct{}, 1),
 	}
-	s.space.dir = opts.Dir
+	s.space.dir, s.space.minFree = opts.Dir, opts.MinFreeBytes
 	if err := s.load(); err != nil {
 		return nil, errors.Join(fmt.Errorf("storage %s: %w", opts.Dir, err), db.Close())
 	}
@@ -72,6 +75,7 @@ func Open(opts Options) (*Store, error) {
 	if err := s.space.measure(); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
+	s.space.holdReserve()
 	s.log.Info("storage opened", "dir", opts.Dir, "next_seq", s.nextSeq, "next_pos", s.nextPos,
 		"pending", s.pending.Load(), "signed_bytes", s.signedBytes)
 	return s, nil
@@ -84,6 +88,9 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.stop(ErrClosed)
+	if s.space.releaseReserve() {
+		s.log.Warn("disk nearly full: released the flush reserve for closing the database", "dir", s.opts.Dir)
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close badger database %s: %w", s.opts.Dir, err)
 	}
