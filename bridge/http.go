@@ -45,6 +45,10 @@ func newHTTPHandler(cfg HTTPServerConfig, m *httpMetrics, logs *logLimiter) http
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /receipts", func(w http.ResponseWriter, _ *http.Request) {
+		if cfg.Receipts == nil {
+			writeJSONError(w, http.StatusServiceUnavailable, "receipts are not tracked (storage not open)")
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(cfg.Receipts.Progress())
 	})
@@ -110,6 +114,10 @@ func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if f := r.URL.Query().Get("format"); f != "" && f != "raw" {
 		writeJSONError(w, http.StatusBadRequest, fmt.Sprintf("format %q: only format=raw is served", f))
+		return
+	}
+	if h.history == nil {
+		writeJSONError(w, http.StatusServiceUnavailable, "storage is not open (disk full?)")
 		return
 	}
 	select {

@@ -88,6 +88,16 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger, hangup <-chan os.Si
 		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
 	}
 	g, err := startGateway(ctx, cfg, log)
+	for errors.Is(err, storage.ErrDiskFull) {
+		// Running and refusing beats crash-looping until space is freed.
+		if err = refuseUntilSpace(ctx, cfg, log, err); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil // stopped while refusing
+		}
+		g, err = startGateway(ctx, cfg, log)
+	}
 	if err != nil {
 		return err
 	}
