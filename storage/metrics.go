@@ -16,6 +16,7 @@ type metrics struct {
 	batchSize     prometheus.Histogram // readings per synced txn
 	commits       prometheus.Counter   // synced group-commit txns
 	refusals      *prometheus.CounterVec
+	diskWaits     *prometheus.CounterVec // signing or retention held off a nearly full disk
 
 	unackedDropped prometheus.Counter // deleted before a required receiver acknowledged them
 }
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Name: "tributary_storage_refused_appends_total",
 			Help: "Appends refused for lack of space, by reason (quota, disk) and durability.",
 		}, []string{"reason", "durable"}),
+		diskWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tributary_storage_disk_full_waits_total",
+			Help: "Signing commits and retention passes held off because free space was below half of min_free, by writer (sign, retention).",
+		}, []string{"writer"}),
 		unackedDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tributary_storage_unacknowledged_dropped_total",
 			Help: "Messages retention deleted before a required receiver acknowledged them, because the disk quota forced it.",
@@ -61,13 +66,16 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Name: "tributary_storage_vlog_bytes", Help: "Disk space used by the value log.",
 		}, func() float64 { _, vlog := s.space.usage(); return float64(vlog) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tributary_storage_fs_free_bytes", Help: "Free space on the file system of the database, as last checked.",
+		}, func() float64 { return float64(s.space.lastFree()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tributary_storage_pending_readings", Help: "Readings stored and not yet signed.",
 		}, func() float64 { return float64(s.pending.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tributary_storage_signed_bytes", Help: "Encoded bytes of stored signed messages.",
 		}, func() float64 { return float64(s.signedTotal()) }),
 	}
-	for _, c := range append(gauges, m.commitSeconds, m.signSeconds, m.batchSize, m.commits, m.refusals, m.unackedDropped) {
+	for _, c := range append(gauges, m.commitSeconds, m.signSeconds, m.batchSize, m.commits, m.refusals, m.diskWaits, m.unackedDropped) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

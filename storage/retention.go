@@ -53,6 +53,7 @@ func (s *Store) gcLoop(ctx context.Context) {
 // maintain applies retention as of now, then reclaims value log space.
 func (s *Store) maintain(ctx context.Context, now time.Time) {
 	if err := s.space.secure(); err != nil {
+		s.m.diskWaits.WithLabelValues("retention").Inc()
 		s.log.Warn("retention and value log GC wait for free space", "err", err)
 		return
 	}

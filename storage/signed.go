@@ -43,6 +43,7 @@ func (s *Store) CommitSigned(ctx context.Context, msgs []Signed, chains map[stri
 		return ErrClosed
 	}
 	if err := s.space.secure(); err != nil {
+		s.m.diskWaits.WithLabelValues("sign").Inc()
 		return fmt.Errorf("commit signed messages: %w", err)
 	}
 	s.signMu.Lock()

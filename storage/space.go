@@ -281,6 +281,13 @@ func (t *spaceTracker) maybeMeasure(log *slog.Logger) bool {
 	return true
 }
 
+// lastFree returns the free space as last checked.
+func (t *spaceTracker) lastFree() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.free
+}
+
 // usage returns the measured sizes.
 func (t *spaceTracker) usage() (lsm, vlog int64) {
 	t.mu.Lock()

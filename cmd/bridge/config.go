@@ -16,6 +16,7 @@ import (
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/broker"
 	"github.com/tributary-iot/tributary/overlay"
+	"github.com/tributary-iot/tributary/storage"
 )
 
 // exampleConfig documents every key; `bridge config example` prints it and
@@ -94,6 +95,7 @@ type StorageConfig struct {
 	Retention      Duration `toml:"retention"`
 	RetentionBytes Size     `toml:"retention_bytes"`
 	GCInterval     Duration `toml:"gc_interval"`
+	MinFree        Size     `toml:"min_free"` // free space kept on the file system; "0 B" = unchecked
 }
 
 // SigningConfig sets the clock policy and the signing cadence.
@@ -159,6 +161,7 @@ func defaultConfig() Config {
 			Quota:      Size(2 << 30),
 			Retention:  Duration(30 * 24 * time.Hour),
 			GCInterval: Duration(5 * time.Minute),
+			MinFree:    Size(storage.DefaultMinFreeBytes),
 		},
 		Signing: SigningConfig{OnUnsyncedClock: "sign", BatchWindow: Duration(10 * time.Millisecond)},
 		Status:  StatusConfig{ButtonHold: Duration(3 * time.Second)},

@@ -60,7 +60,7 @@ func refuseUntilSpace(ctx context.Context, cfg *Config, log *slog.Logger, cause 
 				return nil
 			case <-t.C:
 			}
-			if err := storage.CheckFree(storageDir(cfg), 0); !errors.Is(err, storage.ErrDiskFull) {
+			if err := storage.CheckFree(storageDir(cfg), minFreeBytes(cfg)); !errors.Is(err, storage.ErrDiskFull) {
 				log.Info("disk has room again: starting storage", "err", err)
 				return nil
 			}

@@ -483,12 +483,22 @@ func storageOptions(cfg *Config, log *slog.Logger, reg prometheus.Registerer) st
 		Retention:      time.Duration(cfg.Storage.Retention),
 		RetentionBytes: int64(cfg.Storage.RetentionBytes),
 		GCInterval:     time.Duration(cfg.Storage.GCInterval),
+		MinFreeBytes:   minFreeBytes(cfg),
 		Logger:         log,
 		Registerer:     reg,
 	}
 }
 
 func storageDir(cfg *Config) string { return cfg.StateDir + "/data" }
+
+// minFreeBytes maps storage.min_free onto storage.Options, where 0 means
+// the default and a negative value no check.
+func minFreeBytes(cfg *Config) int64 {
+	if cfg.Storage.MinFree == 0 {
+		return -1
+	}
+	return int64(cfg.Storage.MinFree)
+}
 
 func brokerConfig(cfg *Config, reg prometheus.Registerer) broker.Config {
 	m := cfg.MQTT
