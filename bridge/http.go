@@ -57,7 +57,7 @@ func newHTTPHandler(cfg HTTPServerConfig, m *httpMetrics, logs *logLimiter) http
 	}
 	h := &resendHandler{
 		history:      cfg.History,
-		queries:      make(chan struct{}, cfg.MaxQueries),
+		queries:      newSlots(cfg.MaxQueries, refusedQueries, "resend queries", m, logs),
 		writeTimeout: cfg.WriteTimeout,
 		m:            m,
 		log:          logs,
@@ -90,7 +90,7 @@ func serveParts(w http.ResponseWriter, lister PartLister) {
 
 type resendHandler struct {
 	history      History
-	queries      chan struct{} // semaphore of queries in flight
+	queries      *slots        // resend queries in flight
 	writeTimeout time.Duration // per write of the answer
 	m            *httpMetrics
 	log          *logLimiter
@@ -120,16 +120,10 @@ func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "storage is not open (disk full?)")
 		return
 	}
-	select {
-	case h.queries <- struct{}{}:
-		defer func() { <-h.queries }()
-	default:
-		h.m.refused.WithLabelValues(refusedQueries).Inc()
-		h.log.Warn(refusedQueries, "resend query refused: too many in flight", "max_queries", cap(h.queries))
-		w.Header().Set("Retry-After", "1")
-		writeJSONError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many resend queries in flight (http.max_queries = %d)", cap(h.queries)))
+	if !h.queries.acquire(w) {
 		return
 	}
+	defer h.queries.release()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	// The answer streams through a small buffer; each write must finish
 	// within writeTimeout, so a client that stops reading frees its slot.

@@ -154,7 +154,7 @@ func NewHTTPServer(ln net.Listener, cfg HTTPServerConfig) (*HTTPServer, error) {
 	g := &guard{
 		next:     newHTTPHandler(cfg, m, logs),
 		m:        m,
-		requests: make(chan struct{}, cfg.MaxRequests),
+		requests: newSlots(cfg.MaxRequests, refusedBusy, "requests", m, logs),
 		log:      logs,
 	}
 	if loopback {
@@ -214,7 +214,7 @@ type guard struct {
 	next     http.Handler
 	m        *httpMetrics
 	hosts    map[string]bool // nil: any Host (non-loopback listener)
-	requests chan struct{}   // semaphore of requests in flight
+	requests *slots          // requests in flight
 	log      *logLimiter
 }
 
@@ -226,20 +226,44 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusMisdirectedRequest, "Host "+truncate(r.Host, 64)+" is not this gateway's loopback address")
 		return
 	}
-	select {
-	case g.requests <- struct{}{}:
-		defer func() { <-g.requests }()
-	default:
-		g.m.refused.WithLabelValues(refusedBusy).Inc()
-		g.log.Warn(refusedBusy, "http request refused: too many requests in flight", "max_requests", cap(g.requests))
-		w.Header().Set("Retry-After", "1")
-		writeJSONError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many requests in flight (http.max_requests = %d)", cap(g.requests)))
+	if !g.requests.acquire(w) {
 		return
 	}
+	defer g.requests.release()
 	g.m.inFlight.Inc()
 	defer g.m.inFlight.Dec()
 	g.next.ServeHTTP(w, r)
 }
+
+// slots caps work in flight, refusing (503, counted, logged) rather than
+// queueing beyond the cap: a queue would only hold attackers' requests.
+type slots struct {
+	sem    chan struct{}
+	reason string // the config key without "http.", and the metric's label
+	what   string // what is counted, for messages
+	m      *httpMetrics
+	log    *logLimiter
+}
+
+func newSlots(n int, reason, what string, m *httpMetrics, log *logLimiter) *slots {
+	return &slots{sem: make(chan struct{}, n), reason: reason, what: what, m: m, log: log}
+}
+
+// acquire takes a slot, or answers 503 and reports false.
+func (s *slots) acquire(w http.ResponseWriter) bool {
+	select {
+	case s.sem <- struct{}{}:
+		return true
+	default:
+	}
+	s.m.refused.WithLabelValues(s.reason).Inc()
+	s.log.Warn(s.reason, "http request refused: too many "+s.what+" in flight", s.reason, cap(s.sem))
+	w.Header().Set("Retry-After", "1")
+	writeJSONError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many %s in flight (http.%s = %d)", s.what, s.reason, cap(s.sem)))
+	return false
+}
+
+func (s *slots) release() { <-s.sem }
 
 // writeJSONError answers {"error": msg} with status.
 func writeJSONError(w http.ResponseWriter, status int, msg string) {
