@@ -84,9 +84,9 @@ func (c HTTPServerConfig) Validate() error {
 
 // HTTP refusal reasons, the values of bridge_http_refused_total's label.
 const (
-	refusedBusy    = "max_requests"
-	refusedQueries = "max_queries"
-	refusedHost    = "host"
+	refusedRequests = "max_requests"
+	refusedQueries  = "max_queries"
+	refusedHost     = "host"
 )
 
 type httpMetrics struct {
@@ -109,7 +109,7 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Help: "Resend answers cut off: the client stopped reading (write_timeout) or went away.",
 		}),
 	}
-	for _, r := range []string{refusedBusy, refusedQueries, refusedHost} {
+	for _, r := range []string{refusedRequests, refusedQueries, refusedHost} {
 		m.refused.WithLabelValues(r)
 	}
 	if reg != nil {
@@ -125,7 +125,7 @@ type HTTPServer struct {
 	log *slog.Logger
 }
 
-// NewHTTPServer serves the HTTP API (see NewHTTPHandler) on ln with cfg's
+// NewHTTPServer serves the HTTP API (see newHTTPHandler) on ln with cfg's
 // timeouts and limits. A listener reachable beyond loopback is refused
 // unless cfg.AllowAnonymous; on a loopback listener a request's Host header
 // must name it (localhost, 127.0.0.1 or [::1] with its port), which defeats
@@ -154,7 +154,7 @@ func NewHTTPServer(ln net.Listener, cfg HTTPServerConfig) (*HTTPServer, error) {
 	g := &guard{
 		next:     newHTTPHandler(cfg, m, logs),
 		m:        m,
-		requests: newSlots(cfg.MaxRequests, refusedBusy, "requests", m, logs),
+		requests: newSlots(cfg.MaxRequests, refusedRequests, "requests", m, logs),
 		log:      logs,
 	}
 	if loopback {

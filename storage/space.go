@@ -52,9 +52,12 @@ func (t *spaceTracker) measure() error {
 			return fmt.Errorf("measure storage dir: %w", err)
 		}
 		size := allocated(info)
-		if strings.HasSuffix(e.Name(), ".vlog") {
+		switch {
+		case e.Name() == reserveName:
+			// Our margin for Badger, not data: outside the quota.
+		case strings.HasSuffix(e.Name(), ".vlog"):
 			vlog += size
-		} else {
+		default:
 			lsm += size
 		}
 	}
@@ -86,7 +89,8 @@ func allocated(info fs.FileInfo) int64 {
 // which the writable files are preallocated; above it another writer would
 // have to take that much between two of our checks. criticalFraction of
 // MinFreeBytes is what signing keeps: below it CommitSigned and retention
-// stop too, so Badger never needs a fresh block.
+// stop too, so Badger only still needs blocks for the flushes and
+// compactions already under way.
 const (
 	preallocateBelow = 4
 	criticalFraction = 2 // MinFreeBytes / 2
