@@ -60,6 +60,7 @@ func startTestAPI(t *testing.T, store *storage.Store, cfg HTTPServerConfig) *tes
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
+		http.DefaultClient.CloseIdleConnections()
 	})
 	return &testAPI{url: "http://" + ln.Addr().String(), reg: reg, store: store}
 }
@@ -186,8 +187,8 @@ func rssAnon() uint64 {
 	return 0
 }
 
-// The attack: last?count=1000000 once, then 40 at a time, over about 60 MB
-// of stored messages. Answers stream, so the live heap grows by at most
+// The attack: last?count=1000000 once, then 40 at a time, over 60 MB of
+// stored messages. Answers stream, so the live heap grows by at most
 // 16 MiB and anonymous RSS by 48 MiB (a ring buffer of the answer held
 // 60 MB per request), at most max_queries run at once (the rest get 503,
 // counted), and a normal client's /healthz and /metrics keep a p99 under 1 s.
@@ -195,7 +196,7 @@ func TestHTTPHugeLastBoundedMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills 60 MB of Badger data")
 	}
-	const n, size = 60_000, 1000
+	const n, size = 6000, 10_000
 	store := openStore(t, t.TempDir())
 	fillStore(t, store, n, size)
 	api := startTestAPI(t, store, HTTPServerConfig{})
@@ -265,7 +266,7 @@ func checkMemory(t *testing.T, what string, heap, anon uint64) {
 	if int64(heap) > maxLiveHeapGrowth {
 		t.Errorf("%s: live heap grew %d MiB, want at most %d MiB", what, heap>>20, maxLiveHeapGrowth>>20)
 	}
-	if int64(anon) > maxRSSAnonGrowth {
+	if int64(anon) > maxRSSAnonGrowth && !raceEnabled {
 		t.Errorf("%s: RssAnon grew %d MiB, want at most %d MiB", what, anon>>20, maxRSSAnonGrowth>>20)
 	}
 }
