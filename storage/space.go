@@ -30,6 +30,7 @@ type spaceTracker struct {
 	at       time.Time
 
 	minFree     int64     // Options.MinFreeBytes; < 0 unchecked
+	checkedAt   time.Time // last statfs by secure
 	dirModified time.Time // the directory's mtime when files were last preallocated
 	noFallocate bool      // the file system cannot preallocate
 }
@@ -143,7 +144,7 @@ func (t *spaceTracker) releaseReserve() bool {
 // and new ones have appeared (the directory's mtime changed), and returns
 // ErrDiskFull if not even signing may write.
 func (t *spaceTracker) secure() error {
-	if t.minFree < 0 {
+	if t.minFree < 0 || t.roomy() {
 		return nil
 	}
 	free, err := statfsFree(t.dir)
@@ -152,7 +153,7 @@ func (t *spaceTracker) secure() error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.free = free
+	t.free, t.checkedAt = free, time.Now()
 	if free < t.minFree/criticalFraction {
 		return fmt.Errorf("%w: %d bytes free on the file system of %s, below the %d that signing keeps", ErrDiskFull, free, t.dir, t.minFree/criticalFraction)
 	}
@@ -171,6 +172,18 @@ func (t *spaceTracker) secure() error {
 	}
 	t.dirModified = info.ModTime()
 	return nil
+}
+
+// roomyRecheck is how long secure trusts a free space of at least
+// preallocateBelow × MinFreeBytes: another writer would have to fill that
+// much (256 MiB by default) faster than 25 GB/s to catch us out, and a
+// statfs per append would cost ingestion a few percent on a Pi.
+const roomyRecheck = 10 * time.Millisecond
+
+func (t *spaceTracker) roomy() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.free >= preallocateBelow*t.minFree && time.Since(t.checkedAt) < roomyRecheck
 }
 
 // preallocSlack is preallocated beyond the size at which Badger rotates a
