@@ -375,7 +375,9 @@ func (c *Config) capabilities() *mqtt.Capabilities {
 	// One above the session limit, which the sessions hook enforces first by dropping the
 	// oldest message; mochi's own check would drop the newest.
 	caps.MaximumInflight = c.MaxInflight + 1
-	caps.MaximumClientWritesPending = int32(c.MaxQueuedMessages)
+	// Room for every QoS>0 message a session may hold, so that mochi drops none of them for a
+	// full outbound queue (server.go:1100) while they are held back (see sessions).
+	caps.MaximumClientWritesPending = int32(max(c.MaxQueuedMessages, int(c.MaxInflight)+1))
 	caps.MaximumSessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
 	caps.TopicAliasMaximum = topicAliasMaximum
 	// Message.ProtocolVersion promises 4 or 5; MQTT 3.1 (3) clients are refused at CONNECT.

@@ -74,6 +74,7 @@ type sessions struct {
 
 // session is the broker's index of one client ID's queued messages.
 type session struct {
+	owner      *mqtt.Client        // the connection that established it last
 	persistent bool                // messages for it are stored
 	stored     bool                // records of it may be in the store
 	subs       map[string]struct{} // filters stored for the session
@@ -95,9 +96,9 @@ type queuedMsg struct {
 // replay is a reconnected session's resend: its messages in queueing order, sent before any
 // other PUBLISH to the client.
 type replay struct {
-	msgs []packets.Packet
-	ids  map[uint16]struct{}
-	done chan struct{}
+	msgs    []packets.Packet // set by takeOver, on the client's goroutine like the replay
+	started atomic.Bool      // mochi's own resend is over; the replay writes
+	done    chan struct{}
 }
 
 type sessionCounters struct {
@@ -127,7 +128,7 @@ func (h *sessions) Provides(b byte) bool {
 		mqtt.OnConnect, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnPacketRead, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPacketEncode,
 		mqtt.OnRetainMessage, mqtt.OnRetainedExpired, mqtt.OnQosPublish, mqtt.OnQosComplete,
-		mqtt.OnQosDropped, mqtt.OnClientExpired,
+		mqtt.OnQosDropped, mqtt.OnPublishDropped, mqtt.OnClientExpired,
 		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages,
 	}, []byte{b})
 }
@@ -149,28 +150,37 @@ func (h *sessions) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	return nil
 }
 
-// OnSessionEstablish runs before mochi inherits an existing session: it takes the session's
-// outbound messages away from mochi (which would resend them out of order) into a replay.
+// OnSessionEstablish runs before mochi inherits an existing session: it records whether the
+// new connection's session persists, and forgets the old one on a clean start.
 func (h *sessions) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if pk.Connect.Clean {
 		h.forget(cl.ID) // a clean start discards the previous session (MQTT-3.1.2-4)
 	}
 	h.mu.Lock()
-	if persistent(cl) {
-		s := h.sessionFor(cl.ID)
-		s.persistent, s.stored = true, true
-	} else if s := h.byID[cl.ID]; s != nil {
-		s.persistent = false
-	}
+	s := h.sessionFor(cl.ID)
+	s.owner, s.persistent = cl, persistent(cl)
+	s.stored = s.stored || s.persistent
 	h.mu.Unlock()
-	existing, ok := h.srv.Clients.Get(cl.ID)
-	if !ok || pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) {
-		return // no session to inherit: mochi starts afresh and drops the old one's messages
+	if existing, ok := h.srv.Clients.Get(cl.ID); ok && !pk.Connect.Clean &&
+		!(existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) {
+		// mochi will inherit the session: newer PUBLISHes wait for its replay (OnPacketEncode).
+		h.replays.Store(cl, &replay{done: make(chan struct{})})
+	}
+}
+
+// takeOver lists an inherited session's outbound messages for the replay, in queueing order.
+// It runs as the CONNACK is encoded: after mochi copied the session (server.go:576) and made cl
+// the session's client, before mochi resends the copies unordered (server.go:468), which
+// OnPacketEncode suppresses. The messages stay in mochi's inflight map, so their packet IDs
+// stay taken.
+func (h *sessions) takeOver(cl *mqtt.Client) {
+	v, ok := h.replays.Load(cl)
+	if !ok {
+		return
 	}
 	var taken []packets.Packet
-	for _, m := range existing.State.Inflight.GetAll(false) {
+	for _, m := range cl.State.Inflight.GetAll(false) {
 		if m.FixedHeader.Type == packets.Publish || m.FixedHeader.Type == packets.Pubrel {
-			existing.State.Inflight.Delete(m.PacketID) // no hook: the records stay
 			taken = append(taken, m)
 		}
 	}
@@ -185,11 +195,7 @@ func (h *sessions) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	h.mu.Unlock()
 	sortPackets(taken, func(pid uint16) uint64 { return seqs[pid] })
-	r := &replay{msgs: taken, ids: make(map[uint16]struct{}, len(taken)), done: make(chan struct{})}
-	for _, m := range taken {
-		r.ids[m.PacketID] = struct{}{}
-	}
-	h.replays.Store(cl, r)
+	v.(*replay).msgs = taken
 }
 
 // OnSessionEstablished stores the session and resends its messages in queueing order. It runs
@@ -205,17 +211,14 @@ func (h *sessions) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		h.replays.Delete(cl)
 		close(r.done)
 	}()
+	r.started.Store(true)
 	for _, m := range r.msgs {
 		if m.FixedHeader.Type == packets.Publish {
 			m.FixedHeader.Dup = true // [MQTT-3.3.1-1]
 		}
-		cl.State.Inflight.Set(m)
 		if err := cl.WritePacket(m); err != nil {
 			h.log.Debug("resending session messages stopped", "client", cl.ID, "err", err)
-			for _, rest := range r.msgs {
-				cl.State.Inflight.Set(rest) // kept for the next connection
-			}
-			return
+			return // the rest stay in the session for the next connection
 		}
 		h.stats.replayed.Add(1)
 	}
@@ -227,7 +230,13 @@ func (h *sessions) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 		return // the new connection owns the session now, or mochi is restoring it (server.go:1670)
 	}
 	if expire {
-		h.forget(cl.ID)
+		h.mu.Lock()
+		s := h.byID[cl.ID]
+		mine := s == nil || s.owner == cl
+		h.mu.Unlock()
+		if mine { // else a newer connection has established the session already
+			h.forget(cl.ID)
+		}
 		return
 	}
 	h.putClient(cl, time.Now().Unix())
@@ -244,6 +253,13 @@ func (h *sessions) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	t := pk.FixedHeader.Type
 	if (t != packets.Subscribe && t != packets.Unsubscribe) || cl.Net.Inline {
 		return pk, nil
+	}
+	valid := pk.SubscribeValidate
+	if t == packets.Unsubscribe {
+		valid = pk.UnsubscribeValidate
+	}
+	if valid() != packets.CodeSuccess {
+		return pk, nil // mochi refuses it before OnSubscribed (server.go:693-701)
 	}
 	m, ok := cl.State.Inflight.Get(pk.PacketID)
 	if !ok || (m.FixedHeader.Type != packets.Publish && m.FixedHeader.Type != packets.Pubrel) {
@@ -312,8 +328,25 @@ func (h *sessions) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, res
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.sessionFor(cl.ID)
-	if old := s.msgs[pk.PacketID]; old != nil {
-		h.unindex(s, old) // mochi re-set the same ID (quota path, server.go:1088)
+	if cl.IsTakenOver() {
+		if s.owner == nil || s.owner == cl {
+			return
+		}
+		// Published to the old connection while mochi moved the session to the new one: mochi
+		// would lose it with the old connection. It goes to the new one with a packet ID of
+		// its own; the replay (takeOver) sends it if it has not started yet, else the next
+		// connection does.
+		cl.State.Inflight.Delete(pk.PacketID)
+		id, err := s.owner.NextPacketID()
+		if err != nil {
+			h.stats.droppedMessages.Add(1)
+			return
+		}
+		pk.PacketID = uint16(id)
+		s.owner.State.Inflight.Set(pk)
+	}
+	if s.msgs[pk.PacketID] != nil {
+		return // mochi's resend at reconnect (clients.go:314) of a message indexed already
 	}
 	m := &queuedMsg{seq: h.nextSeq, pid: pk.PacketID, size: int64(len(pk.TopicName) + len(pk.Payload))}
 	h.nextSeq++
@@ -358,8 +391,40 @@ func (h *sessions) enforceLimits(cl *mqtt.Client, s *session) {
 // OnQosComplete forgets a message the client acknowledged.
 func (h *sessions) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.done(cl, pk.PacketID) }
 
-// OnQosDropped forgets a message mochi gave up.
-func (h *sessions) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.done(cl, pk.PacketID) }
+// OnQosDropped forgets a message mochi gave up, unless mochi is only clearing the copy a session
+// takeover left behind (server.go:595).
+func (h *sessions) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if !cl.IsTakenOver() {
+		h.done(cl, pk.PacketID)
+		return
+	}
+	// mochi copied the session's messages to the new connection (server.go:576), but one
+	// published in between landed on the old one only: hand it over too.
+	h.mu.Lock()
+	var owner *mqtt.Client
+	if s := h.byID[cl.ID]; s != nil && s.msgs[pk.PacketID] != nil {
+		owner = s.owner
+	}
+	h.mu.Unlock()
+	if owner != nil && owner != cl && pk.FixedHeader.Type == packets.Publish {
+		if m, ok := owner.State.Inflight.Get(pk.PacketID); !ok {
+			owner.State.Inflight.Set(pk)
+		} else if m.Created != pk.Created || m.TopicName != pk.TopicName || !bytes.Equal(m.Payload, pk.Payload) {
+			h.log.Warn("session takeover: two messages share a packet ID; one is dropped", "client", cl.ID, "packet_id", pk.PacketID)
+		}
+	}
+}
+
+// OnPublishDropped forgets a QoS>0 message mochi dropped for a full outbound queue (it also
+// removed it from the session, server.go:1105); a session holds more only when QoS 0 messages
+// fill the queue. Counted with the session's dropped messages.
+func (h *sessions) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Qos == 0 {
+		return
+	}
+	h.stats.droppedMessages.Add(1)
+	h.done(cl, pk.PacketID)
+}
 
 func (h *sessions) done(cl *mqtt.Client, pid uint16) {
 	h.mu.Lock()
@@ -381,17 +446,28 @@ func (h *sessions) unindex(s *session, m *queuedMsg) {
 	s.bytes -= m.size
 }
 
-// OnPacketEncode holds back a PUBLISH to a reconnected session until its earlier messages are
-// resent, and a PUBLISH to a persistent session until it is stored. Shutting down, a message
+// OnPacketEncode takes over an inherited session's messages (takeOver), holds back a PUBLISH to
+// a reconnected session until its earlier messages are resent, and a PUBLISH to a persistent session until it is stored. Shutting down, a message
 // not yet stored is withheld (the client gets it after the restart) by making its encoding
 // fail. It runs before WritePacket takes the client's lock.
 func (h *sessions) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.SessionPresent {
+		h.takeOver(cl)
+		return pk
+	}
 	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 {
 		return pk
 	}
 	if v, ok := h.replays.Load(cl); ok {
 		r := v.(*replay)
-		if _, own := r.ids[pk.PacketID]; !own {
+		switch {
+		case !r.started.Load() && pk.FixedHeader.Dup:
+			// mochi's own resend (server.go:468): the replay sends these messages in order, and
+			// ones queued after takeOver are in the client's outbound queue as well. Writing a
+			// PINGRESP instead keeps them from going out twice and out of order; an error here
+			// would end the connection.
+			return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingresp}}
+		case !pk.FixedHeader.Dup: // a newer message from the write loop, maybe before the CONNACK
 			select {
 			case <-r.done:
 			case <-h.ctx.Done():

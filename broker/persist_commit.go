@@ -83,6 +83,9 @@ func (c *committer) current() uint64 {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.pending) == 0 {
+		return c.batch - 1 // nothing in this one: the previous batch is the last with records
+	}
 	return c.batch
 }
 
