@@ -85,12 +85,12 @@ type session struct {
 }
 
 type queuedMsg struct {
-	seq   uint64
-	pid   uint16
-	size  int64
+	seq    uint64
+	pid    uint16
+	size   int64
 	batch  uint64 // durable once this batch is committed (0: loaded, or not stored)
 	stored bool
-	elem  *list.Element
+	elem   *list.Element
 }
 
 // replay is a reconnected session's resend: its messages in queueing order, sent before any

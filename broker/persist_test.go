@@ -129,7 +129,7 @@ func (c *consumer) payloads() []string {
 func (c *consumer) connect(addr, filter string, first bool) {
 	c.t.Helper()
 	if c.version == 4 {
-		o := mqttv3.NewClientOptions().AddBroker("tcp://"+addr).SetClientID(c.id).SetProtocolVersion(4).
+		o := mqttv3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(c.id).SetProtocolVersion(4).
 			SetCleanSession(first).SetAutoReconnect(false).SetOrderMatters(true).SetConnectTimeout(waitTimeout).
 			SetDefaultPublishHandler(func(_ mqttv3.Client, m mqttv3.Message) { c.add(string(m.Payload())) })
 		cl := mqttv3.NewClient(o)
