@@ -110,6 +110,9 @@ func CompileSubscription(c SubscribeConfig, index int) (*Subscription, error) {
 	return s, nil
 }
 
+// Parts returns the stream partitions the subscription delivers.
+func (s *Subscription) Parts() []streamr.StreamPartID { return s.parts }
+
 func checkSubscribeTopic(t string) error {
 	if strings.ContainsAny(t, "+#") {
 		return fmt.Errorf("%q: a topic to publish on cannot contain wildcards", t)

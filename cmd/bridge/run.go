@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 
@@ -183,6 +184,15 @@ func (g *gateway) startOverlay() error {
 	}
 	if g.stored, err = g.cfg.storeParts(); err != nil {
 		return err
+	}
+	// The gateway keeps what it receives for its subscriptions too (for storage.retention), so
+	// that a consumer can resume from a position and `bridge export` has it.
+	for _, s := range g.subs {
+		for _, part := range s.Parts() {
+			if !slices.Contains(g.stored, part) {
+				g.stored = append(g.stored, part)
+			}
+		}
 	}
 	if g.node, err = overlay.New(ocfg); err != nil {
 		return fmt.Errorf("overlay: %w", err)
