@@ -152,6 +152,9 @@ func defaultConfig() Config {
 			AuthBackoffMax:          Duration(broker.DefaultAuthBackoffMax),
 			LogRepeatInterval:       Duration(broker.DefaultLogRepeatInterval),
 			Listeners:               []ListenerConfig{{Type: "tcp", Address: "127.0.0.1:1883"}},
+			SessionExpiry:           Duration(broker.DefaultSessionExpiry),
+			SessionMaxMessages:      broker.DefaultMaxInflight,
+			SessionMaxBytes:         Size(broker.DefaultMaxSessionBytes),
 		},
 		Storage: StorageConfig{
 			Quota:      Size(2 << 30),
