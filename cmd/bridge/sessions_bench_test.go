@@ -107,7 +107,7 @@ func benchMosquitto(b *testing.B, payload []byte) {
 // benchConsumer opens a persistent session subscribed to bench/# and counts what it gets.
 func benchConsumer(b *testing.B, addr string) *atomic.Int64 {
 	var n atomic.Int64
-	opts := mqtt.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("bench-consumer").
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("bench-consumer").
 		SetCleanSession(false).SetAutoReconnect(false).SetOrderMatters(false).SetConnectTimeout(10 * time.Second)
 	c := mqtt.NewClient(opts)
 	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
