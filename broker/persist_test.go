@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -69,36 +68,11 @@ func (m *memSessions) count(prefix string) int {
 	return n
 }
 
-// runStoppable runs a broker like startBroker and returns a func that stops it gracefully.
+// runStoppable runs a broker with the given config until stopped or the test ends.
 func runStoppable(t *testing.T, cfg Config) (*Broker, func()) {
 	t.Helper()
-	if len(cfg.Listeners) == 0 {
-		cfg.Listeners = []Listener{{Type: "tcp", Address: "127.0.0.1:0"}}
-	}
-	b, err := New(cfg, &testHandler{}, slog.New(slog.NewTextHandler(&logBuffer{}, nil)))
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	select {
-	case <-b.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("Run: %v", err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return b, stop
+	r, stop := launchBroker(t, cfg, &testHandler{})
+	return r.Broker, stop
 }
 
 // consumer is a persistent-session QoS 1 subscriber of either protocol version that records
