@@ -450,6 +450,7 @@ func (b *Broker) stop(cancel context.CancelFunc, err error) error {
 		<-l.served
 	}
 	b.hook.workers.Wait()
+	b.sessions.late.Wait()
 	b.log.Info("mqtt broker stopped")
 	return err
 }

@@ -66,8 +66,9 @@ type sessions struct {
 	byID    map[string]*session
 	nextSeq uint64
 
-	replays sync.Map // *mqtt.Client -> *replay: set from OnSessionEstablish until its resend is done
-	hidden  sync.Map // *mqtt.Client -> packets.Packet: hidden for a SUBSCRIBE/UNSUBSCRIBE check
+	replays sync.Map       // *mqtt.Client -> *replay: set from OnSessionEstablish until its resend is done
+	late    sync.WaitGroup // sendLate goroutines; Broker.Run waits for them
+	hidden  sync.Map       // *mqtt.Client -> packets.Packet: hidden for a SUBSCRIBE/UNSUBSCRIBE check
 
 	stats sessionCounters
 }
@@ -98,7 +99,16 @@ type queuedMsg struct {
 type replay struct {
 	msgs    []packets.Packet // set by takeOver, on the client's goroutine like the replay
 	started atomic.Bool      // mochi's own resend is over; the replay writes
+
+	mu      sync.Mutex
+	listing bool         // takeOver has run: handOver adopts directly
+	extra   []handedOver // handed over before takeOver, for it to adopt
 	done    chan struct{}
+}
+
+type handedOver struct {
+	pk  packets.Packet
+	seq uint64
 }
 
 type sessionCounters struct {
@@ -178,6 +188,15 @@ func (h *sessions) takeOver(cl *mqtt.Client) {
 	if !ok {
 		return
 	}
+	r := v.(*replay)
+	r.mu.Lock()
+	r.listing = true
+	extra := r.extra
+	r.extra = nil
+	r.mu.Unlock()
+	for _, e := range extra { // mochi has set up cl's session by now
+		h.adopt(cl, e.pk, e.seq)
+	}
 	var taken []packets.Packet
 	for _, m := range cl.State.Inflight.GetAll(false) {
 		if m.FixedHeader.Type == packets.Publish || m.FixedHeader.Type == packets.Pubrel {
@@ -195,7 +214,7 @@ func (h *sessions) takeOver(cl *mqtt.Client) {
 	}
 	h.mu.Unlock()
 	sortPackets(taken, func(pid uint16) uint64 { return seqs[pid] })
-	v.(*replay).msgs = taken
+	r.msgs = taken
 }
 
 // OnSessionEstablished stores the session and resends its messages in queueing order. It runs
@@ -325,31 +344,27 @@ func (h *sessions) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, res
 	if resends > 0 || cl.Net.Inline || pk.FixedHeader.Type != packets.Publish {
 		return
 	}
+	if cl.IsTakenOver() {
+		h.handOver(cl, pk)
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.index(cl, pk, 0)
+}
+
+// index records (and for a persistent session stores) pk, queued for cl as number seq (0: the
+// next), then applies the session's limits. h.mu is held.
+func (h *sessions) index(cl *mqtt.Client, pk packets.Packet, seq uint64) {
 	s := h.sessionFor(cl.ID)
-	if cl.IsTakenOver() {
-		if s.owner == nil || s.owner == cl {
-			return
-		}
-		// Published to the old connection while mochi moved the session to the new one: mochi
-		// would lose it with the old connection. It goes to the new one with a packet ID of
-		// its own; the replay (takeOver) sends it if it has not started yet, else the next
-		// connection does.
-		cl.State.Inflight.Delete(pk.PacketID)
-		id, err := s.owner.NextPacketID()
-		if err != nil {
-			h.stats.droppedMessages.Add(1)
-			return
-		}
-		pk.PacketID = uint16(id)
-		s.owner.State.Inflight.Set(pk)
-	}
 	if s.msgs[pk.PacketID] != nil {
 		return // mochi's resend at reconnect (clients.go:314) of a message indexed already
 	}
-	m := &queuedMsg{seq: h.nextSeq, pid: pk.PacketID, size: int64(len(pk.TopicName) + len(pk.Payload))}
-	h.nextSeq++
+	if seq == 0 {
+		seq = h.nextSeq
+		h.nextSeq++
+	}
+	m := &queuedMsg{seq: seq, pid: pk.PacketID, size: int64(len(pk.TopicName) + len(pk.Payload))}
 	m.elem = s.order.PushBack(m)
 	s.msgs[m.pid] = m
 	s.bytes += m.size
@@ -358,6 +373,73 @@ func (h *sessions) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, res
 		m.stored = true
 	}
 	h.enforceLimits(cl, s)
+}
+
+// handOver moves a message published to a connection while mochi hands its session to a new
+// one (publishToSubscribers looked the old one up first): mochi would lose it with the old
+// connection. Before takeOver the new connection's session is still being set up by mochi
+// (server.go:574 assigns it unsynchronised), so the message waits in the replay for takeOver
+// to adopt; after, it is adopted and sent at once (sendLate).
+func (h *sessions) handOver(old *mqtt.Client, pk packets.Packet) {
+	h.mu.Lock()
+	var owner *mqtt.Client
+	if s := h.byID[old.ID]; s != nil {
+		owner = s.owner
+	}
+	seq := h.nextSeq // its place in the queue is now, not when it is adopted
+	h.nextSeq++
+	h.mu.Unlock()
+	if owner == nil || owner == old {
+		return
+	}
+	old.State.Inflight.Delete(pk.PacketID)
+	if v, ok := h.replays.Load(owner); ok {
+		r := v.(*replay)
+		r.mu.Lock()
+		if !r.listing {
+			r.extra = append(r.extra, handedOver{pk, seq})
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+	}
+	if pk, ok := h.adopt(owner, pk, seq); ok {
+		h.sendLate(owner, pk)
+	}
+}
+
+// adopt queues pk for cl under a packet ID of cl's.
+func (h *sessions) adopt(cl *mqtt.Client, pk packets.Packet, seq uint64) (packets.Packet, bool) {
+	id, err := cl.NextPacketID()
+	if err != nil {
+		h.stats.droppedMessages.Add(1)
+		h.log.Warn("session takeover: no packet ID left for a message; dropped", "client", cl.ID)
+		return pk, false
+	}
+	pk.PacketID = uint16(id)
+	cl.State.Inflight.Set(pk)
+	h.mu.Lock()
+	h.index(cl, pk, seq)
+	h.mu.Unlock()
+	return pk, true
+}
+
+// sendLate sends a message adopted after takeOver, once cl's replay is done. It may come after
+// messages published just after it; without it the message would wait for the next
+// connection. It writes from its own goroutine: the caller may hold the committer's group
+// lock, which the write's wait for the commit needs.
+func (h *sessions) sendLate(cl *mqtt.Client, pk packets.Packet) {
+	v, ok := h.replays.Load(cl)
+	h.late.Go(func() {
+		if ok {
+			select {
+			case <-v.(*replay).done:
+			case <-h.ctx.Done():
+				return
+			}
+		}
+		_ = cl.WritePacket(pk) // on failure it stays in the session for the next connection
+	})
 }
 
 // enforceLimits drops a session's oldest messages while it is over a limit. h.mu is held.
