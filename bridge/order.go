@@ -313,6 +313,9 @@ func (o *Orderer) chain(m *streamr.StreamMessage, deliver Deliver) (*orderedChai
 	return c, nil
 }
 
+// PositionKey is the key under which m's chain's delivered position is saved.
+func (o *Orderer) PositionKey(m *streamr.StreamMessage) string { return o.positionKey(m) }
+
 func (o *Orderer) positionKey(m *streamr.StreamMessage) string {
 	return "delivered/" + o.cfg.Name + "\x00" + m.ID.StreamPart().String() + "\x00" + m.ID.PublisherHex() + "\x00" + m.ID.MsgChainID
 }

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -21,9 +22,56 @@ type SubscribeConfig struct {
 	Metadata   bool   // wrap content as {"content":…,"metadata":{…}} like the Streamr node's payloadMetadata
 }
 
-// LocalBroker publishes to the gateway's own MQTT subscribers.
+// LocalBroker publishes to the gateway's own MQTT subscribers and holds the copies it queues
+// for persistent sessions durably.
 type LocalBroker interface {
-	Publish(topic string, payload []byte, qos byte) error
+	// PublishMarked publishes and stores mark under key atomically with the message's queued
+	// copies: after a crash both are kept or neither.
+	PublishMarked(topic string, payload []byte, qos byte, key string, mark []byte) error
+	// Mark returns the last mark stored under key.
+	Mark(key string) ([]byte, bool, error)
+	// Sync returns once everything published so far is held durably.
+	Sync(ctx context.Context) error
+}
+
+// DeliveryPositions returns the PositionStore of the Orderer that feeds a Deliverer: a chain's
+// position is the later of the one saved in positions and the mark the broker stored with the
+// last message delivered, and positions are saved only once the broker holds every message
+// delivered before them. So after a crash the Orderer resumes exactly after the last message
+// the broker kept: none is queued twice for a persistent session, none is skipped.
+func DeliveryPositions(positions PositionStore, broker LocalBroker) PositionStore {
+	return deliveryPositions{positions, broker}
+}
+
+type deliveryPositions struct {
+	store  PositionStore
+	broker LocalBroker
+}
+
+func (p deliveryPositions) ChainState(key string) (streamr.ChainState, bool, error) {
+	st, ok, err := p.store.ChainState(key)
+	if err != nil {
+		return st, ok, err
+	}
+	b, found, err := p.broker.Mark(key)
+	if err != nil || !found {
+		return st, ok, err
+	}
+	var last streamr.MessageRef
+	if err := json.Unmarshal(b, &last); err != nil {
+		return st, ok, fmt.Errorf("delivery mark %q: %w", key, err)
+	}
+	if !ok || st.Last == nil || st.Last.Compare(last) < 0 {
+		st.Last = &last
+	}
+	return st, true, nil
+}
+
+func (p deliveryPositions) SaveChainStates(ctx context.Context, states map[string]streamr.ChainState) error {
+	if err := p.broker.Sync(ctx); err != nil {
+		return fmt.Errorf("wait for local MQTT to hold delivered messages: %w", err)
+	}
+	return p.store.SaveChainStates(ctx, states)
 }
 
 // Subscription is a compiled SubscribeConfig.
@@ -61,6 +109,9 @@ func CompileSubscription(c SubscribeConfig, index int) (*Subscription, error) {
 	}
 	return s, nil
 }
+
+// Parts returns the stream partitions the subscription delivers.
+func (s *Subscription) Parts() []streamr.StreamPartID { return s.parts }
 
 func checkSubscribeTopic(t string) error {
 	if strings.ContainsAny(t, "+#") {
@@ -161,7 +212,12 @@ func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 		return
 	}
 	topic := s.mqttTopic(m, publisher)
-	if err := d.broker.Publish(topic, payload, 1); err != nil {
+	mark, err := json.Marshal(m.ID.Ref())
+	if err != nil {
+		d.metrics.dropped.WithLabelValues("bad_content").Inc()
+		return
+	}
+	if err := d.broker.PublishMarked(topic, payload, 1, d.order.PositionKey(m), mark); err != nil {
 		d.metrics.dropped.WithLabelValues("mqtt_publish").Inc()
 		d.log.Warn("deliver to local MQTT", "topic", topic, "err", err)
 		return

@@ -55,7 +55,8 @@ const (
 	// (mochi disconnects a client exceeding it). MQTT 3.1.1 clients cannot learn it, so it is
 	// generous.
 	DefaultReceiveMaximum    = 256
-	DefaultMaxInflight       = 1024      // QoS>0 messages held per subscriber awaiting its ack
+	DefaultMaxInflight       = 1024      // QoS>0 messages held per session, queued or awaiting its ack
+	DefaultMaxSessionBytes   = 4 << 20   // topic+payload bytes held per session, queued or awaiting its ack
 	DefaultMaxQueuedMessages = 1024      // per-client outbound queue; mochi allocates it per client (8 KiB here)
 	DefaultSessionExpiry     = time.Hour // how long a disconnected persistent session is kept
 	DefaultConnectTimeout    = 10 * time.Second
@@ -91,7 +92,8 @@ type Config struct {
 	MaxClients        int           // concurrent clients; default DefaultMaxClients
 	MaxPacketSize     uint32        // bytes, larger packets disconnect the client; default DefaultMaxPacketSize
 	ReceiveMaximum    uint16        // default DefaultReceiveMaximum
-	MaxInflight       uint16        // default DefaultMaxInflight
+	MaxInflight       uint16        // per session; default DefaultMaxInflight; at most 65534
+	MaxSessionBytes   int64         // per session; default DefaultMaxSessionBytes
 	MaxQueuedMessages int           // default DefaultMaxQueuedMessages
 	SessionExpiry     time.Duration // default DefaultSessionExpiry; at most ~136 years
 	ConnectTimeout    time.Duration // TLS handshake plus CONNECT; default DefaultConnectTimeout
@@ -126,6 +128,10 @@ type Config struct {
 	// the number suppressed. Default DefaultLogRepeatInterval.
 	LogRepeatInterval time.Duration
 
+	// Sessions keeps persistent sessions across restarts (see sessions in persist.go); nil keeps
+	// them in memory only.
+	Sessions SessionStore
+
 	// MochiLogLevel is the minimum level of mochi's internal log lines; default slog.LevelWarn
 	// (mochi logs routine events at Info).
 	MochiLogLevel slog.Leveler
@@ -144,6 +150,7 @@ type Broker struct {
 	log       *slog.Logger
 	srv       *mqtt.Server
 	hook      *hook
+	sessions  *sessions
 	local     *mqtt.Client // inline client for Publish; bypasses ACLs and the Handler
 	listeners []*listener
 	stats     counters
@@ -198,6 +205,10 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
+	b.sessions = newSessions(b.srv, cfg.Sessions, int(cfg.MaxInflight), cfg.MaxSessionBytes, log.With("component", "mqtt-sessions"))
+	if err := b.srv.AddHook(b.sessions, nil); err != nil {
+		return nil, fmt.Errorf("broker: add sessions hook: %w", err)
+	}
 	b.local = b.srv.NewClient(nil, mqtt.LocalListener, "tributary-local", true)
 
 	for i, lc := range cfg.Listeners {
@@ -213,6 +224,9 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newCollector(b.Stats)); err != nil {
 			return nil, fmt.Errorf("broker: register metrics: %w", err)
+		}
+		if err := cfg.Registerer.Register(newSessionCollector(b.SessionStats)); err != nil {
+			return nil, fmt.Errorf("broker: register session metrics: %w", err)
 		}
 	}
 	return b, nil
@@ -230,6 +244,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.MaxSessionBytes == 0 {
+		c.MaxSessionBytes = DefaultMaxSessionBytes
 	}
 	if c.MaxQueuedMessages == 0 {
 		c.MaxQueuedMessages = DefaultMaxQueuedMessages
@@ -269,6 +286,10 @@ func (c *Config) validate() error {
 		return errors.New("broker: no listeners configured")
 	case c.MaxClients < 0:
 		return fmt.Errorf("broker: max clients %d is negative", c.MaxClients)
+	case c.MaxInflight == math.MaxUint16:
+		return fmt.Errorf("broker: max inflight %d out of range 1..%d", c.MaxInflight, math.MaxUint16-1)
+	case c.MaxSessionBytes < 0:
+		return fmt.Errorf("broker: max session bytes %d is negative", c.MaxSessionBytes)
 	case c.MaxQueuedMessages < 0 || c.MaxQueuedMessages > math.MaxInt32:
 		return fmt.Errorf("broker: max queued messages %d out of range 1..%d", c.MaxQueuedMessages, math.MaxInt32)
 	case c.SessionExpiry < time.Second || c.SessionExpiry/time.Second > math.MaxUint32:
@@ -351,8 +372,12 @@ func (c *Config) capabilities() *mqtt.Capabilities {
 	caps.MaximumClients = int64(c.MaxClients)
 	caps.MaximumPacketSize = c.MaxPacketSize
 	caps.ReceiveMaximum = c.ReceiveMaximum
-	caps.MaximumInflight = c.MaxInflight
-	caps.MaximumClientWritesPending = int32(c.MaxQueuedMessages)
+	// One above the session limit, which the sessions hook enforces first by dropping the
+	// oldest message; mochi's own check would drop the newest.
+	caps.MaximumInflight = c.MaxInflight + 1
+	// Room for every QoS>0 message a session may hold, so that mochi drops none of them for a
+	// full outbound queue (server.go:1100) while they are held back (see sessions).
+	caps.MaximumClientWritesPending = int32(max(c.MaxQueuedMessages, int(c.MaxInflight)+1))
 	caps.MaximumSessionExpiryInterval = uint32(c.SessionExpiry / time.Second)
 	caps.TopicAliasMaximum = topicAliasMaximum
 	// Message.ProtocolVersion promises 4 or 5; MQTT 3.1 (3) clients are refused at CONNECT.
@@ -373,6 +398,10 @@ func (b *Broker) Run(ctx context.Context) error {
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b.hook.ctx = hctx // read only by client goroutines, all started after srv.Serve below
+	b.sessions.ctx = hctx
+	stopCommit := make(chan struct{})
+	go b.sessions.commit.run(stopCommit)
+	defer func() { close(stopCommit); <-b.sessions.commit.done }() // after stop: records of the disconnects
 
 	if err := b.bind(); err != nil {
 		return err
@@ -421,6 +450,7 @@ func (b *Broker) stop(cancel context.CancelFunc, err error) error {
 		<-l.served
 	}
 	b.hook.workers.Wait()
+	b.sessions.late.Wait()
 	b.log.Info("mqtt broker stopped")
 	return err
 }
@@ -478,6 +508,15 @@ type publishOptions struct {
 	user        []packets.UserProperty
 	contentType string
 	utf8        bool
+	markKey     string
+	mark        []byte
+}
+
+// WithMark stores value under key atomically with the message's copies queued for persistent
+// sessions: after a crash either both are stored or neither. A subscriber of the broker records
+// how far it delivered this way (see Broker.Mark).
+func WithMark(key string, value []byte) PublishOption {
+	return func(o *publishOptions) { o.markKey, o.mark = key, value }
 }
 
 // Retain makes the message retained.
@@ -532,6 +571,11 @@ func (b *Broker) Publish(topic string, payload []byte, qos byte, opts ...Publish
 	}
 	if o.utf8 {
 		pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
+	}
+	if o.mark != nil {
+		b.sessions.commit.groups.RLock() // the copies and the mark go into one batch
+		defer b.sessions.commit.groups.RUnlock()
+		b.sessions.commit.put(prefixMark+o.markKey, o.mark)
 	}
 	if err := b.srv.InjectPacket(b.local, pk); err != nil {
 		return fmt.Errorf("broker: publish to %q: %w", topic, err)

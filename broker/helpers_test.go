@@ -98,6 +98,14 @@ type running struct {
 // startBroker runs a broker until the test ends and checks that Run then returns nil.
 func startBroker(t testing.TB, cfg Config, h Handler) running {
 	t.Helper()
+	r, _ := launchBroker(t, cfg, h)
+	return r
+}
+
+// launchBroker runs a broker like startBroker and also returns a func that stops it (at most
+// once) before the test ends.
+func launchBroker(t testing.TB, cfg Config, h Handler) (running, func()) {
+	t.Helper()
 	if len(cfg.Listeners) == 0 {
 		cfg.Listeners = []Listener{{Type: "tcp", Address: "127.0.0.1:0"}}
 	}
@@ -117,13 +125,17 @@ func startBroker(t testing.TB, cfg Config, h Handler) running {
 	case <-time.After(waitTimeout):
 		t.Fatal("broker not ready")
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run returned %v after cancel", err)
-		}
-	})
-	return running{b, logs}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run returned %v after cancel", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return running{b, logs}, stop
 }
 
 func (r running) tcpAddr() string { return r.Addrs()[0].String() }

@@ -79,6 +79,10 @@ type MQTTConfig struct {
 	MaxConcurrentAuth       int      `toml:"max_concurrent_auth"`
 	AuthBackoffMax          Duration `toml:"auth_backoff_max"`
 	LogRepeatInterval       Duration `toml:"log_repeat_interval"`
+	// Persistent sessions (clean session 0; MQTT 5 session expiry > 0), kept across restarts.
+	SessionExpiry      Duration `toml:"session_expiry"`       // longest a disconnected session is kept
+	SessionMaxMessages int      `toml:"session_max_messages"` // QoS 1/2 messages held per session
+	SessionMaxBytes    Size     `toml:"session_max_bytes"`    // topic+payload bytes held per session
 }
 
 // ListenerConfig is one MQTT listener.
@@ -156,6 +160,9 @@ func defaultConfig() Config {
 			AuthBackoffMax:          Duration(broker.DefaultAuthBackoffMax),
 			LogRepeatInterval:       Duration(broker.DefaultLogRepeatInterval),
 			Listeners:               []ListenerConfig{{Type: "tcp", Address: "127.0.0.1:1883"}},
+			SessionExpiry:           Duration(broker.DefaultSessionExpiry),
+			SessionMaxMessages:      broker.DefaultMaxInflight,
+			SessionMaxBytes:         Size(broker.DefaultMaxSessionBytes),
 		},
 		Storage: StorageConfig{
 			Quota:      Size(2 << 30),
@@ -303,6 +310,9 @@ func (c *Config) validate() error {
 		secure := l.Type == "tls" || l.Type == "wss"
 		check(!secure || (l.CertFile != "" && l.KeyFile != ""), "mqtt.listener[%d]: type %s needs cert_file and key_file", i, l.Type)
 	}
+	check(c.MQTT.SessionExpiry == 0 || c.MQTT.SessionExpiry >= Duration(time.Second), "mqtt.session_expiry %s: want at least 1s", time.Duration(c.MQTT.SessionExpiry))
+	check(c.MQTT.SessionMaxMessages >= 0 && c.MQTT.SessionMaxMessages < 65535, "mqtt.session_max_messages %d: want 1 to 65534", c.MQTT.SessionMaxMessages)
+	check(c.MQTT.SessionMaxBytes >= 0, "mqtt.session_max_bytes: must not be negative")
 	check(c.Storage.Quota >= 0 && c.Storage.RetentionBytes >= 0, "storage: sizes must not be negative")
 	check(c.Storage.GCInterval > 0, "storage.gc_interval: must be positive")
 	check(c.Signing.BatchWindow >= 0, "signing.batch_window: must not be negative")

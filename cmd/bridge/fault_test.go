@@ -136,26 +136,29 @@ func newConsumer() *consumer { return &consumer{refs: make(map[string]bool)} }
 func (c *consumer) attach(t *testing.T, in *instance, id string) mqtt.Client {
 	t.Helper()
 	client := connect(t, in.mqtt, id)
-	tok := client.Subscribe("got/#", 1, func(_ mqtt.Client, m mqtt.Message) {
-		var d delivery
-		if err := json.Unmarshal(m.Payload(), &d); err != nil {
-			t.Errorf("delivery %s: %v", m.Payload(), err)
-			return
-		}
-		key := fmt.Sprintf("%s/%s/%d/%d", d.Metadata.PublisherID, d.Metadata.MsgChainID, d.Metadata.Timestamp, d.Metadata.SequenceNumber)
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.refs[key] {
-			c.dups++
-			return
-		}
-		c.refs[key] = true
-		c.ns = append(c.ns, d.Content.N)
-	})
+	tok := client.Subscribe("got/#", 1, func(_ mqtt.Client, m mqtt.Message) { c.record(t, m.Payload()) })
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	return client
+}
+
+// record takes one delivery, dropping a duplicate by its message ID (the metadata).
+func (c *consumer) record(t *testing.T, payload []byte) {
+	var d delivery
+	if err := json.Unmarshal(payload, &d); err != nil {
+		t.Errorf("delivery %s: %v", payload, err)
+		return
+	}
+	key := fmt.Sprintf("%s/%s/%d/%d", d.Metadata.PublisherID, d.Metadata.MsgChainID, d.Metadata.Timestamp, d.Metadata.SequenceNumber)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refs[key] {
+		c.dups++
+		return
+	}
+	c.refs[key] = true
+	c.ns = append(c.ns, d.Content.N)
 }
 
 func (c *consumer) snapshot() ([]int, int) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 
@@ -154,12 +155,14 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 	if err != nil {
 		return nil, err
 	}
-	if g.broker, err = broker.New(brokerConfig(cfg, g.reg), ingestHandler{g.pipeline}, log.With("component", "mqtt")); err != nil {
+	bcfg := brokerConfig(cfg, g.reg)
+	bcfg.Sessions = g.store
+	if g.broker, err = broker.New(bcfg, ingestHandler{g.pipeline}, log.With("component", "mqtt")); err != nil {
 		return nil, err
 	}
 	if g.node != nil {
 		ocfg := cfg.orderConfig("mqtt", log, g.reg)
-		ocfg.Positions, ocfg.Resender = g.store, g.adapter
+		ocfg.Positions, ocfg.Resender = bridge.DeliveryPositions(g.store, localBroker{g.broker}), g.adapter
 		// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
 		// the held bound is fetched again, not given up.
 		ocfg.KeepGaps = true
@@ -190,6 +193,15 @@ func (g *gateway) startOverlay() error {
 	}
 	if g.stored, err = g.cfg.storeParts(); err != nil {
 		return err
+	}
+	// The gateway keeps what it receives for its subscriptions too (for storage.retention), so
+	// that a consumer can resume from a position and `bridge export` has it.
+	for _, s := range g.subs {
+		for _, part := range s.Parts() {
+			if !slices.Contains(g.stored, part) {
+				g.stored = append(g.stored, part)
+			}
+		}
 	}
 	if g.node, err = overlay.New(ocfg); err != nil {
 		return fmt.Errorf("overlay: %w", err)
@@ -439,9 +451,13 @@ func (g *gateway) close() {
 // localBroker adapts the broker's Publish to bridge.LocalBroker.
 type localBroker struct{ b *broker.Broker }
 
-func (l localBroker) Publish(topic string, payload []byte, qos byte) error {
-	return l.b.Publish(topic, payload, qos)
+func (l localBroker) PublishMarked(topic string, payload []byte, qos byte, key string, mark []byte) error {
+	return l.b.Publish(topic, payload, qos, broker.WithMark(key, mark))
 }
+
+func (l localBroker) Mark(key string) ([]byte, bool, error) { return l.b.Mark(key) }
+
+func (l localBroker) Sync(ctx context.Context) error { return l.b.Sync(ctx) }
 
 // ingestHandler adapts the pipeline to the broker's Handler.
 type ingestHandler struct{ p *bridge.Pipeline }
@@ -517,6 +533,9 @@ func brokerConfig(cfg *Config, reg prometheus.Registerer) broker.Config {
 		MaxConcurrentAuth: m.MaxConcurrentAuth,
 		AuthBackoffMax:    time.Duration(m.AuthBackoffMax),
 		LogRepeatInterval: time.Duration(m.LogRepeatInterval),
+		SessionExpiry:     time.Duration(m.SessionExpiry),
+		MaxInflight:       uint16(m.SessionMaxMessages),
+		MaxSessionBytes:   int64(m.SessionMaxBytes),
 	}
 	if m.MaxKeepAlive == 0 {
 		bc.MaxKeepAlive = -1 // 0 in the file: no maximum

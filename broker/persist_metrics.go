@@ -1,0 +1,105 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// SessionStats is a snapshot of the persistent-session counters.
+type SessionStats struct {
+	Sessions           int    // sessions known (connected or not) with queued state
+	Queued             int    // messages queued or in flight, all sessions
+	DroppedForMessages uint64 // oldest messages dropped because a session held max messages
+	DroppedForBytes    uint64 // oldest messages dropped because a session held max bytes
+	Replayed           uint64 // messages resent in order to reconnected sessions
+	CommitFailures     uint64 // failed session-store commits (each retried)
+}
+
+// SessionStats returns the persistent-session counters.
+func (b *Broker) SessionStats() SessionStats {
+	h := b.sessions
+	h.mu.Lock()
+	st := SessionStats{Sessions: len(h.byID)}
+	for _, s := range h.byID {
+		st.Queued += s.order.Len()
+	}
+	h.mu.Unlock()
+	st.DroppedForMessages = h.stats.droppedMessages.Load()
+	st.DroppedForBytes = h.stats.droppedBytes.Load()
+	st.Replayed = h.stats.replayed.Load()
+	st.CommitFailures = h.commit.failures.Load()
+	return st
+}
+
+// Mark returns the value last stored under key by a Publish with WithMark, as durable as the
+// messages it was published with.
+func (b *Broker) Mark(key string) ([]byte, bool, error) {
+	store := b.sessions.commit.store
+	if store == nil {
+		return nil, false, nil
+	}
+	var val []byte
+	found := false
+	err := store.ScanSessions(prefixMark+key, func(k string, v []byte) error {
+		if strings.TrimPrefix(k, prefixMark) == key {
+			val, found = append([]byte(nil), v...), true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("broker: read mark %q: %w", key, err)
+	}
+	return val, found, nil
+}
+
+// Sync waits until every message published so far is held durably by its persistent sessions
+// (and every mark is stored).
+func (b *Broker) Sync(ctx context.Context) error {
+	if !b.sessions.commit.wait(ctx, b.sessions.commit.current()) {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("broker: sync sessions: %w", err)
+		}
+		return fmt.Errorf("broker: sync sessions: %w", ErrNotRunning)
+	}
+	return nil
+}
+
+type sessionCollector struct {
+	stats                                             func() SessionStats
+	sessions, queued, dropped, replayed, commitFailed *prometheus.Desc
+}
+
+func newSessionCollector(stats func() SessionStats) *sessionCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName("tributary", "broker", name), help, labels, nil)
+	}
+	return &sessionCollector{
+		stats:        stats,
+		sessions:     d("sessions", "MQTT sessions with broker state (connected or persistent)."),
+		queued:       d("session_queued_messages", "QoS 1/2 messages queued or in flight to MQTT sessions."),
+		dropped:      d("session_dropped_total", "Oldest queued messages dropped because a session reached a limit.", "limit"),
+		replayed:     d("session_replayed_total", "Queued messages resent in order to reconnected sessions."),
+		commitFailed: d("session_commit_failures_total", "Failed writes of session state to storage (each retried)."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.sessions, c.queued, c.dropped, c.replayed, c.commitFailed} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(s.Sessions))
+	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(s.Queued))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(s.DroppedForMessages), "messages")
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(s.DroppedForBytes), "bytes")
+	ch <- prometheus.MustNewConstMetric(c.replayed, prometheus.CounterValue, float64(s.Replayed))
+	ch <- prometheus.MustNewConstMetric(c.commitFailed, prometheus.CounterValue, float64(s.CommitFailures))
+}
