@@ -71,7 +71,8 @@ func TestRestartedPeerRejoinsMesh(t *testing.T) {
 	a := newRestartable(t, nil)
 	b := newRestartable(t, a.n.Addrs())
 	var got collector
-	pa, pb := join(t, a.n, part, nil), join(t, b.n, part, got.deliver)
+	pa := join(t, a.n, part, nil)
+	join(t, b.n, part, got.deliver)
 	seq := int32(0)
 	flows := func(what string) time.Duration {
 		t.Helper()
@@ -91,7 +92,7 @@ func TestRestartedPeerRejoinsMesh(t *testing.T) {
 	b.stop()
 	time.Sleep(time.Second)
 	b.start()
-	pb = join(t, b.n, part, got.deliver)
+	pb := join(t, b.n, part, got.deliver)
 	t.Logf("subscriber restarted: delivering again after %s", flows("delivery after the subscriber restarted").Round(time.Millisecond))
 	checkGauges(t, pa)
 	checkGauges(t, pb)

@@ -234,12 +234,12 @@ func TestStopTimeoutBelowTimeoutStopSec(t *testing.T) {
 	if m == nil {
 		t.Fatal("systemd/bridge.service sets no TimeoutStopSec")
 	}
-	stopSec, err := time.ParseDuration(string(m[1]))
+	unitStop, err := time.ParseDuration(string(m[1]))
 	if err != nil {
 		t.Fatalf("TimeoutStopSec=%s: %v", m[1], err)
 	}
-	if margin := stopSec - defaultStopTimeout; margin < 10*time.Second {
-		t.Errorf("stop_timeout default %s leaves %s of TimeoutStopSec=%s, want at least 10s", defaultStopTimeout, margin, stopSec)
+	if margin := unitStop - defaultStopTimeout; margin < 10*time.Second {
+		t.Errorf("stop_timeout default %s leaves %s of TimeoutStopSec=%s, want at least 10s", defaultStopTimeout, margin, unitStop)
 	}
 }
 
