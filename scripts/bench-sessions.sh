@@ -8,6 +8,7 @@
 #   scripts/bench-sessions.sh              # 20,000 messages per case, 3 runs
 #   N=100000 COUNT=5 scripts/bench-sessions.sh
 set -euo pipefail
+shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 cd "$(dirname "$0")/.."
 
 N=${N:-20000}
