@@ -57,7 +57,7 @@ type Pipeline struct {
 	log     *slog.Logger
 	metrics *Metrics
 	kick    chan struct{}
-	signer  *signer // used by Run, then by Drain
+	signer  *signer // used by Run, then by Drain, and by the store's group commit
 
 	// startSeq is the first Seq appended by this process: readings before
 	// it were received in an earlier run, possibly in another boot.
@@ -103,7 +103,10 @@ func New(cfg Config) (*Pipeline, error) {
 		kick:     make(chan struct{}, 1),
 		progress: time.Now(),
 	}
-	p.signer = &signer{p: p, chains: make(map[string]*streamr.Chain)}
+	p.signer = newSigner(p)
+	if ps, ok := cfg.Log.(presignedLog); ok {
+		ps.SetPresigner(p.signer)
+	}
 	return p, nil
 }
 

@@ -3,24 +3,47 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
-// signer is the pipeline's signing stage. It runs on one goroutine, so the
-// chain cache needs no lock, and readings are signed in ingest order.
+// signer is the pipeline's signing stage: Run's goroutine signs pending
+// readings in ingest order, and the store's group committer presigns new
+// readings while none is pending (presign.go). mu serialises the two, so
+// each chain advances in one order.
 type signer struct {
-	p      *Pipeline
+	p *Pipeline
+
+	mu     sync.Mutex
 	after  uint64 // readings up to this Seq are signed and committed
 	chains map[string]*streamr.Chain
 	max    int // readings per batch; 0 means Config.SignBatch (Drain sets it)
+	// presigned is the batch the store is committing after Presign: its
+	// readings, and its chain states to forget if that commit fails.
+	presigned struct {
+		readings []storage.Reading
+		chains   map[string]streamr.ChainState
+	}
+
+	// perSignature is a moving average of one signature's wall time (ns);
+	// 0 until the first batch is signed.
+	perSignature atomic.Int64
+}
+
+func newSigner(p *Pipeline) *signer {
+	return &signer{p: p, chains: make(map[string]*streamr.Chain)}
 }
 
 // signBatch signs and commits up to SignBatch pending readings. It returns
 // how many it committed.
 func (s *signer) signBatch(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	p := s.p
 	max := p.cfg.SignBatch
 	if s.max > 0 {
@@ -52,23 +75,30 @@ func (s *signer) signBatch(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("sign and commit readings %d-%d: %w", readings[0].Seq, readings[len(readings)-1].Seq, err)
 	}
 	s.after = readings[len(readings)-1].Seq
+	s.committed(readings)
+	return len(signed), nil
+}
+
+// committed records a committed batch of signed readings.
+func (s *signer) committed(readings []storage.Reading) {
+	p := s.p
 	now := time.Now()
 	for i := range readings {
 		if r := &readings[i]; r.ReceivedAt > 0 {
 			p.metrics.signDelay.Observe(float64(now.UnixMilli()-r.ReceivedAt) / 1e3)
 		}
 	}
-	p.metrics.signed.Add(float64(len(signed)))
+	p.metrics.signed.Add(float64(len(readings)))
 	if p.cfg.Committed != nil {
 		p.cfg.Committed()
 	}
 	p.noteState(true, false, true)
-	return len(signed), nil
 }
 
-// sign builds and signs one message per reading, advancing the chains.
+// sign builds one message per reading, advancing the chains in reading
+// order, then signs and encodes them. The caller holds s.mu.
 func (s *signer) sign(ctx context.Context, readings []storage.Reading) ([]storage.Signed, map[string]streamr.ChainState, error) {
-	out := make([]storage.Signed, 0, len(readings))
+	out := make([]storage.Signed, len(readings))
 	dirty := make(map[string]streamr.ChainState)
 	for i := range readings {
 		r := &readings[i]
@@ -79,7 +109,8 @@ func (s *signer) sign(ctx context.Context, readings []storage.Reading) ([]storag
 		}
 		ref, prev := chain.Next(s.timestamp(r))
 		dirty[key] = chain.State()
-		msg := &streamr.StreamMessage{
+		out[i].ReadingSeq = r.Seq
+		out[i].Msg = &streamr.StreamMessage{
 			ID: streamr.MessageID{
 				StreamID:        r.Part.Stream,
 				StreamPartition: int32(r.Part.Partition),
@@ -90,18 +121,62 @@ func (s *signer) sign(ctx context.Context, readings []storage.Reading) ([]storag
 			PrevMsgRef: prev,
 			Body:       &streamr.ContentMessage{Content: r.Payload, ContentType: r.ContentType},
 		}
-		start := time.Now()
-		if err := streamr.SignMessage(ctx, s.p.cfg.Signer, msg); err != nil {
-			return nil, dirty, fmt.Errorf("reading %d: %w", r.Seq, err)
-		}
-		s.p.metrics.signSeconds.Observe(time.Since(start).Seconds())
-		encoded, err := msg.Marshal()
-		if err != nil {
-			return nil, dirty, fmt.Errorf("reading %d: %w", r.Seq, err)
-		}
-		out = append(out, storage.Signed{ReadingSeq: r.Seq, Msg: msg, Encoded: encoded})
 	}
-	return out, dirty, nil
+	return out, dirty, s.signAll(ctx, out)
+}
+
+// signAll signs and encodes msgs on up to GOMAXPROCS goroutines: a
+// signature covers one message alone (the previous message is referred to
+// by its ID, not its signature), so a batch's signatures are independent.
+// Signers are safe for concurrent use (hw.Key's contract); those that are
+// one device serialise internally.
+func (s *signer) signAll(ctx context.Context, msgs []storage.Signed) error {
+	workers := min(runtime.GOMAXPROCS(0), len(msgs))
+	errs := make([]error, workers)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(msgs) && errs[w] == nil; i = int(next.Add(1) - 1) {
+				errs[w] = s.signOne(ctx, &msgs[i])
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// signOne signs and encodes one message.
+func (s *signer) signOne(ctx context.Context, sm *storage.Signed) error {
+	start := time.Now()
+	if err := streamr.SignMessage(ctx, s.p.cfg.Signer, sm.Msg); err != nil {
+		return fmt.Errorf("reading %d: %w", sm.ReadingSeq, err)
+	}
+	took := time.Since(start)
+	s.p.metrics.signSeconds.Observe(took.Seconds())
+	s.observeSignature(took)
+	encoded, err := sm.Msg.Marshal()
+	if err != nil {
+		return fmt.Errorf("reading %d: %w", sm.ReadingSeq, err)
+	}
+	sm.Encoded = encoded
+	return nil
+}
+
+// observeSignature folds one signature's time into the moving average
+// (weight 1/16); concurrent updates may lose one, which an average allows.
+func (s *signer) observeSignature(d time.Duration) {
+	old := s.perSignature.Load()
+	if old == 0 {
+		s.perSignature.Store(max(int64(d), 1))
+		return
+	}
+	s.perSignature.Store(old + (int64(d)-old)/16)
 }
 
 // timestamp picks a reading's message time: its own timestamp if it had

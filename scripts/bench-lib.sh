@@ -80,3 +80,7 @@ CONF
 
 write_bytes() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
 peak_rss_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+# rss_split_kb PID: resident anonymous and file-backed memory as JSON fields.
+rss_split_kb() {
+	awk '/^RssAnon/ {a=$2} /^RssFile/ {f=$2} END {printf "\"anon_kb\": %d, \"file_kb\": %d", a, f}' "/proc/$1/status"
+}

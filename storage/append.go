@@ -126,36 +126,48 @@ func (r *appendReq) finish(err error) {
 // commitLoop is the group committer. When ctx ends it commits what is
 // queued, refuses further appends and returns.
 func (s *Store) commitLoop(ctx context.Context) {
+	// The last batches are committed (and presigned) after ctx ends.
+	signCtx := context.WithoutCancel(ctx)
 	for {
 		select {
 		case <-s.wake:
-			s.drain()
+			s.drain(signCtx)
 		case <-ctx.Done():
 			s.mu.Lock()
 			s.stopped = true
 			s.mu.Unlock()
-			s.drain()
+			s.drain(signCtx)
 			return
 		}
 	}
 }
 
 // drain commits batches until the queue is empty.
-func (s *Store) drain() {
+func (s *Store) drain(ctx context.Context) {
 	for {
 		batch := s.take(s.opts.MaxBatch)
 		if len(batch) == 0 {
 			return
 		}
-		s.commitBatch(batch)
+		s.commitBatch(ctx, batch)
 	}
 }
 
-// commitBatch writes batch in as few synced transactions as Badger's
-// transaction size limit allows (one, unless readings are large) and
-// reports each reading's outcome once its transaction is durable.
-func (s *Store) commitBatch(batch []*appendReq) {
+// commitBatch writes batch, signed by the presigner if it can, else
+// pending in as few synced transactions as Badger's transaction size limit
+// allows (one, unless readings are large), and reports each reading's
+// outcome once its transaction is durable.
+func (s *Store) commitBatch(ctx context.Context, batch []*appendReq) {
 	start := time.Now()
+	if done, err := s.commitPresigned(ctx, batch); done || err != nil {
+		for _, req := range batch {
+			req.finish(err)
+		}
+		if err != nil {
+			s.log.Error("commit presigned readings", "first_seq", batch[0].seq, "count", len(batch), "err", err)
+		}
+		batch = nil
+	}
 	for len(batch) > 0 {
 		n, err := s.commitTxn(batch)
 		for _, req := range batch[:n] {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -125,9 +126,14 @@ func crashChild() int {
 		fmt.Fprintln(os.Stderr, "crash child:", err)
 		return 1
 	}
-	go func() { _ = s.Run(context.Background()) }()
-	go childSigner(s)
 	round := os.Getenv("TRIBUTARY_STORAGE_CRASH_ROUND")
+	// Odd rounds sign in the group commit too (Presigner), even ones only
+	// behind it; both share one chain cache, as the bridge's signer does.
+	n, _ := strconv.Atoi(round)
+	p := &testPresigner{s: s, chains: map[string]*streamr.Chain{}, decline: n%2 == 0}
+	s.SetPresigner(p)
+	go func() { _ = s.Run(context.Background()) }()
+	go childSigner(s, p)
 	fmt.Println("ready")
 	var wg sync.WaitGroup
 	for w := range 8 {
@@ -146,8 +152,7 @@ func crashChild() int {
 	return 1
 }
 
-func childSigner(s *Store) {
-	chains := map[string]*streamr.Chain{}
+func childSigner(s *Store, p *testPresigner) {
 	var after uint64
 	for {
 		pend, err := s.Pending(after, 100)
@@ -155,8 +160,11 @@ func childSigner(s *Store) {
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		msgs, states := childSign(s, pend, chains)
-		if err := s.CommitSigned(context.Background(), msgs, states); err != nil {
+		p.mu.Lock()
+		msgs, states := childSign(s, pend, p.chains)
+		err = s.CommitSigned(context.Background(), msgs, states)
+		p.mu.Unlock()
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "crash child sign:", err)
 			return
 		}

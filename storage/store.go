@@ -36,6 +36,8 @@ type Store struct {
 	nextPos     uint64     // next log position
 	signedBytes int64      // encoded bytes of stored signed messages
 
+	presigner Presigner // signs batches in the group commit; nil: store readings pending
+
 	pending atomic.Int64 // pending readings stored
 	space   spaceTracker
 	running atomic.Bool

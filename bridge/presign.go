@@ -1,0 +1,59 @@
+package bridge
+
+import (
+	"context"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// presignedLog is a Log whose group commit can sign readings before it
+// writes them (storage.Store): New hands it the pipeline's signer, so a
+// reading is written once, signed, instead of pending and again signed.
+type presignedLog interface {
+	SetPresigner(storage.Presigner)
+}
+
+// presignMaxSignature is the slowest average signature the group commit
+// waits for. Software keys sign in tens of µs (a few hundred on a Pi);
+// hardware keys (ATECC608 ~200 ms, TPMs, HSMs) are left to the background
+// signer, so that they never hold up PUBACKs.
+const presignMaxSignature = 500 * time.Microsecond
+
+// Presign implements storage.Presigner. It declines (nil) while the
+// signing speed is unknown or too slow, and while the clock policy holds
+// readings; the store then keeps the readings pending for Run.
+func (s *signer) Presign(ctx context.Context, readings []storage.Reading) ([]storage.Signed, map[string]streamr.ChainState, error) {
+	p := s.p
+	per := time.Duration(s.perSignature.Load())
+	if per == 0 || per > presignMaxSignature {
+		return nil, nil, nil
+	}
+	if p.cfg.HoldUnsynced && !p.cfg.Clock.Synced() {
+		return nil, nil, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	msgs, dirty, err := s.sign(ctx, readings)
+	if err != nil {
+		s.forget(dirty)
+		return nil, nil, err
+	}
+	s.presigned.readings, s.presigned.chains = readings, dirty
+	return msgs, dirty, nil
+}
+
+// Committed implements storage.Presigner.
+func (s *signer) Committed(_ []storage.Signed, err error) {
+	s.mu.Lock()
+	batch := s.presigned
+	s.presigned.readings, s.presigned.chains = nil, nil
+	if err != nil {
+		s.forget(batch.chains) // the chain states in memory ran ahead of storage
+	}
+	s.mu.Unlock()
+	if err == nil {
+		s.committed(batch.readings)
+	}
+}
