@@ -203,6 +203,7 @@ func qosLabel(q byte) string {
 // finishes the work after Run has returned.
 func (p *Pipeline) Run(ctx context.Context) error {
 	s := p.signer
+	s.calibrate(ctx)
 	ticker := time.NewTicker(p.cfg.PollInterval)
 	defer ticker.Stop()
 	for {

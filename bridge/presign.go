@@ -21,13 +21,35 @@ type presignedLog interface {
 // signer, so that they never hold up PUBACKs.
 const presignMaxSignature = 500 * time.Microsecond
 
+// calibrationPayload is signed once at start to learn the signer's
+// speed before the first batch: a batch that is not presigned stays
+// pending, and under sustained load the signer might not catch up for
+// presigning to resume. The signature is discarded.
+var calibrationPayload = []byte("tributary: signing speed calibration, not a message")
+
+// calibrate measures one signature, unless one was measured already.
+func (s *signer) calibrate(ctx context.Context) {
+	if s.perSignature.Load() != 0 {
+		return
+	}
+	start := time.Now()
+	if _, err := s.p.cfg.Signer.Sign(ctx, calibrationPayload); err != nil {
+		s.p.log.Warn("signing speed calibration failed; readings are signed after they are stored", "err", err)
+		return
+	}
+	took := time.Since(start)
+	s.observeSignature(took)
+	s.p.log.Info("signing speed measured", "per_signature", took.String(),
+		"sign_in_commit", took <= time.Duration(s.maxPresign.Load()))
+}
+
 // Presign implements storage.Presigner. It declines (nil) while the
 // signing speed is unknown or too slow, and while the clock policy holds
 // readings; the store then keeps the readings pending for Run.
 func (s *signer) Presign(ctx context.Context, readings []storage.Reading) ([]storage.Signed, map[string]streamr.ChainState, error) {
 	p := s.p
 	per := time.Duration(s.perSignature.Load())
-	if per == 0 || per > presignMaxSignature {
+	if per == 0 || per > time.Duration(s.maxPresign.Load()) {
 		return nil, nil, nil
 	}
 	if p.cfg.HoldUnsynced && !p.cfg.Clock.Synced() {

@@ -31,12 +31,15 @@ type signer struct {
 	}
 
 	// perSignature is a moving average of one signature's wall time (ns);
-	// 0 until the first batch is signed.
+	// 0 until the first is measured.
 	perSignature atomic.Int64
+	maxPresign   atomic.Int64 // slowest average signature (ns) Presign accepts
 }
 
 func newSigner(p *Pipeline) *signer {
-	return &signer{p: p, chains: make(map[string]*streamr.Chain)}
+	s := &signer{p: p, chains: make(map[string]*streamr.Chain)}
+	s.maxPresign.Store(int64(presignMaxSignature))
+	return s
 }
 
 // signBatch signs and commits up to SignBatch pending readings. It returns

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tributary-iot/tributary/streamr"
 )
 
 // TestMeasureWriteAmplification runs the pipeline (concurrent durable
@@ -28,20 +31,19 @@ func TestMeasureWriteAmplification(t *testing.T) {
 	if *long {
 		n = 1_000_000
 	}
-	cases := []struct {
-		name      string
-		threshold int64
-		n         int
-		writers   int
-		rate      int // readings/s over all writers; 0 = as fast as possible
-		l0        int
-		signEvery time.Duration
-	}{
+	cases := []measureCase{
 		{"lsm-1KiB/l0=8/max", 1 << 10, n, 64, 0, 8, time.Millisecond},
 		{"vlog-64B/l0=8/max", 64, n, 64, 0, 8, time.Millisecond},
 		{"lsm-1KiB/l0=8/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 8, 20 * time.Millisecond},
 		{"vlog-64B/l0=8/2000/s/sign20ms", 64, 20_000, 20, 2000, 8, 20 * time.Millisecond},
 		{"lsm-1KiB/l0=2/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 2, 20 * time.Millisecond},
+		{"lsm-1KiB/l0=8/max/presigned", 1 << 10, n, 64, 0, 8, 0},
+		{"vlog-64B/l0=8/max/presigned", 64, n, 64, 0, 8, 0},
+		{"lsm-1KiB/l0=8/2000/s/presigned", 1 << 10, 20_000, 20, 2000, 8, 0},
+		{"vlog-64B/l0=8/2000/s/presigned", 64, 20_000, 20, 2000, 8, 0},
+	}
+	if f := os.Getenv("TRIBUTARY_STORAGE_MEASURE_CASES"); f != "" {
+		cases = slices.DeleteFunc(cases, func(c measureCase) bool { return !strings.Contains(c.name, f) })
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -51,6 +53,16 @@ func TestMeasureWriteAmplification(t *testing.T) {
 				float64(res.written)/float64(c.n), res.commits, float64(c.n)/float64(res.commits), res.rate, res.rss)
 		})
 	}
+}
+
+type measureCase struct {
+	name      string
+	threshold int64
+	n         int
+	writers   int
+	rate      int // readings/s over all writers; 0 = as fast as possible
+	l0        int
+	signEvery time.Duration // 0: presign every batch in the group commit
 }
 
 type measured struct {
@@ -67,14 +79,26 @@ func measurePipeline(t *testing.T, opts Options, n, writers, rate int, signEvery
 	if err != nil {
 		t.Fatal(err)
 	}
+	var pre *testPresigner
+	if signEvery == 0 {
+		pre = &testPresigner{s: s, chains: map[string]*streamr.Chain{}}
+		s.SetPresigner(pre)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Run(ctx) })
 	before := writeBytes(t)
 	start := time.Now()
 	var signedBytes atomic.Int64
-	wg.Go(func() { signedBytes.Store(signAll(t, s, n, signEvery)) })
+	if pre == nil {
+		wg.Go(func() { signedBytes.Store(signAll(t, s, n, signEvery)) })
+	}
 	appendPaced(t, s, n, writers, rate)
+	if pre != nil {
+		pre.mu.Lock()
+		signedBytes.Store(pre.bytes)
+		pre.mu.Unlock()
+	}
 	for signedBytes.Load() == 0 {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -19,6 +19,7 @@ type testPresigner struct {
 	decline   bool
 	fail      error // returned by Presign
 	committed int   // messages reported committed
+	bytes     int64 // their encoded size
 	failed    int   // commits reported failed
 }
 
@@ -40,6 +41,9 @@ func (p *testPresigner) Committed(msgs []Signed, err error) {
 		return
 	}
 	p.committed += len(msgs)
+	for _, m := range msgs {
+		p.bytes += int64(len(m.Encoded))
+	}
 }
 
 func (p *testPresigner) set(decline bool, fail error) {
