@@ -59,11 +59,14 @@ CONF
 }
 
 # bridge_config FILE STATE MQTT_PORT HTTP_PORT [EXTRA]: a bench bridge config.
-# BATCH_WINDOW, if set, overrides [signing] batch_window.
+# BATCH_WINDOW, if set, overrides [signing] batch_window; COMMIT_WINDOW
+# overrides [storage] commit_window.
 bridge_config() {
-	local signing=""
+	local signing="" storage=""
 	[ -z "${BATCH_WINDOW:-}" ] || signing="[signing]
 batch_window = \"$BATCH_WINDOW\""
+	[ -z "${COMMIT_WINDOW:-}" ] || storage="[storage]
+commit_window = \"$COMMIT_WINDOW\""
 	cat >"$1" <<CONF
 state_dir = "$2"
 [log]
@@ -75,6 +78,7 @@ address = "127.0.0.1:$3"
 address = "127.0.0.1:$4"
 ${5:-}
 $signing
+$storage
 CONF
 }
 

@@ -131,6 +131,7 @@ func (s *Store) commitLoop(ctx context.Context) {
 	for {
 		select {
 		case <-s.wake:
+			s.gather(ctx)
 			s.drain(signCtx)
 		case <-ctx.Done():
 			s.mu.Lock()
@@ -139,6 +140,26 @@ func (s *Store) commitLoop(ctx context.Context) {
 			s.drain(signCtx)
 			return
 		}
+	}
+}
+
+// gather waits CommitWindow for more readings to join the first, unless a
+// full batch is queued already or ctx ends.
+func (s *Store) gather(ctx context.Context) {
+	if s.opts.CommitWindow <= 0 {
+		return
+	}
+	s.mu.Lock()
+	full := len(s.queue) >= s.opts.MaxBatch
+	s.mu.Unlock()
+	if full {
+		return
+	}
+	t := time.NewTimer(s.opts.CommitWindow)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

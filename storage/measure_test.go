@@ -32,22 +32,28 @@ func TestMeasureWriteAmplification(t *testing.T) {
 		n = 1_000_000
 	}
 	cases := []measureCase{
-		{"lsm-1KiB/l0=8/max", 1 << 10, n, 64, 0, 8, time.Millisecond},
-		{"vlog-64B/l0=8/max", 64, n, 64, 0, 8, time.Millisecond},
-		{"lsm-1KiB/l0=8/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 8, 20 * time.Millisecond},
-		{"vlog-64B/l0=8/2000/s/sign20ms", 64, 20_000, 20, 2000, 8, 20 * time.Millisecond},
-		{"lsm-1KiB/l0=2/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 2, 20 * time.Millisecond},
-		{"lsm-1KiB/l0=8/max/presigned", 1 << 10, n, 64, 0, 8, 0},
-		{"vlog-64B/l0=8/max/presigned", 64, n, 64, 0, 8, 0},
-		{"lsm-1KiB/l0=8/2000/s/presigned", 1 << 10, 20_000, 20, 2000, 8, 0},
-		{"vlog-64B/l0=8/2000/s/presigned", 64, 20_000, 20, 2000, 8, 0},
+		{"lsm-1KiB/l0=8/max", 1 << 10, n, 64, 0, 8, time.Millisecond, 0},
+		{"vlog-64B/l0=8/max", 64, n, 64, 0, 8, time.Millisecond, 0},
+		{"lsm-1KiB/l0=8/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 8, 20 * time.Millisecond, 0},
+		{"vlog-64B/l0=8/2000/s/sign20ms", 64, 20_000, 20, 2000, 8, 20 * time.Millisecond, 0},
+		{"lsm-1KiB/l0=2/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 2, 20 * time.Millisecond, 0},
+		{"lsm-1KiB/l0=8/max/presigned", 1 << 10, n, 64, 0, 8, 0, 0},
+		{"vlog-64B/l0=8/max/presigned", 64, n, 64, 0, 8, 0, 0},
+		{"lsm-1KiB/l0=8/2000/s/presigned", 1 << 10, 20_000, 20, 2000, 8, 0, 0},
+		{"vlog-64B/l0=8/2000/s/presigned", 64, 20_000, 20, 2000, 8, 0, 0},
+		{"lsm-1KiB/l0=8/2000/s/presigned/window=1ms", 1 << 10, 20_000, 20, 2000, 8, 0, time.Millisecond},
+		{"lsm-1KiB/l0=8/2000/s/presigned/window=2ms", 1 << 10, 20_000, 20, 2000, 8, 0, 2 * time.Millisecond},
+		{"lsm-1KiB/l0=8/2000/s/presigned/window=4ms", 1 << 10, 20_000, 20, 2000, 8, 0, 4 * time.Millisecond},
+		{"vlog-64B/l0=8/2000/s/presigned/window=2ms", 64, 20_000, 20, 2000, 8, 0, 2 * time.Millisecond},
+		{"lsm-1KiB/l0=8/max/presigned/window=2ms", 1 << 10, n, 64, 0, 8, 0, 2 * time.Millisecond},
+		{"vlog-64B/l0=8/max/presigned/window=2ms", 64, n, 64, 0, 8, 0, 2 * time.Millisecond},
 	}
 	if f := os.Getenv("TRIBUTARY_STORAGE_MEASURE_CASES"); f != "" {
 		cases = slices.DeleteFunc(cases, func(c measureCase) bool { return !strings.Contains(c.name, f) })
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			res := measurePipeline(t, Options{valueThreshold: c.threshold, level0Tables: c.l0}, c.n, c.writers, c.rate, c.signEvery)
+			res := measurePipeline(t, Options{valueThreshold: c.threshold, level0Tables: c.l0, CommitWindow: c.window}, c.n, c.writers, c.rate, c.signEvery)
 			t.Logf("%s: %d readings, signed msg %d B avg, wrote %.1f MB = %.2f× signed bytes (%.0f B/reading), %d reading commits (%.1f/commit), %.0f readings/s, %s",
 				c.name, c.n, res.msgSize, float64(res.written)/1e6, float64(res.written)/float64(res.signedBytes),
 				float64(res.written)/float64(c.n), res.commits, float64(c.n)/float64(res.commits), res.rate, res.rss)
@@ -63,6 +69,7 @@ type measureCase struct {
 	rate      int // readings/s over all writers; 0 = as fast as possible
 	l0        int
 	signEvery time.Duration // 0: presign every batch in the group commit
+	window    time.Duration // Options.CommitWindow
 }
 
 type measured struct {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -239,5 +241,31 @@ func waitQueued(t *testing.T, s *Store, n int) {
 			t.Fatal("timed out waiting for the queue")
 		default:
 		}
+	}
+}
+
+// TestCommitWindowGathersReadings checks that with a commit window,
+// readings from concurrent writers share synced commits: each round of
+// one reading per writer is committed in about one transaction.
+func TestCommitWindowGathersReadings(t *testing.T) {
+	s := running(t, Options{MinFreeBytes: -1, CommitWindow: 20 * time.Millisecond})
+	const writers, rounds = 8, 5
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range rounds {
+				if err := s.Append(context.Background(), reading(testPart, fmt.Sprintf("w%d", w), payloadN(i)), true); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if commits := counterValue(t, s.m.commits); commits > 2*rounds {
+		t.Fatalf("%d readings took %.0f synced commits, want at most %d", writers*rounds, commits, 2*rounds)
+	}
+	if _, err := Open(Options{Dir: t.TempDir(), CommitWindow: -time.Second}); err == nil {
+		t.Fatal("a negative commit window was accepted")
 	}
 }

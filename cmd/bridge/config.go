@@ -99,7 +99,8 @@ type StorageConfig struct {
 	Retention      Duration `toml:"retention"`
 	RetentionBytes Size     `toml:"retention_bytes"`
 	GCInterval     Duration `toml:"gc_interval"`
-	MinFree        Size     `toml:"min_free"` // free space kept on the file system; "0 B" = unchecked
+	MinFree        Size     `toml:"min_free"`      // free space kept on the file system; "0 B" = unchecked
+	CommitWindow   Duration `toml:"commit_window"` // readings gather this long per synced commit
 }
 
 // SigningConfig sets the clock policy and the signing cadence.
@@ -315,6 +316,7 @@ func (c *Config) validate() error {
 	check(c.MQTT.SessionMaxBytes >= 0, "mqtt.session_max_bytes: must not be negative")
 	check(c.Storage.Quota >= 0 && c.Storage.RetentionBytes >= 0, "storage: sizes must not be negative")
 	check(c.Storage.GCInterval > 0, "storage.gc_interval: must be positive")
+	check(c.Storage.CommitWindow >= 0, "storage.commit_window: must not be negative")
 	check(c.Signing.BatchWindow >= 0, "signing.batch_window: must not be negative")
 	if err := c.HTTP.validate(); err != nil {
 		errs = append(errs, err)

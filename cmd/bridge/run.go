@@ -500,6 +500,7 @@ func storageOptions(cfg *Config, log *slog.Logger, reg prometheus.Registerer) st
 		RetentionBytes: int64(cfg.Storage.RetentionBytes),
 		GCInterval:     time.Duration(cfg.Storage.GCInterval),
 		MinFreeBytes:   minFreeBytes(cfg),
+		CommitWindow:   time.Duration(cfg.Storage.CommitWindow),
 		Logger:         log,
 		Registerer:     reg,
 	}
