@@ -193,7 +193,11 @@ func writeBytes(t *testing.T) int64 {
 }
 
 func rss(t *testing.T) string {
-	return fmt.Sprintf("VmRSS %d kB, VmHWM %d kB", procField(t, "/proc/self/status", "VmRSS:"), procField(t, "/proc/self/status", "VmHWM:"))
+	st := func(f string) int64 { return procField(t, "/proc/self/status", f) }
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return fmt.Sprintf("VmRSS %d kB (anon %d, file %d), VmHWM %d kB, Go heap in use %d kB, Go sys %d kB",
+		st("VmRSS:"), st("RssAnon:"), st("RssFile:"), st("VmHWM:"), ms.HeapInuse>>10, ms.Sys>>10)
 }
 
 func procField(t *testing.T, file, field string) int64 {
