@@ -19,7 +19,7 @@ func TestFastSignerSignsInCommit(t *testing.T) {
 	}
 	g := startTestGateway(t, gatewayOptions{signer: key})
 	g.pipeline.signer.maxPresign.Store(int64(time.Second)) // the race detector slows signing
-	for g.pipeline.signer.perSignature.Load() == 0 {
+	for g.pipeline.signer.calibrated.Load() == 0 {
 		time.Sleep(time.Millisecond) // Run calibrates first
 	}
 	const clients, n = 3, 40

@@ -30,8 +30,9 @@ type signer struct {
 		chains   map[string]streamr.ChainState
 	}
 
-	// perSignature is a moving average of one signature's wall time (ns);
-	// 0 until the first is measured.
+	// calibrated is the signer's speed measured at start (ns, 0 until
+	// then); perSignature is a moving average of signature wall time (ns).
+	calibrated   atomic.Int64
 	perSignature atomic.Int64
 	maxPresign   atomic.Int64 // slowest average signature (ns) Presign accepts
 }

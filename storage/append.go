@@ -180,15 +180,7 @@ func (s *Store) drain(ctx context.Context) {
 // outcome once its transaction is durable.
 func (s *Store) commitBatch(ctx context.Context, batch []*appendReq) {
 	start := time.Now()
-	if done, err := s.commitPresigned(ctx, batch); done || err != nil {
-		for _, req := range batch {
-			req.finish(err)
-		}
-		if err != nil {
-			s.log.Error("commit presigned readings", "first_seq", batch[0].seq, "count", len(batch), "err", err)
-		}
-		batch = nil
-	}
+	batch = s.presignBatch(ctx, batch)
 	for len(batch) > 0 {
 		n, err := s.commitTxn(batch)
 		for _, req := range batch[:n] {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,6 +118,9 @@ func measurePipeline(t *testing.T, opts Options, n, writers, rate int, signEvery
 	s.maintain(context.Background(), time.Now())
 	runtime.GC()
 	res.rss = rss(t)
+	if f := os.Getenv("TRIBUTARY_STORAGE_HEAP_PROFILE"); f != "" {
+		writeHeapProfile(t, f)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -218,4 +222,16 @@ func procField(t *testing.T, file, field string) int64 {
 	}
 	t.Fatalf("%s: no %s", file, field)
 	return 0
+}
+
+// writeHeapProfile saves the live heap, to see what holds memory.
+func writeHeapProfile(t *testing.T, name string) {
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		t.Fatal(err)
+	}
 }

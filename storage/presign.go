@@ -27,78 +27,113 @@ type Presigner interface {
 	Committed(msgs []Signed, err error)
 }
 
-// presignMaxBytes bounds the encoded readings of a batch the store offers
-// its Presigner: signed, they must fit one Badger transaction (about
-// 600 kB with 4 MB memtables) with their index keys. Larger batches are
-// stored unsigned.
-const presignMaxBytes = 256 << 10
-
 // errPresignTooBig makes a presigned batch that did not fit one
 // transaction go the unsigned way.
 var errPresignTooBig = errors.New("presigned batch exceeds one transaction")
 
 var errPresignMismatch = errors.New("presigner did not return one message per reading, in order")
 
+// Batch outcomes, the stored label of tributary_storage_batches_total.
+const (
+	storedPresigned = "presigned"
+	storedPending   = "pending"           // no presigner, or readings were pending already
+	storedDeclined  = "declined"          // the presigner declined (slow signer, held clock)
+	storedFailed    = "presign_failed"    // the presigner failed or returned the wrong messages
+	storedTooLarge  = "presign_too_large" // the signed batch did not fit a transaction
+)
+
 // SetPresigner makes the group committer offer batches to p. Call it before
 // Run.
 func (s *Store) SetPresigner(p Presigner) { s.presigner = p }
 
-// presignable returns the batch's readings if the presigner may sign them
-// now: one is set, no reading is pending (so no older reading of any chain
-// is waiting for the background signer) and the batch fits a transaction.
-func (s *Store) presignable(batch []*appendReq) ([]Reading, bool) {
-	if s.presigner == nil || s.pending.Load() != 0 {
-		return nil, false
+// presignBatch commits as much of batch as the presigner signs, in chunks
+// that fit one transaction each, reports each reading's outcome and
+// returns the readings left to store pending.
+func (s *Store) presignBatch(ctx context.Context, batch []*appendReq) []*appendReq {
+	for len(batch) > 0 {
+		n := s.presignChunk(batch)
+		stored, err := s.commitPresigned(ctx, batch[:n])
+		s.m.batches.WithLabelValues(stored).Inc()
+		if stored != storedPresigned {
+			return batch
+		}
+		for _, req := range batch[:n] {
+			req.finish(err)
+		}
+		if err != nil {
+			s.log.Error("commit presigned readings", "first_seq", batch[0].seq, "count", n, "err", err)
+		} else {
+			s.m.commits.Inc()
+			s.m.batchSize.Observe(float64(n))
+		}
+		batch = batch[n:]
 	}
-	size := 0
+	return nil
+}
+
+// presignChunk returns how many readings from the head of batch (at least
+// one) to presign in one transaction: a signed message with its index key
+// takes up to about twice its reading's bytes in Badger's batch size
+// limit, so a quarter of that limit in reading bytes leaves room.
+func (s *Store) presignChunk(batch []*appendReq) int {
+	budget := int(s.db.MaxBatchSize() / 4)
+	n, size := 0, 0
 	for _, req := range batch {
-		size += len(req.value)
+		if size += len(req.value) + 64; n > 0 && size > budget {
+			break
+		}
+		n++
 	}
-	if size > presignMaxBytes {
-		return nil, false
+	return n
+}
+
+// commitPresigned offers chunk to the presigner and, if it signs it,
+// commits the signed messages in one synced transaction. It says how the
+// chunk was stored: storedPresigned (with the commit's error), or why it
+// must be stored pending instead.
+func (s *Store) commitPresigned(ctx context.Context, chunk []*appendReq) (string, error) {
+	if s.presigner == nil || s.pending.Load() != 0 {
+		return storedPending, nil
 	}
-	readings := make([]Reading, len(batch))
-	for i, req := range batch {
+	readings, err := s.decodeChunk(chunk)
+	if err != nil {
+		s.log.Error("decode readings to presign; storing them unsigned", "err", err)
+		return storedFailed, nil
+	}
+	msgs, chains, err := s.presigner.Presign(ctx, readings)
+	switch {
+	case err != nil:
+		s.log.Warn("presign failed; storing the readings unsigned", "first_seq", chunk[0].seq, "count", len(chunk), "err", err)
+		return storedFailed, nil
+	case msgs == nil:
+		return storedDeclined, nil
+	case !matches(msgs, chunk):
+		s.presigner.Committed(msgs, errPresignMismatch)
+		s.log.Error("presigned messages do not match the readings; storing the readings unsigned", "readings", len(chunk), "messages", len(msgs))
+		return storedFailed, nil
+	}
+	err = s.commitSignedTxn(chunk[len(chunk)-1].seq, msgs, chains)
+	s.presigner.Committed(msgs, err)
+	if errors.Is(err, errPresignTooBig) {
+		return storedTooLarge, nil
+	}
+	return storedPresigned, err
+}
+
+// decodeChunk returns the readings of chunk for the presigner.
+func (s *Store) decodeChunk(chunk []*appendReq) ([]Reading, error) {
+	readings := make([]Reading, len(chunk))
+	for i, req := range chunk {
 		r, part, err := decodeReading(req.seq, req.value)
 		if err == nil {
 			r.Part, err = s.partName(part)
 		}
 		if err != nil {
-			s.log.Error("decode reading to presign", "seq", req.seq, "err", err)
-			return nil, false
+			return nil, err
 		}
 		readings[i] = r
 	}
-	return readings, true
-}
-
-// commitPresigned offers the whole batch to the presigner and, if it signs
-// it, commits the signed messages in one synced transaction. It reports
-// false if the batch must be stored unsigned instead.
-func (s *Store) commitPresigned(ctx context.Context, batch []*appendReq) (bool, error) {
-	readings, ok := s.presignable(batch)
-	if !ok {
-		return false, nil
-	}
-	msgs, chains, err := s.presigner.Presign(ctx, readings)
-	if err != nil {
-		s.log.Warn("presign failed; storing the readings unsigned", "first_seq", batch[0].seq, "count", len(batch), "err", err)
-		return false, nil
-	}
-	if msgs == nil {
-		return false, nil
-	}
-	if !matches(msgs, batch) {
-		s.presigner.Committed(msgs, errPresignMismatch)
-		s.log.Error("presigned messages do not match the readings; storing the readings unsigned", "readings", len(batch), "messages", len(msgs))
-		return false, nil
-	}
-	err = s.commitSignedTxn(batch[len(batch)-1].seq, msgs, chains)
-	s.presigner.Committed(msgs, err)
-	if errors.Is(err, errPresignTooBig) {
-		return false, nil
-	}
-	return true, err
+	return readings, nil
 }
 
 // commitSignedTxn stores presigned messages, the chain states and the
@@ -129,8 +164,6 @@ func (s *Store) commitSignedTxn(lastSeq uint64, msgs []Signed, chains map[string
 	}
 	s.nextPos += uint64(len(msgs))
 	s.signedBytes += added
-	s.m.commits.Inc()
-	s.m.batchSize.Observe(float64(len(msgs)))
 	return nil
 }
 
