@@ -21,14 +21,24 @@ const (
 	MaxReadingBytes = 1 << 20
 )
 
-// Pi-sized Badger settings ("low-mem A" in perf-baselines.md §2): about
-// 110 MB RSS after a million readings instead of 500-600 MB with defaults.
+// Pi-sized Badger settings, from "low-mem A" in perf-baselines.md §2.
 const (
-	memTableSize     = 2 << 20
+	// memTableSize: each memtable's arena and the table builder that
+	// flushes it (Badger pools builders and keeps them) are live heap: 2 MB
+	// memtables halved the heap after 200,000 readings (56 against 116 MB)
+	// but left more of the deleted data on disk after retention
+	// (TestRetentionReclaimsSpace), so it stays at 4 MB for now.
+	memTableSize     = 4 << 20
 	valueLogFileSize = 16 << 20
 	// valueThreshold: values of at least this many bytes go to the value
-	// log, smaller ones stay in the LSM tree. See storage.md in the notes for
-	// the write-amplification measurements behind the choice.
+	// log, smaller ones stay in the LSM tree (a 200-byte reading's ~390-byte
+	// message does). Keeping signed messages in the value log instead
+	// (threshold 64) wrote more per reading at 2,000/s (4.0× against 3.2×
+	// the signed bytes: every synced commit then rewrites a partly filled
+	// page of two files), less at full load over 200,000 readings (3.4×
+	// against 4.1×: no compaction of values); TestMeasureWriteAmplification.
+	// TestSigningBatchFitsTransaction checks that a signing batch of
+	// messages just below it fits one transaction.
 	valueThreshold = 1 << 10
 	// level0Tables (low-mem A has 2) is raised to 8: every L0→L1 compaction
 	// rewrites the whole overlapping L1 range, and each L0 table spans the
@@ -138,7 +148,7 @@ func (o *Options) validate() error {
 }
 
 func (o *Options) badgerOptions() badger.Options {
-	opts := badger.DefaultOptions(o.Dir).
+	return badger.DefaultOptions(o.Dir).
 		WithLogger(badgerLogger{o.Logger}).
 		WithSyncWrites(true).
 		WithMetricsEnabled(false).
@@ -153,14 +163,6 @@ func (o *Options) badgerOptions() badger.Options {
 		WithNumCompactors(2).
 		WithDetectConflicts(false).
 		WithValueThreshold(o.valueThreshold)
-	// Every level's tables are base-sized (Badger doubles them per level by
-	// default). Compaction builds up to ~10 tables at once in allocators
-	// of twice the table size that Badger pools and keeps (8 of them), so
-	// doubling sizes made the live heap grow with the database: 124 MB of
-	// pooled builder buffers after 200,000 readings, the bulk of the
-	// 662 MB RSS after a million (TestMeasureWriteAmplification).
-	opts.TableSizeMultiplier = 1
-	return opts
 }
 
 // badgerLogger routes Badger's printf-style logs to slog. Badger's Info

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -127,5 +128,36 @@ func assertStored(t *testing.T, s *Store, pending, signed int) {
 	}
 	if len(pend) != pending || len(logged) != signed {
 		t.Fatalf("stored %d pending and %d signed, want %d and %d", len(pend), len(logged), pending, signed)
+	}
+}
+
+// TestSigningBatchFitsTransaction checks that a signing batch of 256
+// messages just below the value threshold (the largest kept in the LSM
+// tree), each on its own chain, fits one transaction: otherwise signing
+// would stall on such readings.
+func TestSigningBatchFitsTransaction(t *testing.T) {
+	s := running(t, Options{MinFreeBytes: -1})
+	pend := make([]Reading, 256)
+	for i := range pend {
+		r := reading(testPart, fmt.Sprintf("sensor-with-a-long-client-id-%03d", i), "")
+		for {
+			sm, err := buildSigned(*r, 1, 0, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(sm.Encoded)+logHeaderLen >= valueThreshold-1 {
+				break
+			}
+			r.Payload = append(r.Payload, 'x')
+		}
+		if err := s.Append(context.Background(), r, true); err != nil {
+			t.Fatal(err)
+		}
+		pend[i] = *r
+	}
+	chains := map[string]*streamr.Chain{}
+	msgs, states := childSign(s, pend, chains)
+	if err := s.CommitSigned(context.Background(), msgs, states); err != nil {
+		t.Fatalf("commit 256 messages of %d bytes on 256 chains: %v", len(msgs[0].Encoded), err)
 	}
 }
