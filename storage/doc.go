@@ -12,5 +12,10 @@
 // Durable appends are group-committed: concurrent Append calls share one
 // synced Badger transaction, because Badger syncs its write-ahead log once per
 // transaction and does not merge concurrent synced transactions itself.
+// With a Presigner set and no reading pending, the committer has each batch
+// signed first and stores the signed messages in that same transaction, so
+// a reading is written once; otherwise readings are stored pending and
+// signed later (CommitSigned). Both paths use the same keys, so a store
+// written by either opens with the other.
 // Run drives the committer and the retention and value-log GC schedule.
 package storage

@@ -23,7 +23,9 @@ import (
 // appends, a signer committing signed messages in batches) and reports the
 // bytes this process caused to be written (/proc/self/io write_bytes) per
 // byte of signed message. It only reports: run it with
-// TRIBUTARY_STORAGE_MEASURE=1 (and -long for a million readings and RSS).
+// TRIBUTARY_STORAGE_MEASURE=1 (and -long for a million readings and RSS);
+// TRIBUTARY_STORAGE_MEASURE_CASES=<substring> selects cases, and
+// TRIBUTARY_STORAGE_HEAP_PROFILE=<file> saves the live heap after each.
 func TestMeasureWriteAmplification(t *testing.T) {
 	if os.Getenv("TRIBUTARY_STORAGE_MEASURE") == "" {
 		t.Skip("measurement only; set TRIBUTARY_STORAGE_MEASURE=1")
