@@ -34,7 +34,7 @@ type signer struct {
 	// then); perSignature is a moving average of signature wall time (ns).
 	calibrated   atomic.Int64
 	perSignature atomic.Int64
-	maxPresign   atomic.Int64 // slowest average signature (ns) Presign accepts
+	maxPresign   atomic.Int64 // slowest calibrated signature (ns) Presign accepts
 }
 
 func newSigner(p *Pipeline) *signer {
