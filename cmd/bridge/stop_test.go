@@ -29,6 +29,11 @@ func TestGracefulStopSignsEverything(t *testing.T) {
 		t.Skip("runs the real binary for several rounds")
 	}
 	in := newInstance(t, "[signing]\nbatch_window = \"0s\"\n")
+	// A key as slow as a small secure element (above the 2 ms per
+	// signature up to which readings are signed in the commit that stores
+	// them) leaves readings pending for the signer, and so for the stop.
+	in.bin = testBridgeBinary(t)
+	in.extraEnv = []string{"TRIBUTARY_TEST_SIGN_DELAY=3ms"}
 	acked := make(map[string]bool)
 	pendingAtStop := 0
 	var stream string
