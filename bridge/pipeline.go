@@ -39,6 +39,7 @@ type Config struct {
 	HoldUnsynced bool          // on_unsynced_clock = "hold": sign only once the clock is synced
 	SignBatch    int           // readings signed per storage commit (default 256)
 	SignDelay    time.Duration // how long readings gather before a batch is signed (default 10ms; negative: none)
+	PresignMax   time.Duration // sign in the storing commit while a signature takes less (default DefaultPresignMax; negative: never)
 	Metrics      *Metrics      // nil means unregistered metrics
 	Logger       *slog.Logger  // nil means slog.Default()
 	PollInterval time.Duration // how often a held or idle signer re-checks (default 1s)
@@ -85,6 +86,9 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	if cfg.SignDelay == 0 {
 		cfg.SignDelay = 10 * time.Millisecond
+	}
+	if cfg.PresignMax == 0 {
+		cfg.PresignMax = DefaultPresignMax
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second

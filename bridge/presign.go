@@ -16,16 +16,16 @@ type presignedLog interface {
 	SetPresigner(storage.Presigner)
 }
 
-// presignMaxSignature is the slowest signature the group commit waits
-// for, as calibrated at start. Software keys sign in tens of µs (a few
+// DefaultPresignMax is the slowest signature the group commit waits for,
+// as calibrated at start (Config.PresignMax). Software keys sign in tens of µs (a few
 // hundred on a Pi); hardware keys (ATECC608 ~200 ms, discrete TPMs tens of
 // ms) are left to the background signer, so that they never hold up
 // PUBACKs.
-const presignMaxSignature = 2 * time.Millisecond
+const DefaultPresignMax = 2 * time.Millisecond
 
 // presignStallSignature stops presigning if the moving average of
 // signature wall time grows this large after calibration (a key that
-// became slow). It is well above presignMaxSignature because a busy CPU
+// became slow). It is well above DefaultPresignMax because a busy CPU
 // inflates wall time, and every batch not presigned stays pending until
 // the background signer catches up.
 const presignStallSignature = 20 * time.Millisecond
@@ -40,7 +40,7 @@ var calibrationPayload = []byte("tributary: signing speed calibration, not a mes
 
 // calibrate measures the signer's speed once.
 func (s *signer) calibrate(ctx context.Context) {
-	if s.calibrated.Load() != 0 {
+	if s.calibrated.Load() != 0 || s.p.cfg.PresignMax < 0 {
 		return
 	}
 	fastest := time.Duration(math.MaxInt64)
@@ -51,7 +51,7 @@ func (s *signer) calibrate(ctx context.Context) {
 			return
 		}
 		fastest = min(fastest, time.Since(start))
-		if fastest > presignMaxSignature {
+		if fastest > max(s.p.cfg.PresignMax, DefaultPresignMax) {
 			break // a slow key: one signature tells
 		}
 	}

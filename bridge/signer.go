@@ -39,7 +39,7 @@ type signer struct {
 
 func newSigner(p *Pipeline) *signer {
 	s := &signer{p: p, chains: make(map[string]*streamr.Chain)}
-	s.maxPresign.Store(int64(presignMaxSignature))
+	s.maxPresign.Store(int64(p.cfg.PresignMax))
 	return s
 }
 

@@ -107,6 +107,9 @@ type StorageConfig struct {
 type SigningConfig struct {
 	OnUnsyncedClock string   `toml:"on_unsynced_clock"` // sign or hold
 	BatchWindow     Duration `toml:"batch_window"`      // readings gather this long per signed batch
+	// SignInCommitUnder: readings are signed in the commit that stores them
+	// while the key's calibrated signature takes less; 0 never.
+	SignInCommitUnder Duration `toml:"sign_in_commit_under"`
 }
 
 // HTTPConfig is the local HTTP API: metrics, health, and data export.
@@ -171,7 +174,7 @@ func defaultConfig() Config {
 			GCInterval: Duration(5 * time.Minute),
 			MinFree:    Size(storage.DefaultMinFreeBytes),
 		},
-		Signing: SigningConfig{OnUnsyncedClock: "sign", BatchWindow: Duration(10 * time.Millisecond)},
+		Signing: SigningConfig{OnUnsyncedClock: "sign", BatchWindow: Duration(10 * time.Millisecond), SignInCommitUnder: Duration(bridge.DefaultPresignMax)},
 		Status:  StatusConfig{ButtonHold: Duration(3 * time.Second)},
 		Receipts: ReceiptsConfig{
 			Required: string(bridge.ReceiptsNone), Peers: []string{},
@@ -318,6 +321,7 @@ func (c *Config) validate() error {
 	check(c.Storage.GCInterval > 0, "storage.gc_interval: must be positive")
 	check(c.Storage.CommitWindow >= 0, "storage.commit_window: must not be negative")
 	check(c.Signing.BatchWindow >= 0, "signing.batch_window: must not be negative")
+	check(c.Signing.SignInCommitUnder >= 0, "signing.sign_in_commit_under: must not be negative")
 	if err := c.HTTP.validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -32,12 +32,15 @@ func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test runs the real binary for many rounds")
 	}
-	// A wide signing window leaves many durable readings unsigned at each kill.
-	in := newInstance(t, "[signing]\nbatch_window = \"200ms\"\n")
+	// Even rounds sign behind the durable write, where a wide signing
+	// window leaves many durable readings unsigned at each kill; odd rounds
+	// sign in the commit that stores them (the default with a software key).
+	in := newInstance(t, "[signing]\nbatch_window = \"200ms\"\nsign_in_commit_under = \"0s\"\n")
 	acked := make(map[string]bool)
 	var nextID, signedByExport int
 	var stream string
 	for round := range *crashRounds {
+		in.replaceConfig(`sign_in_commit_under = "[^"]*"`, fmt.Sprintf("sign_in_commit_under = %q", []string{"0s", "2ms"}[round%2]))
 		in.start()
 		ids := publishUntilKilled(t, in, round, &nextID)
 		for _, id := range ids {

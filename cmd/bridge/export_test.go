@@ -18,7 +18,7 @@ func TestExportAfterKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the real binary")
 	}
-	in := newInstance(t, "[signing]\nbatch_window = \"1h\"\n") // nothing is signed while running
+	in := newInstance(t, "[signing]\nbatch_window = \"1h\"\nsign_in_commit_under = \"0s\"\n") // nothing is signed while running
 	in.start()
 	acked := make(map[string]bool)
 	for _, id := range publishBurst(t, in, 0, 25) {

@@ -149,6 +149,7 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 		HoldUnsynced:  cfg.Signing.OnUnsyncedClock == "hold",
 		LocalUnmapped: cfg.MQTT.Unmapped == "local",
 		SignDelay:     signDelay(cfg.Signing.BatchWindow),
+		PresignMax:    presignMax(cfg.Signing.SignInCommitUnder),
 		Metrics:       bridge.NewMetrics(g.reg),
 		Logger:        log.With("component", "bridge"),
 	})
@@ -485,6 +486,15 @@ func (h ingestHandler) HandlePublish(_ context.Context, m *broker.Message) broke
 
 // signDelay maps batch_window onto bridge.Config.SignDelay, where zero
 // means the default and a negative value none.
+// presignMax maps sign_in_commit_under onto bridge.Config.PresignMax,
+// where zero means the default and a negative value never.
+func presignMax(under Duration) time.Duration {
+	if under == 0 {
+		return -1
+	}
+	return time.Duration(under)
+}
+
 func signDelay(window Duration) time.Duration {
 	if window == 0 {
 		return -1
