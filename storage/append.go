@@ -183,13 +183,13 @@ func (s *Store) commitBatch(ctx context.Context, batch []*appendReq) {
 	batch = s.presignBatch(ctx, batch)
 	for len(batch) > 0 {
 		n, err := s.commitTxn(batch)
-		for _, req := range batch[:n] {
-			req.finish(err)
-		}
 		if err != nil {
 			s.log.Error("commit readings", "first_seq", batch[0].seq, "count", n, "err", err)
 		} else {
-			s.pending.Add(int64(n))
+			s.pending.Add(int64(n)) // before the acks: a caller may count them at once
+		}
+		for _, req := range batch[:n] {
+			req.finish(err)
 		}
 		batch = batch[n:]
 	}
