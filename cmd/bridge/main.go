@@ -19,12 +19,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/tributary-iot/tributary/broker"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -140,12 +137,8 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// broker.New loads the users file and TLS certificates but binds nothing.
-	refuse := broker.HandlerFunc(func(context.Context, *broker.Message) broker.Verdict {
-		return broker.Verdict{Code: broker.UnspecifiedError}
-	})
-	if _, err := broker.New(brokerConfig(cfg, nil), refuse, slog.New(slog.DiscardHandler)); err != nil {
-		return fmt.Errorf("config %s: %w", fs.Arg(0), err)
+	if err := cfg.checkFiles(fs.Arg(0)); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "config %s is valid\n", fs.Arg(0))
 	return nil

@@ -47,6 +47,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.checkFiles(*configPath); err != nil {
+		return err
+	}
 	if *bootstrapNode {
 		if !cfg.Overlay.Enabled {
 			return usageError{errors.New("run: --bootstrap-node needs overlay.enabled = true")}
