@@ -76,12 +76,11 @@ type gateway struct {
 	// Peer-to-peer side; nil when overlay.enabled is false.
 	node      *overlay.Node
 	forwarder *bridge.Forwarder
-	deliverer *bridge.Deliverer
 	adapter   *overlayAdapter
 	subs      []*bridge.Subscription
 	receipts  *bridge.Receipts
-	order     *bridge.Orderer // delivery to local MQTT
-	storer    *bridge.Storer  // [[store]] rules; nil without them
+	delivery  *localDelivery // [[subscribe]] to local MQTT
+	storer    *bridge.Storer // [[store]] rules; nil without them
 	stored    []streamr.StreamPartID
 }
 
@@ -164,13 +163,7 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 		return nil, err
 	}
 	if g.node != nil {
-		ocfg := cfg.orderConfig("mqtt", log, g.reg)
-		ocfg.Positions, ocfg.Resender = bridge.DeliveryPositions(g.store, localBroker{g.broker}), g.adapter
-		// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
-		// the held bound is fetched again, not given up.
-		ocfg.KeepGaps = true
-		g.order = bridge.NewOrderer(ocfg)
-		g.deliverer = bridge.NewDeliverer(g.key.PublisherID(), localBroker{g.broker}, g.order, g.reg, log.With("component", "delivery"))
+		g.delivery = newDelivery(g)
 		if len(g.stored) > 0 {
 			scfg := cfg.orderConfig("store", log, g.reg)
 			scfg.Resender = g.adapter
@@ -247,7 +240,7 @@ func (g *gateway) serve(ctx context.Context) error {
 	if g.node != nil {
 		work.Go(func() error { return g.forwarder.Run(netCtx) })
 		work.Go(func() error { return g.node.Run(netCtx) })
-		work.Go(func() error { return g.order.Run(netCtx) })
+		g.delivery.run(netCtx, work)
 		work.Go(func() error { return g.receipts.Run(netCtx, receiptNet{g.node}, g.store.Parts) })
 	}
 	if g.storer != nil {
@@ -401,8 +394,8 @@ func (g *gateway) announceReady(ctx, failed context.Context) error {
 		return errors.New("storage or signer stopped before the broker was ready")
 	case <-g.broker.Ready():
 	}
-	if g.deliverer != nil {
-		if err := g.deliverer.Start(g.adapter, g.subs); err != nil {
+	if g.delivery != nil {
+		if err := g.delivery.start(g.adapter); err != nil {
 			return err
 		}
 	}
@@ -427,6 +420,7 @@ func (g *gateway) serveHTTP(ctx context.Context) error {
 	hcfg := g.cfg.httpServerConfig(g.reg, g.log)
 	hcfg.History, hcfg.Receipts = g.store, g.receipts
 	hcfg.Health = func() error { return g.pipeline.Health(maxStall) }
+	hcfg.Identity = func() any { return g.identity() }
 	srv, err := bridge.NewHTTPServer(ln, hcfg)
 	if err != nil {
 		_ = ln.Close()
