@@ -23,10 +23,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/tributary-iot/tributary/bridge"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -50,6 +54,40 @@ func main() {
 type loggedError struct{ error }
 
 func (e loggedError) Unwrap() error { return e.error }
+
+// warnUnsyncedClock warns at start when the kernel says the clock is not
+// NTP-synchronised: readings are timestamped (and, with "sign", signed)
+// with that clock.
+func warnUnsyncedClock(log *slog.Logger, policy string) {
+	sync, err := bridge.ReadClockSync()
+	switch {
+	case err != nil:
+		log.Warn("cannot read the clock's sync state", "err", err)
+	case !sync.Synced && policy == "hold":
+		log.Warn("system clock is not synchronised: signing waits until it is (signing.on_unsynced_clock = \"hold\")", "max_error", sync.MaxError.String())
+	case !sync.Synced:
+		log.Warn("system clock is not synchronised: readings are signed with its time (signing.on_unsynced_clock = \"sign\")", "max_error", sync.MaxError.String())
+	}
+}
+
+// addrsAsText logs network addresses as host:port text (JSON would
+// otherwise print the structs' fields).
+func addrsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() != slog.KindAny {
+		return a
+	}
+	switch v := a.Value.Any().(type) {
+	case net.Addr:
+		return slog.String(a.Key, v.String())
+	case []net.Addr:
+		s := make([]string, len(v))
+		for i, addr := range v {
+			s[i] = addr.String()
+		}
+		return slog.Any(a.Key, s)
+	}
+	return a
+}
 
 // usageError marks errors in how the command was called (exit status 2).
 type usageError struct{ error }

@@ -59,6 +59,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log, closeLog := newLogger(cfg.Log, stderr)
 	defer closeLog()
+	warnUnsyncedClock(log, cfg.Signing.OnUnsyncedClock)
 	return logStopped(log, run(ctx, cfg, log, hangup))
 }
 
@@ -607,7 +608,7 @@ func openKey(ctx context.Context, cfg *Config, log *slog.Logger) (hw.Key, error)
 func newLogger(c LogConfig, w io.Writer) (*slog.Logger, func()) {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated by Config.validate
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: addrsAsText}
 	if systemd.StderrIsJournal() {
 		if h, err := systemd.NewJournalHandler(systemd.JournalSocket, opts); err == nil {
 			return slog.New(h), func() { _ = h.Close() }
