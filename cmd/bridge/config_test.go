@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -226,10 +224,10 @@ func TestCheckConfigRefusesWhatRunRefuses(t *testing.T) {
 			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			checkErr := runBinary(t, "check-config", path)
-			runErr := runBinary(t, "run", "--config", path)
-			if checkErr == "" || runErr == "" {
-				t.Fatalf("check-config refused: %q; run refused: %q", checkErr, runErr)
+			_, checkErr, checkCode := runBridge(t, "", "check-config", path)
+			_, runErr, runCode := runBridge(t, "", "run", "--config", path)
+			if checkCode == 0 || runCode == 0 {
+				t.Fatalf("check-config exit %d %q; run exit %d %q", checkCode, checkErr, runCode, runErr)
 			}
 			if checkErr != runErr || !strings.Contains(runErr, tc.want) {
 				t.Errorf("check-config said %q, run said %q; want both to say %q", checkErr, runErr, tc.want)
@@ -239,21 +237,6 @@ func TestCheckConfigRefusesWhatRunRefuses(t *testing.T) {
 			}
 		})
 	}
-}
-
-// runBinary runs the real bridge and returns its stderr if it failed, ""
-// if it succeeded.
-func runBinary(t *testing.T, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bridgeBinary, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return strings.TrimSpace(stderr.String())
-	}
-	return ""
 }
 
 // All mistakes of a file come in one report, in the file's terms (TOML
