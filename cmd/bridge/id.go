@@ -58,19 +58,32 @@ func cmdID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // gatewayIdentity asks the running gateway of cfg, else reads the state
-// directory. An answer from a gateway whose peer ID is not the one in
-// cfg's state directory (another gateway on that HTTP address) is not used.
+// directory.
 func gatewayIdentity(ctx context.Context, cfg *Config, stderr io.Writer) (identity, error) {
-	stored, storedErr := storedIdentity(ctx, cfg)
-	running, err := runningIdentity(ctx, cfg.HTTP.Address)
-	switch {
-	case err != nil:
-		return stored, storedErr
-	case storedErr == nil && stored.PeerID != running.PeerID:
-		fmt.Fprintf(stderr, "bridge id: the gateway answering on %s has peer ID %s, not this config's %s: showing the state directory\n", cfg.HTTP.Address, running.PeerID, stored.PeerID)
-		return stored, nil
+	if running, err := runningIdentity(ctx, cfg.HTTP.Address); err == nil && sameGateway(cfg, running, stderr) {
+		return running, nil
 	}
-	return running, nil
+	return storedIdentity(ctx, cfg)
+}
+
+// sameGateway checks that the gateway answering on cfg's HTTP address has
+// the peer ID of cfg's state directory (not another gateway's API on that
+// address). It opens no key: a hardware or encrypted key stays closed
+// while the gateway runs.
+func sameGateway(cfg *Config, running identity, stderr io.Writer) bool {
+	if !cfg.Overlay.Enabled || running.PeerID == "" {
+		return true
+	}
+	ocfg, err := cfg.overlayConfig(nil, nil)
+	if err != nil {
+		return true
+	}
+	stored, _, err := overlay.StoredIdentity(ocfg)
+	if err != nil || stored == running.PeerID {
+		return true // nothing stored to compare with
+	}
+	fmt.Fprintf(stderr, "bridge id: the gateway answering on %s has peer ID %s, not this config's %s: showing the state directory\n", cfg.HTTP.Address, running.PeerID, stored)
+	return false
 }
 
 // runningIdentity asks the gateway whose HTTP API listens on address.
