@@ -329,10 +329,11 @@ func (c *Config) validate() error {
 	check(c.MQTT.MaxKeepAlive >= 0 && time.Duration(c.MQTT.MaxKeepAlive) <= 65535*time.Second, "mqtt.max_keepalive: 0s (no maximum) to 18h12m15s")
 	check(len(c.MQTT.Listeners) > 0, "mqtt.listener: at least one listener is needed")
 	for i, l := range c.MQTT.Listeners {
-		check(oneOf(l.Type, "tcp", "ws", "tls", "wss"), "mqtt.listener[%d].type %q: want tcp, ws, tls or wss", i, l.Type)
-		check(l.Address != "", "mqtt.listener[%d].address: must not be empty", i)
+		n := i + 1 // as in "[[mqtt.listener]] #1"
+		check(oneOf(l.Type, "tcp", "ws", "tls", "wss"), "[[mqtt.listener]] #%d: type %q: want tcp, ws, tls or wss", n, l.Type)
+		check(l.Address != "", "[[mqtt.listener]] #%d: address must not be empty", n)
 		secure := l.Type == "tls" || l.Type == "wss"
-		check(!secure || (l.CertFile != "" && l.KeyFile != ""), "mqtt.listener[%d]: type %s needs cert_file and key_file", i, l.Type)
+		check(!secure || (l.CertFile != "" && l.KeyFile != ""), "[[mqtt.listener]] #%d: type %s needs cert_file and key_file", n, l.Type)
 	}
 	check(c.MQTT.SessionExpiry == 0 || c.MQTT.SessionExpiry >= Duration(time.Second), "mqtt.session_expiry %s: want at least 1s", time.Duration(c.MQTT.SessionExpiry))
 	check(c.MQTT.SessionMaxMessages >= 0 && c.MQTT.SessionMaxMessages < 65535, "mqtt.session_max_messages %d: want 1 to 65534", c.MQTT.SessionMaxMessages)

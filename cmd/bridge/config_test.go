@@ -105,7 +105,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad size", "[storage]\nquota = \"lots\"\n", []string{"quota", "512MB"}},
 		{"bad level", "[log]\nlevel = \"loud\"\n", []string{`log.level "loud"`}},
 		{"bad clock policy", "[signing]\non_unsynced_clock = \"wait\"\n", []string{"on_unsynced_clock"}},
-		{"tls without cert", "[[mqtt.listener]]\ntype = \"tls\"\naddress = \"127.0.0.1:8883\"\n", []string{"mqtt.listener[0]", "cert_file"}},
+		{"tls without cert", "[[mqtt.listener]]\ntype = \"tls\"\naddress = \"127.0.0.1:8883\"\n", []string{"[[mqtt.listener]] #1", "cert_file"}},
 		{"bad listener type", "[[mqtt.listener]]\ntype = \"quic\"\naddress = \"x\"\n", []string{`type "quic"`}},
 		{"bad rule", "[[rule]]\ntopic = \"a/#/b\"\nstream = \"{address}/x\"\n", []string{"rule 1", "'#' must be the last level"}},
 		{"syntax error", "[storage\n", []string{":1:"}},
