@@ -224,8 +224,8 @@ func TestCheckConfigRefusesWhatRunRefuses(t *testing.T) {
 			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, checkErr, checkCode := runBridge(t, "", "check-config", path)
-			_, runErr, runCode := runBridge(t, "", "run", "--config", path)
+			_, checkErr, checkCode := runBridge("check-config", path)
+			_, runErr, runCode := runBridge("run", "--config", path)
 			if checkCode == 0 || runCode == 0 {
 				t.Fatalf("check-config exit %d %q; run exit %d %q", checkCode, checkErr, runCode, runErr)
 			}
