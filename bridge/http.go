@@ -52,6 +52,12 @@ func newHTTPHandler(cfg HTTPServerConfig, m *httpMetrics, logs *logLimiter) http
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(cfg.Receipts.Progress())
 	})
+	if cfg.Identity != nil {
+		mux.HandleFunc("GET /identity", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(cfg.Identity())
+		})
+	}
 	if lister, ok := cfg.History.(PartLister); ok {
 		mux.HandleFunc("GET /streams", func(w http.ResponseWriter, _ *http.Request) { serveParts(w, lister) })
 	}

@@ -32,6 +32,7 @@ type HTTPServerConfig struct {
 	Gatherer prometheus.Gatherer // /metrics
 	Health   func() error        // /healthz: 200 while it returns nil
 	Receipts *Receipts           // /receipts
+	Identity func() any          // /identity as JSON (the gateway's publisher and overlay IDs); nil: not served
 
 	// AllowAnonymous serves a listener reachable beyond loopback although
 	// the API has no authentication; without it NewHTTPServer refuses one.

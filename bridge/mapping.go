@@ -78,6 +78,9 @@ func Compile(cfg RuleConfig, index int) (*Rule, error) {
 	if r.stream, err = parseTemplate(cfg.Stream, captures); err != nil {
 		return nil, fmt.Errorf("%s: stream: %w", where, err)
 	}
+	if err := r.stream.checkStreamID(); err != nil {
+		return nil, fmt.Errorf("%s: stream %q can never be a valid stream ID: %w", where, cfg.Stream, err)
+	}
 	if r.key, err = parseTemplate(cfg.PartitionKey, captures); err != nil {
 		return nil, fmt.Errorf("%s: partition_key: %w", where, err)
 	}
@@ -371,6 +374,60 @@ func templateRef(name string, captures int) (templatePart, error) {
 		return templatePart{}, fmt.Errorf("placeholder {%d}: the topic filter has %d wildcard(s)", n, captures)
 	}
 	return templatePart{capture: n}, nil
+}
+
+// checkStreamID refuses a stream template that no reading can turn into
+// a valid stream ID: a literal owner that is neither 0x<address> nor an
+// ENS name, or a literal path character stream IDs do not allow. What
+// placeholders decide is left to each reading.
+func (t template) checkStreamID() error {
+	const anyAddress = "0x0000000000000000000000000000000000000000"
+	var owner strings.Builder
+	ownerDone := false
+	for _, p := range t {
+		if p.literal == "" {
+			if !ownerDone {
+				return t.checkPathLiterals(anyAddress) // a placeholder is part of the owner
+			}
+			continue
+		}
+		if ownerDone {
+			continue
+		}
+		before, _, found := strings.Cut(p.literal, "/")
+		owner.WriteString(before)
+		ownerDone = found
+	}
+	if !ownerDone {
+		return errors.New("no '/' between owner and path")
+	}
+	if _, err := streamr.ParseStreamID(owner.String() + "/x"); err != nil {
+		return fmt.Errorf("owner %q is neither 0x followed by 40 hex digits nor an ENS name", owner.String())
+	}
+	return t.checkPathLiterals(anyAddress)
+}
+
+// checkPathLiterals checks the literal characters after the first '/'
+// against the stream ID path alphabet.
+func (t template) checkPathLiterals(owner string) error {
+	inPath := false
+	for _, p := range t {
+		lit := p.literal
+		if !inPath {
+			_, rest, found := strings.Cut(lit, "/")
+			if !found {
+				continue
+			}
+			inPath, lit = true, rest
+		}
+		if lit == "" {
+			continue
+		}
+		if _, err := streamr.ParseStreamID(owner + "/" + lit); err != nil {
+			return fmt.Errorf("the path part %q has a character stream IDs do not allow (A-Z a-z 0-9 - . / _)", lit)
+		}
+	}
+	return nil
 }
 
 func (t template) expand(v templateVars) string {

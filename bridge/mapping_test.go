@@ -60,7 +60,7 @@ func TestMapSuccess(t *testing.T) {
 func TestMapRejections(t *testing.T) {
 	rules := compileAll(t,
 		RuleConfig{Topic: "field/+", Stream: "{address}/f", Partitions: 3, PartitionKeyField: "id", TimestampField: "ts"},
-		RuleConfig{Topic: "bad/+", Stream: "{address}/bad {1}"},
+		RuleConfig{Topic: "bad/+", Stream: "{1}/bad"},
 		RuleConfig{Topic: "data/+", Stream: "{address}/data/{1}"},
 	)
 	tests := []struct {
@@ -116,6 +116,9 @@ func TestCompileErrors(t *testing.T) {
 		{"fixed and key", RuleConfig{Topic: "a", Stream: "{address}/x", Partitions: 2, Partition: 1, PartitionKey: "k"}, "cannot be combined"},
 		{"field on binary", RuleConfig{Topic: "a", Stream: "{address}/x", Partitions: 2, PartitionKeyField: "f", Content: "binary"}, "needs content"},
 		{"timestamp field on binary", RuleConfig{Topic: "a", Stream: "{address}/x", Content: "binary", TimestampField: "ts"}, "needs content"},
+		{"stream owner never valid", RuleConfig{Topic: "sensors/+", Stream: "sensors/{1}"}, `owner "sensors"`},
+		{"stream path never valid", RuleConfig{Topic: "a/+", Stream: "{address}/a b/{1}"}, `path part "a b/"`},
+		{"literal stream without path", RuleConfig{Topic: "a", Stream: "streamr.eth"}, "no '/'"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -154,6 +157,16 @@ func TestFilterMatch(t *testing.T) {
 		got, ok := r.match(strings.Split(tc.topic, "/"))
 		if ok != tc.ok || strings.Join(got, "|") != strings.Join(tc.captures, "|") {
 			t.Errorf("%q ~ %q: got %v %q, want %v %q", tc.filter, tc.topic, ok, got, tc.ok, tc.captures)
+		}
+	}
+}
+
+// Templates whose placeholders could still form a valid stream ID are
+// left to each reading.
+func TestCompileAcceptsPossibleStreamIDs(t *testing.T) {
+	for _, stream := range []string{"{1}/x", "{topic}", "{address}/{topic}", "streamr.eth/a/{1}", "{1}.eth/x", "0x" + strings.Repeat("ab", 20) + "/{1}"} {
+		if _, err := Compile(RuleConfig{Topic: "a/+", Stream: stream}, 0); err != nil {
+			t.Errorf("stream %q refused: %v", stream, err)
 		}
 	}
 }

@@ -259,3 +259,12 @@ func (s *Subscription) payload(m *streamr.StreamMessage, publisher string) ([]by
 	})
 	return bytes.TrimRight(buf.Bytes(), "\n"), err
 }
+
+// WithOrderer returns a Deliverer that shares d's broker, logger and
+// metrics but orders through order: subscriptions that share a stream
+// partition each need their own delivered positions.
+func (d *Deliverer) WithOrderer(order *Orderer) *Deliverer {
+	c := *d
+	c.order = order
+	return &c
+}

@@ -133,3 +133,10 @@ func DefaultURI(stateDir string) string {
 func Describe(k streamr.Signer) string {
 	return fmt.Sprintf("%s (%s)", streamr.UserID(k.PublisherID()), k.SignatureType())
 }
+
+// CheckURI reports a key URI whose scheme no backend serves, without
+// opening anything.
+func CheckURI(uri string) error {
+	_, err := backendFor(uri)
+	return err
+}

@@ -168,7 +168,7 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 		pubsub.WithSeenMessagesTTL(seenTTL),
 		pubsub.WithMaxMessageSize(n.cfg.Limits.MaxMessageBytes + rpcOverhead),
 		pubsub.WithRawTracer(&tracer{lookup: n.lookupPartition, closed: n.streamClosed}),
-		pubsub.WithLogger(n.cfg.Logger.With("component", "pubsub")),
+		pubsub.WithLogger(slog.New(quietPubsub(n.cfg.Logger.Handler())).With("component", "pubsub")),
 	}
 	if n.dht != nil {
 		// pubsub advertises every joined topic in the DHT and looks up

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	_ "embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/broker"
+	"github.com/tributary-iot/tributary/hw"
 	"github.com/tributary-iot/tributary/overlay"
 	"github.com/tributary-iot/tributary/storage"
 )
@@ -252,7 +255,28 @@ func displayPath(path string) string {
 	return path
 }
 
+// decodeConfig decodes data over cfg. Every unknown key and type error of
+// the file is reported at once, in the file's own terms; what can be
+// decoded around them is, so that validation errors join them.
 func decodeConfig(path string, data []byte, cfg *Config) error {
+	typeErrs, patched := checkConfigTypes(path, data)
+	if len(typeErrs) == 0 {
+		return decodeStrict(path, data, cfg)
+	}
+	if patched != nil {
+		// Unknown keys are reported above; ignore them here.
+		if err := toml.NewDecoder(bytes.NewReader(patched)).Decode(cfg); err == nil {
+			if err := cfg.validate(); err != nil {
+				typeErrs = append(typeErrs, fmt.Errorf("config %s: %w", path, err))
+			}
+		}
+	}
+	return errors.Join(typeErrs...)
+}
+
+// decodeStrict decodes a file that checkConfigTypes found no fault in; its
+// errors are those the walk does not see (a key defined twice).
+func decodeStrict(path string, data []byte, cfg *Config) error {
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	err := dec.Decode(cfg)
 	var strict *toml.StrictMissingError
@@ -309,10 +333,11 @@ func (c *Config) validate() error {
 	check(c.MQTT.MaxKeepAlive >= 0 && time.Duration(c.MQTT.MaxKeepAlive) <= 65535*time.Second, "mqtt.max_keepalive: 0s (no maximum) to 18h12m15s")
 	check(len(c.MQTT.Listeners) > 0, "mqtt.listener: at least one listener is needed")
 	for i, l := range c.MQTT.Listeners {
-		check(oneOf(l.Type, "tcp", "ws", "tls", "wss"), "mqtt.listener[%d].type %q: want tcp, ws, tls or wss", i, l.Type)
-		check(l.Address != "", "mqtt.listener[%d].address: must not be empty", i)
+		n := i + 1 // as in "[[mqtt.listener]] #1"
+		check(oneOf(l.Type, "tcp", "ws", "tls", "wss"), "[[mqtt.listener]] #%d: type %q: want tcp, ws, tls or wss", n, l.Type)
+		check(l.Address != "", "[[mqtt.listener]] #%d: address must not be empty", n)
 		secure := l.Type == "tls" || l.Type == "wss"
-		check(!secure || (l.CertFile != "" && l.KeyFile != ""), "mqtt.listener[%d]: type %s needs cert_file and key_file", i, l.Type)
+		check(!secure || (l.CertFile != "" && l.KeyFile != ""), "[[mqtt.listener]] #%d: type %s needs cert_file and key_file", n, l.Type)
 	}
 	check(c.MQTT.SessionExpiry == 0 || c.MQTT.SessionExpiry >= Duration(time.Second), "mqtt.session_expiry %s: want at least 1s", time.Duration(c.MQTT.SessionExpiry))
 	check(c.MQTT.SessionMaxMessages >= 0 && c.MQTT.SessionMaxMessages < 65535, "mqtt.session_max_messages %d: want 1 to 65534", c.MQTT.SessionMaxMessages)
@@ -344,10 +369,31 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("receipts: %w", err))
 	}
 	check(c.Receipts.PollInterval > 0 && c.Receipts.Timeout > 0, "receipts.poll_interval and receipts.timeout: must be positive")
-	if _, err := c.overlayConfig(nil, nil); err != nil {
+	if ocfg, err := c.overlayConfig(nil, nil); err != nil {
+		errs = append(errs, err)
+	} else if err := ocfg.Check(); err != nil && c.Overlay.Enabled {
 		errs = append(errs, err)
 	}
+	if c.Key.URI != "" {
+		if err := hw.CheckURI(c.Key.URI); err != nil {
+			errs = append(errs, fmt.Errorf("key.uri: %w", err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkFiles loads the files the config names (users file, TLS
+// certificates) as run would, binding nothing. run calls it before it
+// creates the state directory or a key, and check-config is loadConfig
+// followed by it: what one refuses, the other does.
+func (c *Config) checkFiles(path string) error {
+	refuse := broker.HandlerFunc(func(context.Context, *broker.Message) broker.Verdict {
+		return broker.Verdict{Code: broker.UnspecifiedError}
+	})
+	if _, err := broker.New(brokerConfig(c, nil), refuse, slog.New(slog.DiscardHandler)); err != nil {
+		return fmt.Errorf("config %s: %w", displayPath(path), err)
+	}
+	return nil
 }
 
 func oneOf(s string, options ...string) bool {
@@ -361,14 +407,16 @@ func oneOf(s string, options ...string) bool {
 
 func (c *Config) compileRules() ([]*bridge.Rule, error) {
 	rules := make([]*bridge.Rule, 0, len(c.Rules))
+	var errs []error
 	for i, r := range c.Rules {
 		rule, err := bridge.Compile(bridge.RuleConfig(r), i)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		rules = append(rules, rule)
 	}
-	return rules, nil
+	return rules, errors.Join(errs...)
 }
 
 // Duration is a time.Duration written as a string such as "30s".

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -90,14 +93,19 @@ func TestConfigErrors(t *testing.T) {
 		name, content string
 		want          []string
 	}{
-		{"unknown key names line and key", "[storage]\nquota = \"1GB\"\nqouta = \"2GB\"\n", []string{":3:", `unknown key "storage.qouta"`}},
+		{"unknown key names line and key", "[storage]\nquota = \"1GB\"\nqouta = \"2GB\"\n", []string{":3:1:", `unknown key "qouta" in [storage]`}},
 		{"unknown top-level key", "stat_dir = \"x\"\n", []string{":1:", `"stat_dir"`}},
-		{"wrong type", "[http]\naddress = 5\n", []string{":2:", "http.address"}},
+		{"wrong type", "[http]\naddress = 5\n", []string{":2:1:", "address in [http]: want a string, not an integer"}},
+		{"wrong type in a list of tables", "[[rule]]\ntopic = \"a\"\nstream = \"{address}/a\"\n[[rule]]\ntopic = \"b\"\nstream = \"{address}/b\"\npartitions = \"4\"\n", []string{":7:1:", "partitions in [[rule]] #2: want an integer, not a string"}},
+		{"wrong element type", "[overlay]\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\", 5]\n", []string{":2:1:", "bootstrap in [overlay]: element 2: want a string"}},
+		{"table for a list of tables", "[rule]\ntopic = \"a\"\n", []string{":1:2:", "write [[rule]]"}},
+		{"unknown table", "[strage]\nquota = \"1GB\"\n", []string{":1:2:", "unknown table [strage]"}},
+		{"dotted key", "storage.quota = 5\n", []string{":1:1:", "storage.quota: want a string"}},
 		{"bad duration", "[storage]\nretention = \"forever\"\n", []string{"retention", `"30s"`}},
 		{"bad size", "[storage]\nquota = \"lots\"\n", []string{"quota", "512MB"}},
 		{"bad level", "[log]\nlevel = \"loud\"\n", []string{`log.level "loud"`}},
 		{"bad clock policy", "[signing]\non_unsynced_clock = \"wait\"\n", []string{"on_unsynced_clock"}},
-		{"tls without cert", "[[mqtt.listener]]\ntype = \"tls\"\naddress = \"127.0.0.1:8883\"\n", []string{"mqtt.listener[0]", "cert_file"}},
+		{"tls without cert", "[[mqtt.listener]]\ntype = \"tls\"\naddress = \"127.0.0.1:8883\"\n", []string{"[[mqtt.listener]] #1", "cert_file"}},
 		{"bad listener type", "[[mqtt.listener]]\ntype = \"quic\"\naddress = \"x\"\n", []string{`type "quic"`}},
 		{"bad rule", "[[rule]]\ntopic = \"a/#/b\"\nstream = \"{address}/x\"\n", []string{"rule 1", "'#' must be the last level"}},
 		{"syntax error", "[storage\n", []string{":1:"}},
@@ -185,4 +193,90 @@ func tomlKeys(t *testing.T, doc []byte) map[string]bool {
 	}
 	walk("", m)
 	return keys
+}
+
+// check-config and run share one validation: every config run refuses,
+// check-config refuses with the same message, and run refuses it before
+// it creates the state directory, a key or a peer identity.
+func TestCheckConfigRefusesWhatRunRefuses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary")
+	}
+	tests := []struct{ name, content, want string }{
+		{"bootstrap without peer ID", "[overlay]\nbootstrap = [\"/ip4/127.0.0.1/tcp/4001\"]\n", "/p2p/"},
+		{"bootstrap not a multiaddr", "[overlay]\nbootstrap = [\"127.0.0.1:4001\"]\n", "127.0.0.1:4001"},
+		{"listen not a multiaddr", "[overlay]\nlisten = [\"0.0.0.0:4001\"]\n", "0.0.0.0:4001"},
+		{"announce not a multiaddr", "[overlay]\nannounce = [\"example.org\"]\n", "example.org"},
+		{"too few connections", "[overlay]\nmax_connections = 2\n", "max_conns 2"},
+		{"stream never valid", "[[rule]]\ntopic = \"sensors/+\"\nstream = \"sensors/{1}\"\n", `owner "sensors"`},
+		{"unknown key scheme", "[key]\nuri = \"vault://k\"\n", "vault"},
+		{"missing users file", "[mqtt]\nusers_file = \"nope.toml\"\n", "nope.toml"},
+		{"missing certificate", "[[mqtt.listener]]\ntype = \"tls\"\naddress = \"127.0.0.1:0\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", "c.pem"},
+		{"open listener without users", "[[mqtt.listener]]\ntype = \"tcp\"\naddress = \"0.0.0.0:0\"\n", "0.0.0.0:0"},
+		{"type error", "[overlay]\nmax_connections = \"64\"\n", "max_connections in [overlay]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			state := filepath.Join(dir, "state")
+			path := filepath.Join(dir, "bridge.toml")
+			cfg := fmt.Sprintf("state_dir = %q\n[http]\naddress = \"\"\n%s", state, tc.content)
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, checkErr, checkCode := runBridge("check-config", path)
+			_, runErr, runCode := runBridge("run", "--config", path)
+			if checkCode == 0 || runCode == 0 {
+				t.Fatalf("check-config exit %d %q; run exit %d %q", checkCode, checkErr, runCode, runErr)
+			}
+			if checkErr != runErr || !strings.Contains(runErr, tc.want) {
+				t.Errorf("check-config said %q, run said %q; want both to say %q", checkErr, runErr, tc.want)
+			}
+			if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("run left the state directory behind (%v)", err)
+			}
+		})
+	}
+}
+
+// All mistakes of a file come in one report, in the file's terms (TOML
+// keys and tables, never Go type names), each with its line.
+func TestConfigErrorsAllAtOnce(t *testing.T) {
+	path := writeConfig(t, `state_dir = 5
+[storage]
+quota = "lots"
+qouta = "1GB"
+[log]
+level = "loud"
+[[rule]]
+topic = "a/+"
+stream = "{address}/a/{1}"
+partitions = "4"
+[[subscribe]]
+stream = "nope"
+metadata = "yes"
+`)
+	_, err := loadConfig(path)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		path + ":1:1: state_dir: want a string, not an integer",
+		path + `:3:1: quota in [storage]: size "lots"`,
+		path + `:4:1: unknown key "qouta" in [storage]`,
+		path + ":10:1: partitions in [[rule]] #1: want an integer, not a string",
+		path + ":13:1: metadata in [[subscribe]] #1: want true or false, not a string",
+		`log.level "loud"`,
+		`subscribe 1 (stream "nope")`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("report lacks %q:\n%s", want, msg)
+		}
+	}
+	for _, goName := range []string{"main.", "RuleConfig", "Partitions"} {
+		if strings.Contains(msg, goName) {
+			t.Errorf("report names Go's %q:\n%s", goName, msg)
+		}
+	}
 }

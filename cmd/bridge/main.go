@@ -6,11 +6,15 @@
 //
 //	bridge run [--config FILE] [--bootstrap-node]
 //	bridge check-config FILE
-//	bridge key new|show|import [--config FILE] [--uri URI]
+//	bridge key new|show|import|provision-ecc [--config FILE] [--uri URI]
+//	bridge id [--config FILE] [--json]
 //	bridge export --stream ID [--partition N] [--from TS] [--to TS] [-o FILE] [--config FILE]
 //	bridge passwd
 //	bridge config-example
 //	bridge version
+//	bridge help [COMMAND]
+//
+// Every command answers --help with its usage.
 package main
 
 import (
@@ -20,11 +24,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
-	"github.com/tributary-iot/tributary/broker"
+	"github.com/tributary-iot/tributary/bridge"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -36,7 +42,7 @@ func main() {
 	err := runCommand(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) && !errors.As(err, new(loggedError)) {
+		if !errors.As(err, new(loggedError)) {
 			fmt.Fprintln(os.Stderr, "bridge:", err)
 		}
 		os.Exit(exitCode(err))
@@ -49,12 +55,46 @@ type loggedError struct{ error }
 
 func (e loggedError) Unwrap() error { return e.error }
 
+// warnUnsyncedClock warns at start when the kernel says the clock is not
+// NTP-synchronised: readings are timestamped (and, with "sign", signed)
+// with that clock.
+func warnUnsyncedClock(log *slog.Logger, policy string) {
+	sync, err := bridge.ReadClockSync()
+	switch {
+	case err != nil:
+		log.Warn("cannot read the clock's sync state", "err", err)
+	case !sync.Synced && policy == "hold":
+		log.Warn("system clock is not synchronised: signing waits until it is (signing.on_unsynced_clock = \"hold\")", "max_error", sync.MaxError.String())
+	case !sync.Synced:
+		log.Warn("system clock is not synchronised: readings are signed with its time (signing.on_unsynced_clock = \"sign\")", "max_error", sync.MaxError.String())
+	}
+}
+
+// addrsAsText logs network addresses as host:port text (JSON would
+// otherwise print the structs' fields).
+func addrsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() != slog.KindAny {
+		return a
+	}
+	switch v := a.Value.Any().(type) {
+	case net.Addr:
+		return slog.String(a.Key, v.String())
+	case []net.Addr:
+		s := make([]string, len(v))
+		for i, addr := range v {
+			s[i] = addr.String()
+		}
+		return slog.Any(a.Key, s)
+	}
+	return a
+}
+
 // usageError marks errors in how the command was called (exit status 2).
 type usageError struct{ error }
 
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+	if errors.As(err, &u) {
 		return 2
 	}
 	var coded interface{ ExitCode() int } // e.g. unsignedError: 3
@@ -64,22 +104,49 @@ func exitCode(err error) int {
 	return 1
 }
 
-const usage = `usage: bridge <command> [flags]
+// command is one subcommand, as `bridge help` lists it.
+type command struct {
+	name     string
+	synopsis string // the usage line
+	summary  string // one line for the list of commands
+}
 
-commands:
-  run             run the gateway (default config: embedded defaults)
-  check-config    validate a config file without starting
-  key             new | show | import: manage the gateway identity
-  export          write stored messages of a stream in Streamr raw format
-  passwd          read a password on stdin, print its bcrypt hash for users_file
-  config-example  print a config file documenting every key
-  version         print the version
-`
+// commands is every subcommand; `bridge help` and each --help print from it.
+var commands = []command{
+	{"run", "bridge run [--config FILE] [--bootstrap-node]", "run the gateway (default config: embedded defaults)"},
+	{"check-config", "bridge check-config FILE", "validate a config file exactly as run does, without starting"},
+	{"key", "bridge key new|show|import|provision-ecc [--config FILE] [--uri URI]", "manage the gateway identity: new, show, import, provision-ecc"},
+	{"id", "bridge id [--config FILE] [--json]", "print the publisher ID, key type, overlay peer ID and dialable addresses"},
+	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [-o FILE] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
+	{"passwd", "bridge passwd", "read a password (prompted without echo on a terminal, else a line of stdin), print its bcrypt hash for users_file"},
+	{"config-example", "bridge config-example", "print a config file documenting every key"},
+	{"version", "bridge version", "print the version"},
+	{"help", "bridge help [COMMAND]", "print this list, or the usage of COMMAND"},
+}
 
-// runCommand dispatches a subcommand; main is only process plumbing.
+func usage(w io.Writer) {
+	fmt.Fprint(w, "usage: bridge <command> [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-15s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "\n`bridge COMMAND --help` prints the usage of a command.\n")
+}
+
+// runCommand dispatches a subcommand; main is only process plumbing. A
+// --help anywhere a flag may stand prints that command's usage on stdout.
 func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	err := dispatch(ctx, args, stdin, stdout, stderr)
+	var help helpRequest
+	if errors.As(err, &help) {
+		printHelp(stdout, help.fs)
+		return nil
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		usage(stderr)
 		return usageError{errors.New("no command given")}
 	}
 	cmd, rest := args[0], args[1:]
@@ -90,62 +157,128 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return cmdCheckConfig(rest, stdout, stderr)
 	case "key":
 		return cmdKey(ctx, rest, stdin, stdout, stderr)
+	case "id":
+		return cmdID(ctx, rest, stdout, stderr)
 	case "export":
 		return cmdExport(ctx, rest, stdout, stderr)
 	case "passwd":
-		return cmdPasswd(stdin, stdout)
+		return cmdPasswd(rest, stdin, stdout, stderr)
 	case "config-example":
+		if err := parseFlags(newFlags("config-example", stderr), rest); err != nil {
+			return err
+		}
 		_, err := stdout.Write(exampleConfig)
 		return err
 	case "version":
+		if err := parseFlags(newFlags("version", stderr), rest); err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, "bridge", version)
 		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
+	case "help", "-h", "-help", "--help":
+		return cmdHelp(rest, stdout, stderr)
 	}
-	fmt.Fprint(stderr, usage)
+	usage(stderr)
 	return usageError{fmt.Errorf("unknown command %q", cmd)}
 }
 
-// newFlags returns a flag set that reports errors instead of exiting.
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+func cmdHelp(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || strings.HasPrefix(args[0], "-") {
+		usage(stdout)
+		return nil
+	}
+	if args[0] == "key" {
+		fmt.Fprint(stdout, keyUsage)
+		return nil
+	}
+	// Every command answers --help with its own usage.
+	err := dispatch(context.Background(), []string{args[0], "--help"}, strings.NewReader(""), stdout, stderr)
+	var help helpRequest
+	if errors.As(err, &help) {
+		printHelp(stdout, help.fs)
+		return nil
+	}
+	return err
+}
+
+// helpRequest is returned by parseFlags for -h, -help or --help.
+type helpRequest struct{ fs *flag.FlagSet }
+
+func (helpRequest) Error() string { return "help requested" }
+
+// printHelp prints a command's usage line, summary and flags.
+func printHelp(w io.Writer, fs *flag.FlagSet) {
+	name := strings.TrimPrefix(fs.Name(), "bridge ")
+	synopsis, summary := "bridge "+name+" [flags]", ""
+	for _, c := range commands {
+		if c.name == name {
+			synopsis, summary = c.synopsis, c.summary
+		}
+	}
+	if sub, ok := strings.CutPrefix(name, "key "); ok {
+		synopsis, summary = "bridge key "+sub+" [--config FILE] [--uri URI]", keySummary(sub)
+	}
+	fmt.Fprintf(w, "usage: %s\n", synopsis)
+	if summary != "" {
+		fmt.Fprintf(w, "\n%s\n", summary)
+	}
+	hasFlags := false
+	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if hasFlags {
+		fmt.Fprint(w, "\nflags:\n")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+}
+
+// newFlags returns a flag set that reports errors instead of exiting and
+// prints nothing itself: runCommand prints help, main prints errors.
+func newFlags(name string, _ io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("bridge "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	return fs
 }
 
+// parseFlags parses a command's flags; it takes no positional arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	return parseArgs(fs, args, 0)
+}
+
+// parseArgs parses flags followed by exactly n positional arguments.
+func parseArgs(fs *flag.FlagSet, args []string, n int) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return helpRequest{fs}
 		}
-		return usageError{err}
+		return usageError{fmt.Errorf("%s: %w (see %s --help)", fs.Name(), err, fs.Name())}
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	// A --help after a positional argument is still a request for help.
+	for _, a := range fs.Args() {
+		if a == "-h" || a == "-help" || a == "--help" {
+			return helpRequest{fs}
+		}
+	}
+	switch {
+	case fs.NArg() > n:
+		return usageError{fmt.Errorf("%s: unexpected argument %q (see %s --help)", fs.Name(), fs.Arg(n), fs.Name())}
+	case fs.NArg() < n:
+		return usageError{fmt.Errorf("%s: want %d argument(s) (see %s --help)", fs.Name(), n, fs.Name())}
 	}
 	return nil
 }
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check-config", stderr)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 1 {
-		return usageError{errors.New("check-config: want exactly one FILE")}
+	if err := parseArgs(fs, args, 1); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(fs.Arg(0))
 	if err != nil {
 		return err
 	}
-	// broker.New loads the users file and TLS certificates but binds nothing.
-	refuse := broker.HandlerFunc(func(context.Context, *broker.Message) broker.Verdict {
-		return broker.Verdict{Code: broker.UnspecifiedError}
-	})
-	if _, err := broker.New(brokerConfig(cfg, nil), refuse, slog.New(slog.DiscardHandler)); err != nil {
-		return fmt.Errorf("config %s: %w", fs.Arg(0), err)
+	if err := cfg.checkFiles(fs.Arg(0)); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "config %s is valid\n", fs.Arg(0))
 	return nil

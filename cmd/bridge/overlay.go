@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/overlay"
@@ -137,6 +138,100 @@ func (c *Config) subscriptions() ([]*bridge.Subscription, error) {
 		subs = append(subs, sub)
 	}
 	return subs, nil
+}
+
+// localDelivery publishes the [[subscribe]] tables' stream partitions on local
+// MQTT. Subscriptions are split into layers in which no two share a stream
+// partition, and each layer orders through its own Orderer: an Orderer
+// delivers a message once, so two subscriptions of one partition in one
+// Orderer would leave the second with nothing but stale messages. Layer 1
+// keeps the positions named "mqtt" (those of a config with one
+// subscription per partition); the n-th subscription of a partition, in
+// config order, keeps its positions as "mqtt-n".
+type localDelivery struct {
+	layers []deliveryLayer
+}
+
+type deliveryLayer struct {
+	order     *bridge.Orderer
+	deliverer *bridge.Deliverer
+	subs      []*bridge.Subscription
+}
+
+func newDelivery(g *gateway) *localDelivery {
+	d := &localDelivery{}
+	var first *bridge.Deliverer
+	for i, subs := range subscriptionLayers(g.subs) {
+		name := "mqtt"
+		if i > 0 {
+			name = fmt.Sprintf("mqtt-%d", i+1)
+		}
+		ocfg := g.cfg.orderConfig(name, g.log, g.reg)
+		ocfg.Positions, ocfg.Resender = bridge.DeliveryPositions(g.store, localBroker{g.broker}), g.adapter
+		// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
+		// the held bound is fetched again, not given up.
+		ocfg.KeepGaps = true
+		order := bridge.NewOrderer(ocfg)
+		var dl *bridge.Deliverer
+		if first == nil {
+			first = bridge.NewDeliverer(g.key.PublisherID(), localBroker{g.broker}, order, g.reg, g.log.With("component", "delivery"))
+			dl = first
+		} else {
+			dl = first.WithOrderer(order)
+		}
+		d.layers = append(d.layers, deliveryLayer{order: order, deliverer: dl, subs: subs})
+	}
+	return d
+}
+
+// subscriptionLayers puts each subscription in the first layer that has
+// none of its stream partitions.
+func subscriptionLayers(subs []*bridge.Subscription) [][]*bridge.Subscription {
+	var layers [][]*bridge.Subscription
+	var taken []map[streamr.StreamPartID]bool
+	for _, s := range subs {
+		i := 0
+		for ; i < len(layers); i++ {
+			if !anyTaken(taken[i], s.Parts()) {
+				break
+			}
+		}
+		if i == len(layers) {
+			layers = append(layers, nil)
+			taken = append(taken, map[streamr.StreamPartID]bool{})
+		}
+		layers[i] = append(layers[i], s)
+		for _, p := range s.Parts() {
+			taken[i][p] = true
+		}
+	}
+	return layers
+}
+
+func anyTaken(taken map[streamr.StreamPartID]bool, parts []streamr.StreamPartID) bool {
+	for _, p := range parts {
+		if taken[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// run starts every layer's Orderer (position saving and gap filling).
+func (d *localDelivery) run(ctx context.Context, g *errgroup.Group) {
+	for _, l := range d.layers {
+		g.Go(func() error { return l.order.Run(ctx) })
+	}
+}
+
+// start joins the overlay for every subscription.
+func (d *localDelivery) start(o bridge.Overlay) error {
+	for _, l := range d.layers {
+		if err := l.deliverer.Start(o, l.subs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // overlayAdapter gives the bridge one Join per stream partition: the

@@ -47,6 +47,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.checkFiles(*configPath); err != nil {
+		return err
+	}
 	if *bootstrapNode {
 		if !cfg.Overlay.Enabled {
 			return usageError{errors.New("run: --bootstrap-node needs overlay.enabled = true")}
@@ -56,6 +59,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log, closeLog := newLogger(cfg.Log, stderr)
 	defer closeLog()
+	warnUnsyncedClock(log, cfg.Signing.OnUnsyncedClock)
 	return logStopped(log, run(ctx, cfg, log, hangup))
 }
 
@@ -73,12 +77,11 @@ type gateway struct {
 	// Peer-to-peer side; nil when overlay.enabled is false.
 	node      *overlay.Node
 	forwarder *bridge.Forwarder
-	deliverer *bridge.Deliverer
 	adapter   *overlayAdapter
 	subs      []*bridge.Subscription
 	receipts  *bridge.Receipts
-	order     *bridge.Orderer // delivery to local MQTT
-	storer    *bridge.Storer  // [[store]] rules; nil without them
+	delivery  *localDelivery // [[subscribe]] to local MQTT
+	storer    *bridge.Storer // [[store]] rules; nil without them
 	stored    []streamr.StreamPartID
 }
 
@@ -162,13 +165,7 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 		return nil, err
 	}
 	if g.node != nil {
-		ocfg := cfg.orderConfig("mqtt", log, g.reg)
-		ocfg.Positions, ocfg.Resender = bridge.DeliveryPositions(g.store, localBroker{g.broker}), g.adapter
-		// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
-		// the held bound is fetched again, not given up.
-		ocfg.KeepGaps = true
-		g.order = bridge.NewOrderer(ocfg)
-		g.deliverer = bridge.NewDeliverer(g.key.PublisherID(), localBroker{g.broker}, g.order, g.reg, log.With("component", "delivery"))
+		g.delivery = newDelivery(g)
 		if len(g.stored) > 0 {
 			scfg := cfg.orderConfig("store", log, g.reg)
 			scfg.Resender = g.adapter
@@ -245,7 +242,7 @@ func (g *gateway) serve(ctx context.Context) error {
 	if g.node != nil {
 		work.Go(func() error { return g.forwarder.Run(netCtx) })
 		work.Go(func() error { return g.node.Run(netCtx) })
-		work.Go(func() error { return g.order.Run(netCtx) })
+		g.delivery.run(netCtx, work)
 		work.Go(func() error { return g.receipts.Run(netCtx, receiptNet{g.node}, g.store.Parts) })
 	}
 	if g.storer != nil {
@@ -399,8 +396,8 @@ func (g *gateway) announceReady(ctx, failed context.Context) error {
 		return errors.New("storage or signer stopped before the broker was ready")
 	case <-g.broker.Ready():
 	}
-	if g.deliverer != nil {
-		if err := g.deliverer.Start(g.adapter, g.subs); err != nil {
+	if g.delivery != nil {
+		if err := g.delivery.start(g.adapter); err != nil {
 			return err
 		}
 	}
@@ -425,6 +422,7 @@ func (g *gateway) serveHTTP(ctx context.Context) error {
 	hcfg := g.cfg.httpServerConfig(g.reg, g.log)
 	hcfg.History, hcfg.Receipts = g.store, g.receipts
 	hcfg.Health = func() error { return g.pipeline.Health(maxStall) }
+	hcfg.Identity = func() any { return g.identity() }
 	srv, err := bridge.NewHTTPServer(ln, hcfg)
 	if err != nil {
 		_ = ln.Close()
@@ -621,7 +619,7 @@ func openKey(ctx context.Context, cfg *Config, log *slog.Logger) (hw.Key, error)
 func newLogger(c LogConfig, w io.Writer) (*slog.Logger, func()) {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated by Config.validate
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: addrsAsText}
 	if systemd.StderrIsJournal() {
 		if h, err := systemd.NewJournalHandler(systemd.JournalSocket, opts); err == nil {
 			return slog.New(h), func() { _ = h.Close() }
