@@ -23,6 +23,10 @@ ensure_mosquitto() {
 		local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 		$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto-clients
 	fi
+	if ! command -v curl >/dev/null; then # bench-ingest.sh reads the bridge's metrics
+		local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+		$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl
+	fi
 	MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 }
 
