@@ -4,10 +4,15 @@
 #   scripts/fuzz.sh ./pkg FuzzTarget
 #
 # A worker that stops making progress is a finding, like a crash: an input on which a decoder hangs can
-# hang the gateway. Go does not fail on it: a hung worker shows as progress lines with 0 execs/sec while
-# the run still passes, or as "context deadline exceeded" at the end of -fuzztime, with no input
-# written. Here either fails the target, with its whole output: two progress lines in a row (6 s) with
-# no exec before the deadline, or the deadline error.
+# hang the gateway. Go does not fail on it: a hung worker shows only as progress lines with 0 execs/sec
+# while the run still passes. Here that fails the target, with its whole output: two progress lines in
+# a row (6 s) with no exec before the deadline, or one such line followed by "context deadline exceeded".
+# One worker (-parallel 1), so that a single hung input stops every exec and cannot hide behind another
+# worker's progress. A hang that starts in the last 3 s of the run is not seen.
+#
+# "context deadline exceeded" after progress lines that show execs up to the deadline is Go's own bug
+# (go.dev/issue/75804: the coordinator's deadline races the last exchange with a worker; seen on a target
+# that does nothing), not a finding: it is reported and passes. Any failing input still fails the target.
 #
 # Minimization is off (-fuzzminimizetime 0): Go does not count its execs, so a worker minimizing a new
 # input looks exactly like a stalled one, and in a 10 s run it would only take the time from fuzzing.
@@ -31,21 +36,32 @@ stalled() {
 		return s + d
 	}
 	BEGIN { limit = seconds(fuzztime); if (limit < 0) limit = 1e9 }
-	/context deadline exceeded/ { stall = 1 }
+	/context deadline exceeded/ { if (zeros >= 1) stall = 1 }
 	$2 == "elapsed:" && $4 == "execs:" {
 		t = $3; sub(/,$/, "", t); s = seconds(t)
-		if ($6 == "(0/sec)," && s > 0 && s < limit) { if (++zeros >= 2) stall = 1 } else { zeros = 0 }
+		if (s >= limit) next # lines printed at or after the deadline always show 0 execs
+		if ($6 == "(0/sec)," && s > 0) { if (++zeros >= 2) stall = 1 } else { zeros = 0 }
 	}
 	END { exit !stall }'
 }
 
+# goDeadlineBug succeeds when go test's output failed only with Go's end-of-run deadline error.
+goDeadlineBug() {
+	grep -q "context deadline exceeded" <<<"$1" && ! grep -q "Failing input written" <<<"$1"
+}
+
 rc=0
-out=$(go test -run '^$' -fuzz "^$target\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 0 -parallel 2 "$pkg" 2>&1) || rc=$?
+out=$(go test -run '^$' -fuzz "^$target\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 0 -parallel 1 "$pkg" 2>&1) || rc=$?
 if stalled "$FUZZTIME" <<<"$out"; then
 	echo "$out"
 	echo "FAIL $pkg $target: a fuzz worker stalled (no exec for 6 s, or the deadline passed while a worker was busy)." >&2
 	echo "  A hang on one input is a finding: run the target alone with -parallel 1 and look at the input it last got." >&2
 	exit 1
+fi
+if ((rc != 0)) && goDeadlineBug "$out"; then
+	echo "$out" | tail -n 4
+	echo "-- $pkg $target: no stall and no failing input; \"context deadline exceeded\" is go.dev/issue/75804"
+	exit 0
 fi
 if ((rc != 0)); then
 	echo "$out"
