@@ -129,7 +129,7 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 		cancel()
 		return nil, errors.Join(fmt.Errorf("start gossipsub: %w", err), n.closeDHT())
 	}
-	n.log.Info("overlay node started", "peer_id", h.ID().String(), "addrs", n.Addrs())
+	n.log.Info("overlay node started", "peer_id", h.ID().String(), "addrs", n.Addrs(), "listen", h.Network().ListenAddresses())
 	return n, nil
 }
 

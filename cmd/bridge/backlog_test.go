@@ -32,16 +32,15 @@ func TestBacklogDrain(t *testing.T) {
 		t.Skip("loads real bridges")
 	}
 	n := *backlogReadings
-	portA := freePort(t)
-	a := newInstance(t, overlayTable("tcp", portA, "")+"\n[storage]\nquota = \"8GB\"\n")
+	a := newInstance(t, overlayTable("tcp", "")+"\n[storage]\nquota = \"8GB\"\n")
 	a.start()
 	defer a.stop()
 	addrA := a.address()
 	fill(t, a, "backlog/data", n)
 	waitMetric(t, a, "bridge_messages_signed_total", float64(n), 5*time.Minute)
 
-	bootstrap := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", portA, a.peerID())
-	b := newInstance(t, overlayTable("tcp", freePort(t), bootstrap)+fmt.Sprintf(`
+	bootstrap := a.bootstrapAddr("tcp")
+	b := newInstance(t, overlayTable("tcp", bootstrap)+fmt.Sprintf(`
 [[store]]
 stream = "%[1]s/backlog/data"
 

@@ -194,8 +194,7 @@ func TestIDCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real bridges")
 	}
-	port := freePort(t)
-	a := newInstance(t, overlayTable("tcp", port, ""))
+	a := newInstance(t, overlayTable("tcp", ""))
 	if _, stderr, code := runBridge("id", "--config", a.config); code != 1 || !strings.Contains(stderr, "start the gateway once") {
 		t.Fatalf("id before the first start: exit %d, %q", code, stderr)
 	}
@@ -207,7 +206,7 @@ func TestIDCommand(t *testing.T) {
 	if !strings.HasPrefix(running.Source, "running gateway") {
 		t.Fatalf("source %q, want the running gateway", running.Source)
 	}
-	want := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", port, running.PeerID)
+	want := fmt.Sprintf("/ip4/127.0.0.1/tcp/%s/p2p/%s", a.overlayTCP, running.PeerID)
 	if running.PeerID == "" || !contains(running.Addrs, want) {
 		t.Fatalf("running: peer %q addrs %v, want %s", running.PeerID, running.Addrs, want)
 	}
@@ -216,7 +215,7 @@ func TestIDCommand(t *testing.T) {
 	}
 
 	// A second gateway joins with the printed address and gets A's readings.
-	b := newInstance(t, overlayTable("tcp", freePort(t), want)+fmt.Sprintf("[[subscribe]]\nstream = \"%s/id/data\"\ntopic = \"got\"\n", running.Publisher))
+	b := newInstance(t, overlayTable("tcp", want)+fmt.Sprintf("[[subscribe]]\nstream = \"%s/id/data\"\ntopic = \"got\"\n", running.Publisher))
 	b.start()
 	defer b.stop()
 	got := subscribeAll(t, b, "got")

@@ -27,27 +27,18 @@ func (in *instance) peerID() string {
 }
 
 // overlayTable is an [overlay] table on loopback with the given transport
-// ("tcp" or "quic") and port, bootstrapping from bootstrap if not empty.
-func overlayTable(transport string, port int, bootstrap string) string {
-	listen := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
+// ("tcp" or "quic") on a port picked at bind time, bootstrapping from
+// bootstrap if not empty.
+func overlayTable(transport string, bootstrap string) string {
+	listen := "/ip4/127.0.0.1/tcp/0"
 	if transport == "quic" {
-		listen = fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port)
+		listen = "/ip4/127.0.0.1/udp/0/quic-v1"
 	}
 	boot := "[]"
 	if bootstrap != "" {
 		boot = fmt.Sprintf("[%q]", bootstrap)
 	}
 	return fmt.Sprintf("[overlay]\nlisten = [%q]\nbootstrap = %s\nmdns = false\nnat = false\nretry = \"200ms\"\n", listen, boot)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	var port int
-	_, err := fmt.Sscanf(freeAddr(t), "127.0.0.1:%d", &port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
 }
 
 // A reading published over MQTT on bridge A arrives on bridge B's local
@@ -62,16 +53,15 @@ func TestTwoBridgesOverlay(t *testing.T) {
 }
 
 func testTwoBridges(t *testing.T, transport string) {
-	portA := freePort(t)
-	a := newInstance(t, overlayTable(transport, portA, ""))
+	a := newInstance(t, overlayTable(transport, ""))
 	a.start()
 	defer a.stop()
 	addrA := a.address()
-	bootstrap := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", portA, a.peerID())
+	bootstrap := a.bootstrapAddr("tcp")
 	if transport == "quic" {
-		bootstrap = fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1/p2p/%s", portA, a.peerID())
+		bootstrap = a.bootstrapAddr("quic")
 	}
-	b := newInstance(t, overlayTable(transport, freePort(t), bootstrap)+fmt.Sprintf(`
+	b := newInstance(t, overlayTable(transport, bootstrap)+fmt.Sprintf(`
 [[subscribe]]
 stream = "%s/e2e/data"
 topic = "from-overlay/{publisher}"

@@ -24,15 +24,21 @@ type faultPair struct {
 	addrA, stream  string
 }
 
-func faultOverlay(port, announce int, bootstrap string) string {
+// faultOverlay is an [overlay] table on a loopback TCP port picked at bind
+// time that announces the proxy port announce (if not 0), with fast
+// redial and gap fill.
+func faultOverlay(announce int, bootstrap string) string {
 	boot := "[]"
 	if bootstrap != "" {
 		boot = fmt.Sprintf("[%q]", bootstrap)
 	}
+	announced := ""
+	if announce != 0 {
+		announced = fmt.Sprintf("announce = [\"/ip4/127.0.0.1/tcp/%d\"]\n", announce)
+	}
 	return fmt.Sprintf(`[overlay]
-listen = ["/ip4/127.0.0.1/tcp/%d"]
-announce = ["/ip4/127.0.0.1/tcp/%d"]
-bootstrap = %s
+listen = ["/ip4/127.0.0.1/tcp/0"]
+%sbootstrap = %s
 mdns = false
 nat = false
 dht = false
@@ -40,19 +46,19 @@ retry = "100ms"
 redial_interval = "300ms"
 gap_fill_timeout = "1s"
 resend_retry = "1s"
-`, port, announce, boot)
+`, announced, boot)
 }
 
 func startFaultPair(t *testing.T) *faultPair {
 	t.Helper()
-	portA, portB := freePort(t), freePort(t)
-	p := &faultPair{proxyA: newLinkProxy(t, fmt.Sprintf("127.0.0.1:%d", portA)), proxyB: newLinkProxy(t, fmt.Sprintf("127.0.0.1:%d", portB))}
-	p.a = newInstance(t, faultOverlay(portA, p.proxyA.port(), ""))
+	p := &faultPair{proxyA: newLinkProxy(t), proxyB: newLinkProxy(t)}
+	p.a = newInstance(t, faultOverlay(p.proxyA.port(), ""))
 	p.a.start()
+	p.proxyA.setTarget("127.0.0.1:" + p.a.overlayTCP)
 	p.addrA = p.a.address()
 	p.stream = p.addrA + "/fault/data"
 	bootstrap := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", p.proxyA.port(), p.a.peerID())
-	p.b = newInstance(t, faultOverlay(portB, p.proxyB.port(), bootstrap)+fmt.Sprintf(`
+	p.b = newInstance(t, faultOverlay(p.proxyB.port(), bootstrap)+fmt.Sprintf(`
 [[subscribe]]
 stream = %q
 topic = "got/{publisher}"
@@ -62,6 +68,7 @@ metadata = true
 stream = %q
 `, p.stream, p.stream))
 	p.b.start()
+	p.proxyB.setTarget("127.0.0.1:" + p.b.overlayTCP)
 	return p
 }
 

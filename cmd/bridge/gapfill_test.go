@@ -24,12 +24,11 @@ func TestFaultDroppedMessageGapFilled(t *testing.T) {
 		t.Skip("fault test with a real bridge")
 	}
 	const gapFillTimeout = 500 * time.Millisecond
-	portA := freePort(t)
-	a := newInstance(t, overlayTable("tcp", portA, ""))
+	a := newInstance(t, overlayTable("tcp", ""))
 	a.start()
 	defer a.stop()
 	part := streamr.StreamPartID{Stream: streamr.StreamID(a.address() + "/gap/data")}
-	bootstrap := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", portA, a.peerID())
+	bootstrap := a.bootstrapAddr("tcp")
 
 	node, err := overlay.New(overlay.Config{
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, BootstrapPeers: []string{bootstrap},

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,17 +39,6 @@ func goBuild(bin string, flags ...string) error {
 	return nil
 }
 
-// freeAddr returns a 127.0.0.1 address with a port free right now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // instance is one bridge process under test.
 type instance struct {
 	t        testing.TB
@@ -63,6 +53,9 @@ type instance struct {
 	exitErr  error
 	extraEnv []string
 	bin      string // the binary to run; empty means bridgeBinary
+
+	// overlayTCP and overlayQUIC are the bound overlay ports, once started.
+	overlayTCP, overlayQUIC string
 }
 
 // loopbackOverlay keeps a test bridge's overlay on 127.0.0.1 with random
@@ -75,30 +68,49 @@ nat = false
 
 // newInstance writes a config for a bridge in a fresh state directory.
 // extra is appended to the config file; without an [overlay] table in it
-// the overlay stays on loopback (loopbackOverlay).
+// the overlay stays on loopback (loopbackOverlay). The MQTT and HTTP
+// listeners bind port 0: start reads the bound addresses from the log and
+// pins them in the config, so a restarted bridge keeps its addresses and
+// no other process can take a port between picking and binding it.
 func newInstance(t testing.TB, extra string) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{t: t, dir: dir, mqtt: freeAddr(t), http: freeAddr(t), config: filepath.Join(dir, "bridge.toml")}
+	in := &instance{t: t, dir: dir, config: filepath.Join(dir, "bridge.toml")}
 	cfg := fmt.Sprintf(`state_dir = %q
 [log]
 level = "debug"
-[[mqtt.listener]]
-type = "tcp"
-address = %q
-[http]
-address = %q
-%s`, filepath.Join(dir, "state"), in.mqtt, in.http, extra)
+%s
+%s
+%s`, filepath.Join(dir, "state"), mqttTable(anyPort), httpTable(anyPort), extra)
 	if !strings.Contains(extra, "[overlay]") {
 		cfg += "\n" + loopbackOverlay
 	}
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(in.dumpLogsOnFailure)
 	return in
 }
 
-// start runs the bridge and waits until its MQTT port accepts connections.
+// anyPort lets the kernel pick a free port at bind time.
+const anyPort = "127.0.0.1:0"
+
+func mqttTable(addr string) string {
+	return fmt.Sprintf("[[mqtt.listener]]\ntype = \"tcp\"\naddress = %q", addr)
+}
+
+func httpTable(addr string) string { return fmt.Sprintf("[http]\naddress = %q", addr) }
+
+var (
+	mqttListeningLog    = regexp.MustCompile(`msg="mqtt listener ready" component=mqtt type=tcp address=(\S+)`)
+	httpListeningLog    = regexp.MustCompile(`msg="http api listening" component=http address=(\S+)`)
+	overlayListeningLog = regexp.MustCompile(`msg="overlay node started" .* listen=\[([^\]]*)\]`)
+	overlayTCPPort      = regexp.MustCompile(`^/ip4/127\.0\.0\.1/tcp/(\d+)$`)
+	overlayQUICPort     = regexp.MustCompile(`^/ip4/127\.0\.0\.1/udp/(\d+)/quic-v1$`)
+)
+
+// start runs the bridge and waits until its MQTT listener is bound and
+// accepts connections; the first start pins the bound ports in the config.
 func (in *instance) start() {
 	in.t.Helper()
 	bin := in.bin
@@ -110,6 +122,7 @@ func (in *instance) start() {
 	in.cmd.Stdout = io.Discard
 	in.cmd.Stderr = lockedWriter{&in.mu, &in.stderr}
 	in.exited = make(chan struct{})
+	from := len(in.logs())
 	if err := in.cmd.Start(); err != nil {
 		in.t.Fatal(err)
 	}
@@ -124,13 +137,113 @@ func (in *instance) start() {
 			in.t.Fatalf("bridge exited early: %v\n%s", in.exitErr, in.logs())
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", in.mqtt, 100*time.Millisecond); err == nil {
-			c.Close()
-			return
+		if in.readAddrs(in.logs()[from:]) {
+			if c, err := net.DialTimeout("tcp", in.mqtt, 100*time.Millisecond); err == nil {
+				c.Close()
+				in.pinPorts()
+				return
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	in.t.Fatalf("bridge MQTT %s not up within 30s\n%s", in.mqtt, in.logs())
+	in.t.Fatalf("bridge MQTT not up within 30s\n%s", in.logs())
+}
+
+// readAddrs takes the bound MQTT, HTTP and overlay addresses from this
+// run's log; it reports whether MQTT and HTTP are bound.
+func (in *instance) readAddrs(logs string) bool {
+	m, h := mqttListeningLog.FindStringSubmatch(logs), httpListeningLog.FindStringSubmatch(logs)
+	if m == nil || h == nil {
+		return false
+	}
+	in.mqtt, in.http = m[1], h[1]
+	if o := overlayListeningLog.FindStringSubmatch(logs); o != nil {
+		for _, addr := range strings.Fields(o[1]) {
+			if p := overlayTCPPort.FindStringSubmatch(addr); p != nil {
+				in.overlayTCP = p[1]
+			}
+			if p := overlayQUICPort.FindStringSubmatch(addr); p != nil {
+				in.overlayQUIC = p[1]
+			}
+		}
+	}
+	return true
+}
+
+// pinPorts writes the ports bound on port 0 into the config file.
+func (in *instance) pinPorts() {
+	in.t.Helper()
+	cfg, err := os.ReadFile(in.config)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	pins := []string{mqttTable(anyPort), mqttTable(in.mqtt), httpTable(anyPort), httpTable(in.http)}
+	if in.overlayTCP != "" {
+		pins = append(pins, `"/ip4/127.0.0.1/tcp/0"`, fmt.Sprintf(`"/ip4/127.0.0.1/tcp/%s"`, in.overlayTCP))
+	}
+	if in.overlayQUIC != "" {
+		pins = append(pins, `"/ip4/127.0.0.1/udp/0/quic-v1"`, fmt.Sprintf(`"/ip4/127.0.0.1/udp/%s/quic-v1"`, in.overlayQUIC))
+	}
+	r := strings.NewReplacer(pins...)
+	if err := os.WriteFile(in.config, []byte(r.Replace(string(cfg))), 0o600); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
+// setMQTT configures the MQTT listener on addr instead of port 0.
+func (in *instance) setMQTT(addr string) {
+	in.t.Helper()
+	cfg, err := os.ReadFile(in.config)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	in.mqtt = addr
+	if err := os.WriteFile(in.config, []byte(strings.Replace(string(cfg), mqttTable(anyPort), mqttTable(addr), 1)), 0o600); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
+// bootstrapAddr is the multiaddr other bridges bootstrap from: this
+// bridge's bound overlay port on the given transport ("tcp" or "quic").
+func (in *instance) bootstrapAddr(transport string) string {
+	in.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); in.overlayTCP == "" && in.overlayQUIC == ""; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			in.t.Fatalf("no overlay listen addresses in the log:\n%s", in.logs())
+		}
+		in.readAddrs(in.logs())
+	}
+	if transport == "quic" {
+		return fmt.Sprintf("/ip4/127.0.0.1/udp/%s/quic-v1/p2p/%s", in.overlayQUIC, in.peerID())
+	}
+	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%s/p2p/%s", in.overlayTCP, in.peerID())
+}
+
+// testLogDir, when set, receives the full log of every bridge of a failed
+// test; otherwise the failure output carries the tail of each log.
+var testLogDir = os.Getenv("BRIDGE_TEST_LOGS")
+
+// dumpLogsOnFailure shows what a failed test's bridge logged, without
+// Badger's debug chatter.
+func (in *instance) dumpLogsOnFailure() {
+	if !in.t.Failed() {
+		return
+	}
+	var kept []string
+	for line := range strings.Lines(in.logs()) {
+		if !strings.Contains(line, "msg=badger") {
+			kept = append(kept, line)
+		}
+	}
+	if testLogDir != "" {
+		name := filepath.Join(testLogDir, strings.NewReplacer("/", "_").Replace(in.t.Name())+"-"+filepath.Base(in.dir)+".log")
+		if err := os.WriteFile(name, []byte(strings.Join(kept, "")), 0o644); err == nil {
+			in.t.Logf("bridge log of %s written to %s", in.dir, name)
+			return
+		}
+	}
+	const tail = 40
+	in.t.Logf("last %d log lines of the bridge in %s:\n%s", min(tail, len(kept)), in.dir, strings.Join(kept[max(0, len(kept)-tail):], ""))
 }
 
 func (in *instance) logs() string {

@@ -58,12 +58,13 @@ func TestRunFailureLoggedOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the real binary")
 	}
-	in := newInstance(t, "")
-	ln, err := net.Listen("tcp", in.mqtt) // the MQTT port is taken
+	ln, err := net.Listen("tcp", anyPort) // the MQTT port is taken
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	in := newInstance(t, "")
+	in.setMQTT(ln.Addr().String())
 	_, stderr, code := runBridge("run", "--config", in.config)
 	if code != 1 {
 		t.Fatalf("exit %d with the MQTT port taken:\n%s", code, stderr)

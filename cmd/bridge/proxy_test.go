@@ -11,25 +11,30 @@ import (
 // closes every proxied connection and refuses new ones until restored,
 // as a dropped uplink does to the overlay's connections.
 type linkProxy struct {
-	ln     net.Listener
-	target string
+	ln       net.Listener
+	targeted chan struct{} // closed once target is set
+	closed   chan struct{} // closed when the test ends
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	target string
+	cut    bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
 }
 
-func newLinkProxy(t *testing.T, target string) *linkProxy {
+// newLinkProxy listens on a free loopback port; connections wait for
+// setTarget before they are relayed.
+func newLinkProxy(t *testing.T) *linkProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &linkProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	p := &linkProxy{ln: ln, targeted: make(chan struct{}), closed: make(chan struct{}), conns: make(map[net.Conn]struct{})}
 	p.wg.Go(p.serve)
 	t.Cleanup(func() {
 		_ = ln.Close()
+		close(p.closed)
 		p.setCut(true)
 		p.wg.Wait()
 	})
@@ -37,6 +42,14 @@ func newLinkProxy(t *testing.T, target string) *linkProxy {
 }
 
 func (p *linkProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+// setTarget sets the address connections are relayed to; call it once.
+func (p *linkProxy) setTarget(addr string) {
+	p.mu.Lock()
+	p.target = addr
+	p.mu.Unlock()
+	close(p.targeted)
+}
 
 func (p *linkProxy) serve() {
 	for {
@@ -49,7 +62,16 @@ func (p *linkProxy) serve() {
 }
 
 func (p *linkProxy) relay(in net.Conn) {
-	out, err := net.Dial("tcp", p.target)
+	select {
+	case <-p.targeted:
+	case <-p.closed:
+		in.Close()
+		return
+	}
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	out, err := net.Dial("tcp", target)
 	if err != nil {
 		in.Close()
 		return

@@ -151,3 +151,15 @@ func waitDial(b *testing.B, addr string) {
 	}
 	b.Fatalf("%s not listening", addr)
 }
+
+// freeAddr returns a 127.0.0.1 address with a port free right now, for a
+// process that cannot bind port 0 and report it (mosquitto).
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

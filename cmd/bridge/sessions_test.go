@@ -201,12 +201,11 @@ func TestSessionQueuedAcrossRestart(t *testing.T) {
 // gets the newest session_max_messages of them, in order; the dropped ones are counted.
 func TestSessionLimitDropsOldest(t *testing.T) {
 	forVersions(t, func(t *testing.T, version int) {
-		portA, portB := freePort(t), freePort(t)
-		a := newInstance(t, faultOverlay(portA, portA, ""))
+		a := newInstance(t, faultOverlay(0, ""))
 		a.start()
 		defer a.stop()
 		stream := a.address() + "/fault/data"
-		b := newInstance(t, faultOverlay(portB, portB, fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", portA, a.peerID()))+fmt.Sprintf(`
+		b := newInstance(t, faultOverlay(0, a.bootstrapAddr("tcp"))+fmt.Sprintf(`
 [mqtt]
 session_max_messages = 100
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,8 +49,7 @@ func TestBacklogDrainSlowReceiver(t *testing.T) {
 }
 
 func drainToSlowReceiver(t *testing.T, n int, limitA string) {
-	portA := freePort(t)
-	a := newInstance(t, overlayTable("tcp", portA, "")+"\n[storage]\nquota = \"8GB\"\n")
+	a := newInstance(t, overlayTable("tcp", "")+"\n[storage]\nquota = \"8GB\"\n")
 	if limitA == "off" {
 		a.extraEnv = []string{"GOMEMLIMIT=off"}
 	}
@@ -60,8 +60,8 @@ func drainToSlowReceiver(t *testing.T, n int, limitA string) {
 	fill(t, a, "backlog/data", n)
 	waitMetric(t, a, "bridge_messages_signed_total", float64(n), 5*time.Minute)
 
-	bootstrap := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", portA, a.peerID())
-	b := newInstance(t, overlayTable("tcp", freePort(t), bootstrap)+fmt.Sprintf(`
+	bootstrap := a.bootstrapAddr("tcp")
+	b := newInstance(t, overlayTable("tcp", bootstrap)+fmt.Sprintf(`
 [[store]]
 stream = %q
 `, stream))
@@ -70,10 +70,11 @@ stream = %q
 	start := time.Now()
 	b.start()
 	defer b.stop()
-	throttled := throttleCPU(t, b.cmd.Process.Pid, receiverCPU)
+	throttled, release := throttleCPU(t, b.cmd.Process.Pid, receiverCPU)
 	waitMetric(t, b, `bridge_order_delivered_total{orderer="store"}`, float64(n), 15*time.Minute)
-	stored := waitForExport(t, b, stream, n)
 	drain := time.Since(start)
+	release() // reading 100,000 messages back out of B on 15 % of a core would outlast waitForExport
+	stored := waitForExport(t, b, stream, n)
 	checkExactlyOnceInOrder(t, stored, n)
 	t.Logf("A memory limit %s, B on 1 thread, 24 MiB, CPU quota %s: drained %d readings in %s (%.0f msg/s); B's peak RSS %.1f MB",
 		limitA, throttled, n, drain.Round(time.Millisecond), float64(n)/drain.Seconds(), peakRSSMB(t, b))
@@ -110,14 +111,14 @@ func checkExactlyOnceInOrder(t *testing.T, msgs []*streamr.StreamMessage, n int)
 }
 
 // throttleCPU puts pid in a cgroup (v1 cpu controller) limited to percent
-// of one core and removes the cgroup at cleanup. Where that is not
-// possible it says so in the log and returns "none".
-func throttleCPU(t *testing.T, pid, percent int) string {
+// of one core until release is called (at the latest at cleanup). Where
+// that is not possible it says so in the log and returns "none".
+func throttleCPU(t *testing.T, pid, percent int) (limit string, release func()) {
 	t.Helper()
 	dir := filepath.Join("/sys/fs/cgroup/cpu", fmt.Sprintf("tributary-test-%d", pid))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Logf("NOTE: no CPU quota for the slow receiver (%v): it is slowed by GOMAXPROCS=1 and its memory limit only", err)
-		return "none"
+		return "none", func() {}
 	}
 	write := func(file, v string) error { return os.WriteFile(filepath.Join(dir, file), []byte(v), 0o644) }
 	if err := write("cpu.cfs_period_us", "100000"); err != nil {
@@ -129,13 +130,14 @@ func throttleCPU(t *testing.T, pid, percent int) string {
 	if err := write("cgroup.procs", strconv.Itoa(pid)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	release = sync.OnceFunc(func() {
 		_ = os.WriteFile("/sys/fs/cgroup/cpu/cgroup.procs", []byte(strconv.Itoa(pid)), 0o644) // if still running
 		if err := os.Remove(dir); err != nil {
 			t.Logf("remove cgroup %s: %v", dir, err)
 		}
 	})
-	return fmt.Sprintf("%d %% of a core", percent)
+	t.Cleanup(release)
+	return fmt.Sprintf("%d %% of a core", percent), release
 }
 
 // setLogLevel replaces the harness's debug level in the instance's config.

@@ -105,13 +105,12 @@ func TestDuplicateSubscriptions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two real bridges")
 	}
-	portA := freePort(t)
-	a := newInstance(t, overlayTable("tcp", portA, ""))
+	a := newInstance(t, overlayTable("tcp", ""))
 	a.start()
 	defer a.stop()
 	addrA := a.address()
-	boot := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", portA, a.peerID())
-	b := newInstance(t, overlayTable("tcp", freePort(t), boot)+fmt.Sprintf(`
+	boot := a.bootstrapAddr("tcp")
+	b := newInstance(t, overlayTable("tcp", boot)+fmt.Sprintf(`
 [[subscribe]]
 stream = "%[1]s/dup/data"
 topic = "first"
