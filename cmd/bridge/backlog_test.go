@@ -49,10 +49,10 @@ stream = "%[1]s/live/data"
 topic = "live"
 metadata = true
 `, addrA))
-	delays := watchLive(t, b)
 	start := time.Now()
 	b.start()
 	defer b.stop()
+	delays := watchLive(t, b)
 	live := startLive(t, a)
 	waitMetric(t, b, `bridge_order_delivered_total{orderer="store"}`, float64(n), 10*time.Minute)
 	drain := time.Since(start)
@@ -131,7 +131,7 @@ func (d *liveDelays) worst() (time.Duration, int) {
 	return w, len(d.delays)
 }
 
-// watchLive subscribes to B's live topic as soon as B's broker is up.
+// watchLive subscribes to B's live topic of a started B.
 func watchLive(t *testing.T, b *instance) *liveDelays {
 	d := &liveDelays{}
 	go func() {

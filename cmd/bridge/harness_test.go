@@ -156,13 +156,15 @@ func (in *instance) readAddrs(logs string) bool {
 	if m == nil || h == nil {
 		return false
 	}
-	in.mqtt, in.http = m[1], h[1]
+	if in.mqtt != m[1] || in.http != h[1] { // a restart binds the pinned ports again: no write, for goroutines still reading them
+		in.mqtt, in.http = m[1], h[1]
+	}
 	if o := overlayListeningLog.FindStringSubmatch(logs); o != nil {
 		for _, addr := range strings.Fields(o[1]) {
-			if p := overlayTCPPort.FindStringSubmatch(addr); p != nil {
+			if p := overlayTCPPort.FindStringSubmatch(addr); p != nil && in.overlayTCP != p[1] {
 				in.overlayTCP = p[1]
 			}
-			if p := overlayQUICPort.FindStringSubmatch(addr); p != nil {
+			if p := overlayQUICPort.FindStringSubmatch(addr); p != nil && in.overlayQUIC != p[1] {
 				in.overlayQUIC = p[1]
 			}
 		}
