@@ -152,7 +152,7 @@ func newOrderMetrics(name string, reg prometheus.Registerer) *orderMetrics {
 		pruned:    c("chains_pruned", "Idle chains dropped from memory (their positions stay saved)."),
 		evicted:   c("chains_evicted", "Chains without an open gap dropped from memory to make room for a new one."),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bridge_order_chains_refused_total", Help: "Messages of a new chain dropped at a chain limit, by limit.",
+			Name: "tributary_order_chains_refused_total", Help: "Messages of a new chain dropped at a chain limit, by limit.",
 			ConstLabels: prometheus.Labels{"orderer": name},
 		}, []string{"limit"}),
 	}
@@ -196,7 +196,7 @@ func NewOrderer(cfg OrderConfig) *Orderer {
 	}
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "bridge_order_chains", Help: "Chains tracked in memory.", ConstLabels: prometheus.Labels{"orderer": cfg.Name},
+			Name: "tributary_order_chains", Help: "Chains tracked in memory.", ConstLabels: prometheus.Labels{"orderer": cfg.Name},
 		}, func() float64 { return float64(o.Chains()) }))
 	}
 	return o

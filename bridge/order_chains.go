@@ -61,10 +61,14 @@ type logLimit struct {
 
 // warnOnce writes a warning of kind key unless one was written within
 // LogInterval.
-func (o *Orderer) warnOnce(key, msg string, args ...any) { o.logOnce(slog.LevelWarn, key, msg, args...) }
+func (o *Orderer) warnOnce(key, msg string, args ...any) {
+	o.logOnce(slog.LevelWarn, key, msg, args...)
+}
 
 // infoOnce is warnOnce at info level.
-func (o *Orderer) infoOnce(key, msg string, args ...any) { o.logOnce(slog.LevelInfo, key, msg, args...) }
+func (o *Orderer) infoOnce(key, msg string, args ...any) {
+	o.logOnce(slog.LevelInfo, key, msg, args...)
+}
 
 func (o *Orderer) logOnce(level slog.Level, key, msg string, args ...any) {
 	now := o.cfg.Now()

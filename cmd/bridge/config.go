@@ -205,6 +205,13 @@ func defaultConfig() Config {
 			GapFillTimeout: Duration(5 * time.Second),
 			ResendRetry:    Duration(5 * time.Second),
 			MaxGapRequests: 5,
+
+			MaxChains:             bridge.DefaultMaxChains,
+			MaxChainsPerPublisher: bridge.DefaultMaxChainsPerPublisher,
+			MaxHeldMessages:       bridge.DefaultMaxHeldTotal,
+			ChainIdleTimeout:      Duration(bridge.DefaultChainIdleTimeout),
+			MaxGapFills:           bridge.DefaultMaxGapFills,
+			LiveMaxAge:            Duration(bridge.DefaultLiveMaxAge),
 		},
 	}
 }
@@ -365,6 +372,9 @@ func (c *Config) validate() error {
 	}
 	check(c.Overlay.GapFillTimeout > 0 && c.Overlay.ResendRetry > 0, "overlay.gap_fill_timeout and overlay.resend_retry: must be positive")
 	check(c.Overlay.MaxGapRequests > 0, "overlay.max_gap_requests: must be positive")
+	check(c.Overlay.MaxChains > 0 && c.Overlay.MaxChainsPerPublisher > 0 && c.Overlay.MaxHeldMessages > 0 && c.Overlay.MaxGapFills > 0,
+		"overlay.max_chains, max_chains_per_publisher, max_held_messages and max_gap_fills: must be positive")
+	check(c.Overlay.ChainIdleTimeout > 0 && c.Overlay.LiveMaxAge >= 0, "overlay.chain_idle_timeout: must be positive; overlay.live_max_age: must not be negative")
 	if _, err := bridge.NewReceipts(c.receiptConfig(nil)); err != nil {
 		errs = append(errs, fmt.Errorf("receipts: %w", err))
 	}
