@@ -56,8 +56,11 @@ func TestSessionsTotalBytes(t *testing.T) {
 			lines := strings.Count(r.logs.String(), "dropping the oldest queued message")
 			t.Logf("%d offline sessions × %d readings: heap %+d KiB, %d queued (%d KiB counted), %d dropped, %d log lines; %d bytes of heap per queued message",
 				offline, readings, grown>>10, st.Queued, st.QueuedBytes>>10, st.DroppedForTotal, lines, grown/int64(max(st.Queued, 1)))
+			// A session whose leaving the broker has not seen yet may miss some readings (paho's
+			// DISCONNECT races the close): allow 2 %.
+			want := offline * readings * 98 / 100
 			if !bounded {
-				if st.Queued < (offline-1)*readings { // one session may still be leaving
+				if st.Queued < want {
 					t.Fatalf("unbounded: %d queued, want %d", st.Queued, offline*readings)
 				}
 				// What one queued message costs, against the accounting's estimate.
@@ -74,8 +77,8 @@ func TestSessionsTotalBytes(t *testing.T) {
 			}
 			// Every message not queued was dropped and counted (a few more: the live consumer's
 			// copies not yet acknowledged when they were the oldest; it had them already).
-			if want, n := uint64(offline*readings-st.Queued), st.DroppedForTotal+st.DroppedForMessages; n < want || n > want+readings {
-				t.Errorf("%d drops counted, want %d to %d", n, want, want+readings)
+			if n := int(st.DroppedForTotal+st.DroppedForMessages) + st.Queued; n < want || n > offline*readings+readings {
+				t.Errorf("%d queued + dropped, want %d to %d", n, want, offline*readings+readings)
 			}
 			if lines != 1 {
 				t.Errorf("%d log lines for %d drops, want 1 (once per log_repeat_interval)", lines, st.DroppedForTotal)
