@@ -65,10 +65,12 @@ type OrderConfig struct {
 	MaxHeldTotal          int           // messages held behind gaps, all chains together (default DefaultMaxHeldTotal)
 	IdleTimeout           time.Duration // a chain without messages this long leaves memory; its position stays saved (default DefaultChainIdleTimeout)
 	MaxFills              int           // resend requests in flight (default DefaultMaxGapFills)
-	// LiveMaxAge bounds how old a message may be to take up a chain this
-	// Orderer has no position for (default DefaultLiveMaxAge; negative: no
-	// bound). Older ones are dropped: a peer replaying a publisher's old
-	// messages cannot pass them off as live. Not applied with FromChainStart.
+	// LiveMaxAge bounds how old a message published before the Orderer
+	// started may be to take up a chain it has no position for (default
+	// DefaultLiveMaxAge; negative: no bound). Older ones are dropped: a peer
+	// replaying a publisher's old messages cannot pass them off as live.
+	// Not applied with FromChainStart. Messages delivered later than this
+	// after their timestamp count as history (see IsHistory).
 	LiveMaxAge  time.Duration
 	LogInterval time.Duration    // repeated warnings are written at most once per interval (default 10s)
 	Now         func() time.Time // the wall clock; nil: time.Now
@@ -421,7 +423,7 @@ func (o *Orderer) chain(m *streamr.StreamMessage, deliver Deliver) (*orderedChai
 	c.last = last
 	if last == nil && !o.live(m, now) {
 		o.metrics.notLive.Inc()
-		o.warnOnce("not_live", "message too old to take up a chain not seen before: dropped", "stream_part", c.part.String(),
+		o.warnOnce("not_live", "message from before this subscriber started, too old to take up a chain not seen before: dropped", "stream_part", c.part.String(),
 			"publisher", m.ID.PublisherHex(), "chain", c.id, "age", now.Sub(time.UnixMilli(m.ID.Timestamp)).Round(time.Second).String(),
 			"live_max_age", o.cfg.LiveMaxAge.String())
 		return nil, nil
@@ -453,12 +455,20 @@ func (o *Orderer) position(key string) (*streamr.MessageRef, error) {
 }
 
 // live reports whether m, the first message seen of a chain without a
-// position, is recent enough to take the chain up.
+// position, may take the chain up: it was published since the Orderer
+// started (less the clock-skew margin), so this subscriber is owed it, or
+// it is at most LiveMaxAge old.
 func (o *Orderer) live(m *streamr.StreamMessage, now time.Time) bool {
-	if o.cfg.FromChainStart || o.cfg.LiveMaxAge < 0 {
+	if o.cfg.FromChainStart || o.cfg.LiveMaxAge < 0 || m.ID.Timestamp >= o.start {
 		return true
 	}
 	return now.Sub(time.UnixMilli(m.ID.Timestamp)) <= o.cfg.LiveMaxAge
+}
+
+// IsHistory reports whether m, being delivered now, is older than
+// LiveMaxAge: caught up after an outage or a late start rather than live.
+func (o *Orderer) IsHistory(m *streamr.StreamMessage) bool {
+	return o.cfg.LiveMaxAge > 0 && o.cfg.Now().Sub(time.UnixMilli(m.ID.Timestamp)) > o.cfg.LiveMaxAge
 }
 
 // makeRoom evicts a chain without an open gap if publisher, or all

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -197,8 +198,10 @@ func TestOrdererChainFlood(t *testing.T) {
 // The replay of issue 13: a peer fetched a publisher's 55-second-old "open"
 // by resend and sent it to a subscriber that had never seen its chain,
 // which delivered it as live. A chain without a position is taken up only
-// from a message at most LiveMaxAge old; a chain with one catches up
-// whatever the age, and a storer (FromChainStart) keeps everything.
+// from a message published since the subscriber started or at most
+// LiveMaxAge old; a chain with one catches up whatever the age, and a
+// storer (FromChainStart) keeps everything. (The subscriber here started
+// just now.)
 func TestOrdererUnseenChainAge(t *testing.T) {
 	now := time.Now()
 	old := func(i int) int64 { return now.Add(-55*time.Second).UnixMilli() + int64(i) }
@@ -280,5 +283,62 @@ func TestOrdererEvictedChainResumes(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(o.metrics.evicted); n != 2 {
 		t.Fatalf("%.0f evictions, want 2 (a for b, b for a)", n)
+	}
+}
+
+type publishedMsg struct {
+	topic   string
+	payload []byte
+}
+
+// capturingBroker is a LocalBroker that records what it is given.
+type capturingBroker struct {
+	mu  sync.Mutex
+	got []publishedMsg
+}
+
+func (b *capturingBroker) PublishMarked(topic string, payload []byte, _ byte, _ string, _ []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.got = append(b.got, publishedMsg{topic, payload})
+	return nil
+}
+func (b *capturingBroker) Mark(string) ([]byte, bool, error) { return nil, false, nil }
+func (b *capturingBroker) Sync(context.Context) error        { return nil }
+
+// Through a Deliverer onto local MQTT: a replayed message from before the
+// subscriber started never reaches MQTT; one it is owed (published since it
+// started) that arrives late is delivered with "history": true in its
+// metadata, a live one without.
+func TestDeliveryMarksHistory(t *testing.T) {
+	start := time.Now()
+	clock := &stepClock{now: start}
+	o := NewOrderer(OrderConfig{Name: "mqtt", Positions: &memPositions{states: map[string]streamr.ChainState{}}, Now: clock.Now})
+	mqtt := &capturingBroker{}
+	d := NewDeliverer([]byte("self"), mqtt, o, nil, slog.New(slog.DiscardHandler))
+	sub, err := CompileSubscription(SubscribeConfig{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/order", Topic: "{stream}", Metadata: true}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive := d.handler(sub)
+	chain := func(id string, ts time.Time) *streamr.StreamMessage {
+		m := chainMessagesAt(1, func(int) int64 { return ts.UnixMilli() })[0]
+		m.ID.MsgChainID = id
+		return m
+	}
+	receive(chain("live", start), nil)
+	clock.advance(5 * time.Minute)
+	receive(chain("owed", start.Add(10*time.Second)), nil)     // published after the start, arrives 4:50 late
+	receive(chain("replayed", start.Add(-5*time.Minute)), nil) // published before the start
+	var history []bool
+	for _, p := range mqtt.got {
+		var env struct{ Metadata map[string]any }
+		if err := json.Unmarshal(p.payload, &env); err != nil {
+			t.Fatal(err)
+		}
+		history = append(history, env.Metadata["history"] == true)
+	}
+	if fmt.Sprint(history) != "[false true]" {
+		t.Fatalf("history marks %v of %d deliveries, want [false true] (live, owed; the replay dropped)", history, len(mqtt.got))
 	}
 }
