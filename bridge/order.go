@@ -416,6 +416,14 @@ func (o *Orderer) chain(m *streamr.StreamMessage, deliver Deliver) (*orderedChai
 		return c, nil
 	}
 	c := &orderedChain{key: key, part: m.ID.StreamPart(), pub: m.ID.PublisherID, id: m.ID.MsgChainID, deliver: deliver}
+	// The limits first: a flood of new chains at a limit costs no position read.
+	if limit := o.makeRoom(m.ID.PublisherHex()); limit != "" {
+		o.metrics.refused.WithLabelValues(limit).Inc()
+		o.warnOnce("refused_"+limit, "chain limit reached: message of a new chain dropped", "limit", limit,
+			"stream_part", c.part.String(), "publisher", m.ID.PublisherHex(), "chains", len(o.chains.byKey),
+			"max_chains", o.cfg.MaxChains, "max_chains_per_publisher", o.cfg.MaxChainsPerPublisher)
+		return nil, nil
+	}
 	last, err := o.position(key)
 	if err != nil {
 		return nil, fmt.Errorf("load delivered position of %s chain %s: %w", c.part, c.id, err)
@@ -426,13 +434,6 @@ func (o *Orderer) chain(m *streamr.StreamMessage, deliver Deliver) (*orderedChai
 		o.warnOnce("not_live", "message from before this subscriber started, too old to take up a chain not seen before: dropped", "stream_part", c.part.String(),
 			"publisher", m.ID.PublisherHex(), "chain", c.id, "age", now.Sub(time.UnixMilli(m.ID.Timestamp)).Round(time.Second).String(),
 			"live_max_age", o.cfg.LiveMaxAge.String())
-		return nil, nil
-	}
-	if limit := o.makeRoom(m.ID.PublisherHex()); limit != "" {
-		o.metrics.refused.WithLabelValues(limit).Inc()
-		o.warnOnce("refused_"+limit, "chain limit reached: message of a new chain dropped", "limit", limit,
-			"stream_part", c.part.String(), "publisher", m.ID.PublisherHex(), "chains", len(o.chains.byKey),
-			"max_chains", o.cfg.MaxChains, "max_chains_per_publisher", o.cfg.MaxChainsPerPublisher)
 		return nil, nil
 	}
 	o.chains.add(c, m.ID.PublisherHex(), now)
