@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"container/heap"
+	"container/list"
 	"context"
 	"fmt"
 	"log/slog"
@@ -56,9 +57,38 @@ type OrderConfig struct {
 	// from about when the Orderer started, as an SDK subscriber does.
 	FromChainStart bool
 	FlushInterval  time.Duration // how often delivered positions are saved (default 100ms)
-	Registerer     prometheus.Registerer
-	Logger         *slog.Logger
+
+	// Bounds against a publisher (or many) opening chains at will. A
+	// message of a new chain beyond them is dropped, counted and logged.
+	MaxChains             int           // chains tracked at once (default DefaultMaxChains)
+	MaxChainsPerPublisher int           // chains of one publisher tracked at once (default DefaultMaxChainsPerPublisher)
+	MaxHeldTotal          int           // messages held behind gaps, all chains together (default DefaultMaxHeldTotal)
+	IdleTimeout           time.Duration // a chain without messages this long leaves memory; its position stays saved (default DefaultChainIdleTimeout)
+	MaxFills              int           // resend requests in flight (default DefaultMaxGapFills)
+	// LiveMaxAge bounds how old a message published before the Orderer
+	// started may be to take up a chain it has no position for (default
+	// DefaultLiveMaxAge; negative: no bound). Older ones are dropped: a peer
+	// replaying a publisher's old messages cannot pass them off as live.
+	// Not applied with FromChainStart. Messages delivered later than this
+	// after their timestamp count as history (see IsHistory).
+	LiveMaxAge  time.Duration
+	LogInterval time.Duration    // repeated warnings are written at most once per interval (default 10s)
+	Now         func() time.Time // the wall clock; nil: time.Now
+	Registerer  prometheus.Registerer
+	Logger      *slog.Logger
 }
+
+// Defaults of the chain bounds. A gateway publishes one chain per stream
+// partition; an SDK publisher starts one per partition per session, and
+// idle ones leave memory after DefaultChainIdleTimeout.
+const (
+	DefaultMaxChains             = 4096
+	DefaultMaxChainsPerPublisher = 64
+	DefaultMaxHeldTotal          = 20_000
+	DefaultChainIdleTimeout      = 10 * time.Minute
+	DefaultMaxGapFills           = 4
+	DefaultLiveMaxAge            = 30 * time.Second
+)
 
 // Orderer delivers each (publisher, chain) of a stream partition in order
 // and exactly once: it drops duplicates and stale messages, holds messages
@@ -76,11 +106,15 @@ type Orderer struct {
 	start int64
 
 	mu      sync.Mutex
-	chains  map[string]*orderedChain
+	chains  chainTable
+	held    int // messages held, all chains
 	dirty   map[string]streamr.ChainState
 	wake    chan struct{}
 	fills   sync.WaitGroup // resend requests in flight
 	filling int            // how many, under mu
+
+	logMu  sync.Mutex // guards warned; taken with or without mu
+	warned map[string]*logLimit
 }
 
 // Gap filling. A gap is asked for after GapFillTimeout, in case gossip
@@ -88,17 +122,18 @@ type Orderer struct {
 // is already older than that: then waiting cannot help (a backlog whose
 // chain tip arrived alone, see Forwarder) and it is asked for after
 // overdueWait. A range is fetched in pages of fillPage messages, the next
-// page asked for as soon as one arrives, by at most maxFills requests at
+// page asked for as soon as one arrives, by at most MaxFills requests at
 // once; each page is validated, ordered and handed on before the next is
 // read, so a slow receiver takes a backlog at its own pace.
 const (
 	overdueWait = 100 * time.Millisecond
 	fillPage    = 2000
-	maxFills    = 4
 )
 
 type orderMetrics struct {
 	delivered, stale, held, gaps, filled, lost, overflow prometheus.Counter
+	notLive, pruned, evicted                             prometheus.Counter
+	refused                                              *prometheus.CounterVec
 }
 
 func newOrderMetrics(name string, reg prometheus.Registerer) *orderMetrics {
@@ -114,10 +149,18 @@ func newOrderMetrics(name string, reg prometheus.Registerer) *orderMetrics {
 		gaps:      c("gaps", "Gaps detected from prevMsgRef."),
 		filled:    c("filled", "Messages recovered by resend requests."),
 		lost:      c("lost", "Gaps given up after every resend attempt failed."),
-		overflow:  c("overflow", "Times a chain held too many messages and its gap was given up."),
+		overflow:  c("overflow", "Times a chain, or all chains together, held too many messages behind a gap."),
+		notLive:   c("not_live", "Messages dropped as too old to take up a chain not seen before."),
+		pruned:    c("chains_pruned", "Idle chains dropped from memory (their positions stay saved)."),
+		evicted:   c("chains_evicted", "Chains without an open gap dropped from memory to make room for a new one."),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tributary_order_chains_refused_total", Help: "Messages of a new chain dropped at a chain limit, by limit.",
+			ConstLabels: prometheus.Labels{"orderer": name},
+		}, []string{"limit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.delivered, m.stale, m.held, m.gaps, m.filled, m.lost, m.overflow)
+		reg.MustRegister(m.delivered, m.stale, m.held, m.gaps, m.filled, m.lost, m.overflow,
+			m.notLive, m.pruned, m.evicted, m.refused)
 	}
 	return m
 }
@@ -139,18 +182,57 @@ func NewOrderer(cfg OrderConfig) *Orderer {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 100 * time.Millisecond
 	}
+	cfg.setChainDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Orderer{
-		start:   time.Now().Add(-startSkew).UnixMilli(),
+	o := &Orderer{
+		start:   cfg.Now().Add(-startSkew).UnixMilli(),
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: newOrderMetrics(cfg.Name, cfg.Registerer),
-		chains:  make(map[string]*orderedChain),
+		chains:  newChainTable(),
 		dirty:   make(map[string]streamr.ChainState),
 		wake:    make(chan struct{}, 1),
+		warned:  make(map[string]*logLimit),
 	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tributary_order_chains", Help: "Chains tracked in memory.", ConstLabels: prometheus.Labels{"orderer": cfg.Name},
+		}, func() float64 { return float64(o.Chains()) }))
+	}
+	return o
+}
+
+func (c *OrderConfig) setChainDefaults() {
+	positive := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	positive(&c.MaxChains, DefaultMaxChains)
+	positive(&c.MaxChainsPerPublisher, DefaultMaxChainsPerPublisher)
+	positive(&c.MaxHeldTotal, DefaultMaxHeldTotal)
+	positive(&c.MaxFills, DefaultMaxGapFills)
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultChainIdleTimeout
+	}
+	if c.LiveMaxAge == 0 {
+		c.LiveMaxAge = DefaultLiveMaxAge
+	}
+	if c.LogInterval <= 0 {
+		c.LogInterval = 10 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Chains returns how many chains are tracked in memory.
+func (o *Orderer) Chains() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.chains.byKey)
 }
 
 // startSkew is how far a publisher's clock may be behind ours before a
@@ -172,6 +254,17 @@ type orderedChain struct {
 	lastRequest time.Time
 	requests    int
 	filling     bool
+
+	publisher     string        // hex, the chainTable's per-publisher key
+	active        time.Time     // when a message of it last arrived
+	elem, pubElem *list.Element // in chainTable.lru and in its publisher's list
+}
+
+// quiet reports whether c has nothing open: no gap, no held message, no
+// request in flight. Such a chain can leave memory without loss: its
+// position is saved.
+func (c *orderedChain) quiet() bool {
+	return c.held.Len() == 0 && c.gapSince.IsZero() && !c.filling && c.refetchTo == nil
 }
 
 // Add takes a validated message and delivers it, and any held messages
@@ -181,7 +274,7 @@ func (o *Orderer) Add(m *streamr.StreamMessage, encoded []byte, deliver Deliver)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	c, err := o.chain(m, deliver)
-	if err != nil {
+	if err != nil || c == nil {
 		return err
 	}
 	o.add(c, Envelope{Msg: m, Encoded: encoded})
@@ -226,10 +319,10 @@ func (o *Orderer) drain(c *orderedChain) {
 		next := c.held[0].Msg
 		switch {
 		case c.last != nil && next.ID.Ref().Compare(*c.last) <= 0:
-			heap.Pop(&c.held)
+			o.popHeld(c)
 			o.metrics.stale.Inc()
 		case o.follows(c, next):
-			o.deliver(c, heap.Pop(&c.held).(Envelope))
+			o.deliver(c, o.popHeld(c))
 		default:
 			return // still a gap before next
 		}
@@ -247,7 +340,7 @@ func (o *Orderer) openGap(c *orderedChain) {
 	if !c.gapSince.IsZero() {
 		return
 	}
-	c.gapSince = time.Now()
+	c.gapSince = o.cfg.Now()
 	o.metrics.gaps.Inc()
 	o.log.Debug("gap detected", "stream_part", c.part.String(), "chain", c.id, "after", c.last)
 	o.poke()
@@ -262,26 +355,43 @@ func (o *Orderer) hold(c *orderedChain, e Envelope) {
 		}
 	}
 	heap.Push(&c.held, e)
+	o.held++
 	o.metrics.held.Inc()
 	o.openGap(c)
-	if c.held.Len() > o.cfg.MaxHeld {
+	if c.held.Len() > o.cfg.MaxHeld || o.held > o.cfg.MaxHeldTotal {
 		o.metrics.overflow.Inc()
 		if o.cfg.KeepGaps {
 			dropped := dropNewest(&c.held)
+			o.held--
 			if c.refetchTo == nil || dropped.Compare(*c.refetchTo) > 0 {
 				c.refetchTo = &dropped
 			}
 			return
 		}
-		o.log.Warn("too many messages held behind a gap: giving it up", "stream_part", c.part.String(), "chain", c.id, "held", c.held.Len())
+		o.warnOnce("held", "too many messages held behind a gap: giving it up", "stream_part", c.part.String(), "chain", c.id,
+			"held", c.held.Len(), "held_total", o.held, "max_held", o.cfg.MaxHeld, "max_held_total", o.cfg.MaxHeldTotal)
 		o.skipGap(c)
 	}
 }
 
+// popHeld removes and returns c's earliest held message.
+func (o *Orderer) popHeld(c *orderedChain) Envelope {
+	o.held--
+	return heap.Pop(&c.held).(Envelope)
+}
+
 // skipGap gives up the gap before the first held message (the SDK's
-// "light" strategy) and delivers what follows.
+// "light" strategy) and delivers what follows. Without held messages it
+// gives up the messages dropped at the held bound (refetchTo).
 func (o *Orderer) skipGap(c *orderedChain) {
 	if c.held.Len() == 0 {
+		if c.refetchTo != nil {
+			o.metrics.lost.Inc()
+			skipped := *c.refetchTo
+			c.last, c.refetchTo = &skipped, nil
+			o.dirty[c.key] = streamr.ChainState{ID: c.id, Last: &skipped}
+		}
+		c.gapSince, c.requests = time.Time{}, 0
 		return
 	}
 	o.metrics.lost.Inc()
@@ -295,22 +405,123 @@ func (o *Orderer) skipGap(c *orderedChain) {
 	o.drain(c)
 }
 
+// chain returns m's chain, loading its position for a chain not in
+// memory. It returns nil (and counts why) when m may not take a chain up:
+// too old for a chain without a position, or over a chain limit.
 func (o *Orderer) chain(m *streamr.StreamMessage, deliver Deliver) (*orderedChain, error) {
 	key := o.positionKey(m)
-	if c, ok := o.chains[key]; ok {
+	now := o.cfg.Now()
+	if c := o.chains.byKey[key]; c != nil {
+		o.chains.touch(c, now)
 		return c, nil
 	}
 	c := &orderedChain{key: key, part: m.ID.StreamPart(), pub: m.ID.PublisherID, id: m.ID.MsgChainID, deliver: deliver}
-	st, ok, err := o.cfg.Positions.ChainState(key)
+	// The limits first: a flood of new chains at a limit costs no position read.
+	if limit := o.makeRoom(m.ID.PublisherHex()); limit != "" {
+		o.metrics.refused.WithLabelValues(limit).Inc()
+		o.warnOnce("refused_"+limit, "chain limit reached: message of a new chain dropped", "limit", limit,
+			"stream_part", c.part.String(), "publisher", m.ID.PublisherHex(), "chains", len(o.chains.byKey),
+			"max_chains", o.cfg.MaxChains, "max_chains_per_publisher", o.cfg.MaxChainsPerPublisher)
+		return nil, nil
+	}
+	last, err := o.position(key)
 	if err != nil {
 		return nil, fmt.Errorf("load delivered position of %s chain %s: %w", c.part, c.id, err)
 	}
-	if ok && st.Last != nil {
-		last := *st.Last
-		c.last = &last
+	c.last = last
+	if last == nil && !o.live(m, now) {
+		o.metrics.notLive.Inc()
+		o.warnOnce("not_live", "message from before this subscriber started, too old to take up a chain not seen before: dropped", "stream_part", c.part.String(),
+			"publisher", m.ID.PublisherHex(), "chain", c.id, "age", now.Sub(time.UnixMilli(m.ID.Timestamp)).Round(time.Second).String(),
+			"live_max_age", o.cfg.LiveMaxAge.String())
+		return nil, nil
 	}
-	o.chains[key] = c
+	o.chains.add(c, m.ID.PublisherHex(), now)
 	return c, nil
+}
+
+// position is key's last delivered position: one not yet flushed, else
+// the saved one (nil: none).
+func (o *Orderer) position(key string) (*streamr.MessageRef, error) {
+	if st, ok := o.dirty[key]; ok && st.Last != nil {
+		last := *st.Last
+		return &last, nil
+	}
+	st, ok, err := o.cfg.Positions.ChainState(key)
+	if err != nil || !ok || st.Last == nil {
+		return nil, err
+	}
+	last := *st.Last
+	return &last, nil
+}
+
+// live reports whether m, the first message seen of a chain without a
+// position, may take the chain up: it was published since the Orderer
+// started (less the clock-skew margin), so this subscriber is owed it, or
+// it is at most LiveMaxAge old.
+func (o *Orderer) live(m *streamr.StreamMessage, now time.Time) bool {
+	if o.cfg.FromChainStart || o.cfg.LiveMaxAge < 0 || m.ID.Timestamp >= o.start {
+		return true
+	}
+	return now.Sub(time.UnixMilli(m.ID.Timestamp)) <= o.cfg.LiveMaxAge
+}
+
+// IsHistory reports whether m, being delivered now, is older than
+// LiveMaxAge: caught up after an outage or a late start rather than live.
+func (o *Orderer) IsHistory(m *streamr.StreamMessage) bool {
+	return o.cfg.LiveMaxAge > 0 && o.cfg.Now().Sub(time.UnixMilli(m.ID.Timestamp)) > o.cfg.LiveMaxAge
+}
+
+// makeRoom evicts a chain without an open gap if publisher, or all
+// publishers together, are at their chain limit; it returns the limit
+// that could not be made room under, or "".
+func (o *Orderer) makeRoom(publisher string) string {
+	if l := o.chains.byPub[publisher]; l != nil && l.Len() >= o.cfg.MaxChainsPerPublisher {
+		if !o.evictIdle(l) {
+			return "publisher"
+		}
+	}
+	if o.chains.lru.Len() >= o.cfg.MaxChains && !o.evictIdle(o.chains.lru) {
+		return "total"
+	}
+	return ""
+}
+
+// evictScan bounds how many chains a new one looks through for one to
+// evict, so that a flood of new chains at the limit costs little each.
+const evictScan = 64
+
+// evictIdle drops the least recently active chain of l that has no open
+// gap. Its position is saved (or about to be, in dirty), so the chain
+// continues where it was if it comes back.
+func (o *Orderer) evictIdle(l *list.List) bool {
+	n := 0
+	for e := l.Front(); e != nil && n < evictScan; e, n = e.Next(), n+1 {
+		if c := e.Value.(*orderedChain); c.quiet() {
+			o.chains.remove(c)
+			o.metrics.evicted.Inc()
+			return true
+		}
+	}
+	return false
+}
+
+// pruneIdle drops chains without messages for IdleTimeout and without an
+// open gap.
+func (o *Orderer) pruneIdle(now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for e := o.chains.lru.Front(); e != nil; {
+		c := e.Value.(*orderedChain)
+		e = e.Next()
+		if now.Sub(c.active) < o.cfg.IdleTimeout {
+			return
+		}
+		if c.quiet() {
+			o.chains.remove(c)
+			o.metrics.pruned.Inc()
+		}
+	}
 }
 
 // PositionKey is the key under which m's chain's delivered position is saved.
@@ -333,11 +544,18 @@ func (o *Orderer) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-o.wake:
 		}
-		if err := o.flush(ctx); err != nil {
-			o.log.Warn("save delivered positions", "err", err)
-		}
-		o.fillGaps(ctx)
+		o.step(ctx)
 	}
+}
+
+// step is one round of Run: save positions, drop idle chains, send the
+// resend requests due.
+func (o *Orderer) step(ctx context.Context) {
+	if err := o.flush(ctx); err != nil {
+		o.warnOnce("flush", "save delivered positions", "err", err)
+	}
+	o.pruneIdle(o.cfg.Now())
+	o.fillGaps(ctx)
 }
 
 func (o *Orderer) flush(ctx context.Context) error {
@@ -363,17 +581,17 @@ type gapRequest struct {
 // together: their messages are interleaved in the publisher's store, so
 // one range answer serves all of them in a single pass over it.
 func (o *Orderer) fillGaps(ctx context.Context) {
-	now := time.Now()
+	now := o.cfg.Now()
 	groups := make(map[string]*gapRequest)
 	o.mu.Lock()
-	for _, c := range o.chains {
+	for _, c := range o.chains.byKey {
 		if !o.gapDue(c, now) {
 			continue
 		}
 		key := c.part.String() + "\x00" + string(c.pub)
 		g, ok := groups[key]
 		if !ok {
-			if o.filling+len(groups) >= maxFills {
+			if o.filling+len(groups) >= o.cfg.MaxFills {
 				continue // waits for a request to finish
 			}
 			g = &gapRequest{}
@@ -400,7 +618,7 @@ func (o *Orderer) gapDue(c *orderedChain, now time.Time) bool {
 		return false
 	}
 	if c.requests >= o.cfg.MaxGapRequests || o.cfg.Resender == nil {
-		o.log.Warn("gap not filled: skipping it", "stream_part", c.part.String(), "chain", c.id, "after", c.last, "requests", c.requests)
+		o.warnOnce("skip", "gap not filled: skipping it", "stream_part", c.part.String(), "chain", c.id, "after", c.last, "requests", c.requests)
 		o.skipGap(c)
 		return false
 	}
@@ -414,7 +632,7 @@ func (o *Orderer) fillDue(c *orderedChain) time.Time {
 		newestMissing = c.held[0].Msg.PrevMsgRef
 	}
 	wait := o.cfg.GapFillTimeout
-	if newestMissing != nil && time.Since(time.UnixMilli(newestMissing.Timestamp)) > wait {
+	if newestMissing != nil && o.cfg.Now().Sub(time.UnixMilli(newestMissing.Timestamp)) > wait {
 		wait = min(wait, overdueWait)
 	}
 	return c.gapSince.Add(wait)
@@ -468,11 +686,11 @@ func (o *Orderer) fill(ctx context.Context, g *gapRequest) {
 		before[c] = c.last
 	}
 	if err != nil {
-		o.log.Info("gap fill request failed", "stream_part", g.q.Part.String(), "chains", len(g.chains), "attempt", g.chains[0].requests, "err", err)
+		o.infoOnce("fill_failed", "gap fill request failed", "stream_part", g.q.Part.String(), "chains", len(g.chains), "attempt", g.chains[0].requests, "err", err)
 		return
 	}
 	for _, e := range msgs {
-		if c := o.chains[o.positionKey(e.Msg)]; c != nil && string(c.pub) == string(e.Msg.ID.PublisherID) {
+		if c := o.chains.byKey[o.positionKey(e.Msg)]; c != nil && string(c.pub) == string(e.Msg.ID.PublisherID) {
 			o.metrics.filled.Inc()
 			o.add(c, e)
 		}
@@ -481,7 +699,7 @@ func (o *Orderer) fill(ctx context.Context, g *gapRequest) {
 		if !c.gapSince.IsZero() && c.last != nil && (prev == nil || c.last.Compare(*prev) > 0) {
 			// Progress, and more to come: ask for the next page at once.
 			c.requests, c.lastRequest = 0, time.Time{}
-			c.gapSince = time.Now().Add(-o.cfg.GapFillTimeout)
+			c.gapSince = o.cfg.Now().Add(-o.cfg.GapFillTimeout)
 		}
 	}
 }

@@ -37,11 +37,16 @@ var chainStart = time.Now().UnixMilli()
 
 // chainMessages builds a chain of n messages: timestamps chainStart, +1, …
 func chainMessages(n int) []*streamr.StreamMessage {
+	return chainMessagesAt(n, func(i int) int64 { return chainStart + int64(i) })
+}
+
+// chainMessagesAt builds a chain of n messages, the i-th at ts(i).
+func chainMessagesAt(n int, ts func(i int) int64) []*streamr.StreamMessage {
 	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/order"}
 	chain := streamr.NewChain("chain-1")
 	msgs := make([]*streamr.StreamMessage, n)
 	for i := range msgs {
-		ref, prev := chain.Next(chainStart + int64(i))
+		ref, prev := chain.Next(ts(i))
 		msgs[i] = &streamr.StreamMessage{
 			ID: streamr.MessageID{StreamID: part.Stream, Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber,
 				PublisherID: make([]byte, 20), MsgChainID: chain.ID()},
@@ -208,10 +213,13 @@ func TestOrdererBoundsHeldMessages(t *testing.T) {
 // is a resend question, not a gap.
 func TestOrdererJoinsRunningChain(t *testing.T) {
 	chainStart = time.Now().UnixMilli() // recent, however long earlier tests took
-	old := chainStart
-	chainStart = time.Now().Add(-time.Hour).UnixMilli()
-	msgs := chainMessages(8)
-	chainStart = old
+	started := time.Now().Add(-time.Hour).UnixMilli()
+	msgs := chainMessagesAt(8, func(i int) int64 { // 0…4 an hour ago, 5…7 now
+		if i < 5 {
+			return started + int64(i)
+		}
+		return chainStart + int64(i)
+	})
 	o := NewOrderer(OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}}})
 	var c collector
 	for _, m := range msgs[5:] {

@@ -53,8 +53,14 @@ func NewStorer(log ReceivedLog, cfg OrderConfig, logger *slog.Logger) *Storer {
 // Orderer returns the Storer's Orderer, whose Run the caller runs.
 func (s *Storer) Orderer() *Orderer { return s.order }
 
-// ChainState implements PositionStore from what is stored.
+// ChainState implements PositionStore from what is stored, or about to be.
 func (s *Storer) ChainState(key string) (streamr.ChainState, bool, error) {
+	s.mu.Lock()
+	st, ok := s.states[key] // not written yet: newer than the stored one
+	s.mu.Unlock()
+	if ok {
+		return st, true, nil
+	}
 	return s.log.ChainState(key)
 }
 

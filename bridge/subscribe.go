@@ -206,7 +206,7 @@ func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 		d.metrics.dropped.WithLabelValues("encrypted").Inc()
 		return
 	}
-	payload, err := s.payload(m, publisher)
+	payload, err := s.payload(m, publisher, d.order.IsHistory(m))
 	if err != nil {
 		d.metrics.dropped.WithLabelValues("bad_content").Inc()
 		return
@@ -235,8 +235,10 @@ func (s *Subscription) mqttTopic(m *streamr.StreamMessage, publisher string) str
 }
 
 // payload is the content, or the Streamr node's payloadMetadata envelope.
-// Binary content goes into the envelope as a base64 string.
-func (s *Subscription) payload(m *streamr.StreamMessage, publisher string) ([]byte, error) {
+// Binary content goes into the envelope as a base64 string. A message
+// delivered as history (see Orderer.IsHistory) has "history": true in its
+// metadata.
+func (s *Subscription) payload(m *streamr.StreamMessage, publisher string, history bool) ([]byte, error) {
 	c := m.Content()
 	if !s.metadata {
 		return c.Content, nil
@@ -245,18 +247,19 @@ func (s *Subscription) payload(m *streamr.StreamMessage, publisher string) ([]by
 	if c.ContentType == streamr.ContentBinary {
 		content = c.Content // encoding/json writes []byte as base64
 	}
+	meta := map[string]any{
+		"streamId":        m.ID.StreamID,
+		"streamPartition": m.ID.StreamPartition,
+		"timestamp":       m.ID.Timestamp,
+		"sequenceNumber":  m.ID.SequenceNumber,
+		"publisherId":     publisher,
+		"msgChainId":      m.ID.MsgChainID,
+	}
+	if history {
+		meta["history"] = true
+	}
 	var buf bytes.Buffer
-	err := json.NewEncoder(&buf).Encode(map[string]any{
-		"content": content,
-		"metadata": map[string]any{
-			"streamId":        m.ID.StreamID,
-			"streamPartition": m.ID.StreamPartition,
-			"timestamp":       m.ID.Timestamp,
-			"sequenceNumber":  m.ID.SequenceNumber,
-			"publisherId":     publisher,
-			"msgChainId":      m.ID.MsgChainID,
-		},
-	})
+	err := json.NewEncoder(&buf).Encode(map[string]any{"content": content, "metadata": meta})
 	return bytes.TrimRight(buf.Bytes(), "\n"), err
 }
 

@@ -57,6 +57,7 @@ const (
 	DefaultReceiveMaximum    = 256
 	DefaultMaxInflight       = 1024      // QoS>0 messages held per session, queued or awaiting its ack
 	DefaultMaxSessionBytes   = 4 << 20   // topic+payload bytes held per session, queued or awaiting its ack
+	DefaultMaxQueuedBytes    = 16 << 20  // bytes held by all sessions together (see Config.MaxQueuedBytes)
 	DefaultMaxQueuedMessages = 1024      // per-client outbound queue; mochi allocates it per client (8 KiB here)
 	DefaultSessionExpiry     = time.Hour // how long a disconnected persistent session is kept
 	DefaultConnectTimeout    = 10 * time.Second
@@ -89,11 +90,15 @@ type Config struct {
 	// AllowAnonymous explicitly allows listeners on non-loopback addresses without a users file.
 	AllowAnonymous bool
 
-	MaxClients        int           // concurrent clients; default DefaultMaxClients
-	MaxPacketSize     uint32        // bytes, larger packets disconnect the client; default DefaultMaxPacketSize
-	ReceiveMaximum    uint16        // default DefaultReceiveMaximum
-	MaxInflight       uint16        // per session; default DefaultMaxInflight; at most 65534
-	MaxSessionBytes   int64         // per session; default DefaultMaxSessionBytes
+	MaxClients      int    // concurrent clients; default DefaultMaxClients
+	MaxPacketSize   uint32 // bytes, larger packets disconnect the client; default DefaultMaxPacketSize
+	ReceiveMaximum  uint16 // default DefaultReceiveMaximum
+	MaxInflight     uint16 // per session; default DefaultMaxInflight; at most 65534
+	MaxSessionBytes int64  // per session; default DefaultMaxSessionBytes
+	// MaxQueuedBytes bounds what all sessions hold together: topic and payload plus 1.5 KiB per
+	// message for the broker's copy. Beyond it the oldest queued message of any session is
+	// dropped. Default DefaultMaxQueuedBytes; negative: no limit.
+	MaxQueuedBytes    int64
 	MaxQueuedMessages int           // default DefaultMaxQueuedMessages
 	SessionExpiry     time.Duration // default DefaultSessionExpiry; at most ~136 years
 	ConnectTimeout    time.Duration // TLS handshake plus CONNECT; default DefaultConnectTimeout
@@ -205,7 +210,10 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
-	b.sessions = newSessions(b.srv, cfg.Sessions, int(cfg.MaxInflight), cfg.MaxSessionBytes, log.With("component", "mqtt-sessions"))
+	sessionLog := log.With("component", "mqtt-sessions")
+	b.sessions = newSessions(b.srv, cfg.Sessions,
+		sessionLimits{maxMessages: int(cfg.MaxInflight), maxBytes: cfg.MaxSessionBytes, maxTotal: cfg.MaxQueuedBytes},
+		sessionLog, newRateLog(sessionLog, cfg.LogRepeatInterval))
 	if err := b.srv.AddHook(b.sessions, nil); err != nil {
 		return nil, fmt.Errorf("broker: add sessions hook: %w", err)
 	}
@@ -248,6 +256,7 @@ func (c *Config) setDefaults() {
 	if c.MaxSessionBytes == 0 {
 		c.MaxSessionBytes = DefaultMaxSessionBytes
 	}
+	setDefault(&c.MaxQueuedBytes, DefaultMaxQueuedBytes)
 	if c.MaxQueuedMessages == 0 {
 		c.MaxQueuedMessages = DefaultMaxQueuedMessages
 	}

@@ -39,6 +39,7 @@ type writeQueue struct {
 	pending []byte
 	err     error // sticky: set once the connection failed or was cut
 	closing bool
+	sealed  bool // final has queued the last bytes
 
 	kick    chan struct{} // cap 1: pending has data or closing was set
 	flushed chan struct{} // closed when flush returns
@@ -57,7 +58,7 @@ func newWriteQueue(c net.Conn, timeout time.Duration, max int, onSlow func(strin
 // Write queues p. It never blocks on the network.
 func (q *writeQueue) Write(p []byte) (int, error) {
 	q.mu.Lock()
-	if q.err != nil || q.closing {
+	if q.err != nil || q.closing || q.sealed {
 		err := q.err
 		q.mu.Unlock()
 		if err == nil {
@@ -77,6 +78,17 @@ func (q *writeQueue) Write(p []byte) (int, error) {
 	q.mu.Unlock()
 	q.signal()
 	return len(p), nil
+}
+
+// final queues b as the last bytes the client gets (a DISCONNECT): later writes fail.
+func (q *writeQueue) final(b []byte) {
+	q.mu.Lock()
+	if q.err == nil && !q.closing && !q.sealed {
+		q.pending = append(q.pending, b...)
+	}
+	q.sealed = true
+	q.mu.Unlock()
+	q.signal()
 }
 
 func (q *writeQueue) signal() {

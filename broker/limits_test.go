@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -110,16 +111,37 @@ func TestNoPacketDumpsInLogs(t *testing.T) {
 	}
 }
 
-// TestInvalidUTF8Topic sends a PUBLISH whose topic is not UTF-8: the client is disconnected,
-// counted and logged once, and nothing reaches the Handler.
+// TestInvalidUTF8Topic sends PUBLISHes whose topic is not UTF-8 over raw TCP: an MQTT 5 client
+// gets DISCONNECT 0x81 (Malformed Packet, MQTT 5 1.5.4 and 4.13.1) before the connection closes,
+// an MQTT 3.1.1 client is disconnected (3.1.1 has no reason to give); each is counted, logged
+// once, and nothing reaches the Handler. A valid PUBLISH sent a byte at a time first is
+// accepted: the check follows packets across reads.
 func TestInvalidUTF8Topic(t *testing.T) {
 	h := &testHandler{durable: true}
 	b := startBroker(t, Config{}, h)
-	for range 3 {
-		rc := dialRaw(t, b.tcpAddr(), 5)
-		rc.connect(rc.connectPacket("bad", "", ""))
-		// PUBLISH QoS 0, topic "t/\xff".
-		rc.write([]byte{0x30, 6, 0, 3, 't', '/', 0xff, 0})
+	valid := []byte{0x30, 7, 0, 3, 't', '/', 'a', 0, 0} // QoS 0 "t/a", v5 empty properties, payload 0
+	bad := []byte{0x30, 6, 0, 3, 't', '/', 0xff, 0}
+	nul := []byte{0x30, 6, 0, 3, 't', '/', 0x00, 0}
+	for i, tc := range []struct {
+		version byte
+		publish []byte
+	}{{5, bad}, {5, nul}, {4, bad}} {
+		rc := dialRaw(t, b.tcpAddr(), tc.version)
+		rc.connect(rc.connectPacket(fmt.Sprintf("bad-%d", i), "", ""))
+		first := valid
+		if tc.version == 4 {
+			first = append([]byte{0x30, 6}, valid[2:8]...)
+		}
+		for _, c := range first {
+			rc.write([]byte{c})
+		}
+		rc.write(tc.publish)
+		if tc.version == 5 {
+			pk, err := rc.read(waitTimeout)
+			if err != nil || pk.FixedHeader.Type != packets.Disconnect || pk.ReasonCode != 0x81 {
+				t.Fatalf("v5, topic % x: got %v (type %d, reason %#x), want DISCONNECT 0x81", tc.publish[4:7], err, pk.FixedHeader.Type, pk.ReasonCode)
+			}
+		}
 		rc.expectClosed(waitTimeout)
 	}
 	waitClients(t, b, 0)
@@ -129,7 +151,7 @@ func TestInvalidUTF8Topic(t *testing.T) {
 	if c := strings.Count(b.logs.String(), "not valid UTF-8"); c != 1 {
 		t.Errorf("logged %d times, want once:\n%s", c, b.logs.String())
 	}
-	if len(h.messages()) != 0 {
-		t.Error("handler got the message")
+	if n := len(h.messages()); n != 3 {
+		t.Errorf("handler got %d messages, want the 3 valid ones", n)
 	}
 }

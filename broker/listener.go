@@ -204,7 +204,7 @@ func (l *listener) serveConn(c net.Conn) {
 	_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
 	remote := c.RemoteAddr().String()
 	wq := newWriteQueue(c, l.writes.timeout, l.writes.maxBuffer, func(reason string) { l.writes.onSlow(remote, reason) })
-	if err := l.establish(l.id, wq); err != nil && !isDisconnect(err) {
+	if err := l.establish(l.id, newTopicCheck(wq, wq.final)); err != nil && !isDisconnect(err) {
 		l.log.Debug("client connection ended", "remote", remote, "err", err)
 	}
 	_ = wq.Close()

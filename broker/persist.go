@@ -52,19 +52,29 @@ const (
 // Per-session limits: a session holds at most maxMessages messages and maxBytes bytes (topic plus
 // payload) queued or in flight; a new message beyond either drops the session's oldest ones,
 // counted by reason and logged at most once a minute per session.
+//
+// The total limit: all sessions together hold at most maxTotal bytes, each message counted with
+// queuedOverhead for the broker's own copy of it. A new message beyond drops the oldest queued
+// message of any session (first queued, first dropped): offline sessions piling up readings lose
+// their oldest, while connected consumers, whose messages are acknowledged as they come, keep
+// getting theirs. Counted as limit "total_bytes", logged once per log repeat interval.
 type sessions struct {
 	mqtt.HookBase
 
 	srv         *mqtt.Server
 	commit      *committer
 	log         *slog.Logger
+	rlog        *rateLog
 	maxMessages int
 	maxBytes    int64
+	maxTotal    int64
 	ctx         context.Context // Run's context; set before mochi serves
 
 	mu      sync.Mutex
 	byID    map[string]*session
 	nextSeq uint64
+	all     *list.List // every session's *queuedMsg, in the order indexed
+	total   int64      // bytes of all, queuedOverhead included
 
 	replays sync.Map       // *mqtt.Client -> *replay: set from OnSessionEstablish until its resend is done
 	late    sync.WaitGroup // sendLate goroutines; Broker.Run waits for them
@@ -86,13 +96,20 @@ type session struct {
 }
 
 type queuedMsg struct {
+	client string
 	seq    uint64
 	pid    uint16
 	size   int64
 	batch  uint64 // durable once this batch is committed (0: loaded, or not stored)
 	stored bool
-	elem   *list.Element
+	elem   *list.Element // in its session's order
+	all    *list.Element // in sessions.all
 }
+
+// queuedOverhead is what a queued message costs beyond its topic and payload, for the total
+// limit: mochi's packet with its properties, its inflight map entry, this index and the stored
+// copy's buffers. TestSessionsTotalBytes measured 1.5 KiB of heap per queued message.
+const queuedOverhead = 1536
 
 // replay is a reconnected session's resend: its messages in queueing order, sent before any
 // other PUBLISH to the client.
@@ -112,7 +129,7 @@ type handedOver struct {
 }
 
 type sessionCounters struct {
-	droppedMessages, droppedBytes, replayed atomic.Uint64
+	droppedMessages, droppedBytes, droppedTotal, replayed atomic.Uint64
 }
 
 // clientRecord is a stored session.
@@ -121,11 +138,17 @@ type clientRecord struct {
 	Disconnected int64 `json:"disconnected,omitempty"` // unix seconds; 0 while connected
 }
 
-func newSessions(srv *mqtt.Server, store SessionStore, maxMessages int, maxBytes int64, log *slog.Logger) *sessions {
+// sessionLimits are the bounds of queued messages (see sessions).
+type sessionLimits struct {
+	maxMessages        int
+	maxBytes, maxTotal int64
+}
+
+func newSessions(srv *mqtt.Server, store SessionStore, limits sessionLimits, log *slog.Logger, rlog *rateLog) *sessions {
 	return &sessions{
-		srv: srv, commit: newCommitter(store, log), log: log,
-		maxMessages: maxMessages, maxBytes: maxBytes,
-		byID: make(map[string]*session), nextSeq: 1,
+		srv: srv, commit: newCommitter(store, log), log: log, rlog: rlog,
+		maxMessages: limits.maxMessages, maxBytes: limits.maxBytes, maxTotal: limits.maxTotal,
+		byID: make(map[string]*session), nextSeq: 1, all: list.New(),
 	}
 }
 
@@ -364,15 +387,23 @@ func (h *sessions) index(cl *mqtt.Client, pk packets.Packet, seq uint64) {
 		seq = h.nextSeq
 		h.nextSeq++
 	}
-	m := &queuedMsg{seq: seq, pid: pk.PacketID, size: int64(len(pk.TopicName) + len(pk.Payload))}
-	m.elem = s.order.PushBack(m)
-	s.msgs[m.pid] = m
-	s.bytes += m.size
+	m := &queuedMsg{client: cl.ID, seq: seq, pid: pk.PacketID, size: int64(len(pk.TopicName) + len(pk.Payload))}
+	h.track(s, m)
 	if s.persistent {
 		m.batch = h.putJSON(queuedKey(cl.ID, m.seq), messageRecord(cl.ID, pk))
 		m.stored = true
 	}
 	h.enforceLimits(cl, s)
+	h.enforceTotal()
+}
+
+// track adds m to its session's index and to the total. h.mu is held.
+func (h *sessions) track(s *session, m *queuedMsg) {
+	m.elem = s.order.PushBack(m)
+	m.all = h.all.PushBack(m)
+	s.msgs[m.pid] = m
+	s.bytes += m.size
+	h.total += m.size + queuedOverhead
 }
 
 // handOver moves a message published to a connection while mochi hands its session to a new
@@ -452,21 +483,48 @@ func (h *sessions) enforceLimits(cl *mqtt.Client, s *session) {
 		} else {
 			h.stats.droppedMessages.Add(1)
 		}
-		oldest := s.order.Front().Value.(*queuedMsg)
-		if cl.State.Inflight.Delete(oldest.pid) {
-			cl.State.Inflight.IncreaseSendQuota()
-			atomic.AddInt64(&h.srv.Info.Inflight, -1)
-		}
-		h.unindex(s, oldest)
-		if oldest.stored {
-			h.commit.put(queuedKey(cl.ID, oldest.seq), nil)
-		}
+		h.drop(cl, s, s.order.Front().Value.(*queuedMsg))
 		if now := time.Now(); now.Sub(s.lastWarn) >= time.Minute {
 			s.lastWarn = now
 			h.log.Warn("session queue full: dropping its oldest messages", "client", cl.ID, "limit", reason,
 				"max_messages", h.maxMessages, "max_bytes", h.maxBytes,
 				"dropped_total", h.stats.droppedMessages.Load()+h.stats.droppedBytes.Load())
 		}
+	}
+}
+
+// drop removes m, queued for cl's session s, from mochi and from the index and store. h.mu is
+// held.
+func (h *sessions) drop(cl *mqtt.Client, s *session, m *queuedMsg) {
+	if cl != nil && cl.State.Inflight.Delete(m.pid) {
+		cl.State.Inflight.IncreaseSendQuota()
+		atomic.AddInt64(&h.srv.Info.Inflight, -1)
+	}
+	h.unindex(s, m)
+	if m.stored {
+		h.commit.put(queuedKey(m.client, m.seq), nil)
+	}
+}
+
+// enforceTotal drops the oldest queued messages of any session while all of them together
+// are over the total limit. h.mu is held.
+func (h *sessions) enforceTotal() {
+	if h.maxTotal <= 0 {
+		return
+	}
+	for h.total > h.maxTotal && h.all.Len() > 1 {
+		m := h.all.Front().Value.(*queuedMsg)
+		s := h.byID[m.client]
+		if s == nil || s.msgs[m.pid] != m { // not indexed by a session: only the total counts it
+			h.all.Remove(m.all)
+			h.total -= m.size + queuedOverhead
+			continue
+		}
+		cl, _ := h.srv.Clients.Get(m.client) // mochi keeps a disconnected session's client
+		h.drop(cl, s, m)
+		n := h.stats.droppedTotal.Add(1)
+		h.rlog.Warn("session total full", "sessions hold max_queued_bytes: dropping the oldest queued message",
+			"client", clip(m.client), "max_queued_bytes", h.maxTotal, "dropped_total", n)
 	}
 }
 
@@ -524,8 +582,10 @@ func (h *sessions) done(cl *mqtt.Client, pid uint16) {
 
 func (h *sessions) unindex(s *session, m *queuedMsg) {
 	s.order.Remove(m.elem)
+	h.all.Remove(m.all)
 	delete(s.msgs, m.pid)
 	s.bytes -= m.size
+	h.total -= m.size + queuedOverhead
 }
 
 // OnPacketEncode takes over an inherited session's messages (takeOver), holds back a PUBLISH to
@@ -596,6 +656,13 @@ func (h *sessions) forget(id string) {
 	h.mu.Lock()
 	s := h.byID[id]
 	delete(h.byID, id)
+	if s != nil {
+		for e := s.order.Front(); e != nil; e = e.Next() {
+			m := e.Value.(*queuedMsg)
+			h.all.Remove(m.all)
+			h.total -= m.size + queuedOverhead
+		}
+	}
 	h.mu.Unlock()
 	if s == nil || !s.stored {
 		return

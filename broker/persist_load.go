@@ -113,10 +113,8 @@ func (h *sessions) StoredInflightMessages() ([]storage.Message, error) {
 		h.mu.Lock()
 		s := h.byID[id]
 		if s.msgs[rec.PacketID] == nil {
-			m := &queuedMsg{seq: seq, pid: rec.PacketID, size: int64(len(rec.TopicName) + len(rec.Payload)), stored: true}
-			m.elem = s.order.PushBack(m)
-			s.msgs[m.pid] = m
-			s.bytes += m.size
+			m := &queuedMsg{client: id, seq: seq, pid: rec.PacketID, size: int64(len(rec.TopicName) + len(rec.Payload)), stored: true}
+			h.track(s, m)
 			h.nextSeq = max(h.nextSeq, seq+1)
 		}
 		h.mu.Unlock()

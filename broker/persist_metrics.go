@@ -14,6 +14,8 @@ type SessionStats struct {
 	Queued             int    // messages queued or in flight, all sessions
 	DroppedForMessages uint64 // oldest messages dropped because a session held max messages
 	DroppedForBytes    uint64 // oldest messages dropped because a session held max bytes
+	DroppedForTotal    uint64 // oldest messages dropped because all sessions held max queued bytes
+	QueuedBytes        int64  // what all sessions hold, as counted for the total limit
 	Replayed           uint64 // messages resent in order to reconnected sessions
 	CommitFailures     uint64 // failed session-store commits (each retried)
 }
@@ -22,13 +24,14 @@ type SessionStats struct {
 func (b *Broker) SessionStats() SessionStats {
 	h := b.sessions
 	h.mu.Lock()
-	st := SessionStats{Sessions: len(h.byID)}
+	st := SessionStats{Sessions: len(h.byID), QueuedBytes: h.total}
 	for _, s := range h.byID {
 		st.Queued += s.order.Len()
 	}
 	h.mu.Unlock()
 	st.DroppedForMessages = h.stats.droppedMessages.Load()
 	st.DroppedForBytes = h.stats.droppedBytes.Load()
+	st.DroppedForTotal = h.stats.droppedTotal.Load()
 	st.Replayed = h.stats.replayed.Load()
 	st.CommitFailures = h.commit.failures.Load()
 	return st
@@ -68,8 +71,8 @@ func (b *Broker) Sync(ctx context.Context) error {
 }
 
 type sessionCollector struct {
-	stats                                             func() SessionStats
-	sessions, queued, dropped, replayed, commitFailed *prometheus.Desc
+	stats                                                          func() SessionStats
+	sessions, queued, queuedBytes, dropped, replayed, commitFailed *prometheus.Desc
 }
 
 func newSessionCollector(stats func() SessionStats) *sessionCollector {
@@ -80,7 +83,8 @@ func newSessionCollector(stats func() SessionStats) *sessionCollector {
 		stats:        stats,
 		sessions:     d("sessions", "MQTT sessions with broker state (connected or persistent)."),
 		queued:       d("session_queued_messages", "QoS 1/2 messages queued or in flight to MQTT sessions."),
-		dropped:      d("session_dropped_total", "Oldest queued messages dropped because a session reached a limit.", "limit"),
+		queuedBytes:  d("session_queued_bytes", "Bytes held by all MQTT sessions, as counted for max_queued_bytes."),
+		dropped:      d("session_dropped_total", "Oldest queued messages dropped because a session, or all together, reached a limit.", "limit"),
 		replayed:     d("session_replayed_total", "Queued messages resent in order to reconnected sessions."),
 		commitFailed: d("session_commit_failures_total", "Failed writes of session state to storage (each retried)."),
 	}
@@ -88,7 +92,7 @@ func newSessionCollector(stats func() SessionStats) *sessionCollector {
 
 // Describe implements prometheus.Collector.
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sessions, c.queued, c.dropped, c.replayed, c.commitFailed} {
+	for _, d := range []*prometheus.Desc{c.sessions, c.queued, c.queuedBytes, c.dropped, c.replayed, c.commitFailed} {
 		ch <- d
 	}
 }
@@ -99,7 +103,9 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(s.Sessions))
 	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(s.Queued))
 	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(s.DroppedForMessages), "messages")
+	ch <- prometheus.MustNewConstMetric(c.queuedBytes, prometheus.GaugeValue, float64(s.QueuedBytes))
 	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(s.DroppedForBytes), "bytes")
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(s.DroppedForTotal), "total_bytes")
 	ch <- prometheus.MustNewConstMetric(c.replayed, prometheus.CounterValue, float64(s.Replayed))
 	ch <- prometheus.MustNewConstMetric(c.commitFailed, prometheus.CounterValue, float64(s.CommitFailures))
 }

@@ -86,6 +86,7 @@ type MQTTConfig struct {
 	SessionExpiry      Duration `toml:"session_expiry"`       // longest a disconnected session is kept
 	SessionMaxMessages int      `toml:"session_max_messages"` // QoS 1/2 messages held per session
 	SessionMaxBytes    Size     `toml:"session_max_bytes"`    // topic+payload bytes held per session
+	MaxQueuedBytes     Size     `toml:"max_queued_bytes"`     // held by all sessions together; "0 B": no limit
 }
 
 // ListenerConfig is one MQTT listener.
@@ -170,6 +171,7 @@ func defaultConfig() Config {
 			SessionExpiry:           Duration(broker.DefaultSessionExpiry),
 			SessionMaxMessages:      broker.DefaultMaxInflight,
 			SessionMaxBytes:         Size(broker.DefaultMaxSessionBytes),
+			MaxQueuedBytes:          Size(broker.DefaultMaxQueuedBytes),
 		},
 		Storage: StorageConfig{
 			Quota:      Size(2 << 30),
@@ -205,6 +207,13 @@ func defaultConfig() Config {
 			GapFillTimeout: Duration(5 * time.Second),
 			ResendRetry:    Duration(5 * time.Second),
 			MaxGapRequests: 5,
+
+			MaxChains:             bridge.DefaultMaxChains,
+			MaxChainsPerPublisher: bridge.DefaultMaxChainsPerPublisher,
+			MaxHeldMessages:       bridge.DefaultMaxHeldTotal,
+			ChainIdleTimeout:      Duration(bridge.DefaultChainIdleTimeout),
+			MaxGapFills:           bridge.DefaultMaxGapFills,
+			LiveMaxAge:            Duration(bridge.DefaultLiveMaxAge),
 		},
 	}
 }
@@ -342,6 +351,7 @@ func (c *Config) validate() error {
 	check(c.MQTT.SessionExpiry == 0 || c.MQTT.SessionExpiry >= Duration(time.Second), "mqtt.session_expiry %s: want at least 1s", time.Duration(c.MQTT.SessionExpiry))
 	check(c.MQTT.SessionMaxMessages >= 0 && c.MQTT.SessionMaxMessages < 65535, "mqtt.session_max_messages %d: want 1 to 65534", c.MQTT.SessionMaxMessages)
 	check(c.MQTT.SessionMaxBytes >= 0, "mqtt.session_max_bytes: must not be negative")
+	check(c.MQTT.MaxQueuedBytes >= 0, "mqtt.max_queued_bytes: must not be negative")
 	check(c.Storage.Quota >= 0 && c.Storage.RetentionBytes >= 0, "storage: sizes must not be negative")
 	check(c.Storage.GCInterval > 0, "storage.gc_interval: must be positive")
 	check(c.Storage.CommitWindow >= 0, "storage.commit_window: must not be negative")
@@ -365,6 +375,9 @@ func (c *Config) validate() error {
 	}
 	check(c.Overlay.GapFillTimeout > 0 && c.Overlay.ResendRetry > 0, "overlay.gap_fill_timeout and overlay.resend_retry: must be positive")
 	check(c.Overlay.MaxGapRequests > 0, "overlay.max_gap_requests: must be positive")
+	check(c.Overlay.MaxChains > 0 && c.Overlay.MaxChainsPerPublisher > 0 && c.Overlay.MaxHeldMessages > 0 && c.Overlay.MaxGapFills > 0,
+		"overlay.max_chains, max_chains_per_publisher, max_held_messages and max_gap_fills: must be positive")
+	check(c.Overlay.ChainIdleTimeout > 0 && c.Overlay.LiveMaxAge >= 0, "overlay.chain_idle_timeout: must be positive; overlay.live_max_age: must not be negative")
 	if _, err := bridge.NewReceipts(c.receiptConfig(nil)); err != nil {
 		errs = append(errs, fmt.Errorf("receipts: %w", err))
 	}

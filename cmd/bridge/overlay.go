@@ -34,6 +34,13 @@ type OverlayConfig struct {
 	GapFillTimeout Duration         `toml:"gap_fill_timeout"`
 	ResendRetry    Duration         `toml:"resend_retry"`
 	MaxGapRequests int              `toml:"max_gap_requests"`
+	// Bounds of the Orderers (see bridge.OrderConfig).
+	MaxChains             int      `toml:"max_chains"`
+	MaxChainsPerPublisher int      `toml:"max_chains_per_publisher"`
+	MaxHeldMessages       int      `toml:"max_held_messages"`
+	ChainIdleTimeout      Duration `toml:"chain_idle_timeout"`
+	MaxGapFills           int      `toml:"max_gap_fills"`
+	LiveMaxAge            Duration `toml:"live_max_age"` // 0: no bound
 }
 
 // ReceiptsConfig is the [receipts] table: whose delivery receipts
@@ -123,9 +130,24 @@ func (c *Config) orderConfig(name string, log *slog.Logger, reg prometheus.Regis
 		GapFillTimeout: time.Duration(c.Overlay.GapFillTimeout),
 		RetryInterval:  time.Duration(c.Overlay.ResendRetry),
 		MaxGapRequests: c.Overlay.MaxGapRequests,
+		MaxChains:      c.Overlay.MaxChains,
+		MaxHeldTotal:   c.Overlay.MaxHeldMessages,
+		IdleTimeout:    time.Duration(c.Overlay.ChainIdleTimeout),
+		MaxFills:       c.Overlay.MaxGapFills,
+		LiveMaxAge:     liveMaxAge(c.Overlay.LiveMaxAge),
 		Registerer:     reg,
-		Logger:         log.With("component", "order", "orderer", name),
+
+		MaxChainsPerPublisher: c.Overlay.MaxChainsPerPublisher,
+		Logger:                log.With("component", "order", "orderer", name),
 	}
+}
+
+// liveMaxAge maps the config's "0s" (no bound) onto OrderConfig's negative.
+func liveMaxAge(d Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return time.Duration(d)
 }
 
 func (c *Config) subscriptions() ([]*bridge.Subscription, error) {

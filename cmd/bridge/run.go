@@ -545,6 +545,10 @@ func brokerConfig(cfg *Config, reg prometheus.Registerer) broker.Config {
 		SessionExpiry:     time.Duration(m.SessionExpiry),
 		MaxInflight:       uint16(m.SessionMaxMessages),
 		MaxSessionBytes:   int64(m.SessionMaxBytes),
+		MaxQueuedBytes:    int64(m.MaxQueuedBytes),
+	}
+	if m.MaxQueuedBytes == 0 {
+		bc.MaxQueuedBytes = -1 // "0 B" in the file: no limit
 	}
 	if m.MaxKeepAlive == 0 {
 		bc.MaxKeepAlive = -1 // 0 in the file: no maximum
