@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,14 @@ const (
 	// DefaultRedialInterval: a gateway whose uplink comes back should find
 	// its overlay again within seconds, and a few dials are cheap.
 	DefaultRedialInterval = 5 * time.Second
+	// DefaultMaxPeerTopics is far above the partitions a gateway joins,
+	// yet bounds what one peer's subscriptions cost (about 0.3 KiB each).
+	DefaultMaxPeerTopics = 1024
+	// DefaultMaxConnsPerIP and DefaultMaxConnsPerSubnet (IPv4 /24, IPv6
+	// /48) let a LAN of gateways in while one host, or one network, cannot
+	// take every inbound slot.
+	DefaultMaxConnsPerIP     = 16
+	DefaultMaxConnsPerSubnet = 32
 )
 
 // Config configures a Node. The zero value is usable for a node that
@@ -58,6 +67,29 @@ type Config struct {
 	// of it. The resource manager allows 2× (bursts during discovery).
 	// If zero, DefaultMaxConns.
 	MaxConns int
+
+	// MaxConnsPerIP and MaxConnsPerSubnet bound the connections from one
+	// address (IPv4, IPv6 /64) and one network (IPv4 /24, IPv6 /48),
+	// loopback included. If zero, DefaultMaxConnsPerIP and
+	// DefaultMaxConnsPerSubnet.
+	MaxConnsPerIP     int
+	MaxConnsPerSubnet int
+
+	// ProtectedPeers always get a connection, whatever the limits (peer
+	// IDs, or multiaddrs ending in /p2p/<peer ID>), and are never trimmed:
+	// the storers and publishers this gateway depends on. Bootstrap peers
+	// are protected too. A protected peer still counts against its
+	// address's MaxConnsPerIP.
+	ProtectedPeers []string
+
+	// MaxPeerTopics bounds the subscriptions tracked per peer, and per RPC
+	// (an RPC announcing more is ignored whole). Subscriptions to topics
+	// this node joined are always tracked. If zero, DefaultMaxPeerTopics.
+	MaxPeerTopics int
+
+	// LogRepeatInterval is how often a refusal of one kind is logged at
+	// most. If zero, DefaultLogRepeatInterval.
+	LogRepeatInterval time.Duration
 
 	// Policy says who may publish on a stream. If nil, AllowList(nil):
 	// only the owner address of 0x<address>/… streams.
@@ -106,6 +138,10 @@ func (c *Config) setDefaults() {
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}
+	c.MaxConnsPerIP = cmp.Or(c.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	c.MaxConnsPerSubnet = cmp.Or(c.MaxConnsPerSubnet, DefaultMaxConnsPerSubnet)
+	c.MaxPeerTopics = cmp.Or(c.MaxPeerTopics, DefaultMaxPeerTopics)
+	c.LogRepeatInterval = cmp.Or(c.LogRepeatInterval, DefaultLogRepeatInterval)
 	if c.Policy == nil {
 		c.Policy = AllowList(nil)
 	}
@@ -127,6 +163,10 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	if c.MaxConns < 4 {
 		return fmt.Errorf("overlay config: max_conns %d is below 4: a partition needs 4 neighbours", c.MaxConns)
+	}
+	if c.MaxConnsPerIP < 0 || c.MaxConnsPerSubnet < 0 || c.MaxPeerTopics < 0 || c.LogRepeatInterval < 0 {
+		return fmt.Errorf("overlay config: negative peer limit (max_conns_per_ip %d, max_conns_per_subnet %d, max_peer_topics %d, log_repeat_interval %s)",
+			c.MaxConnsPerIP, c.MaxConnsPerSubnet, c.MaxPeerTopics, c.LogRepeatInterval)
 	}
 	if c.Limits.MaxMessageBytes < 0 || c.Limits.MaxContentBytes < 0 {
 		return fmt.Errorf("overlay config: negative message size limit")

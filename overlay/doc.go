@@ -11,11 +11,13 @@
 //     already carries a publisher signature, which each hop checks; libp2p's
 //     own Ed25519 signature would cost about 5× the throughput and prove
 //     nothing more.
-//   - The pubsub message ID is derived from the Streamr message ID (stream
-//     part, publisher, chain, timestamp, sequence number) plus the Streamr
-//     signature, so re-sent copies of one message die at the first hop while
-//     a forgery cannot claim the ID of a genuine message that is yet to come
-//     (pubsub marks an ID as seen before validating it).
+//   - The pubsub message ID is a hash of the whole encoded message, so
+//     re-sent copies of one message die at the first hop while a copy with
+//     altered content (same Streamr message ID and signature) gets an ID of
+//     its own: pubsub marks an ID as seen before validating it and counts
+//     later copies of a rejected ID against their senders, so an ID that
+//     did not cover the content let a stranger's forgery get the genuine
+//     message dropped and its honest forwarders penalised.
 //   - A topic validator runs at every hop, before forwarding: size, decode,
 //     stream part matches the topic, publisher allowed by the local Policy,
 //     structure and signature (streamr.Validate), and a timestamp that is

@@ -7,9 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -28,12 +26,12 @@ const (
 // newHost builds the libp2p host: TCP with Noise and yamux, QUIC (TLS 1.3
 // built in), connection and resource limits, and the NAT traversal that
 // cfg enables. Static relays are the bootstrap peers.
-func newHost(cfg *Config, key crypto.PrivKey, bootstrap []peer.AddrInfo) (host.Host, error) {
+func newHost(cfg *Config, key crypto.PrivKey, bootstrap []peer.AddrInfo, protected []peer.ID, refused *refusals) (host.Host, error) {
 	cm, err := connmgr.NewConnManager(cfg.MaxConns*3/4, cfg.MaxConns, connmgr.WithGracePeriod(connGracePeriod))
 	if err != nil {
 		return nil, fmt.Errorf("overlay connection manager: %w", err)
 	}
-	rm, err := resourceManager(cfg.MaxConns)
+	rm, err := resourceManager(cfg, protected, refused)
 	if err != nil {
 		cm.Close()
 		return nil, err
@@ -90,23 +88,6 @@ func natOptions(cfg *Config, bootstrap []peer.AddrInfo) []libp2p.Option {
 		opts = append(opts, libp2p.EnableNATService(), libp2p.EnableAutoNATv2(), libp2p.NATPortMap())
 	}
 	return opts
-}
-
-// resourceManager caps connections at twice the connection manager's high
-// watermark and scales stream and memory limits to a small machine.
-func resourceManager(maxConns int) (network.ResourceManager, error) {
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
-	partial := rcmgr.PartialLimitConfig{System: rcmgr.ResourceLimits{
-		Conns:         rcmgr.LimitVal(2 * maxConns),
-		ConnsInbound:  rcmgr.LimitVal(maxConns),
-		ConnsOutbound: rcmgr.LimitVal(2 * maxConns),
-	}}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(partial.Build(limits.Scale(hostMemory, hostFDs))))
-	if err != nil {
-		return nil, fmt.Errorf("overlay resource manager: %w", err)
-	}
-	return rm, nil
 }
 
 // parsePeers reads multiaddrs with /p2p/ components, merging addresses of

@@ -16,8 +16,8 @@ import (
 // never started.
 var ErrNoIdentity = errors.New("no overlay identity yet")
 
-// Check reports what New would refuse in cfg (limits, bootstrap peers
-// without /p2p/, listen and announce addresses that do not parse) without
+// Check reports what New would refuse in cfg (limits, bootstrap and
+// protected peers without /p2p/, listen and announce addresses that do not parse) without
 // listening or touching the identity file.
 func (cfg Config) Check() error {
 	cfg.setDefaults()
@@ -28,6 +28,9 @@ func (cfg Config) Check() error {
 		if _, err := parsePeers([]string{b}); err != nil {
 			return fmt.Errorf("overlay bootstrap peer %q: %w", b, err)
 		}
+	}
+	if _, err := parseProtected(cfg.ProtectedPeers); err != nil {
+		return fmt.Errorf("overlay config: %w", err)
 	}
 	for _, a := range cfg.ListenAddrs {
 		if _, err := ma.NewMultiaddr(a); err != nil {

@@ -3,6 +3,8 @@ package overlay
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -21,11 +23,12 @@ type metrics struct {
 	bytesIn   *prometheus.CounterVec
 	bytesOut  *prometheus.CounterVec
 	resend    *resendMetrics
+	refused   *refusals
 }
 
 const labelPart = "stream_part"
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, log *slog.Logger, logRepeat time.Duration) (*metrics, error) {
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tributary", Subsystem: "overlay", Name: name, Help: help,
@@ -59,11 +62,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		bytesIn:  counter("bytes_in_total", "Encoded bytes of valid messages received from peers."),
 		bytesOut: counter("bytes_out_total", "Encoded bytes of messages published by this node."),
 		resend:   newResendMetrics(),
+		refused:  newRefusals(log, logRepeat),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	collectors := append([]prometheus.Collector{m.peers, m.mesh, m.penalised, m.redials, m.resyncs, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut}, m.resend.collectors()...)
+	collectors := append([]prometheus.Collector{m.peers, m.mesh, m.penalised, m.redials, m.resyncs, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut, m.refused.count}, m.resend.collectors()...)
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

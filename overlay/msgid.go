@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"errors"
 
-	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/tributary-iot/tributary/streamr"
@@ -32,11 +31,6 @@ const idLen = 20
 // read, so it can never collide with a valid message's ID; the validator
 // rejects such messages anyway.
 const undecodableTag = "!"
-
-// pubsubMessageID is the GossipSub message ID function.
-func pubsubMessageID(m *pb.Message) string {
-	return messageID(m.GetData())
-}
 
 // messageID derives the pubsub ID from the encoded StreamMessage's
 // MessageID and signature, decoding only those two fields.

@@ -26,7 +26,7 @@ const (
 	dhtPrefix   = "/tributary"    // a DHT of our own, apart from the IPFS network
 	mdnsService = "tributary-overlay"
 	dialTimeout = 15 * time.Second
-	protectTag  = "tributary-bootstrap"
+	protectTag  = "tributary-protected" // bootstrap and configured protected peers: never trimmed
 )
 
 // Node is a Tributary overlay node: a libp2p host, its GossipSub router
@@ -45,6 +45,7 @@ type Node struct {
 	joined sync.Map // topic name → *Partition, read by the tracer without locks
 	scores atomic.Pointer[map[peer.ID]float64]
 	redial *redialer
+	subs   *subscriptionFilter
 
 	mu     sync.Mutex
 	parts  map[string]*Partition
@@ -60,6 +61,11 @@ type nodeOptions struct {
 	// noMemberRedial redials bootstrap peers only, not lost partition
 	// members (mocknet clusters: see scale_test.go).
 	noMemberRedial bool
+
+	// Set by start: the metrics the host's resource manager already counts
+	// into (nil: newNode creates them), and the peers always let in.
+	metrics   *metrics
+	protected []peer.ID
 }
 
 // New starts a node listening on cfg.ListenAddrs. Call Run to keep its
@@ -77,14 +83,26 @@ func start(cfg Config, opts nodeOptions) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay config: %w", err)
 	}
+	protected, err := parseProtected(cfg.ProtectedPeers)
+	if err != nil {
+		return nil, fmt.Errorf("overlay config: %w", err)
+	}
+	for _, b := range bootstrap {
+		protected = append(protected, b.ID)
+	}
 	key, err := loadIdentity(cfg.IdentityFile, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
-	h, err := newHost(&cfg, key, bootstrap)
+	m, err := newMetrics(cfg.Registerer, cfg.Logger.With("component", "overlay"), cfg.LogRepeatInterval)
 	if err != nil {
 		return nil, err
 	}
+	h, err := newHost(&cfg, key, bootstrap, protected, m.refused)
+	if err != nil {
+		return nil, err
+	}
+	opts.metrics, opts.protected = m, protected
 	n, err := newNode(cfg, h, bootstrap, opts)
 	if err != nil {
 		return nil, errors.Join(err, h.Close())
@@ -95,13 +113,17 @@ func start(cfg Config, opts nodeOptions) (*Node, error) {
 // newNode builds the overlay on an existing host (a mocknet host in tests).
 // cfg must have its defaults set. The node owns h from now on.
 func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOptions) (*Node, error) {
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, err
+	log := cfg.Logger.With("component", "overlay")
+	m := opts.metrics
+	var err error
+	if m == nil {
+		if m, err = newMetrics(cfg.Registerer, log, cfg.LogRepeatInterval); err != nil {
+			return nil, err
+		}
 	}
 	n := &Node{
 		cfg:       cfg,
-		log:       cfg.Logger.With("component", "overlay"),
+		log:       log,
 		host:      h,
 		metrics:   m,
 		bootstrap: bootstrap,
@@ -111,9 +133,13 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 	if n.now == nil {
 		n.now = time.Now
 	}
+	n.subs = newSubscriptionFilter(cfg.MaxPeerTopics, func(topic string) bool { return n.lookupPartition(topic) != nil }, m.refused)
 	for _, b := range bootstrap {
 		h.Peerstore().AddAddrs(b.ID, b.Addrs, peerstore.PermanentAddrTTL)
 		h.ConnManager().Protect(b.ID, protectTag)
+	}
+	for _, id := range opts.protected {
+		h.ConnManager().Protect(id, protectTag)
 	}
 	n.redial = newRedialer(n, !opts.noMemberRedial)
 	h.Network().Notify(notifiee{n.redial})
@@ -157,7 +183,8 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 	o := []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(pubsubMessageID),
+		pubsub.WithMessageIdFn(gossipID),
+		pubsub.WithSubscriptionFilter(n.subs),
 		pubsub.WithGossipSubParams(gossipSubParams(opts.heartbeat)),
 		pubsub.WithPeerScore(peerScoreParams(), peerScoreThresholds()),
 		pubsub.WithPeerScoreInspect(n.storeScores, scorePeriod),
@@ -194,6 +221,7 @@ func (n *Node) storeScores(s map[peer.ID]float64) {
 // streamClosed forgets id as a mesh neighbour in every partition. It runs
 // on pubsub's event loop, so it must not block.
 func (n *Node) streamClosed(id peer.ID) {
+	n.subs.forget(id) // pubsub forgot its subscriptions
 	n.joined.Range(func(_, v any) bool {
 		v.(*Partition).mesh.remove(id)
 		return true

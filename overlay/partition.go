@@ -37,6 +37,7 @@ type Partition struct {
 	mesh    peerSet // our GossipSub mesh for the topic, kept by the tracer
 
 	published atomic.Uint64 // messages PublishBatch checked
+	publishes atomic.Bool   // this node has published on the partition
 	fullCheck atomic.Bool   // a sampled check failed: verify every message
 
 	t      *pubsub.Topic
@@ -151,6 +152,8 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 	}
 	p.m.drop(reason)
 	p.log.Debug("rejected invalid message", "peer", from.String(), "reason", reason, "err", err)
+	p.node.metrics.refused.logOnce(ruleInvalidMessage, "rejected invalid gossip: the sender is penalised",
+		"peer", from.String(), "stream_part", p.part.String(), "reason", reason)
 	return pubsub.ValidationReject
 }
 
@@ -183,8 +186,11 @@ func (p *Partition) PublishBatch(ctx context.Context, encoded [][]byte) (int, er
 	var firstErr error
 	for i, enc := range encoded {
 		m, err := p.checkOwn(enc)
-		if err == nil && i == 0 && p.mesh.len() == 0 {
-			return 0, fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, ErrNoPeers)
+		if err == nil && i == 0 {
+			p.publishes.Store(true) // even without peers: subscribers will ask us for these
+			if p.mesh.len() == 0 {
+				return 0, fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, ErrNoPeers)
+			}
 		}
 		if err == nil {
 			err = p.t.AddToBatch(ctx, &batch, enc, pubsub.WithValidatorData(m))
@@ -231,6 +237,13 @@ func (p *Partition) checkOwn(enc []byte) (*streamr.StreamMessage, error) {
 		return nil, fmt.Errorf("%w: message of %s on the topic of %s", ErrInvalidMessage, got, p.part)
 	}
 	return m, nil
+}
+
+// publishesOn reports whether this node joined part and publishes on it:
+// its gap fills get the reserved resend slots.
+func (n *Node) publishesOn(part streamr.StreamPartID) bool {
+	p := n.lookupPartition(topicName(part))
+	return p != nil && p.publishes.Load()
 }
 
 // Peers returns the number of connected peers in this partition's overlay.

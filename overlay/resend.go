@@ -68,7 +68,7 @@ const ResendProtocol = "/tributary/resend/1.0.0"
 const (
 	DefaultResendMaxMessages  = 10_000
 	DefaultResendMaxBytes     = 16 << 20
-	DefaultResendMaxStreams   = 8
+	DefaultResendMaxStreams   = 16
 	DefaultResendWriteTimeout = 10 * time.Second
 	DefaultResendPeerTimeout  = 3 * time.Second
 )
@@ -89,7 +89,16 @@ const (
 type ResendConfig struct {
 	MaxMessages  int           // messages per answer; default 10,000
 	MaxBytes     int           // encoded message bytes per answer; default 16 MiB
-	MaxStreams   int           // answers served at once, beyond which requests get TOO_BUSY; default 8
+	MaxStreams   int           // answers served at once, beyond which requests get TOO_BUSY; default 16
+	// MaxStreamsPerPeer bounds one peer's answers in progress; default
+	// MaxStreams/4 (at least 1): the Orderer keeps up to 4 gap fills in
+	// flight per partition.
+	MaxStreamsPerPeer int
+	// ReservedStreams of MaxStreams serve only gap fills (one publisher's
+	// chain) of partitions this node publishes on, so readers of stored
+	// streams cannot starve the recovery of our own readings; default
+	// MaxStreams/4.
+	ReservedStreams int
 	WriteTimeout time.Duration // server: a write making no progress this long aborts the answer; default 10 s
 	PeerTimeout  time.Duration // client (Resend): how long each peer may take to start answering, and then to send each message; default 3 s
 }
@@ -104,6 +113,12 @@ func (c *ResendConfig) setDefaults() {
 	if c.MaxStreams == 0 {
 		c.MaxStreams = DefaultResendMaxStreams
 	}
+	if c.MaxStreamsPerPeer == 0 {
+		c.MaxStreamsPerPeer = max(1, c.MaxStreams/4)
+	}
+	if c.ReservedStreams == 0 {
+		c.ReservedStreams = c.MaxStreams / 4
+	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultResendWriteTimeout
 	}
@@ -115,6 +130,10 @@ func (c *ResendConfig) setDefaults() {
 func (c *ResendConfig) validate() error {
 	if c.MaxMessages < 0 || c.MaxBytes < 0 || c.MaxStreams < 0 || c.WriteTimeout < 0 || c.PeerTimeout < 0 {
 		return errors.New("overlay config: negative resend limit")
+	}
+	if c.ReservedStreams < 0 || c.ReservedStreams >= c.MaxStreams || c.MaxStreamsPerPeer < 0 {
+		return fmt.Errorf("overlay config: resend_reserved_streams %d must be 0 to resend_max_streams-1 (%d), resend_max_streams_per_peer %d at least 0",
+			c.ReservedStreams, c.MaxStreams-1, c.MaxStreamsPerPeer)
 	}
 	return nil
 }

@@ -30,7 +30,8 @@ func (n *Node) ServeResend(h History) {
 	srv := &resendServer{
 		history: h,
 		cfg:     n.cfg.Resend,
-		slots:   make(chan struct{}, n.cfg.Resend.MaxStreams),
+		admit:   newResendAdmission(n.cfg.Resend, n.publishesOn),
+		refused: n.metrics.refused,
 		m:       n.metrics.resend,
 		log:     n.log.With("protocol", ResendProtocol),
 	}
@@ -40,7 +41,8 @@ func (n *Node) ServeResend(h History) {
 type resendServer struct {
 	history History
 	cfg     ResendConfig
-	slots   chan struct{} // one token per answer in progress
+	admit   *resendAdmission
+	refused *refusals
 	m       *resendMetrics
 	log     *slog.Logger
 }
@@ -78,12 +80,12 @@ func (srv *resendServer) answer(s network.Stream, log *slog.Logger) (resendCode,
 	if err != nil {
 		return srv.refuse(s, resendStatus{code: codeBadRequest, message: err.Error()})
 	}
-	select {
-	case srv.slots <- struct{}{}:
-		defer func() { <-srv.slots }()
-	default:
+	release, rule := srv.admit.admit(s.Conn().RemotePeer(), &q)
+	if release == nil {
+		srv.refused.refuse(rule, 1, "resend request refused: too busy", "peer", s.Conn().RemotePeer().String(), "stream_part", q.Part.String())
 		return srv.refuse(s, resendStatus{code: codeTooBusy})
 	}
+	defer release()
 	p, err := srv.plan(&q)
 	if err != nil {
 		log.Warn("resend failed reading the store", "stream_part", q.Part.String(), "err", err)
