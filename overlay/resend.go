@@ -87,9 +87,9 @@ const (
 // ResendConfig bounds resend answers, both those this node serves and
 // those it accepts.
 type ResendConfig struct {
-	MaxMessages  int           // messages per answer; default 10,000
-	MaxBytes     int           // encoded message bytes per answer; default 16 MiB
-	MaxStreams   int           // answers served at once, beyond which requests get TOO_BUSY; default 16
+	MaxMessages int // messages per answer; default 10,000
+	MaxBytes    int // encoded message bytes per answer; default 16 MiB
+	MaxStreams  int // answers served at once, beyond which requests get TOO_BUSY; default 16
 	// MaxStreamsPerPeer bounds one peer's answers in progress; default
 	// MaxStreams/4 (at least 1): the Orderer keeps up to 4 gap fills in
 	// flight per partition.
@@ -99,8 +99,8 @@ type ResendConfig struct {
 	// streams cannot starve the recovery of our own readings; default
 	// MaxStreams/4.
 	ReservedStreams int
-	WriteTimeout time.Duration // server: a write making no progress this long aborts the answer; default 10 s
-	PeerTimeout  time.Duration // client (Resend): how long each peer may take to start answering, and then to send each message; default 3 s
+	WriteTimeout    time.Duration // server: a write making no progress this long aborts the answer; default 10 s
+	PeerTimeout     time.Duration // client (Resend): how long each peer may take to start answering, and then to send each message; default 3 s
 }
 
 func (c *ResendConfig) setDefaults() {
