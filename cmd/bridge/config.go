@@ -214,6 +214,14 @@ func defaultConfig() Config {
 			ChainIdleTimeout:      Duration(bridge.DefaultChainIdleTimeout),
 			MaxGapFills:           bridge.DefaultMaxGapFills,
 			LiveMaxAge:            Duration(bridge.DefaultLiveMaxAge),
+
+			MaxConnsPerIP:           overlay.DefaultMaxConnsPerIP,
+			MaxConnsPerSubnet:       overlay.DefaultMaxConnsPerSubnet,
+			ProtectedPeers:          []string{},
+			MaxPeerTopics:           overlay.DefaultMaxPeerTopics,
+			ResendMaxStreams:        overlay.DefaultResendMaxStreams,
+			ResendMaxStreamsPerPeer: overlay.DefaultResendMaxStreams / 4,
+			ResendReservedStreams:   overlay.DefaultResendMaxStreams / 4,
 		},
 	}
 }
@@ -378,6 +386,11 @@ func (c *Config) validate() error {
 	check(c.Overlay.MaxChains > 0 && c.Overlay.MaxChainsPerPublisher > 0 && c.Overlay.MaxHeldMessages > 0 && c.Overlay.MaxGapFills > 0,
 		"overlay.max_chains, max_chains_per_publisher, max_held_messages and max_gap_fills: must be positive")
 	check(c.Overlay.ChainIdleTimeout > 0 && c.Overlay.LiveMaxAge >= 0, "overlay.chain_idle_timeout: must be positive; overlay.live_max_age: must not be negative")
+	check(c.Overlay.MaxConnsPerIP > 0 && c.Overlay.MaxConnsPerSubnet > 0 && c.Overlay.MaxPeerTopics > 0,
+		"overlay.max_conns_per_ip, overlay.max_conns_per_subnet and overlay.max_peer_topics: must be positive")
+	check(c.Overlay.ResendMaxStreams > 1 && c.Overlay.ResendMaxStreamsPerPeer > 0 &&
+		c.Overlay.ResendReservedStreams > 0 && c.Overlay.ResendReservedStreams < c.Overlay.ResendMaxStreams,
+		"overlay.resend_max_streams (at least 2), overlay.resend_max_streams_per_peer and overlay.resend_reserved_streams (1 to resend_max_streams-1): out of range")
 	if _, err := bridge.NewReceipts(c.receiptConfig(nil)); err != nil {
 		errs = append(errs, fmt.Errorf("receipts: %w", err))
 	}

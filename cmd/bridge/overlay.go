@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,6 +42,23 @@ type OverlayConfig struct {
 	ChainIdleTimeout      Duration `toml:"chain_idle_timeout"`
 	MaxGapFills           int      `toml:"max_gap_fills"`
 	LiveMaxAge            Duration `toml:"live_max_age"` // 0: no bound
+	// Limits against hostile peers (issue 13).
+	MaxConnsPerIP           int      `toml:"max_conns_per_ip"`
+	MaxConnsPerSubnet       int      `toml:"max_conns_per_subnet"`
+	ProtectedPeers          []string `toml:"protected_peers"`
+	MaxPeerTopics           int      `toml:"max_peer_topics"`
+	ResendMaxStreams        int      `toml:"resend_max_streams"`
+	ResendMaxStreamsPerPeer int      `toml:"resend_max_streams_per_peer"`
+	ResendReservedStreams   int      `toml:"resend_reserved_streams"`
+}
+
+// applyLimits copies the peer limits into cfg; [receipts] peers (storers)
+// are protected too.
+func (o OverlayConfig) applyLimits(cfg *overlay.Config, storers []string) {
+	cfg.MaxConnsPerIP, cfg.MaxConnsPerSubnet = o.MaxConnsPerIP, o.MaxConnsPerSubnet
+	cfg.ProtectedPeers = append(slices.Clone(o.ProtectedPeers), storers...)
+	cfg.MaxPeerTopics = o.MaxPeerTopics
+	cfg.Resend.MaxStreams, cfg.Resend.MaxStreamsPerPeer, cfg.Resend.ReservedStreams = o.ResendMaxStreams, o.ResendMaxStreamsPerPeer, o.ResendReservedStreams
 }
 
 // ReceiptsConfig is the [receipts] table: whose delivery receipts
@@ -83,7 +101,7 @@ func (c *Config) overlayConfig(log *slog.Logger, reg prometheus.Registerer) (ove
 	if err != nil {
 		return overlay.Config{}, fmt.Errorf("overlay.publishers: %w", err)
 	}
-	return overlay.Config{
+	cfg := overlay.Config{
 		IdentityFile:        filepath.Join(c.StateDir, "peer.key"),
 		ListenAddrs:         o.Listen,
 		AnnounceAddrs:       o.Announce,
@@ -98,7 +116,9 @@ func (c *Config) overlayConfig(log *slog.Logger, reg prometheus.Registerer) (ove
 		Policy:              policy,
 		Logger:              log,
 		Registerer:          reg,
-	}, nil
+	}
+	o.applyLimits(&cfg, c.Receipts.Peers)
+	return cfg, nil
 }
 
 func (c *Config) storeParts() ([]streamr.StreamPartID, error) {

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestOverlayLimitsConfig: [overlay]'s limits against hostile peers reach
+// overlay.Config, [receipts] peers are protected, and bad values are
+// refused naming the key.
+func TestOverlayLimitsConfig(t *testing.T) {
+	const storer = "12D3KooWGRUVh4zEbBzCHdQELoLo6kD6jjtvXUkgRpfoLTBjfeRQ"
+	path := writeConfig(t, `
+[overlay]
+max_conns_per_ip = 3
+max_conns_per_subnet = 7
+protected_peers = ["/ip4/192.0.2.1/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"]
+max_peer_topics = 99
+resend_max_streams = 10
+resend_max_streams_per_peer = 3
+resend_reserved_streams = 2
+[receipts]
+peers = ["`+storer+`"]
+`)
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := cfg.overlayConfig(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.MaxConnsPerIP != 3 || o.MaxConnsPerSubnet != 7 || o.MaxPeerTopics != 99 {
+		t.Errorf("connection and topic limits %d, %d, %d", o.MaxConnsPerIP, o.MaxConnsPerSubnet, o.MaxPeerTopics)
+	}
+	if r := o.Resend; r.MaxStreams != 10 || r.MaxStreamsPerPeer != 3 || r.ReservedStreams != 2 {
+		t.Errorf("resend limits %+v", r)
+	}
+	if len(o.ProtectedPeers) != 2 || !slices.Contains(o.ProtectedPeers, storer) {
+		t.Errorf("protected peers %q: want the configured one and the [receipts] storer", o.ProtectedPeers)
+	}
+	if err := o.Check(); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+
+	for _, tc := range []struct{ content, want string }{
+		{"[overlay]\nprotected_peers = [\"not-a-peer\"]\n", "protected peer"},
+		{"[overlay]\nresend_reserved_streams = 16\n", "overlay.resend_reserved_streams"},
+		{"[overlay]\nmax_peer_topics = 0\n", "overlay.max_peer_topics"},
+	} {
+		_, err := loadConfig(writeConfig(t, tc.content))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v, want it to name %q", tc.content, err, tc.want)
+		}
+	}
+}
