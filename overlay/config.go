@@ -83,8 +83,9 @@ type Config struct {
 	ProtectedPeers []string
 
 	// MaxPeerTopics bounds the subscriptions tracked per peer, and per RPC
-	// (an RPC announcing more is ignored whole). Subscriptions to topics
-	// this node joined are always tracked. If zero, DefaultMaxPeerTopics.
+	// (of an RPC announcing more, only topics this node joined are kept).
+	// Subscriptions to topics this node joined are always tracked. If
+	// zero, DefaultMaxPeerTopics.
 	MaxPeerTopics int
 
 	// LogRepeatInterval is how often a refusal of one kind is logged at

@@ -20,8 +20,9 @@ const maxTopicBytes = len(topicPrefix) + 512 + len("#99")
 // connected, so without it one connection announcing 600,000 topics grew
 // the heap by 236 MB. It keeps only topics of our naming scheme (a stream
 // part this node carries or could join), at most max per peer, always
-// including the topics this node joined, and ignores a whole RPC that
-// announces more than max. Its methods run on pubsub's event loop.
+// including the topics this node joined; of an RPC that announces more
+// than max it keeps only the joined topics. Its methods run on pubsub's
+// event loop.
 type subscriptionFilter struct {
 	max     int
 	joined  func(topic string) bool
@@ -52,11 +53,9 @@ func (f *subscriptionFilter) CanSubscribe(topic string) bool {
 // pubsub may track.
 func (f *subscriptionFilter) FilterIncomingSubscriptions(from peer.ID, subs []*pb.RPC_SubOpts) ([]*pb.RPC_SubOpts, error) {
 	if len(subs) > f.max {
-		f.refused.refuse(ruleTopicsPerRPC, len(subs), "peer announced too many subscriptions at once: RPC ignored",
-			"peer", from.String(), "subscriptions", len(subs), "max_peer_topics", f.max)
-		return nil, pubsub.ErrTooManySubscriptions
+		return f.joinedOnly(from, subs), nil
 	}
-	subs = pubsub.FilterSubscriptions(subs, func(topic string) bool { return true }) // deduplicated
+	subs = pubsub.FilterSubscriptions(subs, func(string) bool { return true }) // deduplicated
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	held := f.peers[from]
@@ -89,6 +88,21 @@ func (f *subscriptionFilter) FilterIncomingSubscriptions(from peer.ID, subs []*p
 	}
 	f.report(from, badName, overCap)
 	return out, nil
+}
+
+// joinedOnly keeps, of an RPC announcing more subscriptions than a peer
+// may hold, those of topics this node joined: a peer carrying that many
+// partitions still meshes with us on ours.
+func (f *subscriptionFilter) joinedOnly(from peer.ID, subs []*pb.RPC_SubOpts) []*pb.RPC_SubOpts {
+	var out []*pb.RPC_SubOpts
+	for _, s := range subs {
+		if f.joined(s.GetTopicid()) {
+			out = append(out, s)
+		}
+	}
+	f.refused.refuse(ruleTopicsPerRPC, len(subs)-len(out), "peer announced more subscriptions at once than max_peer_topics: only those of joined topics kept",
+		"peer", from.String(), "subscriptions", len(subs), "max_peer_topics", f.max)
+	return pubsub.FilterSubscriptions(out, func(string) bool { return true })
 }
 
 func (f *subscriptionFilter) report(from peer.ID, badName, overCap int) {
