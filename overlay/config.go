@@ -68,9 +68,9 @@ type Config struct {
 	// If zero, DefaultMaxConns.
 	MaxConns int
 
-	// MaxConnsPerIP and MaxConnsPerSubnet bound the connections from one
-	// address (IPv4, IPv6 /64) and one network (IPv4 /24, IPv6 /48),
-	// loopback included. If zero, DefaultMaxConnsPerIP and
+	// MaxConnsPerIP and MaxConnsPerSubnet bound the connections (either
+	// direction) with one address (IPv4, IPv6 /64) and one network (IPv4
+	// /24, IPv6 /48), loopback included. If zero, DefaultMaxConnsPerIP and
 	// DefaultMaxConnsPerSubnet.
 	MaxConnsPerIP     int
 	MaxConnsPerSubnet int

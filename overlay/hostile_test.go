@@ -341,7 +341,11 @@ func TestResendSlotsShared(t *testing.T) {
 	s := newResendSet(t)
 	own := s.msgs[len(s.msgs)-1] // s.other: the partition the storer publishes on
 	history := append(bigMessages(t, s, 8, 600<<10), encode(t, own))
-	storer := resendNode(t, s, nil, func(c *ResendConfig) { c.MaxStreams, c.MaxStreamsPerPeer, c.ReservedStreams = 8, 2, 2 })
+	var logs logLines
+	cfg := loopbackConfig("tcp", nil)
+	cfg.DisableDHT, cfg.Policy, cfg.MaxClockSkew, cfg.Logger = true, s.policy, 0, slog.New(&logs)
+	cfg.Resend.MaxStreams, cfg.Resend.MaxStreamsPerPeer, cfg.Resend.ReservedStreams = 8, 2, 2
+	storer := startNode(t, cfg)
 	storer.ServeResend(newMemHistory(t, history...))
 	po := join(t, storer, s.other, nil)
 	if _, err := po.PublishBatch(t.Context(), [][]byte{encode(t, own)}); err == nil {
@@ -378,6 +382,9 @@ func TestResendSlotsShared(t *testing.T) {
 		t.Fatalf("gap fill of the own partition = %d messages, %v; want 1 from the reserve", len(res.Messages), err)
 	}
 	t.Logf("gap fill served in %s while hostile readers held every general slot", took.Round(time.Microsecond))
+	if got := logs.lines("resend request refused: too busy"); got != 2 {
+		t.Errorf("7 refusals logged %d times, want once per rule (2)", got)
+	}
 	if took > 2*time.Second {
 		t.Errorf("gap fill took %s, bound 2 s", took)
 	}
