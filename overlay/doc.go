@@ -69,6 +69,14 @@
 //   - The mesh degree is 4 (Dlo 3, Dhi 6), Streamr's neighbour target per
 //     stream partition, so a Raspberry Pi forwards each message to about
 //     four peers instead of GossipSub's default six to twelve.
+//   - Hostile peers: pubsub tracks only subscriptions to topics of our
+//     naming scheme, at most MaxPeerTopics per peer (joined topics always);
+//     the resource manager limits connections per address and subnet,
+//     loopback included, and lets bootstrap and ProtectedPeers in even with
+//     every slot taken (allowlist; never trimmed); resend answers are shared
+//     out per peer, with a reserve for gap fills of partitions this node
+//     publishes on. Each refusal is counted in tributary_overlay_refused_total
+//     {rule} and logged once per LogRepeatInterval.
 //   - Discovery: configured bootstrap peers, a Kademlia DHT under the
 //     "/tributary" protocol prefix in which nodes advertise the topics they
 //     carry (pubsub looks up peers for a topic with fewer than Dlo members),
