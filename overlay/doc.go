@@ -75,8 +75,9 @@
 //     loopback included, and lets bootstrap and ProtectedPeers in even with
 //     every slot taken (allowlist; never trimmed); resend answers are shared
 //     out per peer, with a reserve for gap fills of partitions this node
-//     publishes on. Each refusal is counted in tributary_overlay_refused_total
-//     {rule} and logged once per LogRepeatInterval.
+//     publishes on. Each refusal is counted in
+//     tributary_overlay_refused_total{rule} and logged once per
+//     LogRepeatInterval.
 //   - Discovery: configured bootstrap peers, a Kademlia DHT under the
 //     "/tributary" protocol prefix in which nodes advertise the topics they
 //     carry (pubsub looks up peers for a topic with fewer than Dlo members),
