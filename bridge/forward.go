@@ -16,14 +16,11 @@ import (
 	"github.com/tributary-iot/tributary/streamr"
 )
 
-// ErrNoPeers is what a Topic's Publish wraps when nobody would receive
-// the message; the forwarder keeps such messages and retries.
-var ErrNoPeers = errors.New("no peers in the stream partition's overlay")
-
 // Topic is one stream partition's overlay as the bridge uses it.
 type Topic interface {
 	// Publish sends encoded messages in order and returns how many went
-	// out; with an error wrapping ErrNoPeers, none did.
+	// out; with an error wrapping streamr.ErrNoPeers, none did (the
+	// forwarder keeps such messages and retries).
 	Publish(ctx context.Context, encoded [][]byte) (int, error)
 }
 
@@ -365,7 +362,7 @@ func (f *Forwarder) publish(ctx context.Context, part streamr.StreamPartID, entr
 }
 
 func (f *Forwarder) logPublishError(part streamr.StreamPartID, err error) {
-	if err != nil && !errors.Is(err, ErrNoPeers) && !errors.Is(err, context.Canceled) {
+	if err != nil && !errors.Is(err, streamr.ErrNoPeers) && !errors.Is(err, context.Canceled) {
 		f.logger.Warn("forward messages", "stream_part", part.String(), "err", err)
 	}
 }

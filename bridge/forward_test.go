@@ -53,7 +53,7 @@ func (t fakeTopic) Publish(_ context.Context, encoded [][]byte) (int, error) {
 		t.o.mu.Lock()
 		if !t.o.peers[t.part] {
 			t.o.mu.Unlock()
-			return i, fmt.Errorf("fake: %w", ErrNoPeers)
+			return i, fmt.Errorf("fake: %w", streamr.ErrNoPeers)
 		}
 		t.o.got[t.part] = append(t.o.got[t.part], m.ID.SequenceNumber)
 		t.o.chains = append(t.o.chains, m.ID.MsgChainID)
@@ -85,7 +85,7 @@ func storeChain(t *testing.T, s *storage.Store, part streamr.StreamPartID, chain
 		if err != nil {
 			t.Fatal(err)
 		}
-		signed = append(signed, storage.Signed{ReadingSeq: r.Seq, Msg: m, Encoded: enc})
+		signed = append(signed, storage.Signed{ReadingSeq: r.Seq, Envelope: streamr.Envelope{Msg: m, Encoded: enc}})
 		if len(signed) == 256 || i == n-1 { // one transaction stays small
 			if err := s.CommitSigned(t.Context(), signed, nil); err != nil {
 				t.Fatal(err)

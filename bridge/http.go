@@ -102,16 +102,6 @@ type resendHandler struct {
 	log          *logLimiter
 }
 
-// ResendQuery is a parsed resend request.
-type ResendQuery struct {
-	Part      streamr.StreamPartID
-	Last      int                // "last": the newest N messages; 0 for from/range
-	From, To  streamr.MessageRef // inclusive bounds ("from" has To = max)
-	Publisher []byte             // optional filter
-	ChainID   string             // optional filter
-	Limit     int                // at most this many messages (0: the answering node's limit)
-}
-
 func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {
 	q, err := parseResendQuery(r.PathValue("id"), r.PathValue("partition"), r.PathValue("query"), r.URL.Query())
 	if err != nil {
@@ -160,12 +150,12 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 }
 
 // WriteResend writes the messages matching q to out in stream order.
-func WriteResend(history History, q ResendQuery, out *streamr.RawWriter) error {
+func WriteResend(history History, q streamr.ResendQuery, out *streamr.RawWriter) error {
 	if q.Last > 0 {
 		return writeLast(history, q, out)
 	}
-	return history.Messages(q.Part, q.From.Timestamp, q.To.Timestamp, func(encoded []byte) error {
-		ok, err := q.matches(encoded)
+	return history.Messages(q.Part, q.From.Timestamp, q.UpperBound().Timestamp, func(encoded []byte) error {
+		ok, err := matches(&q, encoded)
 		if err != nil || !ok {
 			return err
 		}
@@ -180,10 +170,10 @@ var errEnough = errors.New("enough messages")
 // counting the matches and one writing all but the first total-q.Last of
 // them, so memory stays bounded whatever q.Last. Messages committed between
 // the passes are not included.
-func writeLast(history History, q ResendQuery, out *streamr.RawWriter) error {
+func writeLast(history History, q streamr.ResendQuery, out *streamr.RawWriter) error {
 	total := 0
 	err := history.Messages(q.Part, 0, math.MaxInt64, func(encoded []byte) error {
-		ok, err := q.matches(encoded)
+		ok, err := matches(&q, encoded)
 		if ok {
 			total++
 		}
@@ -194,7 +184,7 @@ func writeLast(history History, q ResendQuery, out *streamr.RawWriter) error {
 	}
 	skip, left := total-q.Last, min(total, q.Last)
 	err = history.Messages(q.Part, 0, math.MaxInt64, func(encoded []byte) error {
-		ok, err := q.matches(encoded)
+		ok, err := matches(&q, encoded)
 		switch {
 		case err != nil || !ok:
 			return err
@@ -213,7 +203,8 @@ func writeLast(history History, q ResendQuery, out *streamr.RawWriter) error {
 	return err
 }
 
-func (q ResendQuery) matches(encoded []byte) (bool, error) {
+// matches reports whether the stored message answers q.
+func matches(q *streamr.ResendQuery, encoded []byte) (bool, error) {
 	if q.Last > 0 && q.Publisher == nil && q.ChainID == "" {
 		return true, nil
 	}
@@ -221,39 +212,30 @@ func (q ResendQuery) matches(encoded []byte) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("stored message of %s: %w", q.Part, err)
 	}
-	ref := m.ID.Ref()
-	switch {
-	case q.Last == 0 && (ref.Compare(q.From) < 0 || ref.Compare(q.To) > 0):
-		return false, nil
-	case q.Publisher != nil && streamr.UserID(m.ID.PublisherID) != streamr.UserID(q.Publisher):
-		return false, nil
-	case q.ChainID != "" && m.ID.MsgChainID != q.ChainID:
-		return false, nil
-	}
-	return true, nil
+	return q.Matches(&m.ID), nil
 }
 
 // parseResendQuery reads the storage node's query parameters:
 // last?count, from?fromTimestamp&fromSequenceNumber&publisherId,
 // range?fromTimestamp&fromSequenceNumber&toTimestamp&toSequenceNumber&publisherId&msgChainId.
-func parseResendQuery(rawID, partition, kind string, v url.Values) (ResendQuery, error) {
+func parseResendQuery(rawID, partition, kind string, v url.Values) (streamr.ResendQuery, error) {
 	id, err := url.PathUnescape(rawID)
 	if err != nil {
-		return ResendQuery{}, fmt.Errorf("stream ID %q: %w", rawID, err)
+		return streamr.ResendQuery{}, fmt.Errorf("stream ID %q: %w", rawID, err)
 	}
 	stream, err := streamr.ParseStreamID(id)
 	if err != nil {
-		return ResendQuery{}, err
+		return streamr.ResendQuery{}, err
 	}
 	p, err := strconv.Atoi(partition)
 	if err != nil {
-		return ResendQuery{}, fmt.Errorf("partition %q is not a number", partition)
+		return streamr.ResendQuery{}, fmt.Errorf("partition %q is not a number", partition)
 	}
 	part, err := streamr.NewStreamPartID(stream, p)
 	if err != nil {
-		return ResendQuery{}, err
+		return streamr.ResendQuery{}, err
 	}
-	q := ResendQuery{Part: part, To: streamr.MessageRef{Timestamp: math.MaxInt64, SequenceNumber: math.MaxInt32}}
+	q := streamr.ResendQuery{Part: part, To: streamr.MaxRef}
 	if q.Publisher, err = optionalHex(v.Get("publisherId")); err != nil {
 		return q, err
 	}

@@ -82,7 +82,7 @@ func fillStore(t *testing.T, s *storage.Store, n, size int) {
 			ID:   streamr.MessageID{StreamID: httpTestPart.Stream, Timestamp: int64(1_700_000_000_000 + i), PublisherID: make([]byte, 20), MsgChainID: "c"},
 			Body: &streamr.ContentMessage{Content: content},
 		}
-		signed = append(signed, storage.Signed{ReadingSeq: r.Seq, Msg: m})
+		signed = append(signed, storage.Signed{ReadingSeq: r.Seq, Envelope: streamr.Envelope{Msg: m}})
 		if len(signed) == batch || i == n-1 {
 			if err := s.CommitSigned(t.Context(), signed, nil); err != nil {
 				t.Fatal(err)

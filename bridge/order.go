@@ -14,12 +14,6 @@ import (
 	"github.com/tributary-iot/tributary/streamr"
 )
 
-// Envelope is a decoded message with the bytes it arrived as.
-type Envelope struct {
-	Msg     *streamr.StreamMessage
-	Encoded []byte
-}
-
 // Deliver receives messages in chain order.
 type Deliver func(*streamr.StreamMessage, []byte)
 
@@ -27,7 +21,7 @@ type Deliver func(*streamr.StreamMessage, []byte)
 // the publisher or from nodes that store the stream. The messages it
 // returns must be validated (signature, stream part) like overlay ones.
 type Resender interface {
-	Resend(ctx context.Context, q ResendQuery) ([]Envelope, error)
+	Resend(ctx context.Context, q streamr.ResendQuery) ([]streamr.Envelope, error)
 }
 
 // PositionStore persists how far each chain was delivered, so a restarted
@@ -277,11 +271,11 @@ func (o *Orderer) Add(m *streamr.StreamMessage, encoded []byte, deliver Deliver)
 	if err != nil || c == nil {
 		return err
 	}
-	o.add(c, Envelope{Msg: m, Encoded: encoded})
+	o.add(c, streamr.Envelope{Msg: m, Encoded: encoded})
 	return nil
 }
 
-func (o *Orderer) add(c *orderedChain, e Envelope) {
+func (o *Orderer) add(c *orderedChain, e streamr.Envelope) {
 	m := e.Msg
 	switch {
 	case c.last != nil && m.ID.Ref().Compare(*c.last) <= 0:
@@ -305,7 +299,7 @@ func (o *Orderer) follows(c *orderedChain, m *streamr.StreamMessage) bool {
 	return prev == nil || *prev == *c.last
 }
 
-func (o *Orderer) deliver(c *orderedChain, e Envelope) {
+func (o *Orderer) deliver(c *orderedChain, e streamr.Envelope) {
 	ref := e.Msg.ID.Ref()
 	c.deliver(e.Msg, e.Encoded)
 	c.last = &ref
@@ -346,7 +340,7 @@ func (o *Orderer) openGap(c *orderedChain) {
 	o.poke()
 }
 
-func (o *Orderer) hold(c *orderedChain, e Envelope) {
+func (o *Orderer) hold(c *orderedChain, e streamr.Envelope) {
 	m := e.Msg
 	for _, h := range c.held {
 		if h.Msg.ID.Ref() == m.ID.Ref() {
@@ -375,9 +369,9 @@ func (o *Orderer) hold(c *orderedChain, e Envelope) {
 }
 
 // popHeld removes and returns c's earliest held message.
-func (o *Orderer) popHeld(c *orderedChain) Envelope {
+func (o *Orderer) popHeld(c *orderedChain) streamr.Envelope {
 	o.held--
-	return heap.Pop(&c.held).(Envelope)
+	return heap.Pop(&c.held).(streamr.Envelope)
 }
 
 // skipGap gives up the gap before the first held message (the SDK's
@@ -573,7 +567,7 @@ func (o *Orderer) flush(ctx context.Context) error {
 // of one publisher in one stream partition.
 type gapRequest struct {
 	chains []*orderedChain
-	q      ResendQuery
+	q      streamr.ResendQuery
 }
 
 // fillGaps sends the resend requests that are due, and gives up gaps
@@ -639,15 +633,15 @@ func (o *Orderer) fillDue(c *orderedChain) time.Time {
 }
 
 // groupQuery spans the gaps of chains (one publisher, one partition).
-func (o *Orderer) groupQuery(chains []*orderedChain) ResendQuery {
+func (o *Orderer) groupQuery(chains []*orderedChain) streamr.ResendQuery {
 	q := o.gapQuery(chains[0])
 	for _, c := range chains[1:] {
 		cq := o.gapQuery(c)
 		if cq.From.Compare(q.From) < 0 {
 			q.From = cq.From
 		}
-		if cq.To.Compare(q.To) > 0 {
-			q.To = cq.To
+		if cq.UpperBound().Compare(q.UpperBound()) > 0 {
+			q.To = cq.To // a zero To is no bound
 		}
 		q.ChainID = ""
 	}
@@ -656,8 +650,8 @@ func (o *Orderer) groupQuery(chains []*orderedChain) ResendQuery {
 
 // gapQuery asks for the messages after the last delivered one up to the
 // first held message's predecessor, as the SDK's gap fill does.
-func (o *Orderer) gapQuery(c *orderedChain) ResendQuery {
-	q := ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, From: streamr.MessageRef{Timestamp: o.start}, Limit: fillPage}
+func (o *Orderer) gapQuery(c *orderedChain) streamr.ResendQuery {
+	q := streamr.ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, From: streamr.MessageRef{Timestamp: o.start}, Limit: fillPage}
 	if o.cfg.FromChainStart {
 		q.From = streamr.MessageRef{}
 	}
@@ -720,16 +714,16 @@ func dropNewest(h *msgHeap) streamr.MessageRef {
 			newest = i
 		}
 	}
-	return heap.Remove(h, newest).(Envelope).Msg.ID.Ref()
+	return heap.Remove(h, newest).(streamr.Envelope).Msg.ID.Ref()
 }
 
 // msgHeap orders held messages by (timestamp, sequence number).
-type msgHeap []Envelope
+type msgHeap []streamr.Envelope
 
 func (h msgHeap) Len() int           { return len(h) }
 func (h msgHeap) Less(i, j int) bool { return h[i].Msg.ID.Ref().Compare(h[j].Msg.ID.Ref()) < 0 }
 func (h msgHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *msgHeap) Push(x any)        { *h = append(*h, x.(Envelope)) }
+func (h *msgHeap) Push(x any)        { *h = append(*h, x.(streamr.Envelope)) }
 func (h *msgHeap) Pop() any {
 	old := *h
 	m := old[len(old)-1]

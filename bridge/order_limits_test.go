@@ -41,18 +41,18 @@ func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
 // silentResender is a peer set that never has the missing messages.
 type silentResender struct{ calls atomic.Int64 }
 
-func (r *silentResender) Resend(context.Context, ResendQuery) ([]Envelope, error) {
+func (r *silentResender) Resend(context.Context, streamr.ResendQuery) ([]streamr.Envelope, error) {
 	r.calls.Add(1)
-	return nil, ErrNoPeers
+	return nil, streamr.ErrNoPeers
 }
 
 // gappedChains builds, for each of publishers × chainsEach chains, its
 // first and third message (the second missing), stamped at ts, with
 // their encoded bytes: what a hostile publisher sends to open gaps.
-func gappedChains(t *testing.T, publishers, chainsEach int, ts int64) []Envelope {
+func gappedChains(t *testing.T, publishers, chainsEach int, ts int64) []streamr.Envelope {
 	t.Helper()
 	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/flood"}
-	var out []Envelope
+	var out []streamr.Envelope
 	for p := range publishers {
 		pub := make([]byte, 20)
 		pub[0], pub[1], pub[2] = byte(p>>16), byte(p>>8), byte(p)
@@ -73,7 +73,7 @@ func gappedChains(t *testing.T, publishers, chainsEach int, ts int64) []Envelope
 				if err != nil {
 					t.Fatal(err)
 				}
-				out = append(out, Envelope{Msg: m, Encoded: enc})
+				out = append(out, streamr.Envelope{Msg: m, Encoded: enc})
 			}
 		}
 	}

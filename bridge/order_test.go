@@ -65,17 +65,17 @@ type fakeResender struct {
 	calls int
 }
 
-func (r *fakeResender) Resend(_ context.Context, q ResendQuery) ([]Envelope, error) {
+func (r *fakeResender) Resend(_ context.Context, q streamr.ResendQuery) ([]streamr.Envelope, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
 	if r.calls <= r.fails {
-		return nil, ErrNoPeers
+		return nil, streamr.ErrNoPeers
 	}
-	var out []Envelope
+	var out []streamr.Envelope
 	for _, m := range r.msgs {
 		if ref := m.ID.Ref(); ref.Compare(q.From) >= 0 && ref.Compare(q.To) <= 0 {
-			out = append(out, Envelope{Msg: m})
+			out = append(out, streamr.Envelope{Msg: m})
 		}
 	}
 	return out, nil

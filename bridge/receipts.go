@@ -20,16 +20,9 @@ const (
 	ReceiptsAllListed ReceiptPolicy = "all-listed" // every listed peer holds the message
 )
 
-// ChainReceipt is a receiver's claim: it holds every message of a chain
-// up to Last.
-type ChainReceipt struct {
-	ChainID string
-	Last    streamr.MessageRef
-}
-
 // ReceiptNetwork asks receivers for receipts; the overlay satisfies it.
 type ReceiptNetwork interface {
-	QueryReceipts(ctx context.Context, peerID string, part streamr.StreamPartID, publisher []byte) ([]ChainReceipt, error)
+	QueryReceipts(ctx context.Context, peerID string, part streamr.StreamPartID, publisher []byte) ([]streamr.ChainReceipt, error)
 	PartitionPeers(part streamr.StreamPartID) []string
 }
 
@@ -172,7 +165,7 @@ func (r *Receipts) poll(ctx context.Context, net ReceiptNetwork, parts func() ([
 // record keeps a receiver's receipts. Positions only move forward: a
 // receiver that lost data and answers less is not believed below what it
 // claimed before (retention may already have acted on the claim).
-func (r *Receipts) record(part streamr.StreamPartID, receiver string, receipts []ChainReceipt) {
+func (r *Receipts) record(part streamr.StreamPartID, receiver string, receipts []streamr.ChainReceipt) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	byReceiver := r.held[part]

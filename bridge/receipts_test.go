@@ -11,10 +11,10 @@ import (
 // fakeReceiptNet answers receipt queries from a fixed table.
 type fakeReceiptNet struct {
 	peers    []string
-	receipts map[string][]ChainReceipt // by peer; a missing peer fails
+	receipts map[string][]streamr.ChainReceipt // by peer; a missing peer fails
 }
 
-func (n fakeReceiptNet) QueryReceipts(_ context.Context, peer string, _ streamr.StreamPartID, _ []byte) ([]ChainReceipt, error) {
+func (n fakeReceiptNet) QueryReceipts(_ context.Context, peer string, _ streamr.StreamPartID, _ []byte) ([]streamr.ChainReceipt, error) {
 	r, ok := n.receipts[peer]
 	if !ok {
 		return nil, errors.New("unreachable")
@@ -31,7 +31,7 @@ func TestReceiptsGuard(t *testing.T) {
 	part := streamr.StreamPartID{Stream: "0x0000000000000000000000000000000000000001/r"}
 	net := fakeReceiptNet{
 		peers: []string{"storer-a", "storer-b", "down"},
-		receipts: map[string][]ChainReceipt{
+		receipts: map[string][]streamr.ChainReceipt{
 			"storer-a": {{ChainID: "c", Last: streamr.MessageRef{Timestamp: 10}}},
 			"storer-b": {{ChainID: "c", Last: streamr.MessageRef{Timestamp: 5}}},
 		},
@@ -76,8 +76,8 @@ func TestReceiptsNeverGoBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	part := streamr.StreamPartID{Stream: "x.eth/r"}
-	r.record(part, "s", []ChainReceipt{{ChainID: "c", Last: streamr.MessageRef{Timestamp: 10}}})
-	r.record(part, "s", []ChainReceipt{{ChainID: "c", Last: streamr.MessageRef{Timestamp: 3}}})
+	r.record(part, "s", []streamr.ChainReceipt{{ChainID: "c", Last: streamr.MessageRef{Timestamp: 10}}})
+	r.record(part, "s", []streamr.ChainReceipt{{ChainID: "c", Last: streamr.MessageRef{Timestamp: 3}}})
 	if got := r.Progress()[part.String()]["s"]["c"].Timestamp; got != 10 {
 		t.Fatalf("position went back to %d", got)
 	}

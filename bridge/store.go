@@ -7,14 +7,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
 // ReceivedLog keeps messages of other publishers, with the positions up
 // to which each chain is stored; storage.Store satisfies it.
 type ReceivedLog interface {
-	StoreReceived(ctx context.Context, msgs []storage.Received, chains map[string]streamr.ChainState) (int, error)
+	StoreReceived(ctx context.Context, msgs []streamr.Envelope, chains map[string]streamr.ChainState) (int, error)
 	ChainState(key string) (streamr.ChainState, bool, error)
 }
 
@@ -32,7 +31,7 @@ type Storer struct {
 	logger *slog.Logger
 
 	mu     sync.Mutex
-	buf    []storage.Received
+	buf    []streamr.Envelope
 	states map[string]streamr.ChainState // positions covering buf
 }
 
@@ -95,7 +94,7 @@ func (s *Storer) receive(m *streamr.StreamMessage, encoded []byte) {
 // keep buffers a message the Orderer delivered, for the next flush.
 func (s *Storer) keep(m *streamr.StreamMessage, encoded []byte) {
 	s.mu.Lock()
-	s.buf = append(s.buf, storage.Received{Msg: m, Encoded: encoded})
+	s.buf = append(s.buf, streamr.Envelope{Msg: m, Encoded: encoded})
 	s.mu.Unlock()
 }
 
@@ -139,7 +138,7 @@ func (s *Storer) flush(ctx context.Context) error {
 }
 
 // requeue puts an unwritten batch back in front of what arrived since.
-func (s *Storer) requeue(batch []storage.Received, states map[string]streamr.ChainState) {
+func (s *Storer) requeue(batch []streamr.Envelope, states map[string]streamr.ChainState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.buf = append(batch, s.buf...)

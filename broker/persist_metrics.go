@@ -37,6 +37,12 @@ func (b *Broker) SessionStats() SessionStats {
 	return st
 }
 
+// PublishMarked is Publish with WithMark(key, mark): a subscriber that delivers into the broker
+// records how far it got atomically with what it delivered (bridge.LocalBroker).
+func (b *Broker) PublishMarked(topic string, payload []byte, qos byte, key string, mark []byte) error {
+	return b.Publish(topic, payload, qos, WithMark(key, mark))
+}
+
 // Mark returns the value last stored under key by a Publish with WithMark, as durable as the
 // messages it was published with.
 func (b *Broker) Mark(key string) ([]byte, bool, error) {

@@ -29,7 +29,7 @@ func newResendAdmission(cfg ResendConfig, own func(streamr.StreamPartID) bool) *
 
 // admit takes a slot for p's query q. It returns a release function, or
 // the rule that refused the query.
-func (a *resendAdmission) admit(p peer.ID, q *ResendQuery) (release func(), rule string) {
+func (a *resendAdmission) admit(p peer.ID, q *streamr.ResendQuery) (release func(), rule string) {
 	priority := isGapFill(q) && a.own(q.Part)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -61,6 +61,6 @@ func (a *resendAdmission) release(p peer.ID, priority bool) {
 
 // isGapFill reports whether q asks for a range of one publisher's chain,
 // the shape of the bridge Orderer's gap fill.
-func isGapFill(q *ResendQuery) bool {
+func isGapFill(q *streamr.ResendQuery) bool {
 	return q.Last == 0 && len(q.Publisher) > 0 && q.ChainID != ""
 }

@@ -127,8 +127,8 @@ func TestPublishWithoutPeers(t *testing.T) {
 	a := startNode(t, loopbackConfig("tcp", nil))
 	p := join(t, a, pub.part(t, 0), nil)
 	err := p.Publish(t.Context(), pub.signed(t, pub.part(t, 0), time.Now().UnixMilli(), 0))
-	if !errors.Is(err, ErrNoPeers) {
-		t.Fatalf("Publish without peers: %v, want ErrNoPeers", err)
+	if !errors.Is(err, streamr.ErrNoPeers) {
+		t.Fatalf("Publish without peers: %v, want streamr.ErrNoPeers", err)
 	}
 	err = p.Publish(t.Context(), pub.signed(t, pub.part(t, 1), time.Now().UnixMilli(), 0))
 	if !errors.Is(err, ErrInvalidMessage) {

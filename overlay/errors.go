@@ -2,10 +2,6 @@ package overlay
 
 import "errors"
 
-// ErrNoPeers reports a publish on a topic with no connected member: the
-// message was not forwarded and should stay queued.
-var ErrNoPeers = errors.New("no peers in the stream partition's overlay")
-
 // ErrInvalidMessage reports a message that fails the overlay's validation
 // (size, structure, signature, publisher policy or timestamp).
 var ErrInvalidMessage = errors.New("invalid message")

@@ -371,13 +371,13 @@ func TestResendSlotsShared(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 4 {
-			slowResendReader(t, h, storer, ResendQuery{Part: s.part, From: streamr.MessageRef{}})
+			slowResendReader(t, h, storer, streamr.ResendQuery{Part: s.part, From: streamr.MessageRef{}})
 		}
 	}
 	waitFor(t, 10*time.Second, "the per-peer refusals", func() bool { return refusedCount(storer, ruleResendPerPeer) == 6 })
 
 	client := resendNode(t, s, storer.Addrs(), nil)
-	if _, err := client.ResendFrom(t.Context(), storer.ID(), ResendQuery{Part: s.part, Last: 1}); err == nil {
+	if _, err := client.ResendFrom(t.Context(), storer.ID(), streamr.ResendQuery{Part: s.part, Last: 1}); err == nil {
 		t.Error("general request served with every general slot held")
 	}
 	if got := refusedCount(storer, ruleResendBusy); got != 1 {
@@ -385,7 +385,7 @@ func TestResendSlotsShared(t *testing.T) {
 	}
 	start := time.Now()
 	ref := own.ID.Ref()
-	res, err := client.ResendFrom(t.Context(), storer.ID(), ResendQuery{
+	res, err := client.ResendFrom(t.Context(), storer.ID(), streamr.ResendQuery{
 		Part: s.other, Publisher: own.ID.PublisherID, ChainID: own.ID.MsgChainID, From: ref, To: ref,
 	})
 	took := time.Since(start)
@@ -403,7 +403,7 @@ func TestResendSlotsShared(t *testing.T) {
 
 // slowResendReader sends q from h to n and reads the answer at 16 KiB/s
 // until the test ends.
-func slowResendReader(t *testing.T, h host.Host, n *Node, q ResendQuery) {
+func slowResendReader(t *testing.T, h host.Host, n *Node, q streamr.ResendQuery) {
 	t.Helper()
 	req, err := marshalRequest(q)
 	if err != nil {

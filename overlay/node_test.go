@@ -65,8 +65,8 @@ func TestLeaveAndRejoin(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "A to notice B left", func() bool { return pa.Neighbours() == 0 && pa.Peers() == 0 })
-	if err := pa.Publish(t.Context(), pub.signed(t, part, time.Now().UnixMilli(), 0)); !errors.Is(err, ErrNoPeers) {
-		t.Fatalf("Publish after the only peer left: %v, want ErrNoPeers", err)
+	if err := pa.Publish(t.Context(), pub.signed(t, part, time.Now().UnixMilli(), 0)); !errors.Is(err, streamr.ErrNoPeers) {
+		t.Fatalf("Publish after the only peer left: %v, want streamr.ErrNoPeers", err)
 	}
 	join(t, b, part, got.deliver)
 	// GossipSub keeps a left peer out of the mesh for its 10 s unsubscribe

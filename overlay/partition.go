@@ -19,10 +19,11 @@ import (
 )
 
 // Delivery is a validated message received from the overlay.
+// Msg is decoded, its signature and policy checked; Encoded is the wire
+// bytes, as signed by the publisher.
 type Delivery struct {
-	Msg     *streamr.StreamMessage // decoded; signature and policy checked
-	Encoded []byte                 // the wire bytes, as signed by the publisher
-	From    string                 // peer ID of the neighbour that forwarded it
+	streamr.Envelope
+	From string // peer ID of the neighbour that forwarded it
 }
 
 // Partition is this node's membership in one stream partition's overlay.
@@ -158,7 +159,7 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 }
 
 // Publish validates an encoded, signed StreamMessage of this partition and
-// sends it to the overlay. It returns an error wrapping ErrNoPeers if this
+// sends it to the overlay. It returns an error wrapping streamr.ErrNoPeers if this
 // node has no mesh neighbour in the partition (the message was not sent
 // and should stay queued; a newly connected member joins the mesh within a
 // heartbeat, 1 s), or ErrInvalidMessage if validation fails.
@@ -177,7 +178,7 @@ func (p *Partition) Publish(ctx context.Context, encoded []byte) error {
 const selfCheckEvery = 64
 
 // PublishBatch publishes encoded messages in order, like Publish, in one
-// pass through pubsub. It returns how many were sent; on ErrNoPeers none
+// pass through pubsub. It returns how many were sent; on streamr.ErrNoPeers none
 // were. An invalid message stops the batch before it, and from then on
 // every message of the partition is fully verified.
 func (p *Partition) PublishBatch(ctx context.Context, encoded [][]byte) (int, error) {
@@ -189,7 +190,7 @@ func (p *Partition) PublishBatch(ctx context.Context, encoded [][]byte) (int, er
 		if err == nil && i == 0 {
 			p.publishes.Store(true) // even without peers: subscribers will ask us for these
 			if p.mesh.len() == 0 {
-				return 0, fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, ErrNoPeers)
+				return 0, fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, streamr.ErrNoPeers)
 			}
 		}
 		if err == nil {
@@ -273,7 +274,7 @@ func (p *Partition) readLoop(ctx context.Context) {
 		p.m.in.Inc()
 		p.m.bytesIn.Add(float64(len(msg.Data)))
 		if p.deliver != nil {
-			p.deliver(Delivery{Msg: m, Encoded: msg.Data, From: msg.ReceivedFrom.String()})
+			p.deliver(Delivery{Envelope: streamr.Envelope{Msg: m, Encoded: msg.Data}, From: msg.ReceivedFrom.String()})
 		}
 	}
 }

@@ -58,18 +58,10 @@ const MaxReceipts = 10_000
 // receiptMaxStreams bounds the queries served at once; more get TOO_BUSY.
 const receiptMaxStreams = 8
 
-// ChainReceipt says how far a node holds one message chain: every message
-// of the chain up to and including Last.
-type ChainReceipt struct {
-	ChainID string
-	Last    streamr.MessageRef
-}
-
 // ReceiptSource reports how far this node holds each chain of publisher in
-// part. storage.Store satisfies it after a conversion of its
-// storage.ChainReceipt (same fields) to ChainReceipt.
+// part. storage.Store satisfies it.
 type ReceiptSource interface {
-	Receipts(part streamr.StreamPartID, publisher []byte) ([]ChainReceipt, error)
+	Receipts(part streamr.StreamPartID, publisher []byte) ([]streamr.ChainReceipt, error)
 }
 
 // Errors of a receipt query.
@@ -80,7 +72,7 @@ var (
 	ErrInvalidReceipts     = errors.New("invalid receipt answer")
 )
 
-// Field numbers of ReceiptRequest and ChainReceipt.
+// Field numbers of ReceiptRequest and streamr.ChainReceipt.
 const (
 	rreqStreamID    = 1
 	rreqPartition   = 2
@@ -113,7 +105,7 @@ func (n *Node) PartitionPeers(part streamr.StreamPartID) []string {
 // holds nothing answers with no receipts and a nil error. If the peer
 // holds more than MaxReceipts chains, the first MaxReceipts by chain ID
 // are returned (and a warning logged): the others count as not held.
-func (n *Node) QueryReceipts(ctx context.Context, peerID string, part streamr.StreamPartID, publisher []byte) ([]ChainReceipt, error) {
+func (n *Node) QueryReceipts(ctx context.Context, peerID string, part streamr.StreamPartID, publisher []byte) ([]streamr.ChainReceipt, error) {
 	id, err := peer.Decode(peerID)
 	if err != nil {
 		return nil, fmt.Errorf("query receipts from %q: %w", peerID, err)
@@ -144,7 +136,7 @@ func (n *Node) QueryReceipts(ctx context.Context, peerID string, part streamr.St
 	return rs, nil
 }
 
-func exchangeReceipts(s network.Stream, req []byte) ([]ChainReceipt, bool, error) {
+func exchangeReceipts(s network.Stream, req []byte) ([]streamr.ChainReceipt, bool, error) {
 	if err := streamr.NewRawWriter(s).WriteFrame(req); err != nil {
 		return nil, false, fmt.Errorf("send request: %w", err)
 	}
@@ -183,8 +175,8 @@ func receiptStatusErr(s resendStatus) error {
 
 // readReceipts reads the receipts of an OK answer up to EOF, checking
 // their order and count.
-func readReceipts(r io.Reader) ([]ChainReceipt, error) {
-	var out []ChainReceipt
+func readReceipts(r io.Reader) ([]streamr.ChainReceipt, error) {
+	var out []streamr.ChainReceipt
 	for {
 		b, err := readControlFrame(r)
 		if errors.Is(err, io.EOF) {
@@ -302,10 +294,10 @@ func (srv *receiptServer) send(s network.Stream, frames [][]byte, truncated bool
 // encodeReceipts encodes the first MaxReceipts receipts by chain ID, one
 // per chain, and reports whether there were more. A chain whose receipt
 // cannot fit a frame is left out: it counts as not held.
-func encodeReceipts(rs []ChainReceipt, log *slog.Logger) (frames [][]byte, truncated bool) {
+func encodeReceipts(rs []streamr.ChainReceipt, log *slog.Logger) (frames [][]byte, truncated bool) {
 	rs = slices.Clone(rs)
-	slices.SortFunc(rs, func(a, b ChainReceipt) int { return cmp.Compare(a.ChainID, b.ChainID) })
-	rs = slices.CompactFunc(rs, func(a, b ChainReceipt) bool { return a.ChainID == b.ChainID })
+	slices.SortFunc(rs, func(a, b streamr.ChainReceipt) int { return cmp.Compare(a.ChainID, b.ChainID) })
+	rs = slices.CompactFunc(rs, func(a, b streamr.ChainReceipt) bool { return a.ChainID == b.ChainID })
 	for _, rc := range rs {
 		b := marshalReceipt(rc)
 		if rc.ChainID == "" || len(b) > maxControlFrame {
@@ -368,16 +360,16 @@ func unmarshalReceiptRequest(b []byte) (streamr.StreamPartID, []byte, error) {
 	return part, publisher, nil
 }
 
-func marshalReceipt(rc ChainReceipt) []byte {
+func marshalReceipt(rc streamr.ChainReceipt) []byte {
 	b := protowire.AppendTag(nil, receiptChainID, protowire.BytesType)
 	b = protowire.AppendString(b, rc.ChainID)
 	b = appendVarint(b, receiptTimestamp, uint64(rc.Last.Timestamp))
 	return appendVarint(b, receiptSeqNo, uint64(int64(rc.Last.SequenceNumber)))
 }
 
-// unmarshalReceipt decodes a ChainReceipt; unknown fields are skipped.
-func unmarshalReceipt(b []byte) (ChainReceipt, error) {
-	var rc ChainReceipt
+// unmarshalReceipt decodes a streamr.ChainReceipt; unknown fields are skipped.
+func unmarshalReceipt(b []byte) (streamr.ChainReceipt, error) {
+	var rc streamr.ChainReceipt
 	var seq int64
 	err := decodeFields(b, func(num protowire.Number, v []byte, x uint64) {
 		switch num {

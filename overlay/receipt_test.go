@@ -19,14 +19,14 @@ import (
 // does.
 type storeReceipts struct{ s *storage.Store }
 
-func (a storeReceipts) Receipts(part streamr.StreamPartID, publisher []byte) ([]ChainReceipt, error) {
+func (a storeReceipts) Receipts(part streamr.StreamPartID, publisher []byte) ([]streamr.ChainReceipt, error) {
 	rs, err := a.s.Receipts(part, publisher)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ChainReceipt, len(rs))
+	out := make([]streamr.ChainReceipt, len(rs))
 	for i, r := range rs {
-		out[i] = ChainReceipt(r)
+		out[i] = streamr.ChainReceipt(r)
 	}
 	return out, nil
 }
@@ -49,12 +49,12 @@ func openStore(t *testing.T) *storage.Store {
 
 // holdChains records in st, as bridge.Storer does, that it holds chain i
 // of publisher in part up to (ts0+i, i%3) for each of n chains.
-func holdChains(t *testing.T, st *storage.Store, part streamr.StreamPartID, publisher []byte, n int, ts0 int64) []ChainReceipt {
+func holdChains(t *testing.T, st *storage.Store, part streamr.StreamPartID, publisher []byte, n int, ts0 int64) []streamr.ChainReceipt {
 	t.Helper()
-	var want []ChainReceipt
+	var want []streamr.ChainReceipt
 	states := make(map[string]streamr.ChainState)
 	for i := range n {
-		rc := ChainReceipt{ChainID: fmt.Sprintf("chain-%05d", i), Last: streamr.MessageRef{Timestamp: ts0 + int64(i), SequenceNumber: int32(i % 3)}}
+		rc := streamr.ChainReceipt{ChainID: fmt.Sprintf("chain-%05d", i), Last: streamr.MessageRef{Timestamp: ts0 + int64(i), SequenceNumber: int32(i % 3)}}
 		want = append(want, rc)
 		key := "delivered/store\x00" + part.String() + "\x00" + streamr.UserID(publisher) + "\x00" + rc.ChainID
 		states[key] = streamr.ChainState{ID: rc.ChainID, Last: &rc.Last}
@@ -95,7 +95,7 @@ func TestReceipts(t *testing.T) {
 		peer      *Node
 		part      streamr.StreamPartID
 		publisher []byte
-		want      []ChainReceipt
+		want      []streamr.ChainReceipt
 	}{
 		{"held chains", storer, part, pub.key.PublisherID(), want},
 		{"other partition", storer, part1, pub.key.PublisherID(), want1},
@@ -322,10 +322,10 @@ func TestReceiptWireRoundTrip(t *testing.T) {
 			t.Fatalf("request round trip = %v, %x, %v", gotPart, gotPub, err)
 		}
 	}
-	for _, rc := range []ChainReceipt{
-		{"c", streamr.MessageRef{}},
-		{"chain-id", streamr.MessageRef{Timestamp: -1, SequenceNumber: 0}},
-		{"x", streamr.MessageRef{Timestamp: 1<<63 - 1, SequenceNumber: 1<<31 - 1}},
+	for _, rc := range []streamr.ChainReceipt{
+		{ChainID: "c", Last: streamr.MessageRef{}},
+		{ChainID: "chain-id", Last: streamr.MessageRef{Timestamp: -1, SequenceNumber: 0}},
+		{ChainID: "x", Last: streamr.MessageRef{Timestamp: 1<<63 - 1, SequenceNumber: 1<<31 - 1}},
 	} {
 		got, err := unmarshalReceipt(marshalReceipt(rc))
 		if err != nil || got != rc {
@@ -360,7 +360,7 @@ func FuzzReceiptRequest(f *testing.F) {
 }
 
 func FuzzChainReceipt(f *testing.F) {
-	f.Add(marshalReceipt(ChainReceipt{"chain", streamr.MessageRef{Timestamp: 1_700_000_000_000, SequenceNumber: 2}}))
+	f.Add(marshalReceipt(streamr.ChainReceipt{ChainID: "chain", Last: streamr.MessageRef{Timestamp: 1_700_000_000_000, SequenceNumber: 2}}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rc, err := unmarshalReceipt(b)

@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -149,56 +148,6 @@ var (
 	errUnknownOutcome = errors.New("unknown resend status")
 )
 
-// ResendQuery asks for stored messages of one stream partition, like the
-// Streamr storage node's resend queries. It has the shape of
-// bridge.ResendQuery.
-type ResendQuery struct {
-	Part streamr.StreamPartID
-
-	// Last > 0 asks for the newest Last messages (a "last" query; From
-	// and To are ignored). Otherwise From and To are inclusive bounds; a
-	// zero To, or the maximum reference, asks for everything from From
-	// (a "from" query).
-	Last     int
-	From, To streamr.MessageRef
-
-	Publisher []byte // only this publisher's messages, if set
-	ChainID   string // only this message chain, if set
-
-	// Limit > 0 makes Resend read at most Limit messages of an answer and
-	// report it as truncated (ask again after the last message): the
-	// receiver takes a long range in pages of a size it can hold, while
-	// the answering stream's flow control holds the sender back.
-	Limit int
-}
-
-// inBounds reports whether ref is within the From/To bounds (always true
-// for a "last" query).
-func (q *ResendQuery) inBounds(ref streamr.MessageRef) bool {
-	if q.Last > 0 {
-		return true
-	}
-	to := q.To
-	if to == (streamr.MessageRef{}) {
-		to = maxRef
-	}
-	return ref.Compare(q.From) >= 0 && ref.Compare(to) <= 0
-}
-
-// matches reports whether a message with this ID answers q, apart from
-// the count of a "last" query.
-func (q *ResendQuery) matches(id *streamr.MessageID) bool {
-	switch {
-	case !q.inBounds(id.Ref()):
-		return false
-	case len(q.Publisher) > 0 && !bytes.Equal(id.PublisherID, q.Publisher):
-		return false
-	case q.ChainID != "" && id.MsgChainID != q.ChainID:
-		return false
-	}
-	return true
-}
-
 // ResendResult is one peer's answer to a resend query.
 type ResendResult struct {
 	Peer     string     // the peer that answered
@@ -214,16 +163,16 @@ type ResendResult struct {
 // ResendConfig.PeerTimeout, until one answers with at least one message.
 // Each message is validated like one arriving over gossip; a peer that
 // sends an invalid one has its whole answer discarded and is skipped for
-// 10 minutes. Resend implements bridge.Resender with a field copy of the
-// query.
-func (n *Node) Resend(ctx context.Context, q ResendQuery) ([]*streamr.StreamMessage, error) {
+// 10 minutes. The envelopes hold the messages' bytes as stored. Resend
+// implements bridge.Resender.
+func (n *Node) Resend(ctx context.Context, q streamr.ResendQuery) ([]streamr.Envelope, error) {
 	res, err := n.resend(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*streamr.StreamMessage, len(res.Messages))
+	out := make([]streamr.Envelope, len(res.Messages))
 	for i, d := range res.Messages {
-		out[i] = d.Msg
+		out[i] = d.Envelope
 	}
 	return out, nil
 }
@@ -231,7 +180,7 @@ func (n *Node) Resend(ctx context.Context, q ResendQuery) ([]*streamr.StreamMess
 // ResendFrom asks one peer (a peer ID, as from Node.ID) for the messages
 // matching q, dialling it if necessary, within ctx. A peer that has none
 // answers with an error wrapping ErrNotStored.
-func (n *Node) ResendFrom(ctx context.Context, peerID string, q ResendQuery) (ResendResult, error) {
+func (n *Node) ResendFrom(ctx context.Context, peerID string, q streamr.ResendQuery) (ResendResult, error) {
 	id, err := peer.Decode(peerID)
 	if err != nil {
 		return ResendResult{}, fmt.Errorf("resend from %q: %w", peerID, err)
@@ -243,14 +192,14 @@ func (n *Node) ResendFrom(ctx context.Context, peerID string, q ResendQuery) (Re
 	return n.askResend(ctx, id, q, req)
 }
 
-func (n *Node) resend(ctx context.Context, q ResendQuery) (ResendResult, error) {
+func (n *Node) resend(ctx context.Context, q streamr.ResendQuery) (ResendResult, error) {
 	req, err := marshalRequest(q)
 	if err != nil {
 		return ResendResult{}, err
 	}
 	peers := n.resendCandidates(q.Part)
 	if len(peers) == 0 {
-		return ResendResult{}, fmt.Errorf("resend %s: %w", q.Part, ErrNoPeers)
+		return ResendResult{}, fmt.Errorf("resend %s: %w", q.Part, streamr.ErrNoPeers)
 	}
 	errs := make([]error, 0, len(peers))
 	for _, p := range peers {
@@ -292,7 +241,7 @@ func (n *Node) resendCandidates(part streamr.StreamPartID) []peer.ID {
 // PeerTimeout to open the stream and answer with a status, and then to
 // send each further message: a long answer read by a slow receiver takes
 // as long as it needs, while a stalled peer is given up quickly.
-func (n *Node) askResend(ctx context.Context, p peer.ID, q ResendQuery, req []byte) (ResendResult, error) {
+func (n *Node) askResend(ctx context.Context, p peer.ID, q streamr.ResendQuery, req []byte) (ResendResult, error) {
 	octx, cancel := context.WithTimeout(ctx, n.cfg.Resend.PeerTimeout)
 	s, err := n.host.NewStream(octx, p, ResendProtocol)
 	cancel()
@@ -336,7 +285,7 @@ func (r progressReader) Read(b []byte) (int, error) {
 	return r.s.Read(b)
 }
 
-func (n *Node) exchange(s network.Stream, q ResendQuery, req []byte) (answer, error) {
+func (n *Node) exchange(s network.Stream, q streamr.ResendQuery, req []byte) (answer, error) {
 	if err := streamr.NewRawWriter(s).WriteFrame(req); err != nil {
 		return answer{}, fmt.Errorf("send request: %w", err)
 	}
@@ -385,7 +334,7 @@ func (s resendStatus) err() error {
 // readResend reads and validates the messages of an OK answer. Any
 // invalid message, or more than the limits allow, fails the whole answer;
 // a message that fails validation also penalises the peer.
-func (n *Node) readResend(s io.Reader, from peer.ID, q ResendQuery) ([]Delivery, bool, error) {
+func (n *Node) readResend(s io.Reader, from peer.ID, q streamr.ResendQuery) ([]Delivery, bool, error) {
 	v := n.validatorFor(q.Part)
 	limit := n.cfg.Resend.MaxMessages
 	if q.Last > 0 {
@@ -417,7 +366,7 @@ func (n *Node) readResend(s io.Reader, from peer.ID, q ResendQuery) ([]Delivery,
 				return nil, false, err
 			}
 			prev = c.m.ID.Ref()
-			out = append(out, Delivery{Msg: c.m, Encoded: frames[i], From: from.String()})
+			out = append(out, Delivery{Envelope: streamr.Envelope{Msg: c.m, Encoded: frames[i]}, From: from.String()})
 		}
 		switch {
 		case eof:
@@ -477,10 +426,10 @@ func checkParallel(v *validator, frames [][]byte) []checked {
 
 // checkAnswer checks that the nth message of an answer is one the query
 // asked for, in order and within the limits.
-func checkAnswer(q *ResendQuery, m *streamr.StreamMessage, prev streamr.MessageRef, nth, maxMsgs, total, maxBytes int) error {
+func checkAnswer(q *streamr.ResendQuery, m *streamr.StreamMessage, prev streamr.MessageRef, nth, maxMsgs, total, maxBytes int) error {
 	ref := m.ID.Ref()
 	switch {
-	case !q.matches(&m.ID):
+	case !q.Matches(&m.ID):
 		return fmt.Errorf("%w: message %d (%s, chain %q) does not match the query", ErrInvalidResend, nth, ref, m.ID.MsgChainID)
 	case ref.Compare(prev) < 0:
 		return fmt.Errorf("%w: message %d (%s) is out of order after %s", ErrInvalidResend, nth, ref, prev)

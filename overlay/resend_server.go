@@ -121,7 +121,7 @@ type resendPlan struct {
 }
 
 // plan walks the history once to size the answer within the limits.
-func (srv *resendServer) plan(q *ResendQuery) (resendPlan, error) {
+func (srv *resendServer) plan(q *streamr.ResendQuery) (resendPlan, error) {
 	if q.Last > 0 {
 		return srv.planLast(q)
 	}
@@ -132,7 +132,7 @@ func (srv *resendServer) plan(q *ResendQuery) (resendPlan, error) {
 	}
 	err := srv.history.Messages(q.Part, q.From.Timestamp, q.To.Timestamp, func(enc []byte) error {
 		id, err := storedID(enc)
-		if err != nil || !q.matches(&id) {
+		if err != nil || !q.Matches(&id) {
 			return err
 		}
 		if p.count == limit || (p.count > 0 && size+len(enc) > srv.cfg.MaxBytes) {
@@ -158,14 +158,14 @@ type lastEntry struct {
 
 // planLast keeps a ring of the newest matches, then drops the oldest
 // while they exceed the byte limit.
-func (srv *resendServer) planLast(q *ResendQuery) (resendPlan, error) {
+func (srv *resendServer) planLast(q *streamr.ResendQuery) (resendPlan, error) {
 	ring := make([]lastEntry, 0, min(q.Last, srv.cfg.MaxMessages, 1024))
 	keep := min(q.Last, srv.cfg.MaxMessages)
 	next, total := 0, 0
 	var prev lastEntry
 	err := srv.history.Messages(q.Part, 0, math.MaxInt64, func(enc []byte) error {
 		id, err := storedID(enc)
-		if err != nil || !q.matches(&id) {
+		if err != nil || !q.Matches(&id) {
 			return err
 		}
 		e := lastEntry{ref: id.Ref(), size: len(enc)}
@@ -200,7 +200,7 @@ func (srv *resendServer) planLast(q *ResendQuery) (resendPlan, error) {
 
 // send writes the OK status and the planned messages. The history may
 // have changed since plan; send still stops at its count and the limits.
-func (srv *resendServer) send(s network.Stream, q *ResendQuery, p resendPlan) error {
+func (srv *resendServer) send(s network.Stream, q *streamr.ResendQuery, p resendPlan) error {
 	bw := bufio.NewWriterSize(deadlineWriter{s: s, timeout: srv.cfg.WriteTimeout}, 32<<10)
 	out := streamr.NewRawWriter(bw)
 	if err := out.WriteFrame(resendStatus{code: codeOK, truncated: p.truncated}.marshal()); err != nil {
@@ -213,7 +213,7 @@ func (srv *resendServer) send(s network.Stream, q *ResendQuery, p resendPlan) er
 	sent, size, skipped := 0, 0, 0
 	err := srv.history.Messages(q.Part, p.from.Timestamp, to, func(enc []byte) error {
 		id, err := storedID(enc)
-		if err != nil || !q.matches(&id) {
+		if err != nil || !q.Matches(&id) {
 			return err
 		}
 		switch ref := id.Ref(); {

@@ -65,9 +65,9 @@ func (s *resendSet) store(t *testing.T) *storage.Store {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	rs := make([]storage.Received, len(s.msgs))
+	rs := make([]streamr.Envelope, len(s.msgs))
 	for i, m := range s.msgs {
-		rs[i] = storage.Received{Msg: m, Encoded: encode(t, m)}
+		rs[i] = streamr.Envelope{Msg: m, Encoded: encode(t, m)}
 	}
 	if _, err := st.StoreReceived(t.Context(), rs, nil); err != nil {
 		t.Fatal(err)
@@ -125,7 +125,7 @@ func (h *memHistory) Messages(part streamr.StreamPartID, from, to int64, fn func
 
 // export is the raw export of q from h: the frames a storage node's
 // format=raw answer holds, computed here without the server's code.
-func export(t *testing.T, h History, q ResendQuery) [][]byte {
+func export(t *testing.T, h History, q streamr.ResendQuery) [][]byte {
 	t.Helper()
 	from, to := int64(0), int64(math.MaxInt64)
 	if q.Last == 0 {
@@ -207,23 +207,23 @@ func TestResendMatchesRawExport(t *testing.T) {
 	owner, listed := s.owner.key.PublisherID(), s.listed.key.PublisherID()
 	tests := []struct {
 		name string
-		q    ResendQuery
+		q    streamr.ResendQuery
 		want int // messages expected, to keep the export honest
 	}{
-		{"last 5", ResendQuery{Last: 5}, 5},
-		{"last 1", ResendQuery{Last: 1}, 1},
-		{"last more than stored", ResendQuery{Last: 1000}, 2 * resendPerChain},
-		{"last 4 of listed publisher", ResendQuery{Last: 4, Publisher: listed}, 4},
-		{"last 3 of owner chain", ResendQuery{Last: 3, Publisher: owner, ChainID: s.owner.chain}, 3},
-		{"from", ResendQuery{From: s.ref(16)}, 2 * (resendPerChain - 16)},
-		{"from with max to", ResendQuery{From: s.ref(16), To: maxRef}, 2 * (resendPerChain - 16)},
-		{"from of owner", ResendQuery{From: s.ref(20), Publisher: owner}, resendPerChain - 20},
-		{"from zero", ResendQuery{}, 2 * resendPerChain},
-		{"range", ResendQuery{From: s.ref(4), To: s.ref(11)}, 16},
-		{"range of listed chain", ResendQuery{From: s.ref(4), To: s.ref(11), Publisher: listed, ChainID: s.listed.chain}, 8},
-		{"range of chain only", ResendQuery{From: s.ref(4), To: s.ref(11), ChainID: s.owner.chain}, 8},
-		{"single message", ResendQuery{From: s.ref(7), To: s.ref(7), Publisher: owner}, 1},
-		{"gap fill", ResendQuery{From: streamr.MessageRef{Timestamp: s.ref(5).Timestamp, SequenceNumber: s.ref(5).SequenceNumber + 1}, To: s.ref(9), Publisher: owner, ChainID: s.owner.chain}, 4},
+		{"last 5", streamr.ResendQuery{Last: 5}, 5},
+		{"last 1", streamr.ResendQuery{Last: 1}, 1},
+		{"last more than stored", streamr.ResendQuery{Last: 1000}, 2 * resendPerChain},
+		{"last 4 of listed publisher", streamr.ResendQuery{Last: 4, Publisher: listed}, 4},
+		{"last 3 of owner chain", streamr.ResendQuery{Last: 3, Publisher: owner, ChainID: s.owner.chain}, 3},
+		{"from", streamr.ResendQuery{From: s.ref(16)}, 2 * (resendPerChain - 16)},
+		{"from with max to", streamr.ResendQuery{From: s.ref(16), To: streamr.MaxRef}, 2 * (resendPerChain - 16)},
+		{"from of owner", streamr.ResendQuery{From: s.ref(20), Publisher: owner}, resendPerChain - 20},
+		{"from zero", streamr.ResendQuery{}, 2 * resendPerChain},
+		{"range", streamr.ResendQuery{From: s.ref(4), To: s.ref(11)}, 16},
+		{"range of listed chain", streamr.ResendQuery{From: s.ref(4), To: s.ref(11), Publisher: listed, ChainID: s.listed.chain}, 8},
+		{"range of chain only", streamr.ResendQuery{From: s.ref(4), To: s.ref(11), ChainID: s.owner.chain}, 8},
+		{"single message", streamr.ResendQuery{From: s.ref(7), To: s.ref(7), Publisher: owner}, 1},
+		{"gap fill", streamr.ResendQuery{From: streamr.MessageRef{Timestamp: s.ref(5).Timestamp, SequenceNumber: s.ref(5).SequenceNumber + 1}, To: s.ref(9), Publisher: owner, ChainID: s.owner.chain}, 4},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -243,7 +243,7 @@ func TestResendMatchesRawExport(t *testing.T) {
 		})
 	}
 
-	notStored := []ResendQuery{
+	notStored := []streamr.ResendQuery{
 		{Part: s.part, From: s.ref(4), To: s.ref(11), ChainID: "no-such-chain"},
 		{Part: s.part, Last: 3, Publisher: bytes.Repeat([]byte{7}, 20)},
 		{Part: s.part, From: streamr.MessageRef{Timestamp: s.base + 1_000_000}},
@@ -283,7 +283,7 @@ func TestResendAsksNextPeer(t *testing.T) {
 		return client.ConnectedPeers() == 3 && len(client.ps.ListPeers(topic)) == 2
 	})
 
-	q := ResendQuery{Part: s.part, Last: 1}
+	q := streamr.ResendQuery{Part: s.part, Last: 1}
 	res, err := client.resend(t.Context(), q)
 	if err != nil {
 		t.Fatal(err)
@@ -302,7 +302,7 @@ func TestResendAsksNextPeer(t *testing.T) {
 		t.Errorf("candidates after the penalty = %v, want [empty storer]", cands)
 	}
 	msgs, err := client.Resend(t.Context(), q)
-	if err != nil || len(msgs) != 1 || msgs[0].ID.Ref() != s.msgs[0].ID.Ref() || msgs[0].ID.MsgChainID != s.msgs[0].ID.MsgChainID {
+	if err != nil || len(msgs) != 1 || msgs[0].Msg.ID.Ref() != s.msgs[0].ID.Ref() || msgs[0].Msg.ID.MsgChainID != s.msgs[0].ID.MsgChainID {
 		t.Fatalf("Resend = %v, %v; want the genuine message", msgs, err)
 	}
 	if _, err := client.ResendFrom(t.Context(), empty.ID(), q); !errors.Is(err, ErrNotStored) {
@@ -314,8 +314,8 @@ func TestResendAsksNextPeer(t *testing.T) {
 func TestResendNoPeers(t *testing.T) {
 	s := newResendSet(t)
 	n := resendNode(t, s, nil, nil)
-	if _, err := n.Resend(t.Context(), ResendQuery{Part: s.part, Last: 1}); !errors.Is(err, ErrNoPeers) {
-		t.Fatalf("Resend = %v, want ErrNoPeers", err)
+	if _, err := n.Resend(t.Context(), streamr.ResendQuery{Part: s.part, Last: 1}); !errors.Is(err, streamr.ErrNoPeers) {
+		t.Fatalf("Resend = %v, want streamr.ErrNoPeers", err)
 	}
 }
 
@@ -350,11 +350,11 @@ func TestResendRejectsBadAnswers(t *testing.T) {
 	tampered.Content().Content = []byte(`{"temp":99}`)
 	stranger := newPublisher(t)
 	future := message(t, s.owner.key, s.part, s.owner.chain, time.Now().Add(time.Hour).UnixMilli(), 0)
-	range0to9 := ResendQuery{Part: s.part, From: s.ref(0), To: s.ref(9)}
+	range0to9 := streamr.ResendQuery{Part: s.part, From: s.ref(0), To: s.ref(9)}
 
 	tests := []struct {
 		name     string
-		q        ResendQuery
+		q        streamr.ResendQuery
 		status   []byte
 		frames   [][]byte
 		want     error
@@ -364,10 +364,10 @@ func TestResendRejectsBadAnswers(t *testing.T) {
 		{"other partition", range0to9, ok, [][]byte{enc(len(s.msgs) - 1)}, ErrInvalidMessage, true},
 		{"publisher not allowed", range0to9, ok, [][]byte{encode(t, message(t, stranger.key, s.part, "c", s.base, 0))}, ErrInvalidMessage, true},
 		{"garbage frame", range0to9, ok, [][]byte{{0xff, 0x01}}, ErrInvalidMessage, true},
-		{"outside the range", ResendQuery{Part: s.part, From: s.ref(3), To: s.ref(9)}, ok, [][]byte{enc(0)}, ErrInvalidResend, true},
-		{"other chain", ResendQuery{Part: s.part, Last: 2, ChainID: s.owner.chain}, ok, [][]byte{enc(1)}, ErrInvalidResend, true},
+		{"outside the range", streamr.ResendQuery{Part: s.part, From: s.ref(3), To: s.ref(9)}, ok, [][]byte{enc(0)}, ErrInvalidResend, true},
+		{"other chain", streamr.ResendQuery{Part: s.part, Last: 2, ChainID: s.owner.chain}, ok, [][]byte{enc(1)}, ErrInvalidResend, true},
 		{"out of order", range0to9, ok, [][]byte{enc(4), enc(0)}, ErrInvalidResend, true},
-		{"more than last", ResendQuery{Part: s.part, Last: 2}, ok, [][]byte{enc(0), enc(1), enc(2)}, ErrInvalidResend, true},
+		{"more than last", streamr.ResendQuery{Part: s.part, Last: 2}, ok, [][]byte{enc(0), enc(1), enc(2)}, ErrInvalidResend, true},
 		{"more than the client's limit", range0to9, ok, [][]byte{enc(0), enc(1), enc(2), enc(3), enc(4)}, ErrInvalidResend, true},
 		{"future timestamp", range0to9, ok, [][]byte{encode(t, future)}, ErrInvalidMessage, false},
 		{"ok without messages", range0to9, ok, nil, ErrNotStored, false},
@@ -425,7 +425,7 @@ func TestResendRefusesBadRequests(t *testing.T) {
 	storer.ServeResend(newMemHistory(t, encode(t, s.msgs[0])))
 	client := resendNode(t, s, storer.Addrs(), nil)
 
-	valid, err := marshalRequest(ResendQuery{Part: s.part, Last: 1})
+	valid, err := marshalRequest(streamr.ResendQuery{Part: s.part, Last: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,23 +486,23 @@ func TestResendLimits(t *testing.T) {
 	tests := []struct {
 		name      string
 		limits    func(*ResendConfig)
-		q         ResendQuery
+		q         streamr.ResendQuery
 		want      func(all [][]byte) [][]byte
 		truncated bool
 	}{
-		{"range over max messages", func(c *ResendConfig) { c.MaxMessages = 7 }, ResendQuery{From: s.ref(0), To: maxRef},
+		{"range over max messages", func(c *ResendConfig) { c.MaxMessages = 7 }, streamr.ResendQuery{From: s.ref(0), To: streamr.MaxRef},
 			func(all [][]byte) [][]byte { return all[:7] }, true},
-		{"last over max messages", func(c *ResendConfig) { c.MaxMessages = 7 }, ResendQuery{Last: 20},
+		{"last over max messages", func(c *ResendConfig) { c.MaxMessages = 7 }, streamr.ResendQuery{Last: 20},
 			func(all [][]byte) [][]byte { return all[len(all)-7:] }, true},
-		{"last within max messages", func(c *ResendConfig) { c.MaxMessages = 7 }, ResendQuery{Last: 7},
+		{"last within max messages", func(c *ResendConfig) { c.MaxMessages = 7 }, streamr.ResendQuery{Last: 7},
 			func(all [][]byte) [][]byte { return all[len(all)-7:] }, false},
-		{"range exactly max messages", func(c *ResendConfig) { c.MaxMessages = 8 }, ResendQuery{From: s.ref(0), To: s.ref(3)},
+		{"range exactly max messages", func(c *ResendConfig) { c.MaxMessages = 8 }, streamr.ResendQuery{From: s.ref(0), To: s.ref(3)},
 			func(all [][]byte) [][]byte { return all[:8] }, false},
-		{"range over max bytes", func(c *ResendConfig) { c.MaxBytes = 3*msgSize + msgSize/2 }, ResendQuery{From: s.ref(0)},
+		{"range over max bytes", func(c *ResendConfig) { c.MaxBytes = 3*msgSize + msgSize/2 }, streamr.ResendQuery{From: s.ref(0)},
 			func(all [][]byte) [][]byte { return all[:3] }, true},
-		{"last over max bytes", func(c *ResendConfig) { c.MaxBytes = 3*msgSize + msgSize/2 }, ResendQuery{Last: 10},
+		{"last over max bytes", func(c *ResendConfig) { c.MaxBytes = 3*msgSize + msgSize/2 }, streamr.ResendQuery{Last: 10},
 			func(all [][]byte) [][]byte { return all[len(all)-3:] }, true},
-		{"one message over max bytes", func(c *ResendConfig) { c.MaxBytes = 1 }, ResendQuery{From: s.ref(0)},
+		{"one message over max bytes", func(c *ResendConfig) { c.MaxBytes = 1 }, streamr.ResendQuery{From: s.ref(0)},
 			func(all [][]byte) [][]byte { return all[:1] }, true},
 	}
 	for _, tc := range tests {
@@ -515,7 +515,7 @@ func TestResendLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			all := export(t, h, ResendQuery{Part: s.part})
+			all := export(t, h, streamr.ResendQuery{Part: s.part})
 			equalFrames(t, frames(res), tc.want(all))
 			if res.Truncated != tc.truncated {
 				t.Errorf("truncated = %v, want %v", res.Truncated, tc.truncated)
@@ -558,7 +558,7 @@ func TestResendSlowReader(t *testing.T) {
 	storer.ServeResend(newMemHistory(t, bigMessages(t, s, 8, 600<<10)...))
 	client := resendNode(t, s, storer.Addrs(), nil)
 
-	req, err := marshalRequest(ResendQuery{Part: s.part, From: streamr.MessageRef{}})
+	req, err := marshalRequest(streamr.ResendQuery{Part: s.part, From: streamr.MessageRef{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +577,7 @@ func TestResendSlowReader(t *testing.T) {
 	waitFor(t, 10*time.Second, "the server to abort the stalled answer", func() bool { return testutil.ToFloat64(aborted) == 1 })
 
 	// The slot is free again: a well-behaved client is served.
-	res, err := client.ResendFrom(t.Context(), storer.ID(), ResendQuery{Part: s.part, Last: 2})
+	res, err := client.ResendFrom(t.Context(), storer.ID(), streamr.ResendQuery{Part: s.part, Last: 2})
 	if err != nil || len(res.Messages) != 2 {
 		t.Fatalf("ResendFrom after the abort = %d messages, %v; want 2", len(res.Messages), err)
 	}
@@ -592,7 +592,7 @@ func TestResendTooBusy(t *testing.T) {
 	storer := resendNode(t, s, nil, func(c *ResendConfig) { c.MaxStreams = 1 })
 	storer.ServeResend(h)
 	client := resendNode(t, s, storer.Addrs(), nil)
-	q := ResendQuery{Part: s.part, Last: 1}
+	q := streamr.ResendQuery{Part: s.part, Last: 1}
 
 	type answer struct {
 		res ResendResult
@@ -635,7 +635,7 @@ func TestResendPeerTimeout(t *testing.T) {
 	waitFor(t, 10*time.Second, "client to see the slow member", func() bool {
 		return client.ConnectedPeers() == 2 && len(client.ps.ListPeers(topicName(s.part))) == 1
 	})
-	res, err := client.resend(t.Context(), ResendQuery{Part: s.part, Last: 1})
+	res, err := client.resend(t.Context(), streamr.ResendQuery{Part: s.part, Last: 1})
 	if err != nil || res.Peer != storer.ID() {
 		t.Fatalf("resend = peer %s, %v; want the storer", res.Peer, err)
 	}
@@ -643,11 +643,11 @@ func TestResendPeerTimeout(t *testing.T) {
 
 func TestResendRequestRoundTrip(t *testing.T) {
 	s := newResendSet(t)
-	tests := []ResendQuery{
+	tests := []streamr.ResendQuery{
 		{Part: s.part, Last: 5},
 		{Part: s.other, Last: math.MaxInt32, Publisher: s.owner.key.PublisherID(), ChainID: "c"},
-		{Part: s.part, From: s.ref(4), To: maxRef},
-		{Part: s.part, From: streamr.MessageRef{Timestamp: -5, SequenceNumber: 3}, To: maxRef, ChainID: "x"},
+		{Part: s.part, From: s.ref(4), To: streamr.MaxRef},
+		{Part: s.part, From: streamr.MessageRef{Timestamp: -5, SequenceNumber: 3}, To: streamr.MaxRef, ChainID: "x"},
 		{Part: s.part, From: s.ref(4), To: s.ref(4), Publisher: s.listed.key.PublisherID()},
 	}
 	for _, q := range tests {
@@ -664,7 +664,7 @@ func TestResendRequestRoundTrip(t *testing.T) {
 			t.Errorf("round trip of %+v = %+v", q, got)
 		}
 	}
-	invalid := []ResendQuery{
+	invalid := []streamr.ResendQuery{
 		{Part: s.part, Last: -1},
 		{Part: s.part, Last: math.MaxInt32 + 1},
 		{Part: s.part, From: s.ref(5), To: s.ref(4)},
@@ -681,7 +681,7 @@ func TestResendRequestRoundTrip(t *testing.T) {
 // to the same query.
 func FuzzResendRequest(f *testing.F) {
 	part := streamr.StreamPartID{Stream: "0x1111111111111111111111111111111111111111/s", Partition: 3}
-	for _, q := range []ResendQuery{
+	for _, q := range []streamr.ResendQuery{
 		{Part: part, Last: 3},
 		{Part: part, From: streamr.MessageRef{Timestamp: 9, SequenceNumber: 1}, ChainID: "c"},
 		{Part: part, From: streamr.MessageRef{Timestamp: 9}, To: streamr.MessageRef{Timestamp: 10}, Publisher: []byte{1, 2}},
@@ -736,7 +736,7 @@ func BenchmarkResend(b *testing.B) {
 	h := &memHistory{frames: frames}
 	storer, client := benchResendNodes(b)
 	storer.ServeResend(h)
-	q := ResendQuery{Part: s.part}
+	q := streamr.ResendQuery{Part: s.part}
 	b.SetBytes(int64(size))
 	b.ResetTimer()
 	for b.Loop() {

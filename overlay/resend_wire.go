@@ -68,11 +68,8 @@ const (
 	statusTruncated = 3
 )
 
-// maxRef is the upper bound of a "from" query: after every message.
-var maxRef = streamr.MessageRef{Timestamp: math.MaxInt64, SequenceNumber: math.MaxInt32}
-
-// kind returns the wire query type of q and checks its fields.
-func (q *ResendQuery) kind() (resendKind, error) {
+// queryKind returns the wire query type of q and checks its fields.
+func queryKind(q *streamr.ResendQuery) (resendKind, error) {
 	switch {
 	case q.Last < 0:
 		return 0, fmt.Errorf("resend query of %s: last %d is negative", q.Part, q.Last)
@@ -80,7 +77,7 @@ func (q *ResendQuery) kind() (resendKind, error) {
 		return 0, fmt.Errorf("resend query of %s: last %d exceeds %d", q.Part, q.Last, math.MaxInt32)
 	case q.Last > 0:
 		return kindLast, nil
-	case q.To == (streamr.MessageRef{}) || q.To == maxRef:
+	case q.IsFrom():
 		return kindFrom, nil
 	case q.From.Compare(q.To) > 0:
 		return 0, fmt.Errorf("resend query of %s: range from %s is after to %s", q.Part, q.From, q.To)
@@ -89,8 +86,8 @@ func (q *ResendQuery) kind() (resendKind, error) {
 }
 
 // marshalRequest encodes q as a ResendRequest.
-func marshalRequest(q ResendQuery) ([]byte, error) {
-	kind, err := q.kind()
+func marshalRequest(q streamr.ResendQuery) ([]byte, error) {
+	kind, err := queryKind(&q)
 	if err != nil {
 		return nil, err
 	}
@@ -145,10 +142,10 @@ type wireRequest struct {
 
 // unmarshalRequest decodes and checks a ResendRequest. Unknown fields are
 // skipped, so later versions may add filters that old servers ignore.
-func unmarshalRequest(b []byte) (ResendQuery, error) {
+func unmarshalRequest(b []byte) (streamr.ResendQuery, error) {
 	var w wireRequest
 	if err := w.decode(b); err != nil {
-		return ResendQuery{}, fmt.Errorf("decode resend request: %w", err)
+		return streamr.ResendQuery{}, fmt.Errorf("decode resend request: %w", err)
 	}
 	return w.query()
 }
@@ -221,18 +218,18 @@ func (w *wireRequest) setVarint(num protowire.Number, v int64) {
 }
 
 // query checks the decoded fields and builds the query they describe.
-func (w *wireRequest) query() (ResendQuery, error) {
+func (w *wireRequest) query() (streamr.ResendQuery, error) {
 	stream, err := streamr.ParseStreamID(w.stream)
 	if err != nil {
-		return ResendQuery{}, err
+		return streamr.ResendQuery{}, err
 	}
 	if w.partition < 0 || w.partition >= streamr.MaxPartitions {
-		return ResendQuery{}, fmt.Errorf("partition %d of %s: must be 0 to %d", w.partition, stream, streamr.MaxPartitions-1)
+		return streamr.ResendQuery{}, fmt.Errorf("partition %d of %s: must be 0 to %d", w.partition, stream, streamr.MaxPartitions-1)
 	}
 	if w.maxMessages < 0 || w.maxMessages > math.MaxInt32 {
-		return ResendQuery{}, fmt.Errorf("resend request of %s: max_messages %d must be 0 to %d", stream, w.maxMessages, math.MaxInt32)
+		return streamr.ResendQuery{}, fmt.Errorf("resend request of %s: max_messages %d must be 0 to %d", stream, w.maxMessages, math.MaxInt32)
 	}
-	q := ResendQuery{
+	q := streamr.ResendQuery{
 		Part:      streamr.StreamPartID{Stream: stream, Partition: int(w.partition)},
 		Publisher: w.publisher,
 		ChainID:   w.chain,
@@ -240,23 +237,23 @@ func (w *wireRequest) query() (ResendQuery, error) {
 	}
 	from, to, err := w.refs()
 	if err != nil {
-		return ResendQuery{}, fmt.Errorf("resend request of %s: %w", q.Part, err)
+		return streamr.ResendQuery{}, fmt.Errorf("resend request of %s: %w", q.Part, err)
 	}
 	switch w.kind {
 	case kindLast:
 		if w.last <= 0 || w.last > math.MaxInt32 {
-			return ResendQuery{}, fmt.Errorf("resend request of %s: last %d must be 1 to %d", q.Part, w.last, math.MaxInt32)
+			return streamr.ResendQuery{}, fmt.Errorf("resend request of %s: last %d must be 1 to %d", q.Part, w.last, math.MaxInt32)
 		}
 		q.Last = int(w.last)
 	case kindFrom:
-		q.From, q.To = from, maxRef
+		q.From, q.To = from, streamr.MaxRef
 	case kindRange:
-		if from.Compare(to) > 0 || to == (streamr.MessageRef{}) { // a zero To means "no bound" in ResendQuery
-			return ResendQuery{}, fmt.Errorf("resend request of %s: range needs from %s at or before to %s, after 0/0", q.Part, from, to)
+		if from.Compare(to) > 0 || to == (streamr.MessageRef{}) { // a zero To means "no bound" in streamr.ResendQuery
+			return streamr.ResendQuery{}, fmt.Errorf("resend request of %s: range needs from %s at or before to %s, after 0/0", q.Part, from, to)
 		}
 		q.From, q.To = from, to
 	default:
-		return ResendQuery{}, fmt.Errorf("resend request of %s: unknown kind %d", q.Part, w.kind)
+		return streamr.ResendQuery{}, fmt.Errorf("resend request of %s: unknown kind %d", q.Part, w.kind)
 	}
 	return q, nil
 }

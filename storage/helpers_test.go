@@ -91,7 +91,7 @@ func buildSigned(r Reading, ts int64, seqNo int32, prev *streamr.MessageRef) (Si
 		Body:          &streamr.ContentMessage{Content: r.Payload, ContentType: r.ContentType},
 	}
 	enc, err := m.Marshal()
-	return Signed{ReadingSeq: r.Seq, Msg: m, Encoded: enc}, err
+	return Signed{ReadingSeq: r.Seq, Envelope: streamr.Envelope{Msg: m, Encoded: enc}}, err
 }
 
 func appendAll(t testing.TB, s *Store, n int, payload func(i int) string) []Reading {

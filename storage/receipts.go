@@ -15,20 +15,12 @@ import (
 // to it, so a position never claims a message that is not stored.
 const storedPositionPrefix = "delivered/store\x00"
 
-// ChainReceipt says how far this node holds one message chain: every
-// message of the chain up to and including Last is stored.
-type ChainReceipt struct {
-	ChainID string
-	Last    streamr.MessageRef
-}
-
 // Receipts returns the stored position of each chain of publisher in part,
 // ordered by chain ID; none if this node does not store them. It is what
-// the node acknowledges to the publishing gateway (overlay.ReceiptSource,
-// after a field copy).
-func (s *Store) Receipts(part streamr.StreamPartID, publisher []byte) ([]ChainReceipt, error) {
+// the node acknowledges to the publishing gateway (it satisfies overlay.ReceiptSource).
+func (s *Store) Receipts(part streamr.StreamPartID, publisher []byte) ([]streamr.ChainReceipt, error) {
 	prefix := chainKey(storedPositionPrefix + part.String() + "\x00" + streamr.UserID(publisher) + "\x00")
-	var out []ChainReceipt
+	var out []streamr.ChainReceipt
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
@@ -39,7 +31,7 @@ func (s *Store) Receipts(part streamr.StreamPartID, publisher []byte) ([]ChainRe
 				return fmt.Errorf("chain state of chain %q: %w", chain, err)
 			}
 			if st.Last != nil {
-				out = append(out, ChainReceipt{ChainID: chain, Last: *st.Last})
+				out = append(out, streamr.ChainReceipt{ChainID: chain, Last: *st.Last})
 			}
 		}
 		return nil

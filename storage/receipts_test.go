@@ -50,13 +50,13 @@ func TestReceipts(t *testing.T) {
 		name      string
 		part      streamr.StreamPartID
 		publisher []byte
-		want      []ChainReceipt
+		want      []streamr.ChainReceipt
 	}{
-		{"chains in order", testPart, testPublisher, []ChainReceipt{
-			{"a", *ref(10, 0)}, {"b", *ref(20, 1)}, {"x\x00y", *ref(30, 2)},
+		{"chains in order", testPart, testPublisher, []streamr.ChainReceipt{
+			{ChainID: "a", Last: *ref(10, 0)}, {ChainID: "b", Last: *ref(20, 1)}, {ChainID: "x\x00y", Last: *ref(30, 2)},
 		}},
-		{"other partition", other, testPublisher, []ChainReceipt{{"a", *ref(99, 0)}}},
-		{"other publisher", testPart, otherPublisher, []ChainReceipt{{"a", *ref(98, 0)}}},
+		{"other partition", other, testPublisher, []streamr.ChainReceipt{{ChainID: "a", Last: *ref(99, 0)}}},
+		{"other publisher", testPart, otherPublisher, []streamr.ChainReceipt{{ChainID: "a", Last: *ref(98, 0)}}},
 		{"prefix of a publisher", testPart, testPublisher[:4], nil},
 		{"unknown partition", mustPart("0x1234567890abcdef1234567890abcdef12345678/other#0"), testPublisher, nil},
 	}

@@ -10,13 +10,6 @@ import (
 	"github.com/tributary-iot/tributary/streamr"
 )
 
-// Received is a message another publisher signed, kept by a node that
-// stores a stream ([[store]] rules) so it can answer resend requests.
-type Received struct {
-	Msg     *streamr.StreamMessage
-	Encoded []byte
-}
-
 // StoreReceived stores messages from the overlay with the next log
 // positions, and the given chain states (the receiver's positions), in one
 // synced transaction, skipping messages already stored (same stream part,
@@ -24,7 +17,7 @@ type Received struct {
 // were new. Like signed messages, received ones count against
 // retention but are never refused for quota: they are not acknowledged to
 // anyone.
-func (s *Store) StoreReceived(ctx context.Context, msgs []Received, chains map[string]streamr.ChainState) (int, error) {
+func (s *Store) StoreReceived(ctx context.Context, msgs []streamr.Envelope, chains map[string]streamr.ChainState) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("store received messages: %w", err)
 	}

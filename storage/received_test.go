@@ -14,7 +14,7 @@ func TestStoreReceivedSkipsDuplicates(t *testing.T) {
 	}
 	defer s.Close()
 	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/in"}
-	msg := func(ts int64) Received {
+	msg := func(ts int64) streamr.Envelope {
 		m := &streamr.StreamMessage{
 			ID:   streamr.MessageID{StreamID: part.Stream, Timestamp: ts, PublisherID: make([]byte, 20), MsgChainID: "c"},
 			Body: &streamr.ContentMessage{Content: []byte("{}")},
@@ -23,15 +23,15 @@ func TestStoreReceivedSkipsDuplicates(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return Received{Msg: m, Encoded: enc}
+		return streamr.Envelope{Msg: m, Encoded: enc}
 	}
 	tests := []struct {
-		batch []Received
+		batch []streamr.Envelope
 		want  int
 	}{
-		{[]Received{msg(1), msg(2)}, 2},
-		{[]Received{msg(2), msg(3)}, 1}, // 2 is a duplicate
-		{[]Received{msg(1)}, 0},
+		{[]streamr.Envelope{msg(1), msg(2)}, 2},
+		{[]streamr.Envelope{msg(2), msg(3)}, 1}, // 2 is a duplicate
+		{[]streamr.Envelope{msg(1)}, 0},
 	}
 	for i, tc := range tests {
 		n, err := s.StoreReceived(t.Context(), tc.batch, nil)

@@ -232,7 +232,7 @@ func (s *Store) retainBatch(run *retentionRun) (int, error) {
 	var dropped droppedMessages
 	n := 0
 	for _, h := range heads {
-		id := &h.msg.ID
+		id := &h.Msg.ID
 		over := s.opts.RetentionBytes > 0 && bytes > s.opts.RetentionBytes
 		if !over && id.Timestamp >= run.cutoff {
 			break
@@ -246,10 +246,10 @@ func (s *Store) retainBatch(run *retentionRun) (int, error) {
 			return 0, err
 		}
 		if !acked {
-			dropped.add(id, len(h.encoded))
+			dropped.add(id, len(h.Encoded))
 		}
-		bytes -= int64(len(h.encoded))
-		force -= int64(len(h.encoded))
+		bytes -= int64(len(h.Encoded))
+		force -= int64(len(h.Encoded))
 		n++
 	}
 	if n == 0 {
@@ -274,10 +274,9 @@ func (s *Store) acknowledged(id *streamr.MessageID) bool {
 
 // headEntry is a decoded log entry considered for deletion.
 type headEntry struct {
-	pos     uint64
-	part    uint32
-	encoded []byte
-	msg     *streamr.StreamMessage
+	pos  uint64
+	part uint32
+	streamr.Envelope
 }
 
 // logHead decodes up to max entries from the start of the log.
@@ -291,10 +290,10 @@ func (s *Store) logHead(txn *badger.Txn, max int) ([]headEntry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read log entry %d: %w", h.pos, err)
 		}
-		if h.part, _, h.encoded, err = decodeLogValue(h.pos, v); err != nil {
+		if h.part, _, h.Encoded, err = decodeLogValue(h.pos, v); err != nil {
 			return nil, err
 		}
-		if h.msg, err = streamr.Unmarshal(h.encoded); err != nil {
+		if h.Msg, err = streamr.Unmarshal(h.Encoded); err != nil {
 			return nil, fmt.Errorf("log entry %d: %w", h.pos, err)
 		}
 		out = append(out, h)
@@ -305,7 +304,7 @@ func (s *Store) logHead(txn *badger.Txn, max int) ([]headEntry, error) {
 // deleteLogged deletes a log entry and its index key, unless the index key
 // has since been taken by a newer message with the same ID.
 func deleteLogged(txn *badger.Txn, h headEntry) error {
-	id := &h.msg.ID
+	id := &h.Msg.ID
 	ik := indexKey(h.part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID)
 	item, err := txn.Get(ik)
 	switch {

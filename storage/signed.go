@@ -14,10 +14,11 @@ import (
 )
 
 // Signed is a signed message ready to be stored in place of its reading.
+// Msg's ID gives the part and the resend order; Encoded, its protobuf
+// encoding, is stored and returned verbatim (nil: marshal Msg).
 type Signed struct {
-	ReadingSeq uint64                 // the pending reading it was made from
-	Msg        *streamr.StreamMessage // its ID gives the part and the resend order
-	Encoded    []byte                 // protobuf encoding of Msg, stored and returned verbatim; nil = marshal Msg
+	ReadingSeq uint64 // the pending reading it was made from
+	streamr.Envelope
 }
 
 // Logged is a stored signed message at its log position.

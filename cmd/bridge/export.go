@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -53,19 +52,19 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return errors.Join(err, finish(keep))
 }
 
-func exportQuery(stream string, partition int, from, to string) (bridge.ResendQuery, error) {
+func exportQuery(stream string, partition int, from, to string) (streamr.ResendQuery, error) {
 	if stream == "" {
-		return bridge.ResendQuery{}, errors.New("--stream is required")
+		return streamr.ResendQuery{}, errors.New("--stream is required")
 	}
 	id, err := streamr.ParseStreamID(stream)
 	if err != nil {
-		return bridge.ResendQuery{}, err
+		return streamr.ResendQuery{}, err
 	}
 	part, err := streamr.NewStreamPartID(id, partition)
 	if err != nil {
-		return bridge.ResendQuery{}, err
+		return streamr.ResendQuery{}, err
 	}
-	q := bridge.ResendQuery{Part: part, To: streamr.MessageRef{Timestamp: math.MaxInt64, SequenceNumber: math.MaxInt32}}
+	q := streamr.ResendQuery{Part: part, To: streamr.MaxRef}
 	if q.From.Timestamp, err = bridge.ParseTime(from); err != nil {
 		return q, fmt.Errorf("--from: %w", err)
 	}
@@ -80,7 +79,7 @@ func exportQuery(stream string, partition int, from, to string) (bridge.ResendQu
 // export asks a running bridge over its HTTP API, or, when none answers,
 // reads the store directly (Badger allows one process at a time), after
 // signing the readings a stopped gateway left pending.
-func export(ctx context.Context, cfg *Config, q bridge.ResendQuery, out io.Writer, stderr io.Writer) error {
+func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer, stderr io.Writer) error {
 	if cfg.HTTP.Address != "" {
 		n, err := exportHTTP(ctx, cfg.HTTP.Address, q, out)
 		var opErr *net.OpError
@@ -245,7 +244,7 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func exportHTTP(ctx context.Context, address string, q bridge.ResendQuery, out io.Writer) (int64, error) {
+func exportHTTP(ctx context.Context, address string, q streamr.ResendQuery, out io.Writer) (int64, error) {
 	v := url.Values{}
 	v.Set("format", "raw")
 	v.Set("fromTimestamp", strconv.FormatInt(q.From.Timestamp, 10))

@@ -46,7 +46,7 @@ func TestFaultDroppedMessageGapFilled(t *testing.T) {
 	defer store.Close()
 	adapter := newOverlayAdapter(node)
 	order := bridge.NewOrderer(bridge.OrderConfig{
-		Name: "test", Positions: store, Resender: adapter,
+		Name: "test", Positions: store, Resender: node,
 		GapFillTimeout: gapFillTimeout, RetryInterval: time.Second, Logger: slog.New(slog.DiscardHandler),
 	})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/overlay"
-	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -209,14 +207,14 @@ func newDelivery(g *gateway) *localDelivery {
 			name = fmt.Sprintf("mqtt-%d", i+1)
 		}
 		ocfg := g.cfg.orderConfig(name, g.log, g.reg)
-		ocfg.Positions, ocfg.Resender = bridge.DeliveryPositions(g.store, localBroker{g.broker}), g.adapter
+		ocfg.Positions, ocfg.Resender = bridge.DeliveryPositions(g.store, g.broker), g.node
 		// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
 		// the held bound is fetched again, not given up.
 		ocfg.KeepGaps = true
 		order := bridge.NewOrderer(ocfg)
 		var dl *bridge.Deliverer
 		if first == nil {
-			first = bridge.NewDeliverer(g.key.PublisherID(), localBroker{g.broker}, order, g.reg, g.log.With("component", "delivery"))
+			first = bridge.NewDeliverer(g.key.PublisherID(), g.broker, order, g.reg, g.log.With("component", "delivery"))
 			dl = first
 		} else {
 			dl = first.WithOrderer(order)
@@ -326,61 +324,7 @@ func (j *joinedPart) receive(d overlay.Delivery) {
 	}
 }
 
-// Publish implements bridge.Topic, mapping the overlay's "no peers" onto
-// the bridge's so the forwarder keeps the messages.
+// Publish implements bridge.Topic.
 func (j *joinedPart) Publish(ctx context.Context, encoded [][]byte) (int, error) {
-	n, err := j.p.PublishBatch(ctx, encoded)
-	if errors.Is(err, overlay.ErrNoPeers) {
-		return n, fmt.Errorf("%w: %w", bridge.ErrNoPeers, err)
-	}
-	return n, err
-}
-
-// Resend implements bridge.Resender over the overlay's resend protocol.
-func (a *overlayAdapter) Resend(ctx context.Context, q bridge.ResendQuery) ([]bridge.Envelope, error) {
-	res, err := a.node.ResendAny(ctx, overlay.ResendQuery{
-		Part: q.Part, Last: q.Last, From: q.From, To: q.To, Publisher: q.Publisher, ChainID: q.ChainID, Limit: q.Limit,
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]bridge.Envelope, len(res.Messages))
-	for i, d := range res.Messages {
-		out[i] = bridge.Envelope{Msg: d.Msg, Encoded: d.Encoded}
-	}
-	return out, nil
-}
-
-// receiptNet adapts the overlay's receipt protocol to bridge.ReceiptNetwork.
-type receiptNet struct{ node *overlay.Node }
-
-func (r receiptNet) QueryReceipts(ctx context.Context, peerID string, part streamr.StreamPartID, publisher []byte) ([]bridge.ChainReceipt, error) {
-	rs, err := r.node.QueryReceipts(ctx, peerID, part, publisher)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]bridge.ChainReceipt, len(rs))
-	for i, rc := range rs {
-		out[i] = bridge.ChainReceipt(rc)
-	}
-	return out, nil
-}
-
-func (r receiptNet) PartitionPeers(part streamr.StreamPartID) []string {
-	return r.node.PartitionPeers(part)
-}
-
-// receiptSource serves this node's stored positions as receipts.
-type receiptSource struct{ store *storage.Store }
-
-func (r receiptSource) Receipts(part streamr.StreamPartID, publisher []byte) ([]overlay.ChainReceipt, error) {
-	rs, err := r.store.Receipts(part, publisher)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]overlay.ChainReceipt, len(rs))
-	for i, rc := range rs {
-		out[i] = overlay.ChainReceipt(rc)
-	}
-	return out, nil
+	return j.p.PublishBatch(ctx, encoded)
 }

@@ -168,7 +168,7 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 		g.delivery = newDelivery(g)
 		if len(g.stored) > 0 {
 			scfg := cfg.orderConfig("store", log, g.reg)
-			scfg.Resender = g.adapter
+			scfg.Resender = g.node
 			// A storer's receipts tell publishers what they may delete, so
 			// it never gives a gap up: it keeps asking every resend_retry.
 			scfg.MaxGapRequests = math.MaxInt32
@@ -206,7 +206,7 @@ func (g *gateway) startOverlay() error {
 	}
 	g.adapter = newOverlayAdapter(g.node)
 	g.node.ServeResend(g.store) // own messages and [[store]] streams
-	g.node.ServeReceipts(receiptSource{g.store})
+	g.node.ServeReceipts(g.store)
 	g.forwarder = bridge.NewForwarder(g.store, g.adapter, time.Duration(g.cfg.Overlay.Retry), g.reg, g.log.With("component", "forwarder"))
 	g.log.Info("overlay listening", "peer_id", g.node.ID(), "addrs", g.node.Addrs())
 	if g.cfg.bootstrapNode {
@@ -243,7 +243,7 @@ func (g *gateway) serve(ctx context.Context) error {
 		work.Go(func() error { return g.forwarder.Run(netCtx) })
 		work.Go(func() error { return g.node.Run(netCtx) })
 		g.delivery.run(netCtx, work)
-		work.Go(func() error { return g.receipts.Run(netCtx, receiptNet{g.node}, g.store.Parts) })
+		work.Go(func() error { return g.receipts.Run(netCtx, g.node, g.store.Parts) })
 	}
 	if g.storer != nil {
 		work.Go(func() error { return g.storer.Orderer().Run(netCtx) })
@@ -446,17 +446,6 @@ func (g *gateway) close() {
 		_ = g.key.Close()
 	}
 }
-
-// localBroker adapts the broker's Publish to bridge.LocalBroker.
-type localBroker struct{ b *broker.Broker }
-
-func (l localBroker) PublishMarked(topic string, payload []byte, qos byte, key string, mark []byte) error {
-	return l.b.Publish(topic, payload, qos, broker.WithMark(key, mark))
-}
-
-func (l localBroker) Mark(key string) ([]byte, bool, error) { return l.b.Mark(key) }
-
-func (l localBroker) Sync(ctx context.Context) error { return l.b.Sync(ctx) }
 
 // ingestHandler adapts the pipeline to the broker's Handler.
 type ingestHandler struct{ p *bridge.Pipeline }
