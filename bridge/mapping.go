@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tributary-iot/tributary/reasoncode"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -37,7 +38,7 @@ type Rule struct {
 // Reason explains why a reading was refused. Its Code maps onto an MQTT 5
 // reason code; the text goes to logs and the metric label.
 type Reason struct {
-	Code   ReasonCode
+	Code   reasoncode.Code
 	Label  string // short metric label, e.g. "no_rule"
 	Detail string
 }
@@ -49,20 +50,7 @@ func (r *Reason) Error() string { return r.Label + ": " + r.Detail }
 // invalid (spaces, non-ASCII, a leading '$', …).
 func (r *Reason) Unmapped() bool { return r.Label == "no_rule" || r.Label == "invalid_stream_id" }
 
-// ReasonCode is an MQTT 5 PUBACK reason code.
-type ReasonCode byte
-
-// Reason codes the bridge answers with.
-const (
-	CodeSuccess              ReasonCode = 0x00
-	CodeUnspecified          ReasonCode = 0x80
-	CodeNotAuthorized        ReasonCode = 0x87
-	CodeTopicNameInvalid     ReasonCode = 0x90
-	CodeQuotaExceeded        ReasonCode = 0x97
-	CodePayloadFormatInvalid ReasonCode = 0x99
-)
-
-func reject(code ReasonCode, label, format string, args ...any) *Reason {
+func reject(code reasoncode.Code, label, format string, args ...any) *Reason {
 	return &Reason{Code: code, Label: label, Detail: fmt.Sprintf(format, args...)}
 }
 
@@ -143,7 +131,7 @@ func Map(rules []*Rule, address string, in Input) (Mapped, *Reason) {
 			return r.apply(address, in, captures)
 		}
 	}
-	return Mapped{}, reject(CodeTopicNameInvalid, "no_rule", "topic %q matches no rule", in.Topic)
+	return Mapped{}, reject(reasoncode.TopicNameInvalid, "no_rule", "topic %q matches no rule", in.Topic)
 }
 
 func (r *Rule) apply(address string, in Input, captures []string) (Mapped, *Reason) {
@@ -151,14 +139,14 @@ func (r *Rule) apply(address string, in Input, captures []string) (Mapped, *Reas
 	rawID := r.stream.expand(vars)
 	id, err := streamr.ParseStreamID(rawID)
 	if err != nil {
-		return Mapped{}, reject(CodeTopicNameInvalid, "invalid_stream_id", "topic %q: %v", in.Topic, err)
+		return Mapped{}, reject(reasoncode.TopicNameInvalid, "invalid_stream_id", "topic %q: %v", in.Topic, err)
 	}
 	out := Mapped{ContentType: streamr.ContentJSON}
 	var obj map[string]json.RawMessage
 	if r.binary {
 		out.ContentType = streamr.ContentBinary
 	} else if obj, err = r.checkJSON(in.Payload); err != nil {
-		return Mapped{}, reject(CodePayloadFormatInvalid, "invalid_json", "topic %q: %v", in.Topic, err)
+		return Mapped{}, reject(reasoncode.PayloadFormatInvalid, "invalid_json", "topic %q: %v", in.Topic, err)
 	}
 	partition, reason := r.partition(vars, obj, in.Topic)
 	if reason != nil {
@@ -178,7 +166,7 @@ func (r *Rule) partition(vars templateVars, obj map[string]json.RawMessage, topi
 	case r.cfg.PartitionKeyField != "":
 		raw, ok := obj[r.cfg.PartitionKeyField]
 		if !ok {
-			return 0, reject(CodePayloadFormatInvalid, "missing_partition_key", "topic %q: payload has no field %q for the partition key", topic, r.cfg.PartitionKeyField)
+			return 0, reject(reasoncode.PayloadFormatInvalid, "missing_partition_key", "topic %q: payload has no field %q for the partition key", topic, r.cfg.PartitionKeyField)
 		}
 		return partitionForJSON(r.cfg.Partitions, raw), nil
 	}
@@ -203,7 +191,7 @@ func (r *Rule) timestamp(in Input, obj map[string]json.RawMessage) (int64, *Reas
 		if raw, ok := obj[f]; ok {
 			ts, err := parseTimestamp(raw)
 			if err != nil {
-				return 0, reject(CodePayloadFormatInvalid, "invalid_timestamp", "topic %q: field %q: %v", in.Topic, f, err)
+				return 0, reject(reasoncode.PayloadFormatInvalid, "invalid_timestamp", "topic %q: field %q: %v", in.Topic, f, err)
 			}
 			return ts, nil
 		}
@@ -212,7 +200,7 @@ func (r *Rule) timestamp(in Input, obj map[string]json.RawMessage) (int64, *Reas
 		if v, ok := in.UserProperties[p]; ok {
 			ts, err := parseTimestampString(v)
 			if err != nil {
-				return 0, reject(CodePayloadFormatInvalid, "invalid_timestamp", "topic %q: user property %q: %v", in.Topic, p, err)
+				return 0, reject(reasoncode.PayloadFormatInvalid, "invalid_timestamp", "topic %q: user property %q: %v", in.Topic, p, err)
 			}
 			return ts, nil
 		}

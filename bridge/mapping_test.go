@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tributary-iot/tributary/reasoncode"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -67,19 +68,19 @@ func TestMapRejections(t *testing.T) {
 		name  string
 		topic string
 		body  string
-		code  ReasonCode
+		code  reasoncode.Code
 		label string
 	}{
-		{"no rule", "other/x", `{}`, CodeTopicNameInvalid, "no_rule"},
-		{"invalid stream id", "bad/x", `{}`, CodeTopicNameInvalid, "invalid_stream_id"},
-		{"capture with forbidden char", "data/a b", `{}`, CodeTopicNameInvalid, "invalid_stream_id"},
-		{"not JSON", "data/x", `hello`, CodePayloadFormatInvalid, "invalid_json"},
-		{"JSON array", "data/x", `[1,2]`, CodePayloadFormatInvalid, "invalid_json"},
-		{"JSON null", "data/x", `null`, CodePayloadFormatInvalid, "invalid_json"},
-		{"trailing data", "data/x", `{} {}`, CodePayloadFormatInvalid, "invalid_json"},
-		{"missing key field", "field/x", `{"ts":1}`, CodePayloadFormatInvalid, "missing_partition_key"},
-		{"bad timestamp", "field/x", `{"id":"a","ts":"yesterday"}`, CodePayloadFormatInvalid, "invalid_timestamp"},
-		{"negative timestamp", "field/x", `{"id":"a","ts":-5}`, CodePayloadFormatInvalid, "invalid_timestamp"},
+		{"no rule", "other/x", `{}`, reasoncode.TopicNameInvalid, "no_rule"},
+		{"invalid stream id", "bad/x", `{}`, reasoncode.TopicNameInvalid, "invalid_stream_id"},
+		{"capture with forbidden char", "data/a b", `{}`, reasoncode.TopicNameInvalid, "invalid_stream_id"},
+		{"not JSON", "data/x", `hello`, reasoncode.PayloadFormatInvalid, "invalid_json"},
+		{"JSON array", "data/x", `[1,2]`, reasoncode.PayloadFormatInvalid, "invalid_json"},
+		{"JSON null", "data/x", `null`, reasoncode.PayloadFormatInvalid, "invalid_json"},
+		{"trailing data", "data/x", `{} {}`, reasoncode.PayloadFormatInvalid, "invalid_json"},
+		{"missing key field", "field/x", `{"ts":1}`, reasoncode.PayloadFormatInvalid, "missing_partition_key"},
+		{"bad timestamp", "field/x", `{"id":"a","ts":"yesterday"}`, reasoncode.PayloadFormatInvalid, "invalid_timestamp"},
+		{"negative timestamp", "field/x", `{"id":"a","ts":-5}`, reasoncode.PayloadFormatInvalid, "invalid_timestamp"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

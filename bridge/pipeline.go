@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tributary-iot/tributary/reasoncode"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
@@ -188,9 +189,9 @@ func (p *Pipeline) wakeSigner() {
 
 func storeReason(err error, topic string) *Reason {
 	if errors.Is(err, storage.ErrQuotaExceeded) || errors.Is(err, storage.ErrDiskFull) {
-		return reject(CodeQuotaExceeded, "quota_exceeded", "topic %q: %v", topic, err)
+		return reject(reasoncode.QuotaExceeded, "quota_exceeded", "topic %q: %v", topic, err)
 	}
-	return reject(CodeUnspecified, "storage_error", "topic %q: %v", topic, err)
+	return reject(reasoncode.UnspecifiedError, "storage_error", "topic %q: %v", topic, err)
 }
 
 // refused counts a refused reading. The caller logs it (the broker, once and rate-limited,

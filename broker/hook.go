@@ -272,7 +272,7 @@ func (h *hook) decide(cl *mqtt.Client, pk packets.Packet) Verdict {
 		if pk.FixedHeader.Qos == 0 {
 			v.Wait = nil // fire and forget
 		}
-	case !v.Code.known():
+	case !knownCode(v.Code):
 		h.log.Error("handler returned an unknown reason code; using unspecified_error",
 			"code", byte(v.Code), "client", cl.ID, "topic", pk.TopicName)
 		v.Code = UnspecifiedError

@@ -2,7 +2,8 @@ package broker
 
 import (
 	"context"
-	"fmt"
+
+	"github.com/tributary-iot/tributary/reasoncode"
 )
 
 // Message is one PUBLISH received from a network client, handed to the Handler before the
@@ -27,18 +28,19 @@ type UserProperty struct {
 	Key, Value string
 }
 
-// ReasonCode is the Handler's verdict on a message, using the MQTT 5 PUBACK reason codes.
-type ReasonCode byte
+// ReasonCode is the Handler's verdict on a message, using the MQTT 5 PUBACK reason codes; the
+// type is shared with the bridge, which decides them.
+type ReasonCode = reasoncode.Code
 
 // Reason codes a Handler may return. Anything else is treated as UnspecifiedError.
 const (
-	Success                     ReasonCode = 0x00
-	UnspecifiedError            ReasonCode = 0x80
-	ImplementationSpecificError ReasonCode = 0x83
-	NotAuthorized               ReasonCode = 0x87
-	TopicNameInvalid            ReasonCode = 0x90
-	QuotaExceeded               ReasonCode = 0x97
-	PayloadFormatInvalid        ReasonCode = 0x99
+	Success                     = reasoncode.Success
+	UnspecifiedError            = reasoncode.UnspecifiedError
+	ImplementationSpecificError = reasoncode.ImplementationSpecificError
+	NotAuthorized               = reasoncode.NotAuthorized
+	TopicNameInvalid            = reasoncode.TopicNameInvalid
+	QuotaExceeded               = reasoncode.QuotaExceeded
+	PayloadFormatInvalid        = reasoncode.PayloadFormatInvalid
 )
 
 // reasonCodes lists every ReasonCode the broker emits, in a stable order (metrics, Stats).
@@ -47,30 +49,8 @@ var reasonCodes = [...]ReasonCode{
 	TopicNameInvalid, QuotaExceeded, PayloadFormatInvalid,
 }
 
-// String returns a snake_case name, used in logs and as the metrics label.
-func (c ReasonCode) String() string {
-	switch c {
-	case Success:
-		return "success"
-	case UnspecifiedError:
-		return "unspecified_error"
-	case ImplementationSpecificError:
-		return "implementation_specific_error"
-	case NotAuthorized:
-		return "not_authorized"
-	case TopicNameInvalid:
-		return "topic_name_invalid"
-	case QuotaExceeded:
-		return "quota_exceeded"
-	case PayloadFormatInvalid:
-		return "payload_format_invalid"
-	default:
-		return fmt.Sprintf("reason_0x%02x", byte(c))
-	}
-}
-
-// known reports whether c is one of the constants above.
-func (c ReasonCode) known() bool {
+// knownCode reports whether c is one of the constants above.
+func knownCode(c ReasonCode) bool {
 	for _, k := range reasonCodes {
 		if c == k {
 			return true

@@ -34,12 +34,13 @@ func TestImportRules(t *testing.T) {
 		"golang.org/x/term":               "cmd/bridge",          // passwd's prompt without echo
 	}
 	forbidden := map[string][]string{ // package → project packages it must not import
-		"streamr": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "cmd"},
-		"bridge":  {"broker", "overlay", "hw", "systemd", "cmd"},
-		"broker":  {"bridge", "overlay", "storage", "hw", "streamr", "cmd"},
-		"overlay": {"bridge", "broker", "storage", "hw", "cmd"},
-		"storage": {"bridge", "broker", "overlay", "hw", "cmd"},
-		"hw":      {"bridge", "broker", "overlay", "storage", "cmd"},
+		"streamr":    {"bridge", "broker", "overlay", "storage", "hw", "systemd", "cmd"},
+		"bridge":     {"broker", "overlay", "hw", "systemd", "cmd"},
+		"broker":     {"bridge", "overlay", "storage", "hw", "streamr", "cmd"},
+		"overlay":    {"bridge", "broker", "storage", "hw", "cmd"},
+		"storage":    {"bridge", "broker", "overlay", "hw", "cmd"},
+		"hw":         {"bridge", "broker", "overlay", "storage", "cmd"},
+		"reasoncode": {"bridge", "broker", "overlay", "storage", "hw", "streamr", "cmd"},
 	}
 	for pkg, deps := range imports {
 		rel := strings.TrimPrefix(pkg, module)
