@@ -1,22 +1,21 @@
 package overlay
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tributary-iot/tributary/streamr"
+	"github.com/tributary-iot/tributary/streamr/pb"
 )
 
 // ReceiptProtocol is the libp2p protocol with which a publishing gateway
@@ -24,31 +23,15 @@ import (
 // stream partition (delivery receipts). The answer is the node's own
 // claim; the Noise handshake authenticates which peer made it.
 //
-// One query per stream. All frames are [uint32 big-endian length][body] of
-// at most 4 KiB, protobuf encoded like ResendProtocol's.
-//
-//  1. The client sends one frame holding a ReceiptRequest and closes its
-//     write side:
-//
-//     message ReceiptRequest {
-//     string stream_id = 1;    // e.g. "0xabc…/sensors"
-//     int32  partition = 2;
-//     bytes  publisher_id = 3; // required
-//     }
-//
-//  2. The server answers with one frame holding a ResendStatus (see
-//     ResendProtocol): OK, BAD_REQUEST (with a reason), TOO_BUSY or
-//     UNAVAILABLE; truncated says more than MaxReceipts chains were held.
-//
-//  3. After OK come up to MaxReceipts frames, one per chain the node holds
-//     messages of, in increasing chain ID order (none if it holds
-//     nothing), then the server closes the stream (EOF):
-//
-//     message ChainReceipt {
-//     string msg_chain_id = 1;
-//     int64  timestamp = 2;        // the last message held: every one of
-//     int32  sequence_number = 3;  // the chain up to it is held
-//     }
+// One query per stream, in the exchange ResendProtocol uses (see
+// exchange.go; messages in streamr/pb/tributary.proto): the client sends a
+// ReceiptRequest (stream, partition and the required publisher ID); the
+// server answers with a Status: OK, BAD_REQUEST (with a reason), TOO_BUSY
+// or UNAVAILABLE, truncated if it holds more than MaxReceipts chains.
+// After OK come up to MaxReceipts ChainReceipt frames of at most 4 KiB,
+// one per chain the node holds messages of, in increasing chain ID order
+// (none if it holds nothing): each names the chain's last message held,
+// every one of the chain up to it being held.
 const ReceiptProtocol = "/tributary/receipt/1.0.0"
 
 // MaxReceipts bounds the chains of one answer. A publisher has one chain
@@ -70,17 +53,6 @@ var (
 	ErrReceiptsRefused     = errors.New("receipt query refused as malformed")
 	ErrReceiptsUnavailable = errors.New("peer failed to read its receipts")
 	ErrInvalidReceipts     = errors.New("invalid receipt answer")
-)
-
-// Field numbers of ReceiptRequest and streamr.ChainReceipt.
-const (
-	rreqStreamID    = 1
-	rreqPartition   = 2
-	rreqPublisherID = 3
-
-	receiptChainID   = 1
-	receiptTimestamp = 2
-	receiptSeqNo     = 3
 )
 
 // PartitionPeers returns the peer IDs of the members of part's overlay
@@ -114,63 +86,42 @@ func (n *Node) QueryReceipts(ctx context.Context, peerID string, part streamr.St
 	if err != nil {
 		return nil, err
 	}
-	s, err := n.host.NewStream(ctx, id, ReceiptProtocol)
+	c, err := n.ask(ctx, id, ReceiptProtocol, req, 0, 0)
 	if err != nil {
-		return nil, fmt.Errorf("query receipts of %s from %s: open stream: %w", part, id, err)
-	}
-	stop := context.AfterFunc(ctx, func() { s.Reset() }) // unblocks reads when ctx ends
-	defer stop()
-	rs, truncated, err := exchangeReceipts(s, req)
-	if err != nil {
-		s.Reset()
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			err = errors.Join(err, ctxErr)
-		}
 		return nil, fmt.Errorf("query receipts of %s from %s: %w", part, id, err)
 	}
-	s.Close()
-	if truncated {
+	rs, err := readReceiptAnswer(c)
+	c.done(err)
+	if err != nil {
+		return nil, fmt.Errorf("query receipts of %s from %s: %w", part, id, withCtxErr(ctx, err))
+	}
+	if c.status.GetTruncated() {
 		n.log.Warn("peer holds more chains than a receipt answer carries", "peer", peerID,
 			"stream_part", part.String(), "publisher", streamr.UserID(publisher), "max", MaxReceipts)
 	}
 	return rs, nil
 }
 
-func exchangeReceipts(s network.Stream, req []byte) ([]streamr.ChainReceipt, bool, error) {
-	if err := streamr.NewRawWriter(s).WriteFrame(req); err != nil {
-		return nil, false, fmt.Errorf("send request: %w", err)
+func readReceiptAnswer(c *call) ([]streamr.ChainReceipt, error) {
+	if err := receiptStatusErr(c.status); err != nil {
+		return nil, err
 	}
-	if err := s.CloseWrite(); err != nil {
-		return nil, false, fmt.Errorf("send request: %w", err)
-	}
-	b, err := readControlFrame(s)
-	if err != nil {
-		return nil, false, fmt.Errorf("read status: %w", err)
-	}
-	st, err := unmarshalStatus(b)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := receiptStatusErr(st); err != nil {
-		return nil, false, err
-	}
-	rs, err := readReceipts(bufio.NewReader(s))
-	return rs, st.truncated, err
+	return readReceipts(c.r)
 }
 
 // receiptStatusErr maps a status other than OK to its error.
-func receiptStatusErr(s resendStatus) error {
-	switch s.code {
-	case codeOK:
+func receiptStatusErr(st *pb.Status) error {
+	switch st.GetCode() {
+	case pb.Status_OK:
 		return nil
-	case codeTooBusy:
+	case pb.Status_TOO_BUSY:
 		return ErrReceiptsBusy
-	case codeBadRequest:
-		return fmt.Errorf("%w: %s", ErrReceiptsRefused, s.message)
-	case codeUnavailable:
-		return fmt.Errorf("%w: %s", ErrReceiptsUnavailable, s.message)
+	case pb.Status_BAD_REQUEST:
+		return fmt.Errorf("%w: %s", ErrReceiptsRefused, st.GetMessage())
+	case pb.Status_UNAVAILABLE:
+		return fmt.Errorf("%w: %s", ErrReceiptsUnavailable, st.GetMessage())
 	}
-	return fmt.Errorf("%w: status %s", ErrInvalidReceipts, s.code)
+	return fmt.Errorf("%w: status %s", ErrInvalidReceipts, codeLabel(st.GetCode()))
 }
 
 // readReceipts reads the receipts of an OK answer up to EOF, checking
@@ -231,61 +182,50 @@ func (srv *receiptServer) handle(s network.Stream) {
 	s.Close()
 }
 
+// receiptQuery is a decoded ReceiptRequest.
+type receiptQuery struct {
+	part      streamr.StreamPartID
+	publisher []byte
+}
+
 // answer reads the query and writes the answer; an error means the
 // stream failed.
 func (srv *receiptServer) answer(s network.Stream, log *slog.Logger) error {
-	if err := s.SetReadDeadline(time.Now().Add(requestTimeout)); err != nil {
-		return fmt.Errorf("set request deadline: %w", err)
-	}
-	b, err := readControlFrame(s)
-	if errors.Is(err, errControlFrameTooLarge) {
-		return srv.refuse(s, resendStatus{code: codeBadRequest, message: err.Error()})
-	}
+	q, bad, err := readRequest(s, unmarshalReceiptRequest)
 	if err != nil {
-		return fmt.Errorf("read request: %w", err)
+		return err
 	}
-	part, publisher, err := unmarshalReceiptRequest(b)
-	if err != nil {
-		return srv.refuse(s, resendStatus{code: codeBadRequest, message: err.Error()})
+	if bad != nil {
+		return writeStatus(s, srv.timeout, bad)
 	}
 	select {
 	case srv.slots <- struct{}{}:
 		defer func() { <-srv.slots }()
 	default:
-		return srv.refuse(s, resendStatus{code: codeTooBusy})
+		return writeStatus(s, srv.timeout, &pb.Status{Code: pb.Status_TOO_BUSY})
 	}
-	rs, err := srv.src.Receipts(part, publisher)
+	rs, err := srv.src.Receipts(q.part, q.publisher)
 	if err != nil {
-		log.Warn("receipts failed reading the store", "stream_part", part.String(), "err", err)
-		return srv.refuse(s, resendStatus{code: codeUnavailable, message: err.Error()})
+		log.Warn("receipts failed reading the store", "stream_part", q.part.String(), "err", err)
+		return writeStatus(s, srv.timeout, &pb.Status{Code: pb.Status_UNAVAILABLE, Message: err.Error()})
 	}
 	frames, truncated := encodeReceipts(rs, log)
-	log.Debug("receipts answered", "stream_part", part.String(), "publisher", streamr.UserID(publisher),
+	log.Debug("receipts answered", "stream_part", q.part.String(), "publisher", streamr.UserID(q.publisher),
 		"chains", len(frames), "truncated", truncated)
 	return srv.send(s, frames, truncated)
 }
 
-// refuse sends a status without receipts.
-func (srv *receiptServer) refuse(s network.Stream, st resendStatus) error {
-	w := deadlineWriter{s: s, timeout: srv.timeout}
-	if err := streamr.NewRawWriter(w).WriteFrame(st.marshal()); err != nil {
-		return fmt.Errorf("send status %s: %w", st.code, err)
-	}
-	return nil
-}
-
 func (srv *receiptServer) send(s network.Stream, frames [][]byte, truncated bool) error {
-	bw := bufio.NewWriterSize(deadlineWriter{s: s, timeout: srv.timeout}, 32<<10)
-	out := streamr.NewRawWriter(bw)
-	if err := out.WriteFrame(resendStatus{code: codeOK, truncated: truncated}.marshal()); err != nil {
-		return fmt.Errorf("send status: %w", err)
+	out, err := newAnswerWriter(s, srv.timeout, truncated)
+	if err != nil {
+		return err
 	}
 	for _, f := range frames {
-		if err := out.WriteFrame(f); err != nil {
+		if err := out.item(f); err != nil {
 			return fmt.Errorf("send receipts: %w", err)
 		}
 	}
-	if err := bw.Flush(); err != nil {
+	if err := out.flush(); err != nil {
 		return fmt.Errorf("send receipts: %w", err)
 	}
 	return nil
@@ -293,15 +233,15 @@ func (srv *receiptServer) send(s network.Stream, frames [][]byte, truncated bool
 
 // encodeReceipts encodes the first MaxReceipts receipts by chain ID, one
 // per chain, and reports whether there were more. A chain whose receipt
-// cannot fit a frame is left out: it counts as not held.
+// cannot be encoded or fit a frame is left out: it counts as not held.
 func encodeReceipts(rs []streamr.ChainReceipt, log *slog.Logger) (frames [][]byte, truncated bool) {
 	rs = slices.Clone(rs)
 	slices.SortFunc(rs, func(a, b streamr.ChainReceipt) int { return cmp.Compare(a.ChainID, b.ChainID) })
 	rs = slices.CompactFunc(rs, func(a, b streamr.ChainReceipt) bool { return a.ChainID == b.ChainID })
 	for _, rc := range rs {
-		b := marshalReceipt(rc)
-		if rc.ChainID == "" || len(b) > maxControlFrame {
-			log.Warn("receipt left out of the answer: chain ID empty or too long", "chain_bytes", len(rc.ChainID))
+		b, err := marshalReceipt(rc)
+		if err != nil || rc.ChainID == "" || len(b) > maxControlFrame {
+			log.Warn("receipt left out of the answer: chain ID empty, not UTF-8 or too long", "chain_bytes", len(rc.ChainID))
 			continue
 		}
 		if len(frames) == MaxReceipts {
@@ -316,119 +256,44 @@ func marshalReceiptRequest(part streamr.StreamPartID, publisher []byte) ([]byte,
 	if len(publisher) == 0 {
 		return nil, fmt.Errorf("receipt query of %s: no publisher ID", part)
 	}
-	b := protowire.AppendTag(nil, rreqStreamID, protowire.BytesType)
-	b = protowire.AppendString(b, string(part.Stream))
-	b = appendVarint(b, rreqPartition, uint64(part.Partition))
-	b = protowire.AppendTag(b, rreqPublisherID, protowire.BytesType)
-	b = protowire.AppendBytes(b, publisher)
-	if len(b) > maxControlFrame {
-		return nil, fmt.Errorf("receipt query of %s: encoded request of %d bytes exceeds %d", part, len(b), maxControlFrame)
-	}
-	return b, nil
+	w := &pb.ReceiptRequest{StreamId: string(part.Stream), Partition: int32(part.Partition), PublisherId: publisher}
+	return marshalControl(w, "receipt query of "+part.String())
 }
 
 // unmarshalReceiptRequest decodes and checks a ReceiptRequest; unknown
 // fields are skipped.
-func unmarshalReceiptRequest(b []byte) (streamr.StreamPartID, []byte, error) {
-	var stream string
-	var partition int64
-	var publisher []byte
-	err := decodeFields(b, func(num protowire.Number, v []byte, x uint64) {
-		switch num {
-		case rreqStreamID:
-			stream = string(v)
-		case rreqPartition:
-			partition = int64(x)
-		case rreqPublisherID:
-			publisher = slices.Clone(v)
-		}
-	}, fieldTypes{rreqStreamID: protowire.BytesType, rreqPartition: protowire.VarintType, rreqPublisherID: protowire.BytesType})
+func unmarshalReceiptRequest(b []byte) (receiptQuery, error) {
+	var w pb.ReceiptRequest
+	if err := proto.Unmarshal(b, &w); err != nil {
+		return receiptQuery{}, fmt.Errorf("decode receipt request: %w", err)
+	}
+	part, err := wirePart(w.GetStreamId(), w.GetPartition())
 	if err != nil {
-		return streamr.StreamPartID{}, nil, fmt.Errorf("decode receipt request: %w", err)
+		return receiptQuery{}, fmt.Errorf("receipt request: %w", err)
 	}
-	id, err := streamr.ParseStreamID(stream)
-	if err != nil {
-		return streamr.StreamPartID{}, nil, fmt.Errorf("receipt request: %w", err)
+	if len(w.GetPublisherId()) == 0 {
+		return receiptQuery{}, fmt.Errorf("receipt request of %s: no publisher ID", part)
 	}
-	if partition < 0 || partition >= streamr.MaxPartitions {
-		return streamr.StreamPartID{}, nil, fmt.Errorf("receipt request: partition %d of %s must be 0 to %d", partition, id, streamr.MaxPartitions-1)
-	}
-	part := streamr.StreamPartID{Stream: id, Partition: int(partition)}
-	if len(publisher) == 0 {
-		return streamr.StreamPartID{}, nil, fmt.Errorf("receipt request of %s: no publisher ID", part)
-	}
-	return part, publisher, nil
+	return receiptQuery{part: part, publisher: w.GetPublisherId()}, nil
 }
 
-func marshalReceipt(rc streamr.ChainReceipt) []byte {
-	b := protowire.AppendTag(nil, receiptChainID, protowire.BytesType)
-	b = protowire.AppendString(b, rc.ChainID)
-	b = appendVarint(b, receiptTimestamp, uint64(rc.Last.Timestamp))
-	return appendVarint(b, receiptSeqNo, uint64(int64(rc.Last.SequenceNumber)))
+// marshalReceipt encodes rc; a chain ID that is not UTF-8 cannot be.
+func marshalReceipt(rc streamr.ChainReceipt) ([]byte, error) {
+	return proto.Marshal(&pb.ChainReceipt{MsgChainId: rc.ChainID, Timestamp: rc.Last.Timestamp, SequenceNumber: rc.Last.SequenceNumber})
 }
 
-// unmarshalReceipt decodes a streamr.ChainReceipt; unknown fields are skipped.
+// unmarshalReceipt decodes a ChainReceipt; unknown fields are skipped.
 func unmarshalReceipt(b []byte) (streamr.ChainReceipt, error) {
-	var rc streamr.ChainReceipt
-	var seq int64
-	err := decodeFields(b, func(num protowire.Number, v []byte, x uint64) {
-		switch num {
-		case receiptChainID:
-			rc.ChainID = string(v)
-		case receiptTimestamp:
-			rc.Last.Timestamp = int64(x)
-		case receiptSeqNo:
-			seq = int64(x)
-		}
-	}, fieldTypes{receiptChainID: protowire.BytesType, receiptTimestamp: protowire.VarintType, receiptSeqNo: protowire.VarintType})
-	switch {
-	case err != nil:
-		return rc, fmt.Errorf("decode chain receipt: %w", err)
-	case rc.ChainID == "":
-		return rc, errors.New("chain receipt without chain ID")
-	case seq < 0 || seq > math.MaxInt32:
-		return rc, fmt.Errorf("chain receipt of %q: sequence number %d out of range", rc.ChainID, seq)
+	var w pb.ChainReceipt
+	if err := proto.Unmarshal(b, &w); err != nil {
+		return streamr.ChainReceipt{}, fmt.Errorf("decode chain receipt: %w", err)
 	}
-	rc.Last.SequenceNumber = int32(seq)
-	return rc, nil
-}
-
-// fieldTypes gives the wire type of each known field of a message.
-type fieldTypes map[protowire.Number]protowire.Type
-
-// decodeFields walks a protobuf message, calling set with each known
-// field's value (v for bytes fields, x for varints). A known field with
-// another wire type is an error; unknown fields are skipped.
-func decodeFields(b []byte, set func(num protowire.Number, v []byte, x uint64), known fieldTypes) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		want, ok := known[num]
-		switch {
-		case ok && typ != want:
-			return fmt.Errorf("field %d has wire type %d", num, typ)
-		case ok && typ == protowire.BytesType:
-			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			if n >= 0 {
-				set(num, v, 0)
-			}
-		case ok:
-			var x uint64
-			x, n = protowire.ConsumeVarint(b)
-			if n >= 0 {
-				set(num, nil, x)
-			}
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
-		}
-		b = b[n:]
+	if w.GetMsgChainId() == "" {
+		return streamr.ChainReceipt{}, errors.New("chain receipt without chain ID")
 	}
-	return nil
+	last, err := wireRef(w.GetTimestamp(), w.GetSequenceNumber())
+	if err != nil {
+		return streamr.ChainReceipt{}, fmt.Errorf("chain receipt of %q: %w", w.GetMsgChainId(), err)
+	}
+	return streamr.ChainReceipt{ChainID: w.GetMsgChainId(), Last: last}, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
+	"github.com/tributary-iot/tributary/streamr/pb"
 )
 
 // storeReceipts serves a real store's receipts, converted as cmd/bridge
@@ -179,7 +180,7 @@ func TestPartitionPeers(t *testing.T) {
 }
 
 // rawReceipt sends frame (length included) and returns the status.
-func rawReceipt(t *testing.T, from, to *Node, frame []byte) resendStatus {
+func rawReceipt(t *testing.T, from, to *Node, frame []byte) *pb.Status {
 	t.Helper()
 	s, err := from.host.NewStream(t.Context(), to.host.ID(), ReceiptProtocol)
 	if err != nil {
@@ -218,26 +219,26 @@ func TestReceiptRefusesBadRequests(t *testing.T) {
 	tests := []struct {
 		name  string
 		frame []byte
-		want  resendCode
+		want  pb.Status_Code
 	}{
-		{"valid", lengthPrefixed(valid), codeOK},
-		{"oversized", lengthPrefixed(make([]byte, maxControlFrame+1)), codeBadRequest},
-		{"garbage", lengthPrefixed([]byte{0xff, 0xff, 0xff}), codeBadRequest},
-		{"empty", lengthPrefixed(nil), codeBadRequest},
-		{"no publisher", lengthPrefixed(withStream(string(part.Stream))), codeBadRequest},
-		{"bad stream ID", lengthPrefixed(badStream), codeBadRequest},
-		{"partition out of range", lengthPrefixed(appendVarint(valid, rreqPartition, streamr.MaxPartitions)), codeBadRequest},
-		{"wrong wire type", lengthPrefixed(appendVarint(valid, rreqPublisherID, 1)), codeBadRequest},
-		{"truncated field", lengthPrefixed(valid[:len(valid)-1]), codeBadRequest},
-		{"unknown field skipped", lengthPrefixed(appendVarint(valid, 99, 1)), codeOK},
+		{"valid", lengthPrefixed(valid), pb.Status_OK},
+		{"oversized", lengthPrefixed(make([]byte, maxControlFrame+1)), pb.Status_BAD_REQUEST},
+		{"garbage", lengthPrefixed([]byte{0xff, 0xff, 0xff}), pb.Status_BAD_REQUEST},
+		{"empty", lengthPrefixed(nil), pb.Status_BAD_REQUEST},
+		{"no publisher", lengthPrefixed(withStream(string(part.Stream))), pb.Status_BAD_REQUEST},
+		{"bad stream ID", lengthPrefixed(badStream), pb.Status_BAD_REQUEST},
+		{"partition out of range", lengthPrefixed(appendVarint(valid, rreqPartition, streamr.MaxPartitions)), pb.Status_BAD_REQUEST},
+		{"wrong wire type skipped, as protobuf does", lengthPrefixed(appendVarint(valid, rreqPublisherID, 1)), pb.Status_OK},
+		{"truncated field", lengthPrefixed(valid[:len(valid)-1]), pb.Status_BAD_REQUEST},
+		{"unknown field skipped", lengthPrefixed(appendVarint(valid, 99, 1)), pb.Status_OK},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			st := rawReceipt(t, client, storer, tc.frame)
-			if st.code != tc.want {
-				t.Fatalf("status %s (%q), want %s", st.code, st.message, tc.want)
+			if st.GetCode() != tc.want {
+				t.Fatalf("status %s (%q), want %s", st.GetCode(), st.GetMessage(), tc.want)
 			}
-			if tc.want == codeBadRequest && st.message == "" {
+			if tc.want == pb.Status_BAD_REQUEST && st.GetMessage() == "" {
 				t.Error("bad request without a reason")
 			}
 		})
@@ -269,7 +270,7 @@ func TestReceiptRejectsBadAnswers(t *testing.T) {
 	part := pub.part(t, 0)
 	rogue := receiptNode(t, nil)
 	client := receiptNode(t, rogue.Addrs())
-	ok := resendStatus{code: codeOK}.marshal()
+	ok := statusFrame(pb.Status_OK, "", false)
 	receipt := func(chain string, seq int64) []byte {
 		b := protowire.AppendTag(nil, receiptChainID, protowire.BytesType)
 		b = protowire.AppendString(b, chain)
@@ -285,10 +286,10 @@ func TestReceiptRejectsBadAnswers(t *testing.T) {
 		frames [][]byte
 		want   error
 	}{
-		{"busy", resendStatus{code: codeTooBusy}.marshal(), nil, ErrReceiptsBusy},
-		{"refused", resendStatus{code: codeBadRequest, message: "no"}.marshal(), nil, ErrReceiptsRefused},
-		{"unknown status", resendStatus{code: 77}.marshal(), nil, ErrInvalidReceipts},
-		{"not stored is not a receipt status", resendStatus{code: codeNotStored}.marshal(), nil, ErrInvalidReceipts},
+		{"busy", statusFrame(pb.Status_TOO_BUSY, "", false), nil, ErrReceiptsBusy},
+		{"refused", statusFrame(pb.Status_BAD_REQUEST, "no", false), nil, ErrReceiptsRefused},
+		{"unknown status", statusFrame(77, "", false), nil, ErrInvalidReceipts},
+		{"not stored is not a receipt status", statusFrame(pb.Status_NOT_STORED, "", false), nil, ErrInvalidReceipts},
 		{"out of order", ok, [][]byte{receipt("b", 0), receipt("a", 0)}, ErrInvalidReceipts},
 		{"duplicate chain", ok, [][]byte{receipt("a", 0), receipt("a", 1)}, ErrInvalidReceipts},
 		{"no chain ID", ok, [][]byte{receipt("", 0)}, ErrInvalidReceipts},
@@ -317,9 +318,9 @@ func TestReceiptWireRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		gotPart, gotPub, err := unmarshalReceiptRequest(b)
-		if err != nil || gotPart != part || string(gotPub) != string(pub.key.PublisherID()) {
-			t.Fatalf("request round trip = %v, %x, %v", gotPart, gotPub, err)
+		got, err := unmarshalReceiptRequest(b)
+		if err != nil || got.part != part || string(got.publisher) != string(pub.key.PublisherID()) {
+			t.Fatalf("request round trip = %v, %x, %v", got.part, got.publisher, err)
 		}
 	}
 	for _, rc := range []streamr.ChainReceipt{
@@ -327,7 +328,7 @@ func TestReceiptWireRoundTrip(t *testing.T) {
 		{ChainID: "chain-id", Last: streamr.MessageRef{Timestamp: -1, SequenceNumber: 0}},
 		{ChainID: "x", Last: streamr.MessageRef{Timestamp: 1<<63 - 1, SequenceNumber: 1<<31 - 1}},
 	} {
-		got, err := unmarshalReceipt(marshalReceipt(rc))
+		got, err := unmarshalReceipt(mustMarshalReceipt(t, rc))
 		if err != nil || got != rc {
 			t.Fatalf("receipt round trip of %v = %v, %v", rc, got, err)
 		}
@@ -344,32 +345,41 @@ func FuzzReceiptRequest(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(appendVarint(valid, 99, 1))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		part, publisher, err := unmarshalReceiptRequest(b)
+		q, err := unmarshalReceiptRequest(b)
 		if err != nil {
 			return
 		}
-		again, err := marshalReceiptRequest(part, publisher)
+		again, err := marshalReceiptRequest(q.part, q.publisher)
 		if err != nil {
 			t.Fatalf("decoded request does not encode: %v", err)
 		}
-		part2, publisher2, err := unmarshalReceiptRequest(again)
-		if err != nil || part2 != part || string(publisher2) != string(publisher) {
-			t.Fatalf("re-encoded request decodes to %v, %x, %v; want %v, %x", part2, publisher2, err, part, publisher)
+		q2, err := unmarshalReceiptRequest(again)
+		if err != nil || q2.part != q.part || string(q2.publisher) != string(q.publisher) {
+			t.Fatalf("re-encoded request decodes to %v, %x, %v; want %v, %x", q2.part, q2.publisher, err, q.part, q.publisher)
 		}
 	})
 }
 
 func FuzzChainReceipt(f *testing.F) {
-	f.Add(marshalReceipt(streamr.ChainReceipt{ChainID: "chain", Last: streamr.MessageRef{Timestamp: 1_700_000_000_000, SequenceNumber: 2}}))
+	f.Add(mustMarshalReceipt(f, streamr.ChainReceipt{ChainID: "chain", Last: streamr.MessageRef{Timestamp: 1_700_000_000_000, SequenceNumber: 2}}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rc, err := unmarshalReceipt(b)
 		if err != nil {
 			return
 		}
-		got, err := unmarshalReceipt(marshalReceipt(rc))
+		got, err := unmarshalReceipt(mustMarshalReceipt(t, rc))
 		if err != nil || got != rc {
 			t.Fatalf("re-encoded receipt %v decodes to %v, %v", rc, got, err)
 		}
 	})
+}
+
+func mustMarshalReceipt(t testing.TB, rc streamr.ChainReceipt) []byte {
+	t.Helper()
+	b, err := marshalReceipt(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -9,11 +9,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tributary-iot/tributary/streamr"
+	"github.com/tributary-iot/tributary/streamr/pb"
 )
 
 // ResendProtocol is the libp2p protocol with which a subscriber fetches
@@ -23,44 +23,29 @@ import (
 // publisher and chain filters) and answers in the storage node's raw
 // format, so an answer is byte for byte the export of the same range.
 //
-// One request per stream. All frames are [uint32 big-endian length][body].
+// One request per stream, in the request/response exchange that
+// ReceiptProtocol shares (see exchange.go); the messages are protobuf,
+// defined in streamr/pb/tributary.proto:
 //
 //  1. The client sends one frame of at most 4 KiB holding a ResendRequest
-//     and closes its write side:
-//
-//     message ResendRequest {
-//     string stream_id = 1;             // e.g. "0xabc…/sensors"
-//     int32  partition = 2;
-//     Kind   kind = 3;                  // LAST = 1, FROM = 2, RANGE = 3
-//     int32  last = 4;                  // LAST: the newest N messages
-//     int64  from_timestamp = 5;        // FROM, RANGE: inclusive lower bound
-//     int32  from_sequence_number = 6;
-//     int64  to_timestamp = 7;          // RANGE: inclusive upper bound
-//     int32  to_sequence_number = 8;
-//     bytes  publisher_id = 9;          // optional filter
-//     string msg_chain_id = 10;         // optional filter
-//     int32  max_messages = 11;         // optional: at most this many (a page)
-//     }
-//
-//  2. The server answers with one frame of at most 4 KiB holding
-//
-//     message ResendStatus {
-//     Code   code = 1;      // OK = 1, NOT_STORED = 2, BAD_REQUEST = 3, TOO_BUSY = 4, UNAVAILABLE = 5
-//     string message = 2;   // why, for BAD_REQUEST and UNAVAILABLE
-//     bool   truncated = 3; // OK: the server's limits cut the answer; ask again after the last message
-//     }
-//
+//     (stream, partition, kind LAST / FROM / RANGE with its count or
+//     bounds, optional publisher and chain filters, optional max_messages
+//     page size) and closes its write side.
+//  2. The server answers with one frame of at most 4 KiB holding a Status:
+//     OK, NOT_STORED, BAD_REQUEST (with a reason), TOO_BUSY or UNAVAILABLE;
+//     truncated says the server's limits cut the answer (ask again after
+//     the last message).
 //  3. After OK (which carries at least one message; none matching is
 //     NOT_STORED) come the matching messages in storage order (timestamp,
 //     sequence number, publisher, chain), each as one frame holding the
 //     StreamMessage protobuf exactly as stored, then the server closes the
 //     stream (EOF). A reset instead of EOF means the answer is incomplete.
 //
-// The request is protobuf (encoded with protowire, like the Streamr
-// message ID scan in this package) rather than JSON: publisher IDs travel
-// as bytes instead of hex, 64-bit timestamps stay exact for any client
-// language, decoding needs no reflection, and the messages that follow
-// are protobuf anyway.
+// The request is protobuf rather than JSON: publisher IDs travel as bytes
+// instead of hex, 64-bit timestamps stay exact for any client language,
+// and the messages that follow are protobuf anyway. The field numbers are
+// those of the first, hand-encoded version of the protocol, so its
+// requests still decode.
 const ResendProtocol = "/tributary/resend/1.0.0"
 
 // Defaults for zero ResendConfig fields.
@@ -242,29 +227,26 @@ func (n *Node) resendCandidates(part streamr.StreamPartID) []peer.ID {
 // send each further message: a long answer read by a slow receiver takes
 // as long as it needs, while a stalled peer is given up quickly.
 func (n *Node) askResend(ctx context.Context, p peer.ID, q streamr.ResendQuery, req []byte) (ResendResult, error) {
-	octx, cancel := context.WithTimeout(ctx, n.cfg.Resend.PeerTimeout)
-	s, err := n.host.NewStream(octx, p, ResendProtocol)
-	cancel()
+	timeout := n.cfg.Resend.PeerTimeout
+	c, err := n.ask(ctx, p, ResendProtocol, req, timeout, timeout)
 	if err != nil {
-		return ResendResult{}, fmt.Errorf("resend %s from %s: open stream: %w", q.Part, p, err)
-	}
-	stop := context.AfterFunc(ctx, func() { s.Reset() }) // unblocks reads when ctx ends
-	defer stop()
-	res, err := n.exchange(s, q, req)
-	if err != nil {
-		s.Reset()
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			err = errors.Join(err, ctxErr)
-		}
 		return ResendResult{}, fmt.Errorf("resend %s from %s: %w", q.Part, p, err)
 	}
-	if res.cut {
-		s.Reset() // the rest of the answer is not wanted
-	} else {
-		s.Close()
+	res, err := n.readAnswer(c, p, q)
+	switch {
+	case err != nil:
+		c.done(err)
+		return ResendResult{}, fmt.Errorf("resend %s from %s: %w", q.Part, p, withCtxErr(ctx, err))
+	case res.cut:
+		c.done(errCut) // the rest of the answer is not wanted
+	default:
+		c.done(nil)
 	}
 	return res.ResendResult, nil
 }
+
+// errCut ends a call whose answer was read only up to the query's Limit.
+var errCut = errors.New("answer read up to the query's limit")
 
 // answer is a ResendResult and whether the reader stopped at q.Limit.
 type answer struct {
@@ -272,63 +254,35 @@ type answer struct {
 	cut bool
 }
 
-// progressReader gives every read of a stream PeerTimeout.
-type progressReader struct {
-	s       network.Stream
-	timeout time.Duration
-}
-
-func (r progressReader) Read(b []byte) (int, error) {
-	if err := r.s.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
-		return 0, err
-	}
-	return r.s.Read(b)
-}
-
-func (n *Node) exchange(s network.Stream, q streamr.ResendQuery, req []byte) (answer, error) {
-	if err := streamr.NewRawWriter(s).WriteFrame(req); err != nil {
-		return answer{}, fmt.Errorf("send request: %w", err)
-	}
-	if err := s.CloseWrite(); err != nil {
-		return answer{}, fmt.Errorf("send request: %w", err)
-	}
-	r := progressReader{s: s, timeout: n.cfg.Resend.PeerTimeout}
-	b, err := readControlFrame(r)
-	if err != nil {
-		return answer{}, fmt.Errorf("read status: %w", err)
-	}
-	st, err := unmarshalStatus(b)
-	if err != nil {
+func (n *Node) readAnswer(c *call, p peer.ID, q streamr.ResendQuery) (answer, error) {
+	if err := resendStatusErr(c.status); err != nil {
 		return answer{}, err
 	}
-	if err := st.err(); err != nil {
-		return answer{}, err
-	}
-	msgs, cut, err := n.readResend(r, s.Conn().RemotePeer(), q)
+	msgs, cut, err := n.readResend(c.r, p, q)
 	if err != nil {
 		return answer{}, err
 	}
 	if len(msgs) == 0 {
 		return answer{}, fmt.Errorf("%w: status ok without messages", ErrNotStored)
 	}
-	return answer{ResendResult: ResendResult{Peer: s.Conn().RemotePeer().String(), Messages: msgs, Truncated: st.truncated || cut}, cut: cut}, nil
+	return answer{ResendResult: ResendResult{Peer: p.String(), Messages: msgs, Truncated: c.status.GetTruncated() || cut}, cut: cut}, nil
 }
 
-// err maps a status other than OK to its error.
-func (s resendStatus) err() error {
-	switch s.code {
-	case codeOK:
+// resendStatusErr maps a status other than OK to its error.
+func resendStatusErr(st *pb.Status) error {
+	switch st.GetCode() {
+	case pb.Status_OK:
 		return nil
-	case codeNotStored:
+	case pb.Status_NOT_STORED:
 		return ErrNotStored
-	case codeTooBusy:
+	case pb.Status_TOO_BUSY:
 		return ErrTooBusy
-	case codeBadRequest:
-		return fmt.Errorf("%w: %s", ErrBadRequest, s.message)
-	case codeUnavailable:
-		return fmt.Errorf("%w: %s", ErrResendFailed, s.message)
+	case pb.Status_BAD_REQUEST:
+		return fmt.Errorf("%w: %s", ErrBadRequest, st.GetMessage())
+	case pb.Status_UNAVAILABLE:
+		return fmt.Errorf("%w: %s", ErrResendFailed, st.GetMessage())
 	}
-	return fmt.Errorf("%w %s", errUnknownOutcome, s.code)
+	return fmt.Errorf("%w %s", errUnknownOutcome, codeLabel(st.GetCode()))
 }
 
 // readResend reads and validates the messages of an OK answer. Any

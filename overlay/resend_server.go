@@ -1,17 +1,16 @@
 package overlay
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"slices"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/tributary-iot/tributary/streamr"
+	"github.com/tributary-iot/tributary/streamr/pb"
 )
 
 // History reads stored messages of a stream partition whose timestamps
@@ -20,9 +19,6 @@ import (
 type History interface {
 	Messages(part streamr.StreamPartID, from, to int64, fn func(encoded []byte) error) error
 }
-
-// requestTimeout bounds how long a client may take to send its request.
-const requestTimeout = 10 * time.Second
 
 // ServeResend answers ResendProtocol requests from h, within the node's
 // ResendConfig limits. Call it once, at startup; a later call replaces h.
@@ -60,54 +56,43 @@ func (srv *resendServer) handle(s network.Stream) {
 		return
 	}
 	s.Close()
-	srv.m.requests.WithLabelValues(status.String()).Inc()
+	srv.m.requests.WithLabelValues(codeLabel(status)).Inc()
 }
 
 // answer reads the request and writes the answer. It returns the status
 // sent, or an error if the stream failed.
-func (srv *resendServer) answer(s network.Stream, log *slog.Logger) (resendCode, error) {
-	if err := s.SetReadDeadline(time.Now().Add(requestTimeout)); err != nil {
-		return 0, fmt.Errorf("set request deadline: %w", err)
-	}
-	b, err := readControlFrame(s)
-	if errors.Is(err, errControlFrameTooLarge) {
-		return srv.refuse(s, resendStatus{code: codeBadRequest, message: err.Error()})
-	}
+func (srv *resendServer) answer(s network.Stream, log *slog.Logger) (pb.Status_Code, error) {
+	q, bad, err := readRequest(s, unmarshalRequest)
 	if err != nil {
-		return 0, fmt.Errorf("read request: %w", err)
+		return 0, err
 	}
-	q, err := unmarshalRequest(b)
-	if err != nil {
-		return srv.refuse(s, resendStatus{code: codeBadRequest, message: err.Error()})
+	if bad != nil {
+		return srv.refuse(s, bad)
 	}
 	release, rule := srv.admit.admit(s.Conn().RemotePeer(), &q)
 	if release == nil {
 		srv.refused.refuse(rule, 1, "resend request refused: too busy", "peer", s.Conn().RemotePeer().String(), "stream_part", q.Part.String())
-		return srv.refuse(s, resendStatus{code: codeTooBusy})
+		return srv.refuse(s, &pb.Status{Code: pb.Status_TOO_BUSY})
 	}
 	defer release()
 	p, err := srv.plan(&q)
 	if err != nil {
 		log.Warn("resend failed reading the store", "stream_part", q.Part.String(), "err", err)
-		return srv.refuse(s, resendStatus{code: codeUnavailable, message: err.Error()})
+		return srv.refuse(s, &pb.Status{Code: pb.Status_UNAVAILABLE, Message: err.Error()})
 	}
 	if p.count == 0 {
-		return srv.refuse(s, resendStatus{code: codeNotStored})
+		return srv.refuse(s, &pb.Status{Code: pb.Status_NOT_STORED})
 	}
 	if err := srv.send(s, &q, p); err != nil {
 		return 0, err
 	}
 	log.Debug("resend answered", "stream_part", q.Part.String(), "messages", p.count, "truncated", p.truncated)
-	return codeOK, nil
+	return pb.Status_OK, nil
 }
 
 // refuse sends a status without messages.
-func (srv *resendServer) refuse(s network.Stream, st resendStatus) (resendCode, error) {
-	w := deadlineWriter{s: s, timeout: srv.cfg.WriteTimeout}
-	if err := streamr.NewRawWriter(w).WriteFrame(st.marshal()); err != nil {
-		return 0, fmt.Errorf("send status %s: %w", st.code, err)
-	}
-	return st.code, nil
+func (srv *resendServer) refuse(s network.Stream, st *pb.Status) (pb.Status_Code, error) {
+	return st.GetCode(), writeStatus(s, srv.cfg.WriteTimeout, st)
 }
 
 // resendPlan is what an answer will hold, decided before its status is
@@ -201,17 +186,16 @@ func (srv *resendServer) planLast(q *streamr.ResendQuery) (resendPlan, error) {
 // send writes the OK status and the planned messages. The history may
 // have changed since plan; send still stops at its count and the limits.
 func (srv *resendServer) send(s network.Stream, q *streamr.ResendQuery, p resendPlan) error {
-	bw := bufio.NewWriterSize(deadlineWriter{s: s, timeout: srv.cfg.WriteTimeout}, 32<<10)
-	out := streamr.NewRawWriter(bw)
-	if err := out.WriteFrame(resendStatus{code: codeOK, truncated: p.truncated}.marshal()); err != nil {
-		return fmt.Errorf("send status: %w", err)
+	out, err := newAnswerWriter(s, srv.cfg.WriteTimeout, p.truncated)
+	if err != nil {
+		return err
 	}
 	to := int64(math.MaxInt64)
 	if q.Last == 0 {
 		to = q.To.Timestamp
 	}
 	sent, size, skipped := 0, 0, 0
-	err := srv.history.Messages(q.Part, p.from.Timestamp, to, func(enc []byte) error {
+	err = srv.history.Messages(q.Part, p.from.Timestamp, to, func(enc []byte) error {
 		id, err := storedID(enc)
 		if err != nil || !q.Matches(&id) {
 			return err
@@ -226,7 +210,7 @@ func (srv *resendServer) send(s network.Stream, q *streamr.ResendQuery, p resend
 		if sent == p.count || (sent > 0 && size+len(enc) > srv.cfg.MaxBytes) {
 			return errStop
 		}
-		if err := out.WriteFrame(enc); err != nil {
+		if err := out.item(enc); err != nil {
 			return err
 		}
 		sent++
@@ -238,7 +222,7 @@ func (srv *resendServer) send(s network.Stream, q *streamr.ResendQuery, p resend
 	if err != nil && !errors.Is(err, errStop) {
 		return fmt.Errorf("send messages of %s: %w", q.Part, err)
 	}
-	if err := bw.Flush(); err != nil {
+	if err := out.flush(); err != nil {
 		return fmt.Errorf("send messages of %s: %w", q.Part, err)
 	}
 	return nil
@@ -247,24 +231,9 @@ func (srv *resendServer) send(s network.Stream, q *streamr.ResendQuery, p resend
 // storedID reads the message ID of a stored message without decoding the
 // rest.
 func storedID(enc []byte) (streamr.MessageID, error) {
-	id, _, err := scanIDAndSignature(enc)
+	id, _, err := streamr.UnmarshalHeader(enc)
 	if err != nil {
 		return id, fmt.Errorf("stored message: %w", err)
 	}
 	return id, nil
-}
-
-// deadlineWriter renews the stream's write deadline before each write, so
-// a client that stops reading (its flow-control window fills) frees the
-// server after timeout, while a slow but steady one is served.
-type deadlineWriter struct {
-	s       network.Stream
-	timeout time.Duration
-}
-
-func (w deadlineWriter) Write(b []byte) (int, error) {
-	if err := w.s.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
-		return 0, fmt.Errorf("set write deadline: %w", err)
-	}
-	return w.s.Write(b)
 }

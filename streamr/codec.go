@@ -39,20 +39,45 @@ func Unmarshal(b []byte) (*StreamMessage, error) {
 	return fromProto(&w)
 }
 
+// headerOptions skip a StreamMessage's body instead of keeping a copy of
+// it as unknown fields.
+var headerOptions = proto.UnmarshalOptions{DiscardUnknown: true}
+
+// UnmarshalHeader decodes only the message ID and the signature of a
+// StreamMessage protobuf, for readers that select or identify stored and
+// relayed messages without needing their content. Like Unmarshal it merges
+// repeated messageId fields and keeps the last signature; it checks only
+// that the message ID is present.
+func UnmarshalHeader(b []byte) (MessageID, []byte, error) {
+	var h pb.StreamMessageHeader
+	if err := headerOptions.Unmarshal(b, &h); err != nil {
+		return MessageID{}, nil, fmt.Errorf("decode StreamMessage header: %w", err)
+	}
+	id := h.GetMessageId()
+	if id == nil {
+		return MessageID{}, nil, errors.New("decode StreamMessage header: field messageId (1) is missing")
+	}
+	return idFromProto(id), h.GetSignature(), nil
+}
+
+func idFromProto(id *pb.MessageID) MessageID {
+	return MessageID{
+		StreamID:        StreamID(id.GetStreamId()),
+		StreamPartition: id.GetStreamPartition(),
+		Timestamp:       id.GetTimestamp(),
+		SequenceNumber:  id.GetSequenceNumber(),
+		PublisherID:     id.GetPublisherId(),
+		MsgChainID:      id.GetMessageChainId(),
+	}
+}
+
 func fromProto(w *pb.StreamMessage) (*StreamMessage, error) {
 	id := w.GetMessageId()
 	if id == nil {
 		return nil, errors.New("decode StreamMessage: field messageId (1) is missing")
 	}
 	m := &StreamMessage{
-		ID: MessageID{
-			StreamID:        StreamID(id.GetStreamId()),
-			StreamPartition: id.GetStreamPartition(),
-			Timestamp:       id.GetTimestamp(),
-			SequenceNumber:  id.GetSequenceNumber(),
-			PublisherID:     id.GetPublisherId(),
-			MsgChainID:      id.GetMessageChainId(),
-		},
+		ID:            idFromProto(id),
 		Signature:     w.GetSignature(),
 		SignatureType: SignatureType(w.GetSignatureType()),
 	}

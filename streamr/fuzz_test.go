@@ -41,6 +41,40 @@ func FuzzUnmarshal(f *testing.F) {
 	})
 }
 
+// FuzzUnmarshalHeader: the partial decoder never panics and agrees with
+// the full one on every message the full one accepts.
+func FuzzUnmarshalHeader(f *testing.F) {
+	for _, m := range signedMessages(f) {
+		b, err := m.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0x0a, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		id, sig, herr := UnmarshalHeader(b)
+		m, err := Unmarshal(b)
+		if err != nil {
+			return
+		}
+		if herr != nil {
+			t.Fatalf("UnmarshalHeader fails on a message Unmarshal accepts: %v", herr)
+		}
+		if !reflect.DeepEqual(normaliseID(id), normaliseID(m.ID)) || !bytes.Equal(sig, m.Signature) {
+			t.Fatalf("header %+v %x, message %+v %x", id, sig, m.ID, m.Signature)
+		}
+	})
+}
+
+// normaliseID makes empty and nil publisher IDs compare equal.
+func normaliseID(id MessageID) MessageID {
+	if len(id.PublisherID) == 0 {
+		id.PublisherID = nil
+	}
+	return id
+}
+
 func FuzzRawReader(f *testing.F) {
 	var buf bytes.Buffer
 	w := NewRawWriter(&buf)
