@@ -208,11 +208,11 @@ func matches(q *streamr.ResendQuery, encoded []byte) (bool, error) {
 	if q.Last > 0 && q.Publisher == nil && q.ChainID == "" {
 		return true, nil
 	}
-	m, err := streamr.Unmarshal(encoded)
+	id, _, err := streamr.UnmarshalHeader(encoded)
 	if err != nil {
 		return false, fmt.Errorf("stored message of %s: %w", q.Part, err)
 	}
-	return q.Matches(&m.ID), nil
+	return q.Matches(&id), nil
 }
 
 // parseResendQuery reads the storage node's query parameters:

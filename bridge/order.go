@@ -522,7 +522,7 @@ func (o *Orderer) pruneIdle(now time.Time) {
 func (o *Orderer) PositionKey(m *streamr.StreamMessage) string { return o.positionKey(m) }
 
 func (o *Orderer) positionKey(m *streamr.StreamMessage) string {
-	return "delivered/" + o.cfg.Name + "\x00" + m.ID.StreamPart().String() + "\x00" + m.ID.PublisherHex() + "\x00" + m.ID.MsgChainID
+	return streamr.PositionKey(o.cfg.Name, &m.ID)
 }
 
 // Run saves delivered positions every FlushInterval and fills gaps, until

@@ -39,12 +39,13 @@ type Storer struct {
 // before its batch is written.
 const storeFlushInterval = 50 * time.Millisecond
 
-// NewStorer returns a Storer writing to log. newOrderer builds its
-// Orderer from an OrderConfig whose Positions is the Storer; the Orderer's
-// Run must be running.
+// NewStorer returns a Storer writing to log. Its Orderer is built from
+// cfg with the Storer as Positions, named streamr.StoredPositions whatever
+// cfg.Name: storage.Store.Receipts reads what this node acknowledges from
+// those positions. The Orderer's Run must be running.
 func NewStorer(log ReceivedLog, cfg OrderConfig, logger *slog.Logger) *Storer {
 	s := &Storer{log: log, logger: logger, states: make(map[string]streamr.ChainState)}
-	cfg.Positions = s
+	cfg.Positions, cfg.Name = s, streamr.StoredPositions
 	s.order = NewOrderer(cfg)
 	return s
 }

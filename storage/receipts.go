@@ -8,18 +8,14 @@ import (
 	"github.com/tributary-iot/tributary/streamr"
 )
 
-// storedPositionPrefix starts the chain state keys under which the storage
-// node role (bridge.Storer, whose Orderer is named "store") records how far
-// it holds each chain: "delivered/store\x00<part>\x00<publisher 0x hex>\x00<chain ID>".
-// The Storer writes a position in the same transaction as the messages up
-// to it, so a position never claims a message that is not stored.
-const storedPositionPrefix = "delivered/store\x00"
-
 // Receipts returns the stored position of each chain of publisher in part,
 // ordered by chain ID; none if this node does not store them. It is what
-// the node acknowledges to the publishing gateway (it satisfies overlay.ReceiptSource).
+// the node acknowledges to the publishing gateway (overlay.ReceiptSource).
+// The positions are those named streamr.StoredPositions, which
+// bridge.Storer writes in the same transaction as the messages up to
+// them: a position never claims a message that is not stored.
 func (s *Store) Receipts(part streamr.StreamPartID, publisher []byte) ([]streamr.ChainReceipt, error) {
-	prefix := chainKey(storedPositionPrefix + part.String() + "\x00" + streamr.UserID(publisher) + "\x00")
+	prefix := chainKey(streamr.PositionPrefix(streamr.StoredPositions, part, publisher))
 	var out []streamr.ChainReceipt
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 16})
