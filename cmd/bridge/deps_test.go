@@ -3,8 +3,14 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"go/types"
 	"io"
+	"io/fs"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -101,4 +107,134 @@ func packageImports(t *testing.T) map[string][]string {
 		t.Fatalf("go list found %d packages: the rules checked nothing", len(imports))
 	}
 	return imports
+}
+
+// TestSharedTypesDefinedOnce: a concept that crosses package lines has one
+// type, in streamr/ or reasoncode/ (see the README's Development section).
+// Copies drift (two ResendQuery types once disagreed on what a zero To
+// means) and need adapters that only convert. It checks the names of the
+// shared vocabulary, and that no two struct types of different packages
+// have the same fields and tags (a copy under another name).
+func TestSharedTypesDefinedOnce(t *testing.T) {
+	defs := moduleDecls(t)
+	shared := map[string]string{ // name → the one package defining it
+		"ResendQuery":  "streamr",
+		"ChainReceipt": "streamr",
+		"Envelope":     "streamr",
+		"ErrNoPeers":   "streamr",
+		"MaxRef":       "streamr",
+		"Code":         "reasoncode",
+	}
+	for name, home := range shared {
+		pkgs := defs.names[name]
+		if len(pkgs) != 1 || pkgs[0] != home {
+			t.Errorf("%s is defined in %v, want only in %s", name, pkgs, home)
+		}
+	}
+	if _, ok := defs.names["ReasonCode"]; ok {
+		t.Errorf("ReasonCode is defined in %v: use reasoncode.Code (a type alias is fine)", defs.names["ReasonCode"])
+	}
+	for shape, structs := range defs.shapes {
+		pkgs := map[string]bool{}
+		for _, s := range structs {
+			pkgs[strings.SplitN(s, ".", 2)[0]] = true
+		}
+		if len(pkgs) > 1 {
+			t.Errorf("struct types %v have the same fields {%s}: define the concept once", structs, shape)
+		}
+	}
+}
+
+type decls struct {
+	names  map[string][]string // exported type or variable name → packages defining it (aliases excluded)
+	shapes map[string][]string // exported struct fields → "pkg.Type" with them
+}
+
+// moduleDecls parses every non-test, non-generated Go file of the module.
+func moduleDecls(t *testing.T) decls {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := decls{names: map[string][]string{}, shapes: map[string][]string{}}
+	fset := token.NewFileSet()
+	files := 0
+	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() && (e.Name() == "testdata" || e.Name() == "node_modules" || strings.HasPrefix(e.Name(), ".")) {
+			return filepath.SkipDir
+		}
+		if e.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.ParseComments|parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		if ast.IsGenerated(f) {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, filepath.Dir(path))
+		files++
+		d.add(filepath.ToSlash(rel), f)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 50 {
+		t.Fatalf("parsed %d files under %s: the check saw nothing", files, root)
+	}
+	return d
+}
+
+func (d decls) add(pkg string, f *ast.File) {
+	for _, decl := range f.Decls {
+		g, ok := decl.(*ast.GenDecl)
+		if !ok {
+			continue
+		}
+		for _, spec := range g.Specs {
+			switch s := spec.(type) {
+			case *ast.TypeSpec:
+				if !s.Name.IsExported() || s.Assign.IsValid() {
+					continue
+				}
+				d.names[s.Name.Name] = append(d.names[s.Name.Name], pkg)
+				if st, ok := s.Type.(*ast.StructType); ok && len(st.Fields.List) > 1 {
+					shape := structShape(st)
+					d.shapes[shape] = append(d.shapes[shape], pkg+"."+s.Name.Name)
+				}
+			case *ast.ValueSpec:
+				for _, n := range s.Names {
+					if n.IsExported() && g.Tok == token.VAR {
+						d.names[n.Name] = append(d.names[n.Name], pkg)
+					}
+				}
+			}
+		}
+	}
+}
+
+// structShape lists a struct's fields as "name type `tag`", in order. The
+// tag counts: a config file's table (toml tags) mirroring a package's
+// config is a decoding layer, not a second vocabulary.
+func structShape(st *ast.StructType) string {
+	var b strings.Builder
+	for _, f := range st.Fields.List {
+		typ := types.ExprString(f.Type)
+		if f.Tag != nil {
+			typ += " " + f.Tag.Value
+		}
+		if len(f.Names) == 0 {
+			b.WriteString(typ + "; ")
+		}
+		for _, n := range f.Names {
+			b.WriteString(n.Name + " " + typ + "; ")
+		}
+	}
+	return strings.TrimSuffix(b.String(), "; ")
 }
