@@ -2,7 +2,8 @@
 # Runs Tributary's whole test suite on a fresh Debian machine with Go,
 # installing what the tests need when it is missing: simulators for the
 # hardware keys (SoftHSM2, swtpm), Node.js for the Streamr SDK cross-check,
-# mosquitto clients, and systemd-analyze for the unit checks.
+# mosquitto clients, systemd-analyze for the unit checks, and protoc for
+# the check that the generated protobuf code is fresh (streamr/pb).
 #
 # Every test that needs one of these fails (instead of skipping) here,
 # because TRIBUTARY_REQUIRE_TOOLS and TRIBUTARY_REQUIRE_NODE are set.
@@ -35,7 +36,7 @@ install_missing() {
 }
 
 command -v node >/dev/null && command -v npm >/dev/null || install_missing nodejs npm
-install_missing softhsm2 swtpm swtpm-tools mosquitto mosquitto-clients systemd gcc make dpkg-dev
+install_missing softhsm2 swtpm swtpm-tools mosquitto mosquitto-clients systemd gcc make dpkg-dev protobuf-compiler
 
 export TRIBUTARY_REQUIRE_TOOLS=1 TRIBUTARY_REQUIRE_NODE=1
 
