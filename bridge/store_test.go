@@ -11,13 +11,13 @@ import (
 	"github.com/tributary-iot/tributary/streamr"
 )
 
-// joinOverlay hands the deliver function of each Join to the test.
-type joinOverlay struct {
+// captureOverlay hands the deliver function of each Join to the test.
+type captureOverlay struct {
 	mu       sync.Mutex
 	delivers []func(*streamr.StreamMessage, []byte)
 }
 
-func (o *joinOverlay) Join(_ streamr.StreamPartID, deliver func(*streamr.StreamMessage, []byte)) (Topic, error) {
+func (o *captureOverlay) Join(_ streamr.StreamPartID, deliver func(*streamr.StreamMessage, []byte)) (Topic, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.delivers = append(o.delivers, deliver)
@@ -37,7 +37,7 @@ func TestStorerPositionsAreReceipts(t *testing.T) {
 		Logger: slog.New(slog.DiscardHandler)}, slog.New(slog.DiscardHandler))
 	msgs := chainMessages(3)
 	part := msgs[0].ID.StreamPart()
-	ov := &joinOverlay{}
+	ov := &captureOverlay{}
 	if err := s.Start(ov, []streamr.StreamPartID{part}); err != nil {
 		t.Fatal(err)
 	}
