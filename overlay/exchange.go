@@ -101,8 +101,8 @@ type call struct {
 }
 
 // ask opens a stream of proto to p, sends req and reads the status. open
-// bounds the stream's opening and progress each read of the answer (the
-// status too); zero leaves both to ctx alone. ctx ending resets the
+// bounds the opening of the stream, progress each read of the answer (the
+// status's too); zero leaves either to ctx alone. ctx ending resets the
 // stream. The caller ends a call it got with done; on error the stream is
 // reset already.
 func (n *Node) ask(ctx context.Context, p peer.ID, proto protocol.ID, req []byte, open, progress time.Duration) (*call, error) {
