@@ -100,17 +100,17 @@ type call struct {
 	stop   func() bool
 }
 
-// ask opens a stream of proto to p, sends req and reads the status. open
+// ask opens a stream of protocol pid to p, sends req and reads the status. open
 // bounds the opening of the stream, progress each read of the answer (the
 // status's too); zero leaves either to ctx alone. ctx ending resets the
 // stream. The caller ends a call it got with done; on error the stream is
 // reset already.
-func (n *Node) ask(ctx context.Context, p peer.ID, proto protocol.ID, req []byte, open, progress time.Duration) (*call, error) {
+func (n *Node) ask(ctx context.Context, p peer.ID, pid protocol.ID, req []byte, open, progress time.Duration) (*call, error) {
 	octx, cancel := ctx, context.CancelFunc(func() {})
 	if open > 0 {
 		octx, cancel = context.WithTimeout(ctx, open)
 	}
-	s, err := n.host.NewStream(octx, p, proto)
+	s, err := n.host.NewStream(octx, p, pid)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
