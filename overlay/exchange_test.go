@@ -6,8 +6,8 @@ import (
 	"github.com/tributary-iot/tributary/streamr/pb"
 )
 
-// Field numbers of tributary.proto's messages and of NetworkRpc's
-// StreamMessage, for tests that build hostile requests byte by byte.
+// Field numbers of tributary.proto's messages, for tests that build
+// hostile requests byte by byte.
 const (
 	reqStreamID    = 1
 	reqPartition   = 2
@@ -25,9 +25,6 @@ const (
 	receiptChainID   = 1
 	receiptTimestamp = 2
 	receiptSeqNo     = 3
-
-	fieldMessageID = 1
-	fieldStreamID  = 1
 )
 
 func appendVarint(b []byte, num protowire.Number, v uint64) []byte {
