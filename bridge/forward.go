@@ -92,10 +92,10 @@ func NewForwarder(log ForwardLog, overlay Overlay, retry time.Duration, reg prom
 		topics: make(map[streamr.StreamPartID]Topic),
 		sent:   make(map[streamr.StreamPartID]uint64),
 		backlogLen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bridge_forward_backlog_messages", Help: "Signed messages not yet forwarded into the overlay.",
+			Name: "tributary_forward_backlog_messages", Help: "Signed messages not yet forwarded into the overlay.",
 		}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bridge_forward_pulled_total",
+			Name: "tributary_forward_pulled_total",
 			Help: "Backlog messages not gossiped but left for receivers to fetch by resend (each chain's newest is gossiped).",
 		}),
 	}

@@ -247,8 +247,8 @@ func TestHTTPHugeLastBoundedMemory(t *testing.T) {
 	if served.Load() < 1 || refused.Load() == 0 || served.Load()+refused.Load() != 40 {
 		t.Errorf("%d served, %d refused of 40: want some refused at max_queries = %d", served.Load(), refused.Load(), DefaultHTTPMaxQueries)
 	}
-	if got := api.counterValue(t, "bridge_http_refused_total", refusedQueries); got != float64(refused.Load()) {
-		t.Errorf("bridge_http_refused_total{reason=max_queries} = %v, want %d", got, refused.Load())
+	if got := api.counterValue(t, "tributary_http_refused_total", refusedQueries); got != float64(refused.Load()) {
+		t.Errorf("tributary_http_refused_total{reason=max_queries} = %v, want %d", got, refused.Load())
 	}
 	if p99 > time.Second {
 		t.Errorf("normal client p99 latency %v during the attack, want under 1s", p99)
@@ -395,8 +395,8 @@ func TestHTTPHostCheck(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	if got := api.counterValue(t, "bridge_http_refused_total", refusedHost); got != 5 {
-		t.Errorf("bridge_http_refused_total{reason=host} = %v, want 5", got)
+	if got := api.counterValue(t, "tributary_http_refused_total", refusedHost); got != 5 {
+		t.Errorf("tributary_http_refused_total{reason=host} = %v, want 5", got)
 	}
 }
 
@@ -417,7 +417,7 @@ func TestHTTPSlowClientsCutOff(t *testing.T) {
 	u := strings.TrimPrefix(lastURL(api, 1_000_000), api.url)
 	fmt.Fprintf(stalled, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", u, addr)
 	deadline := time.Now().Add(10 * time.Second)
-	for api.counterValue(t, "bridge_http_queries_aborted_total", "") < 1 {
+	for api.counterValue(t, "tributary_http_queries_aborted_total", "") < 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("a client that stopped reading was not cut off")
 		}

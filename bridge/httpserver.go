@@ -83,7 +83,7 @@ func (c HTTPServerConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// HTTP refusal reasons, the values of bridge_http_refused_total's label.
+// HTTP refusal reasons, the values of tributary_http_refused_total's label.
 const (
 	refusedRequests = "max_requests"
 	refusedQueries  = "max_queries"
@@ -99,14 +99,14 @@ type httpMetrics struct {
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	m := &httpMetrics{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bridge_http_refused_total",
+			Name: "tributary_http_refused_total",
 			Help: "HTTP API requests refused, by reason: max_requests, max_queries (503), host (421, not a loopback name).",
 		}, []string{"reason"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bridge_http_requests_in_flight", Help: "HTTP API requests being served.",
+			Name: "tributary_http_requests_in_flight", Help: "HTTP API requests being served.",
 		}),
 		aborted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bridge_http_queries_aborted_total",
+			Name: "tributary_http_queries_aborted_total",
 			Help: "Resend answers cut off: the client stopped reading (write_timeout) or went away.",
 		}),
 	}

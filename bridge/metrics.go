@@ -21,29 +21,29 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		readingsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bridge_readings_in_total", Help: "Readings accepted and stored, by MQTT QoS.",
+			Name: "tributary_readings_in_total", Help: "Readings accepted and stored, by MQTT QoS.",
 		}, []string{"qos"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bridge_readings_rejected_total", Help: "Readings refused, by reason.",
+			Name: "tributary_readings_rejected_total", Help: "Readings refused, by reason.",
 		}, []string{"reason"}),
 		local: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bridge_readings_local_total", Help: "Readings of topics without a stream passed to local MQTT subscribers only (mqtt.unmapped = \"local\"); never stored, signed or forwarded.",
+			Name: "tributary_readings_local_total", Help: "Readings of topics without a stream passed to local MQTT subscribers only (mqtt.unmapped = \"local\"); never stored, signed or forwarded.",
 		}),
 		signed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bridge_messages_signed_total", Help: "Readings signed into Streamr messages and committed.",
+			Name: "tributary_messages_signed_total", Help: "Readings signed into Streamr messages and committed.",
 		}),
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bridge_sign_queue_depth", Help: "Stored readings waiting to be signed (capped at one batch).",
+			Name: "tributary_sign_queue_depth", Help: "Stored readings waiting to be signed (capped at one batch).",
 		}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bridge_signing_held", Help: "1 while signing is held because the clock is not synchronised.",
+			Name: "tributary_signing_held", Help: "1 while signing is held because the clock is not synchronised.",
 		}),
 		signSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "bridge_sign_seconds", Help: "Time to sign one message.",
+			Name: "tributary_sign_seconds", Help: "Time to sign one message.",
 			Buckets: prometheus.ExponentialBuckets(10e-6, 4, 10),
 		}),
 		signDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "bridge_sign_delay_seconds", Help: "From receipt of a reading to its signed message being committed.",
+			Name: "tributary_sign_delay_seconds", Help: "From receipt of a reading to its signed message being committed.",
 			Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10),
 		}),
 	}
@@ -61,8 +61,8 @@ type ClockCollector struct {
 // NewClockCollector returns a collector reading adjtimex at scrape time.
 func NewClockCollector() *ClockCollector {
 	return &ClockCollector{
-		synced: prometheus.NewDesc("bridge_clock_synchronized", "1 if the kernel clock is NTP-synchronised.", nil, nil),
-		maxErr: prometheus.NewDesc("bridge_clock_max_error_seconds", "Kernel's maximum clock error estimate.", nil, nil),
+		synced: prometheus.NewDesc("tributary_clock_synchronized", "1 if the kernel clock is NTP-synchronised.", nil, nil),
+		maxErr: prometheus.NewDesc("tributary_clock_max_error_seconds", "Kernel's maximum clock error estimate.", nil, nil),
 	}
 }
 

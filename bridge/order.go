@@ -133,7 +133,7 @@ type orderMetrics struct {
 func newOrderMetrics(name string, reg prometheus.Registerer) *orderMetrics {
 	c := func(metric, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bridge_order_" + metric + "_total", Help: help, ConstLabels: prometheus.Labels{"orderer": name},
+			Name: "tributary_order_" + metric + "_total", Help: help, ConstLabels: prometheus.Labels{"orderer": name},
 		})
 	}
 	m := &orderMetrics{

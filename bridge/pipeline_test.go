@@ -257,7 +257,7 @@ func TestHoldUntilClockSynced(t *testing.T) {
 		t.Fatalf("%d messages signed while the clock is unsynchronised", len(msgs))
 	}
 	if v := testutil.ToFloat64(g.metrics.held); v != 1 {
-		t.Fatalf("bridge_signing_held = %v, want 1", v)
+		t.Fatalf("tributary_signing_held = %v, want 1", v)
 	}
 	// NTP steps the clock to the truth, 3 s after the first reading.
 	truth := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -276,7 +276,7 @@ func TestHoldUntilClockSynced(t *testing.T) {
 		}
 	}
 	if v := testutil.ToFloat64(g.metrics.held); v != 0 {
-		t.Errorf("bridge_signing_held = %v after sync, want 0", v)
+		t.Errorf("tributary_signing_held = %v after sync, want 0", v)
 	}
 }
 

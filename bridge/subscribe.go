@@ -157,10 +157,10 @@ type deliveryMetrics struct {
 func NewDeliverer(self []byte, broker LocalBroker, order *Orderer, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
 	m := &deliveryMetrics{
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bridge_delivered_total", Help: "Overlay messages published on local MQTT, by stream partition.",
+			Name: "tributary_delivered_total", Help: "Overlay messages published on local MQTT, by stream partition.",
 		}, []string{"stream_part"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bridge_delivery_dropped_total", Help: "Overlay messages not delivered to local MQTT, by reason.",
+			Name: "tributary_delivery_dropped_total", Help: "Overlay messages not delivered to local MQTT, by reason.",
 		}, []string{"reason"}),
 	}
 	if reg != nil {

@@ -81,7 +81,7 @@ quota = \"8GB\""
 	wait_port "$A_MQTT"
 	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -subscribe=false -rate 0 -duration "$DURATION" >"$work/drain-fill.json"
 	local n; n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['acked'])" "$work/drain-fill.json")
-	until [ "$(metric "$A_HTTP" bridge_messages_signed_total)" -ge "$n" ]; do sleep 0.2; done
+	until [ "$(metric "$A_HTTP" tributary_messages_signed_total)" -ge "$n" ]; do sleep 0.2; done
 	local peer; peer=$(grep -o 'msg="overlay listening" peer_id=[^ ]*' "$work/a-drain.log" | cut -d= -f3)
 	local stores=""
 	for i in $(seq 0 9); do stores+="
@@ -94,7 +94,7 @@ $stores"
 	"$work/bridge" run --config "$work/b.toml" 2>"$work/b-drain.log" & local bpid=$!
 	pids+=("$bpid")
 	wait_port "$B_HTTP"
-	until [ "$(metric "$B_HTTP" 'bridge_order_delivered_total{orderer="store"}')" -ge "$n" ]; do sleep 0.1; done
+	until [ "$(metric "$B_HTTP" 'tributary_order_delivered_total{orderer="store"}')" -ge "$n" ]; do sleep 0.1; done
 	local end; end=$(date +%s.%N)
 	echo "{\"n\": $n, \"seconds\": $(python3 -c "print($end - $start)"), \"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/drain.json"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true

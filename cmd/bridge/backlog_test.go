@@ -37,7 +37,7 @@ func TestBacklogDrain(t *testing.T) {
 	defer a.stop()
 	addrA := a.address()
 	fill(t, a, "backlog/data", n)
-	waitMetric(t, a, "bridge_messages_signed_total", float64(n), 5*time.Minute)
+	waitMetric(t, a, "tributary_messages_signed_total", float64(n), 5*time.Minute)
 
 	bootstrap := a.bootstrapAddr("tcp")
 	b := newInstance(t, overlayTable("tcp", bootstrap)+fmt.Sprintf(`
@@ -54,7 +54,7 @@ metadata = true
 	defer b.stop()
 	delays := watchLive(t, b)
 	live := startLive(t, a)
-	waitMetric(t, b, `bridge_order_delivered_total{orderer="store"}`, float64(n), 10*time.Minute)
+	waitMetric(t, b, `tributary_order_delivered_total{orderer="store"}`, float64(n), 10*time.Minute)
 	drain := time.Since(start)
 	live.finish()
 	time.Sleep(fairnessBound) // the last live readings in flight

@@ -151,7 +151,7 @@ func TestSessionConsumerOffline(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		acked := pub.finish()
-		waitMetric(t, p.b, `bridge_order_delivered_total{orderer="mqtt"}`, float64(len(acked)), time.Minute)
+		waitMetric(t, p.b, `tributary_order_delivered_total{orderer="mqtt"}`, float64(len(acked)), time.Minute)
 		defer s.attach(t, p.b, false)()
 		checkDelivered(t, s.c, acked, 0)
 	})
@@ -172,7 +172,7 @@ func TestSessionQueuedAcrossRestart(t *testing.T) {
 				pub := startPublisher(t, p.a.mqtt, 200, 0)
 				time.Sleep(1500 * time.Millisecond)
 				acked := pub.finish()
-				waitMetric(t, p.b, `bridge_order_delivered_total{orderer="mqtt"}`, float64(len(acked)), time.Minute)
+				waitMetric(t, p.b, `tributary_order_delivered_total{orderer="mqtt"}`, float64(len(acked)), time.Minute)
 				if restart == "kill" {
 					p.b.kill()
 				} else {
@@ -221,7 +221,7 @@ metadata = true
 		pub := startPublisher(t, a.mqtt, 200, 0)
 		time.Sleep(1500 * time.Millisecond)
 		acked := pub.finish()
-		waitMetric(t, b, `bridge_order_delivered_total{orderer="mqtt"}`, float64(len(acked)), time.Minute)
+		waitMetric(t, b, `tributary_order_delivered_total{orderer="mqtt"}`, float64(len(acked)), time.Minute)
 		waitMetric(t, b, `tributary_broker_session_dropped_total{limit="messages"}`, float64(len(acked)-100), 10*time.Second)
 		defer s.attach(t, b, false)()
 		checkDelivered(t, s.c, acked[len(acked)-100:], 0)

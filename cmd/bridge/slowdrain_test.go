@@ -58,7 +58,7 @@ func drainToSlowReceiver(t *testing.T, n int, limitA string) {
 	addrA := a.address()
 	stream := addrA + "/backlog/data"
 	fill(t, a, "backlog/data", n)
-	waitMetric(t, a, "bridge_messages_signed_total", float64(n), 5*time.Minute)
+	waitMetric(t, a, "tributary_messages_signed_total", float64(n), 5*time.Minute)
 
 	bootstrap := a.bootstrapAddr("tcp")
 	b := newInstance(t, overlayTable("tcp", bootstrap)+fmt.Sprintf(`
@@ -71,7 +71,7 @@ stream = %q
 	b.start()
 	defer b.stop()
 	throttled, release := throttleCPU(t, b.cmd.Process.Pid, receiverCPU)
-	waitMetric(t, b, `bridge_order_delivered_total{orderer="store"}`, float64(n), 15*time.Minute)
+	waitMetric(t, b, `tributary_order_delivered_total{orderer="store"}`, float64(n), 15*time.Minute)
 	drain := time.Since(start)
 	release() // reading 100,000 messages back out of B on 15 % of a core would outlast waitForExport
 	stored := waitForExport(t, b, stream, n)

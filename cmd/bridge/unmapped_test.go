@@ -84,23 +84,23 @@ stream = "{address}/{topic}"
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if v, err := in.metric(ctx, "bridge_readings_local_total"); err != nil || v != float64(len(local)) {
-		t.Errorf("bridge_readings_local_total = %v (%v), want %d", v, err, len(local))
+	if v, err := in.metric(ctx, "tributary_readings_local_total"); err != nil || v != float64(len(local)) {
+		t.Errorf("tributary_readings_local_total = %v (%v), want %d", v, err, len(local))
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		v, err := in.metric(ctx, "bridge_messages_signed_total")
+		v, err := in.metric(ctx, "tributary_messages_signed_total")
 		if err == nil && v == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("bridge_messages_signed_total = %v (%v), want only the mapped reading", v, err)
+			t.Fatalf("tributary_messages_signed_total = %v (%v), want only the mapped reading", v, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // a local reading signed late would show up now
-	if v, _ := in.metric(ctx, "bridge_messages_signed_total"); v != 1 {
-		t.Errorf("bridge_messages_signed_total = %v: an unmapped reading was signed", v)
+	if v, _ := in.metric(ctx, "tributary_messages_signed_total"); v != 1 {
+		t.Errorf("tributary_messages_signed_total = %v: an unmapped reading was signed", v)
 	}
 }
 
