@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"testing"
@@ -9,6 +10,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if fuzzWorker() {
+		os.Exit(m.Run()) // it runs only the fuzz function, which needs no binary; a build per worker would look like a stall
+	}
 	dir, err := os.MkdirTemp("", "bridge-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -28,4 +33,10 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// fuzzWorker reports whether this process is a worker of go test -fuzz.
+func fuzzWorker() bool {
+	f := flag.Lookup("test.fuzzworker")
+	return f != nil && f.Value.String() == "true"
 }
