@@ -58,6 +58,8 @@ type ClockCollector struct {
 	synced, maxErr *prometheus.Desc
 }
 
+var _ prometheus.Collector = (*ClockCollector)(nil)
+
 // NewClockCollector returns a collector reading adjtimex at scrape time.
 func NewClockCollector() *ClockCollector {
 	return &ClockCollector{

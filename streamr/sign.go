@@ -174,6 +174,8 @@ type EVMKey struct {
 	addr [20]byte
 }
 
+var _ Signer = (*EVMKey)(nil)
+
 // NewEVMKey wraps a secp256k1 private key.
 func NewEVMKey(priv *ecdsa.PrivateKey) *EVMKey {
 	return &EVMKey{priv: priv, addr: crypto.PubkeyToAddress(priv.PublicKey)}

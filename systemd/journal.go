@@ -48,6 +48,8 @@ type JournalHandler struct {
 	fields []byte // fields from WithAttrs, already encoded
 }
 
+var _ slog.Handler = (*JournalHandler)(nil)
+
 // NewJournalHandler connects to journald's native socket (normally JournalSocket). opts may be nil.
 // Close the handler when logging has finished.
 func NewJournalHandler(socket string, opts *slog.HandlerOptions) (*JournalHandler, error) {

@@ -73,6 +73,8 @@ type Key struct {
 	closer io.Closer
 }
 
+var _ streamr.Signer = (*Key)(nil)
+
 // Open reads the slot's public key and returns a signer. closer (the I2C
 // bus, may be nil) is closed by Key.Close.
 func Open(ctx context.Context, dev *Device, slot int, closer io.Closer) (*Key, error) {

@@ -73,6 +73,8 @@ type Key struct {
 	closed bool
 }
 
+var _ streamr.Signer = (*Key)(nil)
+
 // Open finds the URI's private key on its token. A missing key gives an
 // error wrapping fs.ErrNotExist.
 func Open(ctx context.Context, cfg Config) (*Key, error) {
