@@ -87,7 +87,7 @@ const forwardBatch = 512
 // partitions without peers are tried again.
 func NewForwarder(log ForwardLog, overlay Overlay, retry time.Duration, reg prometheus.Registerer, logger *slog.Logger) *Forwarder {
 	f := &Forwarder{
-		log: log, overlay: overlay, logger: logger, retry: retry,
+		log: log, overlay: overlay, logger: componentLogger(logger, "forwarder"), retry: retry,
 		kick:   make(chan struct{}, 1),
 		topics: make(map[streamr.StreamPartID]Topic),
 		sent:   make(map[streamr.StreamPartID]uint64),

@@ -177,9 +177,7 @@ func NewOrderer(cfg OrderConfig) *Orderer {
 		cfg.FlushInterval = 100 * time.Millisecond
 	}
 	cfg.setChainDefaults()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.Logger = componentLogger(cfg.Logger, "order")
 	o := &Orderer{
 		start:   cfg.Now().Add(-startSkew).UnixMilli(),
 		cfg:     cfg,

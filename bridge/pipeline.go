@@ -42,7 +42,7 @@ type Config struct {
 	SignDelay    time.Duration // how long readings gather before a batch is signed (default 10ms; negative: none)
 	PresignMax   time.Duration // sign in the storing commit while a signature takes less (default DefaultPresignMax; negative: never)
 	Metrics      *Metrics      // nil means unregistered metrics
-	Logger       *slog.Logger  // nil means slog.Default()
+	Logger       *slog.Logger  // nil discards logs
 	PollInterval time.Duration // how often a held or idle signer re-checks (default 1s)
 	Committed    func()        // called after signed messages are committed (wakes the forwarder); may be nil
 	// LocalUnmapped accepts readings whose topic has no stream (Reason.Unmapped)
@@ -94,9 +94,7 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = componentLogger(cfg.Logger, "bridge")
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}

@@ -44,7 +44,7 @@ const storeFlushInterval = 50 * time.Millisecond
 // cfg.Name: storage.Store.Receipts reads what this node acknowledges from
 // those positions. The Orderer's Run must be running.
 func NewStorer(log ReceivedLog, cfg OrderConfig, logger *slog.Logger) *Storer {
-	s := &Storer{log: log, logger: logger, states: make(map[string]streamr.ChainState)}
+	s := &Storer{log: log, logger: componentLogger(logger, "storer"), states: make(map[string]streamr.ChainState)}
 	cfg.Positions, cfg.Name = s, streamr.StoredPositions
 	s.order = NewOrderer(cfg)
 	return s

@@ -166,7 +166,7 @@ func NewDeliverer(self []byte, broker LocalBroker, order *Orderer, reg prometheu
 	if reg != nil {
 		reg.MustRegister(m.delivered, m.dropped)
 	}
-	return &Deliverer{self: streamr.UserID(self), broker: broker, order: order, log: log, metrics: m}
+	return &Deliverer{self: streamr.UserID(self), broker: broker, order: order, log: componentLogger(log, "delivery"), metrics: m}
 }
 
 // Start joins the overlay of every partition of every subscription.

@@ -25,6 +25,12 @@
 // so a user sharing one account across devices can pick any of them (or any other value) and
 // reach that namespace. %u is what separates accounts.
 //
+// Beyond that it serves TCP, WebSocket and TLS listeners; keeps persistent sessions (clients,
+// subscriptions, queued and retained messages) in a SessionStore, so they survive a restart
+// (persist*.go); bounds what clients can make it hold (connections, auth attempts, topics,
+// packets, queued bytes: admission.go, limits.go), counting what it refuses; and rereads the
+// users file and certificates on Reload.
+//
 // This is the only package that imports mochi; nothing of mochi appears in its API.
 package broker
 
@@ -167,14 +173,15 @@ type Broker struct {
 }
 
 // New validates cfg, loads the users file and TLS certificates, and prepares the broker.
-// It binds no socket; Run does.
+// It binds no socket; Run does. It logs to log (nil discards) as component "mqtt".
 func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 	if h == nil {
 		return nil, errors.New("broker: nil Handler")
 	}
 	if log == nil {
-		return nil, errors.New("broker: nil logger")
+		log = slog.New(slog.DiscardHandler)
 	}
+	mqttLog := log.With("component", "mqtt") // mochi and the sessions hook tag log with their own
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -189,18 +196,18 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 	}
 
 	b := &Broker{
-		log:   log,
+		log:   mqttLog,
 		ready: make(chan struct{}),
 		fatal: make(chan error, len(cfg.Listeners)),
 	}
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities: cfg.capabilities(),
 		Logger: slog.New(mochiHandler{log.With("component", "mochi").Handler(), cfg.MochiLogLevel,
-			newRateLog(log, cfg.LogRepeatInterval)}),
+			newRateLog(mqttLog, cfg.LogRepeatInterval)}),
 		SysTopicResendInterval: sysTopicInterval,
 	})
 	b.hook = &hook{
-		handler: h, accounts: accts, log: log, rlog: newRateLog(log, cfg.LogRepeatInterval), stats: &b.stats,
+		handler: h, accounts: accts, log: mqttLog, rlog: newRateLog(mqttLog, cfg.LogRepeatInterval), stats: &b.stats,
 		srv: b.srv, receiveMaximum: int(cfg.ReceiveMaximum),
 		limits:       topicLimits{maxLength: cfg.MaxTopicLength, maxLevels: cfg.MaxTopicLevels},
 		auth:         newAuthGate(max(cfg.MaxConcurrentAuth, 1), max(cfg.AuthBackoffMax, authBackoffBase)),

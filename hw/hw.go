@@ -37,11 +37,13 @@ type Options struct {
 	OpenI2C func(name string) (i2c.BusCloser, error)
 }
 
+// logger is what the backends log to: Logger, or a discarding logger if it
+// is nil, as component "key".
 func (o Options) logger() *slog.Logger {
 	if o.Logger == nil {
 		return slog.New(slog.DiscardHandler)
 	}
-	return o.Logger
+	return o.Logger.With("component", "key")
 }
 
 func (o Options) getenv(name string) string {

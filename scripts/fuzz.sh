@@ -3,6 +3,8 @@
 #
 #   scripts/fuzz.sh ./pkg FuzzTarget
 #
+# There is no list to keep: scripts/test.sh runs every func Fuzz… of every _test.go through this script.
+#
 # A worker that stops making progress is a finding, like a crash: an input on which a decoder hangs can
 # hang the gateway. Go does not fail on it: a hung worker shows only as progress lines with 0 execs/sec
 # while the run still passes. Here that fails the target, with its whole output: two progress lines in

@@ -1,13 +1,28 @@
 // Package storage is Tributary's durable store, built on Badger. It is the
 // only package that imports Badger.
 //
-// It holds three kinds of data:
+// It holds six kinds of data (key layout in keys.go):
 //   - pending readings: MQTT readings accepted before the PUBACK and not yet
-//     signed, in ingest order (Append, Pending);
+//     signed, in ingest order (Append, Enqueue, Pending);
 //   - signed messages: encoded Streamr messages in log order for the
 //     forwarder (After) and in (timestamp, sequence number, publisher, chain)
-//     order per stream part for resends (Messages);
-//   - chain states, saved with the messages they numbered (CommitSigned).
+//     order per stream part for resends (Messages, Parts);
+//   - received messages: what other publishers signed, kept by a node that
+//     stores their streams, in the same log and index (StoreReceived);
+//   - chain states: this gateway's own chains, saved with the messages they
+//     numbered (CommitSigned), and the positions of the receivers of other
+//     chains (SaveChainStates), of which the storage role's are the
+//     receipts it acknowledges (Receipts);
+//   - cursors: named log positions of the log's consumers, the forwarder's
+//     per partition (Cursor, SetCursors);
+//   - MQTT sessions: the broker's persistent session records, kept in its
+//     own layout (ScanSessions, CommitSessions).
+//
+// Signed and received messages count against retention (oldest first).
+// Readings are refused beyond the quota and when the file system's free
+// space falls below a margin; as space runs low, the files Badger writes
+// through mmap are preallocated, so a full disk is an error, not a SIGBUS
+// (space.go).
 //
 // Durable appends are group-committed: concurrent Append calls share one
 // synced Badger transaction, because Badger syncs its write-ahead log once per

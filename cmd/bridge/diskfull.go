@@ -28,7 +28,7 @@ const diskPoll = 5 * time.Second
 func refuseUntilSpace(ctx context.Context, cfg *Config, log *slog.Logger, cause error) error {
 	log.Error("disk full at start-up: refusing readings until space is freed", "err", cause, "retry", diskPoll)
 	reg := prometheus.NewRegistry()
-	b, err := broker.New(brokerConfig(cfg, reg), refuseAll{}, log.With("component", "mqtt"))
+	b, err := broker.New(brokerConfig(cfg, reg), refuseAll{}, log)
 	if err != nil {
 		return err
 	}

@@ -156,7 +156,7 @@ func (c *Config) orderConfig(name string, log *slog.Logger, reg prometheus.Regis
 		Registerer:     reg,
 
 		MaxChainsPerPublisher: c.Overlay.MaxChainsPerPublisher,
-		Logger:                log.With("component", "order", "orderer", name),
+		Logger:                log.With("orderer", name),
 	}
 }
 
@@ -214,7 +214,7 @@ func newDelivery(g *gateway) *localDelivery {
 		order := bridge.NewOrderer(ocfg)
 		var dl *bridge.Deliverer
 		if first == nil {
-			first = bridge.NewDeliverer(g.key.PublisherID(), g.broker, order, g.reg, g.log.With("component", "delivery"))
+			first = bridge.NewDeliverer(g.key.PublisherID(), g.broker, order, g.reg, g.log)
 			dl = first
 		} else {
 			dl = first.WithOrderer(order)

@@ -154,14 +154,14 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 		SignDelay:     signDelay(cfg.Signing.BatchWindow),
 		PresignMax:    presignMax(cfg.Signing.SignInCommitUnder),
 		Metrics:       bridge.NewMetrics(g.reg),
-		Logger:        log.With("component", "bridge"),
+		Logger:        log,
 	})
 	if err != nil {
 		return nil, err
 	}
 	bcfg := brokerConfig(cfg, g.reg)
 	bcfg.Sessions = g.store
-	if g.broker, err = broker.New(bcfg, ingestHandler{g.pipeline}, log.With("component", "mqtt")); err != nil {
+	if g.broker, err = broker.New(bcfg, ingestHandler{g.pipeline}, log); err != nil {
 		return nil, err
 	}
 	if g.node != nil {
@@ -174,7 +174,7 @@ func startGateway(ctx context.Context, cfg *Config, log *slog.Logger) (_ *gatewa
 			scfg.MaxGapRequests = math.MaxInt32
 			scfg.KeepGaps = true
 			scfg.FromChainStart = true
-			g.storer = bridge.NewStorer(g.store, scfg, log.With("component", "storer"))
+			g.storer = bridge.NewStorer(g.store, scfg, log)
 		}
 	}
 	return g, nil
@@ -207,7 +207,7 @@ func (g *gateway) startOverlay() error {
 	g.adapter = newOverlayAdapter(g.node)
 	g.node.ServeResend(g.store) // own messages and [[store]] streams
 	g.node.ServeReceipts(g.store)
-	g.forwarder = bridge.NewForwarder(g.store, g.adapter, time.Duration(g.cfg.Overlay.Retry), g.reg, g.log.With("component", "forwarder"))
+	g.forwarder = bridge.NewForwarder(g.store, g.adapter, time.Duration(g.cfg.Overlay.Retry), g.reg, g.log)
 	g.log.Info("overlay listening", "peer_id", g.node.ID(), "addrs", g.node.Addrs())
 	if g.cfg.bootstrapNode {
 		g.log.Info("bootstrap node: other bridges can join the overlay with", "bootstrap", g.node.Addrs())
@@ -569,7 +569,7 @@ func keyOptions(cfg *Config, log *slog.Logger) hw.Options {
 			Env:        cfg.Key.PassphraseEnv,
 			Credential: cfg.Key.PassphraseCredential,
 		},
-		Logger: log.With("component", "key"),
+		Logger: log,
 	}
 }
 

@@ -27,7 +27,7 @@ func (g *gateway) runStatus(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("status.led_pin: %w", err)
 		}
-		l := led.New(pin, g.log.With("component", "led"))
+		l := led.New(pin, g.log)
 		runs = append(runs, l.Run, func(ctx context.Context) error { return g.updateLED(ctx, l) })
 	}
 	if cfg.ButtonPin != "" {
@@ -35,7 +35,7 @@ func (g *gateway) runStatus(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("status.button_pin: %w", err)
 		}
-		b := &led.Button{Pin: pin, Hold: time.Duration(cfg.ButtonHold), OnHold: g.flushAndReport, Logger: g.log.With("component", "button")}
+		b := &led.Button{Pin: pin, Hold: time.Duration(cfg.ButtonHold), OnHold: g.flushAndReport, Logger: g.log}
 		runs = append(runs, b.Run)
 	}
 	errs := make(chan error, len(runs))

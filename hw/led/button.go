@@ -67,5 +67,5 @@ func (b *Button) logger() *slog.Logger {
 	if b.Logger == nil {
 		return slog.New(slog.DiscardHandler)
 	}
-	return b.Logger
+	return b.Logger.With("component", "button")
 }

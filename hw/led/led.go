@@ -91,11 +91,13 @@ type LED struct {
 	ticks func() (<-chan time.Time, func()) // tests replace the Step ticker
 }
 
-// New returns an LED on pin, initially Off. log may be nil.
+// New returns an LED on pin, initially Off, logging to log (nil discards)
+// as component "led".
 func New(pin gpio.PinOut, log *slog.Logger) *LED {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("component", "led")
 	return &LED{pin: pin, log: log, ticks: func() (<-chan time.Time, func()) {
 		t := time.NewTicker(Step)
 		return t.C, t.Stop

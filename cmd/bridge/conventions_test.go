@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bufio"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// conventionRules are the parts of docs/conventions.md a line of code can
+// break on its own: a line matching bad and not except breaks the rule.
+var conventionRules = []conventionRule{
+	{name: "the error attribute's key is err", bad: regexp.MustCompile(`"error", +[a-z]*[eE]rr\b`)},
+	{name: "a nil logger discards, it is not an error", bad: regexp.MustCompile(`errors\.New\("[^"]*nil [lL]ogger"\)`)},
+	// The constructor tags the logger it is given with its component; a
+	// caller that tags it too writes the key twice. Receipts are the
+	// exception until bridge.NewReceipts tags its own logger.
+	{
+		name: "the constructor sets component, not its caller",
+		bad: regexp.MustCompile(`(\b(bridge|broker|overlay|storage|hw|led|ecc|tpm|pkcs11|systemd|gateway)\.(New[A-Za-z]*|Open)\(|` +
+			`Logger:\s+[A-Za-z.]*\.With\(|Logger = [A-Za-z.]*\.With\().*"component"`),
+		except: regexp.MustCompile(`"component", "receipts"`),
+	},
+	{
+		name:   "metric names start with tributary_",
+		bad:    regexp.MustCompile(`(Name: |NewDesc\()"(?:[^t"]|t[^r])[a-z_]*_(total|seconds|bytes|messages|readings|held)"`),
+		except: regexp.MustCompile(`Namespace: "tributary"`),
+	},
+}
+
+type conventionRule struct {
+	name        string
+	bad, except *regexp.Regexp
+}
+
+func (r conventionRule) broken(line string) bool {
+	return r.bad.MatchString(line) && (r.except == nil || !r.except.MatchString(line))
+}
+
+// TestConventions scans every non-test Go file of the module for the
+// conventions above.
+func TestConventions(t *testing.T) {
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case "testdata", "node_modules", ".git":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.HasSuffix(path, ".pb.go") {
+			return nil
+		}
+		checkConventions(t, path)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func checkConventions(t *testing.T, path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		for _, r := range conventionRules {
+			if r.broken(sc.Text()) {
+				rel, _ := filepath.Rel(filepath.Join("..", ".."), path)
+				t.Errorf("%s:%d: %s (docs/conventions.md):\n\t%s", rel, n, r.name, strings.TrimSpace(sc.Text()))
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// TestConventionRulesFire keeps the rules able to fail.
+func TestConventionRulesFire(t *testing.T) {
+	bad := []string{
+		`log.Warn("store failed", "error", err)`,
+		`return nil, errors.New("broker: nil logger")`,
+		`b, err := broker.New(cfg, h, log.With("component", "mqtt"))`,
+		`Logger: log.With("component", "key"),`,
+		`g.storer = bridge.NewStorer(g.store, scfg, log.With("component", "storer"))`,
+		`Name: "bridge_readings_in_total", Help: "Readings."`,
+		`synced: prometheus.NewDesc("bridge_clock_max_error_seconds", "", nil, nil),`,
+	}
+	good := []string{
+		`log.Warn("store failed", "err", err)`,
+		`log: cfg.Logger.With("component", "overlay"),`,
+		`Logger: log.With("orderer", name),`,
+		`Name: "tributary_readings_in_total", Help: "Readings."`,
+		`rcfg.Logger = log.With("component", "receipts")`,
+		`Logger: slog.New(mochiHandler{log.With("component", "mochi").Handler(), level}),`,
+		`Namespace: "tributary", Subsystem: "overlay", Name: "redials_total",`,
+	}
+	for i, line := range append(bad, good...) {
+		hit := false
+		for _, r := range conventionRules {
+			hit = hit || r.broken(line)
+		}
+		if want := i < len(bad); hit != want {
+			t.Errorf("%q: broken = %v, want %v", line, hit, want)
+		}
+	}
+}
