@@ -87,6 +87,50 @@ func checkConventions(t *testing.T, path string) {
 	}
 }
 
+// oldMetricName is a metric name from before the tributary_ prefix.
+var oldMetricName = regexp.MustCompile(`\bbridge_(readings|messages|sign|signing|clock|forward|order|delivered|delivery|http)_`)
+
+// TestNoOldMetricNames finds the pipeline's metric names from before the
+// rename anywhere in the tree (code, tests, scripts, docs, the example
+// config) except the README's table of renames.
+func TestNoOldMetricNames(t *testing.T) {
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case "testdata", "node_modules", ".git", "out", "dist", "bin":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".go", ".sh", ".md", ".toml", ".py", ".service":
+		default:
+			return nil
+		}
+		if filepath.Base(path) == "conventions_test.go" {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for n, line := range strings.Split(string(data), "\n") {
+			if oldMetricName.MatchString(line) && !strings.HasPrefix(line, "| `bridge_") && !strings.Contains(line, "sed -E") {
+				rel, _ := filepath.Rel(root, path)
+				t.Errorf("%s:%d: old metric name, renamed to tributary_… (README, Metric names):\n\t%s", rel, n+1, strings.TrimSpace(line))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestConventionRulesFire keeps the rules able to fail.
 func TestConventionRulesFire(t *testing.T) {
 	bad := []string{
@@ -106,6 +150,9 @@ func TestConventionRulesFire(t *testing.T) {
 		`rcfg.Logger = log.With("component", "receipts")`,
 		`Logger: slog.New(mochiHandler{log.With("component", "mochi").Handler(), level}),`,
 		`Namespace: "tributary", Subsystem: "overlay", Name: "redials_total",`,
+	}
+	if !oldMetricName.MatchString(`bridge_order_held_total{orderer="store"}`) || oldMetricName.MatchString("bridge_config FILE") {
+		t.Error("oldMetricName does not tell old metric names from other bridge_ words")
 	}
 	for i, line := range append(bad, good...) {
 		hit := false
