@@ -56,9 +56,9 @@ type ForwardLog interface {
 // Only this gateway's own messages (made from its readings) are
 // forwarded; those it stores for others are served by resend.
 type Forwarder struct {
-	log     ForwardLog
+	store   ForwardLog
 	overlay Overlay
-	logger  *slog.Logger
+	log     *slog.Logger
 	retry   time.Duration
 	kick    chan struct{}
 
@@ -85,9 +85,9 @@ const forwardBatch = 512
 
 // NewForwarder returns a forwarder; Run starts it. retry is how often
 // partitions without peers are tried again.
-func NewForwarder(log ForwardLog, overlay Overlay, retry time.Duration, reg prometheus.Registerer, logger *slog.Logger) *Forwarder {
+func NewForwarder(store ForwardLog, overlay Overlay, retry time.Duration, reg prometheus.Registerer, log *slog.Logger) *Forwarder {
 	f := &Forwarder{
-		log: log, overlay: overlay, logger: componentLogger(logger, "forwarder"), retry: retry,
+		store: store, overlay: overlay, log: componentLogger(log, "forwarder"), retry: retry,
 		kick:   make(chan struct{}, 1),
 		topics: make(map[streamr.StreamPartID]Topic),
 		sent:   make(map[streamr.StreamPartID]uint64),
@@ -125,7 +125,7 @@ func (f *Forwarder) Notify() {
 
 // Run forwards until ctx is done.
 func (f *Forwarder) Run(ctx context.Context) error {
-	low, err := f.log.Cursor(lowCursor)
+	low, err := f.store.Cursor(lowCursor)
 	if err != nil {
 		return fmt.Errorf("forwarder: %w", err)
 	}
@@ -139,7 +139,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			f.logger.Warn("forwarding failed; retrying", "err", err)
+			f.log.Warn("forwarding failed; retrying", "err", err)
 		case more:
 			continue
 		default:
@@ -166,12 +166,12 @@ const maxScan = 64 * forwardBatch
 // have no peers. It reports whether it stopped at maxScan with nothing
 // held back, so more may follow at once.
 func (f *Forwarder) pass(ctx context.Context) (bool, error) {
-	head := f.log.LastPos()
+	head := f.store.LastPos()
 	f.backlogLen.Set(float64(head - min(f.low, head)))
 	ps := &passState{f: f, cutoff: head - min(head, gossipWindow), parts: make(map[streamr.StreamPartID]*partPass), dirty: make(map[string]uint64)}
 	pos, scanned := f.low, 0
 	for scanned < maxScan && ctx.Err() == nil {
-		entries, err := f.log.After(pos, forwardBatch)
+		entries, err := f.store.After(pos, forwardBatch)
 		if err != nil {
 			return false, err
 		}
@@ -196,7 +196,7 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 	if len(ps.dirty) > 0 {
 		// Saved even when ctx ended mid-pass: what went out must not go
 		// out again after a restart.
-		if err := f.log.SetCursors(context.WithoutCancel(ctx), ps.dirty); err != nil {
+		if err := f.store.SetCursors(context.WithoutCancel(ctx), ps.dirty); err != nil {
 			return false, fmt.Errorf("save forwarding positions: %w", err)
 		}
 	}
@@ -247,7 +247,7 @@ func (ps *passState) add(ctx context.Context, e storage.Logged) {
 	}
 	sent, err := ps.f.sentUpTo(e.Part)
 	if err != nil {
-		ps.f.logger.Warn("read forwarding position", "stream_part", e.Part.String(), "err", err)
+		ps.f.log.Warn("read forwarding position", "stream_part", e.Part.String(), "err", err)
 		ps.block(pp, e.Pos)
 		return
 	}
@@ -363,7 +363,7 @@ func (f *Forwarder) publish(ctx context.Context, part streamr.StreamPartID, entr
 
 func (f *Forwarder) logPublishError(part streamr.StreamPartID, err error) {
 	if err != nil && !errors.Is(err, streamr.ErrNoPeers) && !errors.Is(err, context.Canceled) {
-		f.logger.Warn("forward messages", "stream_part", part.String(), "err", err)
+		f.log.Warn("forward messages", "stream_part", part.String(), "err", err)
 	}
 }
 
@@ -381,7 +381,7 @@ func (f *Forwarder) sentUpTo(part streamr.StreamPartID) (uint64, error) {
 	if pos, ok := f.sent[part]; ok {
 		return pos, nil
 	}
-	pos, err := f.log.Cursor(partCursor(part))
+	pos, err := f.store.Cursor(partCursor(part))
 	if err != nil {
 		return 0, err
 	}
@@ -398,6 +398,6 @@ func (f *Forwarder) topic(part streamr.StreamPartID) (Topic, error) {
 		return nil, fmt.Errorf("join overlay of %s: %w", part, err)
 	}
 	f.topics[part] = t
-	f.logger.Info("forwarding into overlay", "stream_part", part.String())
+	f.log.Info("forwarding into overlay", "stream_part", part.String())
 	return t, nil
 }
