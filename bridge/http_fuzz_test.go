@@ -32,53 +32,44 @@ func FuzzResendQuery(f *testing.F) {
 			}
 			return
 		}
-		checkQuery(t, kind, q)
-		back, err := parseResendQuery(url.PathEscape(string(q.Part.Stream)), strconv.Itoa(q.Part.Partition), kind, queryValues(kind, q))
+		switch {
+		case q.Part.Partition < 0 || q.Part.Partition > 99:
+			t.Fatalf("partition %d accepted", q.Part.Partition)
+		case kind == "last" && (q.Last < 1 || q.Last > 1_000_000):
+			t.Fatalf("last count %d accepted", q.Last)
+		case kind != "last" && q.Last != 0:
+			t.Fatalf("%s query with Last %d", kind, q.Last)
+		case q.From.SequenceNumber < 0 || q.To.SequenceNumber < 0:
+			t.Fatalf("negative sequence number in %+v", q)
+		case kind == "from" && (q.To.Timestamp != math.MaxInt64 || q.To.SequenceNumber != math.MaxInt32):
+			t.Fatalf("from query bounded above: %+v", q.To)
+		}
+
+		// Written back as the parameters of its kind, q reads the same.
+		back := url.Values{}
+		if q.Publisher != nil {
+			back.Set("publisherId", "0x"+hex.EncodeToString(q.Publisher))
+		}
+		if q.ChainID != "" {
+			back.Set("msgChainId", q.ChainID)
+		}
+		switch kind {
+		case "last":
+			back.Set("count", strconv.Itoa(q.Last))
+		case "range":
+			back.Set("toTimestamp", strconv.FormatInt(q.To.Timestamp, 10))
+			back.Set("toSequenceNumber", strconv.Itoa(int(q.To.SequenceNumber)))
+			fallthrough
+		case "from":
+			back.Set("fromTimestamp", strconv.FormatInt(q.From.Timestamp, 10))
+			back.Set("fromSequenceNumber", strconv.Itoa(int(q.From.SequenceNumber)))
+		}
+		again, err := parseResendQuery(url.PathEscape(string(q.Part.Stream)), strconv.Itoa(q.Part.Partition), kind, back)
 		if err != nil {
 			t.Fatalf("query %+v written back is refused: %v", q, err)
 		}
-		if !reflect.DeepEqual(back, q) {
-			t.Fatalf("query %+v written back reads %+v", q, back)
+		if !reflect.DeepEqual(again, q) {
+			t.Fatalf("query %+v written back reads %+v", q, again)
 		}
 	})
-}
-
-func checkQuery(t *testing.T, kind string, q ResendQuery) {
-	t.Helper()
-	if q.Part.Partition < 0 || q.Part.Partition > 99 {
-		t.Fatalf("partition %d accepted", q.Part.Partition)
-	}
-	switch {
-	case kind == "last" && (q.Last < 1 || q.Last > 1_000_000):
-		t.Fatalf("last count %d accepted", q.Last)
-	case kind != "last" && q.Last != 0:
-		t.Fatalf("%s query with Last %d", kind, q.Last)
-	case q.From.SequenceNumber < 0 || q.To.SequenceNumber < 0:
-		t.Fatalf("negative sequence number in %+v", q)
-	case kind == "from" && (q.To.Timestamp != math.MaxInt64 || q.To.SequenceNumber != math.MaxInt32):
-		t.Fatalf("from query bounded above: %+v", q.To)
-	}
-}
-
-// queryValues writes q back as the query parameters of its kind.
-func queryValues(kind string, q ResendQuery) url.Values {
-	v := url.Values{}
-	if q.Publisher != nil {
-		v.Set("publisherId", "0x"+hex.EncodeToString(q.Publisher))
-	}
-	if q.ChainID != "" {
-		v.Set("msgChainId", q.ChainID)
-	}
-	switch kind {
-	case "last":
-		v.Set("count", strconv.Itoa(q.Last))
-	case "range":
-		v.Set("toTimestamp", strconv.FormatInt(q.To.Timestamp, 10))
-		v.Set("toSequenceNumber", strconv.Itoa(int(q.To.SequenceNumber)))
-		fallthrough
-	case "from":
-		v.Set("fromTimestamp", strconv.FormatInt(q.From.Timestamp, 10))
-		v.Set("fromSequenceNumber", strconv.Itoa(int(q.From.SequenceNumber)))
-	}
-	return v
 }

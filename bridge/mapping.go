@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -230,7 +231,9 @@ func parseObject(payload []byte) (map[string]json.RawMessage, error) {
 	if err := dec.Decode(&obj); err != nil || obj == nil {
 		return nil, errors.New("payload is not a JSON object")
 	}
-	if dec.More() {
+	// dec.More is false before a stray '}' or ']': only the end of the
+	// payload may follow the object.
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("payload has data after its JSON object")
 	}
 	return obj, nil

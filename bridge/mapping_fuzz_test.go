@@ -75,8 +75,8 @@ func compileFuzzRules(filter, stream string) []*Rule {
 
 func checkRefusal(t *testing.T, topic string, reason *Reason) {
 	t.Helper()
-	switch reason.Code {
-	case CodeTopicNameInvalid, CodePayloadFormatInvalid:
+	switch byte(reason.Code) {
+	case 0x90, 0x99: // MQTT 5 "Topic Name invalid", "Payload format invalid"
 	default:
 		t.Fatalf("refusal %v: code %#x is not one mapping answers with", reason, reason.Code)
 	}
@@ -113,6 +113,19 @@ func checkMapped(t *testing.T, rules []*Rule, in Input, got Mapped) {
 		trimmed := bytes.TrimSpace(in.Payload)
 		if !json.Valid(trimmed) || len(trimmed) == 0 || trimmed[0] != '{' {
 			t.Fatalf("topic %q: accepted JSON payload %q that is not one object", in.Topic, in.Payload)
+		}
+	}
+}
+
+// TestMapStrayCloser: a JSON object followed by a stray '}' or ']' is not
+// one object (found by FuzzMap: json.Decoder.More is false before them).
+func TestMapStrayCloser(t *testing.T) {
+	rules := compileFuzzRules("", "")
+	for _, topic := range []string{"home/x", "field/x"} {
+		for _, body := range []string{`{"device":"a"}}`, `{"device":"a"}]`, `{"device":"a"}}t"{1}:}`} {
+			if _, reason := Map(rules, testAddress, Input{Topic: topic, Payload: []byte(body)}); reason == nil || reason.Label != "invalid_json" {
+				t.Errorf("topic %s, payload %s: refusal %v, want invalid_json", topic, body, reason)
+			}
 		}
 	}
 }
