@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -43,48 +43,16 @@ func (r conventionRule) broken(line string) bool {
 // TestConventions scans every non-test Go file of the module for the
 // conventions above.
 func TestConventions(t *testing.T) {
-	root := filepath.Join("..", "..")
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			switch d.Name() {
-			case "testdata", "node_modules", ".git":
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.HasSuffix(path, ".pb.go") {
-			return nil
-		}
-		checkConventions(t, path)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	sourceGo := func(path string) bool {
+		return strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") && !strings.HasSuffix(path, ".pb.go")
 	}
-}
-
-func checkConventions(t *testing.T, path string) {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for n := 1; sc.Scan(); n++ {
+	eachLine(t, sourceGo, func(at, line string) {
 		for _, r := range conventionRules {
-			if r.broken(sc.Text()) {
-				rel, _ := filepath.Rel(filepath.Join("..", ".."), path)
-				t.Errorf("%s:%d: %s (docs/conventions.md):\n\t%s", rel, n, r.name, strings.TrimSpace(sc.Text()))
+			if r.broken(line) {
+				t.Errorf("%s: %s (docs/conventions.md):\n\t%s", at, r.name, strings.TrimSpace(line))
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
+	})
 }
 
 // oldMetricName is a metric name from before the tributary_ prefix.
@@ -94,11 +62,30 @@ var oldMetricName = regexp.MustCompile(`\bbridge_(readings|messages|sign|signing
 // rename anywhere in the tree (code, tests, scripts, docs, the example
 // config) except the README's table of renames.
 func TestNoOldMetricNames(t *testing.T) {
+	text := func(path string) bool {
+		switch filepath.Ext(path) {
+		case ".go", ".sh", ".md", ".toml", ".py", ".service":
+			return filepath.Base(path) != "conventions_test.go"
+		}
+		return false
+	}
+	eachLine(t, text, func(at, line string) {
+		if oldMetricName.MatchString(line) && !strings.HasPrefix(line, "| `bridge_") && !strings.Contains(line, "sed -E") {
+			t.Errorf("%s: old metric name, renamed to tributary_… (README, Metric names):\n\t%s", at, strings.TrimSpace(line))
+		}
+	})
+}
+
+// eachLine calls check with "path:line" and the text of every line of
+// the module's files that keep selects (by path relative to the module).
+func eachLine(t *testing.T, keep func(path string) bool, check func(at, line string)) {
+	t.Helper()
 	root := filepath.Join("..", "..")
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
+		rel, _ := filepath.Rel(root, path)
 		if d.IsDir() {
 			switch d.Name() {
 			case "testdata", "node_modules", ".git", "out", "dist", "bin":
@@ -106,12 +93,7 @@ func TestNoOldMetricNames(t *testing.T) {
 			}
 			return nil
 		}
-		switch filepath.Ext(path) {
-		case ".go", ".sh", ".md", ".toml", ".py", ".service":
-		default:
-			return nil
-		}
-		if filepath.Base(path) == "conventions_test.go" {
+		if !keep(rel) {
 			return nil
 		}
 		data, err := os.ReadFile(path)
@@ -119,10 +101,7 @@ func TestNoOldMetricNames(t *testing.T) {
 			return err
 		}
 		for n, line := range strings.Split(string(data), "\n") {
-			if oldMetricName.MatchString(line) && !strings.HasPrefix(line, "| `bridge_") && !strings.Contains(line, "sed -E") {
-				rel, _ := filepath.Rel(root, path)
-				t.Errorf("%s:%d: old metric name, renamed to tributary_… (README, Metric names):\n\t%s", rel, n+1, strings.TrimSpace(line))
-			}
+			check(fmt.Sprintf("%s:%d", rel, n+1), line)
 		}
 		return nil
 	})
