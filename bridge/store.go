@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -29,6 +30,7 @@ type Storer struct {
 	log    ReceivedLog
 	order  *Orderer
 	logger *slog.Logger
+	joined chan struct{} // closed once Run has joined every stream partition
 
 	mu     sync.Mutex
 	buf    []streamr.Envelope
@@ -39,19 +41,20 @@ type Storer struct {
 // before its batch is written.
 const storeFlushInterval = 50 * time.Millisecond
 
-// NewStorer returns a Storer writing to log. Its Orderer is built from
-// cfg with the Storer as Positions, named streamr.StoredPositions whatever
-// cfg.Name: storage.Store.Receipts reads what this node acknowledges from
-// those positions. The Orderer's Run must be running.
+// NewStorer returns a Storer writing to log. Its Orderer (which Run runs)
+// is built from cfg with the Storer as Positions, named
+// streamr.StoredPositions whatever cfg.Name: storage.Store.Receipts reads
+// what this node acknowledges from those positions.
 func NewStorer(log ReceivedLog, cfg OrderConfig, logger *slog.Logger) *Storer {
-	s := &Storer{log: log, logger: componentLogger(logger, "storer"), states: make(map[string]streamr.ChainState)}
+	s := &Storer{log: log, logger: componentLogger(logger, "storer"), joined: make(chan struct{}), states: make(map[string]streamr.ChainState)}
 	cfg.Positions, cfg.Name = s, streamr.StoredPositions
 	s.order = NewOrderer(cfg)
 	return s
 }
 
-// Orderer returns the Storer's Orderer, whose Run the caller runs.
-func (s *Storer) Orderer() *Orderer { return s.order }
+// Joined is closed once Run has joined the overlay of every stream
+// partition it stores.
+func (s *Storer) Joined() <-chan struct{} { return s.joined }
 
 // ChainState implements PositionStore from what is stored, or about to be.
 func (s *Storer) ChainState(key string) (streamr.ChainState, bool, error) {
@@ -75,8 +78,8 @@ func (s *Storer) SaveChainStates(_ context.Context, states map[string]streamr.Ch
 	return nil
 }
 
-// Start joins the overlay of each stream partition to store.
-func (s *Storer) Start(overlay Overlay, parts []streamr.StreamPartID) error {
+// join joins the overlay of each stream partition to store.
+func (s *Storer) join(overlay Overlay, parts []streamr.StreamPartID) error {
 	for _, part := range parts {
 		if _, err := overlay.Join(part, s.receive); err != nil {
 			return fmt.Errorf("store %s: %w", part, err)
@@ -99,14 +102,25 @@ func (s *Storer) keep(m *streamr.StreamMessage, encoded []byte) {
 	s.mu.Unlock()
 }
 
-// Run writes received messages in batches until ctx is done.
-func (s *Storer) Run(ctx context.Context) error {
+// Run joins the overlay of each of parts, then orders what arrives
+// (filling gaps) and writes it in batches until ctx is done.
+func (s *Storer) Run(ctx context.Context, overlay Overlay, parts []streamr.StreamPartID) error {
+	orderCtx, stopOrder := context.WithCancel(ctx)
+	defer stopOrder()
+	ordered := make(chan error, 1)
+	go func() { ordered <- s.order.Run(orderCtx) }()
+	if err := s.join(overlay, parts); err != nil {
+		stopOrder()
+		return errors.Join(err, <-ordered)
+	}
+	close(s.joined)
 	t := time.NewTicker(storeFlushInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return s.flush(context.WithoutCancel(ctx))
+			// The Orderer delivers the messages it held on its way out.
+			return errors.Join(<-ordered, s.flush(context.WithoutCancel(ctx)))
 		case <-t.C:
 		}
 		if err := s.flush(ctx); err != nil {

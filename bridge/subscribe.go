@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -144,6 +145,7 @@ type Deliverer struct {
 	order   *Orderer
 	log     *slog.Logger
 	metrics *deliveryMetrics
+	joined  chan struct{} // closed once Run has joined every subscription's partitions
 }
 
 type deliveryMetrics struct {
@@ -152,8 +154,7 @@ type deliveryMetrics struct {
 }
 
 // NewDeliverer returns a Deliverer for the gateway whose publisher ID is
-// self; order puts messages in chain order and fills gaps (its Run must be
-// running).
+// self; order puts messages in chain order and fills gaps (Run runs it).
 func NewDeliverer(self []byte, broker LocalBroker, order *Orderer, reg prometheus.Registerer, log *slog.Logger) *Deliverer {
 	m := &deliveryMetrics{
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -166,11 +167,28 @@ func NewDeliverer(self []byte, broker LocalBroker, order *Orderer, reg prometheu
 	if reg != nil {
 		reg.MustRegister(m.delivered, m.dropped)
 	}
-	return &Deliverer{self: streamr.UserID(self), broker: broker, order: order, log: componentLogger(log, "delivery"), metrics: m}
+	return &Deliverer{self: streamr.UserID(self), broker: broker, order: order, log: componentLogger(log, "delivery"), metrics: m, joined: make(chan struct{})}
 }
 
-// Start joins the overlay of every partition of every subscription.
-func (d *Deliverer) Start(overlay Overlay, subs []*Subscription) error {
+// Run joins the overlay of every partition of every subscription, then
+// orders and delivers what arrives until ctx is done.
+func (d *Deliverer) Run(ctx context.Context, overlay Overlay, subs []*Subscription) error {
+	orderCtx, stopOrder := context.WithCancel(ctx)
+	defer stopOrder()
+	ordered := make(chan error, 1)
+	go func() { ordered <- d.order.Run(orderCtx) }()
+	if err := d.join(overlay, subs); err != nil {
+		stopOrder()
+		return errors.Join(err, <-ordered)
+	}
+	close(d.joined)
+	return <-ordered
+}
+
+// Joined is closed once Run has joined the overlay for every subscription.
+func (d *Deliverer) Joined() <-chan struct{} { return d.joined }
+
+func (d *Deliverer) join(overlay Overlay, subs []*Subscription) error {
 	for _, s := range subs {
 		for _, part := range s.parts {
 			if _, err := overlay.Join(part, d.handler(s)); err != nil {
@@ -269,5 +287,6 @@ func (s *Subscription) payload(m *streamr.StreamMessage, publisher string, histo
 func (d *Deliverer) WithOrderer(order *Orderer) *Deliverer {
 	c := *d
 	c.order = order
+	c.joined = make(chan struct{})
 	return &c
 }

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"bytes"
@@ -22,11 +22,15 @@ import (
 	"github.com/tributary-iot/tributary/storage"
 )
 
-// exampleConfig documents every key; `bridge config example` prints it and
-// a test checks that it parses to the defaults.
+// exampleConfig documents every key; `bridge config-example` prints it
+// and a test checks that it parses to the defaults.
 //
 //go:embed bridge.example.toml
 var exampleConfig []byte
+
+// ExampleConfig returns a config file documenting every key with its
+// default.
+func ExampleConfig() []byte { return bytes.Clone(exampleConfig) }
 
 // Config is the bridge.toml file. Every default lives in defaultConfig.
 type Config struct {
@@ -45,8 +49,6 @@ type Config struct {
 	Subscribe   []SubscribeRuleConfig `toml:"subscribe"`
 	Store       []StoreRuleConfig     `toml:"store"`
 	Receipts    ReceiptsConfig        `toml:"receipts"`
-
-	bootstrapNode bool // set by `bridge run --bootstrap-node`, not by the file
 }
 
 // LogConfig selects the log level and format.
@@ -143,16 +145,16 @@ type RuleConfig struct {
 // defaultRule maps every topic a/b/c to 0x<address>/a/b/c.
 var defaultRule = RuleConfig{Topic: "#", Stream: "{address}/{topic}", Content: "json"}
 
-// defaultStopTimeout bounds a graceful stop; it stays well below
+// DefaultStopTimeout bounds a graceful stop; it stays well below
 // systemd/bridge.service's TimeoutStopSec (45s), so the drain's verdict is
 // logged before systemd would send SIGKILL.
-const defaultStopTimeout = 30 * time.Second
+const DefaultStopTimeout = 30 * time.Second
 
 func defaultConfig() Config {
 	return Config{
 		StateDir:    defaultStateDir(),
 		MemoryLimit: Size(48 << 20),
-		StopTimeout: Duration(defaultStopTimeout),
+		StopTimeout: Duration(DefaultStopTimeout),
 		Log:         LogConfig{Level: "info", Format: "text"},
 		MQTT: MQTTConfig{
 			Unmapped:                "refuse",
@@ -236,9 +238,9 @@ func defaultStateDir() string {
 	return "bridge-data"
 }
 
-// loadConfig reads path strictly (unknown keys are errors naming the file,
+// LoadConfig reads path strictly (unknown keys are errors naming the file,
 // line and key) over the defaults. An empty path gives the defaults.
-func loadConfig(path string) (*Config, error) {
+func LoadConfig(path string) (*Config, error) {
 	cfg := defaultConfig()
 	if path != "" {
 		data, err := os.ReadFile(path)
@@ -408,11 +410,11 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// checkFiles loads the files the config names (users file, TLS
-// certificates) as run would, binding nothing. run calls it before it
-// creates the state directory or a key, and check-config is loadConfig
-// followed by it: what one refuses, the other does.
-func (c *Config) checkFiles(path string) error {
+// CheckFiles loads the files the config names (users file, TLS
+// certificates) as Run would, binding nothing. `bridge run` calls it
+// before it creates the state directory or a key, and check-config is
+// LoadConfig followed by it: what one refuses, the other does.
+func (c *Config) CheckFiles(path string) error {
 	refuse := broker.HandlerFunc(func(context.Context, *broker.Message) broker.Verdict {
 		return broker.Verdict{Code: broker.UnspecifiedError}
 	})

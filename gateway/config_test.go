@@ -1,10 +1,7 @@
-package main
+package gateway
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -30,11 +27,11 @@ func TestExampleConfigIsTheDefaults(t *testing.T) {
 	t.Setenv("STATE_DIRECTORY", "")
 	t.Chdir(t.TempDir())
 	path := writeConfig(t, strings.Replace(string(exampleConfig), `state_dir = "bridge-data"`, `state_dir = "`+filepath.Join(mustGetwd(t), "bridge-data")+`"`, 1))
-	got, err := loadConfig(path)
+	got, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := loadConfig("")
+	want, err := LoadConfig("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +42,7 @@ func TestExampleConfigIsTheDefaults(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	t.Setenv("STATE_DIRECTORY", "/var/lib/tributary:/other")
-	cfg, err := loadConfig("")
+	cfg, err := LoadConfig("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +70,7 @@ stream = "{address}/a/{1}"
 partitions = 4
 partition_key = "{1}"
 `)
-	cfg, err := loadConfig(path)
+	cfg, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +110,7 @@ func TestConfigErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeConfig(t, tc.content)
-			_, err := loadConfig(path)
+			_, err := LoadConfig(path)
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -123,22 +120,6 @@ func TestConfigErrors(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestCheckConfigCommand(t *testing.T) {
-	good := writeConfig(t, "[log]\nlevel = \"debug\"\n")
-	var out, errb bytes.Buffer
-	if err := runCommand(t.Context(), []string{"check-config", good}, nil, &out, &errb); err != nil {
-		t.Fatalf("valid config refused: %v", err)
-	}
-	if !strings.Contains(out.String(), "is valid") {
-		t.Errorf("output %q", out.String())
-	}
-	open := writeConfig(t, "[[mqtt.listener]]\ntype = \"tcp\"\naddress = \"0.0.0.0:1883\"\n")
-	err := runCommand(t.Context(), []string{"check-config", open}, nil, &out, &errb)
-	if err == nil || !strings.Contains(err.Error(), "0.0.0.0:1883") {
-		t.Fatalf("non-loopback listener without auth: got %v", err)
 	}
 }
 
@@ -195,50 +176,6 @@ func tomlKeys(t *testing.T, doc []byte) map[string]bool {
 	return keys
 }
 
-// check-config and run share one validation: every config run refuses,
-// check-config refuses with the same message, and run refuses it before
-// it creates the state directory, a key or a peer identity.
-func TestCheckConfigRefusesWhatRunRefuses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the real binary")
-	}
-	tests := []struct{ name, content, want string }{
-		{"bootstrap without peer ID", "[overlay]\nbootstrap = [\"/ip4/127.0.0.1/tcp/4001\"]\n", "/p2p/"},
-		{"bootstrap not a multiaddr", "[overlay]\nbootstrap = [\"127.0.0.1:4001\"]\n", "127.0.0.1:4001"},
-		{"listen not a multiaddr", "[overlay]\nlisten = [\"0.0.0.0:4001\"]\n", "0.0.0.0:4001"},
-		{"announce not a multiaddr", "[overlay]\nannounce = [\"example.org\"]\n", "example.org"},
-		{"too few connections", "[overlay]\nmax_connections = 2\n", "max_conns 2"},
-		{"stream never valid", "[[rule]]\ntopic = \"sensors/+\"\nstream = \"sensors/{1}\"\n", `owner "sensors"`},
-		{"unknown key scheme", "[key]\nuri = \"vault://k\"\n", "vault"},
-		{"missing users file", "[mqtt]\nusers_file = \"nope.toml\"\n", "nope.toml"},
-		{"missing certificate", "[[mqtt.listener]]\ntype = \"tls\"\naddress = \"127.0.0.1:0\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", "c.pem"},
-		{"open listener without users", "[[mqtt.listener]]\ntype = \"tcp\"\naddress = \"0.0.0.0:0\"\n", "0.0.0.0:0"},
-		{"type error", "[overlay]\nmax_connections = \"64\"\n", "max_connections in [overlay]"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			state := filepath.Join(dir, "state")
-			path := filepath.Join(dir, "bridge.toml")
-			cfg := fmt.Sprintf("state_dir = %q\n[http]\naddress = \"\"\n%s", state, tc.content)
-			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			_, checkErr, checkCode := runBridge("check-config", path)
-			_, runErr, runCode := runBridge("run", "--config", path)
-			if checkCode == 0 || runCode == 0 {
-				t.Fatalf("check-config exit %d %q; run exit %d %q", checkCode, checkErr, runCode, runErr)
-			}
-			if checkErr != runErr || !strings.Contains(runErr, tc.want) {
-				t.Errorf("check-config said %q, run said %q; want both to say %q", checkErr, runErr, tc.want)
-			}
-			if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("run left the state directory behind (%v)", err)
-			}
-		})
-	}
-}
-
 // All mistakes of a file come in one report, in the file's terms (TOML
 // keys and tables, never Go type names), each with its line.
 func TestConfigErrorsAllAtOnce(t *testing.T) {
@@ -256,7 +193,7 @@ partitions = "4"
 stream = "nope"
 metadata = "yes"
 `)
-	_, err := loadConfig(path)
+	_, err := LoadConfig(path)
 	if err == nil {
 		t.Fatal("accepted")
 	}

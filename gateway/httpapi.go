@@ -1,6 +1,7 @@
-package main
+package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,4 +58,23 @@ func (c *Config) httpServerConfig(reg *prometheus.Registry, log *slog.Logger) br
 		Registerer:        reg,
 		Logger:            log,
 	}
+}
+
+// serveHTTP serves the HTTP API until ctx ends; /healthz fails once a
+// part of the gateway has (failed is done).
+func (s *system) serveHTTP(ctx, failed context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.HTTP.Address)
+	if err != nil {
+		return fmt.Errorf("http.address %s: %w", s.cfg.HTTP.Address, err)
+	}
+	hcfg := s.cfg.httpServerConfig(s.reg, s.log)
+	hcfg.History, hcfg.Receipts = s.store, s.receipts
+	hcfg.Health = func() error { return s.health(failed) }
+	hcfg.Identity = func() any { return s.identity() }
+	srv, err := bridge.NewHTTPServer(ln, hcfg)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("http.address %s: %w", s.cfg.HTTP.Address, err)
+	}
+	return srv.Serve(ctx)
 }

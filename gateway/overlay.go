@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/overlay"
@@ -193,33 +192,32 @@ type localDelivery struct {
 }
 
 type deliveryLayer struct {
-	order     *bridge.Orderer
-	deliverer *bridge.Deliverer
+	deliverer *bridge.Deliverer // runs the layer's Orderer
 	subs      []*bridge.Subscription
 }
 
-func newDelivery(g *gateway) *localDelivery {
+func newDelivery(s *system) *localDelivery {
 	d := &localDelivery{}
 	var first *bridge.Deliverer
-	for i, subs := range subscriptionLayers(g.subs) {
+	for i, layer := range subscriptionLayers(s.subs) {
 		name := "mqtt"
 		if i > 0 {
 			name = fmt.Sprintf("mqtt-%d", i+1)
 		}
-		ocfg := g.cfg.orderConfig(name, g.log, g.reg)
-		ocfg.Positions, ocfg.Resender = bridge.DeliveryPositions(g.store, g.broker), g.node
+		ocfg := s.cfg.orderConfig(name, s.log, s.reg)
+		ocfg.Positions, ocfg.Resender = bridge.DeliveryPositions(s.store, s.broker), s.node
 		// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
 		// the held bound is fetched again, not given up.
 		ocfg.KeepGaps = true
 		order := bridge.NewOrderer(ocfg)
 		var dl *bridge.Deliverer
 		if first == nil {
-			first = bridge.NewDeliverer(g.key.PublisherID(), g.broker, order, g.reg, g.log)
+			first = bridge.NewDeliverer(s.key.PublisherID(), s.broker, order, s.reg, s.log)
 			dl = first
 		} else {
 			dl = first.WithOrderer(order)
 		}
-		d.layers = append(d.layers, deliveryLayer{order: order, deliverer: dl, subs: subs})
+		d.layers = append(d.layers, deliveryLayer{deliverer: dl, subs: layer})
 	}
 	return d
 }
@@ -255,23 +253,6 @@ func anyTaken(taken map[streamr.StreamPartID]bool, parts []streamr.StreamPartID)
 		}
 	}
 	return false
-}
-
-// run starts every layer's Orderer (position saving and gap filling).
-func (d *localDelivery) run(ctx context.Context, g *errgroup.Group) {
-	for _, l := range d.layers {
-		g.Go(func() error { return l.order.Run(ctx) })
-	}
-}
-
-// start joins the overlay for every subscription.
-func (d *localDelivery) start(o bridge.Overlay) error {
-	for _, l := range d.layers {
-		if err := l.deliverer.Start(o, l.subs); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // overlayAdapter gives the bridge one Join per stream partition: the

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -19,23 +19,23 @@ type StatusConfig struct {
 
 // runStatus drives the LED from the gateway's state and acts on a held
 // button: it wakes the signer and forwarder (flush) and logs the status.
-func (g *gateway) runStatus(ctx context.Context) error {
-	cfg := g.cfg.Status
+func (s *system) runStatus(ctx context.Context) error {
+	cfg := s.cfg.Status
 	var runs []func(context.Context) error
 	if cfg.LEDPin != "" {
 		pin, err := led.OpenPin(cfg.LEDPin)
 		if err != nil {
 			return fmt.Errorf("status.led_pin: %w", err)
 		}
-		l := led.New(pin, g.log)
-		runs = append(runs, l.Run, func(ctx context.Context) error { return g.updateLED(ctx, l) })
+		l := led.New(pin, s.log)
+		runs = append(runs, l.Run, func(ctx context.Context) error { return s.updateLED(ctx, l) })
 	}
 	if cfg.ButtonPin != "" {
 		pin, err := led.OpenPin(cfg.ButtonPin)
 		if err != nil {
 			return fmt.Errorf("status.button_pin: %w", err)
 		}
-		b := &led.Button{Pin: pin, Hold: time.Duration(cfg.ButtonHold), OnHold: g.flushAndReport, Logger: g.log}
+		b := &led.Button{Pin: pin, Hold: time.Duration(cfg.ButtonHold), OnHold: s.flushAndReport, Logger: s.log}
 		runs = append(runs, b.Run)
 	}
 	errs := make(chan error, len(runs))
@@ -51,11 +51,11 @@ func (g *gateway) runStatus(ctx context.Context) error {
 
 // updateLED shows fault while the pipeline is unhealthy, buffering while
 // messages wait for peers, online otherwise.
-func (g *gateway) updateLED(ctx context.Context, l *led.LED) error {
+func (s *system) updateLED(ctx context.Context, l *led.LED) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		l.Set(g.ledState())
+		l.Set(s.ledState())
 		select {
 		case <-ctx.Done():
 			return nil
@@ -64,23 +64,23 @@ func (g *gateway) updateLED(ctx context.Context, l *led.LED) error {
 	}
 }
 
-func (g *gateway) ledState() led.State {
+func (s *system) ledState() led.State {
 	switch {
-	case g.pipeline.Health(maxStall) != nil:
+	case s.pipeline.Health(maxStall) != nil:
 		return led.Fault
-	case g.forwarder != nil && g.forwarder.HoldingBack():
+	case s.forwarder != nil && s.forwarder.HoldingBack():
 		return led.Buffering
 	}
 	return led.Online
 }
 
 // flushAndReport is the button's action.
-func (g *gateway) flushAndReport(context.Context) {
-	g.notifyForwarder()
-	g.pipeline.Wake()
-	attrs := []any{"led", g.ledState().String(), "publisher", hw.Describe(g.key)}
-	if g.node != nil {
-		attrs = append(attrs, "peers", g.node.ConnectedPeers())
+func (s *system) flushAndReport(context.Context) {
+	s.notifyForwarder()
+	s.pipeline.Wake()
+	attrs := []any{"led", s.ledState().String(), "publisher", hw.Describe(s.key)}
+	if s.node != nil {
+		attrs = append(attrs, "peers", s.node.ConnectedPeers())
 	}
-	g.log.Info("status (button)", attrs...)
+	s.log.Info("status (button)", attrs...)
 }

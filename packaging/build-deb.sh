@@ -42,7 +42,7 @@ put 0644 "$HERE/udev.rules" lib/udev/rules.d/60-tributary.rules
 put 0644 "$HERE/modules-load.conf" usr/lib/modules-load.d/tributary.conf
 put 0644 "$HERE/sysctl.conf" usr/lib/sysctl.d/60-tributary.conf
 put 0644 "$HERE/bridge.toml" etc/tributary/bridge.toml
-put 0644 "$REPO/cmd/bridge/bridge.example.toml" usr/share/doc/tributary/bridge.example.toml
+put 0644 "$REPO/gateway/bridge.example.toml" usr/share/doc/tributary/bridge.example.toml
 put 0644 "$HERE/debian/copyright" usr/share/doc/tributary/copyright
 for script in postinst prerm postrm; do
 	put 0755 "$HERE/debian/$script" "DEBIAN/$script"

@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
+
+	"github.com/tributary-iot/tributary/gateway"
 )
 
 // Every subcommand answers --help and -h with its usage on stdout and exit
@@ -236,13 +238,13 @@ func TestIDCommand(t *testing.T) {
 	}
 }
 
-func readID(t *testing.T, in *instance) identity {
+func readID(t *testing.T, in *instance) gateway.Identity {
 	t.Helper()
 	stdout, stderr, code := runBridge("id", "--json", "--config", in.config)
 	if code != 0 {
 		t.Fatalf("bridge id: exit %d: %s", code, stderr)
 	}
-	var id identity
+	var id gateway.Identity
 	if err := json.Unmarshal([]byte(stdout), &id); err != nil {
 		t.Fatalf("bridge id --json: %v\n%s", err, stdout)
 	}

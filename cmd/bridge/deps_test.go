@@ -19,8 +19,9 @@ const module = "github.com/tributary-iot/tributary/"
 
 // TestImportRules keeps the architecture of ARCHITECTURE.md / the README:
 // each third-party engine lives behind exactly one package, streamr/ is
-// the leaf everyone shares, and the pipeline depends on interfaces, not on
-// the broker, the overlay or the key backends.
+// the leaf everyone shares, the pipeline depends on interfaces, not on
+// the broker, the overlay or the key backends, gateway/ alone assembles
+// them, and cmd/bridge is the command line on top of gateway/.
 func TestImportRules(t *testing.T) {
 	imports := packageImports(t)
 	engines := map[string]string{ // import path prefix → the one package (tree) allowed to import it
@@ -32,7 +33,7 @@ func TestImportRules(t *testing.T) {
 		"github.com/miekg/pkcs11":         "hw",
 		"github.com/multiformats/":        "overlay",
 		"github.com/eclipse/paho.":        "bench firmware-image", // MQTT clients of the load generator and the boot test
-		"github.com/pelletier/go-toml":    "cmd/bridge",
+		"github.com/pelletier/go-toml":    "gateway",              // the config file
 		"github.com/BurntSushi/toml":      "broker",
 		"github.com/gorilla/websocket":    "broker",
 		"github.com/ethereum/go-ethereum": "streamr hw",
@@ -40,13 +41,18 @@ func TestImportRules(t *testing.T) {
 		"golang.org/x/term":               "cmd/bridge",          // passwd's prompt without echo
 	}
 	forbidden := map[string][]string{ // package → project packages it must not import
-		"streamr":    {"bridge", "broker", "overlay", "storage", "hw", "systemd", "cmd"},
-		"bridge":     {"broker", "overlay", "hw", "systemd", "cmd"},
-		"broker":     {"bridge", "overlay", "storage", "hw", "streamr", "cmd"},
-		"overlay":    {"bridge", "broker", "storage", "hw", "cmd"},
-		"storage":    {"bridge", "broker", "overlay", "hw", "cmd"},
-		"hw":         {"bridge", "broker", "overlay", "storage", "cmd"},
-		"reasoncode": {"bridge", "broker", "overlay", "storage", "hw", "streamr", "cmd"},
+		"streamr":    {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd"},
+		"bridge":     {"broker", "overlay", "hw", "systemd", "gateway", "cmd"},
+		"broker":     {"bridge", "overlay", "storage", "hw", "streamr", "gateway", "cmd"},
+		"overlay":    {"bridge", "broker", "storage", "hw", "gateway", "cmd"},
+		"storage":    {"bridge", "broker", "overlay", "hw", "gateway", "cmd"},
+		"hw":         {"bridge", "broker", "overlay", "storage", "gateway", "cmd"},
+		"systemd":    {"bridge", "broker", "overlay", "storage", "hw", "gateway", "cmd"},
+		"reasoncode": {"bridge", "broker", "overlay", "storage", "hw", "streamr", "gateway", "cmd"},
+		"gateway":    {"cmd"},
+		// The command line reaches the pipeline, the overlay and storage
+		// only through the gateway that assembles them.
+		"cmd": {"bridge", "overlay", "storage"},
 	}
 	for pkg, deps := range imports {
 		rel := strings.TrimPrefix(pkg, module)

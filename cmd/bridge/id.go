@@ -3,35 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
-	"time"
 
-	"github.com/tributary-iot/tributary/hw"
-	"github.com/tributary-iot/tributary/overlay"
-	"github.com/tributary-iot/tributary/streamr"
+	"github.com/tributary-iot/tributary/gateway"
 )
-
-// identity is what `bridge id` prints and GET /identity serves: enough to
-// write another gateway's overlay.bootstrap.
-type identity struct {
-	Publisher string   `json:"publisher"` // 0x… address, or the compressed P-256 key
-	KeyType   string   `json:"key_type"`  // the signature type the key produces
-	PeerID    string   `json:"peer_id,omitempty"`
-	Addrs     []string `json:"addrs"` // dialable multiaddrs ending in /p2p/<peer ID>
-	Source    string   `json:"source,omitempty"`
-}
-
-// identityPath is the HTTP API's identity endpoint.
-const identityPath = "/identity"
-
-func keyIdentity(k streamr.Signer) identity {
-	return identity{Publisher: streamr.UserID(k.PublisherID()), KeyType: k.SignatureType().String(), Addrs: []string{}}
-}
 
 func cmdID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("id", stderr)
@@ -40,11 +16,11 @@ func cmdID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := gateway.LoadConfig(*configPath)
 	if err != nil {
 		return err
 	}
-	id, err := gatewayIdentity(ctx, cfg, stderr)
+	id, err := gateway.LookupIdentity(ctx, cfg, stderr)
 	if err != nil {
 		return fmt.Errorf("id: %w", err)
 	}
@@ -53,127 +29,6 @@ func cmdID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(id)
 	}
-	printIdentity(stdout, id)
+	id.WriteText(stdout)
 	return nil
-}
-
-// gatewayIdentity asks the running gateway of cfg, else reads the state
-// directory.
-func gatewayIdentity(ctx context.Context, cfg *Config, stderr io.Writer) (identity, error) {
-	if running, err := runningIdentity(ctx, cfg.HTTP.Address); err == nil && sameGateway(cfg, running, stderr) {
-		return running, nil
-	}
-	return storedIdentity(ctx, cfg)
-}
-
-// sameGateway checks that the gateway answering on cfg's HTTP address has
-// the peer ID of cfg's state directory (not another gateway's API on that
-// address). It opens no key: a hardware or encrypted key stays closed
-// while the gateway runs.
-func sameGateway(cfg *Config, running identity, stderr io.Writer) bool {
-	if !cfg.Overlay.Enabled || running.PeerID == "" {
-		return true
-	}
-	ocfg, err := cfg.overlayConfig(nil, nil)
-	if err != nil {
-		return true
-	}
-	stored, _, err := overlay.StoredIdentity(ocfg)
-	if err != nil || stored == running.PeerID {
-		return true // nothing stored to compare with
-	}
-	fmt.Fprintf(stderr, "bridge id: the gateway answering on %s has peer ID %s, not this config's %s: showing the state directory\n", cfg.HTTP.Address, running.PeerID, stored)
-	return false
-}
-
-// runningIdentity asks the gateway whose HTTP API listens on address.
-func runningIdentity(ctx context.Context, address string) (identity, error) {
-	if address == "" {
-		return identity{}, errors.New("http api disabled")
-	}
-	url := "http://" + dialAddress(address) + identityPath
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return identity{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return identity{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return identity{}, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	var id identity
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&id); err != nil {
-		return identity{}, fmt.Errorf("GET %s: %w", url, err)
-	}
-	id.Source = "running gateway (" + url + ")"
-	return id, nil
-}
-
-// dialAddress turns a listen address such as 0.0.0.0:7171 into one to dial.
-func dialAddress(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
-}
-
-// storedIdentity reads the key and the persisted overlay identity of a
-// gateway that is not running; it creates nothing.
-func storedIdentity(ctx context.Context, cfg *Config) (identity, error) {
-	uri := keyURI(cfg)
-	key, err := hw.Open(ctx, uri, keyOptions(cfg, slog.New(slog.DiscardHandler)))
-	if errors.Is(err, hw.ErrNoKey) {
-		return identity{}, fmt.Errorf("no gateway key at %s yet: start the gateway once (bridge run) or create one (bridge key new)", uri)
-	}
-	if err != nil {
-		return identity{}, fmt.Errorf("gateway key %s: %w", uri, err)
-	}
-	defer key.Close()
-	id := keyIdentity(key)
-	id.Source = "state directory " + cfg.StateDir + " (the gateway is not running)"
-	if !cfg.Overlay.Enabled {
-		return id, nil
-	}
-	ocfg, err := cfg.overlayConfig(nil, nil)
-	if err != nil {
-		return identity{}, err
-	}
-	if id.PeerID, id.Addrs, err = overlay.StoredIdentity(ocfg); err != nil {
-		if errors.Is(err, overlay.ErrNoIdentity) {
-			return identity{}, fmt.Errorf("%w: start the gateway once (bridge run) to create it", err)
-		}
-		return identity{}, err
-	}
-	return id, nil
-}
-
-func printIdentity(w io.Writer, id identity) {
-	fmt.Fprintf(w, "publisher  %s\nkey type   %s\n", id.Publisher, id.KeyType)
-	if id.PeerID == "" {
-		fmt.Fprintln(w, "peer ID    (overlay disabled)")
-	} else {
-		fmt.Fprintf(w, "peer ID    %s\n", id.PeerID)
-	}
-	for _, a := range id.Addrs {
-		fmt.Fprintf(w, "address    %s\n", a)
-	}
-	fmt.Fprintf(w, "source     %s\n", id.Source)
-}
-
-// identity is what GET /identity serves.
-func (g *gateway) identity() identity {
-	id := keyIdentity(g.key)
-	if g.node != nil {
-		id.PeerID, id.Addrs = g.node.ID(), g.node.Addrs()
-	}
-	return id
 }

@@ -3,17 +3,16 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
 	"golang.org/x/term"
 
 	"github.com/tributary-iot/tributary/broker"
+	"github.com/tributary-iot/tributary/gateway"
 	"github.com/tributary-iot/tributary/hw"
 )
 
@@ -59,63 +58,20 @@ func cmdKey(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := gateway.LoadConfig(*configPath)
 	if err != nil {
 		return err
 	}
 	if *uriFlag != "" {
 		cfg.Key.URI = *uriFlag
 	}
-	uri := keyURI(cfg)
-	opts := keyOptions(cfg, slog.New(slog.NewTextHandler(stderr, nil)))
-	var key hw.Key
-	in := bufio.NewReader(stdin)
-	switch sub {
-	case "new":
-		key, err = hw.Create(ctx, uri, opts)
-	case "show":
-		key, err = hw.Open(ctx, uri, opts)
-	case "import":
-		var priv []byte
-		if priv, err = readHexKey(in); err == nil {
-			key, err = hw.Import(ctx, uri, priv, opts)
-		}
-	case "provision-ecc":
-		key, err = hw.ProvisionECC(ctx, uri, opts, confirmProvision(in, stderr))
-	}
+	key, err := gateway.ManageKey(ctx, cfg, sub, stdin, stderr)
 	if err != nil {
-		return fmt.Errorf("key %s %s: %w", sub, uri, err)
+		return err
 	}
 	defer key.Close()
 	fmt.Fprintln(stdout, hw.Describe(key))
 	return nil
-}
-
-// confirmProvision asks the operator to type YES before the chip is locked.
-func confirmProvision(in *bufio.Reader, out io.Writer) func(chip string) error {
-	return func(chip string) error {
-		fmt.Fprintf(out, "About to configure and permanently lock %s.\nThis cannot be undone. Type YES to continue: ", chip)
-		answer, err := in.ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("read confirmation: %w", err)
-		}
-		if strings.TrimSpace(answer) != "YES" {
-			return errors.New("not confirmed: the chip was not changed")
-		}
-		return nil
-	}
-}
-
-func readHexKey(in *bufio.Reader) ([]byte, error) {
-	line, err := in.ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("read key from stdin: %w", err)
-	}
-	b, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(line), "0x"))
-	if err != nil || len(b) != 32 {
-		return nil, errors.New("stdin: want a 32-byte private key as 64 hex digits")
-	}
-	return b, nil
 }
 
 func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {

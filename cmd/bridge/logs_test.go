@@ -8,12 +8,13 @@ import (
 	"testing"
 
 	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/gateway"
 )
 
 // JSON logs print addresses as host:port, not as the structs' fields.
 func TestJSONLogAddresses(t *testing.T) {
 	var buf bytes.Buffer
-	log, closeLog := newLogger(LogConfig{Level: "info", Format: "json"}, &buf)
+	log, closeLog := newLogger(gateway.LogConfig{Level: "info", Format: "json"}, &buf)
 	defer closeLog()
 	tcp := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1883}
 	log.Info("gateway ready", "mqtt", []net.Addr{tcp, &net.UDPAddr{IP: net.IPv6loopback, Port: 4001}}, "remote", net.Addr(tcp))

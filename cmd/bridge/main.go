@@ -30,7 +30,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/gateway"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -54,21 +54,6 @@ func main() {
 type loggedError struct{ error }
 
 func (e loggedError) Unwrap() error { return e.error }
-
-// warnUnsyncedClock warns at start when the kernel says the clock is not
-// NTP-synchronised: readings are timestamped (and, with "sign", signed)
-// with that clock.
-func warnUnsyncedClock(log *slog.Logger, policy string) {
-	sync, err := bridge.ReadClockSync()
-	switch {
-	case err != nil:
-		log.Warn("cannot read the clock's sync state", "err", err)
-	case !sync.Synced && policy == "hold":
-		log.Warn("system clock is not synchronised: signing waits until it is (signing.on_unsynced_clock = \"hold\")", "max_error", sync.MaxError.String())
-	case !sync.Synced:
-		log.Warn("system clock is not synchronised: readings are signed with its time (signing.on_unsynced_clock = \"sign\")", "max_error", sync.MaxError.String())
-	}
-}
 
 // addrsAsText logs network addresses as host:port text (JSON would
 // otherwise print the structs' fields).
@@ -167,7 +152,7 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if err := parseFlags(newFlags("config-example", stderr), rest); err != nil {
 			return err
 		}
-		_, err := stdout.Write(exampleConfig)
+		_, err := stdout.Write(gateway.ExampleConfig())
 		return err
 	case "version":
 		if err := parseFlags(newFlags("version", stderr), rest); err != nil {
@@ -273,11 +258,11 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	if err := parseArgs(fs, args, 1); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(fs.Arg(0))
+	cfg, err := gateway.LoadConfig(fs.Arg(0))
 	if err != nil {
 		return err
 	}
-	if err := cfg.checkFiles(fs.Arg(0)); err != nil {
+	if err := cfg.CheckFiles(fs.Arg(0)); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "config %s is valid\n", fs.Arg(0))

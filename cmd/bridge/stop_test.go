@@ -15,6 +15,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/tributary-iot/tributary/gateway"
 )
 
 var stopRounds = flag.Int("stop-rounds", 5, "SIGTERM rounds in TestGracefulStopSignsEverything")
@@ -243,8 +245,8 @@ func TestStopTimeoutBelowTimeoutStopSec(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TimeoutStopSec=%s: %v", m[1], err)
 	}
-	if margin := unitStop - defaultStopTimeout; margin < 10*time.Second {
-		t.Errorf("stop_timeout default %s leaves %s of TimeoutStopSec=%s, want at least 10s", defaultStopTimeout, margin, unitStop)
+	if margin := unitStop - gateway.DefaultStopTimeout; margin < 10*time.Second {
+		t.Errorf("stop_timeout default %s leaves %s of TimeoutStopSec=%s, want at least 10s", gateway.DefaultStopTimeout, margin, unitStop)
 	}
 }
 

@@ -1,6 +1,6 @@
 //go:build bridgetest
 
-package main
+package gateway
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -16,19 +16,15 @@ import (
 )
 
 // (4) A message dropped on purpose on its way to a subscriber is filled by
-// gap fill within the configured timeout: bridge A (the real binary)
-// publishes and answers resend requests; the subscriber is a real overlay
+// gap fill within the configured timeout: gateway A publishes and answers
+// resend requests; the subscriber is a real overlay
 // node with the bridge's Orderer, which never sees reading 5 over gossip.
 func TestFaultDroppedMessageGapFilled(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fault test with a real bridge")
-	}
 	const gapFillTimeout = 500 * time.Millisecond
-	a := newInstance(t, overlayTable("tcp", ""))
-	a.start()
-	defer a.stop()
-	part := streamr.StreamPartID{Stream: streamr.StreamID(a.address() + "/gap/data")}
-	bootstrap := a.bootstrapAddr("tcp")
+	a := newTestGateway(t, "")
+	a.run(t)
+	part := streamr.StreamPartID{Stream: streamr.StreamID(a.Identity().Publisher + "/gap/data")}
+	bootstrap := a.Identity().Addrs[0]
 
 	node, err := overlay.New(overlay.Config{
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, BootstrapPeers: []string{bootstrap},
@@ -96,8 +92,7 @@ func TestFaultDroppedMessageGapFilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPeers(t, node, 1)
-	pub := connect(t, a.mqtt, "sensor")
-	defer pub.Disconnect(0)
+	pub := connect(t, a.mqttAddr(t), "sensor")
 	const n = 10
 	for i := range n {
 		if tok := pub.Publish("gap/data", 1, false, fmt.Sprintf(`{"n":%d}`, i)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -130,7 +125,7 @@ func TestFaultDroppedMessageGapFilled(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("delivered %v of %d readings\nA:\n%s", snapshot, n, a.logs())
+			t.Fatalf("delivered %v of %d readings\nA:\n%s", snapshot, n, a.logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"strings"
@@ -23,7 +23,7 @@ func TestHTTPAddressBeyondLoopbackNeedsOptIn(t *testing.T) {
 		{"", "false", true}, // disabled
 	} {
 		path := writeConfig(t, "[http]\naddress = \""+tc.address+"\"\nallow_anonymous = "+tc.optIn+"\n")
-		_, err := loadConfig(path)
+		_, err := LoadConfig(path)
 		if tc.ok && err != nil {
 			t.Errorf("address %q allow_anonymous=%s: %v", tc.address, tc.optIn, err)
 		}

@@ -1,0 +1,291 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/hw"
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// ExportFile is Export to the file at path, or to stdout if path is "".
+// A file is removed when the export fails, unless it holds what was
+// signed (see UnsignedExportError).
+func ExportFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, stdout, stderr io.Writer) error {
+	out, finish, err := openOutput(path, stdout)
+	if err != nil {
+		return err
+	}
+	err = Export(ctx, cfg, q, out, stderr)
+	var unsigned *UnsignedExportError
+	keep := err == nil || errors.As(err, &unsigned) // what is signed is exported
+	return errors.Join(err, finish(keep))
+}
+
+// ExportQuery is the query of `bridge export`: a stream partition and a
+// range of timestamps, each in milliseconds since the epoch or RFC 3339
+// ("" for no bound).
+func ExportQuery(stream string, partition int, from, to string) (streamr.ResendQuery, error) {
+	if stream == "" {
+		return streamr.ResendQuery{}, errors.New("--stream is required")
+	}
+	id, err := streamr.ParseStreamID(stream)
+	if err != nil {
+		return streamr.ResendQuery{}, err
+	}
+	part, err := streamr.NewStreamPartID(id, partition)
+	if err != nil {
+		return streamr.ResendQuery{}, err
+	}
+	q := streamr.ResendQuery{Part: part, To: streamr.MaxRef}
+	if q.From.Timestamp, err = bridge.ParseTime(from); err != nil {
+		return q, fmt.Errorf("--from: %w", err)
+	}
+	if to != "" {
+		if q.To.Timestamp, err = bridge.ParseTime(to); err != nil {
+			return q, fmt.Errorf("--to: %w", err)
+		}
+	}
+	return q, nil
+}
+
+// Export writes the stored messages q selects to out in Streamr raw
+// format, explaining on stderr an export that writes nothing. It asks a
+// running bridge over its HTTP API, or, when none answers,
+// reads the store directly (Badger allows one process at a time), after
+// signing the readings a stopped gateway left pending.
+func Export(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer, stderr io.Writer) error {
+	if cfg.HTTP.Address != "" {
+		n, err := exportHTTP(ctx, cfg.HTTP.Address, q, out)
+		var opErr *net.OpError
+		if !errors.As(err, &opErr) {
+			if err == nil && n == 0 {
+				err = reportEmptyHTTP(ctx, cfg.HTTP.Address, q.Part, stderr)
+			}
+			return err // served, or failed after connecting
+		}
+	}
+	store, err := storage.Open(storage.Options{Dir: storageDir(cfg), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("open storage (is a bridge running without http.address?): %w", err)
+	}
+	defer store.Close()
+	signErr := signPending(ctx, cfg, store, q.Part, stderr)
+	var unsigned *UnsignedExportError
+	if signErr != nil && !errors.As(signErr, &unsigned) {
+		return signErr
+	}
+	cw := &countingWriter{w: out}
+	if err := bridge.WriteResend(store, q, streamr.NewRawWriter(cw)); err != nil {
+		return fmt.Errorf("export %s: %w", q.Part, err)
+	}
+	if cw.n == 0 && (unsigned == nil || unsigned.InPart == 0) {
+		if err := reportEmpty(store, q.Part, stderr); err != nil {
+			return errors.Join(err, signErr)
+		}
+	}
+	return signErr
+}
+
+// signPending signs the readings a stopped gateway left pending (after
+// kill -9 or a power cut), with the gateway key and the signer `run` uses,
+// so the chains continue without a fork when the gateway starts again.
+// Without the key it returns an *UnsignedExportError counting them.
+func signPending(ctx context.Context, cfg *Config, store *storage.Store, part streamr.StreamPartID, stderr io.Writer) error {
+	if store.PendingCount() == 0 {
+		return nil
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	key, err := openKey(ctx, cfg, log)
+	if err == nil {
+		defer key.Close()
+		err = drainWith(ctx, cfg, store, key, log, stderr)
+	}
+	if err == nil {
+		return nil
+	}
+	counts, cerr := store.PendingByPart()
+	if cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	e := &UnsignedExportError{Part: part, InPart: counts[part], Reason: err}
+	for _, n := range counts {
+		e.Total += n
+	}
+	return e
+}
+
+// UnsignedExportError reports the stored readings an export could not
+// sign, which it therefore left out.
+type UnsignedExportError struct {
+	Total, InPart int // unsigned readings in all, and in the exported partition
+	Part          streamr.StreamPartID
+	Reason        error
+}
+
+func (e *UnsignedExportError) Error() string {
+	return fmt.Sprintf("export: %d stored readings are not signed yet, %d of them in stream partition %s, and are left out: %v",
+		e.Total, e.InPart, e.Part, e.Reason)
+}
+
+func (e *UnsignedExportError) Unwrap() error { return e.Reason }
+
+// ExitCode is the process exit status for this error.
+func (e *UnsignedExportError) ExitCode() int { return ExitUnsigned }
+
+// drainWith signs every pending reading of store with key.
+func drainWith(ctx context.Context, cfg *Config, store *storage.Store, key hw.Key, log *slog.Logger, stderr io.Writer) error {
+	rules, err := cfg.compileRules()
+	if err != nil {
+		return err
+	}
+	p, err := bridge.New(bridge.Config{
+		Rules:        rules,
+		Signer:       key,
+		Log:          store,
+		HoldUnsynced: cfg.Signing.OnUnsyncedClock == "hold",
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	n, err := p.Drain(ctx)
+	if n > 0 {
+		fmt.Fprintf(stderr, "export: signed %d readings the gateway had stored but not signed yet\n", n)
+	}
+	return err
+}
+
+// reportEmpty says on stderr why an export of a stopped gateway wrote
+// nothing.
+func reportEmpty(store *storage.Store, part streamr.StreamPartID, stderr io.Writer) error {
+	parts, err := store.Parts()
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(parts))
+	for i, p := range parts {
+		names[i] = p.String()
+	}
+	return explainEmpty(names, part, stderr)
+}
+
+// reportEmptyHTTP is reportEmpty for a running gateway, which lists its
+// stream partitions at /streams.
+func reportEmptyHTTP(ctx context.Context, address string, part streamr.StreamPartID, stderr io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+address+"/streams", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("list stream partitions of the bridge at %s: %w", address, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("list stream partitions of the bridge at %s: %s", address, resp.Status)
+	}
+	var names []string
+	if err := json.NewDecoder(resp.Body).Decode(&names); err != nil {
+		return fmt.Errorf("list stream partitions of the bridge at %s: %w", address, err)
+	}
+	return explainEmpty(names, part, stderr)
+}
+
+// explainEmpty says why an export wrote nothing, given the stream
+// partitions that hold messages. A partition that holds none is an error,
+// so that a mistyped stream ID does not look like an empty stream.
+func explainEmpty(names []string, part streamr.StreamPartID, stderr io.Writer) error {
+	if slices.Contains(names, part.String()) {
+		fmt.Fprintf(stderr, "export: stream partition %s holds no messages in this range\n", part)
+		return nil
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("export: stream partition %s holds no messages: this gateway holds no messages at all", part)
+	}
+	return fmt.Errorf("export: stream partition %s holds no messages on this gateway (check the stream ID and --partition); it holds: %s",
+		part, strings.Join(names, ", "))
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func exportHTTP(ctx context.Context, address string, q streamr.ResendQuery, out io.Writer) (int64, error) {
+	v := url.Values{}
+	v.Set("format", "raw")
+	v.Set("fromTimestamp", strconv.FormatInt(q.From.Timestamp, 10))
+	v.Set("fromSequenceNumber", "0")
+	v.Set("toTimestamp", strconv.FormatInt(q.To.Timestamp, 10))
+	u := fmt.Sprintf("http://%s/streams/%s/data/partitions/%d/range?%s",
+		address, url.PathEscape(string(q.Part.Stream)), q.Part.Partition, v.Encode())
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) {
+			return 0, opErr
+		}
+		return 0, fmt.Errorf("export from bridge at %s: %w", address, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return 0, fmt.Errorf("export from bridge at %s: %s: %s", address, resp.Status, msg)
+	}
+	n, err := io.Copy(out, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("export from bridge at %s: %w", address, err)
+	}
+	return n, nil
+}
+
+// openOutput returns a buffered writer to path (or stdout) and a function
+// that flushes and closes it; on failure a partial file is removed.
+func openOutput(path string, stdout io.Writer) (io.Writer, func(ok bool) error, error) {
+	if path == "" {
+		bw := bufio.NewWriter(stdout)
+		return bw, func(bool) error { return bw.Flush() }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("export: %w", err)
+	}
+	bw := bufio.NewWriter(f)
+	finish := func(ok bool) error {
+		err := errors.Join(bw.Flush(), f.Close())
+		if !ok || err != nil {
+			_ = os.Remove(path)
+		}
+		return err
+	}
+	return bw, finish, nil
+}

@@ -1,0 +1,286 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/goleak"
+
+	"github.com/tributary-iot/tributary/bridge"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testGateway is a gateway running in the test process, built from a
+// config file as `bridge run` builds it.
+type testGateway struct {
+	*Gateway
+	logs *syncBuffer
+	stop func() error // cancels Run and returns its error
+}
+
+// loopback keeps a test gateway's overlay on 127.0.0.1 with a random TCP
+// port and no LAN discovery.
+const loopback = `[overlay]
+listen = ["/ip4/127.0.0.1/tcp/0"]
+mdns = false
+nat = false
+retry = "200ms"
+`
+
+// newTestGateway writes a config (MQTT on a random loopback port, HTTP
+// off, extra appended, loopback added unless extra has an [overlay]
+// table) and returns the gateway New made of it.
+func newTestGateway(t *testing.T, extra string) *testGateway {
+	t.Helper()
+	dir := t.TempDir()
+	content := fmt.Sprintf("state_dir = %q\nstop_timeout = \"5s\"\n[log]\nlevel = \"debug\"\n[[mqtt.listener]]\ntype = \"tcp\"\naddress = \"127.0.0.1:0\"\n[http]\naddress = \"\"\n%s",
+		filepath.Join(dir, "state"), extra)
+	if !strings.Contains(extra, "[overlay]") {
+		content += "\n" + loopback
+	}
+	path := filepath.Join(dir, "bridge.toml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	g, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testGateway{Gateway: g, logs: logs}
+}
+
+// run starts Run and stops it at the end of the test, failing the test if
+// Run failed. It returns once the gateway is ready.
+func (g *testGateway) run(t *testing.T) {
+	t.Helper()
+	done := g.start()
+	t.Cleanup(func() {
+		if err := g.stop(); err != nil {
+			t.Errorf("Run: %v\n%s", err, g.logs)
+		}
+	})
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		t.Fatalf("Run returned before ready: %v\n%s", err, g.logs)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("gateway not ready after 30s\n%s", g.logs)
+	}
+}
+
+// start runs Run in the background; the channel gets its result.
+func (g *testGateway) start() <-chan error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	var once sync.Once
+	var err error
+	g.stop = func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+			done <- err
+		})
+		return err
+	}
+	return done
+}
+
+func (g *testGateway) mqttAddr(t *testing.T) string {
+	t.Helper()
+	addrs := g.MQTTAddrs()
+	if len(addrs) == 0 {
+		t.Fatal("no MQTT listener")
+	}
+	return addrs[0].String()
+}
+
+// bootstrap is an overlay table bootstrapping from g.
+func (g *testGateway) bootstrap(t *testing.T) string {
+	t.Helper()
+	addrs := g.Identity().Addrs
+	if len(addrs) == 0 {
+		t.Fatal("gateway has no overlay address")
+	}
+	return strings.Replace(loopback, "[overlay]\n", fmt.Sprintf("[overlay]\nbootstrap = [%q]\n", addrs[0]), 1)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func connect(t *testing.T, addr, clientID string) mqtt.Client {
+	t.Helper()
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(clientID).SetAutoReconnect(false))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s: %v", addr, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
+	return c
+}
+
+// A reading published with a real MQTT client on gateway A arrives, signed
+// by A, on gateway B's local MQTT through the overlay: both gateways in
+// this process, every part as `bridge run` assembles it.
+func TestTwoGateways(t *testing.T) {
+	a := newTestGateway(t, "")
+	a.run(t)
+	addrA := a.Identity().Publisher
+	b := newTestGateway(t, a.bootstrap(t)+fmt.Sprintf(`
+[[subscribe]]
+stream = "%s/e2e/data"
+topic = "from-overlay/{publisher}"
+metadata = true
+`, addrA))
+	b.run(t)
+
+	type envelope struct {
+		Content  struct{ N int }
+		Metadata struct {
+			PublisherID string `json:"publisherId"`
+		}
+	}
+	got := make(chan envelope, 100)
+	sub := connect(t, b.mqttAddr(t), "consumer")
+	tok := sub.Subscribe("from-overlay/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		var e envelope
+		if err := json.Unmarshal(m.Payload(), &e); err != nil {
+			t.Errorf("payload %s: %v", m.Payload(), err)
+		}
+		got <- e
+	})
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	pub := connect(t, a.mqttAddr(t), "sensor")
+	const n = 20
+	for i := range n {
+		if tok := pub.Publish("e2e/data", 1, false, fmt.Sprintf(`{"n":%d}`, i)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+	}
+	deadline := time.After(30 * time.Second)
+	for i := range n {
+		select {
+		case e := <-got:
+			if e.Metadata.PublisherID != addrA {
+				t.Fatalf("message from %q, want gateway A %s", e.Metadata.PublisherID, addrA)
+			}
+			if e.Content.N != i {
+				t.Fatalf("delivery %d is reading %d: out of order or duplicated", i, e.Content.N)
+			}
+		case <-deadline:
+			t.Fatalf("gateway B delivered %d of %d readings\nB:\n%s", i, n, b.logs)
+		}
+	}
+	select {
+	case e := <-got:
+		t.Fatalf("extra delivery of reading %d", e.Content.N)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// failingCursor is storage whose forwarder cursor cannot be read.
+type failingCursor struct {
+	bridge.ForwardLog
+	err error
+}
+
+func (f failingCursor) Cursor(string) (uint64, error) { return 0, f.err }
+
+// A part of the gateway that fails in the background stops Run with its
+// error (so systemd restarts the gateway), whether it is behind the broker
+// (the forwarder's first cursor read) or beside it (the status LED).
+func TestFailingPartStopsRun(t *testing.T) {
+	broken := errors.New("cursor unreadable")
+	for _, tc := range []struct {
+		name  string
+		extra string
+		fault func(*Gateway)
+		want  string
+	}{
+		{"forwarder", "", func(g *Gateway) {
+			g.forwardLog = func(l bridge.ForwardLog) bridge.ForwardLog { return failingCursor{l, broken} }
+		}, broken.Error()},
+		{"status LED", "[status]\nled_pin = \"NO-SUCH-PIN\"\n", nil, "status.led_pin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newTestGateway(t, tc.extra)
+			if tc.fault != nil {
+				tc.fault(g.Gateway)
+			}
+			var err error
+			select {
+			case err = <-g.start():
+			case <-time.After(30 * time.Second):
+				t.Fatalf("Run still running 30s after the part failed\n%s", g.logs)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run returned %v, want the part's error %q\n%s", err, tc.want, g.logs)
+			}
+			if tc.fault != nil && !errors.Is(err, broken) {
+				t.Errorf("Run's error %v does not wrap the part's", err)
+			}
+		})
+	}
+}
+
+// The watchdog and /healthz report a failed part while the gateway
+// drains, so systemd sees it even when the stop takes a while.
+func TestHealthReportsFailedPart(t *testing.T) {
+	ctx, fail := context.WithCancelCause(context.Background())
+	s := &system{}
+	cause := errors.New("forwarder: broken")
+	fail(cause)
+	if err := s.health(ctx); !errors.Is(err, cause) {
+		t.Fatalf("health %v, want the failed part's error", err)
+	}
+}
+
+// New refuses what LoadConfig would, and Run runs once.
+func TestNewAndRunOnce(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.StopTimeout = 0
+	if _, err := New(&cfg, Options{}); err == nil || !strings.Contains(err.Error(), "stop_timeout") {
+		t.Fatalf("New with stop_timeout 0: %v", err)
+	}
+	cfg = defaultConfig()
+	cfg.Overlay.Enabled = false
+	if _, err := New(&cfg, Options{BootstrapNode: true}); err == nil || !strings.Contains(err.Error(), "overlay.enabled") {
+		t.Fatalf("bootstrap node without overlay: %v", err)
+	}
+	g := newTestGateway(t, "")
+	g.run(t)
+	if err := g.Run(t.Context()); err == nil {
+		t.Fatal("second Run succeeded")
+	}
+}
