@@ -7,44 +7,35 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	paho5 "github.com/eclipse/paho.golang/paho"
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tributary-iot/tributary/broker"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testGateway is a pipeline with real storage and a real broker on
-// 127.0.0.1, wired as cmd/bridge wires them.
+// testGateway is a pipeline with real storage, fed as the broker feeds
+// it (see publish); the gateway package's tests run the whole assembly
+// with a real broker and real MQTT clients.
 type testGateway struct {
 	pipeline *Pipeline
 	store    *storage.Store
-	broker   *broker.Broker
 	metrics  *Metrics
-	addr     string
 }
 
 type gatewayOptions struct {
-	signer    streamr.Signer
-	clock     Clock
-	hold      bool
-	quota     int64
-	rules     []RuleConfig
-	usersFile string
+	signer streamr.Signer
+	clock  Clock
+	hold   bool
 }
 
 func startTestGateway(t *testing.T, o gatewayOptions) *testGateway {
@@ -56,31 +47,19 @@ func startTestGateway(t *testing.T, o gatewayOptions) *testGateway {
 		}
 		o.signer = k
 	}
-	if o.rules == nil {
-		o.rules = []RuleConfig{{Topic: "#", Stream: "{address}/{topic}"}}
-	}
-	store, err := storage.Open(storage.Options{Dir: t.TempDir(), QuotaBytes: o.quota, MinFreeBytes: -1})
+	store, err := storage.Open(storage.Options{Dir: t.TempDir(), MinFreeBytes: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules := make([]*Rule, len(o.rules))
-	for i, rc := range o.rules {
-		if rules[i], err = Compile(rc, i); err != nil {
-			t.Fatal(err)
-		}
+	rule, err := Compile(RuleConfig{Topic: "#", Stream: "{address}/{topic}"}, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
 	g := &testGateway{store: store, metrics: NewMetrics(prometheus.NewRegistry())}
 	g.pipeline, err = New(Config{
-		Rules: rules, Signer: o.signer, Log: store, Clock: o.clock, HoldUnsynced: o.hold,
+		Rules: []*Rule{rule}, Signer: o.signer, Log: store, Clock: o.clock, HoldUnsynced: o.hold,
 		Metrics: g.metrics, Logger: slog.New(slog.DiscardHandler), PollInterval: 20 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.broker, err = broker.New(broker.Config{
-		Listeners: []broker.Listener{{Type: "tcp", Address: "127.0.0.1:0"}},
-		UsersFile: o.usersFile,
-	}, testHandler{g.pipeline}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +67,6 @@ func startTestGateway(t *testing.T, o gatewayOptions) *testGateway {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return store.Run(ctx) })
 	eg.Go(func() error { return g.pipeline.Run(ctx) })
-	eg.Go(func() error { return g.broker.Run(ctx) })
 	t.Cleanup(func() {
 		cancel()
 		if err := eg.Wait(); err != nil {
@@ -98,28 +76,22 @@ func startTestGateway(t *testing.T, o gatewayOptions) *testGateway {
 			t.Error(err)
 		}
 	})
-	select {
-	case <-g.broker.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("broker not ready")
-	}
-	g.addr = g.broker.Addrs()[0].String()
 	return g
 }
 
-// testHandler adapts the pipeline to the broker, as cmd/bridge does.
-type testHandler struct{ p *Pipeline }
-
-func (h testHandler) HandlePublish(_ context.Context, m *broker.Message) broker.Verdict {
-	props := map[string]string{}
-	for _, p := range m.UserProperties {
-		props[p.Key] = p.Value
+// publish ingests one QoS 1 reading of client and returns once it is
+// durable: when the broker would send its PUBACK.
+func (g *testGateway) publish(ctx context.Context, client, topic, payload string) error {
+	wait, reason := g.pipeline.Ingest(Publish{ClientID: client, Topic: topic, Payload: []byte(payload), QoS: 1})
+	if reason != nil {
+		return fmt.Errorf("publish %s: refused: %s", topic, reason.Label)
 	}
-	wait, r := h.p.Ingest(Publish{ClientID: m.ClientID, Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, UserProperties: props})
-	if r != nil {
-		return broker.Verdict{Code: broker.ReasonCode(r.Code)}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := wait(ctx); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
 	}
-	return broker.Verdict{Code: broker.Success, Wait: wait}
+	return nil
 }
 
 // messages returns the stored signed messages of a stream partition.
@@ -152,16 +124,6 @@ func (g *testGateway) waitSigned(t *testing.T, part streamr.StreamPartID, n int)
 	}
 }
 
-func connect311(t *testing.T, addr, clientID string) mqtt.Client {
-	t.Helper()
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(clientID).SetAutoReconnect(false))
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { c.Disconnect(0) })
-	return c
-}
-
 // slowSigner signs like key but at most rate signatures per second,
 // like a hardware secure element.
 type slowSigner struct {
@@ -190,12 +152,10 @@ func TestSlowSignerDoesNotSlowIngestion(t *testing.T) {
 	}
 	signer := &slowSigner{EVMKey: key, interval: 200 * time.Millisecond}
 	g := startTestGateway(t, gatewayOptions{signer: signer})
-	c := connect311(t, g.addr, "sensor-1")
 	const n = 25
 	for i := range n {
-		tok := c.Publish("slow/data", 1, false, fmt.Sprintf(`{"i":%d}`, i))
-		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %d: %v", i, tok.Error())
+		if err := g.publish(t.Context(), "sensor-1", "slow/data", fmt.Sprintf(`{"i":%d}`, i)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if s := signer.signed.Load(); s >= n/2 {
@@ -243,10 +203,9 @@ func TestHoldUntilClockSynced(t *testing.T) {
 	wrong := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC) // a Pi booting without RTC
 	clock := &fakeClock{now: wrong, boot: int64(10 * time.Second)}
 	g := startTestGateway(t, gatewayOptions{clock: clock, hold: true})
-	c := connect311(t, g.addr, "sensor-1")
 	for i := range 3 {
-		if tok := c.Publish("held/data", 1, false, fmt.Sprintf(`{"i":%d}`, i)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish: %v", tok.Error())
+		if err := g.publish(t.Context(), "sensor-1", "held/data", fmt.Sprintf(`{"i":%d}`, i)); err != nil {
+			t.Fatal(err)
 		}
 		clock.advance(time.Second)
 	}
@@ -277,128 +236,5 @@ func TestHoldUntilClockSynced(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(g.metrics.held); v != 0 {
 		t.Errorf("tributary_signing_held = %v after sync, want 0", v)
-	}
-}
-
-// Every rejection reaches an MQTT 5 client as its PUBACK reason code, and
-// is counted by reason.
-func TestRejectionReasonsMQTT5(t *testing.T) {
-	g := startTestGateway(t, gatewayOptions{rules: []RuleConfig{
-		{Topic: "ok/+", Stream: "{address}/ok/{1}"},
-		{Topic: "bad/+", Stream: "{address}/bad/{1}"},
-	}})
-	client := connect5(t, g.addr)
-	tests := []struct {
-		topic, payload string
-		code           byte
-		label          string
-	}{
-		{"ok/a", `{"v":1}`, 0x00, ""},
-		{"nothing/a", `{"v":1}`, 0x90, "no_rule"},
-		{"bad/a b", `{"v":1}`, 0x90, "invalid_stream_id"},
-		{"ok/a", `[1]`, 0x99, "invalid_json"},
-	}
-	for _, tc := range tests {
-		resp, err := client.Publish(t.Context(), &paho5.Publish{Topic: tc.topic, QoS: 1, Payload: []byte(tc.payload)})
-		var code byte
-		if err == nil {
-			code = resp.ReasonCode
-		} else if resp != nil {
-			code = resp.ReasonCode
-		}
-		if code != tc.code {
-			t.Errorf("%s %s: reason 0x%02x (err %v), want 0x%02x", tc.topic, tc.payload, code, err, tc.code)
-		}
-		if tc.label != "" && testutil.ToFloat64(g.metrics.rejected.WithLabelValues(tc.label)) < 1 {
-			t.Errorf("%s not counted", tc.label)
-		}
-	}
-}
-
-// MQTT 3.1.1 has no negative PUBACK: a refused reading is dropped (not
-// stored, not delivered to subscribers) and counted.
-func TestRejectionMQTT311Dropped(t *testing.T) {
-	g := startTestGateway(t, gatewayOptions{rules: []RuleConfig{{Topic: "ok/#", Stream: "{address}/{topic}"}}})
-	sub := connect311(t, g.addr, "watcher")
-	got := make(chan string, 10)
-	if tok := sub.Subscribe("#", 1, func(_ mqtt.Client, m mqtt.Message) { got <- m.Topic() }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	pub := connect311(t, g.addr, "sensor")
-	for _, topic := range []string{"nope/x", "ok/x"} {
-		if tok := pub.Publish(topic, 1, false, `{"v":1}`); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-			t.Fatal(tok.Error())
-		}
-	}
-	select {
-	case topic := <-got:
-		if topic != "ok/x" {
-			t.Fatalf("subscriber received refused topic %s", topic)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("accepted reading not delivered")
-	}
-	if v := testutil.ToFloat64(g.metrics.rejected.WithLabelValues("no_rule")); v != 1 {
-		t.Fatalf("no_rule counted %v times, want 1", v)
-	}
-}
-
-func connect5(t *testing.T, addr string) *paho5.Client {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := paho5.NewClient(paho5.ClientConfig{ClientID: "v5-client", Conn: conn, PacketTimeout: 5 * time.Second})
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Connect(ctx, &paho5.Connect{ClientID: "v5-client", KeepAlive: 30, CleanStart: true}); err != nil {
-		t.Fatalf("MQTT 5 connect: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = c.Disconnect(&paho5.Disconnect{})
-		<-c.Done()
-	})
-	return c
-}
-
-// At the storage quota an MQTT 5 publisher gets reason 0x97, QoS 0 is
-// refused too, and every reading acknowledged before is kept and signed.
-func TestQuotaExceeded(t *testing.T) {
-	g := startTestGateway(t, gatewayOptions{quota: 2 << 20})
-	client := connect5(t, g.addr)
-	filler := strings.Repeat("x", 1000)
-	acked := 0
-	var refused bool
-	for i := 0; i < 10_000 && !refused; i++ {
-		payload := fmt.Sprintf(`{"i":%d,"fill":%q}`, i, filler)
-		resp, err := client.Publish(t.Context(), &paho5.Publish{Topic: "quota/data", QoS: 1, Payload: []byte(payload)})
-		switch {
-		case err == nil:
-			acked++
-		case resp != nil && resp.ReasonCode == 0x97:
-			refused = true
-		default:
-			t.Fatalf("publish %d: %v", i, err)
-		}
-	}
-	if !refused {
-		t.Fatalf("no 0x97 after %d readings of 1 kB with a 2 MiB quota", acked)
-	}
-	if _, err := client.Publish(t.Context(), &paho5.Publish{Topic: "quota/data", QoS: 0, Payload: []byte(`{"qos":0}`)}); err != nil {
-		t.Fatal(err)
-	}
-	address := streamr.UserID(g.pipeline.cfg.Signer.PublisherID())
-	part := streamr.StreamPartID{Stream: streamr.StreamID(address + "/quota/data")}
-	msgs := g.waitSigned(t, part, acked)
-	if len(msgs) != acked {
-		t.Fatalf("%d messages stored, %d readings acknowledged", len(msgs), acked)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(g.metrics.rejected.WithLabelValues("quota_exceeded")) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the QoS 0 reading over quota was not refused and counted")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -26,12 +26,9 @@ func TestFastSignerSignsInCommit(t *testing.T) {
 	var wg sync.WaitGroup
 	for c := range clients {
 		wg.Go(func() {
-			cl := connect311(t, g.addr, fmt.Sprintf("sensor-%d", c))
-			defer cl.Disconnect(0)
 			for i := range n {
-				tok := cl.Publish("fast/data", 1, false, fmt.Sprintf(`{"c":%d,"i":%d}`, c, i))
-				if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-					t.Errorf("client %d publish %d: %v", c, i, tok.Error())
+				if err := g.publish(t.Context(), fmt.Sprintf("sensor-%d", c), "fast/data", fmt.Sprintf(`{"c":%d,"i":%d}`, c, i)); err != nil {
+					t.Errorf("client %d: %v", c, err)
 					return
 				}
 			}
