@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,13 +210,20 @@ metadata = true
 	}
 }
 
-// failingCursor is storage whose forwarder cursor cannot be read.
+// failingCursor is storage whose forwarder cursor cannot be read, once
+// release is closed (at once if it is nil).
 type failingCursor struct {
 	bridge.ForwardLog
-	err error
+	err     error
+	release <-chan struct{}
 }
 
-func (f failingCursor) Cursor(string) (uint64, error) { return 0, f.err }
+func (f failingCursor) Cursor(string) (uint64, error) {
+	if f.release != nil {
+		<-f.release
+	}
+	return 0, f.err
+}
 
 // A part of the gateway that fails in the background stops Run with its
 // error (so systemd restarts the gateway), whether it is behind the broker
@@ -229,7 +237,7 @@ func TestFailingPartStopsRun(t *testing.T) {
 		want  string
 	}{
 		{"forwarder", "", func(g *Gateway) {
-			g.forwardLog = func(l bridge.ForwardLog) bridge.ForwardLog { return failingCursor{l, broken} }
+			g.forwardLog = func(l bridge.ForwardLog) bridge.ForwardLog { return failingCursor{l, broken, nil} }
 		}, broken.Error()},
 		{"status LED", "[status]\nled_pin = \"NO-SUCH-PIN\"\n", nil, "status.led_pin"},
 	} {
@@ -254,14 +262,84 @@ func TestFailingPartStopsRun(t *testing.T) {
 	}
 }
 
-// The watchdog and /healthz report a failed part while the gateway
-// drains, so systemd sees it even when the stop takes a while.
+// A part failing after READY=1 stops the watchdog's pings at once: the
+// gateway tells systemd STOPPING=1, pings no more, and Run returns the
+// part's error.
+func TestWatchdogReflectsFailedPart(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wd") // a socket path must stay short
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	t.Setenv("NOTIFY_SOCKET", sock.LocalAddr().String())
+	t.Setenv("WATCHDOG_USEC", "100000")
+	t.Setenv("WATCHDOG_PID", "")
+	states := make(chan string, 1000)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := sock.Read(buf)
+			if err != nil {
+				close(states)
+				return
+			}
+			states <- string(buf[:n])
+		}
+	}()
+
+	broken := errors.New("cursor unreadable")
+	release := make(chan struct{})
+	g := newTestGateway(t, "")
+	g.forwardLog = func(l bridge.ForwardLog) bridge.ForwardLog { return failingCursor{l, broken, release} }
+	done := g.start()
+	waitState(t, states, "READY=1")
+	waitState(t, states, "WATCHDOG=1")
+	close(release)
+	waitState(t, states, "STOPPING=1")
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Run still running after the part failed\n%s", g.logs)
+	}
+	if !errors.Is(err, broken) {
+		t.Fatalf("Run returned %v, want the forwarder's error", err)
+	}
+	sock.Close()
+	for state := range states {
+		if strings.Contains(state, "WATCHDOG=1") {
+			t.Errorf("watchdog pinged after STOPPING=1")
+		}
+	}
+}
+
+// waitState reads notifications until one holds want.
+func waitState(t *testing.T, states <-chan string, want string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case s := <-states:
+			if strings.Contains(s, want) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %s notification", want)
+		}
+	}
+}
+
+// health is what the watchdog and /healthz check: a failed part makes it
+// fail while the gateway drains.
 func TestHealthReportsFailedPart(t *testing.T) {
 	ctx, fail := context.WithCancelCause(context.Background())
-	s := &system{}
 	cause := errors.New("forwarder: broken")
 	fail(cause)
-	if err := s.health(ctx); !errors.Is(err, cause) {
+	if err := (&system{}).health(ctx); !errors.Is(err, cause) {
 		t.Fatalf("health %v, want the failed part's error", err)
 	}
 }
