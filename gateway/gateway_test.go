@@ -150,37 +150,50 @@ func connect(t *testing.T, addr, clientID string) mqtt.Client {
 }
 
 // A reading published with a real MQTT client on gateway A arrives, signed
-// by A, on gateway B's local MQTT through the overlay: both gateways in
-// this process, every part as `bridge run` assembles it.
+// by A, on gateway B's local MQTT through the overlay, once for each of
+// B's two subscriptions of the stream, in order: both gateways in this
+// process, every part as `bridge run` assembles it.
 func TestTwoGateways(t *testing.T) {
 	a := newTestGateway(t, "")
 	a.run(t)
 	addrA := a.Identity().Publisher
 	b := newTestGateway(t, a.bootstrap(t)+fmt.Sprintf(`
 [[subscribe]]
-stream = "%s/e2e/data"
+stream = "%[1]s/e2e/data"
 topic = "from-overlay/{publisher}"
+metadata = true
+[[subscribe]]
+stream = "%[1]s/e2e/data"
+topic = "again/{publisher}"
 metadata = true
 `, addrA))
 	b.run(t)
 
-	type envelope struct {
-		Content  struct{ N int }
-		Metadata struct {
-			PublisherID string `json:"publisherId"`
-		}
+	type delivery struct {
+		topic string
+		n     int
 	}
-	got := make(chan envelope, 100)
+	got := make(chan delivery, 100)
 	sub := connect(t, b.mqttAddr(t), "consumer")
-	tok := sub.Subscribe("from-overlay/#", 1, func(_ mqtt.Client, m mqtt.Message) {
-		var e envelope
-		if err := json.Unmarshal(m.Payload(), &e); err != nil {
-			t.Errorf("payload %s: %v", m.Payload(), err)
+	for _, filter := range []string{"from-overlay/#", "again/#"} {
+		tok := sub.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+			var e struct {
+				Content  struct{ N int }
+				Metadata struct {
+					PublisherID string `json:"publisherId"`
+				}
+			}
+			if err := json.Unmarshal(m.Payload(), &e); err != nil {
+				t.Errorf("payload %s: %v", m.Payload(), err)
+			}
+			if e.Metadata.PublisherID != addrA {
+				t.Errorf("message from %q, want gateway A %s", e.Metadata.PublisherID, addrA)
+			}
+			got <- delivery{strings.SplitN(m.Topic(), "/", 2)[0], e.Content.N}
+		})
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
 		}
-		got <- e
-	})
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
 	}
 	pub := connect(t, a.mqttAddr(t), "sensor")
 	const n = 20
@@ -189,23 +202,22 @@ metadata = true
 			t.Fatalf("publish %d: %v", i, tok.Error())
 		}
 	}
+	next := map[string]int{} // per subscription, the reading expected next
 	deadline := time.After(30 * time.Second)
-	for i := range n {
+	for range 2 * n {
 		select {
-		case e := <-got:
-			if e.Metadata.PublisherID != addrA {
-				t.Fatalf("message from %q, want gateway A %s", e.Metadata.PublisherID, addrA)
+		case d := <-got:
+			if d.n != next[d.topic] {
+				t.Fatalf("%s: delivery %d is reading %d: out of order or duplicated", d.topic, next[d.topic], d.n)
 			}
-			if e.Content.N != i {
-				t.Fatalf("delivery %d is reading %d: out of order or duplicated", i, e.Content.N)
-			}
+			next[d.topic]++
 		case <-deadline:
-			t.Fatalf("gateway B delivered %d of %d readings\nB:\n%s", i, n, b.logs)
+			t.Fatalf("gateway B delivered %v of %d readings per subscription\nB:\n%s", next, n, b.logs)
 		}
 	}
 	select {
-	case e := <-got:
-		t.Fatalf("extra delivery of reading %d", e.Content.N)
+	case d := <-got:
+		t.Fatalf("extra delivery of reading %d on %s", d.n, d.topic)
 	case <-time.After(300 * time.Millisecond):
 	}
 }
