@@ -25,5 +25,5 @@
 // ForwardLog, History, PositionStore for storage; Overlay, Topic, Resender,
 // ReceiptNetwork for the overlay; LocalBroker for MQTT; Clock) and is
 // assembled with the broker, storage, overlay and key backends by
-// cmd/bridge (interfaces live with their consumer: docs/conventions.md).
+// package gateway (interfaces live with their consumer: docs/conventions.md).
 package bridge

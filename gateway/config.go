@@ -178,7 +178,7 @@ func defaultConfig() Config {
 		Storage: StorageConfig{
 			Quota:      Size(2 << 30),
 			Retention:  Duration(30 * 24 * time.Hour),
-			GCInterval: Duration(5 * time.Minute),
+			GCInterval: Duration(storage.DefaultGCInterval),
 			MinFree:    Size(storage.DefaultMinFreeBytes),
 		},
 		Signing: SigningConfig{OnUnsyncedClock: "sign", BatchWindow: Duration(10 * time.Millisecond), SignInCommitUnder: Duration(bridge.DefaultPresignMax)},
