@@ -23,15 +23,17 @@ import (
 	"github.com/tributary-iot/tributary/streamr"
 )
 
-// ExportFile is Export to the file at path, or to stdout if path is "".
-// A file is removed when the export fails, unless it holds what was
-// signed (see UnsignedExportError).
+// ExportFile is `bridge export`: it writes the stored messages q selects
+// in Streamr raw format to the file at path, or to stdout if path is "",
+// and explains on stderr an export that writes nothing. A file is removed
+// when the export fails, unless it holds what was signed (see
+// UnsignedExportError).
 func ExportFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, stdout, stderr io.Writer) error {
 	out, finish, err := openOutput(path, stdout)
 	if err != nil {
 		return err
 	}
-	err = Export(ctx, cfg, q, out, stderr)
+	err = export(ctx, cfg, q, out, stderr)
 	var unsigned *UnsignedExportError
 	keep := err == nil || errors.As(err, &unsigned) // what is signed is exported
 	return errors.Join(err, finish(keep))
@@ -64,12 +66,10 @@ func ExportQuery(stream string, partition int, from, to string) (streamr.ResendQ
 	return q, nil
 }
 
-// Export writes the stored messages q selects to out in Streamr raw
-// format, explaining on stderr an export that writes nothing. It asks a
-// running bridge over its HTTP API, or, when none answers,
+// export asks a running bridge over its HTTP API, or, when none answers,
 // reads the store directly (Badger allows one process at a time), after
 // signing the readings a stopped gateway left pending.
-func Export(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer, stderr io.Writer) error {
+func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer, stderr io.Writer) error {
 	if cfg.HTTP.Address != "" {
 		n, err := exportHTTP(ctx, cfg.HTTP.Address, q, out)
 		var opErr *net.OpError
