@@ -78,9 +78,9 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 }
 
 // Run serves until ctx ends or a part of the gateway fails, then stops
-// every part in dependency order (see system.serve). It returns the first
-// failure, or an error that ExitCode maps to 3 when stored readings remain
-// unsigned. While the disk is too full to open storage, Run refuses
+// every part in dependency order (see system.serve). It returns the
+// errors of the parts that failed, and an *UnsignedError when stored
+// readings remain unsigned; nil after a clean stop. While the disk is too full to open storage, Run refuses
 // readings (see refuseUntilSpace) instead of failing. Run may be called
 // once.
 func (g *Gateway) Run(ctx context.Context) error {
