@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"slices"
@@ -23,7 +23,7 @@ resend_reserved_streams = 2
 [receipts]
 peers = ["`+storer+`"]
 `)
-	cfg, err := loadConfig(path)
+	cfg, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ peers = ["`+storer+`"]
 		{"[overlay]\nresend_reserved_streams = 16\n", "overlay.resend_reserved_streams"},
 		{"[overlay]\nmax_peer_topics = 0\n", "overlay.max_peer_topics"},
 	} {
-		_, err := loadConfig(writeConfig(t, tc.content))
+		_, err := LoadConfig(writeConfig(t, tc.content))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err %v, want it to name %q", tc.content, err, tc.want)
 		}
