@@ -24,6 +24,13 @@ func (o *captureOverlay) Join(_ streamr.StreamPartID, deliver func(*streamr.Stre
 	return nil, nil
 }
 
+func (o *captureOverlay) deliver(m *streamr.StreamMessage, enc []byte) {
+	o.mu.Lock()
+	deliver := o.delivers[0]
+	o.mu.Unlock()
+	deliver(m, enc)
+}
+
 // TestStorerPositionsAreReceipts: what a Storer stores is what the store
 // acknowledges as receipts, whatever name the caller gave its Orderer (the
 // key used to be a convention between main and storage).
@@ -38,21 +45,22 @@ func TestStorerPositionsAreReceipts(t *testing.T) {
 	msgs := chainMessages(3)
 	part := msgs[0].ID.StreamPart()
 	ov := &captureOverlay{}
-	if err := s.Start(ov, []streamr.StreamPartID{part}); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = s.Orderer().Run(ctx) })
-	wg.Go(func() { _ = s.Run(ctx) })
+	wg.Go(func() {
+		if err := s.Run(ctx, ov, []streamr.StreamPartID{part}); err != nil {
+			t.Error(err)
+		}
+	})
 	defer wg.Wait()
 	defer cancel()
+	<-s.Joined()
 	for _, m := range msgs {
 		enc, err := m.Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
-		ov.delivers[0](m, enc)
+		ov.deliver(m, enc)
 	}
 	want := streamr.ChainReceipt{ChainID: msgs[2].ID.MsgChainID, Last: msgs[2].ID.Ref()}
 	deadline := time.Now().Add(5 * time.Second)
