@@ -94,10 +94,13 @@ type collector struct {
 	reloadDisconnects, refused                                                        *prometheus.Desc
 }
 
+// desc describes one broker metric: tributary_broker_<name>.
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName("tributary", "broker", name), help, labels, nil)
+}
+
 func newCollector(stats func() Stats) *collector {
-	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName("tributary", "broker", name), help, labels, nil)
-	}
+	d := desc
 	return &collector{
 		stats:             stats,
 		clients:           d("clients_connected", "MQTT network clients connected now."),

@@ -82,9 +82,7 @@ type sessionCollector struct {
 }
 
 func newSessionCollector(stats func() SessionStats) *sessionCollector {
-	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName("tributary", "broker", name), help, labels, nil)
-	}
+	d := desc
 	return &sessionCollector{
 		stats:        stats,
 		sessions:     d("sessions", "MQTT sessions with broker state (connected or persistent)."),
