@@ -16,33 +16,45 @@ import (
 // StoredRetainedMessages once, in that order (server.go:1555), before any client connects.
 // Records of sessions that expired while the gateway was down are deleted instead of loaded.
 
-// StoredClients implements mqtt.Hook: the persistent sessions that have not expired.
-func (h *sessions) StoredClients() ([]storage.Client, error) {
+// loadRecords decodes the JSON record R of every key under prefix; keep
+// turns each into what is loaded (false: skip it). what names the records
+// in errors.
+func loadRecords[R, T any](h *sessions, prefix, what string, keep func(key string, rec *R) (T, bool, error)) ([]T, error) {
 	if h.commit.store == nil {
 		return nil, nil
 	}
-	now := time.Now().Unix()
-	var out []storage.Client
-	err := h.commit.store.ScanSessions(prefixClient, func(key string, v []byte) error {
-		var rec clientRecord
+	var out []T
+	err := h.commit.store.ScanSessions(prefix, func(key string, v []byte) error {
+		var rec R
 		if err := json.Unmarshal(v, &rec); err != nil {
 			return fmt.Errorf("decode %q: %w", key, err)
 		}
+		t, ok, err := keep(key, &rec)
+		if ok {
+			out = append(out, t)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load MQTT %s: %w", what, err)
+	}
+	return out, nil
+}
+
+// StoredClients implements mqtt.Hook: the persistent sessions that have not expired.
+func (h *sessions) StoredClients() ([]storage.Client, error) {
+	now := time.Now().Unix()
+	return loadRecords(h, prefixClient, "sessions", func(key string, rec *clientRecord) (storage.Client, bool, error) {
 		if rec.Disconnected > 0 && rec.Disconnected+h.expiry(rec.Client) < now {
 			h.commit.put(key, nil) // its other records go as orphans below
-			return nil
+			return storage.Client{}, false, nil
 		}
 		h.mu.Lock()
 		ss := h.sessionFor(rec.ID)
 		ss.persistent, ss.stored = true, true
 		h.mu.Unlock()
-		out = append(out, rec.Client)
-		return nil
+		return rec.Client, true, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load MQTT sessions: %w", err)
-	}
-	return out, nil
 }
 
 // expiry is how long a disconnected session is kept (mochi's rule, server.go:1704).
@@ -67,48 +79,24 @@ func (h *sessions) known(key, id string) bool {
 
 // StoredSubscriptions implements mqtt.Hook.
 func (h *sessions) StoredSubscriptions() ([]storage.Subscription, error) {
-	if h.commit.store == nil {
-		return nil, nil
-	}
-	var out []storage.Subscription
-	err := h.commit.store.ScanSessions(prefixSub, func(key string, v []byte) error {
-		var rec storage.Subscription
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return fmt.Errorf("decode %q: %w", key, err)
-		}
+	return loadRecords(h, prefixSub, "subscriptions", func(key string, rec *storage.Subscription) (storage.Subscription, bool, error) {
 		if !h.known(key, rec.Client) {
-			return nil
+			return storage.Subscription{}, false, nil
 		}
 		h.mu.Lock()
 		h.byID[rec.Client].subs[rec.Filter] = struct{}{}
 		h.mu.Unlock()
-		out = append(out, rec)
-		return nil
+		return *rec, true, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load MQTT subscriptions: %w", err)
-	}
-	return out, nil
 }
 
 // StoredInflightMessages implements mqtt.Hook: every queued and in-flight message, indexed in
 // queueing order (their keys' order).
 func (h *sessions) StoredInflightMessages() ([]storage.Message, error) {
-	if h.commit.store == nil {
-		return nil, nil
-	}
-	var out []storage.Message
-	err := h.commit.store.ScanSessions(prefixQueued, func(key string, v []byte) error {
+	return loadRecords(h, prefixQueued, "queued messages", func(key string, rec *storage.Message) (storage.Message, bool, error) {
 		id, seq, err := parseQueuedKey(key)
-		if err != nil {
-			return err
-		}
-		var rec storage.Message
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return fmt.Errorf("decode %q: %w", key, err)
-		}
-		if !h.known(key, id) {
-			return nil
+		if err != nil || !h.known(key, id) {
+			return storage.Message{}, false, err
 		}
 		h.mu.Lock()
 		s := h.byID[id]
@@ -119,34 +107,16 @@ func (h *sessions) StoredInflightMessages() ([]storage.Message, error) {
 		}
 		h.mu.Unlock()
 		rec.Client = id
-		out = append(out, rec)
-		return nil
+		return *rec, true, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load MQTT queued messages: %w", err)
-	}
-	return out, nil
 }
 
 // StoredRetainedMessages implements mqtt.Hook.
 func (h *sessions) StoredRetainedMessages() ([]storage.Message, error) {
-	if h.commit.store == nil {
-		return nil, nil
-	}
-	var out []storage.Message
-	err := h.commit.store.ScanSessions(prefixRetain, func(key string, v []byte) error {
-		var rec storage.Message
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return fmt.Errorf("decode %q: %w", key, err)
-		}
+	return loadRecords(h, prefixRetain, "retained messages", func(key string, rec *storage.Message) (storage.Message, bool, error) {
 		rec.TopicName = strings.TrimPrefix(key, prefixRetain)
-		out = append(out, rec)
-		return nil
+		return *rec, true, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("load MQTT retained messages: %w", err)
-	}
-	return out, nil
 }
 
 // sortPackets orders a session's messages by queueing order; unindexed ones go last.
