@@ -146,6 +146,14 @@ func (r *redialer) due() []peer.ID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
+	// A bootstrap peer we are not connected to is redialled even if no
+	// disconnection was noticed: Disconnected sees the peer still
+	// connected while a second connection to it is closing too.
+	for id := range r.bootstrap {
+		if _, ok := r.lost[id]; !ok && r.n.host.Network().Connectedness(id) != network.Connected {
+			r.lost[id] = &backoff{next: now, delay: firstRedial, since: now}
+		}
+	}
 	var out []peer.ID
 	for id, b := range r.lost {
 		switch {
