@@ -14,6 +14,12 @@ import (
 // MAX_PARTITION_COUNT); valid partitions are 0 to MaxPartitions-1.
 const MaxPartitions = 100
 
+// MaxStreamIDLength bounds a stream ID in bytes. Neither the SDK nor the
+// StreamRegistry documents a limit; 1 KiB holds an ENS name or address
+// and the path the broker's longest topic (512 B) maps to, and keeps a
+// hostile topic from naming kilobytes-long partitions (issue 13).
+const MaxStreamIDLength = 1024
+
 // StreamID is a validated, canonical Streamr stream ID: "0x<address>/path" or
 // "name.eth/path", with the domain lowercased and the path's case kept.
 type StreamID string
@@ -21,6 +27,9 @@ type StreamID string
 // ParseStreamID validates s as a stream ID that can exist on chain and
 // returns its canonical form. Errors name the rule the input broke.
 func ParseStreamID(s string) (StreamID, error) {
+	if len(s) > MaxStreamIDLength {
+		return "", fmt.Errorf("stream ID %.64q...: %d bytes, longer than %d", s, len(s), MaxStreamIDLength)
+	}
 	slash := strings.IndexByte(s, '/')
 	if slash < 0 {
 		return "", fmt.Errorf("stream ID %q: no path: want 0x<address>/path or name.eth/path", s)

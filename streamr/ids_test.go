@@ -20,6 +20,8 @@ func TestParseStreamID(t *testing.T) {
 		{in: "streamr.eth//double//slash", want: "streamr.eth//double//slash"},
 
 		{in: "legacyid", wantErr: "no path"},
+		{in: "streamr.eth/" + strings.Repeat("a", MaxStreamIDLength-len("streamr.eth/")), want: StreamID("streamr.eth/" + strings.Repeat("a", MaxStreamIDLength-len("streamr.eth/")))},
+		{in: "streamr.eth/" + strings.Repeat("a", MaxStreamIDLength), wantErr: "longer than 1024"},
 		{in: "", wantErr: "no path"},
 		{in: "/foo/bar", wantErr: "no domain"},
 		{in: ".eth/foo", wantErr: "empty label"},
