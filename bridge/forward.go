@@ -22,6 +22,10 @@ type Topic interface {
 	// out; with an error wrapping streamr.ErrNoPeers, none did (the
 	// forwarder keeps such messages and retries).
 	Publish(ctx context.Context, encoded [][]byte) (int, error)
+	// Leave gives up this handle's membership. The partition's overlay
+	// stays joined while another handle (a subscription, a storer) holds
+	// it. Leave is idempotent; the handle is not used after it.
+	Leave() error
 }
 
 // Overlay joins stream partition overlays. deliver receives validated
@@ -55,14 +59,19 @@ type ForwardLog interface {
 //
 // Only this gateway's own messages (made from its readings) are
 // forwarded; those it stores for others are served by resend.
+//
+// It joins a partition's overlay when it has something to send and
+// leaves it after IdleTimeout with nothing to send, and keeps at most
+// MaxPartitions joined: every distinct MQTT topic can name a partition,
+// and each joined one costs goroutines and gossip heartbeats.
 type Forwarder struct {
 	store   ForwardLog
 	overlay Overlay
+	cfg     ForwardConfig
 	log     *slog.Logger
-	retry   time.Duration
 	kick    chan struct{}
 
-	topics map[streamr.StreamPartID]Topic
+	topics map[streamr.StreamPartID]*forwardTopic
 	sent   map[streamr.StreamPartID]uint64 // last forwarded position per part
 	low    uint64                          // every position ≤ low is forwarded
 	held   atomic.Bool                     // the last pass held messages back for want of peers
@@ -72,7 +81,60 @@ type Forwarder struct {
 
 	backlogLen prometheus.Gauge
 	skipped    prometheus.Counter
+	joinedLen  prometheus.Gauge
+	left       *prometheus.CounterVec
+	refused    prometheus.Counter
+	logs       *logLimiter
 }
+
+// forwardTopic is a partition the forwarder joined.
+type forwardTopic struct {
+	t    Topic
+	used time.Time // last publish that sent everything it was given
+	held bool      // messages are held back for want of peers
+}
+
+// ForwardConfig configures a Forwarder; zero values take the defaults.
+type ForwardConfig struct {
+	Retry         time.Duration    // how often partitions without peers are tried again
+	MaxPartitions int              // partitions joined at once for forwarding
+	IdleTimeout   time.Duration    // a partition with nothing to send for this long is left
+	LogInterval   time.Duration    // repeated warnings at most once per interval
+	Now           func() time.Time // the clock of IdleTimeout; nil: time.Now
+	Registerer    prometheus.Registerer
+	Logger        *slog.Logger // nil: discard
+}
+
+// Defaults of ForwardConfig.
+const (
+	DefaultForwardRetry         = time.Second
+	DefaultMaxForwardPartitions = 256
+	DefaultPartitionIdleTimeout = 10 * time.Minute
+	defaultForwardLogInterval   = 10 * time.Second
+)
+
+func (c ForwardConfig) withDefaults() ForwardConfig {
+	if c.Retry <= 0 {
+		c.Retry = DefaultForwardRetry
+	}
+	if c.MaxPartitions <= 0 {
+		c.MaxPartitions = DefaultMaxForwardPartitions
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultPartitionIdleTimeout
+	}
+	if c.LogInterval <= 0 {
+		c.LogInterval = defaultForwardLogInterval
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// errPartitionCap holds a partition's messages back while MaxPartitions
+// are joined and none can be left.
+var errPartitionCap = errors.New("max_forward_partitions joined, each with messages held back")
 
 // gossipWindow is how far behind the log head, in positions, a message
 // may be and still go out by gossip. A burst of this size fits the
@@ -83,13 +145,15 @@ const gossipWindow = 1024
 // messages one Publish carries.
 const forwardBatch = 512
 
-// NewForwarder returns a forwarder; Run starts it. retry is how often
-// partitions without peers are tried again.
-func NewForwarder(store ForwardLog, overlay Overlay, retry time.Duration, reg prometheus.Registerer, log *slog.Logger) *Forwarder {
+// NewForwarder returns a forwarder; Run starts it.
+func NewForwarder(store ForwardLog, overlay Overlay, cfg ForwardConfig) *Forwarder {
+	cfg = cfg.withDefaults()
+	log := componentLogger(cfg.Logger, "forwarder")
 	f := &Forwarder{
-		store: store, overlay: overlay, log: componentLogger(log, "forwarder"), retry: retry,
+		store: store, overlay: overlay, cfg: cfg, log: log,
 		kick:   make(chan struct{}, 1),
-		topics: make(map[streamr.StreamPartID]Topic),
+		logs:   newLogLimiter(log, cfg.LogInterval),
+		topics: make(map[streamr.StreamPartID]*forwardTopic),
 		sent:   make(map[streamr.StreamPartID]uint64),
 		backlogLen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tributary_forward_backlog_messages", Help: "Signed messages not yet forwarded into the overlay.",
@@ -98,9 +162,20 @@ func NewForwarder(store ForwardLog, overlay Overlay, retry time.Duration, reg pr
 			Name: "tributary_forward_pulled_total",
 			Help: "Backlog messages not gossiped but left for receivers to fetch by resend (each chain's newest is gossiped).",
 		}),
+		joinedLen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tributary_forward_partitions", Help: "Stream partitions joined for forwarding.",
+		}),
+		left: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tributary_forward_partitions_left_total",
+			Help: "Stream partitions the forwarder left, by reason: idle (partition_idle_timeout) or cap (max_forward_partitions, least recently used).",
+		}, []string{"reason"}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_forward_partitions_refused_total",
+			Help: "Joins put off at max_forward_partitions because every joined partition held messages back; the messages stay in storage.",
+		}),
 	}
-	if reg != nil {
-		reg.MustRegister(f.backlogLen, f.skipped)
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(f.backlogLen, f.skipped, f.joinedLen, f.left, f.refused)
 	}
 	return f
 }
@@ -130,7 +205,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		return fmt.Errorf("forwarder: %w", err)
 	}
 	f.low = low
-	ticker := time.NewTicker(f.retry)
+	ticker := time.NewTicker(f.cfg.Retry)
 	defer ticker.Stop()
 	for {
 		began := time.Now()
@@ -201,6 +276,7 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 		}
 	}
 	f.low = newLow
+	f.settleTopics(ps, scanned < maxScan)
 	f.held.Store(ps.anyBlocked)
 	f.backlogLen.Set(float64(head - min(newLow, head)))
 	return scanned >= maxScan && !ps.anyBlocked, nil
@@ -311,7 +387,7 @@ func (ps *passState) flush(ctx context.Context, id streamr.StreamPartID, pp *par
 	}
 	if len(pp.tips) > 0 {
 		tips := sortedTips(pp.tips)
-		if n, err := ps.f.publish(ctx, id, tips); n < len(tips) {
+		if n, err := ps.publish(ctx, id, tips); n < len(tips) {
 			ps.f.logPublishError(id, err)
 			ps.block(pp, pp.skipFirst)
 			return
@@ -324,7 +400,7 @@ func (ps *passState) flush(ctx context.Context, id streamr.StreamPartID, pp *par
 	if len(pp.live) == 0 {
 		return
 	}
-	n, err := ps.f.publish(ctx, id, pp.live)
+	n, err := ps.publish(ctx, id, pp.live)
 	if n > 0 {
 		last := pp.live[n-1].Pos
 		ps.f.sent[id] = last
@@ -349,8 +425,8 @@ func sortedTips(tips map[string]storage.Logged) []storage.Logged {
 
 // publish sends entries of one partition in order and returns how many
 // went out.
-func (f *Forwarder) publish(ctx context.Context, part streamr.StreamPartID, entries []storage.Logged) (int, error) {
-	topic, err := f.topic(part)
+func (ps *passState) publish(ctx context.Context, part streamr.StreamPartID, entries []storage.Logged) (int, error) {
+	ft, err := ps.topic(part)
 	if err != nil {
 		return 0, err
 	}
@@ -358,10 +434,20 @@ func (f *Forwarder) publish(ctx context.Context, part streamr.StreamPartID, entr
 	for i, e := range entries {
 		encoded[i] = e.Encoded
 	}
-	return topic.Publish(ctx, encoded)
+	n, err := ft.t.Publish(ctx, encoded)
+	if ft.held = n < len(entries); !ft.held {
+		ft.used = ps.f.cfg.Now()
+	}
+	return n, err
 }
 
 func (f *Forwarder) logPublishError(part streamr.StreamPartID, err error) {
+	if errors.Is(err, errPartitionCap) {
+		f.refused.Inc()
+		f.logs.Warn("partition_cap", "stream partition held back in storage: max_forward_partitions joined, each holding messages back for want of peers",
+			"stream_part", part.String(), "max_forward_partitions", f.cfg.MaxPartitions)
+		return
+	}
 	if err != nil && !errors.Is(err, streamr.ErrNoPeers) && !errors.Is(err, context.Canceled) {
 		f.log.Warn("forward messages", "stream_part", part.String(), "err", err)
 	}
@@ -389,15 +475,80 @@ func (f *Forwarder) sentUpTo(part streamr.StreamPartID) (uint64, error) {
 	return pos, nil
 }
 
-func (f *Forwarder) topic(part streamr.StreamPartID) (Topic, error) {
-	if t, ok := f.topics[part]; ok {
-		return t, nil
+// topic returns the partition's joined overlay, joining it on demand. At
+// MaxPartitions it first leaves the least recently used partition that
+// has nothing left to send.
+func (ps *passState) topic(part streamr.StreamPartID) (*forwardTopic, error) {
+	f := ps.f
+	if ft, ok := f.topics[part]; ok {
+		return ft, nil
+	}
+	if len(f.topics) >= f.cfg.MaxPartitions {
+		victim, ok := ps.leastRecentlyUsed()
+		if !ok {
+			return nil, fmt.Errorf("join overlay of %s: %w", part, errPartitionCap)
+		}
+		f.leave(victim, "cap")
 	}
 	t, err := f.overlay.Join(part, nil)
 	if err != nil {
 		return nil, fmt.Errorf("join overlay of %s: %w", part, err)
 	}
-	f.topics[part] = t
-	f.log.Info("forwarding into overlay", "stream_part", part.String())
-	return t, nil
+	ft := &forwardTopic{t: t, used: f.cfg.Now()}
+	f.topics[part] = ft
+	f.joinedLen.Set(float64(len(f.topics)))
+	f.log.Debug("forwarding into overlay", "stream_part", part.String())
+	return ft, nil
+}
+
+// leastRecentlyUsed picks the joined partition to leave for a new one:
+// the least recently used of those with nothing held back and nothing
+// gathered in this pass.
+func (ps *passState) leastRecentlyUsed() (streamr.StreamPartID, bool) {
+	var victim streamr.StreamPartID
+	var oldest *forwardTopic
+	for id, ft := range ps.f.topics {
+		if ft.held || ps.pending(id) {
+			continue
+		}
+		if oldest == nil || ft.used.Before(oldest.used) {
+			victim, oldest = id, ft
+		}
+	}
+	return victim, oldest != nil
+}
+
+// pending reports whether the pass gathered entries of id not yet sent.
+func (ps *passState) pending(id streamr.StreamPartID) bool {
+	pp := ps.parts[id]
+	return pp != nil && (pp.blocked || len(pp.live) > 0 || len(pp.tips) > 0)
+}
+
+// settleTopics updates what the joined partitions hold back and leaves
+// those idle for IdleTimeout. After a complete scan, a partition holds
+// messages back only if this pass blocked it.
+func (f *Forwarder) settleTopics(ps *passState, complete bool) {
+	now := f.cfg.Now()
+	for id, ft := range f.topics {
+		pp := ps.parts[id]
+		switch {
+		case pp != nil && pp.blocked:
+			ft.held = true
+		case pp != nil || complete:
+			ft.held = false
+		}
+		if !ft.held && now.Sub(ft.used) >= f.cfg.IdleTimeout {
+			f.leave(id, "idle")
+		}
+	}
+}
+
+func (f *Forwarder) leave(id streamr.StreamPartID, reason string) {
+	ft := f.topics[id]
+	delete(f.topics, id)
+	f.joinedLen.Set(float64(len(f.topics)))
+	f.left.WithLabelValues(reason).Inc()
+	if err := ft.t.Leave(); err != nil {
+		f.log.Warn("leave stream partition", "stream_part", id.String(), "reason", reason, "err", err)
+	}
 }

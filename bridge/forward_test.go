@@ -13,17 +13,39 @@ import (
 )
 
 // fakeOverlay records what is published per partition; a partition is
-// reachable only when its peers flag is set.
+// reachable only when its peers flag is set (or everyone is).
 type fakeOverlay struct {
-	mu     sync.Mutex
-	peers  map[streamr.StreamPartID]bool
-	got    map[streamr.StreamPartID][]int32 // sequence numbers in publish order
-	chains []string                         // chain of each publish, in order
-	delay  time.Duration                    // per publish, like a slow link
+	mu       sync.Mutex
+	peers    map[streamr.StreamPartID]bool
+	everyone bool                             // every partition has peers
+	got      map[streamr.StreamPartID][]int32 // sequence numbers in publish order
+	chains   []string                         // chain of each publish, in order
+	delay    time.Duration                    // per publish, like a slow link
+
+	joined    map[streamr.StreamPartID]bool // partitions with a handle not left
+	maxJoined int                           // most joined at once
+	misuse    []string                      // handles used after Leave, joined twice
 }
 
 func (o *fakeOverlay) Join(part streamr.StreamPartID, _ func(*streamr.StreamMessage, []byte)) (Topic, error) {
-	return fakeTopic{o, part}, nil
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.joined == nil {
+		o.joined = make(map[streamr.StreamPartID]bool)
+	}
+	if o.joined[part] {
+		o.misuse = append(o.misuse, "joined twice: "+part.String())
+	}
+	o.joined[part] = true
+	o.maxJoined = max(o.maxJoined, len(o.joined))
+	return &fakeTopic{o: o, part: part}, nil
+}
+
+// joinedNow returns how many partitions are joined and the most ever.
+func (o *fakeOverlay) joinedNow() (now, most int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.joined), o.maxJoined
 }
 
 func (o *fakeOverlay) setPeers(part streamr.StreamPartID, ok bool) {
@@ -41,9 +63,25 @@ func (o *fakeOverlay) published(part streamr.StreamPartID) []int32 {
 type fakeTopic struct {
 	o    *fakeOverlay
 	part streamr.StreamPartID
+	left bool
 }
 
-func (t fakeTopic) Publish(_ context.Context, encoded [][]byte) (int, error) {
+func (t *fakeTopic) Leave() error {
+	t.o.mu.Lock()
+	defer t.o.mu.Unlock()
+	if !t.left {
+		t.left = true
+		delete(t.o.joined, t.part)
+	}
+	return nil
+}
+
+func (t *fakeTopic) Publish(_ context.Context, encoded [][]byte) (int, error) {
+	t.o.mu.Lock()
+	if t.left {
+		t.o.misuse = append(t.o.misuse, "published after Leave: "+t.part.String())
+	}
+	t.o.mu.Unlock()
 	for i, enc := range encoded {
 		m, err := streamr.Unmarshal(enc)
 		if err != nil {
@@ -51,7 +89,7 @@ func (t fakeTopic) Publish(_ context.Context, encoded [][]byte) (int, error) {
 		}
 		time.Sleep(t.o.delay)
 		t.o.mu.Lock()
-		if !t.o.peers[t.part] {
+		if !t.o.peers[t.part] && !t.o.everyone {
 			t.o.mu.Unlock()
 			return i, fmt.Errorf("fake: %w", streamr.ErrNoPeers)
 		}
@@ -97,11 +135,19 @@ func storeChain(t *testing.T, s *storage.Store, part streamr.StreamPartID, chain
 
 func runForwarder(t *testing.T, s *storage.Store, o *fakeOverlay) (stop func()) {
 	t.Helper()
+	_, stop = startForwarder(t, s, o, ForwardConfig{Logger: slog.New(slog.DiscardHandler)})
+	return stop
+}
+
+// startForwarder runs a forwarder retrying every 10 ms.
+func startForwarder(t *testing.T, s *storage.Store, o *fakeOverlay, cfg ForwardConfig) (*Forwarder, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := NewForwarder(s, o, 10*time.Millisecond, nil, slog.New(slog.DiscardHandler))
+	cfg.Retry = 10 * time.Millisecond
+	f := NewForwarder(s, o, cfg)
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
-	return func() {
+	return f, func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)

@@ -41,7 +41,7 @@ func TestMetricNamesPrefix(t *testing.T) {
 	reg := &nameRecorder{}
 	NewMetrics(reg)
 	reg.MustRegister(NewClockCollector())
-	NewForwarder(nil, nil, 0, reg, nil)
+	NewForwarder(nil, nil, ForwardConfig{Registerer: reg})
 	NewDeliverer(nil, nil, nil, reg, nil)
 	newOrderMetrics("test", reg)
 	newHTTPMetrics(reg)

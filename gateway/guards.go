@@ -9,5 +9,5 @@ import (
 var (
 	_ broker.Handler = ingestHandler{}
 	_ bridge.Overlay = (*overlayAdapter)(nil)
-	_ bridge.Topic   = (*joinedPart)(nil)
+	_ bridge.Topic   = (*partHandle)(nil)
 )

@@ -47,6 +47,10 @@ type OverlayConfig struct {
 	ResendMaxStreams        int      `toml:"resend_max_streams"`
 	ResendMaxStreamsPerPeer int      `toml:"resend_max_streams_per_peer"`
 	ResendReservedStreams   int      `toml:"resend_reserved_streams"`
+	// Partitions the forwarder joins (issue 13): every MQTT topic can
+	// name one.
+	MaxForwardPartitions int      `toml:"max_forward_partitions"`
+	PartitionIdleTimeout Duration `toml:"partition_idle_timeout"`
 }
 
 // applyLimits copies the peer limits into cfg; [receipts] peers (storers)
@@ -256,7 +260,10 @@ func anyTaken(taken map[streamr.StreamPartID]bool, parts []streamr.StreamPartID)
 }
 
 // overlayAdapter gives the bridge one Join per stream partition: the
-// forwarder and the subscriptions share a partition's overlay.
+// forwarder and the subscriptions share a partition's overlay. Every
+// Join returns its own handle; the overlay is left when the last handle
+// leaves, so the forwarder leaving an idle partition never ends a
+// subscription's or a storer's membership.
 type overlayAdapter struct {
 	node *overlay.Node
 
@@ -266,8 +273,23 @@ type overlayAdapter struct {
 
 type joinedPart struct {
 	p        *overlay.Partition
+	handles  int // joins not yet left
 	mu       sync.Mutex
-	delivers []func(*streamr.StreamMessage, []byte) // subscriptions and storers of the partition
+	delivers []handleDeliver // subscriptions and storers of the partition, in join order
+}
+
+type handleDeliver struct {
+	h       *partHandle
+	deliver func(*streamr.StreamMessage, []byte)
+}
+
+// partHandle is one Join's share of a joined partition.
+type partHandle struct {
+	a    *overlayAdapter
+	part streamr.StreamPartID
+	j    *joinedPart
+	once sync.Once
+	err  error
 }
 
 func newOverlayAdapter(node *overlay.Node) *overlayAdapter {
@@ -288,24 +310,47 @@ func (a *overlayAdapter) Join(part streamr.StreamPartID, deliver func(*streamr.S
 		j.p = p
 		a.joined[part] = j
 	}
+	j.handles++
+	h := &partHandle{a: a, part: part, j: j}
 	if deliver != nil {
 		j.mu.Lock()
-		j.delivers = append(j.delivers, deliver)
+		j.delivers = append(j.delivers, handleDeliver{h, deliver})
 		j.mu.Unlock()
 	}
-	return j, nil
+	return h, nil
 }
 
 func (j *joinedPart) receive(d overlay.Delivery) {
 	j.mu.Lock()
 	delivers := j.delivers
 	j.mu.Unlock()
-	for _, deliver := range delivers {
-		deliver(d.Msg, d.Encoded)
+	for _, hd := range delivers {
+		hd.deliver(d.Msg, d.Encoded)
 	}
 }
 
 // Publish implements bridge.Topic.
-func (j *joinedPart) Publish(ctx context.Context, encoded [][]byte) (int, error) {
-	return j.p.PublishBatch(ctx, encoded)
+func (h *partHandle) Publish(ctx context.Context, encoded [][]byte) (int, error) {
+	return h.j.p.PublishBatch(ctx, encoded)
+}
+
+// Leave implements bridge.Topic: the last handle of a partition leaves
+// its overlay.
+func (h *partHandle) Leave() error {
+	h.once.Do(func() { h.err = h.a.leave(h) })
+	return h.err
+}
+
+func (a *overlayAdapter) leave(h *partHandle) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h.j.mu.Lock()
+	// A fresh slice: receive may be ranging over the old one.
+	h.j.delivers = slices.DeleteFunc(slices.Clone(h.j.delivers), func(hd handleDeliver) bool { return hd.h == h })
+	h.j.mu.Unlock()
+	if h.j.handles--; h.j.handles > 0 {
+		return nil
+	}
+	delete(a.joined, h.part)
+	return h.j.p.Leave()
 }
