@@ -92,6 +92,15 @@ type forwardTopic struct {
 	t    Topic
 	used time.Time // last publish that sent everything it was given
 	held bool      // messages are held back for want of peers
+	// heldSince is when held last became true.
+	heldSince time.Time
+}
+
+func (ft *forwardTopic) setHeld(held bool, now time.Time) {
+	if held && !ft.held {
+		ft.heldSince = now
+	}
+	ft.held = held
 }
 
 // ForwardConfig configures a Forwarder; zero values take the defaults.
@@ -435,8 +444,9 @@ func (ps *passState) publish(ctx context.Context, part streamr.StreamPartID, ent
 		encoded[i] = e.Encoded
 	}
 	n, err := ft.t.Publish(ctx, encoded)
-	if ft.held = n < len(entries); !ft.held {
-		ft.used = ps.f.cfg.Now()
+	now := ps.f.cfg.Now()
+	if ft.setHeld(n < len(entries), now); !ft.held {
+		ft.used = now
 	}
 	return n, err
 }
@@ -503,19 +513,32 @@ func (ps *passState) topic(part streamr.StreamPartID) (*forwardTopic, error) {
 
 // leastRecentlyUsed picks the joined partition to leave for a new one:
 // the least recently used of those with nothing held back and nothing
-// gathered in this pass.
+// gathered in this pass; failing that, the one that has held messages
+// back for want of peers the longest, if for IdleTimeout at least. Its
+// messages stay in storage and it is joined again for them, so that
+// MaxPartitions partitions nobody listens to cannot keep every other
+// partition out for good.
 func (ps *passState) leastRecentlyUsed() (streamr.StreamPartID, bool) {
-	var victim streamr.StreamPartID
-	var oldest *forwardTopic
+	var victim, stale streamr.StreamPartID
+	var oldest, staleTopic *forwardTopic
+	now := ps.f.cfg.Now()
 	for id, ft := range ps.f.topics {
-		if ft.held || ps.pending(id) {
-			continue
-		}
-		if oldest == nil || ft.used.Before(oldest.used) {
-			victim, oldest = id, ft
+		switch {
+		case ps.pending(id) && !ft.held:
+		case !ft.held:
+			if oldest == nil || ft.used.Before(oldest.used) {
+				victim, oldest = id, ft
+			}
+		case now.Sub(ft.heldSince) >= ps.f.cfg.IdleTimeout:
+			if staleTopic == nil || ft.heldSince.Before(staleTopic.heldSince) {
+				stale, staleTopic = id, ft
+			}
 		}
 	}
-	return victim, oldest != nil
+	if oldest != nil {
+		return victim, true
+	}
+	return stale, staleTopic != nil
 }
 
 // pending reports whether the pass gathered entries of id not yet sent.
@@ -533,9 +556,9 @@ func (f *Forwarder) settleTopics(ps *passState, complete bool) {
 		pp := ps.parts[id]
 		switch {
 		case pp != nil && pp.blocked:
-			ft.held = true
+			ft.setHeld(true, now)
 		case pp != nil || complete:
-			ft.held = false
+			ft.setHeld(false, now)
 		}
 		if !ft.held && now.Sub(ft.used) >= f.cfg.IdleTimeout {
 			f.leave(id, "idle")
