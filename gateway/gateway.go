@@ -278,13 +278,7 @@ func (s *system) startOverlay(wrapLog func(bridge.ForwardLog) bridge.ForwardLog)
 	if wrapLog != nil {
 		flog = wrapLog(flog)
 	}
-	s.forwarder = bridge.NewForwarder(flog, s.adapter, bridge.ForwardConfig{
-		Retry:         time.Duration(s.cfg.Overlay.Retry),
-		MaxPartitions: s.cfg.Overlay.MaxForwardPartitions,
-		IdleTimeout:   time.Duration(s.cfg.Overlay.PartitionIdleTimeout),
-		Registerer:    s.reg,
-		Logger:        s.log,
-	})
+	s.forwarder = bridge.NewForwarder(flog, s.adapter, s.cfg.forwardConfig(s.log, s.reg))
 	s.log.Info("overlay listening", "peer_id", s.node.ID(), "addrs", s.node.Addrs())
 	if s.opts.BootstrapNode {
 		s.log.Info("bootstrap node: other bridges can join the overlay with", "bootstrap", s.node.Addrs())

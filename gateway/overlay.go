@@ -122,6 +122,18 @@ func (c *Config) overlayConfig(log *slog.Logger, reg prometheus.Registerer) (ove
 	return cfg, nil
 }
 
+// forwardConfig is how the forwarder retries and which partitions it
+// keeps joined.
+func (c *Config) forwardConfig(log *slog.Logger, reg prometheus.Registerer) bridge.ForwardConfig {
+	return bridge.ForwardConfig{
+		Retry:         time.Duration(c.Overlay.Retry),
+		MaxPartitions: c.Overlay.MaxForwardPartitions,
+		IdleTimeout:   time.Duration(c.Overlay.PartitionIdleTimeout),
+		Registerer:    reg,
+		Logger:        log,
+	}
+}
+
 func (c *Config) storeParts() ([]streamr.StreamPartID, error) {
 	var parts []streamr.StreamPartID
 	for i, r := range c.Store {

@@ -4,6 +4,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tributary-iot/tributary/bridge"
 )
 
 // TestOverlayLimitsConfig: [overlay]'s limits against hostile peers reach
@@ -52,6 +55,29 @@ peers = ["`+storer+`"]
 		_, err := LoadConfig(writeConfig(t, tc.content))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err %v, want it to name %q", tc.content, err, tc.want)
+		}
+	}
+}
+
+// TestForwardPartitionLimitsConfig: the forwarder's partition limits reach
+// bridge.ForwardConfig, with the defaults when unset, and bad values are
+// refused naming the key.
+func TestForwardPartitionLimitsConfig(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, "[overlay]\nmax_forward_partitions = 7\npartition_idle_timeout = \"90s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := cfg.forwardConfig(nil, nil); f.MaxPartitions != 7 || f.IdleTimeout != 90*time.Second {
+		t.Errorf("forward config %+v: want 7 partitions, 90 s", f)
+	}
+	def := defaultConfig()
+	if f := def.forwardConfig(nil, nil); f.MaxPartitions != bridge.DefaultMaxForwardPartitions || f.IdleTimeout != bridge.DefaultPartitionIdleTimeout {
+		t.Errorf("default forward config %+v", f)
+	}
+	for _, content := range []string{"[overlay]\nmax_forward_partitions = 0\n", "[overlay]\npartition_idle_timeout = \"0s\"\n"} {
+		_, err := LoadConfig(writeConfig(t, content))
+		if err == nil || !strings.Contains(err.Error(), "overlay.max_forward_partitions and overlay.partition_idle_timeout") {
+			t.Errorf("%q: err %v, want it to name the keys", content, err)
 		}
 	}
 }
