@@ -115,6 +115,15 @@ expect() { # expect WHAT GOT WANT-REGEX
 	if [[ $2 =~ $3 ]]; then log "ok   $1: $2"; else log "FAIL $1: '$2' does not match '$3'"; failures+=("$1"); fi
 }
 
+# expect_running WHAT STATE: the system state must be running; otherwise the failed units' journal is
+# printed, so that a failure that does not recur can still be read from the CI log.
+expect_running() {
+	expect "$1" "$2" '^running$'
+	if [ "$2" != running ]; then
+		guest 'systemctl --failed --no-legend --plain; for u in $(systemctl --failed --no-legend --plain | cut -d" " -f1); do journalctl -b -u "$u" --no-pager; done' >&2 || true
+	fi
+}
+
 # `bridge export` runs inside the guest, over SSH with the key the boot partition enabled. The full path
 # matters: root's PATH finds iproute2's /usr/sbin/bridge first.
 guest() {
@@ -153,7 +162,7 @@ publish_and_export() {
 boot_guest "$T/console1.log"
 state=$(report state)
 t_running=$((SECONDS - t_launch))
-expect "system state" "$state" '^running$'
+expect_running "system state" "$state"
 expect "bridge.service (READY)" "$(report bridge)" '^active/running restarts=0$'
 expect "boot partition bridge.toml applied" "$(report config)" '^applied$'
 expect "root file system" "$(report root)" '^ro$'
@@ -177,7 +186,7 @@ printf '[mqtt]\nallow_anonymous = "sometimes"\n' >"$T/bridge.toml"
 printf 'ssid=BootTest\r\npsk=correct horse battery staple\r\ncountry=DE\r\n' >"$T/wifi.txt" # CRLF, as from Windows
 mcopy -o -i "$FAT" "$T/bridge.toml" "$T/wifi.txt" ::
 boot_guest "$T/console2.log"
-expect "second boot: system state" "$(report state)" '^running$'
+expect_running "second boot: system state" "$(report state)"
 t_running2=$((SECONDS - t_launch))
 expect "second boot: bridge.service (READY)" "$(report bridge)" '^active/running restarts=0$'
 expect "second boot: same gateway address" "$(report address)" "^$address\$"
