@@ -12,8 +12,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/tributary-iot/tributary/wsock"
 )
 
 // listener implements mochi's listeners.Listener for tcp, tls, ws and wss. It replaces mochi's
@@ -32,7 +33,7 @@ type listener struct {
 	log       *slog.Logger
 	ln        net.Listener
 	httpSrv   *http.Server // ws and wss only
-	upgrader  websocket.Upgrader
+	upgrader  *wsock.Upgrader
 	establish listeners.EstablishFn
 
 	mu        sync.Mutex
@@ -71,8 +72,11 @@ func newListener(id string, cfg Listener, cert *certificate, connectTimeout time
 		served:         make(chan struct{}),
 		// Subprotocol "mqtt" is what MQTT-over-WebSocket clients request. CheckOrigin is left nil
 		// (same-origin only): MQTT clients send no Origin header, and a web page must not be
-		// able to publish into the gateway from a visitor's browser.
-		upgrader: websocket.Upgrader{Subprotocols: []string{"mqtt"}, HandshakeTimeout: connectTimeout},
+		// able to publish into the gateway from a visitor's browser. No message size limit:
+		// mochi reads the stream in pieces and bounds each packet by max_packet_size.
+		upgrader: wsock.NewUpgrader(wsock.Options{
+			Subprotocols: []string{"mqtt"}, HandshakeTimeout: connectTimeout, ReadLimit: -1,
+		}, nil),
 	}
 }
 
@@ -218,10 +222,10 @@ func isDisconnect(err error) bool {
 func (l *listener) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	ws, err := l.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		l.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		l.log.Debug("websocket upgrade failed", "err", err)
 		return // Upgrade has already written the HTTP error
 	}
-	c := &wsConn{Conn: ws.NetConn(), ws: ws}
+	c := wsock.NewStream(ws)
 	if l.track(c) {
 		l.serveConn(c)
 	}
@@ -264,45 +268,4 @@ func (l *listener) isClosed() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.closed
-}
-
-// wsConn presents a WebSocket as the byte stream mochi reads MQTT packets from. MQTT over
-// WebSocket sends packets in binary messages, and one packet may span messages.
-type wsConn struct {
-	net.Conn // the hijacked connection, for addresses, deadlines and Close
-	ws       *websocket.Conn
-	r        io.Reader // current message, nil between messages
-}
-
-// Read reads from the current binary message, moving to the next one when it is exhausted.
-func (c *wsConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			typ, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.BinaryMessage {
-				return 0, errors.New("websocket: MQTT requires binary messages")
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-// Write sends p as one binary message. mochi serialises writes per client (clients.go:597).
-func (c *wsConn) Write(p []byte) (int, error) {
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }

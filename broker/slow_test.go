@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tributary-iot/tributary/wsock"
 )
 
 // TestSlowSubscriberNeverBlocksPublishers repeats the attack of issue #13: a subscriber to "#"
@@ -140,4 +142,44 @@ func TestShutdownWithStalledSubscribers(t *testing.T) {
 		t.Fatalf("shutdown with %d stalled subscribers takes more than %s", stalled, stalled*closeFlush)
 	}
 	t.Logf("shutdown with %d stalled subscribers took %s", stalled, time.Since(start).Round(time.Millisecond))
+}
+
+// TestSlowWebSocketSubscriberCutOff: write_timeout holds over WebSocket too. Before wsock,
+// the broker set deadlines on the socket under gorilla/websocket, which replaced them with
+// its own (none) on every frame, so a WebSocket subscriber that stopped reading held its
+// connection and buffer forever.
+func TestSlowWebSocketSubscriberCutOff(t *testing.T) {
+	b := startBroker(t, Config{
+		Listeners:       []Listener{{Type: "tcp", Address: "127.0.0.1:0"}, {Type: "ws", Address: "127.0.0.1:0"}},
+		MaxClientBuffer: 64 << 20, WriteTimeout: 500 * time.Millisecond,
+	}, &testHandler{durable: true})
+	tcpAddr, wsAddr := b.Addrs()[0].String(), b.Addrs()[1].String()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	ws, err := wsock.Dial(ctx, "ws://"+wsAddr, nil, wsock.Options{Subprotocols: []string{"mqtt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := wsock.NewStream(ws)
+	t.Cleanup(func() { _ = stream.Close() })
+	slow := &rawConn{t: t, conn: stream, r: bufio.NewReader(stream), version: 4}
+	pk := slow.connectPacket("slow-ws", "", "")
+	pk.Connect.Keepalive = 0
+	if slow.connect(pk) != 0 || slow.subscribe("#", 1) != 1 {
+		t.Fatal("slow WebSocket subscriber not set up")
+	}
+	pub := dialV3(t, "tcp://"+tcpAddr, "pub", nil)
+	payload := strings.Repeat("x", 16<<10)
+	deadline := time.Now().Add(4 * waitTimeout)
+	for i := 0; b.Stats().Refused["slow_client"] == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("WebSocket subscriber that reads nothing still connected after %d publishes of 16 KiB", i)
+		}
+		if tok := pub.Publish("s/1", 1, false, payload); !tok.WaitTimeout(4*waitTimeout) || tok.Error() != nil {
+			t.Fatalf("publish %d: no PUBACK (%v): the publisher is blocked", i, tok.Error())
+		}
+	}
+	if logs := b.logs.String(); !strings.Contains(logs, "write timed out") {
+		t.Errorf("slow WebSocket client cut for another reason:\n%s", logs)
+	}
 }

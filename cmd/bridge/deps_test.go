@@ -35,7 +35,7 @@ func TestImportRules(t *testing.T) {
 		"github.com/eclipse/paho.":        "bench firmware-image", // MQTT clients of the load generator and the boot test
 		"github.com/pelletier/go-toml":    "gateway",              // the config file
 		"github.com/BurntSushi/toml":      "broker",
-		"github.com/gorilla/websocket":    "broker",
+		"github.com/gorilla/websocket":    "wsock",
 		"github.com/ethereum/go-ethereum": "streamr hw",
 		"mvdan.cc/sh":                     "scripts/scriptcheck", // the shell parser of the fresh-machine check
 		"golang.org/x/term":               "cmd/bridge",          // passwd's prompt without echo
@@ -49,6 +49,7 @@ func TestImportRules(t *testing.T) {
 		"hw":         {"bridge", "broker", "overlay", "storage", "gateway", "cmd"},
 		"systemd":    {"bridge", "broker", "overlay", "storage", "hw", "gateway", "cmd"},
 		"reasoncode": {"bridge", "broker", "overlay", "storage", "hw", "streamr", "gateway", "cmd"},
+		"wsock":      {"bridge", "broker", "overlay", "storage", "hw", "streamr", "systemd", "reasoncode", "gateway", "cmd"},
 		"gateway":    {"cmd"},
 		// The command line reaches the pipeline, the overlay and storage
 		// only through the gateway that assembles them.
