@@ -200,9 +200,13 @@ func reportEmptyHTTP(ctx context.Context, address string, part streamr.StreamPar
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("list stream partitions of the bridge at %s: %s", address, resp.Status)
 	}
-	var names []string
-	if err := json.NewDecoder(resp.Body).Decode(&names); err != nil {
+	var parts []bridge.StoredPart
+	if err := json.NewDecoder(resp.Body).Decode(&parts); err != nil {
 		return fmt.Errorf("list stream partitions of the bridge at %s: %w", address, err)
+	}
+	names := make([]string, len(parts))
+	for i, p := range parts {
+		names[i] = p.StreamPart
 	}
 	return explainEmpty(names, part, stderr)
 }

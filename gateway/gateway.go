@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tributary-iot/tributary/appapi"
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/broker"
 	"github.com/tributary-iot/tributary/hw"
@@ -123,6 +124,23 @@ func (g *Gateway) MQTTAddrs() []net.Addr {
 	return nil
 }
 
+// HTTPAddr is the bound address of the HTTP API; nil until it listens.
+func (g *Gateway) HTTPAddr() *net.TCPAddr {
+	if s := g.system(); s != nil {
+		return s.httpAddr.Load()
+	}
+	return nil
+}
+
+// WebSocketAddr is the bound address of the WebSocket interface; nil until
+// it listens.
+func (g *Gateway) WebSocketAddr() *net.TCPAddr {
+	if s := g.system(); s != nil {
+		return s.wsAddr.Load()
+	}
+	return nil
+}
+
 // Identity is the running gateway's identity (as GET /identity serves
 // it); the zero Identity before Run has started.
 func (g *Gateway) Identity() Identity {
@@ -159,6 +177,12 @@ type system struct {
 	delivery  *localDelivery // [[subscribe]] to local MQTT
 	storer    *bridge.Storer // [[store]] rules; nil without them
 	stored    []streamr.StreamPartID
+
+	// App interfaces (HTTP publish, WebSocket).
+	apiKeys    appapi.Keys
+	appMetrics *appapi.Metrics
+
+	httpAddr, wsAddr atomic.Pointer[net.TCPAddr] // bound addresses once listening
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
@@ -191,6 +215,10 @@ func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
 			return nil, err
 		}
 	}
+	if s.apiKeys, err = cfg.apiKeys(); err != nil {
+		return nil, err
+	}
+	s.appMetrics = appapi.NewMetrics(s.reg)
 	if err := s.startPipeline(); err != nil {
 		return nil, err
 	}

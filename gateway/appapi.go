@@ -1,0 +1,132 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tributary-iot/tributary/appapi"
+	"github.com/tributary-iot/tributary/bridge"
+)
+
+// APIConfig is the [api] table: the API keys of the app interfaces (HTTP,
+// WebSocket, the Streamr node's MQTT topics), like the Streamr node's
+// apiAuthentication, and the publish limits they share.
+type APIConfig struct {
+	Keys           []string `toml:"keys"`            // like the node's apiAuthentication.keys
+	KeysFile       string   `toml:"keys_file"`       // one key per line
+	KeysCredential string   `toml:"keys_credential"` // systemd credential name (LoadCredential=), one key per line
+	// Partitions is the partition count partitionKey and partitionKeyField
+	// hash onto (the Streamr node reads it from the stream registry).
+	Partitions     int      `toml:"partitions"`
+	MaxMessageSize Size     `toml:"max_message_size"` // one published message; HTTP answers 413 beyond it
+	PublishTimeout Duration `toml:"publish_timeout"`  // longest wait for a reading to be durable (then 503)
+}
+
+// WebSocketConfig is the [websocket] table: the Streamr node's WebSocket
+// plugin.
+type WebSocketConfig struct {
+	Address           string   `toml:"address"`            // "" disables it
+	PayloadMetadata   bool     `toml:"payload_metadata"`   // {"content":…,"metadata":…} both ways
+	AllowedOrigins    []string `toml:"allowed_origins"`    // browser Origins allowed besides loopback ones; "*" any
+	PingInterval      Duration `toml:"ping_interval"`      // server pings an idle connection this often
+	DisconnectTimeout Duration `toml:"disconnect_timeout"` // and closes it when no pong comes within this
+	WriteTimeout      Duration `toml:"write_timeout"`      // a subscriber not reading this long is disconnected
+	MaxConnections    int      `toml:"max_connections"`    // open connections; more get 503
+	MaxResend         int      `toml:"max_resend"`         // largest last=N
+}
+
+// hasKeys reports whether API keys are configured (from any source).
+func (a APIConfig) hasKeys() bool {
+	return len(a.Keys) > 0 || a.KeysFile != "" || a.KeysCredential != ""
+}
+
+func (c *Config) validateApps() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	a, w := c.API, c.WebSocket
+	for i, k := range a.Keys {
+		check(strings.TrimSpace(k) != "", "api.keys[%d]: empty key", i)
+	}
+	check(a.KeysFile == "" || a.KeysCredential == "", "api.keys_file and api.keys_credential: set only one")
+	check(a.Partitions >= 1 && a.Partitions <= 100, "api.partitions %d: want 1 to 100", a.Partitions)
+	check(a.MaxMessageSize > 0, "api.max_message_size: must be positive")
+	check(a.PublishTimeout > 0, "api.publish_timeout: must be positive")
+	if w.Address != "" && !a.hasKeys() && !isLoopbackAddress(w.Address) {
+		check(false, "websocket.address %q: reachable beyond loopback, and no API keys are set: "+
+			"use 127.0.0.1 (or localhost, [::1]) or set api.keys (or api.keys_file, api.keys_credential)", w.Address)
+	}
+	check(w.PingInterval >= 0 && w.DisconnectTimeout >= 0, "websocket.ping_interval and websocket.disconnect_timeout: must not be negative")
+	check(w.WriteTimeout > 0, "websocket.write_timeout: must be positive")
+	check(w.MaxConnections > 0, "websocket.max_connections: must be positive")
+	check(w.MaxResend > 0, "websocket.max_resend: must be positive")
+	return errors.Join(errs...)
+}
+
+// apiKeys reads the configured API keys: the list and the file or
+// credential together.
+func (c *Config) apiKeys() (appapi.Keys, error) {
+	keys := append([]string(nil), c.API.Keys...)
+	path, where := c.API.KeysFile, "api.keys_file"
+	if name := c.API.KeysCredential; name != "" {
+		where = "api.keys_credential"
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return appapi.Keys{}, fmt.Errorf("%s %q: $CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit)", where, name)
+		}
+		if strings.ContainsAny(name, `/\`) {
+			return appapi.Keys{}, fmt.Errorf("%s %q: a credential name has no path separators", where, name)
+		}
+		path = filepath.Join(dir, name)
+	}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return appapi.Keys{}, fmt.Errorf("%s: %w", where, err)
+		}
+		fromFile := appapi.ParseKeyFile(data)
+		if len(fromFile) == 0 {
+			return appapi.Keys{}, fmt.Errorf("%s %s: holds no key", where, path)
+		}
+		keys = append(keys, fromFile...)
+	}
+	k, err := appapi.NewKeys(keys)
+	if err != nil {
+		return appapi.Keys{}, fmt.Errorf("api.keys: %w", err)
+	}
+	return k, nil
+}
+
+// publishConfig is the app interfaces' publish side.
+func (s *system) publishConfig() appapi.PublishConfig {
+	return appapi.PublishConfig{
+		Publisher:  s.pipeline,
+		Partitions: s.cfg.API.Partitions,
+		MaxBody:    int64(s.cfg.API.MaxMessageSize),
+		Timeout:    time.Duration(s.cfg.API.PublishTimeout),
+		Metrics:    s.appMetrics,
+		Logger:     s.log,
+	}
+}
+
+// addAppRoutes adds the HTTP plugin's publish endpoint to the HTTP API and,
+// with API keys, requires one for everything but /healthz.
+func (s *system) addAppRoutes(hcfg *bridge.HTTPServerConfig) error {
+	pub, err := appapi.NewHTTPPublish(s.publishConfig())
+	if err != nil {
+		return err
+	}
+	hcfg.Routes = map[string]http.Handler{"POST /streams/{id}/{$}": pub}
+	if s.apiKeys.Enabled() {
+		hcfg.Authenticate = s.apiKeys.Authenticate(s.appMetrics)
+	}
+	return nil
+}
