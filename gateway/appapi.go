@@ -74,35 +74,44 @@ func (c *Config) validateApps() error {
 // apiKeys reads the configured API keys: the list and the file or
 // credential together.
 func (c *Config) apiKeys() (appapi.Keys, error) {
-	keys := append([]string(nil), c.API.Keys...)
-	path, where := c.API.KeysFile, "api.keys_file"
-	if name := c.API.KeysCredential; name != "" {
-		where = "api.keys_credential"
-		dir := os.Getenv("CREDENTIALS_DIRECTORY")
-		if dir == "" {
-			return appapi.Keys{}, fmt.Errorf("%s %q: $CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit)", where, name)
-		}
-		if strings.ContainsAny(name, `/\`) {
-			return appapi.Keys{}, fmt.Errorf("%s %q: a credential name has no path separators", where, name)
-		}
-		path = filepath.Join(dir, name)
-	}
-	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return appapi.Keys{}, fmt.Errorf("%s: %w", where, err)
-		}
-		fromFile := appapi.ParseKeyFile(data)
-		if len(fromFile) == 0 {
-			return appapi.Keys{}, fmt.Errorf("%s %s: holds no key", where, path)
-		}
-		keys = append(keys, fromFile...)
+	keys, err := c.apiKeyList()
+	if err != nil {
+		return appapi.Keys{}, err
 	}
 	k, err := appapi.NewKeys(keys)
 	if err != nil {
 		return appapi.Keys{}, fmt.Errorf("api.keys: %w", err)
 	}
 	return k, nil
+}
+
+// apiKeyList reads the configured API keys.
+func (c *Config) apiKeyList() ([]string, error) {
+	keys := append([]string(nil), c.API.Keys...)
+	path, where := c.API.KeysFile, "api.keys_file"
+	if name := c.API.KeysCredential; name != "" {
+		where = "api.keys_credential"
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return nil, fmt.Errorf("%s %q: $CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit)", where, name)
+		}
+		if strings.ContainsAny(name, `/\`) {
+			return nil, fmt.Errorf("%s %q: a credential name has no path separators", where, name)
+		}
+		path = filepath.Join(dir, name)
+	}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		fromFile := appapi.ParseKeyFile(data)
+		if len(fromFile) == 0 {
+			return nil, fmt.Errorf("%s %s: holds no key", where, path)
+		}
+		keys = append(keys, fromFile...)
+	}
+	return keys, nil
 }
 
 // publishConfig is the app interfaces' publish side.
