@@ -82,7 +82,7 @@ func refusal(status int, reason string, err error) *publishError {
 
 // publish takes one decoded message to part and waits until it is durable.
 func publish(ctx context.Context, cfg *PublishConfig, source string, part streamr.StreamPartID, m message) *publishError {
-	wait, reason := cfg.Publisher.IngestDirect(bridge.Direct{Source: source, Part: part, Timestamp: m.timestamp, Payload: m.content})
+	wait, reason := cfg.Publisher.IngestDirect(directFor(source, part, m))
 	if reason != nil {
 		return refusalFor(reason)
 	}
@@ -92,6 +92,10 @@ func publish(ctx context.Context, cfg *PublishConfig, source string, part stream
 		return refusal(http.StatusServiceUnavailable, "storage", fmt.Errorf("reading not stored: %w", err))
 	}
 	return nil
+}
+
+func directFor(source string, part streamr.StreamPartID, m message) bridge.Direct {
+	return bridge.Direct{Source: source, Part: part, Timestamp: m.timestamp, Payload: m.content}
 }
 
 // refusalFor maps the pipeline's refusal onto a status.

@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/tributary-iot/tributary/appapi"
 	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/streamr"
 )
 
 // APIConfig is the [api] table: the API keys of the app interfaces (HTTP,
@@ -138,4 +141,57 @@ func (s *system) addAppRoutes(hcfg *bridge.HTTPServerConfig) error {
 		hcfg.Authenticate = s.apiKeys.Authenticate(s.appMetrics)
 	}
 	return nil
+}
+
+// serveWebSocket serves the WebSocket interface until ctx ends.
+func (s *system) serveWebSocket(ctx context.Context) error {
+	w := s.cfg.WebSocket
+	ln, err := net.Listen("tcp", w.Address)
+	if err != nil {
+		return fmt.Errorf("websocket.address %s: %w", w.Address, err)
+	}
+	srv, err := appapi.NewWSServer(ln, appapi.WSConfig{
+		Publish:           s.publishConfig(),
+		Log:               s.store,
+		Keys:              s.apiKeys,
+		PayloadMetadata:   w.PayloadMetadata,
+		AllowedOrigins:    w.AllowedOrigins,
+		PingInterval:      time.Duration(w.PingInterval),
+		DisconnectTimeout: time.Duration(w.DisconnectTimeout),
+		WriteTimeout:      time.Duration(w.WriteTimeout),
+		MaxConnections:    w.MaxConnections,
+		MaxResend:         w.MaxResend,
+	})
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("websocket.address %s: %w", w.Address, err)
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		s.wsAddr.Store(a)
+	}
+	s.wsServer.Store(srv)
+	defer s.wsServer.Store(nil)
+	return srv.Serve(ctx)
+}
+
+// notifyApps wakes the WebSocket subscribers: new messages are stored.
+func (s *system) notifyApps() {
+	if srv := s.wsServer.Load(); srv != nil {
+		srv.Notify()
+	}
+}
+
+// notifyingLog wakes the WebSocket subscribers after the storer commits
+// received messages.
+type notifyingLog struct {
+	bridge.ReceivedLog
+	notify func()
+}
+
+func (l notifyingLog) StoreReceived(ctx context.Context, msgs []streamr.Envelope, chains map[string]streamr.ChainState) (int, error) {
+	n, err := l.ReceivedLog.StoreReceived(ctx, msgs, chains)
+	if n > 0 {
+		l.notify()
+	}
+	return n, err
 }

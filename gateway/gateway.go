@@ -183,6 +183,7 @@ type system struct {
 	appMetrics *appapi.Metrics
 
 	httpAddr, wsAddr atomic.Pointer[net.TCPAddr] // bound addresses once listening
+	wsServer         atomic.Pointer[appapi.WSServer]
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
@@ -272,7 +273,7 @@ func (s *system) newStorer() *bridge.Storer {
 	scfg.MaxGapRequests = math.MaxInt32
 	scfg.KeepGaps = true
 	scfg.FromChainStart = true
-	return bridge.NewStorer(s.store, scfg, s.log)
+	return bridge.NewStorer(notifyingLog{s.store, s.notifyApps}, scfg, s.log)
 }
 
 // startOverlay starts the libp2p node; it listens from here on.
@@ -318,6 +319,7 @@ func (s *system) notifyForwarder() {
 	if s.forwarder != nil {
 		s.forwarder.Notify()
 	}
+	s.notifyApps()
 }
 
 func (s *system) close() {

@@ -1,0 +1,189 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// python finds a Python 3 that has the websockets package (Debian's
+// python3-websockets goes with /usr/bin/python3).
+func python(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/python3", "python3"} {
+		if path, err := exec.LookPath(p); err == nil && exec.Command(path, "-c", "import websockets").Run() == nil {
+			return path
+		}
+	}
+	lookTool(t, "python3-with-websockets")
+	return ""
+}
+
+// wsApp is a gateway serving apps, with what its tests address.
+type wsApp struct {
+	*testGateway
+	stream string
+}
+
+func newWSApp(t *testing.T, extra string) *wsApp {
+	g := appGateway(t, "[api]\nkeys = [\""+testAPIKey+"\"]\n[websocket]\naddress = \"127.0.0.1:0\"\nping_interval = \"1s\"\ndisconnect_timeout = \"1s\"\n"+extra)
+	return &wsApp{testGateway: g, stream: "0x" + strings.Repeat("ef", 20) + "/ws/test"}
+}
+
+func (a *wsApp) wsURL(action, query string) string {
+	u := fmt.Sprintf("ws://%s/streams/%s/%s?apiKey=%s", a.WebSocketAddr(), url.PathEscape(a.stream), action, testAPIKey)
+	if query != "" {
+		u += "&" + query
+	}
+	return u
+}
+
+// startSubscriber runs `wsclient.py subscribe` and returns once it is
+// connected; the channel yields its messages, then closes.
+func startSubscriber(t *testing.T, py, u string, n int) <-chan string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	cmd := exec.CommandContext(ctx, py, "testdata/apps/wsclient.py", "subscribe", u, fmt.Sprint(n))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || lines.Text() != "connected" {
+		cancel()
+		_ = cmd.Wait()
+		t.Fatalf("subscriber did not connect: %q %s", lines.Text(), stderr.String())
+	}
+	msgs := make(chan string, n)
+	go func() {
+		defer close(msgs)
+		for lines.Scan() {
+			msgs <- lines.Text()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+	return msgs
+}
+
+func collect(t *testing.T, msgs <-chan string, n int) []string {
+	t.Helper()
+	var got []string
+	timeout := time.After(30 * time.Second)
+	for len(got) < n {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("subscriber ended after %d of %d messages: %q", len(got), n, got)
+			}
+			got = append(got, m)
+		case <-timeout:
+			t.Fatalf("got %d of %d messages: %q", len(got), n, got)
+		}
+	}
+	return got
+}
+
+// pyPublish sends lines over a /publish connection and waits for the pong.
+func pyPublish(t *testing.T, py, u string, lines ...string) string {
+	t.Helper()
+	cmd := exec.Command(py, "testdata/apps/wsclient.py", "publish", u)
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasSuffix(string(out), "pong\n") {
+		t.Fatalf("publish: %v: %s", err, out)
+	}
+	return strings.TrimSuffix(string(out), "pong\n")
+}
+
+func readings(from, n int) []string {
+	var out []string
+	for i := from; i < from+n; i++ {
+		out = append(out, fmt.Sprintf(`{"n":%d}`, i))
+	}
+	return out
+}
+
+// Python apps publish and subscribe over the node's WebSocket plugin API;
+// a refused reading gets an error message and the connection goes on.
+func TestWebSocketPython(t *testing.T) {
+	py := python(t)
+	a := newWSApp(t, "")
+	msgs := startSubscriber(t, py, a.wsURL("subscribe", ""), 5)
+	errs := pyPublish(t, py, a.wsURL("publish", ""), append(readings(0, 3), "not json", "[1]", `{"n":3}`, `{"n":4}`)...)
+	if strings.Count(errs, `"error"`) != 2 || !strings.Contains(errs, "not a JSON object") {
+		t.Errorf("publisher got %q, want two errors naming the bad payloads", errs)
+	}
+	if got := collect(t, msgs, 5); strings.Join(got, " ") != strings.Join(readings(0, 5), " ") {
+		t.Fatalf("subscriber got %q, want %q", got, readings(0, 5))
+	}
+	for _, tc := range []struct{ url, want string }{
+		{strings.Replace(a.wsURL("subscribe", ""), "apiKey="+testAPIKey, "apiKey=wrong", 1), "403"},
+		{strings.Replace(a.wsURL("subscribe", ""), "?apiKey="+testAPIKey, "", 1), "401"},
+		{strings.Replace(a.wsURL("subscribe", ""), "/subscribe", "/listen", 1), "400"},
+		{a.wsURL("subscribe", "partitions=0,200"), "400"},
+		{a.wsURL("publish", "partition=1&partitionKey=x"), "400"},
+	} {
+		out, err := exec.Command(py, "testdata/apps/wsclient.py", "status", tc.url).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != tc.want {
+			t.Errorf("%s: %v %s, want %s", tc.url, err, out, tc.want)
+		}
+	}
+}
+
+// A subscriber disconnects, readings flow, it reconnects with from= and
+// gets every reading once, in order: the stored ones, then live ones, with
+// no gap or duplicate at the switch. payload_metadata gives it positions.
+func TestWebSocketResumeFrom(t *testing.T) {
+	py := python(t)
+	a := newWSApp(t, "payload_metadata = true\n")
+	pub := a.wsURL("publish", "")
+	env := func(lines []string) []string {
+		out := make([]string, len(lines))
+		for i, l := range lines {
+			out[i] = `{"content":` + l + `}`
+		}
+		return out
+	}
+	first := startSubscriber(t, py, a.wsURL("subscribe", ""), 3)
+	pyPublish(t, py, pub, env(readings(0, 3))...)
+	got := collect(t, first, 3)
+	var meta struct {
+		Content  json.RawMessage
+		Metadata struct{ Timestamp int64 }
+	}
+	if err := json.Unmarshal([]byte(got[2]), &meta); err != nil || meta.Metadata.Timestamp == 0 {
+		t.Fatalf("message %q: %v, want content and metadata", got[2], err)
+	}
+	// Offline: 3..9 are stored. Resume after the last one seen.
+	pyPublish(t, py, pub, env(readings(3, 7))...)
+	resumed := startSubscriber(t, py, a.wsURL("subscribe", fmt.Sprintf("from=%d", meta.Metadata.Timestamp+1)), 10)
+	pyPublish(t, py, pub, env(readings(10, 3))...)
+	var contents []string
+	for _, m := range collect(t, resumed, 10) {
+		if err := json.Unmarshal([]byte(m), &meta); err != nil {
+			t.Fatal(err)
+		}
+		contents = append(contents, string(meta.Content))
+	}
+	// Readings 0-2 were published within one millisecond at most: those
+	// at the last seen timestamp are not resent, the rest are.
+	want := readings(3, 10)
+	if strings.Join(contents, " ") != strings.Join(want, " ") {
+		t.Fatalf("resumed subscriber got %q, want %q", contents, want)
+	}
+}
+
