@@ -131,4 +131,3 @@ func writeErrorMessage(c *wsock.Conn, perr *publishError) error {
 	}
 	return c.Write(wsock.Text, b)
 }
-

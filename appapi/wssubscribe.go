@@ -220,4 +220,3 @@ func (sub *wsSubscriber) deliver(c *wsock.Conn, encoded []byte, live bool) error
 	sub.s.m.delivered.Inc()
 	return nil
 }
-

@@ -186,4 +186,3 @@ func TestWebSocketResumeFrom(t *testing.T) {
 		t.Fatalf("resumed subscriber got %q, want %q", contents, want)
 	}
 }
-
