@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +186,32 @@ func TestWebSocketResumeFrom(t *testing.T) {
 	want := readings(3, 10)
 	if strings.Join(contents, " ") != strings.Join(want, " ") {
 		t.Fatalf("resumed subscriber got %q, want %q", contents, want)
+	}
+}
+
+// Node's ws package, as a Streamr node app would use it: a subscription
+// and a publisher on two connections, application pings answered.
+func TestWebSocketNode(t *testing.T) {
+	node := lookTool(t, "node")
+	dir := "testdata/apps/wsnode"
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "ws")); err != nil {
+		if os.Getenv("TRIBUTARY_REQUIRE_TOOLS") != "" {
+			t.Fatalf("%s: run npm ci there (scripts/test.sh does): %v", dir, err)
+		}
+		t.Skipf("%s: npm ci not run", dir)
+	}
+	a := newWSApp(t, "")
+	out, err := exec.Command(node, filepath.Join(dir, "wsapp.js"), a.wsURL("subscribe", ""), a.wsURL("publish", "partitionKeyField=from"), "20").CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, out)
+	}
+	var got []struct{ Seq int }
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("node printed %q: %v", out, err)
+	}
+	for i, m := range got {
+		if m.Seq != i {
+			t.Fatalf("message %d has seq %d: %s", i, m.Seq, out)
+		}
 	}
 }

@@ -37,11 +37,15 @@ install_missing() {
 
 command -v node >/dev/null && command -v npm >/dev/null || install_missing nodejs npm
 install_missing softhsm2 swtpm swtpm-tools mosquitto mosquitto-clients systemd gcc make dpkg-dev protobuf-compiler
+# The app interfaces' tests (gateway/app*_test.go) drive the gateway with curl and a Python WebSocket app.
+install_missing curl python3-websockets
 
 export TRIBUTARY_REQUIRE_TOOLS=1 TRIBUTARY_REQUIRE_NODE=1
 
 echo "== npm packages for the Streamr SDK cross-check"
 (cd streamr/testdata/sdkcheck && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+echo "== npm packages for the WebSocket app test (ws)"
+(cd gateway/testdata/apps/wsnode && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 
 echo "== go vet"
 go vet ./...
