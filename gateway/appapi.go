@@ -13,6 +13,8 @@ import (
 
 	"github.com/tributary-iot/tributary/appapi"
 	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/broker"
+	"github.com/tributary-iot/tributary/reasoncode"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -194,4 +196,35 @@ func (l notifyingLog) StoreReceived(ctx context.Context, msgs []streamr.Envelope
 		l.notify()
 	}
 	return n, err
+}
+
+// nodeMQTT is the Streamr node MQTT plugin's side of the broker: the API
+// keys as passwords (without a users file) and the topics that are stream
+// IDs.
+func (s *system) nodeMQTT() ([]string, *appapi.NodeTopics, error) {
+	m := s.cfg.MQTT
+	node := &appapi.NodeTopics{
+		Domain:     m.StreamIDDomain,
+		Address:    streamr.UserID(s.key.PublisherID()),
+		Metadata:   m.PayloadMetadata,
+		Partitions: s.cfg.API.Partitions,
+	}
+	if m.UsersFile != "" || !s.cfg.API.hasKeys() {
+		return nil, node, nil
+	}
+	keys, err := s.cfg.apiKeyList()
+	return keys, node, err
+}
+
+// nodePublish takes a publish on a Streamr node topic into the pipeline;
+// false when the topic is no stream ID (the rules map it).
+func (h ingestHandler) nodePublish(m *broker.Message) (broker.Verdict, bool) {
+	d, err := h.node.Direct(m.ClientID, m.Topic, m.Payload)
+	switch {
+	case errors.Is(err, appapi.ErrNotNodeTopic):
+		return broker.Verdict{}, false
+	case err != nil:
+		return broker.Verdict{Code: broker.ReasonCode(reasoncode.PayloadFormatInvalid), Detail: "streamr_node: " + err.Error()}, true
+	}
+	return verdict(h.p.IngestDirect(d)), true
 }

@@ -254,7 +254,13 @@ func (s *system) startPipeline() error {
 	}
 	bcfg := brokerConfig(cfg, s.reg)
 	bcfg.Sessions = s.store
-	if s.broker, err = broker.New(bcfg, ingestHandler{s.pipeline}, s.log); err != nil {
+	h := ingestHandler{p: s.pipeline}
+	if cfg.MQTT.StreamrNode {
+		if bcfg.APIKeys, h.node, err = s.nodeMQTT(); err != nil {
+			return err
+		}
+	}
+	if s.broker, err = broker.New(bcfg, h, s.log); err != nil {
 		return err
 	}
 	return nil
@@ -339,9 +345,17 @@ func (s *system) close() {
 }
 
 // ingestHandler adapts the pipeline to the broker's Handler.
-type ingestHandler struct{ p *bridge.Pipeline }
+type ingestHandler struct {
+	p    *bridge.Pipeline
+	node *appapi.NodeTopics // mqtt.streamr_node: topics that are stream IDs
+}
 
-func (h ingestHandler) HandlePublish(_ context.Context, m *broker.Message) broker.Verdict {
+func (h ingestHandler) HandlePublish(ctx context.Context, m *broker.Message) broker.Verdict {
+	if h.node != nil {
+		if v, ok := h.nodePublish(m); ok {
+			return v
+		}
+	}
 	var props map[string]string
 	if len(m.UserProperties) > 0 {
 		props = make(map[string]string, len(m.UserProperties))
@@ -349,13 +363,16 @@ func (h ingestHandler) HandlePublish(_ context.Context, m *broker.Message) broke
 			props[p.Key] = p.Value
 		}
 	}
-	wait, reason := h.p.Ingest(bridge.Publish{
+	return verdict(h.p.Ingest(bridge.Publish{
 		ClientID:       m.ClientID,
 		Topic:          m.Topic,
 		Payload:        m.Payload,
 		QoS:            m.QoS,
 		UserProperties: props,
-	})
+	}))
+}
+
+func verdict(wait func(context.Context) error, reason *bridge.Reason) broker.Verdict {
 	if reason != nil {
 		return broker.Verdict{Code: broker.ReasonCode(reason.Code), Detail: reason.Label + ": " + reason.Detail}
 	}
