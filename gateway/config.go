@@ -70,16 +70,16 @@ type KeyConfig struct {
 
 // MQTTConfig configures the embedded broker.
 type MQTTConfig struct {
-	AllowAnonymous bool             `toml:"allow_anonymous"`
-	UsersFile      string           `toml:"users_file"`
-	Unmapped       string           `toml:"unmapped"` // refuse or local: topics without a stream
+	AllowAnonymous bool   `toml:"allow_anonymous"`
+	UsersFile      string `toml:"users_file"`
+	Unmapped       string `toml:"unmapped"` // refuse or local: topics without a stream
 	// The Streamr node's MQTT plugin: a topic that is a stream ID (with a
 	// ?partition=, ?partitionKey= or ?partitionKeyField= suffix) publishes to
 	// that stream, and without a users file the password must be an API key.
-	StreamrNode     bool   `toml:"streamr_node"`
-	PayloadMetadata bool   `toml:"payload_metadata"` // the node's payloadMetadata, for streamr_node topics
-	StreamIDDomain  string `toml:"stream_id_domain"` // the node's streamIdDomain
-	Listeners      []ListenerConfig `toml:"listener"`
+	StreamrNode     bool             `toml:"streamr_node"`
+	PayloadMetadata bool             `toml:"payload_metadata"` // the node's payloadMetadata, for streamr_node topics
+	StreamIDDomain  string           `toml:"stream_id_domain"` // the node's streamIdDomain
+	Listeners       []ListenerConfig `toml:"listener"`
 
 	// Protective limits; see broker.Config.
 	MaxSessions             int      `toml:"max_sessions"`
