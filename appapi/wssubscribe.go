@@ -17,7 +17,7 @@ import (
 
 // logPage is how many stored messages a subscriber reads from the log at
 // a time: what it holds in memory besides the socket's buffers.
-const logPage = 256
+const logPage = 32
 
 // wsSubscriber is a /subscribe connection: what the gateway holds for the
 // stream partitions, from storage first when asked (from=, last=), then

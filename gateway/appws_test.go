@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -12,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tributary-iot/tributary/wsock"
 )
 
 // python finds a Python 3 that has the websockets package (Debian's
@@ -34,7 +38,12 @@ type wsApp struct {
 }
 
 func newWSApp(t *testing.T, extra string) *wsApp {
-	g := appGateway(t, "[api]\nkeys = [\""+testAPIKey+"\"]\n[websocket]\naddress = \"127.0.0.1:0\"\nping_interval = \"1s\"\ndisconnect_timeout = \"1s\"\n"+extra)
+	return newWSAppPings(t, "1s", extra)
+}
+
+// newWSAppPings is newWSApp with another ping interval.
+func newWSAppPings(t *testing.T, pingInterval, extra string) *wsApp {
+	g := appGateway(t, "[api]\nkeys = [\""+testAPIKey+"\"]\n[websocket]\naddress = \"127.0.0.1:0\"\nping_interval = \""+pingInterval+"\"\ndisconnect_timeout = \"1s\"\n"+extra)
 	return &wsApp{testGateway: g, stream: "0x" + strings.Repeat("ef", 20) + "/ws/test"}
 }
 
@@ -213,5 +222,93 @@ func TestWebSocketNode(t *testing.T) {
 		if m.Seq != i {
 			t.Fatalf("message %d has seq %d: %s", i, m.Seq, out)
 		}
+	}
+}
+
+// metric reads one sample of the gateway's /metrics.
+func metric(t *testing.T, g *testGateway, sample string) float64 {
+	t.Helper()
+	_, body := curl(t, "-H", "Authorization: Bearer "+testAPIKey, "http://"+g.HTTPAddr().String()+"/metrics")
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+func waitMetric(t *testing.T, g *testGateway, sample string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, g, sample) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v", sample, metric(t, g, sample), want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A subscriber that never reads while readings flow is disconnected once
+// a write outlasts write_timeout (counted), holding at most a page of
+// messages meanwhile; one that answers no pings is found dead. Neither
+// holds up publishers or other subscribers.
+func TestWebSocketSlowAndDeadSubscribers(t *testing.T) {
+	a := newWSApp(t, "write_timeout = \"1s\"\n")
+	ctx := context.Background()
+	// Dead: the client never reads, so it never answers the server's pings.
+	dead, err := wsock.Dial(ctx, a.wsURL("subscribe", ""), nil, wsock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	waitMetric(t, a.testGateway, `tributary_app_subscribers_dropped_total{reason="dead"}`, 1)
+
+	slowApp := newWSAppPings(t, "1h", "write_timeout = \"1s\"\n")
+	slow, err := wsock.Dial(ctx, slowApp.wsURL("subscribe", ""), nil, wsock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	live, err := wsock.Dial(ctx, slowApp.wsURL("subscribe", ""), nil, wsock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	const n = 400 // 26 MB: more than loopback's socket buffers hold
+	got := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if _, _, err := live.Read(); err != nil {
+				got <- fmt.Errorf("the reading subscriber got %d of %d messages: %w", i, n, err)
+				return
+			}
+		}
+		got <- nil
+	}()
+	pub := "http://" + slowApp.HTTPAddr().String() + "/streams/" + url.PathEscape(slowApp.stream) + "/"
+	body := `{"pad":"` + strings.Repeat("x", 64<<10) + `"}`
+	for i := range n {
+		req, _ := http.NewRequest(http.MethodPost, pub, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("publish %d: %s", i, resp.Status)
+		}
+	}
+	waitMetric(t, slowApp.testGateway, `tributary_app_subscribers_dropped_total{reason="slow"}`, 1)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the reading subscriber stalled with the other")
 	}
 }
