@@ -18,7 +18,7 @@ import (
 // lookTool finds an external tool; without it the test is skipped, unless
 // TRIBUTARY_REQUIRE_TOOLS is set (scripts/test.sh installs them): then it
 // fails.
-func lookTool(t *testing.T, names ...string) string {
+func lookTool(t testing.TB, names ...string) string {
 	t.Helper()
 	for _, name := range names {
 		if path, err := exec.LookPath(name); err == nil {
@@ -34,7 +34,7 @@ func lookTool(t *testing.T, names ...string) string {
 
 // appGateway runs a gateway with the HTTP API and the WebSocket interface
 // on random loopback ports, the overlay off, and extra config appended.
-func appGateway(t *testing.T, extra string) *testGateway {
+func appGateway(t testing.TB, extra string) *testGateway {
 	t.Helper()
 	g := newTestGateway(t, strings.Replace("[overlay]\nenabled = false\n"+extra, "[http]\naddress = \"\"\n", "", 1))
 	g.cfg.HTTP.Address = "127.0.0.1:0"

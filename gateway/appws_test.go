@@ -37,12 +37,12 @@ type wsApp struct {
 	stream string
 }
 
-func newWSApp(t *testing.T, extra string) *wsApp {
+func newWSApp(t testing.TB, extra string) *wsApp {
 	return newWSAppPings(t, "1s", extra)
 }
 
 // newWSAppPings is newWSApp with another ping interval.
-func newWSAppPings(t *testing.T, pingInterval, extra string) *wsApp {
+func newWSAppPings(t testing.TB, pingInterval, extra string) *wsApp {
 	g := appGateway(t, "[api]\nkeys = [\""+testAPIKey+"\"]\n[websocket]\naddress = \"127.0.0.1:0\"\nping_interval = \""+pingInterval+"\"\ndisconnect_timeout = \"1s\"\n"+extra)
 	return &wsApp{testGateway: g, stream: "0x" + strings.Repeat("ef", 20) + "/ws/test"}
 }
