@@ -156,7 +156,7 @@ func (sub *wsSubscriber) send(ctx context.Context, c *wsock.Conn) error {
 	}
 	tick := time.NewTicker(sub.s.cfg.PollInterval)
 	defer tick.Stop()
-	for {
+	for ctx.Err() == nil {
 		woken := sub.s.wake.wait()
 		page, err := log.After(pos, logPage)
 		if err != nil {
@@ -181,6 +181,7 @@ func (sub *wsSubscriber) send(ctx context.Context, c *wsock.Conn) error {
 		case <-tick.C:
 		}
 	}
+	return nil
 }
 
 // history sends part's stored messages from sub.from, or its last sub.last.
