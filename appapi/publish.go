@@ -2,7 +2,6 @@ package appapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -185,14 +184,7 @@ func (h *HTTPPublish) parse(w http.ResponseWriter, r *http.Request) (streamr.Str
 }
 
 // writeError answers {"error": msg} with status, as the node does.
-func writeError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error string `json:"error"`
-	}{msg})
-}
+func writeError(w http.ResponseWriter, status int, msg string) { bridge.WriteJSONError(w, status, msg) }
 
 // Authenticate checks the request's API key, answering 401 (none) or 403
 // (wrong) itself; it fits bridge.HTTPServerConfig.Authenticate.

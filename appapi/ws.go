@@ -79,7 +79,7 @@ type WSServer struct {
 	conns    chan struct{}   // open connections
 	m        *Metrics
 	log      *slog.Logger
-	logs     *rateLog
+	logs     *bridge.LogLimiter
 	wake     *broadcast
 
 	wg     sync.WaitGroup // connection handlers
@@ -107,7 +107,7 @@ func NewWSServer(ln net.Listener, cfg WSConfig) (*WSServer, error) {
 		conns: make(chan struct{}, cfg.MaxConnections),
 		m:     cfg.Publish.Metrics,
 		log:   log,
-		logs:  newRateLog(log, time.Minute),
+		logs:  bridge.NewLogLimiter(log, time.Minute),
 		wake:  newBroadcast(),
 	}
 	if addr.IP.IsLoopback() {
@@ -343,35 +343,4 @@ func (b *broadcast) wait() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.ch
-}
-
-// rateLog logs each kind of warning at most once per interval, with the
-// count it held back.
-type rateLog struct {
-	log      *slog.Logger
-	interval time.Duration
-	mu       sync.Mutex
-	last     map[string]time.Time
-	held     map[string]int
-}
-
-func newRateLog(log *slog.Logger, interval time.Duration) *rateLog {
-	return &rateLog{log: log, interval: interval, last: map[string]time.Time{}, held: map[string]int{}}
-}
-
-func (l *rateLog) Warn(kind, msg string, args ...any) {
-	l.mu.Lock()
-	now := time.Now()
-	if t, ok := l.last[kind]; ok && now.Sub(t) < l.interval {
-		l.held[kind]++
-		l.mu.Unlock()
-		return
-	}
-	held := l.held[kind]
-	l.last[kind], l.held[kind] = now, 0
-	l.mu.Unlock()
-	if held > 0 {
-		args = append(args, "suppressed", held)
-	}
-	l.log.Warn(msg, args...)
 }

@@ -76,8 +76,8 @@ func (p *wsPublisher) readLoop(ctx context.Context, c *wsock.Conn, waits chan<- 
 		if err != nil {
 			return err
 		}
-		if string(data) == "ping" {
-			if err := c.Write(wsock.Text, []byte("pong")); err != nil {
+		if ping, err := answerPing(c, data); ping || err != nil {
+			if err != nil {
 				return err
 			}
 			continue
@@ -130,4 +130,13 @@ func writeErrorMessage(c *wsock.Conn, perr *publishError) error {
 		return fmt.Errorf("encode error message: %w", err)
 	}
 	return c.Write(wsock.Text, b)
+}
+
+// answerPing answers the node's application-level "ping" with "pong"
+// (browsers cannot send WebSocket pings); ping says whether data was one.
+func answerPing(c *wsock.Conn, data []byte) (ping bool, err error) {
+	if string(data) != "ping" {
+		return false, nil
+	}
+	return true, c.Write(wsock.Text, []byte("pong"))
 }

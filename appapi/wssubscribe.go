@@ -132,10 +132,8 @@ func (sub *wsSubscriber) readLoop(c *wsock.Conn) error {
 		if err != nil {
 			return err
 		}
-		if string(data) == "ping" {
-			if err := c.Write(wsock.Text, []byte("pong")); err != nil {
-				return err
-			}
+		if _, err := answerPing(c, data); err != nil {
+			return err
 		}
 	}
 }
