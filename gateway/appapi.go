@@ -138,7 +138,8 @@ func (s *system) addAppRoutes(hcfg *bridge.HTTPServerConfig) error {
 	if err != nil {
 		return err
 	}
-	hcfg.Routes = map[string]http.Handler{"POST /streams/{id}/{$}": pub}
+	// The node's route matches with and without the trailing slash.
+	hcfg.Routes = map[string]http.Handler{"POST /streams/{id}/{$}": pub, "POST /streams/{id}": pub}
 	if s.apiKeys.Enabled() {
 		hcfg.Authenticate = s.apiKeys.Authenticate(s.appMetrics)
 	}

@@ -78,8 +78,12 @@ func TestHTTPPublishAndJSONResend(t *testing.T) {
 	auth := "Authorization: Bearer " + testAPIKey
 
 	for i := range 3 {
+		u := pub
+		if i == 1 {
+			u = strings.TrimSuffix(pub, "/") // the node's route matches without the slash too
+		}
 		code, body := curl(t, "-H", auth, "-H", "Content-Type: application/json", "-d", fmt.Sprintf(`{"celsius":%d}`, 20+i),
-			pub+"?timestamp="+strconv.Itoa(1_700_000_000_000+i))
+			u+"?timestamp="+strconv.Itoa(1_700_000_000_000+i))
 		if code != 200 || body != "OK" {
 			t.Fatalf("publish %d: %d %q", i, code, body)
 		}

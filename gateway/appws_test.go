@@ -312,3 +312,38 @@ func TestWebSocketSlowAndDeadSubscribers(t *testing.T) {
 		t.Fatal("the reading subscriber stalled with the other")
 	}
 }
+
+// Beyond websocket.max_connections a handshake gets 503, counted; a
+// closed connection frees its place.
+func TestWebSocketMaxConnections(t *testing.T) {
+	a := newWSApp(t, "max_connections = 2\n")
+	ctx := context.Background()
+	var open []*wsock.Conn
+	for range 2 {
+		c, err := wsock.Dial(ctx, a.wsURL("subscribe", ""), nil, wsock.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		open = append(open, c)
+	}
+	if _, err := wsock.Dial(ctx, a.wsURL("subscribe", ""), nil, wsock.Options{}); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("third connection: %v, want 503", err)
+	}
+	if got := metric(t, a.testGateway, `tributary_app_refused_total{interface="websocket",reason="max_connections"}`); got != 1 {
+		t.Errorf("refusals counted: %v, want 1", got)
+	}
+	_ = open[0].CloseWith(wsock.CloseNormal, "")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := wsock.Dial(ctx, a.wsURL("subscribe", ""), nil, wsock.Options{})
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no place after a close: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
