@@ -50,6 +50,9 @@ func newTestGateway(t testing.TB, extra string) *testGateway {
 	if !strings.Contains(extra, "[overlay]") {
 		content += "\n" + loopback
 	}
+	if !strings.Contains(extra, "[websocket]") {
+		content += "\n[websocket]\naddress = \"\"\n" // its default port would collide between gateways
+	}
 	path := filepath.Join(dir, "bridge.toml")
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
