@@ -141,6 +141,14 @@ func TestWebSocketPython(t *testing.T) {
 	if got := collect(t, msgs, 5); strings.Join(got, " ") != strings.Join(readings(0, 5), " ") {
 		t.Fatalf("subscriber got %q, want %q", got, readings(0, 5))
 	}
+	// partition=N on publish, partitions= on subscribe.
+	p2 := startSubscriber(t, py, a.wsURL("subscribe", "partitions=1,2"), 2)
+	pyPublish(t, py, a.wsURL("publish", "partition=2"), `{"p":2}`)
+	pyPublish(t, py, a.wsURL("publish", "partition=0"), `{"p":0}`)
+	pyPublish(t, py, a.wsURL("publish", "partition=1"), `{"p":1}`)
+	if got := collect(t, p2, 2); got[0] != `{"p":2}` || got[1] != `{"p":1}` {
+		t.Fatalf("partitions=1,2 subscriber got %q, want partition 2's then 1's reading", got)
+	}
 	for _, tc := range []struct{ url, want string }{
 		{strings.Replace(a.wsURL("subscribe", ""), "apiKey="+testAPIKey, "apiKey=wrong", 1), "403"},
 		{strings.Replace(a.wsURL("subscribe", ""), "?apiKey="+testAPIKey, "", 1), "401"},
@@ -195,6 +203,19 @@ func TestWebSocketResumeFrom(t *testing.T) {
 	want := readings(3, 10)
 	if strings.Join(contents, " ") != strings.Join(want, " ") {
 		t.Fatalf("resumed subscriber got %q, want %q", contents, want)
+	}
+	// last=N: the newest N stored, then live.
+	newest := startSubscriber(t, py, a.wsURL("subscribe", "last=2"), 3)
+	pyPublish(t, py, pub, env(readings(13, 1))...)
+	contents = contents[:0]
+	for _, m := range collect(t, newest, 3) {
+		if err := json.Unmarshal([]byte(m), &meta); err != nil {
+			t.Fatal(err)
+		}
+		contents = append(contents, string(meta.Content))
+	}
+	if want := readings(11, 3); strings.Join(contents, " ") != strings.Join(want, " ") {
+		t.Fatalf("last=2 subscriber got %q, want %q", contents, want)
 	}
 }
 
