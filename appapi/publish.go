@@ -19,6 +19,12 @@ type Publisher interface {
 	IngestDirect(d bridge.Direct) (wait func(context.Context) error, reason *bridge.Reason)
 }
 
+// Permissions answers whether a user holds a StreamRegistry permission on
+// a stream (the registry client satisfies it; see the team's contract).
+type Permissions interface {
+	Allowed(ctx context.Context, streamID string, user []byte, p streamr.Permission, at time.Time) (bool, error)
+}
+
 // Defaults of zero PublishConfig fields.
 const (
 	DefaultMaxBody        = 1 << 20 // the node's 1024 kb
@@ -36,6 +42,11 @@ type PublishConfig struct {
 	Timeout    time.Duration // longest wait for a reading to be durable; then 503
 	Metrics    *Metrics      // nil: unregistered
 	Logger     *slog.Logger  // nil discards
+	// Permissions, when set, must grant Publisher (the gateway's address,
+	// which signs) publish on the stream, else 403; nil: no check (the
+	// static policy without [registry]).
+	Permissions Permissions
+	PublisherID []byte // required with Permissions
 }
 
 func (c *PublishConfig) setDefaults() error {
@@ -56,6 +67,9 @@ func (c *PublishConfig) setDefaults() error {
 	}
 	if c.MaxBody < 0 || c.Timeout < 0 {
 		return errors.New("appapi: max body and timeout must not be negative")
+	}
+	if c.Permissions != nil && len(c.PublisherID) == 0 {
+		return errors.New("appapi: PublisherID is required with Permissions")
 	}
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics(nil)
@@ -81,6 +95,9 @@ func refusal(status int, reason string, err error) *publishError {
 
 // publish takes one decoded message to part and waits until it is durable.
 func publish(ctx context.Context, cfg *PublishConfig, source string, part streamr.StreamPartID, m message) *publishError {
+	if perr := cfg.checkPublish(ctx, part.Stream); perr != nil {
+		return perr
+	}
 	wait, reason := cfg.Publisher.IngestDirect(directFor(source, part, m))
 	if reason != nil {
 		return refusalFor(reason)
@@ -89,6 +106,21 @@ func publish(ctx context.Context, cfg *PublishConfig, source string, part stream
 	defer cancel()
 	if err := wait(ctx); err != nil {
 		return refusal(http.StatusServiceUnavailable, "storage", fmt.Errorf("reading not stored: %w", err))
+	}
+	return nil
+}
+
+// checkPublish asks Permissions whether the gateway may publish on stream.
+func (c *PublishConfig) checkPublish(ctx context.Context, stream streamr.StreamID) *publishError {
+	if c.Permissions == nil {
+		return nil
+	}
+	ok, err := c.Permissions.Allowed(ctx, string(stream), c.PublisherID, streamr.PermissionPublish, time.Now())
+	switch {
+	case err != nil:
+		return refusal(http.StatusServiceUnavailable, "permission_check", fmt.Errorf("stream %s: publish permission unknown: %w", stream, err))
+	case !ok:
+		return refusal(http.StatusForbidden, "permission", fmt.Errorf("stream %s: the gateway %s has no publish permission", stream, streamr.UserID(c.PublisherID)))
 	}
 	return nil
 }

@@ -113,6 +113,9 @@ func (p *wsPublisher) ingest(data []byte) (func(context.Context) error, *publish
 	if part.Partition, err = p.target.resolve(m.content, cfg.Partitions); err != nil {
 		return nil, refusal(400, "bad_request", err)
 	}
+	if perr := cfg.checkPublish(p.s.ctx, p.stream); perr != nil {
+		return nil, perr
+	}
 	wait, reason := cfg.Publisher.IngestDirect(directFor(p.source, part, m))
 	if reason != nil {
 		return nil, refusalFor(reason)
