@@ -44,13 +44,18 @@ func (p *wsPublisher) serve(ctx context.Context, c *wsock.Conn) error {
 	go func() {
 		defer close(waited)
 		for wait := range waits {
-			if err := wait(ctx); err != nil {
+			err := wait(ctx)
+			switch {
+			case err == nil:
+				p.s.m.published.WithLabelValues(ifaceWS).Inc()
+			case ctx.Err() != nil:
+				// The gateway stops (or the reading failed): the store finishes its appends.
+			default:
 				failed <- &dropError{reason: "store", err: err}
 				cancel()
 				_ = c.Close() // unblocks the read
 				return
 			}
-			p.s.m.published.WithLabelValues(ifaceWS).Inc()
 		}
 	}()
 	err := p.readLoop(ctx, c, waits)
