@@ -49,7 +49,7 @@ func (p *wsPublisher) serve(ctx context.Context, c *wsock.Conn) error {
 			case err == nil:
 				p.s.m.published.WithLabelValues(ifaceWS).Inc()
 			case ctx.Err() != nil:
-				// The gateway stops (or the reading failed): the store finishes its appends.
+				// The gateway stops: the store finishes its appends without us.
 			default:
 				failed <- &dropError{reason: "store", err: err}
 				cancel()
