@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -30,10 +31,11 @@ type History interface {
 //	/metrics  Prometheus metrics from cfg.Gatherer
 //	/healthz  200 while cfg.Health returns nil
 //	/receipts how far each receiver holds this gateway's chains, per stream partition (JSON)
-//	/streams  the stream partitions with stored messages, if history is a PartLister (JSON)
-//	/streams/{id}/data/partitions/{p}/{last|from|range}?format=raw
+//	/streams  the stream partitions with stored messages, their counts and time spans, if history is a PartLister (JSON)
+//	/streams/{id}/data/partitions/{p}/{last|from|range}?format=object|raw
 //	          the Streamr storage node's resend queries, answered from
-//	          history in the raw format ([uint32 length][StreamMessage]…)
+//	          history as a JSON array of messages (object, the default) or
+//	          in the raw format ([uint32 length][StreamMessage]…)
 func newHTTPHandler(cfg HTTPServerConfig, m *httpMetrics, logs *logLimiter) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
@@ -69,29 +71,51 @@ func newHTTPHandler(cfg HTTPServerConfig, m *httpMetrics, logs *logLimiter) http
 		log:          logs,
 	}
 	mux.HandleFunc("GET /streams/{id}/data/partitions/{partition}/{query}", h.serve)
+	for pattern, handler := range cfg.Routes {
+		mux.Handle(pattern, handler)
+	}
 	return mux
 }
 
-// PartLister lists the stream partitions that hold stored messages;
-// storage.Store satisfies it.
+// PartLister lists the stream partitions that hold stored messages and
+// what each holds; storage.Store satisfies it.
 type PartLister interface {
 	Parts() ([]streamr.StreamPartID, error)
+	PartStats(part streamr.StreamPartID) (storage.PartStats, error)
+}
+
+// StoredPart is one element of GET /streams.
+type StoredPart struct {
+	StreamPart     string `json:"streamPart"` // "streamID#partition"
+	StreamID       string `json:"streamId"`
+	Partition      int    `json:"partition"`
+	Count          int64  `json:"count"`
+	FirstTimestamp int64  `json:"firstTimestamp"` // ms
+	LastTimestamp  int64  `json:"lastTimestamp"`  // ms
 }
 
 // serveParts writes the stored stream partitions as a JSON list of
-// "streamID#partition".
+// StoredPart.
 func serveParts(w http.ResponseWriter, lister PartLister) {
 	parts, err := lister.Parts()
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		writeJSONError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	names := make([]string, len(parts))
-	for i, p := range parts {
-		names[i] = p.String()
+	out := make([]StoredPart, 0, len(parts))
+	for _, p := range parts {
+		st, err := lister.PartStats(p)
+		if err != nil {
+			writeJSONError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		out = append(out, StoredPart{
+			StreamPart: p.String(), StreamID: string(p.Stream), Partition: p.Partition,
+			Count: st.Count, FirstTimestamp: st.First, LastTimestamp: st.Last,
+		})
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(names)
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 type resendHandler struct {
@@ -108,8 +132,12 @@ func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if f := r.URL.Query().Get("format"); f != "" && f != "raw" {
-		writeJSONError(w, http.StatusBadRequest, fmt.Sprintf("format %q: only format=raw is served", f))
+	format := r.URL.Query().Get("format")
+	if format == "" {
+		format = "object" // the storage node's default
+	}
+	if format != "raw" && format != "object" {
+		writeJSONError(w, http.StatusBadRequest, fmt.Sprintf("format %q: want object or raw", format))
 		return
 	}
 	if h.history == nil {
@@ -120,11 +148,19 @@ func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.queries.release()
-	w.Header().Set("Content-Type", "application/octet-stream")
 	// The answer streams through a small buffer; each write must finish
 	// within writeTimeout, so a client that stops reading frees its slot.
 	bw := bufio.NewWriterSize(&deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: h.writeTimeout}, 32<<10)
-	err = WriteResend(h.history, q, streamr.NewRawWriter(bw))
+	if format == "raw" {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		err = ForEachResend(h.history, q, streamr.NewRawWriter(bw).WriteFrame)
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+		arr := &jsonArrayWriter{w: bw}
+		if err = ForEachResend(h.history, q, arr.WriteFrame); err == nil {
+			err = arr.Close()
+		}
+	}
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -151,15 +187,21 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 
 // WriteResend writes the messages matching q to out in stream order.
 func WriteResend(history History, q streamr.ResendQuery, out *streamr.RawWriter) error {
+	return ForEachResend(history, q, out.WriteFrame)
+}
+
+// ForEachResend calls emit with each encoded message matching q, in stream
+// order; an error from emit stops the walk and is returned.
+func ForEachResend(history History, q streamr.ResendQuery, emit func(encoded []byte) error) error {
 	if q.Last > 0 {
-		return writeLast(history, q, out)
+		return writeLast(history, q, emit)
 	}
 	return history.Messages(q.Part, q.From.Timestamp, q.UpperBound().Timestamp, func(encoded []byte) error {
 		ok, err := matches(&q, encoded)
 		if err != nil || !ok {
 			return err
 		}
-		return out.WriteFrame(encoded)
+		return emit(encoded)
 	})
 }
 
@@ -170,7 +212,7 @@ var errEnough = errors.New("enough messages")
 // counting the matches and one writing all but the first total-q.Last of
 // them, so memory stays bounded whatever q.Last. Messages committed between
 // the passes are not included.
-func writeLast(history History, q streamr.ResendQuery, out *streamr.RawWriter) error {
+func writeLast(history History, q streamr.ResendQuery, emit func(encoded []byte) error) error {
 	total := 0
 	err := history.Messages(q.Part, 0, math.MaxInt64, func(encoded []byte) error {
 		ok, err := matches(&q, encoded)
@@ -195,7 +237,7 @@ func writeLast(history History, q streamr.ResendQuery, out *streamr.RawWriter) e
 			return errEnough
 		}
 		left--
-		return out.WriteFrame(encoded)
+		return emit(encoded)
 	})
 	if errors.Is(err, errEnough) {
 		return nil

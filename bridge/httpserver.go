@@ -33,6 +33,13 @@ type HTTPServerConfig struct {
 	Health   func() error        // /healthz: 200 while it returns nil
 	Receipts *Receipts           // /receipts
 	Identity func() any          // /identity as JSON (the gateway's publisher and overlay IDs); nil: not served
+	// Routes are more handlers by ServeMux pattern (the app API's publish
+	// endpoint), behind the same guard.
+	Routes map[string]http.Handler
+	// Authenticate, when set, must pass for every request but /healthz;
+	// it answers the refusal itself and reports false. A listener reachable
+	// beyond loopback needs it (or AllowAnonymous).
+	Authenticate func(w http.ResponseWriter, r *http.Request) bool
 
 	// AllowAnonymous serves a listener reachable beyond loopback although
 	// the API has no authentication; without it NewHTTPServer refuses one.
@@ -141,12 +148,12 @@ func NewHTTPServer(ln net.Listener, cfg HTTPServerConfig) (*HTTPServer, error) {
 		return nil, fmt.Errorf("http api: listener address %s is not TCP", ln.Addr())
 	}
 	loopback := addr.IP.IsLoopback()
-	if !loopback && !cfg.AllowAnonymous {
+	if !loopback && !cfg.AllowAnonymous && cfg.Authenticate == nil {
 		return nil, fmt.Errorf("http api on %s: reachable beyond loopback and the API has no authentication; "+
 			"listen on 127.0.0.1 or set http.allow_anonymous = true", addr)
 	}
 	log := cfg.Logger.With("component", "http")
-	if !loopback {
+	if !loopback && cfg.Authenticate == nil {
 		log.Warn("http api reachable beyond loopback without authentication (http.allow_anonymous = true): "+
 			"anyone who can reach it reads all stored data", "address", addr.String())
 	}
@@ -157,6 +164,7 @@ func NewHTTPServer(ln net.Listener, cfg HTTPServerConfig) (*HTTPServer, error) {
 		m:        m,
 		requests: newSlots(cfg.MaxRequests, refusedRequests, "requests", m, logs),
 		log:      logs,
+		auth:     cfg.Authenticate,
 	}
 	if loopback {
 		g.hosts = loopbackHosts(addr)
@@ -175,8 +183,9 @@ func NewHTTPServer(ln net.Listener, cfg HTTPServerConfig) (*HTTPServer, error) {
 // requests in flight a few seconds.
 func (s *HTTPServer) Serve(ctx context.Context) error {
 	done := make(chan struct{})
-	defer close(done)
+	shutdown := make(chan struct{})
 	go func() {
+		defer close(shutdown)
 		select {
 		case <-ctx.Done():
 		case <-done:
@@ -189,7 +198,11 @@ func (s *HTTPServer) Serve(ctx context.Context) error {
 		}
 	}()
 	s.log.Info("http api listening", "address", s.ln.Addr().String())
-	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+	err := s.srv.Serve(s.ln)
+	// Serve returns as Shutdown begins: wait for it to finish.
+	close(done)
+	<-shutdown
+	if !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("http api: %w", err)
 	}
 	return nil
@@ -217,6 +230,7 @@ type guard struct {
 	hosts    map[string]bool // nil: any Host (non-loopback listener)
 	requests *slots          // requests in flight
 	log      *logLimiter
+	auth     func(http.ResponseWriter, *http.Request) bool // nil: none
 }
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -225,6 +239,9 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.log.Warn(refusedHost, "http request refused: Host header does not name the loopback listener (DNS rebinding?)",
 			"host", truncate(r.Host, 64), "remote", r.RemoteAddr)
 		writeJSONError(w, http.StatusMisdirectedRequest, "Host "+truncate(r.Host, 64)+" is not this gateway's loopback address")
+		return
+	}
+	if g.auth != nil && r.URL.Path != "/healthz" && !g.auth(w, r) {
 		return
 	}
 	if !g.requests.acquire(w) {

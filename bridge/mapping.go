@@ -169,14 +169,14 @@ func (r *Rule) partition(vars templateVars, obj map[string]json.RawMessage, topi
 		if !ok {
 			return 0, reject(reasoncode.PayloadFormatInvalid, "missing_partition_key", "topic %q: payload has no field %q for the partition key", topic, r.cfg.PartitionKeyField)
 		}
-		return partitionForJSON(r.cfg.Partitions, raw), nil
+		return PartitionForJSON(r.cfg.Partitions, raw), nil
 	}
 	return r.cfg.Partition, nil
 }
 
-// partitionForJSON hashes a JSON value like the SDK hashes the JS value:
+// PartitionForJSON hashes a JSON value like the SDK hashes the JS value:
 // numbers numerically, strings by their text, anything else by its JSON.
-func partitionForJSON(count int, raw json.RawMessage) int {
+func PartitionForJSON(count int, raw json.RawMessage) int {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		return streamr.PartitionForKey(count, s)
@@ -216,11 +216,17 @@ func (r *Rule) checkJSON(payload []byte) (map[string]json.RawMessage, error) {
 	if r.cfg.PartitionKeyField != "" || r.cfg.TimestampField != "" {
 		return parseObject(payload)
 	}
+	return nil, validObject(payload)
+}
+
+// validObject checks that payload is one JSON object without decoding it,
+// which allocates nothing.
+func validObject(payload []byte) error {
 	if trimmed := bytes.TrimLeft(payload, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '{' && json.Valid(trimmed) {
-		return nil, nil
+		return nil
 	}
 	_, err := parseObject(payload) // says what is wrong
-	return nil, err
+	return err
 }
 
 // parseObject checks that payload is one JSON object, as the Streamr node

@@ -138,6 +138,34 @@ func (p *Pipeline) Ingest(m Publish) (wait func(context.Context) error, reason *
 		p.refused(m, reason)
 		return nil, reason
 	}
+	return p.enqueue(m, mapped)
+}
+
+// Direct is a reading an app addressed to a stream partition itself (over
+// HTTP, WebSocket or a Streamr node MQTT topic) rather than through the
+// mapping rules.
+type Direct struct {
+	Source    string // names the message chain: one per app connection
+	Part      streamr.StreamPartID
+	Timestamp int64  // ms; 0: the time of receipt
+	Payload   []byte // JSON object content
+}
+
+// IngestDirect queues d for a durable write like a QoS 1 reading that a
+// rule mapped onto d.Part: the same storage, signing and forwarding, with
+// its own chain per d.Source. wait returns once it is durable.
+func (p *Pipeline) IngestDirect(d Direct) (wait func(context.Context) error, reason *Reason) {
+	m := Publish{ClientID: d.Source, Topic: d.Part.String(), Payload: d.Payload, QoS: 1}
+	if err := validObject(d.Payload); err != nil {
+		reason = reject(reasoncode.PayloadFormatInvalid, "invalid_json", "stream %s: %v", d.Part, err)
+		p.refused(m, reason)
+		return nil, reason
+	}
+	return p.enqueue(m, Mapped{Part: d.Part, ContentType: streamr.ContentJSON, Timestamp: d.Timestamp})
+}
+
+// enqueue queues a mapped reading for its durable write (see Ingest).
+func (p *Pipeline) enqueue(m Publish, mapped Mapped) (wait func(context.Context) error, reason *Reason) {
 	now := p.cfg.Clock.Now()
 	r := &storage.Reading{
 		Part:        mapped.Part,

@@ -95,6 +95,11 @@ type Config struct {
 	UsersFile string
 	// AllowAnonymous explicitly allows listeners on non-loopback addresses without a users file.
 	AllowAnonymous bool
+	// APIKeys, without a users file, authenticate clients as the Streamr node's MQTT plugin
+	// does: the password must be one of them (the user name is ignored); a wrong one is
+	// refused with "bad user name or password" (3.1.1: 4), none with "not authorized" (5).
+	// Listeners beyond loopback are then allowed.
+	APIKeys []string
 
 	MaxClients      int    // concurrent clients; default DefaultMaxClients
 	MaxPacketSize   uint32 // bytes, larger packets disconnect the client; default DefaultMaxPacketSize
@@ -213,6 +218,7 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 		auth:         newAuthGate(max(cfg.MaxConcurrentAuth, 1), max(cfg.AuthBackoffMax, authBackoffBase)),
 		maxKeepAlive: max(cfg.MaxKeepAlive, 0), maxConnsPerUser: cfg.MaxConnsPerUser, maxSessions: cfg.MaxSessions,
 		maxPacketSize: cfg.MaxPacketSize, topicAliasMaximum: topicAliasMaximum,
+		apiKeys: newAPIKeys(cfg.APIKeys),
 	}
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
@@ -324,7 +330,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("broker: max client buffer %d is negative", c.MaxClientBuffer)
 	}
 	for i, l := range c.Listeners {
-		if err := l.validate(c.UsersFile != "" || c.AllowAnonymous); err != nil {
+		if err := l.validate(c.UsersFile != "" || c.AllowAnonymous || len(c.APIKeys) > 0); err != nil {
 			return fmt.Errorf("broker: listeners[%d] (%s %s): %w", i, l.Type, l.Address, err)
 		}
 	}

@@ -17,6 +17,12 @@ const droppedWillTopic = "$SYS/tributary/dropped-will"
 // does not name another user's session, and whose Will topic the user may publish to.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if h.accounts == nil {
+		if code := h.apiKeys.check(pk.ProtocolVersion == 5, pk.Connect.PasswordFlag, pk.Connect.Password); code != packets.CodeSuccess {
+			h.stats.authFailures.Add(1)
+			h.rlog.Warn("auth", "connection refused: API key missing or wrong",
+				"client", clip(cl.ID), "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+			return h.refuseConnect(cl, code)
+		}
 		return h.admitSession(cl, pk)
 	}
 	u, code := h.checkPassword(cl, pk)

@@ -35,6 +35,7 @@ type hook struct {
 
 	handler         Handler
 	accounts        *accounts // nil: no authentication, everything allowed
+	apiKeys         apiKeys   // without accounts: the password must be one of them
 	log             *slog.Logger
 	rlog            *rateLog // for lines a client can cause at will
 	stats           *counters

@@ -15,6 +15,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/tributary-iot/tributary/appapi"
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/broker"
 	"github.com/tributary-iot/tributary/hw"
@@ -43,6 +44,8 @@ type Config struct {
 	Storage     StorageConfig         `toml:"storage"`
 	Signing     SigningConfig         `toml:"signing"`
 	HTTP        HTTPConfig            `toml:"http"`
+	API         APIConfig             `toml:"api"`
+	WebSocket   WebSocketConfig       `toml:"websocket"`
 	Overlay     OverlayConfig         `toml:"overlay"`
 	Status      StatusConfig          `toml:"status"`
 	Rules       []RuleConfig          `toml:"rule"`
@@ -67,10 +70,16 @@ type KeyConfig struct {
 
 // MQTTConfig configures the embedded broker.
 type MQTTConfig struct {
-	AllowAnonymous bool             `toml:"allow_anonymous"`
-	UsersFile      string           `toml:"users_file"`
-	Unmapped       string           `toml:"unmapped"` // refuse or local: topics without a stream
-	Listeners      []ListenerConfig `toml:"listener"`
+	AllowAnonymous bool   `toml:"allow_anonymous"`
+	UsersFile      string `toml:"users_file"`
+	Unmapped       string `toml:"unmapped"` // refuse or local: topics without a stream
+	// The Streamr node's MQTT plugin: a topic that is a stream ID (with a
+	// ?partition=, ?partitionKey= or ?partitionKeyField= suffix) publishes to
+	// that stream, and without a users file the password must be an API key.
+	StreamrNode     bool             `toml:"streamr_node"`
+	PayloadMetadata bool             `toml:"payload_metadata"` // the node's payloadMetadata, for streamr_node topics
+	StreamIDDomain  string           `toml:"stream_id_domain"` // the node's streamIdDomain
+	Listeners       []ListenerConfig `toml:"listener"`
 
 	// Protective limits; see broker.Config.
 	MaxSessions             int      `toml:"max_sessions"`
@@ -194,6 +203,21 @@ func defaultConfig() Config {
 			ReadHeaderTimeout: Duration(bridge.DefaultHTTPReadHeaderTimeout),
 			WriteTimeout:      Duration(bridge.DefaultHTTPWriteTimeout),
 			IdleTimeout:       Duration(bridge.DefaultHTTPIdleTimeout),
+		},
+		API: APIConfig{
+			Keys:           []string{},
+			Partitions:     appapi.DefaultPartitions,
+			MaxMessageSize: Size(appapi.DefaultMaxBody),
+			PublishTimeout: Duration(appapi.DefaultPublishTimeout),
+		},
+		WebSocket: WebSocketConfig{
+			Address:           "127.0.0.1:7170",
+			AllowedOrigins:    []string{},
+			PingInterval:      Duration(appapi.DefaultPingInterval),
+			DisconnectTimeout: Duration(appapi.DefaultDisconnectTimeout),
+			WriteTimeout:      Duration(appapi.DefaultWSWriteTimeout),
+			MaxConnections:    appapi.DefaultMaxConnections,
+			MaxResend:         appapi.DefaultMaxResend,
 		},
 		Overlay: OverlayConfig{
 			Enabled:        true,
@@ -328,6 +352,7 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	abs(&c.MQTT.UsersFile)
 	abs(&c.Key.PassphraseFile)
+	abs(&c.API.KeysFile)
 	for i := range c.MQTT.Listeners {
 		abs(&c.MQTT.Listeners[i].CertFile)
 		abs(&c.MQTT.Listeners[i].KeyFile)
@@ -369,7 +394,10 @@ func (c *Config) validate() error {
 	check(c.Storage.CommitWindow >= 0, "storage.commit_window: must not be negative")
 	check(c.Signing.BatchWindow >= 0, "signing.batch_window: must not be negative")
 	check(c.Signing.SignInCommitUnder >= 0, "signing.sign_in_commit_under: must not be negative")
-	if err := c.HTTP.validate(); err != nil {
+	if err := c.HTTP.validate(c.API.hasKeys()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.validateApps(); err != nil {
 		errs = append(errs, err)
 	}
 	check(c.Overlay.Retry > 0, "overlay.retry: must be positive")

@@ -71,11 +71,11 @@ func ExportQuery(stream string, partition int, from, to string) (streamr.ResendQ
 // signing the readings a stopped gateway left pending.
 func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer, stderr io.Writer) error {
 	if cfg.HTTP.Address != "" {
-		n, err := exportHTTP(ctx, cfg.HTTP.Address, q, out)
+		n, err := exportHTTP(ctx, cfg, q, out)
 		var opErr *net.OpError
 		if !errors.As(err, &opErr) {
 			if err == nil && n == 0 {
-				err = reportEmptyHTTP(ctx, cfg.HTTP.Address, q.Part, stderr)
+				err = reportEmptyHTTP(ctx, cfg, q.Part, stderr)
 			}
 			return err // served, or failed after connecting
 		}
@@ -187,8 +187,9 @@ func reportEmpty(store *storage.Store, part streamr.StreamPartID, stderr io.Writ
 
 // reportEmptyHTTP is reportEmpty for a running gateway, which lists its
 // stream partitions at /streams.
-func reportEmptyHTTP(ctx context.Context, address string, part streamr.StreamPartID, stderr io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+address+"/streams", nil)
+func reportEmptyHTTP(ctx context.Context, cfg *Config, part streamr.StreamPartID, stderr io.Writer) error {
+	address := cfg.HTTP.Address
+	req, err := newAPIRequest(ctx, cfg, "http://"+address+"/streams")
 	if err != nil {
 		return err
 	}
@@ -200,9 +201,13 @@ func reportEmptyHTTP(ctx context.Context, address string, part streamr.StreamPar
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("list stream partitions of the bridge at %s: %s", address, resp.Status)
 	}
-	var names []string
-	if err := json.NewDecoder(resp.Body).Decode(&names); err != nil {
+	var parts []bridge.StoredPart
+	if err := json.NewDecoder(resp.Body).Decode(&parts); err != nil {
 		return fmt.Errorf("list stream partitions of the bridge at %s: %w", address, err)
+	}
+	names := make([]string, len(parts))
+	for i, p := range parts {
+		names[i] = p.StreamPart
 	}
 	return explainEmpty(names, part, stderr)
 }
@@ -234,7 +239,25 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func exportHTTP(ctx context.Context, address string, q streamr.ResendQuery, out io.Writer) (int64, error) {
+// newAPIRequest is a GET of the gateway's own HTTP API, with the first API
+// key when keys are configured.
+func newAPIRequest(ctx context.Context, cfg *Config, u string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.API.hasKeys() {
+		keys, err := cfg.apiKeyList()
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+keys[0])
+	}
+	return req, nil
+}
+
+func exportHTTP(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer) (int64, error) {
+	address := cfg.HTTP.Address
 	v := url.Values{}
 	v.Set("format", "raw")
 	v.Set("fromTimestamp", strconv.FormatInt(q.From.Timestamp, 10))
@@ -244,7 +267,7 @@ func exportHTTP(ctx context.Context, address string, q streamr.ResendQuery, out 
 		address, url.PathEscape(string(q.Part.Stream)), q.Part.Partition, v.Encode())
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := newAPIRequest(ctx, cfg, u)
 	if err != nil {
 		return 0, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tributary-iot/tributary/appapi"
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/broker"
 	"github.com/tributary-iot/tributary/hw"
@@ -123,6 +124,23 @@ func (g *Gateway) MQTTAddrs() []net.Addr {
 	return nil
 }
 
+// HTTPAddr is the bound address of the HTTP API; nil until it listens.
+func (g *Gateway) HTTPAddr() *net.TCPAddr {
+	if s := g.system(); s != nil {
+		return s.httpAddr.Load()
+	}
+	return nil
+}
+
+// WebSocketAddr is the bound address of the WebSocket interface; nil until
+// it listens.
+func (g *Gateway) WebSocketAddr() *net.TCPAddr {
+	if s := g.system(); s != nil {
+		return s.wsAddr.Load()
+	}
+	return nil
+}
+
 // Identity is the running gateway's identity (as GET /identity serves
 // it); the zero Identity before Run has started.
 func (g *Gateway) Identity() Identity {
@@ -159,6 +177,13 @@ type system struct {
 	delivery  *localDelivery // [[subscribe]] to local MQTT
 	storer    *bridge.Storer // [[store]] rules; nil without them
 	stored    []streamr.StreamPartID
+
+	// App interfaces (HTTP publish, WebSocket).
+	apiKeys    appapi.Keys
+	appMetrics *appapi.Metrics
+
+	httpAddr, wsAddr atomic.Pointer[net.TCPAddr] // bound addresses once listening
+	wsServer         atomic.Pointer[appapi.WSServer]
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
@@ -191,6 +216,10 @@ func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
 			return nil, err
 		}
 	}
+	if s.apiKeys, err = cfg.apiKeys(); err != nil {
+		return nil, err
+	}
+	s.appMetrics = appapi.NewMetrics(s.reg)
 	if err := s.startPipeline(); err != nil {
 		return nil, err
 	}
@@ -225,7 +254,13 @@ func (s *system) startPipeline() error {
 	}
 	bcfg := brokerConfig(cfg, s.reg)
 	bcfg.Sessions = s.store
-	if s.broker, err = broker.New(bcfg, ingestHandler{s.pipeline}, s.log); err != nil {
+	h := ingestHandler{p: s.pipeline}
+	if cfg.MQTT.StreamrNode {
+		if bcfg.APIKeys, h.node, err = s.nodeMQTT(); err != nil {
+			return err
+		}
+	}
+	if s.broker, err = broker.New(bcfg, h, s.log); err != nil {
 		return err
 	}
 	return nil
@@ -244,7 +279,7 @@ func (s *system) newStorer() *bridge.Storer {
 	scfg.MaxGapRequests = math.MaxInt32
 	scfg.KeepGaps = true
 	scfg.FromChainStart = true
-	return bridge.NewStorer(s.store, scfg, s.log)
+	return bridge.NewStorer(notifyingLog{s.store, s.notifyApps}, scfg, s.log)
 }
 
 // startOverlay starts the libp2p node; it listens from here on.
@@ -290,6 +325,7 @@ func (s *system) notifyForwarder() {
 	if s.forwarder != nil {
 		s.forwarder.Notify()
 	}
+	s.notifyApps()
 }
 
 func (s *system) close() {
@@ -309,9 +345,17 @@ func (s *system) close() {
 }
 
 // ingestHandler adapts the pipeline to the broker's Handler.
-type ingestHandler struct{ p *bridge.Pipeline }
+type ingestHandler struct {
+	p    *bridge.Pipeline
+	node *appapi.NodeTopics // mqtt.streamr_node: topics that are stream IDs
+}
 
-func (h ingestHandler) HandlePublish(_ context.Context, m *broker.Message) broker.Verdict {
+func (h ingestHandler) HandlePublish(ctx context.Context, m *broker.Message) broker.Verdict {
+	if h.node != nil {
+		if v, ok := h.nodePublish(m); ok {
+			return v
+		}
+	}
 	var props map[string]string
 	if len(m.UserProperties) > 0 {
 		props = make(map[string]string, len(m.UserProperties))
@@ -319,13 +363,16 @@ func (h ingestHandler) HandlePublish(_ context.Context, m *broker.Message) broke
 			props[p.Key] = p.Value
 		}
 	}
-	wait, reason := h.p.Ingest(bridge.Publish{
+	return verdict(h.p.Ingest(bridge.Publish{
 		ClientID:       m.ClientID,
 		Topic:          m.Topic,
 		Payload:        m.Payload,
 		QoS:            m.QoS,
 		UserProperties: props,
-	})
+	}))
+}
+
+func verdict(wait func(context.Context) error, reason *bridge.Reason) broker.Verdict {
 	if reason != nil {
 		return broker.Verdict{Code: broker.ReasonCode(reason.Code), Detail: reason.Label + ": " + reason.Detail}
 	}

@@ -42,13 +42,16 @@ retry = "200ms"
 // newTestGateway writes a config (MQTT on a random loopback port, HTTP
 // off, extra appended, loopback added unless extra has an [overlay]
 // table) and returns the gateway New made of it.
-func newTestGateway(t *testing.T, extra string) *testGateway {
+func newTestGateway(t testing.TB, extra string) *testGateway {
 	t.Helper()
 	dir := t.TempDir()
 	content := fmt.Sprintf("state_dir = %q\nstop_timeout = \"5s\"\n[log]\nlevel = \"debug\"\n[[mqtt.listener]]\ntype = \"tcp\"\naddress = \"127.0.0.1:0\"\n[http]\naddress = \"\"\n%s",
 		filepath.Join(dir, "state"), extra)
 	if !strings.Contains(extra, "[overlay]") {
 		content += "\n" + loopback
+	}
+	if !strings.Contains(extra, "[websocket]") {
+		content += "\n[websocket]\naddress = \"\"\n" // its default port would collide between gateways
 	}
 	path := filepath.Join(dir, "bridge.toml")
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -68,7 +71,7 @@ func newTestGateway(t *testing.T, extra string) *testGateway {
 
 // run starts Run and stops it at the end of the test, failing the test if
 // Run failed. It returns once the gateway is ready.
-func (g *testGateway) run(t *testing.T) {
+func (g *testGateway) run(t testing.TB) {
 	t.Helper()
 	done := g.start()
 	t.Cleanup(func() {
@@ -103,7 +106,7 @@ func (g *testGateway) start() <-chan error {
 	return done
 }
 
-func (g *testGateway) mqttAddr(t *testing.T) string {
+func (g *testGateway) mqttAddr(t testing.TB) string {
 	t.Helper()
 	addrs := g.MQTTAddrs()
 	if len(addrs) == 0 {

@@ -15,13 +15,13 @@ import (
 )
 
 // validate checks the [http] table. An address reachable beyond loopback
-// needs allow_anonymous, since the API has no authentication yet; the
-// server checks the bound address again.
-func (h HTTPConfig) validate() error {
+// needs API keys ([api]) or allow_anonymous; the server checks the bound
+// address again.
+func (h HTTPConfig) validate(keys bool) error {
 	var errs []error
-	if h.Address != "" && !h.AllowAnonymous && !isLoopbackAddress(h.Address) {
-		errs = append(errs, fmt.Errorf("http.address %q: reachable beyond loopback, and the HTTP API has no authentication: "+
-			"use 127.0.0.1 (or localhost, [::1]), or set http.allow_anonymous = true", h.Address))
+	if h.Address != "" && !h.AllowAnonymous && !keys && !isLoopbackAddress(h.Address) {
+		errs = append(errs, fmt.Errorf("http.address %q: reachable beyond loopback, and no API keys are set: "+
+			"use 127.0.0.1 (or localhost, [::1]), set api.keys (or api.keys_file, api.keys_credential), or set http.allow_anonymous = true", h.Address))
 	}
 	if h.MaxRequests <= 0 || h.MaxQueries <= 0 {
 		errs = append(errs, errors.New("http.max_requests and http.max_queries: must be positive"))
@@ -67,10 +67,17 @@ func (s *system) serveHTTP(ctx, failed context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http.address %s: %w", s.cfg.HTTP.Address, err)
 	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		s.httpAddr.Store(a)
+	}
 	hcfg := s.cfg.httpServerConfig(s.reg, s.log)
 	hcfg.History, hcfg.Receipts = s.store, s.receipts
 	hcfg.Health = func() error { return s.health(failed) }
 	hcfg.Identity = func() any { return s.identity() }
+	if err := s.addAppRoutes(&hcfg); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	srv, err := bridge.NewHTTPServer(ln, hcfg)
 	if err != nil {
 		_ = ln.Close()

@@ -47,6 +47,9 @@ func (s *system) serve(ctx context.Context, ready func()) error {
 	if s.cfg.HTTP.Address != "" {
 		front.Go(func() error { return s.serveHTTP(frontCtx, failed) })
 	}
+	if s.cfg.WebSocket.Address != "" {
+		front.Go(func() error { return s.serveWebSocket(frontCtx) })
+	}
 	front.Go(func() error { return s.announceReady(frontCtx, failed, ready) })
 	if s.cfg.Status.LEDPin != "" || s.cfg.Status.ButtonPin != "" {
 		front.Go(func() error { return s.runStatus(frontCtx) })

@@ -80,6 +80,8 @@ type = "tcp"
 address = "127.0.0.1:$3"
 [http]
 address = "127.0.0.1:$4"
+[websocket]
+address = ""
 ${5:-}
 $signing
 $storage

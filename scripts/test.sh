@@ -7,7 +7,8 @@
 #
 # Every test that needs one of these fails (instead of skipping) here,
 # because TRIBUTARY_REQUIRE_TOOLS and TRIBUTARY_REQUIRE_NODE are set.
-# Long soak and load runs are separate: see the README ("Long runs").
+# Long soak and load runs are separate: see the README ("Long runs"). Screenshots
+# and other CI artifacts go to $TRIBUTARY_ARTIFACTS (default: artifacts/).
 set -euo pipefail
 shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 cd "$(dirname "$0")/.."
@@ -37,11 +38,20 @@ install_missing() {
 
 command -v node >/dev/null && command -v npm >/dev/null || install_missing nodejs npm
 install_missing softhsm2 swtpm swtpm-tools mosquitto mosquitto-clients systemd gcc make dpkg-dev protobuf-compiler
+# The app interfaces' tests (gateway/app*_test.go) drive the gateway with curl, a Python WebSocket app
+# and a page in headless Chromium (gateway's TestWebSocketBrowserPage, over the DevTools protocol).
+install_missing curl python3-websockets chromium
+
+# CI artifacts (the browser tests' screenshots) are kept here.
+export TRIBUTARY_ARTIFACTS=${TRIBUTARY_ARTIFACTS:-$PWD/artifacts}
+mkdir -p "$TRIBUTARY_ARTIFACTS"
 
 export TRIBUTARY_REQUIRE_TOOLS=1 TRIBUTARY_REQUIRE_NODE=1
 
 echo "== npm packages for the Streamr SDK cross-check"
 (cd streamr/testdata/sdkcheck && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+echo "== npm packages for the WebSocket app test (ws)"
+(cd gateway/testdata/apps/wsnode && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 
 echo "== go vet"
 go vet ./...

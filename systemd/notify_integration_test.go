@@ -82,7 +82,7 @@ func TestBridgeNotifiesServiceManager(t *testing.T) {
 	config := filepath.Join(dir, "bridge.toml")
 	// The overlay stays on loopback with no LAN discovery: tests send
 	// nothing beyond 127.0.0.1.
-	body := fmt.Sprintf("state_dir = %q\n[http]\naddress = \"\"\n[[mqtt.listener]]\ntype = \"tcp\"\naddress = %q\n"+
+	body := fmt.Sprintf("state_dir = %q\n[http]\naddress = \"\"\n[websocket]\naddress = \"\"\n[[mqtt.listener]]\ntype = \"tcp\"\naddress = %q\n"+
 		"[overlay]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\nnat = false\ndht = false\n",
 		filepath.Join(dir, "state"), mqttAddr)
 	if err := os.WriteFile(config, []byte(body), 0o600); err != nil {

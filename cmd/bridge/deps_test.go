@@ -50,6 +50,7 @@ func TestImportRules(t *testing.T) {
 		"systemd":    {"bridge", "broker", "overlay", "storage", "hw", "gateway", "cmd"},
 		"reasoncode": {"bridge", "broker", "overlay", "storage", "hw", "streamr", "gateway", "cmd"},
 		"wsock":      {"bridge", "broker", "overlay", "storage", "hw", "streamr", "systemd", "reasoncode", "gateway", "cmd"},
+		"appapi":     {"broker", "overlay", "hw", "systemd", "gateway", "cmd"},
 		"gateway":    {"cmd"},
 		// The command line reaches the pipeline, the overlay and storage
 		// only through the gateway that assembles them.

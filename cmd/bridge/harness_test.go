@@ -85,6 +85,9 @@ level = "debug"
 	if !strings.Contains(extra, "[overlay]") {
 		cfg += "\n" + loopbackOverlay
 	}
+	if !strings.Contains(extra, "[websocket]") {
+		cfg += "\n[websocket]\naddress = \"\"\n" // its default port would collide between bridges
+	}
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
