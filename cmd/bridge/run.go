@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/tributary-iot/tributary/gateway"
 	"github.com/tributary-iot/tributary/systemd"
@@ -44,8 +45,20 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return logStopped(log, err)
 	}
+	release := time.AfterFunc(startupSettle, func() {
+		if n, err := releaseStartupText(); err != nil {
+			log.Debug("start-up text not released", "err", err)
+		} else {
+			log.Debug("start-up text released", "bytes", n)
+		}
+	})
+	defer release.Stop()
 	return logStopped(log, g.Run(ctx))
 }
+
+// startupSettle is how long after start the pages that only start-up used
+// are given back (releaseStartupText): by then the gateway is serving.
+const startupSettle = 5 * time.Second
 
 // exitUnsigned is the exit status of a stop, or an export, that leaves
 // stored readings unsigned.
