@@ -30,8 +30,10 @@ ensure_mosquitto() {
 	MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 }
 
+# build_tools builds the bridge, or takes BRIDGE_BIN if set (a before/after
+# comparison runs the script once with each binary), and the load generator.
 build_tools() {
-	go build -o "$work/bridge" ./cmd/bridge
+	if [ -n "${BRIDGE_BIN:-}" ]; then cp "$BRIDGE_BIN" "$work/bridge"; else go build -o "$work/bridge" ./cmd/bridge; fi
 	go build -o "$work/mqttload" ./bench/mqttload
 }
 

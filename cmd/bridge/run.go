@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
-	"time"
 
 	"github.com/tributary-iot/tributary/gateway"
 	"github.com/tributary-iot/tributary/systemd"
@@ -45,20 +44,16 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return logStopped(log, err)
 	}
-	release := time.AfterFunc(startupSettle, func() {
-		if n, err := releaseStartupText(); err != nil {
-			log.Debug("start-up text not released", "err", err)
-		} else {
-			log.Debug("start-up text released", "bytes", n)
-		}
-	})
-	defer release.Stop()
+	// Start-up is over (initialisers, config, storage opened): what it
+	// alone touched of the binary need not stay resident. Before Run, so
+	// that serving never waits for its code to be read back.
+	if n, err := releaseStartupText(); err != nil {
+		log.Debug("start-up text not released", "err", err)
+	} else {
+		log.Debug("start-up text released", "bytes", n)
+	}
 	return logStopped(log, g.Run(ctx))
 }
-
-// startupSettle is how long after start the pages that only start-up used
-// are given back (releaseStartupText): by then the gateway is serving.
-const startupSettle = 5 * time.Second
 
 // exitUnsigned is the exit status of a stop, or an export, that leaves
 // stored readings unsigned.
