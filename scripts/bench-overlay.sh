@@ -72,7 +72,7 @@ $subs"
 	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -sub-broker "127.0.0.1:$B_MQTT" -sub-topic "$addr/bench/#" \
 		-rate "$2" -duration "$DURATION" >"$work/bridge-$1.json"
 	note_load "bridge-$1" end
-	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/bridge-$1-proc.json"
+	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid"), \"a\": {$(rss_split_kb "$apid")}, \"b\": {$(rss_split_kb "$bpid")}}" >"$work/bridge-$1-proc.json"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 }
 
@@ -195,7 +195,9 @@ if "pair" in scenarios:
     for sc in ("max", "2000"):
         p = load(f"bridge-{sc}-proc")
         a, bb = p['a_vmhwm_kb']/1024, p['b_vmhwm_kb']/1024
-        print(f"{sc}: peak RSS bridge A {a:.1f} MB = {a/64:.2f}x, bridge B {bb:.1f} MB = {bb/64:.2f}x the 64 MB target ({la('bridge-' + sc)})")
+        split = lambda x: f"anon {p[x]['anon_kb']/1024:.1f}, file {p[x]['file_kb']/1024:.1f} MB"
+        print(f"{sc}: peak RSS bridge A {a:.1f} MB = {a/64:.2f}x, bridge B {bb:.1f} MB = {bb/64:.2f}x the 64 MB target "
+              f"(at the end: A {split('a')}; B {split('b')}; {la('bridge-' + sc)})")
 if "drain" in scenarios:
     d, md = load("drain"), load("mosq-drain")
     rate, mrate = d["n"] / d["seconds"], md["n"] / md["seconds"]
