@@ -30,8 +30,10 @@ ensure_mosquitto() {
 	MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 }
 
+# build_tools builds the bridge, or takes BRIDGE_BIN if set (a before/after
+# comparison runs the script once with each binary), and the load generator.
 build_tools() {
-	go build -o "$work/bridge" ./cmd/bridge
+	if [ -n "${BRIDGE_BIN:-}" ]; then cp "$BRIDGE_BIN" "$work/bridge"; else go build -o "$work/bridge" ./cmd/bridge; fi
 	go build -o "$work/mqttload" ./bench/mqttload
 }
 
@@ -58,8 +60,18 @@ log_dest none
 CONF
 	"$MOSQUITTO" -c "$work/mosquitto.conf" & local pid=$!
 	wait_port "$3"
+	note_load "mosquitto-$1" start
 	"$work/mqttload" -broker "127.0.0.1:$3" -rate "$2" -duration "$DURATION" >"$work/mosquitto-$1.json"
+	note_load "mosquitto-$1" end
 	kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+# note_load NAME start|end: the 1-minute load average when scenario NAME
+# starts or ends, in $work/load-NAME.json; the reports print it beside each
+# figure (the machine is shared, so every figure needs its load).
+note_load() {
+	local f="$work/load-$1.json" l; l=$(cut -d' ' -f1 /proc/loadavg)
+	if [ "$2" = start ]; then echo "{\"start\": $l" >"$f"; else echo ", \"end\": $l}" >>"$f"; fi
 }
 
 # bridge_config FILE STATE MQTT_PORT HTTP_PORT [EXTRA]: a bench bridge config.

@@ -13,11 +13,16 @@
 #
 #   scripts/bench-overlay.sh            # 10 s per scenario
 #   DURATION=30s scripts/bench-overlay.sh
+#   SCENARIOS=drain scripts/bench-overlay.sh   # only the drain ("pair": only the two load scenarios)
+#
+# Every figure is printed as a ratio to its peer or target from the same
+# run, with the load average at its start and end.
 set -euo pipefail
 shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
+SCENARIOS=${SCENARIOS:-pair drain}
 MOSQ_PORT=${MOSQ_PORT:-18841}
 A_MQTT=${A_MQTT:-18842} A_HTTP=${A_HTTP:-18843} A_P2P=${A_P2P:-18844}
 B_MQTT=${B_MQTT:-18845} B_HTTP=${B_HTTP:-18846} B_P2P=${B_P2P:-18847}
@@ -63,9 +68,11 @@ $subs"
 	pids+=("$bpid")
 	wait_port "$B_MQTT"
 	sleep 3 # overlay mesh forms (GossipSub heartbeat)
+	note_load "bridge-$1" start
 	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -sub-broker "127.0.0.1:$B_MQTT" -sub-topic "$addr/bench/#" \
 		-rate "$2" -duration "$DURATION" >"$work/bridge-$1.json"
-	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/bridge-$1-proc.json"
+	note_load "bridge-$1" end
+	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid"), \"a\": {$(rss_split_kb "$apid")}, \"b\": {$(rss_split_kb "$bpid")}}" >"$work/bridge-$1-proc.json"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 }
 
@@ -90,12 +97,14 @@ stream = \"$addr/bench/p$i\"
 "; done
 	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer")
 $stores"
+	note_load drain start
 	local start; start=$(date +%s.%N)
 	"$work/bridge" run --config "$work/b.toml" 2>"$work/b-drain.log" & local bpid=$!
 	pids+=("$bpid")
 	wait_port "$B_HTTP"
 	until [ "$(metric "$B_HTTP" 'tributary_order_delivered_total{orderer="store"}')" -ge "$n" ]; do sleep 0.1; done
 	local end; end=$(date +%s.%N)
+	note_load drain end
 	echo "{\"n\": $n, \"seconds\": $(python3 -c "print($end - $start)"), \"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/drain.json"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 	run_mosquitto_backlog "$n"
@@ -119,9 +128,11 @@ CONF
 	# about the bridges' backlog, paced over 5 s
 	"$work/mqttload" -broker "127.0.0.1:$MOSQ_PORT" -subscribe=false -rate $(($1 / 5)) -duration 5s >"$work/mosq-fill.json"
 	local n; n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['acked'])" "$work/mosq-fill.json")
+	note_load mosq-drain start
 	local start; start=$(date +%s.%N)
 	mosquitto_sub -h 127.0.0.1 -p "$MOSQ_PORT" -c -i drain -q 1 -t 'bench/#' -C "$n" >/dev/null
 	local end; end=$(date +%s.%N)
+	note_load mosq-drain end
 	echo "{\"n\": $n, \"seconds\": $(python3 -c "print($end - $start)")}" >"$work/mosq-drain.json"
 	kill "$pid"; wait "$pid" 2>/dev/null || true
 }
@@ -138,41 +149,61 @@ print(int(float(vals[0])) if vals else 0)
 PY
 }
 
-# verify_limit: bare decode+verify rate on one core, from the same build.
+# verify_limit NAME: bare decode+verify rate on one core, from the same
+# build. Taken right before and right after the drain: the load moves
+# within minutes, and the drain is judged against both.
 verify_limit() {
-	GOMAXPROCS=1 go test -run '^$' -bench 'BenchmarkDecodeVerifyEVM$' -benchtime 2s -count 3 ./streamr/ |
-		awk '/BenchmarkDecodeVerifyEVM/ {print $3}' | sort -n | head -1 >"$work/verify-ns.txt"
+	[ -x "$work/streamr.test" ] || go test -c -o "$work/streamr.test" ./streamr/
+	note_load "verify-$1" start
+	GOMAXPROCS=1 "$work/streamr.test" -test.run '^$' -test.bench 'BenchmarkDecodeVerifyEVM$' -test.benchtime 2s -test.count 3 |
+		awk '/BenchmarkDecodeVerifyEVM/ {print $3}' | sort -n | head -1 >"$work/verify-$1-ns.txt"
+	note_load "verify-$1" end
 }
 
 echo "running: duration $DURATION per scenario, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)" >&2
-run_mosquitto max 0 "$MOSQ_PORT"
-run_pair max 0
-run_mosquitto 2000 2000 "$MOSQ_PORT"
-run_pair 2000 2000
-run_drain
-verify_limit
+case " $SCENARIOS " in *" pair "*)
+	run_mosquitto max 0 "$MOSQ_PORT"
+	run_pair max 0
+	run_mosquitto 2000 2000 "$MOSQ_PORT"
+	run_pair 2000 2000
+esac
+case " $SCENARIOS " in *" drain "*)
+	verify_limit before
+	run_drain
+	verify_limit after
+esac
 
-python3 - "$work" <<'EOF'
+python3 - "$work" "$SCENARIOS" <<'EOF'
 import json, sys
-w = sys.argv[1]
+w, scenarios = sys.argv[1], sys.argv[2].split()
 def load(name): return json.load(open(f"{w}/{name}.json"))
-print("| scenario | path | acked msg/s | recv msg/s | e2e p50 ms | e2e p99 ms | received of acked |")
-print("|---|---|---|---|---|---|---|")
-for sc in ("max", "2000"):
-    for b, label in (("mosquitto", "mosquitto (one broker)"), ("bridge", "bridge A → overlay → bridge B")):
-        r = load(f"{b}-{sc}")
-        print(f"| {sc} | {label} | {r['ack_rate']:.0f} | {r['recv_rate']:.0f} | {r['e2e_p50_ms']:.2f} | {r['e2e_p99_ms']:.2f} | {r['received']}/{r['acked']} |")
-m, b = load("mosquitto-max"), load("bridge-max")
-print(f"\nend-to-end throughput ratio bridges/mosquitto (max, received msg/s): {b['recv_rate']/max(m['recv_rate'],1):.2f}")
-m2, b2 = load("mosquitto-2000"), load("bridge-2000")
-print(f"end-to-end p99 at 2,000 msg/s: bridges {b2['e2e_p99_ms']:.2f} ms, mosquitto {m2['e2e_p99_ms']:.2f} ms")
-for sc in ("max", "2000"):
-    p = load(f"bridge-{sc}-proc")
-    print(f"{sc}: peak RSS bridge A {p['a_vmhwm_kb']/1024:.1f} MB, bridge B {p['b_vmhwm_kb']/1024:.1f} MB")
-d, md = load("drain"), load("mosq-drain")
-verify = 1e9 / float(open(f"{w}/verify-ns.txt").read())
-rate, mrate = d["n"] / d["seconds"], md["n"] / md["seconds"]
-print(f"\nbacklog drain A -> B: {d['n']} readings in {d['seconds']:.2f} s = {rate:.0f} msg/s; peak RSS A {d['a_vmhwm_kb']/1024:.1f} MB, B {d['b_vmhwm_kb']/1024:.1f} MB")
-print(f"physical limit (BenchmarkDecodeVerifyEVM, one core): {verify:.0f} msg/s; drain / limit = {rate/verify:.2f} (target >= 0.5)")
-print(f"mosquitto persistent-session backlog: {md['n']} messages in {md['seconds']:.2f} s = {mrate:.0f} msg/s (verifies nothing); drain / mosquitto = {rate/mrate:.2f}")
+def la(name):
+    l = load(f"load-{name}")
+    return f"load {l['start']:.1f}-{l['end']:.1f}"
+if "pair" in scenarios:
+    print("| scenario | path | acked msg/s | recv msg/s | e2e p50 ms | e2e p99 ms | received of acked | load |")
+    print("|---|---|---|---|---|---|---|---|")
+    for sc in ("max", "2000"):
+        for b, label in (("mosquitto", "mosquitto (one broker)"), ("bridge", "bridge A → overlay → bridge B")):
+            r = load(f"{b}-{sc}")
+            print(f"| {sc} | {label} | {r['ack_rate']:.0f} | {r['recv_rate']:.0f} | {r['e2e_p50_ms']:.2f} | {r['e2e_p99_ms']:.2f} | {r['received']}/{r['acked']} | {la(b + '-' + sc)} |")
+    m, b = load("mosquitto-max"), load("bridge-max")
+    print(f"\nend-to-end throughput ratio bridges/mosquitto (max, received msg/s): {b['recv_rate']/max(m['recv_rate'],1):.2f} (target >= 1.0)")
+    m2, b2 = load("mosquitto-2000"), load("bridge-2000")
+    print(f"end-to-end p99 at 2,000 msg/s: bridges {b2['e2e_p99_ms']:.2f} ms = {b2['e2e_p99_ms']/5:.2f}x the 5 ms target, "
+          f"{b2['e2e_p99_ms']/max(m2['e2e_p99_ms'],0.01):.1f}x mosquitto's {m2['e2e_p99_ms']:.2f} ms ({la('bridge-2000')}; mosquitto {la('mosquitto-2000')})")
+    for sc in ("max", "2000"):
+        p = load(f"bridge-{sc}-proc")
+        a, bb = p['a_vmhwm_kb']/1024, p['b_vmhwm_kb']/1024
+        split = lambda x: f"anon {p[x]['anon_kb']/1024:.1f}, file {p[x]['file_kb']/1024:.1f} MB"
+        print(f"{sc}: peak RSS bridge A {a:.1f} MB = {a/64:.2f}x, bridge B {bb:.1f} MB = {bb/64:.2f}x the 64 MB target "
+              f"(at the end: A {split('a')}; B {split('b')}; {la('bridge-' + sc)})")
+if "drain" in scenarios:
+    d, md = load("drain"), load("mosq-drain")
+    rate, mrate = d["n"] / d["seconds"], md["n"] / md["seconds"]
+    print(f"\nbacklog drain A -> B: {d['n']} readings in {d['seconds']:.2f} s = {rate:.0f} msg/s ({la('drain')}); peak RSS A {d['a_vmhwm_kb']/1024:.1f} MB, B {d['b_vmhwm_kb']/1024:.1f} MB")
+    for when in ("before", "after"):
+        verify = 1e9 / float(open(f"{w}/verify-{when}-ns.txt").read())
+        print(f"physical limit {when} the drain (BenchmarkDecodeVerifyEVM, one core): {verify:.0f} msg/s ({la('verify-' + when)}); drain / limit = {rate/verify:.2f} (target >= 0.5)")
+    print(f"mosquitto persistent-session backlog: {md['n']} messages in {md['seconds']:.2f} s = {mrate:.0f} msg/s, verifying nothing ({la('mosq-drain')}); drain / mosquitto = {rate/mrate:.2f}")
 EOF

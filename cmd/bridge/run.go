@@ -44,6 +44,14 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return logStopped(log, err)
 	}
+	// Start-up is over (initialisers, config, storage opened): what it
+	// alone touched of the binary need not stay resident. Before Run, so
+	// that serving never waits for its code to be read back.
+	if n, err := releaseStartupText(); err != nil {
+		log.Debug("start-up text not released", "err", err)
+	} else {
+		log.Debug("start-up text released", "bytes", n)
+	}
 	return logStopped(log, g.Run(ctx))
 }
 
