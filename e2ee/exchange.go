@@ -26,8 +26,9 @@ type Permissions interface {
 	Allowed(ctx context.Context, streamID string, user []byte, p streamr.Permission, at time.Time) (bool, error)
 }
 
-// Topic publishes encoded messages in one stream partition.
-type Topic interface {
+// Topic publishes encoded messages in one stream partition. It is an
+// alias so that callers' interfaces can name the same method set.
+type Topic = interface {
 	Publish(ctx context.Context, encoded [][]byte) (int, error)
 }
 

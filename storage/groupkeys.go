@@ -54,3 +54,26 @@ func (s *Store) Secret(name string) ([]byte, bool, error) {
 	}
 	return out, true, nil
 }
+
+// ScanSecrets calls fn with every secret whose name starts with prefix,
+// in name order.
+func (s *Store) ScanSecrets(prefix string, fn func(name string, value []byte) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.db.View(func(txn *badger.Txn) error {
+		p := secretKey(prefix)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 16})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("read secret: %w", err)
+			}
+			if err := fn(string(it.Item().Key()[1:]), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
