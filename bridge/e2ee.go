@@ -2,6 +2,9 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
+	"net"
+	"net/http"
 	"regexp"
 	"strings"
 	"time"
@@ -101,4 +104,22 @@ func (r *Rule) StreamPattern(address string) *regexp.Regexp {
 	}
 	b.WriteString("$")
 	return regexp.MustCompile(b.String())
+}
+
+// serveRekey answers POST /streams/{id}/rekey. Only loopback clients may
+// re-key: the API has no authentication, and an allow_anonymous listener
+// must not let the LAN rotate keys.
+func serveRekey(w http.ResponseWriter, r *http.Request, rekey func(context.Context, string) (string, error)) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		writeJSONError(w, http.StatusForbidden, "re-key is allowed from loopback only")
+		return
+	}
+	id, err := rekey(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"stream": r.PathValue("id"), "groupKeyId": id})
 }

@@ -2,8 +2,12 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	neturl "net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -181,4 +185,51 @@ func (s *system) runKeyResponder(ctx context.Context) error {
 			join(part)
 		}
 	}
+}
+
+// rekey replaces a stream's group key on the running gateway.
+func (s *system) rekey(ctx context.Context, stream string) (string, error) {
+	id, err := streamr.ParseStreamID(stream)
+	if err != nil {
+		return "", err
+	}
+	keyID, err := s.e2ee.Rekey(ctx, id)
+	if err == nil {
+		s.log.Info("stream re-keyed", "stream", stream, "group_key_id", keyID)
+	}
+	return keyID, err
+}
+
+// Rekey asks the gateway of cfg, running, to replace a stream's group key
+// at once (`bridge stream rekey`): subscribers fetch the new one by key
+// exchange, so one no longer allowed cannot read what follows. It returns
+// the new key's ID.
+func Rekey(ctx context.Context, cfg *Config, stream string) (string, error) {
+	if _, err := streamr.ParseStreamID(stream); err != nil {
+		return "", err
+	}
+	if cfg.HTTP.Address == "" {
+		return "", errors.New("rekey: http.address is empty: the running gateway is asked over its HTTP API")
+	}
+	url := "http://" + cfg.HTTP.Address + "/streams/" + neturl.PathEscape(stream) + "/rekey"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("rekey: is the gateway running? %w", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		GroupKeyID string `json:"groupKeyId"`
+		Error      string `json:"error"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&body); err != nil {
+		return "", fmt.Errorf("rekey: %s: %w", resp.Status, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("rekey %s: %s: %s", stream, resp.Status, body.Error)
+	}
+	return body.GroupKeyID, nil
 }
