@@ -19,10 +19,16 @@ func cmdStream(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fs := newFlags("stream", stderr)
 	configPath := fs.String("config", "", "config file of the running gateway (default: embedded defaults)")
-	if err := parseFlags(fs, args); err != nil {
+	if op != "rekey" {
+		if err := parseFlags(fs, args); err != nil {
+			return err // --help
+		}
+		return usageError{errors.New("stream: want `bridge stream rekey [--config FILE] STREAM`")}
+	}
+	if err := parseArgs(fs, args, 1); err != nil {
 		return err
 	}
-	if op != "rekey" || fs.NArg() != 1 {
+	if op != "rekey" {
 		return usageError{errors.New("stream: want `bridge stream rekey [--config FILE] STREAM`")}
 	}
 	cfg, err := gateway.LoadConfig(*configPath)
