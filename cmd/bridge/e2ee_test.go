@@ -134,7 +134,6 @@ func (in *instance) appendConfig(s string) {
 	}
 }
 
-
 // waitLogAfter waits until in logs text after byte offset from.
 func waitLogAfter(t *testing.T, in *instance, from int, text string) {
 	t.Helper()
