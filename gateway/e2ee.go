@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/e2ee"
+	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -232,4 +234,30 @@ func Rekey(ctx context.Context, cfg *Config, stream string) (string, error) {
 		return "", fmt.Errorf("rekey %s: %s: %s", stream, resp.Status, body.Error)
 	}
 	return body.GroupKeyID, nil
+}
+
+// writeDecrypted writes the stored messages of q with their content
+// decrypted where this gateway holds the key; the others are written as
+// they are, and counted on stderr.
+func writeDecrypted(store *storage.Store, q streamr.ResendQuery, out *streamr.RawWriter, stderr io.Writer) error {
+	keys := e2ee.NewKeyring(store)
+	missing := 0
+	var firstErr error
+	err := store.Messages(q.Part, q.From.Timestamp, q.UpperBound().Timestamp, func(encoded []byte) error {
+		m, err := streamr.Unmarshal(encoded)
+		if err != nil {
+			return err
+		}
+		plain, err := keys.Decrypt(m)
+		if err != nil {
+			missing++
+			firstErr = cmp.Or(firstErr, err)
+			return out.WriteFrame(encoded)
+		}
+		return out.Write(plain)
+	})
+	if missing > 0 {
+		fmt.Fprintf(stderr, "bridge export --decrypt: %d messages left encrypted (%v)\n", missing, firstErr)
+	}
+	return err
 }
