@@ -178,3 +178,38 @@ func TestGroupKeyRotation(t *testing.T) {
 		t.Fatal("decrypted with the wrong key")
 	}
 }
+
+// BenchmarkKeyExchange: the publisher's cost to answer one key request
+// (encrypt a group key for the requester) and the subscriber's to open it,
+// per cipher, with the SDK's default 4096-bit RSA key.
+func BenchmarkKeyExchange(b *testing.B) {
+	rk, err := GenerateRSAKey(DefaultRSAKeyBits)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mk, err := GenerateMLKEMKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := make([]byte, GroupKeyLen)
+	for _, kx := range []KeyExchangeKey{rk, mk} {
+		data, err := EncryptForPublicKey(kx.Type(), kx.PublicKey(), key)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(kx.Type().String()+"/encrypt", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := EncryptForPublicKey(kx.Type(), kx.PublicKey(), key); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(kx.Type().String()+"/decrypt", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := kx.Decrypt(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
