@@ -413,7 +413,9 @@ func (c *Config) validate() error {
 	check(c.Overlay.RedialInterval > 0, "overlay.redial_interval: must be positive")
 	check(c.Overlay.MaxConnections > 0, "overlay.max_connections: must be positive")
 	check(!c.Overlay.Enabled || len(c.Overlay.Listen) > 0, "overlay.listen: at least one address is needed")
-	if _, err := c.compileRules(); err != nil {
+	if rules, err := c.compileRules(); err != nil {
+		errs = append(errs, err)
+	} else if _, err := newRuleSubscribers(rules, ""); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := c.subscriptions(); err != nil {

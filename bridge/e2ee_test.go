@@ -1,0 +1,61 @@
+package bridge
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+func TestRuleEncryption(t *testing.T) {
+	const addr = "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf"
+	for _, tc := range []struct {
+		name    string
+		cfg     RuleConfig
+		wantErr string
+		encrypt bool
+		auto    bool
+	}{
+		{"default is auto", RuleConfig{Topic: "a/#", Stream: "{address}/a"}, "", false, true},
+		{"always", RuleConfig{Topic: "a/#", Stream: "{address}/a", Encryption: "always", Subscribers: []string{addr}}, "", true, false},
+		{"never", RuleConfig{Topic: "a/#", Stream: "{address}/a", Encryption: "never"}, "", false, false},
+		{"unknown", RuleConfig{Topic: "a/#", Stream: "{address}/a", Encryption: "sometimes"}, `encryption "sometimes"`, false, false},
+		{"subscribers of a plain rule", RuleConfig{Topic: "a/#", Stream: "{address}/a", Encryption: "never", Subscribers: []string{addr}}, "subscribers", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := Compile(tc.cfg, 0)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "rule 1") {
+					t.Fatalf("Compile error %v, want one naming rule 1 and %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, reason := Map([]*Rule{r}, addr, Input{Topic: "a/b", Payload: []byte(`{}`)})
+			if reason != nil || m.Encrypt != tc.encrypt || m.Auto != tc.auto {
+				t.Fatalf("Map = %+v, %v; want Encrypt %v, Auto %v", m, reason, tc.encrypt, tc.auto)
+			}
+		})
+	}
+}
+
+func TestRuleStreamPattern(t *testing.T) {
+	const addr = "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf"
+	r, err := Compile(RuleConfig{Topic: "sensors/+/t", Stream: "{address}/sensors/{1}"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := r.StreamPattern(addr)
+	for stream, want := range map[streamr.StreamID]bool{
+		addr + "/sensors/kitchen": true,
+		addr + "/sensors/a/b":     false, // a capture is one topic level
+		addr + "/sensorsX":        false,
+		"0x0000000000000000000000000000000000000000/sensors/kitchen": false,
+	} {
+		if got := p.MatchString(string(stream)); got != want {
+			t.Errorf("%s: match %v, want %v", stream, got, want)
+		}
+	}
+}
