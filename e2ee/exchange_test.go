@@ -173,3 +173,21 @@ func TestPublisherKeysSurviveRestart(t *testing.T) {
 	}
 	part.wg.Wait()
 }
+
+// TestCloseEndsWaits: a message waiting for a key that never comes is
+// given up at Close, not left to a timer.
+func TestCloseEndsWaits(t *testing.T) {
+	ka, kb := genKey(t), genKey(t)
+	aAddr := ka.Address()
+	sp, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(aAddr[:])+"/secret"), 0)
+	part := &partition{}
+	a := newMember(t, part, sp, t.TempDir(), ka, Config{}) // answers no one
+	b := newMember(t, part, sp, t.TempDir(), kb, Config{KeyType: streamr.AsymmetricMLKEM, KeyRequestTimeout: time.Hour})
+	got := make(chan error, 1)
+	b.x.Await(context.Background(), content(t, a, sp, 1, `{}`, time.Now()), func(_ *streamr.StreamMessage, err error) { got <- err })
+	b.x.Close()
+	if err := <-got; !errors.Is(err, ErrClosed) {
+		t.Fatalf("wait ended with %v, want ErrClosed", err)
+	}
+	part.wg.Wait()
+}

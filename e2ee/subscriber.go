@@ -325,3 +325,23 @@ func (x *Exchange) receive(ctx context.Context, m *streamr.StreamMessage, resp *
 		}
 	}
 }
+
+// ErrClosed is what messages still waiting for keys get at Close.
+var ErrClosed = errors.New("e2ee: closed")
+
+// Close ends every wait for a key: the waiting messages' callbacks run
+// with ErrClosed, and no timer is left behind. Decrypt keeps working.
+func (x *Exchange) Close() {
+	x.mu.Lock()
+	var ended []*pendingKey
+	for name, p := range x.sub.pending {
+		x.endPending(name, p)
+		ended = append(ended, p)
+	}
+	x.mu.Unlock()
+	for _, p := range ended {
+		for _, w := range p.waiters {
+			w.then(nil, ErrClosed)
+		}
+	}
+}

@@ -341,6 +341,9 @@ func (s *system) notifyForwarder() {
 }
 
 func (s *system) close() {
+	if s.e2ee != nil {
+		s.e2ee.Close() // messages still waiting for keys are fetched again after a restart
+	}
 	if s.node != nil {
 		if err := s.node.Close(); err != nil {
 			s.log.Error("close overlay", "err", err)
