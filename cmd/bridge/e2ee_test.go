@@ -36,16 +36,18 @@ subscribers = [%q]
 	defer a.stop()
 	addrA, boot := a.address(), a.bootstrapAddr("tcp")
 	stream := addrA + "/secret"
-	for _, in := range []*instance{b, c} {
+	// B asks with ML-KEM-1024, C with RSA (both ciphers between real binaries).
+	for in, kx := range map[*instance]string{b: "ml-kem", c: "rsa"} {
 		in.appendConfig(fmt.Sprintf(`bootstrap = [%q]
 retry = "200ms"
 [encryption]
+key_exchange = %q
 rsa_key_bits = 2048
 key_request_timeout = "3s"
 [[subscribe]]
 stream = %q
 topic = "got"
-`, boot, stream))
+`, boot, kx, stream))
 		in.start()
 		defer in.stop()
 	}
