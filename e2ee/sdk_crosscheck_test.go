@@ -3,6 +3,7 @@ package e2ee
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,7 +27,13 @@ const sdkcheckDir = "../streamr/testdata/sdkcheck"
 // Tributary's AES content, following an in-band rotation.
 func TestSDKKeyExchangeCrossCheck(t *testing.T) {
 	requireNode(t)
-	ka, ks := genKey(t), genKey(t)
+	ka := genKey(t)
+	subscriberKey := make([]byte, 32) // the SDK side signs with it
+	_, _ = rand.Read(subscriberKey)
+	ks, err := streamr.ParseEVMKey(subscriberKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	aAddr := ka.Address()
 	sp, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(aAddr[:])+"/secret"), 3)
 	sent := &captureTopic{}
@@ -49,7 +56,7 @@ func TestSDKKeyExchangeCrossCheck(t *testing.T) {
 	in := map[string]any{
 		"streamId": string(sp.Stream), "partition": sp.Partition, "publisher": streamr.UserID(aAddr[:]),
 		"groupKeyId": *msgs[0].Content().GroupKeyID, "subscriber": streamr.UserID(ks.PublisherID()),
-		"privateKey": hex.EncodeToString(ks.PrivateKey().D.FillBytes(make([]byte, 32))),
+		"privateKey": hex.EncodeToString(subscriberKey),
 	}
 	inFile, stateFile := filepath.Join(dir, "in.json"), filepath.Join(dir, "state.json")
 	writeJSONFile(t, inFile, in)
