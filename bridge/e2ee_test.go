@@ -1,6 +1,10 @@
 package bridge
 
 import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -56,6 +60,35 @@ func TestRuleStreamPattern(t *testing.T) {
 	} {
 		if got := p.MatchString(string(stream)); got != want {
 			t.Errorf("%s: match %v, want %v", stream, got, want)
+		}
+	}
+}
+
+// Re-key is served to loopback clients only, and says why it failed.
+func TestServeRekey(t *testing.T) {
+	rekey := func(_ context.Context, stream string) (string, error) {
+		if stream == "bad" {
+			return "", errors.New("stream ID \"bad\" is not valid")
+		}
+		return "k-GroupKey2", nil
+	}
+	for _, tc := range []struct {
+		remote, stream string
+		status         int
+		body           string
+	}{
+		{"127.0.0.1:5000", "s", http.StatusOK, `"groupKeyId":"k-GroupKey2"`},
+		{"[::1]:5000", "s", http.StatusOK, `"groupKeyId"`},
+		{"192.168.1.9:5000", "s", http.StatusForbidden, "loopback only"},
+		{"127.0.0.1:5000", "bad", http.StatusBadRequest, "not valid"},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/streams/"+tc.stream+"/rekey", nil)
+		r.RemoteAddr = tc.remote
+		r.SetPathValue("id", tc.stream)
+		w := httptest.NewRecorder()
+		serveRekey(w, r, rekey)
+		if w.Code != tc.status || !strings.Contains(w.Body.String(), tc.body) {
+			t.Errorf("%s %s: %d %s, want %d with %q", tc.remote, tc.stream, w.Code, w.Body, tc.status, tc.body)
 		}
 	}
 }
