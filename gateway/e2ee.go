@@ -214,7 +214,7 @@ func Rekey(ctx context.Context, cfg *Config, stream string) (string, error) {
 		return "", errors.New("rekey: http.address is empty: the running gateway is asked over its HTTP API")
 	}
 	url := "http://" + cfg.HTTP.Address + "/streams/" + neturl.PathEscape(stream) + "/rekey"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	req, err := newAPIRequest(ctx, cfg, http.MethodPost, url) // with an API key when [api] has them
 	if err != nil {
 		return "", err
 	}

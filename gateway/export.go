@@ -210,7 +210,7 @@ func reportEmpty(store *storage.Store, part streamr.StreamPartID, stderr io.Writ
 // stream partitions at /streams.
 func reportEmptyHTTP(ctx context.Context, cfg *Config, part streamr.StreamPartID, stderr io.Writer) error {
 	address := cfg.HTTP.Address
-	req, err := newAPIRequest(ctx, cfg, "http://"+address+"/streams")
+	req, err := newAPIRequest(ctx, cfg, http.MethodGet, "http://"+address+"/streams")
 	if err != nil {
 		return err
 	}
@@ -260,10 +260,10 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// newAPIRequest is a GET of the gateway's own HTTP API, with the first API
+// newAPIRequest is a request to the gateway's own HTTP API, with the first API
 // key when keys are configured.
-func newAPIRequest(ctx context.Context, cfg *Config, u string) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+func newAPIRequest(ctx context.Context, cfg *Config, method, u string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +288,7 @@ func exportHTTP(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.
 		address, url.PathEscape(string(q.Part.Stream)), q.Part.Partition, v.Encode())
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	req, err := newAPIRequest(ctx, cfg, u)
+	req, err := newAPIRequest(ctx, cfg, http.MethodGet, u)
 	if err != nil {
 		return 0, err
 	}

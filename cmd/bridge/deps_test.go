@@ -54,7 +54,7 @@ func TestImportRules(t *testing.T) {
 		"gateway":    {"cmd"},
 		// End-to-end encryption knows keys and streamr/, not the transport
 		// or the storage engine (its callers hand it both).
-		"e2ee": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "wsock", "gateway", "cmd"},
+		"e2ee": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "wsock", "appapi", "gateway", "cmd"},
 		// The command line reaches the pipeline, the overlay and storage
 		// only through the gateway that assembles them.
 		"cmd": {"bridge", "overlay", "storage", "e2ee"},
