@@ -38,16 +38,15 @@ subscribers = [%q]
 	stream := addrA + "/secret"
 	// B asks with ML-KEM-1024, C with RSA (both ciphers between real binaries).
 	for in, kx := range map[*instance]string{b: "ml-kem", c: "rsa"} {
-		in.appendConfig(fmt.Sprintf(`bootstrap = [%q]
-retry = "200ms"
-[encryption]
+		in.joinOverlay(boot)
+		in.appendConfig(fmt.Sprintf(`[encryption]
 key_exchange = %q
 rsa_key_bits = 2048
 key_request_timeout = "3s"
 [[subscribe]]
 stream = %q
 topic = "got"
-`, boot, kx, stream))
+`, kx, stream))
 		in.start()
 		defer in.stop()
 	}
@@ -144,8 +143,7 @@ func newKey(t *testing.T, in *instance) string {
 	return in.address()
 }
 
-// appendConfig adds lines at the end of in's config file (where, after
-// newInstance, the [overlay] table is open).
+// appendConfig adds tables at the end of in's config file.
 func (in *instance) appendConfig(s string) {
 	in.t.Helper()
 	f, err := os.OpenFile(in.config, os.O_APPEND|os.O_WRONLY, 0)
@@ -154,6 +152,20 @@ func (in *instance) appendConfig(s string) {
 	}
 	defer f.Close()
 	if _, err := f.WriteString("\n" + strings.TrimLeft(s, "\n")); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
+// joinOverlay gives the loopback [overlay] table newInstance wrote a
+// bootstrap peer.
+func (in *instance) joinOverlay(boot string) {
+	in.t.Helper()
+	b, err := os.ReadFile(in.config)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "[overlay]\n", fmt.Sprintf("[overlay]\nbootstrap = [%q]\nretry = \"200ms\"\n", boot), 1)
+	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		in.t.Fatal(err)
 	}
 }
