@@ -60,6 +60,9 @@ func newHTTPHandler(cfg HTTPServerConfig, m *httpMetrics, logs *logLimiter) http
 			_ = json.NewEncoder(w).Encode(cfg.Identity())
 		})
 	}
+	if cfg.Rekey != nil {
+		mux.HandleFunc("POST /streams/{id}/rekey", func(w http.ResponseWriter, r *http.Request) { serveRekey(w, r, cfg.Rekey) })
+	}
 	if lister, ok := cfg.History.(PartLister); ok {
 		mux.HandleFunc("GET /streams", func(w http.ResponseWriter, _ *http.Request) { serveParts(w, lister) })
 	}

@@ -40,6 +40,10 @@ type HTTPServerConfig struct {
 	// it answers the refusal itself and reports false. A listener reachable
 	// beyond loopback needs it (or AllowAnonymous).
 	Authenticate func(w http.ResponseWriter, r *http.Request) bool
+	// Rekey replaces a stream's group key (POST /streams/{id}/rekey, from
+	// loopback only; `bridge stream rekey`) and returns the new key's ID;
+	// nil: not served.
+	Rekey func(ctx context.Context, stream string) (string, error)
 
 	// AllowAnonymous serves a listener reachable beyond loopback although
 	// the API has no authentication; without it NewHTTPServer refuses one.

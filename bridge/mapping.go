@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,15 +17,17 @@ import (
 // RuleConfig maps MQTT topics onto a Streamr stream. It is the
 // configuration form; Compile checks it and returns a Rule.
 type RuleConfig struct {
-	Topic             string // MQTT topic filter; "+" and "#" capture {1}, {2}, …
-	Stream            string // stream ID template: {address}, {topic}, {1}, {2}, …
-	Partition         int    // fixed partition, used when no key is set
-	Partitions        int    // partition count for key hashing (1-100)
-	PartitionKey      string // template hashed like the SDK's partitionKey, e.g. "{1}"
-	PartitionKeyField string // JSON field whose value is the partition key
-	Content           string // "json" (an object, like the Streamr node) or "binary"
-	TimestampField    string // JSON field holding the reading's time (ms or RFC 3339)
-	TimestampProperty string // MQTT 5 user property holding the reading's time
+	Topic             string   // MQTT topic filter; "+" and "#" capture {1}, {2}, …
+	Stream            string   // stream ID template: {address}, {topic}, {1}, {2}, …
+	Partition         int      // fixed partition, used when no key is set
+	Partitions        int      // partition count for key hashing (1-100)
+	PartitionKey      string   // template hashed like the SDK's partitionKey, e.g. "{1}"
+	PartitionKeyField string   // JSON field whose value is the partition key
+	Content           string   // "json" (an object, like the Streamr node) or "binary"
+	TimestampField    string   // JSON field holding the reading's time (ms or RFC 3339)
+	TimestampProperty string   // MQTT 5 user property holding the reading's time
+	Encryption        string   // "never", "always" or "auto" (default: encrypt iff the stream is not public)
+	Subscribers       []string // user IDs given this rule's group keys when there is no registry
 }
 
 // Rule is a compiled RuleConfig.
@@ -34,6 +37,9 @@ type Rule struct {
 	stream template
 	key    template
 	binary bool
+	// encryption is the rule's policy; Map says whether a reading is to
+	// be encrypted, "auto" through a Publicity (none: never).
+	encryption string
 }
 
 // Reason explains why a reading was refused. Its Code maps onto an MQTT 5
@@ -80,6 +86,15 @@ func Compile(cfg RuleConfig, index int) (*Rule, error) {
 	default:
 		return nil, fmt.Errorf("%s: content %q: want \"json\" or \"binary\"", where, cfg.Content)
 	}
+	switch cfg.Encryption {
+	case "", "auto", "never", "always":
+		r.encryption = cmp.Or(cfg.Encryption, "auto")
+	default:
+		return nil, fmt.Errorf("%s: encryption %q: want \"never\", \"always\" or \"auto\"", where, cfg.Encryption)
+	}
+	if len(cfg.Subscribers) > 0 && r.encryption == "never" {
+		return nil, fmt.Errorf("%s: subscribers: the rule never encrypts; set encryption = \"always\"", where)
+	}
 	if err := checkPartitioning(cfg, r.binary); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
@@ -114,6 +129,8 @@ type Mapped struct {
 	Part        streamr.StreamPartID
 	ContentType streamr.ContentType
 	Timestamp   int64 // ms from the payload or a user property; 0 = none
+	Encrypt     bool  // the rule's encryption is "always" (or "auto", decided by the caller)
+	Auto        bool  // the rule's encryption is "auto"
 }
 
 // Input is the part of an MQTT PUBLISH that mapping reads.
@@ -142,7 +159,7 @@ func (r *Rule) apply(address string, in Input, captures []string) (Mapped, *Reas
 	if err != nil {
 		return Mapped{}, reject(reasoncode.TopicNameInvalid, "invalid_stream_id", "topic %q: %v", in.Topic, err)
 	}
-	out := Mapped{ContentType: streamr.ContentJSON}
+	out := Mapped{ContentType: streamr.ContentJSON, Encrypt: r.encryption == "always", Auto: r.encryption == "auto"}
 	var obj map[string]json.RawMessage
 	if r.binary {
 		out.ContentType = streamr.ContentBinary

@@ -49,6 +49,12 @@ type Config struct {
 	// for local MQTT subscribers only: Ingest returns neither a wait nor a
 	// Reason, and the reading is never stored, signed or forwarded.
 	LocalUnmapped bool
+	// Encryptor encrypts readings whose rule asks for it (issue 18);
+	// EncryptedPart hears of each stream partition it starts encrypting
+	// for; Publicity decides "auto" rules (nil: they never encrypt).
+	Encryptor     Encryptor
+	EncryptedPart func(streamr.StreamPartID)
+	Publicity     Publicity
 }
 
 // Pipeline takes MQTT readings through mapping and durable storage, then
@@ -174,6 +180,7 @@ func (p *Pipeline) enqueue(m Publish, mapped Mapped) (wait func(context.Context)
 		BootNanos:   p.cfg.Clock.BootNanos(),
 		Timestamp:   mapped.Timestamp,
 		ContentType: mapped.ContentType,
+		Encrypt:     p.encrypt(mapped),
 		Payload:     m.Payload,
 	}
 	if !p.cfg.Clock.Synced() && p.cfg.HoldUnsynced {

@@ -125,6 +125,11 @@ func (s *signer) sign(ctx context.Context, readings []storage.Reading) ([]storag
 			PrevMsgRef: prev,
 			Body:       &streamr.ContentMessage{Content: r.Payload, ContentType: r.ContentType},
 		}
+		if r.Encrypt {
+			if err := s.encryptContent(ctx, out[i].Msg); err != nil {
+				return nil, dirty, fmt.Errorf("reading %d: %w", r.Seq, err)
+			}
+		}
 	}
 	return out, dirty, s.signAll(ctx, out)
 }

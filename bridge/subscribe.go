@@ -146,7 +146,12 @@ type Deliverer struct {
 	log     *slog.Logger
 	metrics *deliveryMetrics
 	joined  chan struct{} // closed once Run has joined every subscription's partitions
+	keys    KeyExchange   // decrypts AES content; nil: encrypted messages are dropped
 }
+
+// SetKeyExchange makes the Deliverer decrypt encrypted content through kx
+// (requesting missing keys) instead of dropping it. Call before Run.
+func (d *Deliverer) SetKeyExchange(kx KeyExchange) { d.keys = kx }
 
 type deliveryMetrics struct {
 	delivered *prometheus.CounterVec
@@ -191,8 +196,12 @@ func (d *Deliverer) Joined() <-chan struct{} { return d.joined }
 func (d *Deliverer) join(overlay Overlay, subs []*Subscription) error {
 	for _, s := range subs {
 		for _, part := range s.parts {
-			if _, err := overlay.Join(part, d.handler(s)); err != nil {
+			topic, err := overlay.Join(part, d.handler(s))
+			if err != nil {
 				return fmt.Errorf("subscribe to %s: %w", part, err)
+			}
+			if d.keys != nil {
+				d.keys.Attach(part, topic)
 			}
 			d.log.Info("subscribed", "stream_part", part.String(), "mqtt_topic", s.topic)
 		}
@@ -207,11 +216,38 @@ func (d *Deliverer) handler(s *Subscription) func(*streamr.StreamMessage, []byte
 			d.metrics.dropped.WithLabelValues("own_message").Inc()
 			return
 		}
-		if err := d.order.Add(m, encoded, publish); err != nil {
-			d.metrics.dropped.WithLabelValues("order_state").Inc()
-			d.log.Warn("order message", "stream_part", m.ID.StreamPart().String(), "err", err)
+		if d.keys != nil && d.keys.HandleMessage(context.Background(), m) {
+			return // key exchange traffic
 		}
+		if c := m.Content(); d.keys != nil && c != nil && c.EncryptionType != streamr.EncryptionNone {
+			// Live messages wait for their key off the overlay's goroutine,
+			// which must go on delivering (the key response among others).
+			d.keys.Await(context.Background(), m, func(plain *streamr.StreamMessage, err error) {
+				if err != nil {
+					d.undecrypted(m, err)
+					return
+				}
+				d.add(plain, encoded, publish)
+			})
+			return
+		}
+		d.add(m, encoded, publish)
 	}
+}
+
+func (d *Deliverer) add(m *streamr.StreamMessage, encoded []byte, publish Deliver) {
+	if err := d.order.Add(m, encoded, publish); err != nil {
+		d.metrics.dropped.WithLabelValues("order_state").Inc()
+		d.log.Warn("order message", "stream_part", m.ID.StreamPart().String(), "err", err)
+	}
+}
+
+// undecrypted counts an encrypted message whose key could not be had:
+// it is reported, never delivered as ciphertext.
+func (d *Deliverer) undecrypted(m *streamr.StreamMessage, err error) {
+	d.metrics.dropped.WithLabelValues("no_group_key").Inc()
+	d.log.Warn("encrypted message not delivered", "stream_part", m.ID.StreamPart().String(),
+		"publisher", m.ID.PublisherHex(), "message", m.ID.Ref().String(), "err", err)
 }
 
 func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
@@ -220,9 +256,18 @@ func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 	switch {
 	case c == nil:
 		return // group key traffic is not for MQTT
-	case c.EncryptionType != streamr.EncryptionNone:
+	case c.EncryptionType != streamr.EncryptionNone && d.keys == nil:
 		d.metrics.dropped.WithLabelValues("encrypted").Inc()
 		return
+	case c.EncryptionType != streamr.EncryptionNone:
+		// History and gap fills arrive still encrypted, on the Orderer's
+		// goroutine, which may wait (bounded) for the key.
+		plain, err := d.keys.DecryptWait(context.Background(), m)
+		if err != nil {
+			d.undecrypted(m, err)
+			return
+		}
+		m = plain
 	}
 	payload, err := s.payload(m, publisher, d.order.IsHistory(m))
 	if err != nil {

@@ -52,6 +52,7 @@ type Config struct {
 	Subscribe   []SubscribeRuleConfig `toml:"subscribe"`
 	Store       []StoreRuleConfig     `toml:"store"`
 	Receipts    ReceiptsConfig        `toml:"receipts"`
+	Encryption  EncryptionConfig      `toml:"encryption"`
 }
 
 // LogConfig selects the log level and format.
@@ -149,6 +150,10 @@ type RuleConfig struct {
 	Content           string `toml:"content"`
 	TimestampField    string `toml:"timestamp_field"`
 	TimestampProperty string `toml:"timestamp_property"`
+	// End-to-end encryption (issue 18): "never", "always" or "auto", and
+	// who gets the group keys without a [registry].
+	Encryption  string   `toml:"encryption"`
+	Subscribers []string `toml:"subscribers"`
 }
 
 // defaultRule maps every topic a/b/c to 0x<address>/a/b/c.
@@ -190,8 +195,9 @@ func defaultConfig() Config {
 			GCInterval: Duration(storage.DefaultGCInterval),
 			MinFree:    Size(storage.DefaultMinFreeBytes),
 		},
-		Signing: SigningConfig{OnUnsyncedClock: "sign", BatchWindow: Duration(10 * time.Millisecond), SignInCommitUnder: Duration(bridge.DefaultPresignMax)},
-		Status:  StatusConfig{ButtonHold: Duration(3 * time.Second)},
+		Signing:    SigningConfig{OnUnsyncedClock: "sign", BatchWindow: Duration(10 * time.Millisecond), SignInCommitUnder: Duration(bridge.DefaultPresignMax)},
+		Status:     StatusConfig{ButtonHold: Duration(3 * time.Second)},
+		Encryption: defaultEncryption(),
 		Receipts: ReceiptsConfig{
 			Required: string(bridge.ReceiptsNone), Peers: []string{},
 			PollInterval: Duration(30 * time.Second), Timeout: Duration(5 * time.Second),
@@ -367,6 +373,9 @@ func (c *Config) validate() error {
 		}
 	}
 	check(c.StateDir != "", "state_dir: must not be empty")
+	if err := c.Encryption.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.StopTimeout > 0, "stop_timeout: must be positive")
 	check(oneOf(c.Log.Level, "debug", "info", "warn", "error"), "log.level %q: want debug, info, warn or error", c.Log.Level)
 	check(oneOf(c.Log.Format, "text", "json"), "log.format %q: want text or json", c.Log.Format)
@@ -404,7 +413,9 @@ func (c *Config) validate() error {
 	check(c.Overlay.RedialInterval > 0, "overlay.redial_interval: must be positive")
 	check(c.Overlay.MaxConnections > 0, "overlay.max_connections: must be positive")
 	check(!c.Overlay.Enabled || len(c.Overlay.Listen) > 0, "overlay.listen: at least one address is needed")
-	if _, err := c.compileRules(); err != nil {
+	if rules, err := c.compileRules(); err != nil {
+		errs = append(errs, err)
+	} else if _, err := newRuleSubscribers(rules, ""); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := c.subscriptions(); err != nil {

@@ -52,7 +52,7 @@ func TestDefaults(t *testing.T) {
 	if l := cfg.MQTT.Listeners; len(l) != 1 || l[0].Address != "127.0.0.1:1883" || l[0].Type != "tcp" {
 		t.Errorf("listeners %+v, want tcp on 127.0.0.1:1883 only", l)
 	}
-	if len(cfg.Rules) != 1 || cfg.Rules[0] != defaultRule {
+	if len(cfg.Rules) != 1 || !reflect.DeepEqual(cfg.Rules[0], defaultRule) {
 		t.Errorf("rules %+v, want the default rule", cfg.Rules)
 	}
 }

@@ -29,11 +29,25 @@ import (
 // when the export fails, unless it holds what was signed (see
 // UnsignedExportError).
 func ExportFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, stdout, stderr io.Writer) error {
+	return exportFile(ctx, cfg, q, path, false, stdout, stderr)
+}
+
+// ExportDecryptedFile is `bridge export --decrypt`: ExportFile with AES
+// content decrypted by the group keys stored here (this gateway's own and
+// those it received), written with encryption type NONE. Their signatures
+// cover the ciphertext, so decrypted messages no longer verify: the
+// output is for the keys' holders, not for republishing. It reads the
+// store, so the gateway must be stopped.
+func ExportDecryptedFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, stdout, stderr io.Writer) error {
+	return exportFile(ctx, cfg, q, path, true, stdout, stderr)
+}
+
+func exportFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, decrypt bool, stdout, stderr io.Writer) error {
 	out, finish, err := openOutput(path, stdout)
 	if err != nil {
 		return err
 	}
-	err = export(ctx, cfg, q, out, stderr)
+	err = export(ctx, cfg, q, decrypt, out, stderr)
 	var unsigned *UnsignedExportError
 	keep := err == nil || errors.As(err, &unsigned) // what is signed is exported
 	return errors.Join(err, finish(keep))
@@ -69,8 +83,8 @@ func ExportQuery(stream string, partition int, from, to string) (streamr.ResendQ
 // export asks a running bridge over its HTTP API, or, when none answers,
 // reads the store directly (Badger allows one process at a time), after
 // signing the readings a stopped gateway left pending.
-func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer, stderr io.Writer) error {
-	if cfg.HTTP.Address != "" {
+func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, decrypt bool, out io.Writer, stderr io.Writer) error {
+	if cfg.HTTP.Address != "" && !decrypt { // --decrypt needs the keys in storage
 		n, err := exportHTTP(ctx, cfg, q, out)
 		var opErr *net.OpError
 		if !errors.As(err, &opErr) {
@@ -81,6 +95,9 @@ func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writ
 		}
 	}
 	store, err := storage.Open(storage.Options{Dir: storageDir(cfg), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil && decrypt {
+		return fmt.Errorf("export --decrypt reads the group keys from storage, so the gateway must be stopped: %w", err)
+	}
 	if err != nil {
 		return fmt.Errorf("open storage (is a bridge running without http.address?): %w", err)
 	}
@@ -91,7 +108,11 @@ func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writ
 		return signErr
 	}
 	cw := &countingWriter{w: out}
-	if err := bridge.WriteResend(store, q, streamr.NewRawWriter(cw)); err != nil {
+	write := func() error { return bridge.WriteResend(store, q, streamr.NewRawWriter(cw)) }
+	if decrypt {
+		write = func() error { return writeDecrypted(store, q, streamr.NewRawWriter(cw), stderr) }
+	}
+	if err := write(); err != nil {
 		return fmt.Errorf("export %s: %w", q.Part, err)
 	}
 	if cw.n == 0 && (unsigned == nil || unsigned.InPart == 0) {
@@ -189,7 +210,7 @@ func reportEmpty(store *storage.Store, part streamr.StreamPartID, stderr io.Writ
 // stream partitions at /streams.
 func reportEmptyHTTP(ctx context.Context, cfg *Config, part streamr.StreamPartID, stderr io.Writer) error {
 	address := cfg.HTTP.Address
-	req, err := newAPIRequest(ctx, cfg, "http://"+address+"/streams")
+	req, err := newAPIRequest(ctx, cfg, http.MethodGet, "http://"+address+"/streams")
 	if err != nil {
 		return err
 	}
@@ -239,10 +260,10 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// newAPIRequest is a GET of the gateway's own HTTP API, with the first API
+// newAPIRequest is a request to the gateway's own HTTP API, with the first API
 // key when keys are configured.
-func newAPIRequest(ctx context.Context, cfg *Config, u string) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+func newAPIRequest(ctx context.Context, cfg *Config, method, u string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +288,7 @@ func exportHTTP(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.
 		address, url.PathEscape(string(q.Part.Stream)), q.Part.Partition, v.Encode())
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	req, err := newAPIRequest(ctx, cfg, u)
+	req, err := newAPIRequest(ctx, cfg, http.MethodGet, u)
 	if err != nil {
 		return 0, err
 	}

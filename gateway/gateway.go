@@ -19,6 +19,7 @@ import (
 	"github.com/tributary-iot/tributary/appapi"
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/broker"
+	"github.com/tributary-iot/tributary/e2ee"
 	"github.com/tributary-iot/tributary/hw"
 	"github.com/tributary-iot/tributary/overlay"
 	"github.com/tributary-iot/tributary/storage"
@@ -184,6 +185,11 @@ type system struct {
 
 	httpAddr, wsAddr atomic.Pointer[net.TCPAddr] // bound addresses once listening
 	wsServer         atomic.Pointer[appapi.WSServer]
+
+	// End-to-end encryption; nil when no rule encrypts and nothing is
+	// subscribed to.
+	e2ee           *e2ee.Exchange
+	encryptedParts chan streamr.StreamPartID // to runKeyResponder
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
@@ -237,7 +243,10 @@ func (s *system) startPipeline() error {
 	if err != nil {
 		return err
 	}
-	s.pipeline, err = bridge.New(bridge.Config{
+	if err := s.startE2EE(rules); err != nil {
+		return err
+	}
+	pcfg := bridge.Config{
 		Committed:     s.notifyForwarder,
 		Rules:         rules,
 		Signer:        s.key,
@@ -248,8 +257,11 @@ func (s *system) startPipeline() error {
 		PresignMax:    presignMax(cfg.Signing.SignInCommitUnder),
 		Metrics:       bridge.NewMetrics(s.reg),
 		Logger:        s.log,
-	})
-	if err != nil {
+	}
+	if s.e2ee != nil {
+		pcfg.Encryptor, pcfg.EncryptedPart = s.e2ee, s.noteEncryptedPart
+	}
+	if s.pipeline, err = bridge.New(pcfg); err != nil {
 		return err
 	}
 	bcfg := brokerConfig(cfg, s.reg)
@@ -329,6 +341,9 @@ func (s *system) notifyForwarder() {
 }
 
 func (s *system) close() {
+	if s.e2ee != nil {
+		s.e2ee.Close() // messages still waiting for keys are fetched again after a restart
+	}
 	if s.node != nil {
 		if err := s.node.Close(); err != nil {
 			s.log.Error("close overlay", "err", err)

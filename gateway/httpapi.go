@@ -78,6 +78,9 @@ func (s *system) serveHTTP(ctx, failed context.Context) error {
 		_ = ln.Close()
 		return err
 	}
+	if s.e2ee != nil {
+		hcfg.Rekey = s.rekey
+	}
 	srv, err := bridge.NewHTTPServer(ln, hcfg)
 	if err != nil {
 		_ = ln.Close()

@@ -229,6 +229,9 @@ func newDelivery(s *system) *localDelivery {
 		var dl *bridge.Deliverer
 		if first == nil {
 			first = bridge.NewDeliverer(s.key.PublisherID(), s.broker, order, s.reg, s.log)
+			if s.e2ee != nil {
+				first.SetKeyExchange(s.e2ee)
+			}
 			dl = first
 		} else {
 			dl = first.WithOrderer(order)

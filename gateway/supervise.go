@@ -76,6 +76,9 @@ func (s *system) runNet(ctx context.Context, g *errgroup.Group) {
 			return s.afterBroker(ctx, func() error { return l.deliverer.Run(ctx, s.adapter, l.subs) })
 		})
 	}
+	if s.e2ee != nil {
+		g.Go(func() error { return s.runKeyResponder(ctx) })
+	}
 	if s.storer != nil {
 		g.Go(func() error {
 			return s.afterBroker(ctx, func() error { return s.storer.Run(ctx, s.adapter, s.stored) })

@@ -54,8 +54,8 @@ func (v *validator) check(data []byte) (*streamr.StreamMessage, verdict, string,
 	if got := m.ID.StreamPart(); got != v.part {
 		return nil, reject, reasonTopic, fmt.Errorf("%w: message of %s on the topic of %s", ErrInvalidMessage, got, v.part)
 	}
-	if !v.policy.MayPublish(m.ID.StreamID, m.ID.PublisherID) {
-		return nil, reject, reasonPublisher, fmt.Errorf("%w: publisher %s may not publish on %s", ErrInvalidMessage, m.ID.PublisherHex(), m.ID.StreamID)
+	if who := policySubject(m); !v.policy.MayPublish(m.ID.StreamID, who) {
+		return nil, reject, reasonPublisher, fmt.Errorf("%w: publisher %s may not publish on %s", ErrInvalidMessage, streamr.UserID(who), m.ID.StreamID)
 	}
 	if err := streamr.Validate(m, len(data), v.limits); err != nil {
 		reason := reasonMalformed
@@ -69,4 +69,15 @@ func (v *validator) check(data []byte) (*streamr.StreamMessage, verdict, string,
 			ErrInvalidMessage, m.ID.Timestamp, v.maxSkew)
 	}
 	return m, accept, "", nil
+}
+
+// policySubject is whose publish right admits m: a subscriber's group key
+// request (issue 18) travels on the strength of the publisher it asks,
+// which decides itself whether the subscriber may have its keys; every
+// other message on its own publisher's.
+func policySubject(m *streamr.StreamMessage) []byte {
+	if r, ok := m.Body.(*streamr.GroupKeyRequest); ok {
+		return r.RecipientID
+	}
+	return m.ID.PublisherID
 }

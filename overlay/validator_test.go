@@ -32,6 +32,17 @@ func TestValidatorCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	keyRequest := func(to *publisher) []byte {
+		m := &streamr.StreamMessage{
+			ID:   streamr.MessageID{StreamID: part.Stream, StreamPartition: int32(part.Partition), Timestamp: ts, MsgChainID: "k"},
+			Body: &streamr.GroupKeyRequest{RequestID: "r", RecipientID: to.key.PublisherID(), PublicKey: []byte("pk"), GroupKeyIDs: []string{"g"}},
+		}
+		if err := streamr.SignMessage(t.Context(), stranger.key, m); err != nil {
+			t.Fatal(err)
+		}
+		return encode(t, m)
+	}
+
 	tests := []struct {
 		name    string
 		data    []byte
@@ -49,6 +60,8 @@ func TestValidatorCheck(t *testing.T) {
 		{"other partition", owner.signed(t, owner.part(t, 4), ts, 0), reject, reasonTopic},
 		{"other stream", stranger.signed(t, stranger.part(t, 3), ts, 0), reject, reasonTopic},
 		{"stranger on owner's stream", encode(t, message(t, stranger.key, part, "c", ts, 0)), reject, reasonPublisher},
+		{"stranger's key request to the owner", keyRequest(owner), accept, ""},
+		{"stranger's key request to a non-publisher", keyRequest(stranger), reject, reasonPublisher},
 		{"tampered content", encode(t, tampered), reject, reasonSignature},
 		{"legacy signature type", encode(t, unsigned), reject, reasonSignature},
 		{"signed invalid JSON", encode(t, badJSON), reject, reasonMalformed},

@@ -16,11 +16,16 @@ type Reading struct {
 	BootNanos   int64                // CLOCK_BOOTTIME at receipt, ns; dates readings held while the clock was unsynced
 	Timestamp   int64                // explicit timestamp from the payload, ms; 0 = none
 	ContentType streamr.ContentType  // how Payload is to be read
+	Encrypt     bool                 // the rule wants the message end-to-end encrypted
 	Payload     []byte               // message content
 }
 
+// encryptFlag marks Reading.Encrypt in the content type byte (content
+// types are 0 and 1), so readings stored before it existed read as plain.
+const encryptFlag = 0x80
+
 // readingHeaderLen is the fixed part of an encoded reading:
-// part u32 ‖ receivedAt i64 ‖ bootNanos i64 ‖ timestamp i64 ‖ contentType u8.
+// part u32 ‖ receivedAt i64 ‖ bootNanos i64 ‖ timestamp i64 ‖ contentType u8 (bit 7: Encrypt).
 const readingHeaderLen = 4 + 8 + 8 + 8 + 1
 
 // encodeReading lays out r (minus Seq, which is the key, and Part, given as
@@ -31,7 +36,11 @@ func encodeReading(r *Reading, part uint32) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(r.ReceivedAt))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.BootNanos))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Timestamp))
-	b = append(b, byte(r.ContentType))
+	ct := byte(r.ContentType)
+	if r.Encrypt {
+		ct |= encryptFlag
+	}
+	b = append(b, ct)
 	b = binary.AppendUvarint(b, uint64(len(r.Source)))
 	b = append(b, r.Source...)
 	return append(b, r.Payload...)
@@ -48,7 +57,8 @@ func decodeReading(seq uint64, b []byte) (Reading, uint32, error) {
 		ReceivedAt:  int64(binary.BigEndian.Uint64(b[4:])),
 		BootNanos:   int64(binary.BigEndian.Uint64(b[12:])),
 		Timestamp:   int64(binary.BigEndian.Uint64(b[20:])),
-		ContentType: streamr.ContentType(b[28]),
+		ContentType: streamr.ContentType(b[28] &^ encryptFlag),
+		Encrypt:     b[28]&encryptFlag != 0,
 	}
 	part := binary.BigEndian.Uint32(b)
 	rest := b[readingHeaderLen:]

@@ -49,7 +49,7 @@ func FuzzReadingRoundTrip(f *testing.F) {
 	f.Add(uint32(0), "", int64(-1), int64(-1), int64(-1), byte(0xff), []byte(nil))
 	f.Fuzz(func(t *testing.T, part uint32, source string, received, boot, ts int64, ctype byte, payload []byte) {
 		in := Reading{Seq: 9, Source: source, ReceivedAt: received, BootNanos: boot, Timestamp: ts,
-			ContentType: streamr.ContentType(ctype), Payload: payload}
+			ContentType: streamr.ContentType(ctype &^ encryptFlag), Encrypt: ctype&encryptFlag != 0, Payload: payload}
 		checkRoundTrip(t, in, part)
 	})
 }

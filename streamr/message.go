@@ -252,3 +252,13 @@ func (r *GroupKeyResponse) appendSigned(dst []byte) []byte {
 	}
 	return dst
 }
+
+func (t AsymmetricEncryptionType) String() string {
+	switch t {
+	case AsymmetricRSA:
+		return "RSA"
+	case AsymmetricMLKEM:
+		return "ML_KEM"
+	}
+	return "AsymmetricEncryptionType(" + strconv.Itoa(int(t)) + ")"
+}

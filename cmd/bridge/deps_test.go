@@ -41,20 +41,23 @@ func TestImportRules(t *testing.T) {
 		"golang.org/x/term":               "cmd/bridge",          // passwd's prompt without echo
 	}
 	forbidden := map[string][]string{ // package → project packages it must not import
-		"streamr":    {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd"},
-		"bridge":     {"broker", "overlay", "hw", "systemd", "gateway", "cmd"},
-		"broker":     {"bridge", "overlay", "storage", "hw", "streamr", "gateway", "cmd"},
-		"overlay":    {"bridge", "broker", "storage", "hw", "gateway", "cmd"},
-		"storage":    {"bridge", "broker", "overlay", "hw", "gateway", "cmd"},
-		"hw":         {"bridge", "broker", "overlay", "storage", "gateway", "cmd"},
-		"systemd":    {"bridge", "broker", "overlay", "storage", "hw", "gateway", "cmd"},
-		"reasoncode": {"bridge", "broker", "overlay", "storage", "hw", "streamr", "gateway", "cmd"},
-		"wsock":      {"bridge", "broker", "overlay", "storage", "hw", "streamr", "systemd", "reasoncode", "gateway", "cmd"},
+		"streamr":    {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd", "e2ee"},
+		"bridge":     {"broker", "overlay", "hw", "systemd", "gateway", "cmd", "e2ee"},
+		"broker":     {"bridge", "overlay", "storage", "hw", "streamr", "gateway", "cmd", "e2ee"},
+		"overlay":    {"bridge", "broker", "storage", "hw", "gateway", "cmd", "e2ee"},
+		"storage":    {"bridge", "broker", "overlay", "hw", "gateway", "cmd", "e2ee"},
+		"hw":         {"bridge", "broker", "overlay", "storage", "gateway", "cmd", "e2ee"},
+		"systemd":    {"bridge", "broker", "overlay", "storage", "hw", "gateway", "cmd", "e2ee"},
+		"reasoncode": {"bridge", "broker", "overlay", "storage", "hw", "streamr", "gateway", "cmd", "e2ee"},
+		"wsock":      {"bridge", "broker", "overlay", "storage", "hw", "streamr", "systemd", "reasoncode", "gateway", "cmd", "e2ee"},
 		"appapi":     {"broker", "overlay", "hw", "systemd", "gateway", "cmd"},
 		"gateway":    {"cmd"},
+		// End-to-end encryption knows keys and streamr/, not the transport
+		// or the storage engine (its callers hand it both).
+		"e2ee": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "wsock", "appapi", "gateway", "cmd"},
 		// The command line reaches the pipeline, the overlay and storage
 		// only through the gateway that assembles them.
-		"cmd": {"bridge", "overlay", "storage"},
+		"cmd": {"bridge", "overlay", "storage", "e2ee"},
 	}
 	for pkg, deps := range imports {
 		rel := strings.TrimPrefix(pkg, module)

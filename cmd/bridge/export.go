@@ -16,6 +16,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	from := fs.String("from", "", "first timestamp, ms since the epoch or RFC 3339 (default: the beginning)")
 	to := fs.String("to", "", "last timestamp, ms since the epoch or RFC 3339 (default: the end)")
 	outPath := fs.String("o", "", "output file (default: standard output)")
+	decrypt := fs.Bool("decrypt", false, "decrypt AES content with the group keys stored here (the gateway must be stopped; decrypted messages no longer verify)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -26,6 +27,9 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfg, err := gateway.LoadConfig(*configPath)
 	if err != nil {
 		return err
+	}
+	if *decrypt {
+		return gateway.ExportDecryptedFile(ctx, cfg, q, *outPath, stdout, stderr)
 	}
 	return gateway.ExportFile(ctx, cfg, q, *outPath, stdout, stderr)
 }

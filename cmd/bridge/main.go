@@ -102,7 +102,8 @@ var commands = []command{
 	{"check-config", "bridge check-config FILE", "validate a config file exactly as run does, without starting"},
 	{"key", "bridge key new|show|import|provision-ecc [--config FILE] [--uri URI]", "manage the gateway identity: new, show, import, provision-ecc"},
 	{"id", "bridge id [--config FILE] [--json]", "print the publisher ID, key type, overlay peer ID and dialable addresses"},
-	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [-o FILE] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
+	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
+	{"stream", "bridge stream rekey [--config FILE] STREAM", "replace a stream's group key on the running gateway (end-to-end encryption)"},
 	{"passwd", "bridge passwd", "read a password (prompted without echo on a terminal, else a line of stdin), print its bcrypt hash for users_file"},
 	{"config-example", "bridge config-example", "print a config file documenting every key"},
 	{"version", "bridge version", "print the version"},
@@ -148,6 +149,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return cmdExport(ctx, rest, stdout, stderr)
 	case "passwd":
 		return cmdPasswd(rest, stdin, stdout, stderr)
+	case "stream":
+		return cmdStream(ctx, rest, stdout, stderr)
 	case "config-example":
 		if err := parseFlags(newFlags("config-example", stderr), rest); err != nil {
 			return err

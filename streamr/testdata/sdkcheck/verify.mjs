@@ -14,60 +14,13 @@
 // the Go test's job.
 import { readFileSync } from 'node:fs'
 import { createDecipheriv } from 'node:crypto'
-import { fileURLToPath } from 'node:url'
-import path from 'node:path'
-import protobuf from 'protobufjs'
 import {
-    EcdsaSecp256k1Evm, EcdsaSecp256r1, keyToArrayIndex, toStreamID, toStreamPartID, binaryToHex
+    EcdsaSecp256k1Evm, EcdsaSecp256r1, keyToArrayIndex, toStreamID, toStreamPartID
 } from '@streamr/utils'
-
-const here = path.dirname(fileURLToPath(import.meta.url))
-const protoFile = path.join(here, '..', '..', 'pb', 'networkrpc.proto')
-const StreamMessage = protobuf.loadSync(protoFile).lookupType('StreamMessage')
+import { StreamMessage, readFrames, decode, signaturePayload } from './wire.mjs'
 
 const evm = new EcdsaSecp256k1Evm()
 const p256 = new EcdsaSecp256r1()
-const utf8 = (s) => Buffer.from(s, 'utf8')
-
-function readFrames(buf) {
-    const frames = []
-    let off = 0
-    while (off < buf.length) {
-        if (off + 4 > buf.length) throw new Error(`truncated length prefix at byte ${off}`)
-        const len = buf.readUInt32BE(off)
-        if (off + 4 + len > buf.length) throw new Error(`truncated frame at byte ${off}`)
-        frames.push(buf.subarray(off + 4, off + 4 + len))
-        off += 4 + len
-    }
-    return frames
-}
-
-// Spec §2.1: decimal header fields, "0x"+lowercase hex publisher, optional
-// previous ref, then the signed fields of the body.
-function signaturePayload(m) {
-    const id = m.messageId
-    let header = `${id.streamId}${id.streamPartition}${id.timestamp}${id.sequenceNumber}`
-        + `${binaryToHex(id.publisherId, true)}${id.messageChainId}`
-    if (m.previousMessageRef) {
-        header += `${m.previousMessageRef.timestamp}${m.previousMessageRef.sequenceNumber}`
-    }
-    const parts = [utf8(header)]
-    if (m.body === 'contentMessage') {
-        const c = m.contentMessage
-        parts.push(c.content)
-        if (c.newGroupKey) parts.push(utf8(c.newGroupKey.id), c.newGroupKey.data)
-    } else if (m.body === 'groupKeyRequest') {
-        const r = m.groupKeyRequest
-        parts.push(utf8(r.requestId), r.recipientId, r.publicKey, ...r.groupKeyIds.map(utf8))
-    } else if (m.body === 'groupKeyResponse') {
-        const r = m.groupKeyResponse
-        parts.push(utf8(r.requestId), r.recipientId)
-        for (const k of r.groupKeys) parts.push(utf8(k.id), k.data)
-    } else {
-        throw new Error('no body')
-    }
-    return Buffer.concat(parts)
-}
 
 async function verifyMessage(m) {
     const payload = signaturePayload(m)
@@ -99,9 +52,7 @@ async function checkMessages(frames) {
     for (const [index, frame] of frames.entries()) {
         let m
         try {
-            m = StreamMessage.toObject(StreamMessage.decode(frame), {
-                longs: String, enums: String, bytes: Buffer, defaults: true, oneofs: true
-            })
+            m = decode(frame)
             checkFields(m)
             if (!await verifyMessage(m)) throw new Error('signature rejected by @streamr/utils')
             result.valid++

@@ -1,0 +1,263 @@
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	neturl "net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/e2ee"
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// EncryptionConfig is the [encryption] table (issue 18).
+type EncryptionConfig struct {
+	RotateEvery             Duration `toml:"rotate_every"`                // in-band key rotation period; "0s": never
+	KeyExchange             string   `toml:"key_exchange"`                // our key requests' cipher: "rsa" or "ml-kem"
+	RSAKeyBits              int      `toml:"rsa_key_bits"`                // modulus of our RSA key exchange key
+	KeyRequestTimeout       Duration `toml:"key_request_timeout"`         // how long a message waits for its key
+	MaxKeyRequestsPerSecond float64  `toml:"max_key_requests_per_second"` // requests we send
+	MaxAnswersPerSecond     float64  `toml:"max_answers_per_second"`      // requests we answer, per requester
+	MaxKeysPerRequest       int      `toml:"max_keys_per_request"`        // group key IDs answered per request
+	MaxWaiting              int      `toml:"max_waiting"`                 // messages waiting for keys
+}
+
+func defaultEncryption() EncryptionConfig {
+	return EncryptionConfig{
+		KeyExchange: "rsa", RSAKeyBits: streamr.DefaultRSAKeyBits, KeyRequestTimeout: Duration(30 * time.Second),
+		MaxKeyRequestsPerSecond: 20, MaxAnswersPerSecond: 20, MaxKeysPerRequest: 100, MaxWaiting: 10000,
+	}
+}
+
+func (e EncryptionConfig) validate() error {
+	var errs []error
+	if e.KeyExchange != "rsa" && e.KeyExchange != "ml-kem" {
+		errs = append(errs, fmt.Errorf("encryption.key_exchange %q: want \"rsa\" or \"ml-kem\"", e.KeyExchange))
+	}
+	if e.RSAKeyBits < 2048 || e.RSAKeyBits > 8192 {
+		errs = append(errs, fmt.Errorf("encryption.rsa_key_bits %d: want 2048 to 8192", e.RSAKeyBits))
+	}
+	if e.RotateEvery < 0 || e.KeyRequestTimeout <= 0 {
+		errs = append(errs, errors.New("encryption.rotate_every must not be negative, encryption.key_request_timeout must be positive"))
+	}
+	if e.MaxKeyRequestsPerSecond <= 0 || e.MaxAnswersPerSecond <= 0 || e.MaxKeysPerRequest <= 0 || e.MaxWaiting <= 0 {
+		errs = append(errs, errors.New("encryption.max_key_requests_per_second, max_answers_per_second, max_keys_per_request and max_waiting: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// ruleSubscribers is the static subscribe permission of the rules'
+// subscribers lists: a user may subscribe to a stream that a rule listing
+// it can produce.
+type ruleSubscribers []ruleSubscriberList
+
+type ruleSubscriberList struct {
+	streams *regexp.Regexp
+	users   e2ee.Subscribers // under the key "" only
+}
+
+// Allowed implements e2ee.Permissions.
+func (r ruleSubscribers) Allowed(ctx context.Context, streamID string, user []byte, p streamr.Permission, at time.Time) (bool, error) {
+	for _, l := range r {
+		if !l.streams.MatchString(streamID) {
+			continue
+		}
+		if ok, err := l.users.Allowed(ctx, "", user, p, at); ok || err != nil {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
+func newRuleSubscribers(rules []*bridge.Rule, address string) (ruleSubscribers, error) {
+	var out ruleSubscribers
+	for i, r := range rules {
+		var users [][]byte
+		for _, s := range r.Subscribers() {
+			u, err := e2ee.ParseUserID(s)
+			if err != nil {
+				return nil, fmt.Errorf("rule %d: subscribers: %w", i+1, err)
+			}
+			users = append(users, u)
+		}
+		if len(users) > 0 {
+			out = append(out, ruleSubscriberList{streams: r.StreamPattern(address), users: e2ee.Subscribers{"": users}})
+		}
+	}
+	return out, nil
+}
+
+// needsE2EE reports whether the gateway encrypts or may receive encrypted
+// streams: a rule that can encrypt, or a subscription.
+func (c *Config) needsE2EE() bool {
+	if len(c.Subscribe) > 0 {
+		return true
+	}
+	for _, r := range c.Rules {
+		if r.Encryption == "always" {
+			return true
+		}
+	}
+	return false
+}
+
+// startE2EE builds the key exchange of the gateway identity.
+func (s *system) startE2EE(rules []*bridge.Rule) error {
+	if !s.cfg.needsE2EE() {
+		return nil
+	}
+	subs, err := newRuleSubscribers(rules, streamr.UserID(s.key.PublisherID()))
+	if err != nil {
+		return err
+	}
+	e := s.cfg.Encryption
+	kt := streamr.AsymmetricRSA
+	if e.KeyExchange == "ml-kem" {
+		kt = streamr.AsymmetricMLKEM
+	}
+	s.e2ee, err = e2ee.New(e2ee.Config{
+		Signer: s.key, Secrets: s.store, Subscribers: subs, RotateEvery: time.Duration(e.RotateEvery),
+		KeyType: kt, RSABits: e.RSAKeyBits, KeyRequestTimeout: time.Duration(e.KeyRequestTimeout),
+		MaxRequestsPerSec: e.MaxKeyRequestsPerSecond, MaxAnswersPerSec: e.MaxAnswersPerSecond,
+		MaxKeysPerRequest: e.MaxKeysPerRequest, MaxWaiting: e.MaxWaiting,
+		Registerer: s.reg, Logger: s.log,
+	})
+	s.encryptedParts = make(chan streamr.StreamPartID, 64)
+	return err
+}
+
+// encryptedPartsPrefix names the stream partitions this gateway has
+// encrypted for: it listens there for key requests, after a restart too
+// (a backlog signed before it is forwarded after it).
+const encryptedPartsPrefix = "parts/"
+
+// noteEncryptedPart hears of a partition from the signer (which must not
+// block on the overlay).
+func (s *system) noteEncryptedPart(part streamr.StreamPartID) {
+	select {
+	case s.encryptedParts <- part:
+	default:
+		s.log.Warn("key responder busy: partition joined at the next encrypted message", "stream_part", part.String())
+	}
+}
+
+// runKeyResponder joins every partition this gateway encrypts for, to
+// answer key requests there, until ctx is done.
+func (s *system) runKeyResponder(ctx context.Context) error {
+	joined := make(map[streamr.StreamPartID]bool)
+	join := func(part streamr.StreamPartID) {
+		if joined[part] {
+			return
+		}
+		t, err := s.adapter.Join(part, func(m *streamr.StreamMessage, _ []byte) { s.e2ee.HandleMessage(ctx, m) })
+		if err != nil {
+			s.log.Warn("join partition for key requests", "stream_part", part.String(), "err", err)
+			return
+		}
+		s.e2ee.Attach(part, t)
+		joined[part] = true
+		if err := s.store.PutSecret(ctx, encryptedPartsPrefix+part.String(), nil); err != nil {
+			s.log.Warn("remember encrypted partition", "stream_part", part.String(), "err", err)
+		}
+	}
+	err := s.store.ScanSecrets(encryptedPartsPrefix, func(name string, _ []byte) error {
+		part, err := streamr.ParseStreamPartID(strings.TrimPrefix(name, encryptedPartsPrefix))
+		if err == nil {
+			join(part)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("encrypted partitions: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case part := <-s.encryptedParts:
+			join(part)
+		}
+	}
+}
+
+// rekey replaces a stream's group key on the running gateway.
+func (s *system) rekey(ctx context.Context, stream string) (string, error) {
+	id, err := streamr.ParseStreamID(stream)
+	if err != nil {
+		return "", err
+	}
+	keyID, err := s.e2ee.Rekey(ctx, id)
+	if err == nil {
+		s.log.Info("stream re-keyed", "stream", stream, "group_key_id", keyID)
+	}
+	return keyID, err
+}
+
+// Rekey asks the gateway of cfg, running, to replace a stream's group key
+// at once (`bridge stream rekey`): subscribers fetch the new one by key
+// exchange, so one no longer allowed cannot read what follows. It returns
+// the new key's ID.
+func Rekey(ctx context.Context, cfg *Config, stream string) (string, error) {
+	if _, err := streamr.ParseStreamID(stream); err != nil {
+		return "", err
+	}
+	if cfg.HTTP.Address == "" {
+		return "", errors.New("rekey: http.address is empty: the running gateway is asked over its HTTP API")
+	}
+	url := "http://" + cfg.HTTP.Address + "/streams/" + neturl.PathEscape(stream) + "/rekey"
+	req, err := newAPIRequest(ctx, cfg, http.MethodPost, url) // with an API key when [api] has them
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("rekey: is the gateway running? %w", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		GroupKeyID string `json:"groupKeyId"`
+		Error      string `json:"error"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&body); err != nil {
+		return "", fmt.Errorf("rekey: %s: %w", resp.Status, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("rekey %s: %s: %s", stream, resp.Status, body.Error)
+	}
+	return body.GroupKeyID, nil
+}
+
+// writeDecrypted writes the stored messages of q with their content
+// decrypted where this gateway holds the key; the others are written as
+// they are, and counted on stderr.
+func writeDecrypted(store *storage.Store, q streamr.ResendQuery, out *streamr.RawWriter, stderr io.Writer) error {
+	keys := e2ee.NewKeyring(store)
+	missing := 0
+	var firstErr error
+	err := store.Messages(q.Part, q.From.Timestamp, q.UpperBound().Timestamp, func(encoded []byte) error {
+		m, err := streamr.Unmarshal(encoded)
+		if err != nil {
+			return err
+		}
+		plain, err := keys.Decrypt(m)
+		if err != nil {
+			missing++
+			firstErr = cmp.Or(firstErr, err)
+			return out.WriteFrame(encoded)
+		}
+		return out.Write(plain)
+	})
+	if missing > 0 {
+		fmt.Fprintf(stderr, "bridge export --decrypt: %d messages left encrypted (%v)\n", missing, firstErr)
+	}
+	return err
+}
