@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
 )
 
 // ProxyState is what the status page shows of one proxy connection.
@@ -298,4 +297,3 @@ func (p *proxy) snapshot() ProxyState {
 	defer p.mu.Unlock()
 	return p.state
 }
-
