@@ -75,6 +75,9 @@ type session struct {
 func handshake(ctx context.Context, conn Conn, url string, local *pb.PeerDescriptor, limits Limits, version string) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, limits.RequestTimeout)
 	defer cancel()
+	// Conn reads need not watch ctx: closing the connection ends them.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	req := &pb.Message{
 		MessageId:        newMessageID(),
 		SourceDescriptor: local,

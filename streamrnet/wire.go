@@ -146,3 +146,5 @@ func majorVersion(v string) string {
 	major, _, _ := strings.Cut(v, ".")
 	return major
 }
+
+func marshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }
