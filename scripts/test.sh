@@ -53,6 +53,9 @@ echo "== npm packages for the Streamr SDK cross-check"
 echo "== npm packages for the WebSocket app test (ws)"
 (cd gateway/testdata/apps/wsnode && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 
+echo "== npm packages for the Streamr Network interop tests (streamrnet: two real JS nodes, node-datachannel stand-in)"
+(cd streamrnet/testdata/jsnode && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+
 echo "== go vet"
 go vet ./...
 CGO_ENABLED=1 go vet -tags pkcs11 ./hw/...
