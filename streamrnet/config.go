@@ -56,7 +56,7 @@ func (l Limits) withDefaults() Limits {
 // Config configures a Client.
 type Config struct {
 	Proxies []string // ws:// or wss:// URLs of nodes accepting proxy connections
-	UserID  []byte   // the gateway's 20-byte address: the proxies' userId
+	UserID  []byte   // the gateway's publisher ID (20-byte address, or 33-byte P-256 key): the proxies' userId
 	Dialer  Dialer
 	Limits  Limits
 	// Deliver gets every message the proxies deliver on a subscribed
@@ -101,8 +101,8 @@ func (c Config) validate() error {
 		}
 		seen[p] = true
 	}
-	if len(c.UserID) != 20 {
-		return fmt.Errorf("streamr network: userId is %d bytes, want a 20-byte address", len(c.UserID))
+	if len(c.UserID) != 20 && len(c.UserID) != 33 {
+		return fmt.Errorf("streamr network: userId is %d bytes, want a 20-byte address or a 33-byte P-256 key", len(c.UserID))
 	}
 	if c.Dialer == nil {
 		return fmt.Errorf("streamr network: no dialer")
