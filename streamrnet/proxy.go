@@ -112,8 +112,15 @@ func (p *proxy) connect(ctx context.Context) error {
 			streamMessage: func(part string, raw []byte) { p.c.deliver(p, part, raw) },
 			dropped:       p.dropped,
 			left:          func(part string) { p.forget(ps, part) },
+			unknown: func(service, method string) {
+				p.pm.errors.WithLabelValues("unknown_method").Inc()
+				p.c.log.Debug("answered a Streamr node's request UNKNOWN_RPC_METHOD", "proxy", p.url, "service", service, "method", method)
+			},
 		})
 	}()
+	if err := s.setPrivate(ctx); err != nil {
+		return fmt.Errorf("set connection to %s private: %w", p.url, err)
+	}
 	if ok, err := s.lock(ctx); err != nil || !ok {
 		// Not fatal: an unlocked connection works until the node prunes it.
 		p.c.log.Warn("Streamr node refused the connection lock", "proxy", p.url, "accepted", ok, "err", err)
@@ -161,8 +168,13 @@ func (ps *proxySession) sync(ctx context.Context) error {
 			ps.p.pm.errors.WithLabelValues("refused").Inc()
 			ps.p.c.log.Warn("Streamr node refused the proxy connection", "proxy", ps.p.url, "stream_part", part, "err", err)
 			continue
-		case err != nil:
+		case err != nil && ps.closedErr() != nil:
 			return fmt.Errorf("request proxy connection for %s: %w", part, err)
+		case err != nil:
+			// A node that has not joined the partition does not answer.
+			ps.p.pm.errors.WithLabelValues("refused").Inc()
+			ps.p.c.log.Warn("Streamr node did not accept the proxy connection; retrying later", "proxy", ps.p.url, "stream_part", part, "err", err)
+			continue
 		case !ok:
 			ps.p.pm.errors.WithLabelValues("refused").Inc()
 			ps.p.c.log.Warn("Streamr node does not accept proxy connections for the stream part", "proxy", ps.p.url, "stream_part", part)

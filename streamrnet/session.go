@@ -50,6 +50,8 @@ type sessionEvents struct {
 	dropped func(kind string)
 	// left reports the node's leaveStreamPartNotice for a stream partition.
 	left func(streamPart string)
+	// unknown reports a request answered UNKNOWN_RPC_METHOD.
+	unknown func(service, method string)
 }
 
 // session is one handshaken connection to a Streamr node.
@@ -132,6 +134,7 @@ func (s *session) run(ctx context.Context, ev sessionEvents) error {
 	s.ev = ev
 	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
 	defer stop()
+	defer s.conn.Close() // a failed read leaves the connection unusable
 	var err error
 	for {
 		var frame []byte
@@ -208,6 +211,9 @@ func (s *session) serve(ctx context.Context, service string, rpc *pb.RpcMessage)
 			defer s.conn.Close() // the node is leaving; answer first
 		}
 		reply = &emptypb.Empty{}
+	}
+	if reply == nil {
+		s.ev.unknown(service, method)
 	}
 	if isNotification(rpc) {
 		return
@@ -300,6 +306,18 @@ func (s *session) requestProxy(ctx context.Context, streamPart string, dir pb.Pr
 	err := s.call(ctx, deliveryService(streamPart), "requestConnection",
 		&pb.ProxyConnectionRequest{Direction: &dir, UserId: userID}, &resp)
 	return resp.GetAccepted(), err
+}
+
+// setPrivate asks the node to keep this connection out of its DHT: a
+// client-only node routes nothing, and a node that routed DHT requests
+// through it would lose them (Streamr's SDK proxy clients do the same;
+// nodes accepting proxy connections honour it).
+func (s *session) setPrivate(ctx context.Context) error {
+	body, err := packAny(&pb.SetPrivateRequest{IsPrivate: true})
+	if err != nil {
+		return err
+	}
+	return s.notify(ctx, lockService, "setPrivate", body)
 }
 
 // lock keeps the node from closing the connection while it is idle.

@@ -147,7 +147,9 @@ func (n *Network) read(r io.Reader) {
 	for sc.Scan() {
 		var e Event
 		if json.Unmarshal(sc.Bytes(), &e) != nil {
-			continue // a log line
+			// A log line: kept with stderr for the failure message.
+			(*stderrBuf)(n).Write(append(sc.Bytes(), '\n'))
+			continue
 		}
 		n.events <- e
 	}
@@ -213,4 +215,11 @@ func (n *Network) Kill() {
 	_ = n.cmd.Process.Kill()
 	<-n.done
 	_ = n.cmd.Wait()
+}
+
+// Join makes both nodes join more stream partitions.
+func (n *Network) Join(streamParts ...string) {
+	n.t.Helper()
+	n.Send(map[string]any{"cmd": "join", "streamParts": streamParts})
+	n.Wait(30*time.Second, func(e Event) bool { return e.Event == "joined" })
 }

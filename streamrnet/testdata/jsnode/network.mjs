@@ -62,10 +62,13 @@ const nodeB = createNetworkNode({
 })
 await nodeA.start()
 await nodeB.start()
-for (const sp of streamParts) {
-    nodeA.join(toStreamPartID(...splitStreamPart(sp)))
-    await nodeB.join(toStreamPartID(...splitStreamPart(sp)), { minCount: 1, timeout: 15000 })
+// A joins first (it is B's only possible neighbor); B waits until it has A as one.
+async function joinAll(parts) {
+    const ids = parts.map((sp) => toStreamPartID(...splitStreamPart(sp)))
+    for (const id of ids) nodeA.join(id)
+    await Promise.all(ids.map((id) => nodeB.join(id, { minCount: 1, timeout: 30000 })))
 }
+await joinAll(streamParts)
 
 function splitStreamPart(sp) {
     const i = sp.lastIndexOf('#')
@@ -147,6 +150,10 @@ const commands = {
     async publish({ streamPart, contents }) {
         for (const content of contents) await nodeB.broadcast(await signedMessage(streamPart, content))
         out({ event: 'published', streamPart, count: contents.length, publisher: binaryToHex(address, true) })
+    },
+    async join({ streamParts: parts }) {
+        await joinAll(parts)
+        out({ event: 'joined', count: parts.length })
     },
     async verify({ on }) { verifying = on; out({ event: 'verify', on }) },
     async count({ streamPart, count }) {

@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/tributary-iot/tributary/streamrnet/jsnet"
+)
+
+// streamrNetConfig is a gateway config using the JS network's proxy, with
+// the overlay off: the Streamr Network side stands on its own.
+func streamrNetConfig(proxyURL, extra string) string {
+	return fmt.Sprintf(`[overlay]
+enabled = false
+[streamr_network]
+proxies = [%q]
+publish = true
+request_timeout = "2s"
+reconnect_min = "100ms"
+reconnect_max = "1s"
+%s`, proxyURL, extra)
+}
+
+func publishReadings(t *testing.T, c mqtt.Client, topic string, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		if tok := c.Publish(topic, 1, false, fmt.Sprintf(`{"n":%d}`, i)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish reading %d: %v", i, tok.Error())
+		}
+	}
+}
+
+// awaitAtJS waits for readings from..to-1 of publisher at the JS node, in
+// order, each verified by @streamr/utils (and a tampered copy refused).
+func awaitAtJS(t *testing.T, net *jsnet.Network, publisher string, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		e, err := net.Next(60*time.Second, func(e jsnet.Event) bool { return e.Event == "message" && e.Publisher == publisher })
+		if err != nil {
+			t.Fatalf("reading %d never reached the JS node: %v", i, err)
+		}
+		if want := fmt.Sprintf(`{"n":%d}`, i); e.Content != want {
+			t.Fatalf("JS node got %s, want %s: out of order, lost or sent twice", e.Content, want)
+		}
+		if e.SignatureValid == nil || !*e.SignatureValid || e.TamperedValid == nil || *e.TamperedValid {
+			t.Fatalf("reading %d: signature valid %v, tampered copy valid %v (%s)", i, e.SignatureValid, e.TamperedValid, e.VerifyError)
+		}
+	}
+}
+
+// Readings published over MQTT reach a real Streamr JS node through the
+// proxy, signed by the gateway, verified by @streamr/utils, in order; a
+// message signed in JS on another stream reaches the gateway's local MQTT
+// through source = "streamr_network".
+func TestStreamrNetworkBothWays(t *testing.T) {
+	ports := jsnet.FreePorts(t, 2)
+	net := jsnet.Start(t, [2]int{ports[0], ports[1]})
+	jsStream := net.Publisher + "/from-js"
+	g := newTestGateway(t, streamrNetConfig(net.ProxyURL, fmt.Sprintf(`
+[[subscribe]]
+stream = %q
+topic = "from-streamr/{publisher}"
+source = "streamr_network"
+`, jsStream)))
+	g.run(t)
+	logOnFailure(t, g)
+	me := g.Identity().Publisher
+	net.Join(me+"/sn/data#0", jsStream+"#0")
+
+	got := make(chan string, 10)
+	sub := connect(t, g.mqttAddr(t), "app")
+	if tok := sub.Subscribe("from-streamr/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		if m.Topic() != "from-streamr/"+net.Publisher {
+			t.Errorf("delivered on %s", m.Topic())
+		}
+		got <- string(m.Payload())
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+
+	pub := connect(t, g.mqttAddr(t), "sensor")
+	const n = 10
+	publishReadings(t, pub, "sn/data", 0, n)
+	awaitAtJS(t, net, me, 0, n)
+
+	// The subscription's proxy connection may still be on its way: publish until one arrives.
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		net.Send(map[string]any{"cmd": "publish", "streamPart": jsStream + "#0", "contents": []string{fmt.Sprintf(`{"js":%d}`, i)}})
+		select {
+		case p := <-got:
+			var v struct{ JS int }
+			if err := json.Unmarshal([]byte(p), &v); err != nil {
+				t.Fatalf("payload %q: %v", p, err)
+			}
+			for j := v.JS + 1; j <= v.JS+3; j++ {
+				net.Send(map[string]any{"cmd": "publish", "streamPart": jsStream + "#0", "contents": []string{fmt.Sprintf(`{"js":%d}`, j)}})
+				select {
+				case p := <-got:
+					if want := fmt.Sprintf(`{"js":%d}`, j); p != want {
+						t.Fatalf("local MQTT got %s, want %s", p, want)
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatalf("JS message %d never reached local MQTT\n%s", j, g.logs)
+				}
+			}
+			return
+		case <-time.After(time.Second):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no JS-signed message reached local MQTT\n%s", g.logs)
+		}
+	}
+}
+
+// Proxies down while readings are published: they wait in storage and
+// reach the JS node in order once it is up; after the proxy is killed
+// (kill -9) and comes back, the later readings follow and none is sent
+// twice.
+func TestStreamrNetworkOfflineBuffering(t *testing.T) {
+	jsnet.Skip(t)
+	ports := jsnet.FreePorts(t, 2)
+	proxyURL := fmt.Sprintf("ws://127.0.0.1:%d", ports[0])
+	g := newTestGateway(t, streamrNetConfig(proxyURL, ""))
+	g.run(t)
+	logOnFailure(t, g)
+	me := g.Identity().Publisher
+	part := me + "/sn/offline#0"
+	pub := connect(t, g.mqttAddr(t), "sensor")
+	publishReadings(t, pub, "sn/offline", 0, 30) // acknowledged while no proxy is reachable
+
+	net := jsnet.Start(t, [2]int{ports[0], ports[1]}, part)
+	awaitAtJS(t, net, me, 0, 30)
+
+	net.Kill()
+	publishReadings(t, pub, "sn/offline", 30, 50)
+	net = jsnet.Start(t, [2]int{ports[0], ports[1]}, part)
+	awaitAtJS(t, net, me, 30, 50)
+	if _, err := net.Next(time.Second, func(e jsnet.Event) bool { return e.Event == "message" && e.Publisher == me }); err == nil {
+		t.Fatal("a reading reached the JS node twice")
+	}
+	if !strings.Contains(g.logs.String(), "connected to Streamr node") {
+		t.Errorf("no connection logged:\n%s", g.logs)
+	}
+}
+
+func logOnFailure(t *testing.T, g *testGateway) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", g.logs)
+		}
+	})
+}
