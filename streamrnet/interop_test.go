@@ -206,7 +206,8 @@ func TestRealNodeProtocolErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go s.run(ctx, sessionEvents{streamMessage: func(string, []byte) {}, dropped: func(string) {}, left: func(string) {}, unknown: func(string, string) {}})
+		s.ev = sessionEvents{streamMessage: func(string, []byte) {}, dropped: func(string) {}, left: func(string) {}, unknown: func(string, string) {}}
+		go s.run(ctx)
 		var resp pb.ProxyConnectionResponse
 		err = s.call(ctx, deliveryService(testPart), "noSuchMethod", &pb.ProxyConnectionRequest{}, &resp)
 		var re *RPCError

@@ -85,7 +85,8 @@ func TestSessionLimits(t *testing.T) {
 		var ev countingEvents
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { s.run(ctx, ev.events()); close(done) }()
+		s.ev = ev.events()
+		go func() { s.run(ctx); close(done) }()
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			ev.mu.Lock()
@@ -112,7 +113,8 @@ func TestSessionLimits(t *testing.T) {
 		var ev countingEvents
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { s.run(ctx, ev.events()); close(done) }()
+		s.ev = ev.events()
+		go func() { s.run(ctx); close(done) }()
 		errs := make(chan error, 3)
 		for range 2 {
 			go func() { _, err := s.lock(ctx); errs <- err }()

@@ -107,17 +107,16 @@ func (p *proxy) connect(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	runErr := make(chan error, 1)
-	go func() {
-		runErr <- s.run(sctx, sessionEvents{
-			streamMessage: func(part string, raw []byte) { p.c.deliver(p, part, raw) },
-			dropped:       p.dropped,
-			left:          func(part string) { p.forget(ps, part) },
-			unknown: func(service, method string) {
-				p.pm.errors.WithLabelValues("unknown_method").Inc()
-				p.c.log.Debug("answered a Streamr node's request UNKNOWN_RPC_METHOD", "proxy", p.url, "service", service, "method", method)
-			},
-		})
-	}()
+	s.ev = sessionEvents{
+		streamMessage: func(part string, raw []byte) { p.c.deliver(p, part, raw) },
+		dropped:       p.dropped,
+		left:          func(part string) { p.forget(ps, part) },
+		unknown: func(service, method string) {
+			p.pm.errors.WithLabelValues("unknown_method").Inc()
+			p.c.log.Debug("answered a Streamr node's request UNKNOWN_RPC_METHOD", "proxy", p.url, "service", service, "method", method)
+		},
+	}
+	go func() { runErr <- s.run(sctx) }()
 	if err := s.setPrivate(ctx); err != nil {
 		return fmt.Errorf("set connection to %s private: %w", p.url, err)
 	}

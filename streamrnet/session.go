@@ -129,9 +129,9 @@ func handshake(ctx context.Context, conn Conn, url string, local *pb.PeerDescrip
 
 func newMessageID() string { return envelope("", nil, nil, nil).MessageId }
 
-// run reads frames until the connection fails or ctx ends.
-func (s *session) run(ctx context.Context, ev sessionEvents) error {
-	s.ev = ev
+// run reads frames until the connection fails or ctx ends, reporting to
+// ev (set before run starts: requests read it too).
+func (s *session) run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
 	defer stop()
 	defer s.conn.Close() // a failed read leaves the connection unusable
