@@ -2,6 +2,7 @@ package streamrnet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -115,9 +116,14 @@ func (c *Client) wanted() map[string]Direction {
 }
 
 // Publish sends encoded StreamMessages of one stream partition, in order,
-// through every proxy that has accepted the partition, and returns how
-// many went out through at least one. With none accepted it returns 0
-// and an error wrapping streamr.ErrNoPeers.
+// through every proxy that has accepted the partition. Streamr's
+// sendStreamMessage is a notification without acknowledgement, so each
+// batch ends with a request on the same connection (a connection lock):
+// its answer proves the node read everything before it. Publish returns
+// len(encoded) once one proxy confirmed the batch, else 0 and the error
+// (wrapping streamr.ErrNoPeers when no proxy has accepted the partition);
+// the caller sends the batch again later, and nodes drop what they
+// already have (they de-duplicate by message ID and chain).
 func (c *Client) Publish(ctx context.Context, streamPart string, encoded [][]byte) (int, error) {
 	var sessions []*proxySession
 	for _, p := range c.proxies {
@@ -128,19 +134,14 @@ func (c *Client) Publish(ctx context.Context, streamPart string, encoded [][]byt
 	if len(sessions) == 0 {
 		return 0, fmt.Errorf("stream part %s: no proxy connection accepted: %w", streamPart, streamr.ErrNoPeers)
 	}
-	for i, raw := range encoded {
-		var lastErr error
-		sent := false
-		for _, ps := range sessions {
-			if err := ps.publish(ctx, streamPart, raw); err != nil {
-				lastErr = err
-				continue
-			}
-			sent = true
+	var errs []error
+	for _, ps := range sessions {
+		if err := ps.publishBatch(ctx, streamPart, encoded); err != nil {
+			errs = append(errs, err)
 		}
-		if !sent {
-			return i, fmt.Errorf("stream part %s: %w", streamPart, lastErr)
-		}
+	}
+	if len(errs) == len(sessions) {
+		return 0, fmt.Errorf("stream part %s: %w", streamPart, errors.Join(errs...))
 	}
 	return len(encoded), nil
 }

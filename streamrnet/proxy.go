@@ -213,18 +213,32 @@ func (ps *proxySession) leaveAll() {
 	}
 }
 
-// publish sends one message, counting it.
-func (ps *proxySession) publish(ctx context.Context, part string, raw []byte) error {
-	if err := ps.session.publish(ctx, part, raw); err != nil {
+// publishBatch sends messages, then waits for the node's answer to a
+// lock request, which it reads after them; counted once confirmed.
+func (ps *proxySession) publishBatch(ctx context.Context, part string, encoded [][]byte) error {
+	err := ps.sendAll(ctx, part, encoded)
+	if err == nil {
+		_, err = ps.lock(ctx)
+	}
+	if err != nil {
 		ps.p.pm.errors.WithLabelValues("write").Inc()
 		ps.p.noteError(err)
-		ps.conn.Close() // a failed write leaves the connection unusable: reconnect
-		return err
+		ps.conn.Close() // unconfirmed: reconnect, the caller sends again
+		return fmt.Errorf("publish through %s: %w", ps.p.url, err)
 	}
-	ps.p.pm.out.Inc()
+	ps.p.pm.out.Add(float64(len(encoded)))
 	ps.p.mu.Lock()
-	ps.p.state.MessagesOut++
+	ps.p.state.MessagesOut += uint64(len(encoded))
 	ps.p.mu.Unlock()
+	return nil
+}
+
+func (ps *proxySession) sendAll(ctx context.Context, part string, encoded [][]byte) error {
+	for _, raw := range encoded {
+		if err := ps.session.publish(ctx, part, raw); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
