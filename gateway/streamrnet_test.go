@@ -1,13 +1,18 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/tributary-iot/tributary/streamr"
+	"github.com/tributary-iot/tributary/streamrnet"
 	"github.com/tributary-iot/tributary/streamrnet/jsnet"
 )
 
@@ -159,4 +164,97 @@ func logOnFailure(t *testing.T, g *testGateway) {
 			t.Logf("gateway log:\n%s", g.logs)
 		}
 	})
+}
+
+// The full @streamr/sdk StreamrClient, subscribed through the Streamr
+// Network, delivers the gateway's readings in order: the SDK verified
+// their signatures. A message with a broken signature, published through
+// the same proxy by another client, is dropped by the SDK while the valid
+// one after it arrives. Runs with TRIBUTARY_STREAMR_SDK=1.
+func TestStreamrNetworkSDKSubscriber(t *testing.T) {
+	if os.Getenv(jsnet.SDKEnv) == "" {
+		t.Skipf("the full Streamr SDK test runs with %s=1 after (cd streamrnet/testdata/sdk && npm ci)", jsnet.SDKEnv)
+	}
+	ports := jsnet.FreePorts(t, 3)
+	net := jsnet.Start(t, [2]int{ports[0], ports[1]})
+	g := newTestGateway(t, streamrNetConfig(net.ProxyURL, ""))
+	g.run(t)
+	logOnFailure(t, g)
+	me := g.Identity().Publisher
+	stream := me + "/sn/sdk"
+	net.Join(stream + "#0")
+	sdk := jsnet.StartSDK(t, net, ports[2], stream, 0)
+
+	pub := connect(t, g.mqttAddr(t), "sensor")
+	const n = 5
+	publishReadings(t, pub, "sn/sdk", 0, n)
+	for i := range n {
+		e, err := sdk.Next(60*time.Second, func(e jsnet.Event) bool { return e.Event == "message" })
+		if err != nil {
+			t.Fatalf("reading %d never reached the SDK subscriber: %v", i, err)
+		}
+		if want := fmt.Sprintf(`{"n":%d}`, i); e.Content != want || !strings.EqualFold(e.Publisher, me) {
+			t.Fatalf("SDK delivered %s from %s, want %s from %s", e.Content, e.Publisher, want, me)
+		}
+	}
+
+	key, err := streamr.GenerateEVMKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := key.Address()
+	c, err := streamrnet.New(streamrnet.Config{Proxies: []string{net.ProxyURL}, UserID: addr[:], Dialer: streamrnet.WebSocketDialer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c.Join(stream+"#0", streamrnet.Publish)
+	msgs := sdkTestMessages(t, key, stream, []string{`{"forged":"aaaa"}`, `{"valid":true}`})
+	// The content is the message's last field: its last 'a' becomes '`',
+	// still valid JSON, but the signature no longer matches.
+	msgs[0][len(msgs[0])-3] ^= 1
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := c.Publish(context.Background(), stream+"#0", msgs); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("publish: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e, err := sdk.Next(60*time.Second, func(e jsnet.Event) bool { return e.Event == "message" })
+	if err != nil || e.Content != `{"valid":true}` {
+		t.Fatalf("SDK delivered %q (%v), want only the validly signed message", e.Content, err)
+	}
+}
+
+// sdkTestMessages signs a chain of JSON messages on partition 0 of stream.
+func sdkTestMessages(t *testing.T, key *streamr.EVMKey, stream string, contents []string) [][]byte {
+	t.Helper()
+	id, err := streamr.ParseStreamID(stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := streamr.NewChain(streamr.NewChainID())
+	var out [][]byte
+	for i, content := range contents {
+		ref, prev := chain.Next(time.Now().UnixMilli() + int64(i))
+		m := &streamr.StreamMessage{
+			ID:         streamr.MessageID{StreamID: id, Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber, MsgChainID: chain.ID()},
+			PrevMsgRef: prev,
+			Body:       &streamr.ContentMessage{Content: []byte(content), ContentType: streamr.ContentJSON},
+		}
+		if err := streamr.SignMessage(context.Background(), key, m); err != nil {
+			t.Fatal(err)
+		}
+		b, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
 }

@@ -53,6 +53,7 @@ type Network struct {
 	Ports     [2]int // A (proxy) and B
 	ProxyURL  string
 	Publisher string // address of B's JS signing key
+	NodeA     string // node ID of A in hex
 	mu        sync.Mutex
 	stderr    []byte
 }
@@ -106,8 +107,38 @@ func Start(t testing.TB, ports [2]int, streamParts ...string) *Network {
 	t.Helper()
 	Skip(t)
 	args := []string{"--require", "./loopback.cjs", "network.mjs", fmt.Sprint(ports[0]), fmt.Sprint(ports[1])}
-	cmd := exec.Command("node", append(args, streamParts...)...)
-	cmd.Dir = Dir()
+	n := start(t, Dir(), append(args, streamParts...))
+	n.Ports = ports
+	return n
+}
+
+// SDKDir is the directory of the full Streamr SDK's subscriber script.
+func SDKDir() string { return filepath.Join(Dir(), "..", "sdk") }
+
+// SDKEnv is the variable that turns the full SDK's tests on: its install
+// (sqlite3 compiled from source, ~150 MB) does not fit CI's time.
+const SDKEnv = "TRIBUTARY_STREAMR_SDK"
+
+// StartSDK runs a full @streamr/sdk StreamrClient subscribed to one stream
+// partition, joined through net's node A and serving WebSocket on port;
+// its "message" events are what the SDK delivered (after its own
+// signature checks). It skips t unless TRIBUTARY_STREAMR_SDK is set.
+func StartSDK(t testing.TB, net *Network, port int, streamID string, partition int) *Network {
+	t.Helper()
+	if os.Getenv(SDKEnv) == "" {
+		t.Skipf("the full Streamr SDK test runs with %s=1 after (cd streamrnet/testdata/sdk && npm ci)", SDKEnv)
+	}
+	if _, err := os.Stat(filepath.Join(SDKDir(), "node_modules", "@streamr", "sdk")); err != nil {
+		t.Fatalf("%s is set but the SDK is not installed: (cd streamrnet/testdata/sdk && npm ci): %v", SDKEnv, err)
+	}
+	return start(t, SDKDir(), []string{"--require", "../jsnode/loopback.cjs", "subscriber.mjs",
+		net.NodeA, fmt.Sprint(net.Ports[0]), fmt.Sprint(port), streamID, fmt.Sprint(partition)})
+}
+
+func start(t testing.TB, dir string, args []string) *Network {
+	t.Helper()
+	cmd := exec.Command("node", args...)
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "LOG_LEVEL=warn")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -117,7 +148,7 @@ func Start(t testing.TB, ports [2]int, streamParts ...string) *Network {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &Network{t: t, cmd: cmd, stdin: stdin, events: make(chan Event, 100000), done: make(chan struct{}), Ports: ports}
+	n := &Network{t: t, cmd: cmd, stdin: stdin, events: make(chan Event, 100000), done: make(chan struct{})}
 	cmd.Stderr = (*stderrBuf)(n)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start JS network: %v", err)
@@ -125,7 +156,7 @@ func Start(t testing.TB, ports [2]int, streamParts ...string) *Network {
 	go n.read(stdout)
 	t.Cleanup(n.Stop)
 	ready := n.Wait(60*time.Second, func(e Event) bool { return e.Event == "ready" })
-	n.ProxyURL, n.Publisher = ready.Proxy, ready.Publisher
+	n.ProxyURL, n.Publisher, n.NodeA = ready.Proxy, ready.Publisher, ready.NodeA
 	return n
 }
 
