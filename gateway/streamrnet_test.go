@@ -212,7 +212,7 @@ func TestStreamrNetworkSDKSubscriber(t *testing.T) {
 	go func() { c.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	c.Join(stream+"#0", streamrnet.Publish)
-	msgs := sdkTestMessages(t, key, stream, []string{`{"forged":"aaaa"}`, `{"valid":true}`})
+	msgs := jsnet.SignedChain(t, key, stream+"#0", []string{`{"forged":"aaaa"}`, `{"valid":true}`})
 	// The content is the message's last field: its last 'a' becomes '`',
 	// still valid JSON, but the signature no longer matches.
 	msgs[0][len(msgs[0])-3] ^= 1
@@ -229,32 +229,4 @@ func TestStreamrNetworkSDKSubscriber(t *testing.T) {
 	if err != nil || e.Content != `{"valid":true}` {
 		t.Fatalf("SDK delivered %q (%v), want only the validly signed message", e.Content, err)
 	}
-}
-
-// sdkTestMessages signs a chain of JSON messages on partition 0 of stream.
-func sdkTestMessages(t *testing.T, key *streamr.EVMKey, stream string, contents []string) [][]byte {
-	t.Helper()
-	id, err := streamr.ParseStreamID(stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := streamr.NewChain(streamr.NewChainID())
-	var out [][]byte
-	for i, content := range contents {
-		ref, prev := chain.Next(time.Now().UnixMilli() + int64(i))
-		m := &streamr.StreamMessage{
-			ID:         streamr.MessageID{StreamID: id, Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber, MsgChainID: chain.ID()},
-			PrevMsgRef: prev,
-			Body:       &streamr.ContentMessage{Content: []byte(content), ContentType: streamr.ContentJSON},
-		}
-		if err := streamr.SignMessage(context.Background(), key, m); err != nil {
-			t.Fatal(err)
-		}
-		b, err := m.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b)
-	}
-	return out
 }

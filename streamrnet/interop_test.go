@@ -16,33 +16,14 @@ import (
 
 const testPart = "0x00000000000000000000000000000000000000aa/interop#0"
 
-// signedChain returns n chained messages of testPart signed with key.
+// signedChain returns n chained messages of part signed with key.
 func signedChain(t testing.TB, key *streamr.EVMKey, part string, n int, content func(i int) string) [][]byte {
 	t.Helper()
-	sp, err := streamr.ParseStreamPartID(part)
-	if err != nil {
-		t.Fatal(err)
+	contents := make([]string, n)
+	for i := range contents {
+		contents[i] = content(i)
 	}
-	chain := streamr.NewChain(streamr.NewChainID())
-	ts := time.Now().UnixMilli()
-	var out [][]byte
-	for i := range n {
-		ref, prev := chain.Next(ts + int64(i))
-		m := &streamr.StreamMessage{
-			ID:         streamr.MessageID{StreamID: sp.Stream, StreamPartition: int32(sp.Partition), Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber, MsgChainID: chain.ID()},
-			PrevMsgRef: prev,
-			Body:       &streamr.ContentMessage{Content: []byte(content(i)), ContentType: streamr.ContentJSON},
-		}
-		if err := streamr.SignMessage(context.Background(), key, m); err != nil {
-			t.Fatal(err)
-		}
-		b, err := m.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b)
-	}
-	return out
+	return jsnet.SignedChain(t, key, part, contents)
 }
 
 func newTestClient(t testing.TB, proxies []string, key *streamr.EVMKey, deliver func(string, []byte)) *Client {
