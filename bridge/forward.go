@@ -70,6 +70,7 @@ type Forwarder struct {
 	cfg     ForwardConfig
 	log     *slog.Logger
 	kick    chan struct{}
+	cursors string // prefix of the saved positions
 
 	topics map[streamr.StreamPartID]*forwardTopic
 	sent   map[streamr.StreamPartID]uint64 // last forwarded position per part
@@ -112,6 +113,15 @@ type ForwardConfig struct {
 	Now           func() time.Time // the clock of IdleTimeout; nil: time.Now
 	Registerer    prometheus.Registerer
 	Logger        *slog.Logger // nil: discard
+	// Name, when set, names another forwarder than the overlay's (the
+	// Streamr Network's): its positions are kept under Name+"/" and its
+	// metrics are tributary_<Name>_forward_*. "": the overlay forwarder,
+	// positions "forward/…".
+	Name string
+	// SendBacklog sends every message of a backlog in order instead of
+	// each chain's newest: for receivers that cannot fetch the rest from
+	// this gateway by resend (the Streamr Network's proxies).
+	SendBacklog bool
 }
 
 // Defaults of ForwardConfig.
@@ -158,28 +168,33 @@ const forwardBatch = 512
 func NewForwarder(store ForwardLog, overlay Overlay, cfg ForwardConfig) *Forwarder {
 	cfg = cfg.withDefaults()
 	log := componentLogger(cfg.Logger, "forwarder")
+	metric, cursors := "tributary_forward_", "forward/"
+	if cfg.Name != "" {
+		log = log.With("forwarder", cfg.Name)
+		metric, cursors = "tributary_"+cfg.Name+"_forward_", cfg.Name+"/"
+	}
 	f := &Forwarder{
-		store: store, overlay: overlay, cfg: cfg, log: log,
+		store: store, overlay: overlay, cfg: cfg, log: log, cursors: cursors,
 		kick:   make(chan struct{}, 1),
 		logs:   newLogLimiter(log, cfg.LogInterval),
 		topics: make(map[streamr.StreamPartID]*forwardTopic),
 		sent:   make(map[streamr.StreamPartID]uint64),
 		backlogLen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tributary_forward_backlog_messages", Help: "Signed messages not yet forwarded into the overlay.",
+			Name: metric + "backlog_messages", Help: "Signed messages not yet forwarded into the overlay.",
 		}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tributary_forward_pulled_total",
+			Name: metric + "pulled_total",
 			Help: "Backlog messages not gossiped but left for receivers to fetch by resend (each chain's newest is gossiped).",
 		}),
 		joinedLen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tributary_forward_partitions", Help: "Stream partitions joined for forwarding.",
+			Name: metric + "partitions", Help: "Stream partitions joined for forwarding.",
 		}),
 		left: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tributary_forward_partitions_left_total",
+			Name: metric + "partitions_left_total",
 			Help: "Stream partitions the forwarder left, by reason: idle (partition_idle_timeout) or cap (max_forward_partitions, least recently used).",
 		}, []string{"reason"}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tributary_forward_partitions_refused_total",
+			Name: metric + "partitions_refused_total",
 			Help: "Joins put off at max_forward_partitions because every joined partition held messages back; the messages stay in storage.",
 		}),
 	}
@@ -209,7 +224,7 @@ func (f *Forwarder) Notify() {
 
 // Run forwards until ctx is done.
 func (f *Forwarder) Run(ctx context.Context) error {
-	low, err := f.store.Cursor(lowCursor)
+	low, err := f.store.Cursor(f.lowCursor())
 	if err != nil {
 		return fmt.Errorf("forwarder: %w", err)
 	}
@@ -238,9 +253,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 }
 
-const lowCursor = "forward/low"
+func (f *Forwarder) lowCursor() string { return f.cursors + "low" }
 
-func partCursor(part streamr.StreamPartID) string { return "forward/part/" + part.String() }
+func (f *Forwarder) partCursor(part streamr.StreamPartID) string {
+	return f.cursors + "part/" + part.String()
+}
 
 // maxScan bounds how far one pass reads, so positions are saved and the
 // tips of a long backlog go out as the scan proceeds.
@@ -252,7 +269,11 @@ const maxScan = 64 * forwardBatch
 func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 	head := f.store.LastPos()
 	f.backlogLen.Set(float64(head - min(f.low, head)))
-	ps := &passState{f: f, cutoff: head - min(head, gossipWindow), parts: make(map[streamr.StreamPartID]*partPass), dirty: make(map[string]uint64)}
+	cutoff := head - min(head, gossipWindow)
+	if f.cfg.SendBacklog {
+		cutoff = 0 // positions start at 1: nothing is backlog
+	}
+	ps := &passState{f: f, cutoff: cutoff, parts: make(map[streamr.StreamPartID]*partPass), dirty: make(map[string]uint64)}
 	pos, scanned := f.low, 0
 	for scanned < maxScan && ctx.Err() == nil {
 		entries, err := f.store.After(pos, forwardBatch)
@@ -275,7 +296,7 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 		newLow = ps.firstHeld - 1 // the low-water mark cannot pass a held message
 	}
 	if newLow != f.low {
-		ps.dirty[lowCursor] = newLow
+		ps.dirty[f.lowCursor()] = newLow
 	}
 	if len(ps.dirty) > 0 {
 		// Saved even when ctx ended mid-pass: what went out must not go
@@ -403,7 +424,7 @@ func (ps *passState) flush(ctx context.Context, id streamr.StreamPartID, pp *par
 		}
 		ps.f.skipped.Add(float64(pp.skipped - len(tips)))
 		ps.f.sent[id] = pp.skipLast
-		ps.dirty[partCursor(id)] = pp.skipLast
+		ps.dirty[ps.f.partCursor(id)] = pp.skipLast
 		pp.tips, pp.skipFirst, pp.skipped = make(map[string]storage.Logged), 0, 0
 	}
 	if len(pp.live) == 0 {
@@ -413,7 +434,7 @@ func (ps *passState) flush(ctx context.Context, id streamr.StreamPartID, pp *par
 	if n > 0 {
 		last := pp.live[n-1].Pos
 		ps.f.sent[id] = last
-		ps.dirty[partCursor(id)] = last
+		ps.dirty[ps.f.partCursor(id)] = last
 	}
 	if n < len(pp.live) {
 		ps.f.logPublishError(id, err)
@@ -477,7 +498,7 @@ func (f *Forwarder) sentUpTo(part streamr.StreamPartID) (uint64, error) {
 	if pos, ok := f.sent[part]; ok {
 		return pos, nil
 	}
-	pos, err := f.store.Cursor(partCursor(part))
+	pos, err := f.store.Cursor(f.partCursor(part))
 	if err != nil {
 		return 0, err
 	}

@@ -53,6 +53,8 @@ type Config struct {
 	Store       []StoreRuleConfig     `toml:"store"`
 	Receipts    ReceiptsConfig        `toml:"receipts"`
 	Encryption  EncryptionConfig      `toml:"encryption"`
+
+	StreamrNetwork StreamrNetworkConfig `toml:"streamr_network"`
 }
 
 // LogConfig selects the log level and format.
@@ -257,6 +259,7 @@ func defaultConfig() Config {
 			MaxForwardPartitions:    bridge.DefaultMaxForwardPartitions,
 			PartitionIdleTimeout:    Duration(bridge.DefaultPartitionIdleTimeout),
 		},
+		StreamrNetwork: defaultStreamrNetwork(),
 	}
 }
 
@@ -418,7 +421,10 @@ func (c *Config) validate() error {
 	} else if _, err := newRuleSubscribers(rules, ""); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := c.subscriptions(); err != nil {
+	if _, err := c.subscriptions(""); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.validateStreamrNetwork(); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := c.storeParts(); err != nil {

@@ -106,6 +106,12 @@ func TestConfigErrors(t *testing.T) {
 		{"bad listener type", "[[mqtt.listener]]\ntype = \"quic\"\naddress = \"x\"\n", []string{`type "quic"`}},
 		{"bad rule", "[[rule]]\ntopic = \"a/#/b\"\nstream = \"{address}/x\"\n", []string{"rule 1", "'#' must be the last level"}},
 		{"syntax error", "[storage\n", []string{":1:"}},
+		{"streamr proxy not a WebSocket URL", "[streamr_network]\nproxies = [\"http://node:40600\"]\n", []string{"streamr_network.proxies", `scheme "http"`}},
+		{"streamr proxy with a path", "[streamr_network]\nproxies = [\"wss://node:443/api\"]\n", []string{"streamr_network.proxies", "no path"}},
+		{"streamr publish without proxies", "[streamr_network]\npublish = true\n", []string{"streamr_network.proxies: empty"}},
+		{"subscribe from the network without proxies", "[[subscribe]]\nstream = \"0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/x\"\nsource = \"streamr_network\"\n", []string{"streamr_network.proxies: empty"}},
+		{"bad subscribe source", "[[subscribe]]\nstream = \"0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/x\"\nsource = \"mqtt\"\n", []string{"subscribe 1", `source "mqtt"`}},
+		{"streamr limits", "[streamr_network]\nmax_frames_per_second = 0\nreconnect_max = \"1ms\"\n", []string{"max_frames_per_second", "reconnect_max"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

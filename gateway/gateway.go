@@ -24,6 +24,7 @@ import (
 	"github.com/tributary-iot/tributary/overlay"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
+	"github.com/tributary-iot/tributary/streamrnet"
 )
 
 // maxStall is how long the signer may sit on waiting readings before the
@@ -190,6 +191,12 @@ type system struct {
 	// subscribed to.
 	e2ee           *e2ee.Exchange
 	encryptedParts chan streamr.StreamPartID // to runKeyResponder
+
+	// Streamr Network side ([streamr_network]); nil when unused.
+	sn          *streamrnet.Client
+	snAdapter   *streamrNetAdapter
+	snForwarder *bridge.Forwarder // streamr_network.publish
+	snSubs      []*bridge.Subscription
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
@@ -226,11 +233,21 @@ func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
 		return nil, err
 	}
 	s.appMetrics = appapi.NewMetrics(s.reg)
+	if cfg.streamrNetworkUsed() {
+		if s.snSubs, err = cfg.subscriptions(sourceStreamrNetwork); err != nil {
+			return nil, err
+		}
+		if err := s.startStreamrNetwork(s.forwardLog(g.forwardLog)); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.startPipeline(); err != nil {
 		return nil, err
 	}
-	if s.node != nil {
+	if s.node != nil || s.sn != nil {
 		s.delivery = newDelivery(s)
+	}
+	if s.node != nil {
 		s.storer = s.newStorer()
 	}
 	return s, nil
@@ -300,7 +317,7 @@ func (s *system) startOverlay(wrapLog func(bridge.ForwardLog) bridge.ForwardLog)
 	if err != nil {
 		return err
 	}
-	if s.subs, err = s.cfg.subscriptions(); err != nil {
+	if s.subs, err = s.cfg.subscriptions(sourceOverlay); err != nil {
 		return err
 	}
 	if s.stored, err = s.cfg.storeParts(); err != nil {
@@ -321,11 +338,7 @@ func (s *system) startOverlay(wrapLog func(bridge.ForwardLog) bridge.ForwardLog)
 	s.adapter = newOverlayAdapter(s.node)
 	s.node.ServeResend(s.store) // own messages and [[store]] streams
 	s.node.ServeReceipts(s.store)
-	var flog bridge.ForwardLog = s.store
-	if wrapLog != nil {
-		flog = wrapLog(flog)
-	}
-	s.forwarder = bridge.NewForwarder(flog, s.adapter, s.cfg.forwardConfig(s.log, s.reg))
+	s.forwarder = bridge.NewForwarder(s.forwardLog(wrapLog), s.adapter, s.cfg.forwardConfig(s.log, s.reg))
 	s.log.Info("overlay listening", "peer_id", s.node.ID(), "addrs", s.node.Addrs())
 	if s.opts.BootstrapNode {
 		s.log.Info("bootstrap node: other bridges can join the overlay with", "bootstrap", s.node.Addrs())
@@ -333,11 +346,30 @@ func (s *system) startOverlay(wrapLog func(bridge.ForwardLog) bridge.ForwardLog)
 	return nil
 }
 
+// forwardLog is the storage the forwarders read, wrapped by a test's wrapLog.
+func (s *system) forwardLog(wrapLog func(bridge.ForwardLog) bridge.ForwardLog) bridge.ForwardLog {
+	if wrapLog != nil {
+		return wrapLog(s.store)
+	}
+	return s.store
+}
+
 func (s *system) notifyForwarder() {
-	if s.forwarder != nil {
-		s.forwarder.Notify()
+	for _, f := range s.forwarders() {
+		f.Notify()
 	}
 	s.notifyApps()
+}
+
+// forwarders are the overlay's and the Streamr Network's, those that run.
+func (s *system) forwarders() []*bridge.Forwarder {
+	var out []*bridge.Forwarder
+	for _, f := range []*bridge.Forwarder{s.forwarder, s.snForwarder} {
+		if f != nil {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func (s *system) close() {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -90,6 +91,7 @@ type SubscribeRuleConfig struct {
 	Partitions []int  `toml:"partitions"`
 	Topic      string `toml:"topic"`
 	Metadata   bool   `toml:"metadata"`
+	Source     string `toml:"source"` // "overlay" (default) or "streamr_network"
 }
 
 func (c *Config) overlayConfig(log *slog.Logger, reg prometheus.Registerer) (overlay.Config, error) {
@@ -183,10 +185,17 @@ func liveMaxAge(d Duration) time.Duration {
 	return time.Duration(d)
 }
 
-func (c *Config) subscriptions() ([]*bridge.Subscription, error) {
+// subscriptions compiles the [[subscribe]] tables of one source
+// (sourceOverlay includes those that name none; "": every table).
+func (c *Config) subscriptions(source string) ([]*bridge.Subscription, error) {
 	subs := make([]*bridge.Subscription, 0, len(c.Subscribe))
 	for i, s := range c.Subscribe {
-		sub, err := bridge.CompileSubscription(bridge.SubscribeConfig(s), i)
+		if src := cmp.Or(s.Source, sourceOverlay); source != "" && src != source {
+			continue
+		}
+		sub, err := bridge.CompileSubscription(bridge.SubscribeConfig{
+			Stream: s.Stream, Partitions: s.Partitions, Topic: s.Topic, Metadata: s.Metadata,
+		}, i)
 		if err != nil {
 			return nil, err
 		}
@@ -210,21 +219,51 @@ type localDelivery struct {
 type deliveryLayer struct {
 	deliverer *bridge.Deliverer // runs the layer's Orderer
 	subs      []*bridge.Subscription
+	overlay   bridge.Overlay // where the layer's messages come from
 }
 
+// deliverySource is the subscriptions of one source and what they join.
+type deliverySource struct {
+	subs     []*bridge.Subscription
+	name     string // of the orderers' positions: name, name-2, …
+	overlay  bridge.Overlay
+	resender bridge.Resender // nil: gaps are waited out, then skipped
+}
+
+// newDelivery builds the layers of every source: the overlay's, then the
+// Streamr Network's (whose proxies serve no resends).
 func newDelivery(s *system) *localDelivery {
+	var sources []deliverySource
+	if s.node != nil {
+		sources = append(sources, deliverySource{s.subs, "mqtt", s.adapter, s.node})
+	}
+	if s.snAdapter != nil {
+		sources = append(sources, deliverySource{subs: s.snSubs, name: "streamr_network", overlay: s.snAdapter})
+	}
 	d := &localDelivery{}
 	var first *bridge.Deliverer
-	for i, layer := range subscriptionLayers(s.subs) {
-		name := "mqtt"
+	for _, src := range sources {
+		first = d.addLayers(s, src, first)
+	}
+	return d
+}
+
+// addLayers adds the layers of one source; their Deliverers share first's
+// metrics (the first one built when first is nil), which it returns.
+func (d *localDelivery) addLayers(s *system, src deliverySource, first *bridge.Deliverer) *bridge.Deliverer {
+	for i, layer := range subscriptionLayers(src.subs) {
+		name := src.name
 		if i > 0 {
-			name = fmt.Sprintf("mqtt-%d", i+1)
+			name = fmt.Sprintf("%s-%d", src.name, i+1)
 		}
 		ocfg := s.cfg.orderConfig(name, s.log, s.reg)
-		ocfg.Positions, ocfg.Resender = bridge.DeliveryPositions(s.store, s.broker), s.node
-		// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
-		// the held bound is fetched again, not given up.
-		ocfg.KeepGaps = true
+		ocfg.Positions = bridge.DeliveryPositions(s.store, s.broker)
+		if src.resender != nil {
+			ocfg.Resender = src.resender
+			// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
+			// the held bound is fetched again, not given up.
+			ocfg.KeepGaps = true
+		}
 		order := bridge.NewOrderer(ocfg)
 		var dl *bridge.Deliverer
 		if first == nil {
@@ -236,9 +275,9 @@ func newDelivery(s *system) *localDelivery {
 		} else {
 			dl = first.WithOrderer(order)
 		}
-		d.layers = append(d.layers, deliveryLayer{deliverer: dl, subs: layer})
+		d.layers = append(d.layers, deliveryLayer{deliverer: dl, subs: layer, overlay: src.overlay})
 	}
-	return d
+	return first
 }
 
 // subscriptionLayers puts each subscription in the first layer that has

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/hw"
 	"github.com/tributary-iot/tributary/systemd"
 )
@@ -65,17 +67,24 @@ func (s *system) serve(ctx context.Context, ready func()) error {
 // receipts poller, and the subscriptions and storer once MQTT is up (they
 // deliver into it).
 func (s *system) runNet(ctx context.Context, g *errgroup.Group) {
+	if s.sn != nil {
+		g.Go(func() error { return s.sn.Run(ctx) })
+	}
+	for _, f := range s.forwarders() {
+		g.Go(func() error { return f.Run(ctx) })
+	}
+	if s.delivery != nil {
+		for _, l := range s.delivery.layers {
+			g.Go(func() error {
+				return s.afterBroker(ctx, func() error { return l.deliverer.Run(ctx, l.overlay, l.subs) })
+			})
+		}
+	}
 	if s.node == nil {
 		return
 	}
-	g.Go(func() error { return s.forwarder.Run(ctx) })
 	g.Go(func() error { return s.node.Run(ctx) })
 	g.Go(func() error { return s.receipts.Run(ctx, s.node, s.store.Parts) })
-	for _, l := range s.delivery.layers {
-		g.Go(func() error {
-			return s.afterBroker(ctx, func() error { return l.deliverer.Run(ctx, s.adapter, l.subs) })
-		})
-	}
 	if s.e2ee != nil {
 		g.Go(func() error { return s.runKeyResponder(ctx) })
 	}
@@ -164,28 +173,31 @@ func (s *system) drain(ctx context.Context, st stages) error {
 	return &UnsignedError{Count: unsigned, Reason: err}
 }
 
-// flushForwarder gives the forwarder until ctx ends to send what the
-// drain signed; what it cannot send stays in storage for the next start.
+// flushForwarder gives the forwarders until ctx ends to send what the
+// drain signed; what they cannot send stays in storage for the next start.
 func (s *system) flushForwarder(ctx, failed context.Context) {
-	if s.forwarder == nil {
-		return
+	for _, f := range s.forwarders() {
+		flushOne(ctx, failed, f, s.log)
 	}
+}
+
+func flushOne(ctx, failed context.Context, f *bridge.Forwarder, log *slog.Logger) {
 	since := time.Now()
-	s.forwarder.Notify()
+	f.Notify()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for !s.forwarder.SettledSince(since) {
+	for !f.SettledSince(since) {
 		select {
 		case <-ctx.Done():
-			s.log.Warn("forwarding cut short; unsent messages stay in storage for the next start", "reason", context.Cause(ctx).Error())
+			log.Warn("forwarding cut short; unsent messages stay in storage for the next start", "reason", context.Cause(ctx).Error())
 			return
 		case <-failed.Done():
 			return
 		case <-tick.C:
 		}
 	}
-	if s.forwarder.HoldingBack() {
-		s.log.Info("forwarder done; messages of stream partitions without peers stay in storage for the next start")
+	if f.HoldingBack() {
+		log.Info("forwarder done; messages of stream partitions without peers stay in storage for the next start")
 	}
 }
 

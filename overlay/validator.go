@@ -81,3 +81,22 @@ func policySubject(m *streamr.StreamMessage) []byte {
 	}
 	return m.ID.PublisherID
 }
+
+// Validator checks messages that reach the gateway outside the overlay
+// (from the Streamr Network) exactly as the overlay checks its own.
+type Validator struct{ v validator }
+
+// NewValidator returns the Validator of part under cfg's Policy, Limits
+// and MaxClockSkew (their defaults where unset).
+func NewValidator(part streamr.StreamPartID, cfg Config) *Validator {
+	cfg.setDefaults()
+	return &Validator{validator{part: part, limits: cfg.Limits, maxSkew: cfg.MaxClockSkew, policy: cfg.Policy, now: time.Now}}
+}
+
+// Check validates an encoded message and returns it decoded; on failure
+// it returns the drop reason (as in the overlay's drops metric) and an
+// error naming the problem.
+func (v *Validator) Check(data []byte) (*streamr.StreamMessage, string, error) {
+	m, _, reason, err := v.v.check(data)
+	return m, reason, err
+}

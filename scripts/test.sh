@@ -53,6 +53,15 @@ echo "== npm packages for the Streamr SDK cross-check"
 echo "== npm packages for the WebSocket app test (ws)"
 (cd gateway/testdata/apps/wsnode && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 
+echo "== npm packages for the Streamr Network interop tests (streamrnet: two real JS nodes, node-datachannel stand-in)"
+(cd streamrnet/testdata/jsnode && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+if [ -n "${TRIBUTARY_STREAMR_SDK:-}" ]; then
+	# Opt-in: the full @streamr/sdk compiles sqlite3 from source (g++, make, python3; 2m12s CPU, ~150 MB).
+	echo "== npm packages for the full Streamr SDK subscriber test (TRIBUTARY_STREAMR_SDK)"
+	install_missing g++ make python3
+	(cd streamrnet/testdata/sdk && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 echo "== go vet"
 go vet ./...
 CGO_ENABLED=1 go vet -tags pkcs11 ./hw/...

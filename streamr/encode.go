@@ -13,7 +13,7 @@ import (
 // fields in number order and omits proto3 defaults, byte for byte like
 // proto.Marshal of the generated pb types (codec_test.go checks this).
 
-// Field numbers of NetworkRpc.proto (streamr/pb/networkrpc.proto).
+// Field numbers of NetworkRpc.proto (streamr/pb/NetworkRpc.proto).
 const (
 	fieldMsgID, fieldMsgPrev, fieldMsgSignature, fieldMsgSignatureType = 1, 2, 3, 4
 	fieldMsgContent, fieldMsgKeyRequest, fieldMsgKeyResponse           = 5, 6, 7

@@ -51,6 +51,9 @@ func TestImportRules(t *testing.T) {
 		"reasoncode": {"bridge", "broker", "overlay", "storage", "hw", "streamr", "gateway", "cmd", "e2ee"},
 		"wsock":      {"bridge", "broker", "overlay", "storage", "hw", "streamr", "systemd", "reasoncode", "gateway", "cmd", "e2ee"},
 		"appapi":     {"broker", "overlay", "hw", "systemd", "gateway", "cmd"},
+		// The Streamr Network client speaks the wire over wsock and streamr/
+		// only; gateway/ assembles it with the pipeline.
+		"streamrnet": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd"},
 		"gateway":    {"cmd"},
 		// End-to-end encryption knows keys and streamr/, not the transport
 		// or the storage engine (its callers hand it both).

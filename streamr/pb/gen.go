@@ -1,6 +1,7 @@
-// Package pb holds generated protobuf wire types: those of Streamr's
-// NetworkRpc.proto (the StreamMessage subset, networkrpc.proto) and those of
-// Tributary's own resend and receipt protocols (tributary.proto).
+// Package pb holds generated protobuf wire types: those of the Streamr
+// Network (Streamr's DhtRpc.proto, ProtoRpc.proto and NetworkRpc.proto of
+// release v103.3.1, unchanged) and those of Tributary's own resend and
+// receipt protocols (tributary.proto).
 //
 // The generated files are committed. To regenerate, install protoc
 // (apt-get install protobuf-compiler) and run: go generate ./streamr/pb

@@ -510,7 +510,7 @@ var File_tributary_proto protoreflect.FileDescriptor
 
 const file_tributary_proto_rawDesc = "" +
 	"\n" +
-	"\x0ftributary.proto\x12\ttributary\x1a\x10networkrpc.proto\"\xe0\x03\n" +
+	"\x0ftributary.proto\x12\ttributary\x1a4packages/trackerless-network/protos/NetworkRpc.proto\"\xe0\x03\n" +
 	"\rResendRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x121\n" +
@@ -596,7 +596,7 @@ func file_tributary_proto_init() {
 	if File_tributary_proto != nil {
 		return
 	}
-	file_networkrpc_proto_init()
+	file_packages_trackerless_network_protos_NetworkRpc_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -4,7 +4,7 @@
 //
 // messages.raw is the Streamr storage node "raw" format: repeated
 // [uint32 big-endian length][StreamMessage protobuf]. Each message is decoded
-// with protobufjs from streamr/pb/networkrpc.proto, its signature payload is
+// with protobufjs from streamr/pb/NetworkRpc.proto, its signature payload is
 // rebuilt here from the decoded fields (Streamr protocol spec §2.1, written
 // without looking at the Go code), and the signature is verified with the
 // official @streamr/utils. The optional manifest carries extra cases the Go

@@ -1,5 +1,5 @@
 // The Streamr wire format as the cross-check scripts read it: the
-// StreamMessage protobuf type (streamr/pb/networkrpc.proto), the raw
+// StreamMessage protobuf type (streamr/pb/NetworkRpc.proto), the raw
 // format's frames, and the signature payload of spec §2.1 (written from
 // the spec, without looking at the Go code).
 import { fileURLToPath } from 'node:url'
@@ -8,8 +8,13 @@ import protobuf from 'protobufjs'
 import { binaryToHex } from '@streamr/utils'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const protoFile = path.join(here, '..', '..', 'pb', 'networkrpc.proto')
-export const StreamMessage = protobuf.loadSync(protoFile).lookupType('StreamMessage')
+// Streamr's NetworkRpc.proto imports DhtRpc.proto by its path in streamr-dev/network;
+// streamr/pb keeps the files side by side.
+const pbDir = path.join(here, '..', '..', 'pb')
+const protoRoot = new protobuf.Root()
+protoRoot.resolvePath = (origin, target) =>
+    target.startsWith('packages/') ? path.join(pbDir, path.basename(target)) : protobuf.util.path.resolve(origin, target)
+export const StreamMessage = protoRoot.loadSync(path.join(pbDir, 'NetworkRpc.proto')).lookupType('StreamMessage')
 
 export const utf8 = (s) => Buffer.from(s, 'utf8')
 

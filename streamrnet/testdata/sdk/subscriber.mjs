@@ -1,0 +1,35 @@
+// The full Streamr SDK (103.3.1) StreamrClient as a subscriber, with no
+// blockchain: it joins the test network through node A and reports every
+// message the SDK delivers (the SDK verifies each signature and drops the
+// rest). JSON lines on stdout (see streamrnet/jsnet, StartSDK).
+//
+// usage: node --require ../jsnode/loopback.cjs subscriber.mjs <nodeA hex> <portA> <ownPort> <streamId> <partition>
+import { randomBytes } from 'node:crypto'
+import { StreamrClient } from '@streamr/sdk'
+
+const [entryNodeId, entryPort, ownPort, streamId, partition] = process.argv.slice(2)
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+const local = { host: '127.0.0.1', port: Number(ownPort), tls: false }
+const client = new StreamrClient({
+    auth: { privateKey: '0x' + randomBytes(32).toString('hex') },
+    network: {
+        controlLayer: {
+            entryPoints: [{ nodeId: entryNodeId, websocket: { host: '127.0.0.1', port: Number(entryPort), tls: false } }],
+            entryPointDiscovery: { enabled: false },
+            websocketPortRange: { min: local.port, max: local.port },
+            websocketServerEnableTls: false,
+            peerDescriptor: { nodeId: randomBytes(20).toString('hex'), websocket: local }
+        }
+    },
+    validation: { permissions: false, partitions: false },
+    contracts: { rpcs: [{ url: 'http://127.0.0.1:9' }] }, // never contacted with validation off
+    metrics: false
+})
+const sub = await client.subscribe({ id: streamId, partition: Number(partition) }, (content, metadata) => {
+    out({ event: 'message', node: 'sdk', content: JSON.stringify(content), publisher: metadata.publisherId,
+        timestamp: metadata.timestamp.getTime?.() ?? metadata.timestamp, sequenceNumber: metadata.sequenceNumber })
+})
+sub.on('error', (err) => out({ event: 'sdk_error', error: String(err?.message ?? err) }))
+out({ event: 'ready' })
+process.stdin.on('end', async () => { await client.destroy(); process.exit(0) })
+process.stdin.resume()
