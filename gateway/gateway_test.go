@@ -82,14 +82,16 @@ func (g *testGateway) run(t testing.TB) {
 	select {
 	case <-g.Ready():
 	case err := <-done:
+		done <- err // for the cleanup's stop, which waits for Run's result
 		t.Fatalf("Run returned before ready: %v\n%s", err, g.logs)
 	case <-time.After(30 * time.Second):
 		t.Fatalf("gateway not ready after 30s\n%s", g.logs)
 	}
 }
 
-// start runs Run in the background; the channel gets its result.
-func (g *testGateway) start() <-chan error {
+// start runs Run in the background; the channel gets its result, and
+// whoever takes it puts it back for stop.
+func (g *testGateway) start() chan error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
