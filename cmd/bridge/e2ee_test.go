@@ -57,7 +57,7 @@ topic = "got"
 	publishN(t, a, "secret/x", 5)
 	waitDeliveries(t, gotB, 5, b)
 	wsB := wsSubscribe(t, b, stream, "from=0") // history 0…4, then live
-	time.Sleep(1100 * time.Millisecond) // the next reading announces a new key
+	time.Sleep(1100 * time.Millisecond)        // the next reading announces a new key
 	publishN(t, a, "secret/x", 5, 5)
 	waitDeliveries(t, gotB, 10, b)
 	if _, err := a.bridgeCmd("stream", "rekey", "--config", a.config, stream); err != nil {
