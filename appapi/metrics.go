@@ -13,8 +13,10 @@ type Metrics struct {
 	published *prometheus.CounterVec // interface
 	refused   *prometheus.CounterVec // interface, reason
 	delivered prometheus.Counter
-	dropped   *prometheus.CounterVec // reason
-	conns     *prometheus.GaugeVec   // action
+	// undecrypted counts encrypted messages not sent to subscribers.
+	undecrypted prometheus.Counter
+	dropped     *prometheus.CounterVec // reason
+	conns       *prometheus.GaugeVec   // action
 }
 
 // NewMetrics registers the app interfaces' metrics on reg (nil: none).
@@ -31,6 +33,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tributary_app_delivered_total", Help: "Messages sent to WebSocket subscribers.",
 		}),
+		undecrypted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_app_undecrypted_total",
+			Help: "Encrypted messages not sent to WebSocket subscribers: their group key was not obtained (never sent as ciphertext).",
+		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tributary_app_subscribers_dropped_total",
 			Help: "WebSocket subscribers disconnected by the gateway, by reason: slow (a write outlasted write_timeout), dead (no pong), store (storage failed).",
@@ -43,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.published.WithLabelValues(i)
 	}
 	if reg != nil {
-		reg.MustRegister(m.published, m.refused, m.delivered, m.dropped, m.conns)
+		reg.MustRegister(m.published, m.refused, m.delivered, m.undecrypted, m.dropped, m.conns)
 	}
 	return m
 }

@@ -32,6 +32,9 @@ type WSConfig struct {
 	Publish PublishConfig
 	Log     Log  // required for subscribe
 	Keys    Keys // zero: no key needed
+	// Decrypter decrypts encrypted content for subscribers (the gateway's
+	// key exchange); nil: encrypted messages are not sent.
+	Decrypter bridge.Decrypter
 	// PayloadMetadata reads and writes {"content":…,"metadata":{…}}.
 	PayloadMetadata bool
 	// AllowedOrigins are browser origins (scheme://host[:port]) allowed

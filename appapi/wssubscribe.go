@@ -32,10 +32,12 @@ type wsSubscriber struct {
 	// sent is the newest message sent per chain (part, publisher, chain):
 	// a live message at or before it was already sent from history.
 	sent map[string]streamr.MessageRef
+	// plain decrypts encrypted content; what cannot be is not sent.
+	plain *bridge.Plaintext
 }
 
 func (s *WSServer) newSubscriber(q url.Values, id string) (*wsSubscriber, error) {
-	sub := &wsSubscriber{s: s, sent: map[string]streamr.MessageRef{}}
+	sub := &wsSubscriber{s: s, sent: map[string]streamr.MessageRef{}, plain: bridge.NewPlaintext(s.cfg.Decrypter)}
 	partitions := []int{0}
 	if v := q.Get("partitions"); v != "" {
 		var err error
@@ -147,7 +149,7 @@ func (sub *wsSubscriber) send(ctx context.Context, c *wsock.Conn) error {
 	pos := log.LastPos()
 	if sub.resume {
 		for _, part := range sub.parts {
-			if err := sub.history(c, part); err != nil {
+			if err := sub.history(ctx, c, part); err != nil {
 				return err
 			}
 		}
@@ -165,7 +167,7 @@ func (sub *wsSubscriber) send(ctx context.Context, c *wsock.Conn) error {
 			if !slices.Contains(sub.parts, l.Part) {
 				continue
 			}
-			if err := sub.deliver(c, l.Encoded, true); err != nil {
+			if err := sub.deliver(ctx, c, l.Encoded, true); err != nil {
 				return err
 			}
 		}
@@ -183,9 +185,9 @@ func (sub *wsSubscriber) send(ctx context.Context, c *wsock.Conn) error {
 }
 
 // history sends part's stored messages from sub.from, or its last sub.last.
-func (sub *wsSubscriber) history(c *wsock.Conn, part streamr.StreamPartID) error {
+func (sub *wsSubscriber) history(ctx context.Context, c *wsock.Conn, part streamr.StreamPartID) error {
 	q := streamr.ResendQuery{Part: part, From: streamr.MessageRef{Timestamp: sub.from}, To: streamr.MaxRef, Last: sub.last}
-	err := bridge.ForEachResend(sub.s.cfg.Log, q, func(encoded []byte) error { return sub.deliver(c, encoded, false) })
+	err := bridge.ForEachResend(sub.s.cfg.Log, q, func(encoded []byte) error { return sub.deliver(ctx, c, encoded, false) })
 	if err != nil && !isDrop(err) {
 		return &dropError{reason: "store", err: err}
 	}
@@ -193,11 +195,12 @@ func (sub *wsSubscriber) history(c *wsock.Conn, part streamr.StreamPartID) error
 }
 
 // deliver sends one stored message unless it was sent already.
-func (sub *wsSubscriber) deliver(c *wsock.Conn, encoded []byte, live bool) error {
-	m, err := streamr.Unmarshal(encoded)
+func (sub *wsSubscriber) deliver(ctx context.Context, c *wsock.Conn, encoded []byte, live bool) error {
+	m0, err := streamr.Unmarshal(encoded)
 	if err != nil {
 		return &dropError{reason: "store", err: fmt.Errorf("stored message: %w", err)}
 	}
+	m := m0
 	key := m.ID.StreamPart().String() + "\x00" + m.ID.PublisherHex() + "\x00" + m.ID.MsgChainID
 	ref := m.ID.Ref()
 	if prev, ok := sub.sent[key]; ok && live && ref.Compare(prev) <= 0 {
@@ -206,9 +209,12 @@ func (sub *wsSubscriber) deliver(c *wsock.Conn, encoded []byte, live bool) error
 	if !live {
 		sub.sent[key] = ref
 	}
+	if m, err = sub.plain.Decrypt(ctx, m); err != nil {
+		return sub.undecrypted(m0, err)
+	}
 	payload, ok := subscribePayload(m, sub.s.cfg.PayloadMetadata)
 	if !ok {
-		return nil // group key traffic, encrypted or binary content: not for this interface
+		return nil // group key traffic or binary content: not for this interface
 	}
 	if err := c.Write(wsock.Text, payload); err != nil {
 		if isTimeout(err) {
@@ -217,5 +223,18 @@ func (sub *wsSubscriber) deliver(c *wsock.Conn, encoded []byte, live bool) error
 		return err
 	}
 	sub.s.m.delivered.Inc()
+	return nil
+}
+
+// undecrypted counts an encrypted message whose key the gateway could not
+// obtain: it is skipped, never sent as ciphertext. Only the connection's
+// end (ctx) stops the subscriber.
+func (sub *wsSubscriber) undecrypted(m *streamr.StreamMessage, err error) error {
+	if !errors.Is(err, bridge.ErrUndecrypted) {
+		return err
+	}
+	sub.s.m.undecrypted.Inc()
+	sub.s.logs.Warn("undecrypted", "encrypted message not sent to a websocket subscriber", "stream_part", m.ID.StreamPart().String(),
+		"publisher", m.ID.PublisherHex(), "message", m.ID.Ref().String(), "err", err)
 	return nil
 }

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"regexp"
@@ -122,4 +123,70 @@ func serveRekey(w http.ResponseWriter, r *http.Request, rekey func(context.Conte
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]string{"stream": r.PathValue("id"), "groupKeyId": id})
+}
+
+// Decrypter decrypts stored messages for JSON consumers (resends, the
+// app interfaces' WebSocket subscribers); e2ee.Exchange satisfies it.
+type Decrypter interface {
+	// Decrypt decrypts m if its key is at hand (ok false: it is not).
+	Decrypt(ctx context.Context, m *streamr.StreamMessage) (out *streamr.StreamMessage, ok bool, err error)
+	// DecryptWait decrypts m, requesting a missing key and waiting a
+	// bounded time for it.
+	DecryptWait(ctx context.Context, m *streamr.StreamMessage) (*streamr.StreamMessage, error)
+}
+
+// ErrUndecrypted means an encrypted message cannot be given to a JSON
+// consumer: its key is not held (or the gateway has no key exchange).
+var ErrUndecrypted = errors.New("encrypted message: group key not held")
+
+// maxMissedKeys bounds a Plaintext's memory of keys it waited for in vain.
+const maxMissedKeys = 1024
+
+// Plaintext decrypts the messages of one answer or connection through the
+// gateway's key exchange. A missing key is requested and waited for once
+// (bounded, like the Deliverer's history); later messages under a key
+// that did not come are decrypted only if it has arrived since, so one
+// refused reader waits once per key, not once per message.
+type Plaintext struct {
+	keys   Decrypter // nil: encrypted messages are not decrypted
+	missed map[string]bool
+}
+
+// NewPlaintext returns a Plaintext over keys (nil: none).
+func NewPlaintext(keys Decrypter) *Plaintext {
+	return &Plaintext{keys: keys, missed: make(map[string]bool)}
+}
+
+// Decrypt returns m with its content decrypted; messages without
+// encrypted content come back as they are. An error wraps ErrUndecrypted,
+// or is ctx's.
+func (p *Plaintext) Decrypt(ctx context.Context, m *streamr.StreamMessage) (*streamr.StreamMessage, error) {
+	c := m.Content()
+	if c == nil || c.EncryptionType == streamr.EncryptionNone {
+		return m, nil
+	}
+	if p == nil || p.keys == nil || c.GroupKeyID == nil {
+		return nil, ErrUndecrypted
+	}
+	key := m.ID.PublisherHex() + "/" + *c.GroupKeyID
+	if p.missed[key] {
+		out, ok, err := p.keys.Decrypt(ctx, m)
+		if err != nil || !ok {
+			return nil, errors.Join(ErrUndecrypted, err)
+		}
+		delete(p.missed, key)
+		return out, nil
+	}
+	out, err := p.keys.DecryptWait(ctx, m)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if len(p.missed) >= maxMissedKeys {
+			clear(p.missed)
+		}
+		p.missed[key] = true
+		return nil, errors.Join(ErrUndecrypted, err)
+	}
+	return out, nil
 }

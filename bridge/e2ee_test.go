@@ -92,3 +92,76 @@ func TestServeRekey(t *testing.T) {
 		}
 	}
 }
+
+// keysAfter is a Decrypter whose keys are held from the arrival-th
+// message on; it counts the waits for a key.
+type keysAfter struct {
+	arrival, seen, waits int
+}
+
+func (k *keysAfter) Decrypt(_ context.Context, m *streamr.StreamMessage) (*streamr.StreamMessage, bool, error) {
+	k.seen++
+	if k.seen < k.arrival {
+		return nil, false, nil
+	}
+	out := *m
+	out.Body = &streamr.ContentMessage{Content: []byte(`{}`)}
+	return &out, true, nil
+}
+
+func (k *keysAfter) DecryptWait(ctx context.Context, m *streamr.StreamMessage) (*streamr.StreamMessage, error) {
+	out, ok, err := k.Decrypt(ctx, m)
+	if !ok && err == nil {
+		k.waits++
+		err = errors.New("key timeout")
+	}
+	return out, err
+}
+
+// A Plaintext waits once per missing key, then decrypts only when the key
+// has arrived meanwhile; plain messages pass, and without a Decrypter
+// nothing encrypted does.
+func TestPlaintextWaitsOncePerKey(t *testing.T) {
+	gk := "gk1"
+	enc := &streamr.StreamMessage{Body: &streamr.ContentMessage{Content: []byte("ct"), EncryptionType: streamr.EncryptionAES, GroupKeyID: &gk}}
+	plain := &streamr.StreamMessage{Body: &streamr.ContentMessage{Content: []byte(`{"n":1}`)}}
+	for _, tc := range []struct {
+		name      string
+		keys      *keysAfter
+		msgs      int
+		decrypted int
+		waits     int
+	}{
+		{"key held", &keysAfter{arrival: 1}, 5, 5, 0},
+		{"key never comes", &keysAfter{arrival: 1 << 30}, 5, 0, 1},
+		{"key comes later", &keysAfter{arrival: 3}, 5, 3, 1},
+		{"no key exchange", nil, 5, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewPlaintext(nil)
+			if tc.keys != nil {
+				p = NewPlaintext(tc.keys)
+			}
+			decrypted := 0
+			for range tc.msgs {
+				out, err := p.Decrypt(context.Background(), enc)
+				switch {
+				case err == nil && out.Content().EncryptionType == streamr.EncryptionNone:
+					decrypted++
+				case !errors.Is(err, ErrUndecrypted):
+					t.Fatalf("error %v, want ErrUndecrypted", err)
+				}
+			}
+			if out, err := p.Decrypt(context.Background(), plain); err != nil || out != plain {
+				t.Fatalf("plain message: %v, %v", out, err)
+			}
+			waits := 0
+			if tc.keys != nil {
+				waits = tc.keys.waits
+			}
+			if decrypted != tc.decrypted || waits != tc.waits {
+				t.Fatalf("decrypted %d, waited %d times; want %d, %d", decrypted, waits, tc.decrypted, tc.waits)
+			}
+		})
+	}
+}

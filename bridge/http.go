@@ -70,6 +70,7 @@ func newHTTPHandler(cfg HTTPServerConfig, m *httpMetrics, logs *logLimiter) http
 		history:      cfg.History,
 		queries:      newSlots(cfg.MaxQueries, refusedQueries, "resend queries", m, logs),
 		writeTimeout: cfg.WriteTimeout,
+		keys:         cfg.Decrypter,
 		m:            m,
 		log:          logs,
 	}
@@ -125,6 +126,7 @@ type resendHandler struct {
 	history      History
 	queries      *slots        // resend queries in flight
 	writeTimeout time.Duration // per write of the answer
+	keys         Decrypter     // for format=object; nil: encrypted messages left out
 	m            *httpMetrics
 	log          *logLimiter
 }
@@ -159,10 +161,11 @@ func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {
 		err = ForEachResend(h.history, q, streamr.NewRawWriter(bw).WriteFrame)
 	} else {
 		w.Header().Set("Content-Type", "application/json")
-		arr := &jsonArrayWriter{w: bw}
+		arr := &jsonArrayWriter{w: bw, ctx: r.Context(), plain: NewPlaintext(h.keys)}
 		if err = ForEachResend(h.history, q, arr.WriteFrame); err == nil {
 			err = arr.Close()
 		}
+		h.reportUndecrypted(r, q, arr.undecrypted, arr.undecryptedErr)
 	}
 	if err == nil {
 		err = bw.Flush()
@@ -172,6 +175,17 @@ func (h *resendHandler) serve(w http.ResponseWriter, r *http.Request) {
 		h.m.aborted.Inc()
 		h.log.Warn("resend_failed", "resend answer cut off", "stream_part", q.Part.String(), "remote", r.RemoteAddr, "err", err)
 	}
+}
+
+// reportUndecrypted counts and logs the encrypted messages a JSON answer
+// left out.
+func (h *resendHandler) reportUndecrypted(r *http.Request, q streamr.ResendQuery, n int, err error) {
+	if n == 0 {
+		return
+	}
+	h.m.undecrypted.Add(float64(n))
+	h.log.Warn("resend_undecrypted", "encrypted messages left out of a JSON resend answer", "stream_part", q.Part.String(),
+		"remote", r.RemoteAddr, "messages", n, "err", err)
 }
 
 // deadlineWriter gives each write to the client its own deadline.

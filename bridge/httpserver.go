@@ -44,6 +44,9 @@ type HTTPServerConfig struct {
 	// loopback only; `bridge stream rekey`) and returns the new key's ID;
 	// nil: not served.
 	Rekey func(ctx context.Context, stream string) (string, error)
+	// Decrypter decrypts encrypted content for format=object resends
+	// (format=raw stays ciphertext); nil: such messages are left out.
+	Decrypter Decrypter
 
 	// AllowAnonymous serves a listener reachable beyond loopback although
 	// the API has no authentication; without it NewHTTPServer refuses one.
@@ -105,6 +108,9 @@ type httpMetrics struct {
 	refused  *prometheus.CounterVec
 	inFlight prometheus.Gauge
 	aborted  prometheus.Counter
+	// undecrypted counts encrypted messages left out of format=object
+	// answers: their key was not held or did not come in time.
+	undecrypted prometheus.Counter
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -120,12 +126,16 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Name: "tributary_http_queries_aborted_total",
 			Help: "Resend answers cut off: the client stopped reading (write_timeout) or went away.",
 		}),
+		undecrypted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_http_resend_undecrypted_total",
+			Help: "Encrypted messages left out of format=object resend answers: their group key was not obtained (never sent as ciphertext into JSON).",
+		}),
 	}
 	for _, r := range []string{refusedRequests, refusedQueries, refusedHost} {
 		m.refused.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.refused, m.inFlight, m.aborted)
+		reg.MustRegister(m.refused, m.inFlight, m.aborted, m.undecrypted)
 	}
 	return m
 }

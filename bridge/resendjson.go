@@ -1,8 +1,11 @@
 package bridge
 
 import (
+	"cmp"
+	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -84,6 +87,12 @@ func hexJSON(b []byte) json.RawMessage {
 type jsonArrayWriter struct {
 	w     io.Writer
 	count int
+	// ctx and plain decrypt encrypted content; a message that does not
+	// decrypt is left out (never written as ciphertext) and counted.
+	ctx            context.Context
+	plain          *Plaintext
+	undecrypted    int
+	undecryptedErr error // the first
 }
 
 // WriteFrame decodes an encoded StreamMessage and writes it as the next
@@ -92,6 +101,14 @@ func (a *jsonArrayWriter) WriteFrame(encoded []byte) error {
 	m, err := streamr.Unmarshal(encoded)
 	if err != nil {
 		return fmt.Errorf("stored message: %w", err)
+	}
+	if m, err = a.plain.Decrypt(a.ctx, m); err != nil {
+		if !errors.Is(err, ErrUndecrypted) {
+			return err
+		}
+		a.undecrypted++
+		a.undecryptedErr = cmp.Or(a.undecryptedErr, err)
+		return nil
 	}
 	o, err := NewMessageObject(m)
 	if err != nil {

@@ -153,8 +153,13 @@ func (s *system) serveWebSocket(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("websocket.address %s: %w", w.Address, err)
 	}
+	var keys bridge.Decrypter // never a nil *e2ee.Exchange
+	if s.e2ee != nil {
+		keys = s.e2ee
+	}
 	srv, err := appapi.NewWSServer(ln, appapi.WSConfig{
 		Publish:           s.publishConfig(),
+		Decrypter:         keys,
 		Log:               s.store,
 		Keys:              s.apiKeys,
 		PayloadMetadata:   w.PayloadMetadata,

@@ -79,7 +79,7 @@ func (s *system) serveHTTP(ctx, failed context.Context) error {
 		return err
 	}
 	if s.e2ee != nil {
-		hcfg.Rekey = s.rekey
+		hcfg.Rekey, hcfg.Decrypter = s.rekey, s.e2ee
 	}
 	srv, err := bridge.NewHTTPServer(ln, hcfg)
 	if err != nil {

@@ -16,12 +16,14 @@ import (
 // consumer gets every reading in plaintext and in order, through an
 // in-band rotation, a re-key and a restart of A with a backlog; C gets
 // none, and A counts C's refused key requests; A's export holds only
-// AES ciphertext.
+// AES ciphertext. The app interfaces too: B's WebSocket subscriber and
+// B's format=object resend show the plaintext, its format=raw resend the
+// ciphertext; C's show none and count what they left out.
 func TestEncryptedStreamThreeGateways(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three real bridges")
 	}
-	b, c := newInstance(t, ""), newInstance(t, "")
+	b, c := newInstance(t, wsOnAnyPort), newInstance(t, wsOnAnyPort)
 	addrB, _ := newKey(t, b), newKey(t, c)
 	a := newInstance(t, overlayTable("tcp", "")+fmt.Sprintf(`
 [encryption]
@@ -54,7 +56,8 @@ topic = "got"
 
 	publishN(t, a, "secret/x", 5)
 	waitDeliveries(t, gotB, 5, b)
-	time.Sleep(1100 * time.Millisecond) // the next reading announces a new key
+	wsB := wsSubscribe(t, b, stream, "from=0") // history 0…4, then live
+	time.Sleep(1100 * time.Millisecond)        // the next reading announces a new key
 	publishN(t, a, "secret/x", 5, 5)
 	waitDeliveries(t, gotB, 10, b)
 	if _, err := a.bridgeCmd("stream", "rekey", "--config", a.config, stream); err != nil {
@@ -65,6 +68,7 @@ topic = "got"
 	if g := gotB.topic("got"); fmt.Sprint(g) != fmt.Sprint(seq(0, 15)) {
 		t.Fatalf("B got %v, want 0…14 in order", g)
 	}
+	checkAppsPlaintext(t, b, stream, wsB, 15)
 
 	waitMetric(t, a, `tributary_e2ee_key_requests_total{result="refused"}`, 1, 20*time.Second)
 	waitMetric(t, a, `tributary_e2ee_rotations_total`, 1, time.Second)
@@ -74,6 +78,7 @@ topic = "got"
 	if n := gotC.total(); n != 0 {
 		t.Fatalf("C, not a subscriber, got %d readings: %v", n, gotC)
 	}
+	checkAppsNothing(t, c, stream, 15)
 	c.stop() // from here A's only peer is B: A's forwarder holds what B has not seen
 
 	// A backlog waits in A while B is down, and is sent after A restarts.
@@ -167,5 +172,44 @@ func (in *instance) joinOverlay(boot string) {
 	cfg := strings.Replace(string(b), "[overlay]\n", fmt.Sprintf("[overlay]\nbootstrap = [%q]\nretry = \"200ms\"\n", boot), 1)
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		in.t.Fatal(err)
+	}
+}
+
+// checkAppsPlaintext checks that in's app interfaces show readings 0…n-1
+// of stream in plaintext: the WebSocket subscriber ws and a format=object
+// resend; a format=raw resend keeps the ciphertext.
+func checkAppsPlaintext(t *testing.T, in *instance, stream string, ws *wsReadings, n int) {
+	t.Helper()
+	waitWS(t, ws, n)
+	if got, bad := ws.all(); fmt.Sprint(got) != fmt.Sprint(seq(0, n)) || len(bad) > 0 {
+		t.Fatalf("websocket subscriber got %v (and %q), want 0…%d in order", got, bad, n-1)
+	}
+	objs := contentObjects(t, in, stream)
+	if len(objs) != n {
+		t.Fatalf("format=object resend: %d content messages, want %d", len(objs), n)
+	}
+	for i, o := range objs {
+		if o.EncryptionType != 0 || string(o.Content) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("format=object resend message %d: encryptionType %d, content %s", i, o.EncryptionType, o.Content)
+		}
+	}
+	if raw := resend(t, in, stream, "raw"); len(raw) == 0 || bytes.Contains(raw, []byte(`{"n":`)) {
+		t.Fatalf("format=raw resend of %d bytes holds plaintext", len(raw))
+	}
+}
+
+// checkAppsNothing checks that in, which may not read stream, shows none
+// of its n readings through the app interfaces (after waiting for each
+// key in vain) and counts them as undecrypted.
+func checkAppsNothing(t *testing.T, in *instance, stream string, n int) {
+	t.Helper()
+	ws := wsSubscribe(t, in, stream, "from=0")
+	if objs := contentObjects(t, in, stream); len(objs) != 0 {
+		t.Fatalf("format=object resend without the keys: %d content messages, want none: %+v", len(objs), objs[0])
+	}
+	waitMetric(t, in, `tributary_http_resend_undecrypted_total`, float64(n), time.Second)
+	waitMetric(t, in, `tributary_app_undecrypted_total`, float64(n), time.Minute)
+	if got, bad := ws.all(); len(got)+len(bad) != 0 {
+		t.Fatalf("websocket subscriber without the keys got %v %q", got, bad)
 	}
 }
