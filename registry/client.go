@@ -283,11 +283,15 @@ func (c *Client) callPermissions(ctx context.Context, stream string, user []byte
 	if err != nil {
 		return Permissions{}, err
 	}
-	var p onChainPermission
-	if err := c.abi.UnpackIntoInterface(&p, "getPermissionsForUserId", out); err != nil {
+	vals, err := c.abi.Unpack("getPermissionsForUserId", out)
+	if err != nil || len(vals) != 1 {
 		return Permissions{}, fmt.Errorf("decode getPermissionsForUserId answer: %w", err)
 	}
-	return fromChain(p), nil
+	p, ok := abi.ConvertType(vals[0], new(onChainPermission)).(*onChainPermission)
+	if !ok {
+		return Permissions{}, fmt.Errorf("decode getPermissionsForUserId answer: unexpected %T", vals[0])
+	}
+	return fromChain(*p), nil
 }
 
 // Exists is the contract's exists(stream).
