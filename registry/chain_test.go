@@ -147,4 +147,3 @@ func mustP256(t testing.TB) []byte {
 	}
 	return k.PublisherID()
 }
-

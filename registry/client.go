@@ -421,4 +421,3 @@ func (c *Client) warnOnce(kind, msg string, err error) {
 		c.log.Warn(msg)
 	}
 }
-
