@@ -85,6 +85,7 @@ type Forwarder struct {
 	joinedLen  prometheus.Gauge
 	left       *prometheus.CounterVec
 	refused    prometheus.Counter
+	denied     *prometheus.CounterVec
 	logs       *logLimiter
 }
 
@@ -104,8 +105,21 @@ func (ft *forwardTopic) setHeld(held bool, now time.Time) {
 	ft.held = held
 }
 
+// PermissionChecker answers whether a user holds a permission on a stream
+// at a time: the StreamRegistry client. A non-nil error comes with false
+// and means it could not decide (the chain was not reachable).
+type PermissionChecker interface {
+	Allowed(ctx context.Context, streamID string, user []byte, p streamr.Permission, at time.Time) (bool, error)
+}
+
 // ForwardConfig configures a Forwarder; zero values take the defaults.
 type ForwardConfig struct {
+	// Permissions, when set, is asked before a partition's messages go
+	// out in a pass: without Publish for Publisher on the stream they stay
+	// in storage and go out in the first pass after the permission appears.
+	Permissions PermissionChecker
+	Publisher   []byte
+
 	Retry         time.Duration    // how often partitions without peers are tried again
 	MaxPartitions int              // partitions joined at once for forwarding
 	IdleTimeout   time.Duration    // a partition with nothing to send for this long is left
@@ -198,8 +212,12 @@ func NewForwarder(store ForwardLog, overlay Overlay, cfg ForwardConfig) *Forward
 			Help: "Joins put off at max_forward_partitions because every joined partition held messages back; the messages stay in storage.",
 		}),
 	}
+	f.denied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tributary_forward_publish_refused_total",
+		Help: "Passes that held a stream partition's messages in storage for want of Publish permission on the stream, by reason: denied (the StreamRegistry says no) or unreachable.",
+	}, []string{"reason"})
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(f.backlogLen, f.skipped, f.joinedLen, f.left, f.refused)
+		cfg.Registerer.MustRegister(f.backlogLen, f.skipped, f.joinedLen, f.left, f.refused, f.denied)
 	}
 	return f
 }
@@ -336,17 +354,41 @@ type partPass struct {
 	live      []storage.Logged
 }
 
-func (ps *passState) part(id streamr.StreamPartID) *partPass {
+func (ps *passState) part(ctx context.Context, id streamr.StreamPartID) *partPass {
 	pp, ok := ps.parts[id]
 	if !ok {
 		pp = &partPass{tips: make(map[string]storage.Logged)}
 		ps.parts[id] = pp
+		if !ps.f.mayPublish(ctx, id) {
+			pp.blocked = true
+			ps.anyBlocked = true
+		}
 	}
 	return pp
 }
 
+// mayPublish asks the PermissionChecker whether this gateway may publish
+// on the partition's stream now, counting and logging a refusal.
+func (f *Forwarder) mayPublish(ctx context.Context, id streamr.StreamPartID) bool {
+	if f.cfg.Permissions == nil {
+		return true
+	}
+	ok, err := f.cfg.Permissions.Allowed(ctx, string(id.Stream), f.cfg.Publisher, streamr.PermissionPublish, f.cfg.Now())
+	switch {
+	case err != nil:
+		f.denied.WithLabelValues("unreachable").Inc()
+		f.logs.Warn("permission", "not publishing: the StreamRegistry could not be asked for Publish permission; messages stay in storage",
+			"stream", string(id.Stream), "publisher", streamr.UserID(f.cfg.Publisher), "err", err)
+	case !ok:
+		f.denied.WithLabelValues("denied").Inc()
+		f.logs.Warn("permission", "not publishing: this gateway has no Publish permission on the stream in the StreamRegistry; messages stay in storage until it is granted",
+			"stream", string(id.Stream), "publisher", streamr.UserID(f.cfg.Publisher))
+	}
+	return ok
+}
+
 func (ps *passState) add(ctx context.Context, e storage.Logged) {
-	pp := ps.part(e.Part)
+	pp := ps.part(ctx, e.Part)
 	if pp.blocked {
 		ps.hold(e.Pos)
 		return
