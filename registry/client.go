@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,9 +61,9 @@ const PolygonStreamRegistry = "0x0D483E10612F327FC11965Fc82E90dC19b141641"
 
 // Config configures a Client; zero values take the defaults.
 type Config struct {
-	RPCURL        string         // for Dial
-	Address       common.Address // the StreamRegistry contract
-	CacheTTL      time.Duration  // how long an answer is used without asking again
+	RPCURL        string        // for Dial
+	Address       string        // the StreamRegistry contract, 0x-prefixed hex
+	CacheTTL      time.Duration // how long an answer is used without asking again
 	OnUnreachable Unreachable
 	CallTimeout   time.Duration // one eth_call
 	PollInterval  time.Duration // eth_getLogs for PermissionUpdated*; negative: no polling
@@ -116,12 +117,15 @@ var (
 // Client reads permissions from a StreamRegistry. It is safe for
 // concurrent use.
 type Client struct {
-	cfg     Config
-	backend Backend
-	abi     abi.ABI
-	log     *slog.Logger
-	flight  singleflight.Group
-	metrics *metrics
+	cfg      Config
+	contract common.Address
+	backend  Backend
+	abi      abi.ABI
+	log      *slog.Logger
+	flight   singleflight.Group
+	metrics  *metrics
+
+	closer func() // the RPC connection Dial made; nil for New
 
 	mu      sync.Mutex
 	entries map[cacheKey]*entry
@@ -144,7 +148,20 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry rpc_url %q: %w", cfg.RPCURL, err)
 	}
-	return New(rc, cfg)
+	c, err := New(rc, cfg)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	c.closer = rc.Close
+	return c, nil
+}
+
+// Close closes the RPC connection Dial made.
+func (c *Client) Close() {
+	if c.closer != nil {
+		c.closer()
+	}
 }
 
 // New returns a client of the contract at cfg.Address over backend.
@@ -153,9 +170,13 @@ func New(backend Backend, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	contract, err := ParseAddress(cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("StreamRegistry address: %w", err)
+	}
 	cfg = cfg.withDefaults()
 	c := &Client{
-		cfg: cfg, backend: backend, abi: a, log: cfg.Logger.With("component", "registry"),
+		cfg: cfg, contract: contract, backend: backend, abi: a, log: cfg.Logger.With("component", "registry"),
 		entries: make(map[cacheKey]*entry), logged: make(map[string]time.Time),
 		metrics: newMetrics(),
 	}
@@ -165,6 +186,14 @@ func New(backend Backend, cfg Config) (*Client, error) {
 		}
 	}
 	return c, nil
+}
+
+// ParseAddress reads a 0x-prefixed 20-byte hex address.
+func ParseAddress(s string) (common.Address, error) {
+	if !common.IsHexAddress(s) || !strings.HasPrefix(s, "0x") {
+		return common.Address{}, fmt.Errorf("%q is not a 0x-prefixed 20-byte hex address", s)
+	}
+	return common.HexToAddress(s), nil
 }
 
 // Mode is the client's on_unreachable mode.
@@ -356,7 +385,7 @@ func (c *Client) call(ctx context.Context, method string, args ...any) ([]byte, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
-	to := c.cfg.Address
+	to := c.contract
 	out, err := c.backend.CallContract(ctx, ethereum.CallMsg{To: &to, Data: data}, nil)
 	if err == nil {
 		if len(out) == 0 {

@@ -32,7 +32,7 @@ func newFixture(t *testing.T, cfg Config, backend func(Backend) Backend) *fixtur
 	t.Helper()
 	owner := newKey(t)
 	chain := newSimChain(t, owner)
-	cfg.Address = chain.contract
+	cfg.Address = chain.contract.Hex()
 	var b Backend = chain.backend
 	if backend != nil {
 		b = backend(b)
@@ -50,7 +50,7 @@ func newFixture(t *testing.T, cfg Config, backend func(Backend) Backend) *fixtur
 // without a cache of its own.
 func (f *fixture) transact(t *testing.T, method string, args ...any) {
 	t.Helper()
-	c, err := New(f.chain.backend, Config{Address: f.chain.contract})
+	c, err := New(f.chain.backend, Config{Address: f.chain.contract.Hex()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func (c *Client) poll(ctx context.Context, from uint64) (uint64, error) {
 		to := min(head, from+maxLogRange-1)
 		logs, err := c.backend.FilterLogs(ctx, ethereum.FilterQuery{
 			FromBlock: new(big.Int).SetUint64(from), ToBlock: new(big.Int).SetUint64(to),
-			Addresses: []common.Address{c.cfg.Address},
+			Addresses: []common.Address{c.contract},
 			Topics:    [][]common.Hash{c.eventTopics()},
 		})
 		if err != nil {

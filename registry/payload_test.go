@@ -42,7 +42,7 @@ func TestEthCallPayloads(t *testing.T) {
 	owner := newKey(t)
 	chain := newSimChain(t, owner)
 	cb := &countingBackend{Backend: chain.backend}
-	c, err := New(cb, Config{Address: chain.contract})
+	c, err := New(cb, Config{Address: chain.contract.Hex()})
 	if err != nil {
 		t.Fatal(err)
 	}

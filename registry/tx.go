@@ -77,7 +77,7 @@ func senderOf(key TxSigner) (common.Address, error) {
 
 // buildTx fills an EIP-1559 transaction from the RPC's answers.
 func (c *Client) buildTx(ctx context.Context, from common.Address, data []byte) (*types.Transaction, error) {
-	to := c.cfg.Address
+	to := c.contract
 	chainID, err := c.backend.ChainID(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: eth_chainId: %w", ErrUnreachable, err)
