@@ -83,28 +83,71 @@ func (c *Client) eventTopics() []common.Hash {
 
 // apply invalidates what one event changed.
 func (c *Client) apply(l types.Log) {
-	if len(l.Topics) == 0 {
+	c.metrics.events.Inc()
+	if stream, user, ok := c.decodePermissionEvent(l); ok {
+		c.Invalidate(stream, user)
 		return
 	}
-	c.metrics.events.Inc()
-	for name, ev := range c.abi.Events {
-		if ev.ID != l.Topics[0] {
+	ev := c.abi.Events["StreamCreated"]
+	if len(l.Topics) > 0 && l.Topics[0] == ev.ID {
+		if vals, err := ev.Inputs.Unpack(l.Data); err == nil && len(vals) > 0 {
+			stream, _ := vals[0].(string)
+			c.Invalidate(stream, nil) // a negative entry may be cached
+			return
+		}
+	}
+	c.warnOnce("event", "undecodable StreamRegistry event", nil)
+}
+
+// Users lists the users that PermissionUpdated* events of blocks from
+// fromBlock to the head name for stream, in the order first seen. The
+// contract keeps no list of users: its events are the only record (the
+// Streamr SDK reads them from an indexer).
+func (c *Client) Users(ctx context.Context, stream string, fromBlock uint64) ([][]byte, error) {
+	head, err := c.backend.BlockNumber(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: eth_blockNumber: %w", ErrUnreachable, err)
+	}
+	seen := map[string]bool{}
+	var users [][]byte
+	for from := fromBlock; from <= head; from += maxLogRange {
+		logs, err := c.backend.FilterLogs(ctx, ethereum.FilterQuery{
+			FromBlock: new(big.Int).SetUint64(from), ToBlock: new(big.Int).SetUint64(min(head, from+maxLogRange-1)),
+			Addresses: []common.Address{c.contract},
+			Topics:    [][]common.Hash{c.eventTopics()[:2]},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: eth_getLogs from block %d: %w", ErrUnreachable, from, err)
+		}
+		for _, l := range logs {
+			if s, user, ok := c.decodePermissionEvent(l); ok && s == stream && !seen[string(user)] {
+				seen[string(user)] = true
+				users = append(users, user)
+			}
+		}
+	}
+	return users, nil
+}
+
+// decodePermissionEvent returns the stream and user of a
+// PermissionUpdated or PermissionUpdatedForUserId log.
+func (c *Client) decodePermissionEvent(l types.Log) (string, []byte, bool) {
+	for _, name := range []string{"PermissionUpdated", "PermissionUpdatedForUserId"} {
+		ev := c.abi.Events[name]
+		if len(l.Topics) == 0 || ev.ID != l.Topics[0] {
 			continue
 		}
 		vals, err := ev.Inputs.Unpack(l.Data)
 		if err != nil || len(vals) < 2 {
-			c.warnOnce("event", "undecodable StreamRegistry event "+name, err)
-			return
+			return "", nil, false
 		}
 		stream, _ := vals[0].(string)
-		switch user := vals[1].(type) {
+		switch u := vals[1].(type) {
 		case common.Address:
-			c.Invalidate(stream, user.Bytes())
+			return stream, u.Bytes(), true
 		case []byte:
-			c.Invalidate(stream, user)
-		default: // StreamCreated: a negative entry may be cached
-			c.Invalidate(stream, nil)
+			return stream, u, true
 		}
-		return
 	}
+	return "", nil, false
 }

@@ -180,3 +180,6 @@ func classify(err error) error {
 	}
 	return fmt.Errorf("%w: %w", ErrUnreachable, err)
 }
+
+// AddressOf is a 20-byte user ID as the address argument of a transaction.
+func AddressOf(b []byte) common.Address { return common.BytesToAddress(b) }
