@@ -227,4 +227,6 @@ func Artifact(t testing.TB) ArtifactJSON {
 }
 
 // String names the chain in logs.
-func (c *Chain) String() string { return fmt.Sprintf("geth --dev at %s, StreamRegistry %s", c.URL, c.Registry.Hex()) }
+func (c *Chain) String() string {
+	return fmt.Sprintf("geth --dev at %s, StreamRegistry %s", c.URL, c.Registry.Hex())
+}
