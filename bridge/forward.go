@@ -347,6 +347,7 @@ type passState struct {
 // passes an entry that neither went out nor is covered by a tip.
 type partPass struct {
 	blocked   bool
+	permitted bool                      // this gateway may publish on the stream (asked in this pass)
 	tips      map[string]storage.Logged // chain → newest skipped entry
 	skipFirst uint64                    // first skipped entry not yet covered by published tips; 0: none
 	skipLast  uint64
@@ -354,15 +355,11 @@ type partPass struct {
 	live      []storage.Logged
 }
 
-func (ps *passState) part(ctx context.Context, id streamr.StreamPartID) *partPass {
+func (ps *passState) part(id streamr.StreamPartID) *partPass {
 	pp, ok := ps.parts[id]
 	if !ok {
 		pp = &partPass{tips: make(map[string]storage.Logged)}
 		ps.parts[id] = pp
-		if !ps.f.mayPublish(ctx, id) {
-			pp.blocked = true
-			ps.anyBlocked = true
-		}
 	}
 	return pp
 }
@@ -388,7 +385,7 @@ func (f *Forwarder) mayPublish(ctx context.Context, id streamr.StreamPartID) boo
 }
 
 func (ps *passState) add(ctx context.Context, e storage.Logged) {
-	pp := ps.part(ctx, e.Part)
+	pp := ps.part(e.Part)
 	if pp.blocked {
 		ps.hold(e.Pos)
 		return
@@ -404,6 +401,13 @@ func (ps *passState) add(ctx context.Context, e storage.Logged) {
 		// another publisher kept for a [[store]] rule: pubsub relayed it
 		// when it arrived, and resend requests fetch it from here.
 		return
+	}
+	if !pp.permitted {
+		if !ps.f.mayPublish(ctx, e.Part) {
+			ps.block(pp, e.Pos)
+			return
+		}
+		pp.permitted = true // asked once per partition and pass
 	}
 	if e.Pos <= ps.cutoff {
 		pp.tips[logChain(e)] = e
