@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"encoding/hex"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/ethereum/go-ethereum/accounts/abi"
+
+	"github.com/tributary-iot/tributary/registry/registrytest"
 )
 
 // TestABIIsStreamRegistryV5s: every function and event of the embedded ABI
@@ -85,20 +86,14 @@ func realSignatures(t *testing.T) map[string]bool {
 	return sigs
 }
 
-// TestArtifactFresh: contracts/TestStreamRegistry.json is what solc-js
-// makes of TestStreamRegistry.sol now. It needs contracts/node_modules
-// (scripts/test.sh runs npm ci there and sets TRIBUTARY_REQUIRE_NODE).
-func TestArtifactFresh(t *testing.T) {
-	dir := filepath.Join("..", "contracts")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "solc")); err != nil {
-		if os.Getenv("TRIBUTARY_REQUIRE_NODE") != "" {
-			t.Fatal("contracts/node_modules/solc missing: run npm ci in contracts/")
-		}
-		t.Skip("solc-js not installed (npm ci in contracts/)")
+// TestGethVersionIsGoMods: registrytest runs the geth scripts/test.sh
+// builds for go.mod's go-ethereum.
+func TestGethVersionIsGoMods(t *testing.T) {
+	mod, err := os.ReadFile(filepath.Join("..", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	cmd := exec.Command("node", "build.js", "--check")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("node build.js --check: %v\n%s", err, out)
+	if want := "github.com/ethereum/go-ethereum " + registrytest.GethVersion + "\n"; !strings.Contains(string(mod), want) {
+		t.Fatalf("go.mod does not require %q: update registrytest.GethVersion", strings.TrimSpace(want))
 	}
 }
