@@ -2,8 +2,8 @@ package overlay
 
 import (
 	"bytes"
-	"math/big"
 	"context"
+	"math/big"
 	"sync/atomic"
 	"testing"
 	"time"
