@@ -489,6 +489,9 @@ func (c *Config) compileRules() ([]*bridge.Rule, error) {
 	rules := make([]*bridge.Rule, 0, len(c.Rules))
 	var errs []error
 	for i, r := range c.Rules {
+		if c.partitionsFromChain(r) {
+			r.Partitions = 1 // checked as one; the stream's metadata tells at start (resolvePartitions)
+		}
 		rule, err := bridge.Compile(bridge.RuleConfig(r), i)
 		if err != nil {
 			errs = append(errs, err)

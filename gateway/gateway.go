@@ -220,6 +220,9 @@ func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
 	if s.registry, err = cfg.dialRegistry(ctx, log, s.reg); err != nil {
 		return nil, err
 	}
+	if err := cfg.resolvePartitions(ctx, s.registry, log); err != nil {
+		return nil, err
+	}
 	rcfg := cfg.receiptConfig(s.key.PublisherID())
 	rcfg.Logger = log.With("component", "receipts")
 	if s.receipts, err = bridge.NewReceipts(rcfg); err != nil {

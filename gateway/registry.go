@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,33 @@ func (c *Config) dialRegistry(ctx context.Context, log *slog.Logger, reg prometh
 	}
 	log.Info("permissions from the StreamRegistry", "address", c.Registry.Address, "cache_ttl", time.Duration(c.Registry.CacheTTL).String(), "on_unreachable", c.Registry.OnUnreachable)
 	return client, nil
+}
+
+// partitionsFromChain reports whether rule r takes its partition count
+// from the stream's metadata: a keyed rule without partitions, on a
+// stream named without placeholders, with [registry] on.
+func (c *Config) partitionsFromChain(r RuleConfig) bool {
+	keyed := r.PartitionKey != "" || r.PartitionKeyField != ""
+	return c.Registry.Enabled() && keyed && r.Partitions == 0 && !strings.Contains(r.Stream, "{")
+}
+
+// resolvePartitions sets the partition count of the rules that take it
+// from the StreamRegistry. A stream the chain cannot describe stops the
+// start with the rule named: hashing keys over a guessed count would
+// scatter readings over the wrong partitions.
+func (c *Config) resolvePartitions(ctx context.Context, client *registry.Client, log *slog.Logger) error {
+	for i, r := range c.Rules {
+		if client == nil || !c.partitionsFromChain(r) {
+			continue
+		}
+		n, err := client.Partitions(ctx, r.Stream)
+		if err != nil {
+			return fmt.Errorf("rule %d: partitions not set and the StreamRegistry's metadata of %s cannot give them (set partitions in the rule): %w", i+1, r.Stream, err)
+		}
+		c.Rules[i].Partitions = n
+		log.Info("partition count from the stream's metadata", "rule", i+1, "stream", r.Stream, "partitions", n)
+	}
+	return nil
 }
 
 // registryPolicy is the overlay's publisher policy with [registry] on:

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -449,4 +450,26 @@ func (c *Client) warnOnce(kind, msg string, err error) {
 	} else {
 		c.log.Warn(msg)
 	}
+}
+
+// Partitions is the stream's partition count from its metadata
+// ({"partitions": N}; 1 when absent, as the Streamr SDK reads it).
+func (c *Client) Partitions(ctx context.Context, stream string) (int, error) {
+	text, err := c.Metadata(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	var meta struct {
+		Partitions *int `json:"partitions"`
+	}
+	if err := json.Unmarshal([]byte(text), &meta); err != nil {
+		return 0, fmt.Errorf("metadata of %s is not JSON: %w", stream, err)
+	}
+	if meta.Partitions == nil {
+		return 1, nil
+	}
+	if n := *meta.Partitions; n >= 1 && n <= streamr.MaxPartitions {
+		return n, nil
+	}
+	return 0, fmt.Errorf("metadata of %s: partitions %d is not 1 to %d", stream, *meta.Partitions, streamr.MaxPartitions)
 }

@@ -39,6 +39,7 @@ func TestStreamRegistryPermissions(t *testing.T) {
 	if want := strings.ToLower(streamr.UserID(chain.DevKey.PublisherID())) + "/gw"; stream != want {
 		t.Fatalf("bridge stream create printed %q, want %q", stream, want)
 	}
+	keyed := strings.TrimSpace(mustBridge(t, "stream", "create", "/keyed", "--partitions", "7", "--config", dev))
 	rule := func(topic string) string {
 		return fmt.Sprintf("[[rule]]\ntopic = %q\nstream = %q\ncontent = \"json\"\n", topic, stream)
 	}
@@ -52,7 +53,9 @@ func TestStreamRegistryPermissions(t *testing.T) {
 	defer a.stop()
 	aAddr := a.address()
 	boot := a.bootstrapAddr("tcp")
-	b := newInstance(t, overlayTable("tcp", boot)+sub+registryTable(chain, "1h", "200ms", "last-known"))
+	// B's keyed rule gives no partition count: the stream's metadata does.
+	keyedRule := fmt.Sprintf("[[rule]]\ntopic = \"k/#\"\nstream = %q\npartition_key = \"{1}\"\ncontent = \"json\"\n", keyed)
+	b := newInstance(t, overlayTable("tcp", boot)+keyedRule+sub+registryTable(chain, "1h", "200ms", "last-known"))
 	d := newInstance(t, overlayTable("tcp", boot)+sub+registryTable(chain, "1s", "0s", "deny"))
 	l := newInstance(t, overlayTable("tcp", boot)+sub+rule("p/#")+registryTable(chain, "1s", "0s", "allow"))
 	for _, in := range []*instance{b, d, l} {
@@ -86,6 +89,11 @@ func TestStreamRegistryPermissions(t *testing.T) {
 	}
 	all := map[string]bool{"B": true, "D": true, "L": true}
 	none := map[string]bool{"B": false, "D": false, "L": false}
+
+	publishN(t, b, "k/sensor-1", 1, 0) // keyToArrayIndex(7, "sensor-1") = 3
+	if msgs, errs, code := b.exportAll(keyed, "--partition", "3"); code != 0 || len(msgs) != 1 {
+		t.Fatalf("partition 3 of %s (7 partitions from the metadata) holds %d messages, want 1; exit %d %s", keyed, len(msgs), code, errs)
+	}
 
 	publishN(t, l, "p/x", 1, 1000)
 	waitSeries(t, l, `tributary_forward_publish_refused_total{reason="denied"}`)
