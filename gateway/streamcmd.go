@@ -118,18 +118,10 @@ func (m *StreamManager) Grant(ctx context.Context, stream, user string, p stream
 		}
 		return m.setExpiration(ctx, stream, u, p, expires)
 	}
-	switch {
-	case u == nil:
-		if p != streamr.PermissionPublish && p != streamr.PermissionSubscribe {
-			return fmt.Errorf("public permissions are publish and subscribe only, not %s", p)
-		}
-		err = m.transact(ctx, "grantPublicPermission", stream, uint8(p))
-	case len(u) == 20:
-		err = m.transact(ctx, "grantPermission", stream, registry.AddressOf(u), uint8(p))
-	default:
-		err = m.transact(ctx, "grantPermissionForUserId", stream, u, uint8(p))
+	if u == nil && p != streamr.PermissionPublish && p != streamr.PermissionSubscribe {
+		return fmt.Errorf("public permissions are publish and subscribe only, not %s", p)
 	}
-	if err != nil {
+	if err := m.permissionTx(ctx, stream, u, p, "grantPublicPermission", "grantPermission", "grantPermissionForUserId"); err != nil {
 		return fmt.Errorf("grant %s to %s on %s: %w", p, user, stream, err)
 	}
 	return nil
@@ -155,18 +147,22 @@ func (m *StreamManager) Revoke(ctx context.Context, stream, user string, p strea
 	if err != nil {
 		return err
 	}
-	switch {
-	case u == nil:
-		err = m.transact(ctx, "revokePublicPermission", stream, uint8(p))
-	case len(u) == 20:
-		err = m.transact(ctx, "revokePermission", stream, registry.AddressOf(u), uint8(p))
-	default:
-		err = m.transact(ctx, "revokePermissionForUserId", stream, u, uint8(p))
-	}
-	if err != nil {
+	if err := m.permissionTx(ctx, stream, u, p, "revokePublicPermission", "revokePermission", "revokePermissionForUserId"); err != nil {
 		return fmt.Errorf("revoke %s from %s on %s: %w", p, user, stream, err)
 	}
 	return nil
+}
+
+// permissionTx sends the variant of a grant or revoke that fits the user:
+// public (nil), an address, or another user ID (a P-256 key).
+func (m *StreamManager) permissionTx(ctx context.Context, stream string, u []byte, p streamr.Permission, public, byAddress, byUserID string) error {
+	switch {
+	case u == nil:
+		return m.transact(ctx, public, stream, uint8(p))
+	case len(u) == 20:
+		return m.transact(ctx, byAddress, stream, registry.AddressOf(u), uint8(p))
+	}
+	return m.transact(ctx, byUserID, stream, u, uint8(p))
 }
 
 // Show writes the stream's metadata and a permissions table: the public
