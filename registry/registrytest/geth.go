@@ -163,34 +163,55 @@ func (c *Chain) Fund(t testing.TB, addr common.Address, wei *big.Int) {
 
 func (c *Chain) send(t testing.TB, to *common.Address, data []byte, value *big.Int) *types.Receipt {
 	t.Helper()
+	return SendTx(t, c.Client(t), c.DevKey, to, data, value)
+}
+
+// TxBackend is what SendTx needs of a chain client.
+type TxBackend interface {
+	ethereum.ChainIDReader
+	ethereum.PendingStateReader
+	ethereum.GasEstimator
+	ethereum.TransactionSender
+	ethereum.TransactionReader
+	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
+}
+
+// SendTx sends a transaction signed by key (to nil: a contract creation)
+// and waits for its successful receipt.
+func SendTx(t testing.TB, b TxBackend, key *streamr.EVMKey, to *common.Address, data []byte, value *big.Int) *types.Receipt {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ec := c.Client(t)
-	from := common.Address(c.DevKey.Address())
-	chainID, err := ec.ChainID(ctx)
+	from := common.Address(key.Address())
+	chainID, err := b.ChainID(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nonce, err := ec.PendingNonceAt(ctx, from)
+	nonce, err := b.PendingNonceAt(ctx, from)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gas, err := ec.EstimateGas(ctx, ethereum.CallMsg{From: from, To: to, Data: data, Value: value})
+	head, err := b.HeaderByNumber(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gas, err := b.EstimateGas(ctx, ethereum.CallMsg{From: from, To: to, Data: data, Value: value})
 	if err != nil {
 		t.Fatalf("estimate gas: %v", err)
 	}
-	tx := types.NewTx(&types.DynamicFeeTx{ChainID: chainID, Nonce: nonce, GasTipCap: big.NewInt(1e9), GasFeeCap: big.NewInt(100e9),
-		Gas: gas * 2, To: to, Data: data, Value: value})
-	signed, err := types.SignTx(tx, types.LatestSignerForChainID(chainID), c.DevKey.PrivateKey())
+	tip := big.NewInt(1e9)
+	tx := types.NewTx(&types.DynamicFeeTx{ChainID: chainID, Nonce: nonce, GasTipCap: tip,
+		GasFeeCap: new(big.Int).Add(tip, new(big.Int).Mul(head.BaseFee, big.NewInt(2))), Gas: gas * 2, To: to, Data: data, Value: value})
+	signed, err := types.SignTx(tx, types.LatestSignerForChainID(chainID), key.PrivateKey())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ec.SendTransaction(ctx, signed); err != nil {
+	if err := b.SendTransaction(ctx, signed); err != nil {
 		t.Fatalf("send transaction: %v", err)
 	}
 	for {
 		// geth may answer "transaction indexing is in progress" at first: retry.
-		if r, err := ec.TransactionReceipt(ctx, signed.Hash()); err == nil {
+		if r, err := b.TransactionReceipt(ctx, signed.Hash()); err == nil {
 			if r.Status != types.ReceiptStatusSuccessful {
 				t.Fatalf("transaction %s reverted", signed.Hash().Hex())
 			}
@@ -199,7 +220,7 @@ func (c *Chain) send(t testing.TB, to *common.Address, data []byte, value *big.I
 		select {
 		case <-ctx.Done():
 			t.Fatalf("no receipt of %s within 60s", signed.Hash().Hex())
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -5,9 +5,7 @@ import (
 	"math/big"
 	"sync"
 	"testing"
-	"time"
 
-	ethereum "github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
@@ -59,48 +57,5 @@ func NewSimulated(t testing.TB, funded ...*streamr.EVMKey) *Simulated {
 
 func (s *Simulated) deploy(t testing.TB, key *streamr.EVMKey) common.Address {
 	t.Helper()
-	ctx := context.Background()
-	code := hexutil.MustDecode(Artifact(t).Bytecode)
-	from := common.Address(key.Address())
-	b := s.Client
-	chainID, err := b.ChainID(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce, err := b.PendingNonceAt(ctx, from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, err := b.HeaderByNumber(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gas, err := b.EstimateGas(ctx, ethereum.CallMsg{From: from, Data: code})
-	if err != nil {
-		t.Fatalf("estimate deployment: %v", err)
-	}
-	tx := types.NewTx(&types.DynamicFeeTx{ChainID: chainID, Nonce: nonce, GasTipCap: big.NewInt(1e9),
-		GasFeeCap: new(big.Int).Add(big.NewInt(1e9), new(big.Int).Mul(head.BaseFee, big.NewInt(2))), Gas: gas * 2, Data: code})
-	signed, err := types.SignTx(tx, types.LatestSignerForChainID(chainID), key.PrivateKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.SendTransaction(ctx, signed); err != nil {
-		t.Fatalf("deploy: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
-		r, err := b.TransactionReceipt(ctx, signed.Hash())
-		if err == nil {
-			if r.Status != types.ReceiptStatusSuccessful {
-				t.Fatal("deployment reverted")
-			}
-			return r.ContractAddress
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("no receipt of the deployment: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return SendTx(t, s.Client, key, nil, hexutil.MustDecode(Artifact(t).Bytecode), nil).ContractAddress
 }
