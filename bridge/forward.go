@@ -213,7 +213,7 @@ func NewForwarder(store ForwardLog, overlay Overlay, cfg ForwardConfig) *Forward
 		}),
 	}
 	f.denied = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tributary_forward_publish_refused_total",
+		Name: metric + "publish_refused_total",
 		Help: "Passes that held a stream partition's messages in storage for want of Publish permission on the stream, by reason: denied (the StreamRegistry says no) or unreachable.",
 	}, []string{"reason"})
 	if cfg.Registerer != nil {
