@@ -85,6 +85,7 @@ type Forwarder struct {
 	joinedLen  prometheus.Gauge
 	left       *prometheus.CounterVec
 	refused    prometheus.Counter
+	denied     *prometheus.CounterVec
 	logs       *logLimiter
 }
 
@@ -104,8 +105,21 @@ func (ft *forwardTopic) setHeld(held bool, now time.Time) {
 	ft.held = held
 }
 
+// PermissionChecker answers whether a user holds a permission on a stream
+// at a time: the StreamRegistry client. A non-nil error comes with false
+// and means it could not decide (the chain was not reachable).
+type PermissionChecker interface {
+	Allowed(ctx context.Context, streamID string, user []byte, p streamr.Permission, at time.Time) (bool, error)
+}
+
 // ForwardConfig configures a Forwarder; zero values take the defaults.
 type ForwardConfig struct {
+	// Permissions, when set, is asked before a partition's messages go
+	// out in a pass: without Publish for Publisher on the stream they stay
+	// in storage and go out in the first pass after the permission appears.
+	Permissions PermissionChecker
+	Publisher   []byte
+
 	Retry         time.Duration    // how often partitions without peers are tried again
 	MaxPartitions int              // partitions joined at once for forwarding
 	IdleTimeout   time.Duration    // a partition with nothing to send for this long is left
@@ -198,8 +212,12 @@ func NewForwarder(store ForwardLog, overlay Overlay, cfg ForwardConfig) *Forward
 			Help: "Joins put off at max_forward_partitions because every joined partition held messages back; the messages stay in storage.",
 		}),
 	}
+	f.denied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metric + "publish_refused_total",
+		Help: "Passes that held a stream partition's messages in storage for want of Publish permission on the stream, by reason: denied (the StreamRegistry says no) or unreachable.",
+	}, []string{"reason"})
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(f.backlogLen, f.skipped, f.joinedLen, f.left, f.refused)
+		cfg.Registerer.MustRegister(f.backlogLen, f.skipped, f.joinedLen, f.left, f.refused, f.denied)
 	}
 	return f
 }
@@ -329,6 +347,7 @@ type passState struct {
 // passes an entry that neither went out nor is covered by a tip.
 type partPass struct {
 	blocked   bool
+	permitted bool                      // this gateway may publish on the stream (asked in this pass)
 	tips      map[string]storage.Logged // chain → newest skipped entry
 	skipFirst uint64                    // first skipped entry not yet covered by published tips; 0: none
 	skipLast  uint64
@@ -343,6 +362,26 @@ func (ps *passState) part(id streamr.StreamPartID) *partPass {
 		ps.parts[id] = pp
 	}
 	return pp
+}
+
+// mayPublish asks the PermissionChecker whether this gateway may publish
+// on the partition's stream now, counting and logging a refusal.
+func (f *Forwarder) mayPublish(ctx context.Context, id streamr.StreamPartID) bool {
+	if f.cfg.Permissions == nil {
+		return true
+	}
+	ok, err := f.cfg.Permissions.Allowed(ctx, string(id.Stream), f.cfg.Publisher, streamr.PermissionPublish, f.cfg.Now())
+	switch {
+	case err != nil:
+		f.denied.WithLabelValues("unreachable").Inc()
+		f.logs.Warn("permission", "not publishing: the StreamRegistry could not be asked for Publish permission; messages stay in storage",
+			"stream", string(id.Stream), "publisher", streamr.UserID(f.cfg.Publisher), "err", err)
+	case !ok:
+		f.denied.WithLabelValues("denied").Inc()
+		f.logs.Warn("permission", "not publishing: this gateway has no Publish permission on the stream in the StreamRegistry; messages stay in storage until it is granted",
+			"stream", string(id.Stream), "publisher", streamr.UserID(f.cfg.Publisher))
+	}
+	return ok
 }
 
 func (ps *passState) add(ctx context.Context, e storage.Logged) {
@@ -362,6 +401,13 @@ func (ps *passState) add(ctx context.Context, e storage.Logged) {
 		// another publisher kept for a [[store]] rule: pubsub relayed it
 		// when it arrived, and resend requests fetch it from here.
 		return
+	}
+	if !pp.permitted {
+		if !ps.f.mayPublish(ctx, e.Part) {
+			ps.block(pp, e.Pos)
+			return
+		}
+		pp.permitted = true // asked once per partition and pass
 	}
 	if e.Pos <= ps.cutoff {
 		pp.tips[logChain(e)] = e

@@ -55,6 +55,7 @@ type Config struct {
 	Encryption  EncryptionConfig      `toml:"encryption"`
 
 	StreamrNetwork StreamrNetworkConfig `toml:"streamr_network"`
+	Registry       RegistryConfig       `toml:"registry"`
 }
 
 // LogConfig selects the log level and format.
@@ -200,6 +201,7 @@ func defaultConfig() Config {
 		Signing:    SigningConfig{OnUnsyncedClock: "sign", BatchWindow: Duration(10 * time.Millisecond), SignInCommitUnder: Duration(bridge.DefaultPresignMax)},
 		Status:     StatusConfig{ButtonHold: Duration(3 * time.Second)},
 		Encryption: defaultEncryption(),
+		Registry:   defaultRegistryConfig(),
 		Receipts: ReceiptsConfig{
 			Required: string(bridge.ReceiptsNone), Peers: []string{},
 			PollInterval: Duration(30 * time.Second), Timeout: Duration(5 * time.Second),
@@ -451,6 +453,7 @@ func (c *Config) validate() error {
 	} else if err := ocfg.Check(); err != nil && c.Overlay.Enabled {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Registry.check()...)
 	if c.Key.URI != "" {
 		if err := hw.CheckURI(c.Key.URI); err != nil {
 			errs = append(errs, fmt.Errorf("key.uri: %w", err))
@@ -486,6 +489,9 @@ func (c *Config) compileRules() ([]*bridge.Rule, error) {
 	rules := make([]*bridge.Rule, 0, len(c.Rules))
 	var errs []error
 	for i, r := range c.Rules {
+		if c.partitionsFromChain(r) {
+			r.Partitions = 1 // checked as one; the stream's metadata tells at start (resolvePartitions)
+		}
 		rule, err := bridge.Compile(bridge.RuleConfig(r), i)
 		if err != nil {
 			errs = append(errs, err)

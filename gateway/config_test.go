@@ -112,6 +112,9 @@ func TestConfigErrors(t *testing.T) {
 		{"subscribe from the network without proxies", "[[subscribe]]\nstream = \"0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/x\"\nsource = \"streamr_network\"\n", []string{"streamr_network.proxies: empty"}},
 		{"bad subscribe source", "[[subscribe]]\nstream = \"0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/x\"\nsource = \"mqtt\"\n", []string{"subscribe 1", `source "mqtt"`}},
 		{"streamr limits", "[streamr_network]\nmax_frames_per_second = 0\nreconnect_max = \"1ms\"\n", []string{"max_frames_per_second", "reconnect_max"}},
+		{"registry mode", "[registry]\non_unreachable = \"maybe\"\n", []string{`registry.on_unreachable "maybe"`, "last-known, deny or allow"}},
+		{"registry address", "[registry]\naddress = \"0x123\"\n", []string{"registry.address", `"0x123"`}},
+		{"registry ttl", "[registry]\ncache_ttl = \"0s\"\n", []string{"registry.cache_ttl"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -110,6 +110,18 @@ func (c *Config) needsE2EE() bool {
 	return false
 }
 
+// listedOrChain lets a user have group keys if a rule lists it or, with
+// [registry], if the StreamRegistry gives it Subscribe on the stream.
+type listedOrChain struct{ listed, chain e2ee.Permissions }
+
+// Allowed implements e2ee.Permissions.
+func (p listedOrChain) Allowed(ctx context.Context, streamID string, user []byte, perm streamr.Permission, at time.Time) (bool, error) {
+	if ok, err := p.listed.Allowed(ctx, streamID, user, perm, at); ok && err == nil {
+		return true, nil
+	}
+	return p.chain.Allowed(ctx, streamID, user, perm, at)
+}
+
 // startE2EE builds the key exchange of the gateway identity.
 func (s *system) startE2EE(rules []*bridge.Rule) error {
 	if !s.cfg.needsE2EE() {
@@ -119,13 +131,17 @@ func (s *system) startE2EE(rules []*bridge.Rule) error {
 	if err != nil {
 		return err
 	}
+	var perms e2ee.Permissions = subs
+	if s.registry != nil {
+		perms = listedOrChain{subs, s.registry}
+	}
 	e := s.cfg.Encryption
 	kt := streamr.AsymmetricRSA
 	if e.KeyExchange == "ml-kem" {
 		kt = streamr.AsymmetricMLKEM
 	}
 	s.e2ee, err = e2ee.New(e2ee.Config{
-		Signer: s.key, Secrets: s.store, Subscribers: subs, RotateEvery: time.Duration(e.RotateEvery),
+		Signer: s.key, Secrets: s.store, Subscribers: perms, RotateEvery: time.Duration(e.RotateEvery),
 		KeyType: kt, RSABits: e.RSAKeyBits, KeyRequestTimeout: time.Duration(e.KeyRequestTimeout),
 		MaxRequestsPerSec: e.MaxKeyRequestsPerSecond, MaxAnswersPerSec: e.MaxAnswersPerSecond,
 		MaxKeysPerRequest: e.MaxKeysPerRequest, MaxWaiting: e.MaxWaiting,

@@ -22,6 +22,7 @@ import (
 	"github.com/tributary-iot/tributary/e2ee"
 	"github.com/tributary-iot/tributary/hw"
 	"github.com/tributary-iot/tributary/overlay"
+	"github.com/tributary-iot/tributary/registry"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 	"github.com/tributary-iot/tributary/streamrnet"
@@ -197,6 +198,8 @@ type system struct {
 	snAdapter   *streamrNetAdapter
 	snForwarder *bridge.Forwarder // streamr_network.publish
 	snSubs      []*bridge.Subscription
+
+	registry *registry.Client // [registry]; nil when off
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
@@ -212,6 +215,12 @@ func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	if s.key, err = loadOrCreateKey(ctx, cfg, log); err != nil {
+		return nil, err
+	}
+	if s.registry, err = cfg.dialRegistry(ctx, log, s.reg); err != nil {
+		return nil, err
+	}
+	if err := cfg.resolvePartitions(ctx, s.registry, log); err != nil {
 		return nil, err
 	}
 	rcfg := cfg.receiptConfig(s.key.PublisherID())
@@ -332,13 +341,18 @@ func (s *system) startOverlay(wrapLog func(bridge.ForwardLog) bridge.ForwardLog)
 			}
 		}
 	}
+	fcfg := s.cfg.forwardConfig(s.log, s.reg)
+	if s.registry != nil {
+		ocfg.Policy = registryPolicy{s.registry}
+		fcfg.Permissions, fcfg.Publisher = s.registry, s.key.PublisherID()
+	}
 	if s.node, err = overlay.New(ocfg); err != nil {
 		return fmt.Errorf("overlay: %w", err)
 	}
 	s.adapter = newOverlayAdapter(s.node)
 	s.node.ServeResend(s.store) // own messages and [[store]] streams
 	s.node.ServeReceipts(s.store)
-	s.forwarder = bridge.NewForwarder(s.forwardLog(wrapLog), s.adapter, s.cfg.forwardConfig(s.log, s.reg))
+	s.forwarder = bridge.NewForwarder(s.forwardLog(wrapLog), s.adapter, fcfg)
 	s.log.Info("overlay listening", "peer_id", s.node.ID(), "addrs", s.node.Addrs())
 	if s.opts.BootstrapNode {
 		s.log.Info("bootstrap node: other bridges can join the overlay with", "bootstrap", s.node.Addrs())
@@ -373,6 +387,9 @@ func (s *system) forwarders() []*bridge.Forwarder {
 }
 
 func (s *system) close() {
+	if s.registry != nil {
+		s.registry.Close()
+	}
 	if s.e2ee != nil {
 		s.e2ee.Close() // messages still waiting for keys are fetched again after a restart
 	}

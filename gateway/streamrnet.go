@@ -118,6 +118,9 @@ func (s *system) startStreamrNetwork(flog bridge.ForwardLog) error {
 	if err != nil {
 		return err
 	}
+	if s.registry != nil {
+		ocfg.Policy = registryPolicy{s.registry}
+	}
 	s.snAdapter = newStreamrNetAdapter(ocfg, s.reg, s.log)
 	client, err := streamrnet.New(s.cfg.streamrNetConfig(s.key.PublisherID(), s.snAdapter.receive, s.log, s.reg))
 	if err != nil {
@@ -128,6 +131,9 @@ func (s *system) startStreamrNetwork(flog bridge.ForwardLog) error {
 	if s.cfg.StreamrNetwork.Publish {
 		fcfg := s.cfg.forwardConfig(s.log, s.reg)
 		fcfg.Name, fcfg.SendBacklog = "streamr_network", true
+		if s.registry != nil {
+			fcfg.Permissions, fcfg.Publisher = s.registry, s.key.PublisherID()
+		}
 		s.snForwarder = bridge.NewForwarder(flog, s.snAdapter, fcfg)
 	}
 	s.log.Info("Streamr Network proxies configured", "proxies", s.cfg.StreamrNetwork.Proxies, "publish", s.cfg.StreamrNetwork.Publish)

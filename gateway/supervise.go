@@ -67,6 +67,9 @@ func (s *system) serve(ctx context.Context, ready func()) error {
 // receipts poller, and the subscriptions and storer once MQTT is up (they
 // deliver into it).
 func (s *system) runNet(ctx context.Context, g *errgroup.Group) {
+	if s.registry != nil {
+		g.Go(func() error { return s.registry.Run(ctx) })
+	}
 	if s.sn != nil {
 		g.Go(func() error { return s.sn.Run(ctx) })
 	}

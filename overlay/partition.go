@@ -149,6 +149,10 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 	case ignore:
 		p.m.drop(reason)
 		p.log.Debug("dropped message", "peer", from.String(), "reason", reason, "err", err)
+		if reason == reasonPublisher || reason == reasonUnreachable {
+			p.node.metrics.refused.logOnce(ruleRegistry, "dropped a message the StreamRegistry does not let its publisher send",
+				"stream_part", p.part.String(), "reason", reason, "err", err)
+		}
 		return pubsub.ValidationIgnore
 	}
 	p.m.drop(reason)

@@ -2,9 +2,11 @@ package overlay
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tributary-iot/tributary/streamr"
 )
@@ -14,6 +16,17 @@ import (
 // that forwards a message its neighbour's policy refuses is penalised.
 type Policy interface {
 	MayPublish(stream streamr.StreamID, publisher []byte) bool
+}
+
+// TimedPolicy is a Policy that judges a publisher at the message's time
+// and may be unable to answer: the on-chain StreamRegistry. The validator
+// asks it only for messages whose signature verifies (a forged publisher
+// ID costs no look-up), and instead of MayPublish. An error means it could
+// not decide and refuses for now: the message is dropped without
+// penalising the peer that relayed it.
+type TimedPolicy interface {
+	Policy
+	MayPublishAt(ctx context.Context, stream streamr.StreamID, publisher []byte, at time.Time) (bool, error)
 }
 
 // AllowList is the default Policy until the on-chain StreamRegistry is

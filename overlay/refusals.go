@@ -19,6 +19,7 @@ const (
 	ruleResendPerPeer  = "resend_per_peer"  // the peer already has its share of resend answers
 	ruleResendBusy     = "resend_busy"      // every general resend slot is taken
 	ruleInvalidMessage = "invalid_messages" // gossip that failed validation (logged here, counted in drops_total)
+	ruleRegistry       = "registry"         // gossip the StreamRegistry refused or could not judge (logged here, counted in drops_total)
 )
 
 // DefaultLogRepeatInterval is how often one kind of refusal is logged at

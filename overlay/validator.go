@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -13,6 +14,7 @@ const (
 	reasonDecode       = "decode"                // not a StreamMessage protobuf
 	reasonTopic        = "topic"                 // stream part differs from the topic's
 	reasonPublisher    = "publisher"             // publisher not allowed by the Policy
+	reasonUnreachable  = "registry_unreachable"  // the TimedPolicy could not decide (on_unreachable)
 	reasonSignature    = "signature"             // signature does not verify
 	reasonMalformed    = "malformed"             // structure or content invalid, signature fine
 	reasonFuture       = "future"                // timestamp beyond MaxClockSkew
@@ -54,7 +56,9 @@ func (v *validator) check(data []byte) (*streamr.StreamMessage, verdict, string,
 	if got := m.ID.StreamPart(); got != v.part {
 		return nil, reject, reasonTopic, fmt.Errorf("%w: message of %s on the topic of %s", ErrInvalidMessage, got, v.part)
 	}
-	if who := policySubject(m); !v.policy.MayPublish(m.ID.StreamID, who) {
+	who := policySubject(m)
+	timed, isTimed := v.policy.(TimedPolicy)
+	if !isTimed && !v.policy.MayPublish(m.ID.StreamID, who) {
 		return nil, reject, reasonPublisher, fmt.Errorf("%w: publisher %s may not publish on %s", ErrInvalidMessage, streamr.UserID(who), m.ID.StreamID)
 	}
 	if err := streamr.Validate(m, len(data), v.limits); err != nil {
@@ -67,6 +71,24 @@ func (v *validator) check(data []byte) (*streamr.StreamMessage, verdict, string,
 	if limit := v.now().Add(v.maxSkew).UnixMilli(); m.ID.Timestamp > limit {
 		return nil, ignore, reasonFuture, fmt.Errorf("%w: timestamp %d is more than %s ahead of the local clock",
 			ErrInvalidMessage, m.ID.Timestamp, v.maxSkew)
+	}
+	if isTimed {
+		return v.checkTimed(timed, m, who)
+	}
+	return m, accept, "", nil
+}
+
+// checkTimed asks a TimedPolicy whether who (policySubject) may publish
+// at the time of m, a message that is valid otherwise.
+func (v *validator) checkTimed(p TimedPolicy, m *streamr.StreamMessage, who []byte) (*streamr.StreamMessage, verdict, string, error) {
+	ok, err := p.MayPublishAt(context.Background(), m.ID.StreamID, who, time.UnixMilli(m.ID.Timestamp))
+	switch {
+	case err != nil:
+		return nil, ignore, reasonUnreachable, fmt.Errorf("%w: publisher %s on %s: %w", ErrInvalidMessage, streamr.UserID(who), m.ID.StreamID, err)
+	case !ok:
+		// Ignored, not rejected: nodes' caches of the chain disagree for
+		// up to their TTL after a change, and a relay is not the publisher.
+		return nil, ignore, reasonPublisher, fmt.Errorf("%w: publisher %s may not publish on %s at %d", ErrInvalidMessage, streamr.UserID(who), m.ID.StreamID, m.ID.Timestamp)
 	}
 	return m, accept, "", nil
 }

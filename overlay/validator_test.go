@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -136,6 +137,63 @@ func TestParseAllowListErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := ParseAllowList(tc.in); err == nil {
 				t.Fatal("ParseAllowList accepted bad input")
+			}
+		})
+	}
+}
+
+// timedPolicy allows publishers until their expiry (ms); unknown ones
+// fail with err when it is set.
+type timedPolicy struct {
+	until map[string]int64
+	err   error
+	asked int
+}
+
+func (p *timedPolicy) MayPublish(streamr.StreamID, []byte) bool { return false } // never used for a TimedPolicy
+
+func (p *timedPolicy) MayPublishAt(_ context.Context, _ streamr.StreamID, pub []byte, at time.Time) (bool, error) {
+	p.asked++
+	until, ok := p.until[string(pub)]
+	if !ok && p.err != nil {
+		return false, p.err
+	}
+	return ok && at.UnixMilli() < until, nil
+}
+
+// TestValidatorTimedPolicy: a TimedPolicy (the StreamRegistry) judges at
+// the message's timestamp, only after the signature verified; when it
+// refuses or cannot decide, the message is ignored, not rejected (no
+// penalty for the relay).
+func TestValidatorTimedPolicy(t *testing.T) {
+	owner, granted, unknown := newPublisher(t), newPublisher(t), newPublisher(t)
+	part := owner.part(t, 0)
+	now := time.UnixMilli(1_800_000_000_000)
+	ts := now.UnixMilli()
+	policy := &timedPolicy{until: map[string]int64{string(granted.key.PublisherID()): ts}, err: errors.New("chain down")}
+	v := &validator{part: part, limits: streamr.Limits{MaxMessageBytes: 4096}, maxSkew: time.Minute, policy: policy,
+		now: func() time.Time { return now }}
+	tampered := message(t, granted.key, part, "c", ts-1, 0)
+	tampered.Content().Content = []byte(`{"x":2}`)
+	tests := []struct {
+		name    string
+		data    []byte
+		verdict verdict
+		reason  string
+		asks    int
+	}{
+		{"granted, before expiry", encode(t, message(t, granted.key, part, "c", ts-1, 0)), accept, "", 1},
+		{"granted, at expiry", encode(t, message(t, granted.key, part, "c", ts, 0)), ignore, reasonPublisher, 1},
+		{"owner, chain down: the owner is no exception", owner.signed(t, part, ts-1, 0), ignore, reasonUnreachable, 1},
+		{"unknown, chain down", encode(t, message(t, unknown.key, part, "c", ts-1, 0)), ignore, reasonUnreachable, 1},
+		{"forged signature: no look-up", encode(t, tampered), reject, reasonSignature, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			policy.asked = 0
+			_, verdict, reason, err := v.check(tc.data)
+			if verdict != tc.verdict || reason != tc.reason || policy.asked != tc.asks {
+				t.Fatalf("check = (%v, %q, %v) after %d look-ups, want (%v, %q) after %d", verdict, reason, err, policy.asked, tc.verdict, tc.reason, tc.asks)
 			}
 		})
 	}

@@ -3,7 +3,8 @@
 # installing what the tests need when it is missing: simulators for the
 # hardware keys (SoftHSM2, swtpm), Node.js for the Streamr SDK cross-check,
 # mosquitto clients, systemd-analyze for the unit checks, and protoc for
-# the check that the generated protobuf code is fresh (streamr/pb).
+# the check that the generated protobuf code is fresh (streamr/pb), solc-js
+# for the test StreamRegistry contract and geth for the chain its tests run.
 #
 # Every test that needs one of these fails (instead of skipping) here,
 # because TRIBUTARY_REQUIRE_TOOLS and TRIBUTARY_REQUIRE_NODE are set.
@@ -18,6 +19,9 @@ FUZZTIME=${FUZZTIME:-10s}
 # (45 minutes): it is skipped, saying so, once this many seconds have passed.
 IMAGE_DEADLINE=${IMAGE_DEADLINE:-1500}
 export TRIBUTARY_IMAGE_CACHE=${TRIBUTARY_IMAGE_CACHE:-/var/cache/tributary-image}
+# geth for the StreamRegistry tests (registry/registrytest), built once per go-ethereum version of go.mod
+# and kept outside the checkout like the image's base rootfs.
+export TRIBUTARY_GETH_CACHE=${TRIBUTARY_GETH_CACHE:-/var/cache/tributary-geth}
 
 # First, before anything is installed: every host command the scripts call must come from a package a
 # fresh machine has or the calling script installs, and every script must stop at a failed step.
@@ -60,6 +64,16 @@ if [ -n "${TRIBUTARY_STREAMR_SDK:-}" ]; then
 	echo "== npm packages for the full Streamr SDK subscriber test (TRIBUTARY_STREAMR_SDK)"
 	install_missing g++ make python3
 	(cd streamrnet/testdata/sdk && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+echo "== npm packages for the test StreamRegistry (solc-js) and its artifact's freshness"
+(cd contracts && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && node build.js --check)
+
+geth_version=$(go list -m -f '{{.Version}}' github.com/ethereum/go-ethereum)
+if [ ! -x "$TRIBUTARY_GETH_CACHE/$geth_version/geth" ]; then
+	echo "== geth $geth_version for the StreamRegistry tests (built once into $TRIBUTARY_GETH_CACHE)"
+	mkdir -p "$TRIBUTARY_GETH_CACHE/$geth_version"
+	GOBIN="$TRIBUTARY_GETH_CACHE/$geth_version" go install "github.com/ethereum/go-ethereum/cmd/geth@$geth_version"
 fi
 
 echo "== go vet"

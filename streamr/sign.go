@@ -221,6 +221,16 @@ func (k *EVMKey) Sign(_ context.Context, payload []byte) ([]byte, error) {
 	return sig, nil
 }
 
+// SignDigest signs a 32-byte digest as it is (no EIP-191 prefix): r‖s‖v
+// with v 0/1, as Ethereum transactions need.
+func (k *EVMKey) SignDigest(_ context.Context, digest []byte) ([]byte, error) {
+	sig, err := crypto.Sign(digest, k.priv)
+	if err != nil {
+		return nil, fmt.Errorf("secp256k1 sign digest: %w", err)
+	}
+	return sig, nil
+}
+
 // P256Key is a software P-256 key producing ECDSA_SECP256R1 signatures.
 type P256Key struct {
 	priv *ecdsa.PrivateKey

@@ -36,9 +36,14 @@ func TestImportRules(t *testing.T) {
 		"github.com/pelletier/go-toml":    "gateway",              // the config file
 		"github.com/BurntSushi/toml":      "broker",
 		"github.com/gorilla/websocket":    "wsock",
-		"github.com/ethereum/go-ethereum": "streamr hw",
-		"mvdan.cc/sh":                     "scripts/scriptcheck", // the shell parser of the fresh-machine check
-		"golang.org/x/term":               "cmd/bridge",          // passwd's prompt without echo
+		"github.com/ethereum/go-ethereum": "streamr hw registry", // crypto in streamr/ and hw/
+		// The chain's RPC side: only the StreamRegistry client talks to Ethereum nodes.
+		"github.com/ethereum/go-ethereum/ethclient":    "registry",
+		"github.com/ethereum/go-ethereum/rpc":          "registry",
+		"github.com/ethereum/go-ethereum/accounts/abi": "registry",
+		"github.com/ethereum/go-ethereum/core/types":   "registry",
+		"mvdan.cc/sh":       "scripts/scriptcheck", // the shell parser of the fresh-machine check
+		"golang.org/x/term": "cmd/bridge",          // passwd's prompt without echo
 	}
 	forbidden := map[string][]string{ // package → project packages it must not import
 		"streamr":    {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd", "e2ee"},
@@ -49,6 +54,7 @@ func TestImportRules(t *testing.T) {
 		"hw":         {"bridge", "broker", "overlay", "storage", "gateway", "cmd", "e2ee"},
 		"systemd":    {"bridge", "broker", "overlay", "storage", "hw", "gateway", "cmd", "e2ee"},
 		"reasoncode": {"bridge", "broker", "overlay", "storage", "hw", "streamr", "gateway", "cmd", "e2ee"},
+		"registry":   {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd", "e2ee"},
 		"wsock":      {"bridge", "broker", "overlay", "storage", "hw", "streamr", "systemd", "reasoncode", "gateway", "cmd", "e2ee"},
 		"appapi":     {"broker", "overlay", "hw", "systemd", "gateway", "cmd"},
 		// The Streamr Network client speaks the wire over wsock and streamr/

@@ -9,6 +9,7 @@
 //	bridge key new|show|import|provision-ecc [--config FILE] [--uri URI]
 //	bridge id [--config FILE] [--json]
 //	bridge export --stream ID [--partition N] [--from TS] [--to TS] [-o FILE] [--config FILE]
+//	bridge stream create|grant|revoke|grant-public|show ... [--config FILE] [--key-uri URI]
 //	bridge passwd
 //	bridge config-example
 //	bridge version
@@ -103,7 +104,7 @@ var commands = []command{
 	{"key", "bridge key new|show|import|provision-ecc [--config FILE] [--uri URI]", "manage the gateway identity: new, show, import, provision-ecc"},
 	{"id", "bridge id [--config FILE] [--json]", "print the publisher ID, key type, overlay peer ID and dialable addresses"},
 	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
-	{"stream", "bridge stream rekey [--config FILE] STREAM", "replace a stream's group key on the running gateway (end-to-end encryption)"},
+	{"stream", "bridge stream create|grant|revoke|grant-public|show|rekey ... [--config FILE] [--key-uri URI]", "manage streams and permissions in the StreamRegistry ([registry] rpc_url); rekey: replace a stream's group key on the running gateway"},
 	{"passwd", "bridge passwd", "read a password (prompted without echo on a terminal, else a line of stdin), print its bcrypt hash for users_file"},
 	{"config-example", "bridge config-example", "print a config file documenting every key"},
 	{"version", "bridge version", "print the version"},
@@ -147,10 +148,10 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return cmdID(ctx, rest, stdout, stderr)
 	case "export":
 		return cmdExport(ctx, rest, stdout, stderr)
-	case "passwd":
-		return cmdPasswd(rest, stdin, stdout, stderr)
 	case "stream":
 		return cmdStream(ctx, rest, stdout, stderr)
+	case "passwd":
+		return cmdPasswd(rest, stdin, stdout, stderr)
 	case "config-example":
 		if err := parseFlags(newFlags("config-example", stderr), rest); err != nil {
 			return err
@@ -175,8 +176,12 @@ func cmdHelp(args []string, stdout, stderr io.Writer) error {
 		usage(stdout)
 		return nil
 	}
-	if args[0] == "key" {
+	switch args[0] {
+	case "key":
 		fmt.Fprint(stdout, keyUsage)
+		return nil
+	case "stream":
+		fmt.Fprint(stdout, streamUsage)
 		return nil
 	}
 	// Every command answers --help with its own usage.

@@ -451,6 +451,25 @@ func (k *Key) Sign(ctx context.Context, payload []byte) ([]byte, error) {
 	return streamr.EVMSignatureFromRS(digest, rs[:32], rs[32:], k.addr)
 }
 
+// SignDigest signs a 32-byte digest as it is, as Ethereum transactions
+// need: r‖s‖v (v 27/28). Only secp256k1 keys sign transactions.
+func (k *Key) SignDigest(ctx context.Context, digest []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if k.typ == P256 {
+		return nil, errors.New("PKCS#11 sign digest: a P-256 key cannot sign Ethereum transactions")
+	}
+	rs, err := k.signDigest(digest)
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) != 64 {
+		return nil, fmt.Errorf("PKCS#11 sign digest: token returned %d bytes, want 64 (r‖s)", len(rs))
+	}
+	return streamr.EVMSignatureFromRS(digest, rs[:32], rs[32:], k.addr)
+}
+
 func (k *Key) signDigest(digest []byte) ([]byte, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
