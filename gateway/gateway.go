@@ -23,6 +23,7 @@ import (
 	"github.com/tributary-iot/tributary/hw"
 	"github.com/tributary-iot/tributary/overlay"
 	"github.com/tributary-iot/tributary/registry"
+	"github.com/tributary-iot/tributary/statuspage"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 	"github.com/tributary-iot/tributary/streamrnet"
@@ -43,6 +44,8 @@ type Options struct {
 	// DHT runs, and the addresses they can use are logged. It needs
 	// overlay.enabled.
 	BootstrapNode bool
+	// Version is the binary's version, as the status page shows it.
+	Version string
 }
 
 // Gateway is one Tributary gateway. New checks its config; Run opens the
@@ -166,6 +169,7 @@ type system struct {
 	opts     Options
 	log      *slog.Logger
 	reg      *prometheus.Registry
+	started  time.Time
 	key      hw.Key
 	store    *storage.Store
 	pipeline *bridge.Pipeline
@@ -200,11 +204,14 @@ type system struct {
 	snSubs      []*bridge.Subscription
 
 	registry *registry.Client // [registry]; nil when off
+	// streamrProxies reports the Streamr Network proxies for the status
+	// page; nil without [streamr_network].
+	streamrProxies func() []statuspage.Proxy
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
 	cfg, log := g.cfg, g.log
-	s := &system{cfg: cfg, opts: g.opts, log: log, reg: prometheus.NewRegistry()}
+	s := &system{cfg: cfg, opts: g.opts, log: log, reg: prometheus.NewRegistry(), started: time.Now()}
 	defer func() {
 		if err != nil {
 			s.close()

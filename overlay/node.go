@@ -42,10 +42,11 @@ type Node struct {
 	now       func() time.Time
 	cancel    context.CancelFunc // stops pubsub
 
-	joined sync.Map // topic name → *Partition, read by the tracer without locks
-	scores atomic.Pointer[map[peer.ID]float64]
-	redial *redialer
-	subs   *subscriptionFilter
+	joined    sync.Map // topic name → *Partition, read by the tracer without locks
+	scores    atomic.Pointer[map[peer.ID]float64]
+	redial    *redialer
+	subs      *subscriptionFilter
+	providers providerCache // DHT provider lookups of the joined partitions
 
 	mu     sync.Mutex
 	parts  map[string]*Partition
@@ -282,7 +283,8 @@ func (n *Node) ConnectedPeers() int { return len(n.host.Network().Peers()) }
 
 // Run keeps the node connected: it starts mDNS, bootstraps the DHT and
 // redials lost bootstrap peers and partition members with exponential
-// backoff (from 200 ms up to RedialInterval). It returns nil when ctx
+// backoff (from 200 ms up to RedialInterval); with a DHT it looks up the
+// providers of the joined partitions every 30 s (PartitionStates). It returns nil when ctx
 // ends; the node keeps running until Close.
 func (n *Node) Run(ctx context.Context) error {
 	if !n.cfg.DisableMDNS {
@@ -298,7 +300,10 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Warn("dht bootstrap failed", "err", err)
 		}
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() { n.lookupProviders(ctx) })
 	n.redial.run(ctx)
+	wg.Wait()
 	return nil
 }
 
