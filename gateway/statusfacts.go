@@ -142,8 +142,8 @@ func (s *system) statusPartitions(ctx context.Context, m metricIndex) []statuspa
 		label := map[string]string{"stream_part": id}
 		p.MessagesIn = uint64(m.value("tributary_overlay_messages_in_total", label))
 		p.MessagesOut = uint64(m.value("tributary_overlay_messages_out_total", label))
-		if p.MessagesOut > 0 {
-			p.Roles = append(p.Roles, "publish")
+		if p.MessagesOut > 0 || len(p.Roles) == 0 {
+			p.Roles = append(p.Roles, "forward") // joined by the forwarder for this gateway's messages
 		}
 		p.Drops = m.byLabel("tributary_overlay_drops_total", "reason", label)
 		p.Receipts = statusReceipts(receipts[id])

@@ -35,7 +35,7 @@ type Status struct {
 type Health struct {
 	OK    bool   `json:"ok"`
 	State string `json:"state"` // online, buffering (messages wait for peers) or fault, as the LED shows
-	Error string `json:"error,omitempty"`
+	Error string `json:"error"` // why not OK; "" when OK
 }
 
 // Identity is who the gateway is.
@@ -43,7 +43,7 @@ type Identity struct {
 	Publisher  string   `json:"publisher"`   // 0x… address, or the compressed P-256 key
 	KeyType    string   `json:"key_type"`    // the signature type
 	KeyBackend string   `json:"key_backend"` // where the key lives: file, tpm, pkcs11, ecc
-	PeerID     string   `json:"peer_id,omitempty"`
+	PeerID     string   `json:"peer_id"` // "" with the overlay disabled
 	Addrs      []string `json:"addrs"` // dialable overlay multiaddrs
 }
 

@@ -18,30 +18,33 @@ import (
 const maxDocument = 16 << 20
 
 // Fetch reads the /status document of the gateway whose HTTP API is at
-// base (http://host:port).
-func Fetch(ctx context.Context, client *http.Client, base string) (Status, error) {
+// base (http://host:port): decoded, and as received.
+func Fetch(ctx context.Context, client *http.Client, base string) (Status, []byte, error) {
 	url := strings.TrimSuffix(base, "/") + "/status"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return Status{}, err
+		return Status{}, nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return Status{}, err
+		return Status{}, nil, err
 	}
 	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDocument))
+	if err != nil {
+		return Status{}, nil, fmt.Errorf("GET %s: %w", url, err)
+	}
 	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return Status{}, fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+		return Status{}, nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body[:min(len(body), 512)])))
 	}
 	var st Status
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxDocument)).Decode(&st); err != nil {
-		return Status{}, fmt.Errorf("GET %s: %w", url, err)
+	if err := json.Unmarshal(body, &st); err != nil {
+		return Status{}, nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	if st.SchemaVersion != SchemaVersion {
-		return st, fmt.Errorf("GET %s: status schema version %d, this bridge reads %d", url, st.SchemaVersion, SchemaVersion)
+		return st, body, fmt.Errorf("GET %s: status schema version %d, this bridge reads %d", url, st.SchemaVersion, SchemaVersion)
 	}
-	return st, nil
+	return st, body, nil
 }
 
 // WriteText writes st as `bridge status` prints it: health first, so the
@@ -147,13 +150,14 @@ func countsText(m map[string]uint64) string {
 // WritePeers writes the nodes st knows, as `bridge peers` prints them.
 func WritePeers(w io.Writer, st Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tKIND\tCONNECTED\tSCORE\tSTREAM PARTITIONS\tADDRESSES")
 	n := 0
 	for _, node := range st.Nodes {
 		if node.Kind == "self" {
 			continue
 		}
-		n++
+		if n++; n == 1 {
+			fmt.Fprintln(tw, "NODE\tKIND\tCONNECTED\tSCORE\tSTREAM PARTITIONS\tADDRESSES")
+		}
 		connected := "no"
 		if node.Connected {
 			connected = "yes"

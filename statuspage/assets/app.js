@@ -26,7 +26,7 @@ const formats = {
   rate: (v) => (v ?? 0).toFixed(1),
   bytes: (v) => bytes(v ?? 0),
   bool: (v) => (v ? "yes" : "no"),
-  sec: (v) => ((v ?? 0) * 1000).toFixed(1) + " ms",
+  sec: (v) => (v >= 1 ? v.toFixed(1) + " s" : ((v ?? 0) * 1000).toFixed(1) + " ms"),
   dur: (v) => dur(v ?? 0),
   text: (v) => (v == null || v === "" ? "–" : String(v)),
 };
@@ -91,6 +91,8 @@ function render(st) {
       cell(st, k + "messages_in", "int"), cell(st, k + "messages_out", "int"),
       el("td", {}, receipts || "none"), el("td", {}, counts(p.drops)));
   }));
+  $("#orderers").hidden = !(st.orderers || []).length;
+  $("#orderers-none").hidden = !$("#orderers").hidden;
   fill("#orderers", (st.orderers || []).map((o, i) => {
     const k = "orderers." + i + ".";
     return el("tr", {}, cell(st, k + "name"), cell(st, k + "delivered", "int"), cell(st, k + "gaps", "int"), cell(st, k + "filled", "int"), cell(st, k + "lost", "int"));
