@@ -43,8 +43,8 @@ type Identity struct {
 	Publisher  string   `json:"publisher"`   // 0x… address, or the compressed P-256 key
 	KeyType    string   `json:"key_type"`    // the signature type
 	KeyBackend string   `json:"key_backend"` // where the key lives: file, tpm, pkcs11, ecc
-	PeerID     string   `json:"peer_id"` // "" with the overlay disabled
-	Addrs      []string `json:"addrs"` // dialable overlay multiaddrs
+	PeerID     string   `json:"peer_id"`     // "" with the overlay disabled
+	Addrs      []string `json:"addrs"`       // dialable overlay multiaddrs
 }
 
 // Clock is the system clock's synchronisation, which readings are

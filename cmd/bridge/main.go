@@ -10,6 +10,7 @@
 //	bridge id [--config FILE] [--json]
 //	bridge export --stream ID [--partition N] [--from TS] [--to TS] [-o FILE] [--config FILE]
 //	bridge stream create|grant|revoke|grant-public|show ... [--config FILE] [--key-uri URI]
+//	bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--progress] [--config FILE]
 //	bridge status [--config FILE] [--url URL] [--json]
 //	bridge peers [--config FILE] [--url URL] [--json]
 //	bridge passwd
@@ -107,6 +108,8 @@ var commands = []command{
 	{"id", "bridge id [--config FILE] [--json]", "print the publisher ID, key type, overlay peer ID and dialable addresses"},
 	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
 	{"stream", "bridge stream create|grant|revoke|grant-public|show|rekey ... [--config FILE] [--key-uri URI]", "manage streams and permissions in the StreamRegistry ([registry] rpc_url); rekey: replace a stream's group key on the running gateway"},
+	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--progress] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
+	{"stream", "bridge stream rekey [--config FILE] STREAM", "replace a stream's group key on the running gateway (end-to-end encryption)"},
 	{"status", "bridge status [--config FILE] [--url URL] [--json]", "show the running gateway's health, identity, backlog and stream partitions (exit 4: unhealthy)"},
 	{"peers", "bridge peers [--config FILE] [--url URL] [--json]", "list the overlay peers and DHT providers the running gateway knows"},
 	{"passwd", "bridge passwd", "read a password (prompted without echo on a terminal, else a line of stdin), print its bcrypt hash for users_file"},
