@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/statuspage"
@@ -71,11 +70,7 @@ func (c *Config) httpServerConfig(reg *prometheus.Registry, log *slog.Logger) br
 
 // serveHTTP serves the HTTP API and the status page until ctx ends;
 // /healthz fails once a part of the gateway has (failed is done).
-func (s *system) serveHTTP(ctx, failed context.Context) error {
-	pages, err := s.newStatusPage(failed)
-	if err != nil {
-		return err
-	}
+func (s *system) serveHTTP(ctx, failed context.Context, pages *statuspage.Server) error {
 	ln, err := net.Listen("tcp", s.cfg.HTTP.Address)
 	if err != nil {
 		return fmt.Errorf("http.address %s: %w", s.cfg.HTTP.Address, err)
@@ -100,10 +95,7 @@ func (s *system) serveHTTP(ctx, failed context.Context) error {
 		_ = ln.Close()
 		return fmt.Errorf("http.address %s: %w", s.cfg.HTTP.Address, err)
 	}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return pages.Run(ctx) })
-	g.Go(func() error { return srv.Serve(ctx) })
-	return g.Wait()
+	return srv.Serve(ctx)
 }
 
 // newStatusPage builds the status page's server, sampling the gateway's

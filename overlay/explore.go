@@ -82,12 +82,22 @@ const (
 	providerInterval = 30 * time.Second
 	providerTimeout  = 10 * time.Second
 	providerLimit    = 32
+	providerSettle   = 2 * time.Second
 )
 
 // providerCache holds the last DHT provider lookup per topic.
 type providerCache struct {
+	kick  chan struct{} // a partition was joined: look up now
 	mu    sync.Mutex
 	found map[string]providerLookup
+}
+
+// joined asks for a lookup soon, for a newly joined partition.
+func (c *providerCache) joined() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 }
 
 type providerLookup struct {
@@ -111,9 +121,10 @@ func (c *providerCache) set(topic string, peers []string, at time.Time) {
 	c.found[topic] = providerLookup{peers: peers, at: at}
 }
 
-// lookupProviders asks the DHT, every providerInterval until ctx ends,
-// which peers provide each joined partition: the same records pubsub's
-// discovery advertises and finds members by.
+// lookupProviders asks the DHT, every providerInterval and a moment after
+// a partition is joined, until ctx ends, which peers provide each joined
+// partition: the same records pubsub's discovery advertises and finds
+// members by.
 func (n *Node) lookupProviders(ctx context.Context) {
 	if n.dht == nil {
 		return
@@ -131,6 +142,14 @@ func (n *Node) lookupProviders(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.providers.kick:
+			// Give pubsub's discovery a moment to advertise the new
+			// partition and connect to its first members.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(providerSettle):
+			}
 		}
 	}
 }

@@ -130,6 +130,7 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 		bootstrap: bootstrap,
 		now:       opts.now,
 		parts:     make(map[string]*Partition),
+		providers: providerCache{kick: make(chan struct{}, 1)},
 	}
 	if n.now == nil {
 		n.now = time.Now
