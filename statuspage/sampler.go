@@ -2,6 +2,7 @@ package statuspage
 
 import (
 	"log/slog"
+	"math"
 	"time"
 )
 
@@ -149,9 +150,11 @@ func (s *sampler) logDrain(d *drainState, out *Drain, now time.Time) {
 	s.log.Info("forward backlog draining", attrs...)
 }
 
+// perSecond is the rate between two counter samples, to 0.01/s: finer
+// digits would only lengthen every snapshot's sparklines.
 func perSecond(now, before uint64, dt float64) float64 {
 	if now < before || dt <= 0 {
 		return 0 // a counter reset (restart): no rate for this sample
 	}
-	return float64(now-before) / dt
+	return math.Round(100*float64(now-before)/dt) / 100
 }

@@ -179,3 +179,31 @@ func readEvents(r io.Reader) <-chan Status {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// BenchmarkSample is the server's own work per snapshot on a gateway with
+// 16 partitions and full sparklines: rates, history, drain, JSON.
+func BenchmarkSample(b *testing.B) {
+	s := newSampler(DefaultHistory, time.Hour, discard())
+	parts := make([]Partition, 16)
+	for i := range parts {
+		parts[i] = Partition{ID: "0x0000000000000000000000000000000000000001/sensors/" + strings.Repeat("x", i) + "#0",
+			PeerIDs: []string{"12D3KooWCftFQbYCCWg4YALqhMJx3N37kkDW1zMuY7JbKi4WVDM8"}, Peers: 1}
+	}
+	now := time.Unix(0, 0)
+	b.ReportAllocs()
+	size := 0
+	for i := 0; b.Loop(); i++ {
+		st := Status{Readings: Readings{In: uint64(i * 10)}, Forward: &Forward{BacklogMessages: 5000}, Partitions: append([]Partition(nil), parts...)}
+		for j := range st.Partitions {
+			st.Partitions[j].MessagesOut = uint64(i*j + i%7) // uneven rates
+		}
+		now = now.Add(time.Second + time.Duration(i%3)*time.Millisecond)
+		s.add(&st, now, time.Second)
+		out, err := json.Marshal(st)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = len(out)
+	}
+	b.ReportMetric(float64(size), "bytes/snapshot")
+}
