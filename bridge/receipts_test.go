@@ -84,7 +84,9 @@ func TestReceiptsNoneStillReports(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx, net, func() ([]streamr.StreamPartID, error) { return []streamr.StreamPartID{part}, nil }) }()
+	go func() {
+		done <- r.Run(ctx, net, func() ([]streamr.StreamPartID, error) { return []streamr.StreamPartID{part}, nil })
+	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for r.Progress()[part.String()]["storer"]["c"].Timestamp != 7 {
 		if time.Now().After(deadline) {
