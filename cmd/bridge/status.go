@@ -25,19 +25,32 @@ type unhealthyError struct{ reason string }
 func (e unhealthyError) Error() string { return "the gateway is unhealthy: " + e.reason }
 func (unhealthyError) ExitCode() int   { return exitUnhealthy }
 
+// statusFlags are the flags of `bridge status` and `bridge peers`.
+type statusFlags struct {
+	config, url string
+	json        bool
+}
+
+// parseStatusFlags reads them; jsonHelp says what --json prints.
+func parseStatusFlags(name, jsonHelp string, args []string, stderr io.Writer) (statusFlags, error) {
+	var f statusFlags
+	fs := newFlags(name, stderr)
+	fs.StringVar(&f.config, "config", "", "config file, for http.address (default: embedded defaults)")
+	fs.StringVar(&f.url, "url", "", "the gateway's HTTP API, e.g. http://127.0.0.1:7171 (default: from the config)")
+	fs.BoolVar(&f.json, "json", false, jsonHelp)
+	return f, parseFlags(fs, args)
+}
+
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", stderr)
-	configPath := fs.String("config", "", "config file, for http.address (default: embedded defaults)")
-	url := fs.String("url", "", "the gateway's HTTP API, e.g. http://127.0.0.1:7171 (default: from the config)")
-	asJSON := fs.Bool("json", false, "print the /status document (JSON, docs/status.md) instead of text")
-	if err := parseFlags(fs, args); err != nil {
+	f, err := parseStatusFlags("status", "print the /status document (JSON, docs/status.md) instead of text", args, stderr)
+	if err != nil {
 		return err
 	}
-	st, raw, err := fetchStatus(ctx, *configPath, *url)
+	st, raw, err := fetchStatus(ctx, f.config, f.url)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	if *asJSON {
+	if f.json {
 		var out bytes.Buffer
 		if err := json.Indent(&out, raw, "", "  "); err != nil {
 			return fmt.Errorf("status: %w", err)
@@ -56,18 +69,15 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("peers", stderr)
-	configPath := fs.String("config", "", "config file, for http.address (default: embedded defaults)")
-	url := fs.String("url", "", "the gateway's HTTP API, e.g. http://127.0.0.1:7171 (default: from the config)")
-	asJSON := fs.Bool("json", false, "print the nodes as JSON (the /status document's nodes)")
-	if err := parseFlags(fs, args); err != nil {
+	f, err := parseStatusFlags("peers", "print the nodes as JSON (the /status document's nodes)", args, stderr)
+	if err != nil {
 		return err
 	}
-	st, _, err := fetchStatus(ctx, *configPath, *url)
+	st, _, err := fetchStatus(ctx, f.config, f.url)
 	if err != nil {
 		return fmt.Errorf("peers: %w", err)
 	}
-	if *asJSON {
+	if f.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st.Nodes)
