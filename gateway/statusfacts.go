@@ -136,13 +136,17 @@ func (s *system) statusPartitions(ctx context.Context, m metricIndex) []statuspa
 			p.Providers = ps.Providers
 		}
 	}
+	for part, since := range s.forwarder.HeldParts() {
+		t := since.UTC()
+		add(part, "forward").HeldSince = &t
+	}
 	receipts := s.receipts.Progress()
 	for _, id := range order {
 		p := byID[id]
 		label := map[string]string{"stream_part": id}
 		p.MessagesIn = uint64(m.value("tributary_overlay_messages_in_total", label))
 		p.MessagesOut = uint64(m.value("tributary_overlay_messages_out_total", label))
-		if p.MessagesOut > 0 || len(p.Roles) == 0 {
+		if (p.MessagesOut > 0 || len(p.Roles) == 0) && !slices.Contains(p.Roles, "forward") {
 			p.Roles = append(p.Roles, "forward") // joined by the forwarder for this gateway's messages
 		}
 		p.Drops = m.byLabel("tributary_overlay_drops_total", "reason", label)

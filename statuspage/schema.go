@@ -127,6 +127,9 @@ type Partition struct {
 	RatePerSecond float64    `json:"rate_per_second"`
 	Rate          []float64  `json:"rate"`
 	LastMessage   *time.Time `json:"last_message"` // within one sample; null: none since start
+	// HeldSince is when the forwarder began to hold this partition's
+	// messages back in storage for want of peers; null: not held.
+	HeldSince *time.Time `json:"held_since"`
 	// Receipts: receiver peer ID → chain ID → the newest message it holds.
 	Receipts map[string]map[string]Ref `json:"receipts"`
 	Drops    map[string]uint64         `json:"drops"` // rejected or dropped from peers, by reason

@@ -89,6 +89,9 @@ func WriteText(w io.Writer, st Status) error {
 		if p.LastMessage != nil {
 			last = st.Time.Sub(*p.LastMessage).Round(time.Second).String() + " ago"
 		}
+		if p.HeldSince != nil {
+			last += ", held for peers"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%d\t%d\t%d\t%d\n", p.ID, strings.Join(p.Roles, ","), p.RatePerSecond, last, p.Peers, p.Neighbours, p.MessagesIn, p.MessagesOut)
 	}
 	return tw.Flush()

@@ -55,6 +55,11 @@ func TestStatusCommands(t *testing.T) {
 			st.Forward == nil || st.Forward.BacklogMessages < heldReadings || livePeers(st) != 1 {
 			t.Errorf("schema %d, publisher %s, health %+v, forward %+v, live peers %d", st.SchemaVersion, st.Identity.Publisher, st.Health, st.Forward, livePeers(st))
 		}
+		for _, p := range st.Partitions {
+			if held := p.HeldSince != nil; held != strings.HasSuffix(p.Stream, "/held/data") {
+				t.Errorf("%s: held_since %v; want it set only on the stream nobody carries", p.ID, p.HeldSince)
+			}
+		}
 	})
 	t.Run("peers", func(t *testing.T) {
 		out, stderr, code := runBridge("peers", "--config", a.config)

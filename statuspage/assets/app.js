@@ -82,12 +82,12 @@ function render(st) {
   const q = st.storage.quota_bytes ? (100 * st.storage.used_bytes) / st.storage.quota_bytes : 0;
   $("#quota-bar").style.width = Math.min(100, q).toFixed(1) + "%";
   $("#forward-card").hidden = !st.forward;
-  renderDrain(st.forward && st.forward.drain);
+  renderDrain(st.forward && st.forward.drain, st.forward && st.forward.holding_back);
   fill("#parts", (st.partitions || []).map((p, i) => {
     const k = "partitions." + i + ".";
     const receipts = Object.entries(p.receipts || {}).map(([r, ch]) => r.slice(-8) + ": " + Object.values(ch).map((ref) => ref.timestamp).join(" ")).join("; ");
     return el("tr", { "data-id": p.id }, cell(st, k + "id"), el("td", {}, (p.roles || []).join(", ")), cell(st, k + "rate_per_second", "rate"),
-      el("td", {}, sparkline(p.rate || [])), el("td", {}, ago(p.last_message, now)), cell(st, k + "peers", "int"), cell(st, k + "neighbours", "int"),
+      el("td", {}, sparkline(p.rate || [])), el("td", {}, ago(p.last_message, now) + (p.held_since ? " · held for peers " + ago(p.held_since, now) : "")), cell(st, k + "peers", "int"), cell(st, k + "neighbours", "int"),
       cell(st, k + "messages_in", "int"), cell(st, k + "messages_out", "int"),
       el("td", {}, receipts || "none"), el("td", {}, counts(p.drops)));
   }));
@@ -108,10 +108,10 @@ function render(st) {
   renderExplorer(st);
 }
 
-function renderDrain(d) {
+function renderDrain(d, held) {
   const box = $("#drain");
-  if (!d) { box.textContent = "no backlog"; return; }
-  const eta = d.eta_seconds == null ? "not shrinking" : "ETA " + dur(d.eta_seconds);
+  if (!d) { box.textContent = held ? "waiting for peers" : "no backlog"; return; }
+  const eta = d.eta_seconds != null ? "ETA " + dur(d.eta_seconds) : held ? "waiting for peers" : "not shrinking";
   const done = el("div", {});
   done.style.width = d.percent.toFixed(1) + "%";
   box.replaceChildren(el("div", { class: "bar" }, done),
