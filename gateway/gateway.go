@@ -62,6 +62,9 @@ type Gateway struct {
 
 	// forwardLog, when set by a test, wraps the forwarder's storage.
 	forwardLog func(bridge.ForwardLog) bridge.ForwardLog
+	// streamrProxies, when set by a test, reports Streamr Network proxies
+	// to the status page.
+	streamrProxies func() []statuspage.Proxy
 }
 
 // New returns a gateway for cfg, which LoadConfig returned; it checks the
@@ -211,7 +214,7 @@ type system struct {
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
 	cfg, log := g.cfg, g.log
-	s := &system{cfg: cfg, opts: g.opts, log: log, reg: prometheus.NewRegistry(), started: time.Now()}
+	s := &system{cfg: cfg, opts: g.opts, log: log, reg: prometheus.NewRegistry(), started: time.Now(), streamrProxies: g.streamrProxies}
 	defer func() {
 		if err != nil {
 			s.close()

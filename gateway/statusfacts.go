@@ -18,9 +18,9 @@ import (
 // statusFacts gathers what the status page shows. Counters are read from
 // the gateway's metrics registry, so /status and /metrics never disagree;
 // peer lists come from the overlay, from the same sources as its gauges.
-func (s *system) statusFacts(ctx context.Context, failed context.Context) statuspage.Status {
+func (s *system) statusFacts(ctx context.Context, failed context.Context) (st statuspage.Status) {
 	m := gatherMetrics(s.reg)
-	st := statuspage.Status{
+	st = statuspage.Status{
 		Version:       s.opts.Version,
 		UptimeSeconds: time.Since(s.started).Seconds(),
 		Health:        s.statusHealth(failed),
@@ -47,6 +47,7 @@ func (s *system) statusFacts(ctx context.Context, failed context.Context) status
 		st.StreamrNetwork.Configured = true
 		st.StreamrNetwork.Proxies = s.streamrProxies()
 	}
+	defer func() { st.Nodes = append(st.Nodes, proxyNodes(st.StreamrNetwork.Proxies)...) }()
 	if s.node == nil {
 		return st
 	}
@@ -209,6 +210,15 @@ func (s *system) statusNodes(self statuspage.Identity, parts []statuspage.Partit
 		nodes = append(nodes, statuspage.Node{ID: id, Kind: "provider", Addrs: []string{}, Partitions: carried[id]})
 	}
 	return nodes
+}
+
+// proxyNodes are the Streamr Network proxies as the explorer's nodes.
+func proxyNodes(proxies []statuspage.Proxy) []statuspage.Node {
+	out := make([]statuspage.Node, len(proxies))
+	for i, p := range proxies {
+		out[i] = statuspage.Node{ID: p.URL, Kind: "proxy", Addrs: []string{p.URL}, Partitions: []string{}, Connected: p.State == "connected"}
+	}
+	return out
 }
 
 func nonNil(s []string) []string {
