@@ -102,7 +102,7 @@ func (s *system) serveHTTP(ctx, failed context.Context, pages *statuspage.Server
 // facts every http.status_interval.
 func (s *system) newStatusPage(failed context.Context) (*statuspage.Server, error) {
 	pages, err := statuspage.New(statuspage.Config{
-		Source:       func(ctx context.Context) statuspage.Status { return s.statusFacts(ctx, failed) },
+		Source:       func(context.Context) statuspage.Status { return s.statusFacts(failed) },
 		Interval:     time.Duration(s.cfg.HTTP.StatusInterval),
 		MaxStreams:   s.cfg.HTTP.MaxStatusStreams,
 		WriteTimeout: time.Duration(s.cfg.HTTP.WriteTimeout),

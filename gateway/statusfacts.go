@@ -18,9 +18,9 @@ import (
 // statusFacts gathers what the status page shows. Counters are read from
 // the gateway's metrics registry, so /status and /metrics never disagree;
 // peer lists come from the overlay, from the same sources as its gauges.
-func (s *system) statusFacts(ctx context.Context, failed context.Context) (st statuspage.Status) {
+func (s *system) statusFacts(failed context.Context) statuspage.Status {
 	m := gatherMetrics(s.reg)
-	st = statuspage.Status{
+	st := statuspage.Status{
 		Version:       s.opts.Version,
 		UptimeSeconds: time.Since(s.started).Seconds(),
 		Health:        s.statusHealth(failed),
@@ -47,10 +47,16 @@ func (s *system) statusFacts(ctx context.Context, failed context.Context) (st st
 		st.StreamrNetwork.Configured = true
 		st.StreamrNetwork.Proxies = s.streamrProxies()
 	}
-	defer func() { st.Nodes = append(st.Nodes, proxyNodes(st.StreamrNetwork.Proxies)...) }()
-	if s.node == nil {
-		return st
+	if s.node != nil {
+		s.overlayFacts(&st, m)
 	}
+	st.Nodes = append(st.Nodes, proxyNodes(st.StreamrNetwork.Proxies)...)
+	return st
+}
+
+// overlayFacts adds the forwarder, the overlay, the partitions and the
+// nodes this gateway knows.
+func (s *system) overlayFacts(st *statuspage.Status, m metricIndex) {
 	st.Forward = &statuspage.Forward{
 		BacklogMessages: uint64(m.value("tributary_forward_backlog_messages", nil)),
 		HoldingBack:     s.forwarder.HoldingBack(),
@@ -61,9 +67,8 @@ func (s *system) statusFacts(ctx context.Context, failed context.Context) (st st
 		PenalisedPeers: int(m.value("tributary_overlay_penalised_peers", nil)),
 		DHT:            s.cfg.Overlay.DHT,
 	}
-	st.Partitions = s.statusPartitions(ctx, m)
+	st.Partitions = s.statusPartitions(m)
 	st.Nodes = s.statusNodes(st.Identity, st.Partitions)
-	return st
 }
 
 func (s *system) statusHealth(failed context.Context) statuspage.Health {
@@ -104,7 +109,7 @@ func addrStrings(addrs []net.Addr) []string {
 
 // statusPartitions lists the joined partitions and those holding stored
 // messages, with their counters and receipts.
-func (s *system) statusPartitions(ctx context.Context, m metricIndex) []statuspage.Partition {
+func (s *system) statusPartitions(m metricIndex) []statuspage.Partition {
 	byID := map[string]*statuspage.Partition{}
 	var order []string
 	add := func(part streamr.StreamPartID, role string) *statuspage.Partition {

@@ -31,7 +31,7 @@ func TestStatusFacts(t *testing.T) {
 			}
 			c.Disconnect(0)
 			s := g.system()
-			st := s.statusFacts(context.Background(), context.Background())
+			st := s.statusFacts(context.Background())
 			m := gatherMetrics(s.reg)
 			if st.Readings.In != 3 || float64(st.Readings.In) != m.sum("tributary_readings_in_total") {
 				t.Errorf("readings in %d, metric %v, want 3", st.Readings.In, m.sum("tributary_readings_in_total"))
