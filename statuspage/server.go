@@ -93,10 +93,23 @@ type Server struct {
 	lastRefusal  time.Time
 }
 
-// snapshot is one sampled Status, encoded once for every reader.
+// snapshot is one sampled Status, encoded once, when first read: with
+// no page open and nobody asking /status, nothing is encoded.
 type snapshot struct {
 	status Status
+	once   sync.Once
 	json   []byte
+}
+
+func (s *snapshot) encoded(log *slog.Logger) []byte {
+	s.once.Do(func() {
+		var err error
+		if s.json, err = json.Marshal(s.status); err != nil {
+			log.Error("encode status", "err", err)
+			s.json = []byte(`{"error":"status could not be encoded"}`)
+		}
+	})
+	return s.json
 }
 
 // New returns a server; Run samples, Handler serves.
@@ -153,12 +166,7 @@ func (s *Server) sample(ctx context.Context) {
 	defer s.sampleMu.Unlock()
 	st := s.cfg.Source(ctx)
 	s.sampler.add(&st, s.cfg.Now(), s.cfg.Interval)
-	b, err := json.Marshal(st)
-	if err != nil {
-		s.log.Error("encode status", "err", err)
-		return
-	}
-	s.latest.Store(&snapshot{status: st, json: b})
+	s.latest.Store(&snapshot{status: st})
 	s.mu.Lock()
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -196,7 +204,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		_, _ = w.Write(s.current(r.Context()).json)
+		_, _ = w.Write(s.current(r.Context()).encoded(s.log))
 	})
 	mux.HandleFunc("GET /status/events", s.serveEvents)
 	return mux
@@ -251,7 +259,7 @@ func (s *Server) writeEvent(w http.ResponseWriter, rc *http.ResponseController, 
 	if err := rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)); err != nil {
 		return err
 	}
-	if _, err := fmt.Fprintf(w, "event: status\nid: %d\ndata: %s\n\n", snap.status.Seq, snap.json); err != nil {
+	if _, err := fmt.Fprintf(w, "event: status\nid: %d\ndata: %s\n\n", snap.status.Seq, snap.encoded(s.log)); err != nil {
 		return err
 	}
 	return rc.Flush()
