@@ -86,8 +86,8 @@ func TestStatusDocument(t *testing.T) {
 // Rates, sparklines, last-message times and the drain come from
 // successive samples.
 func TestSamplerRatesAndDrain(t *testing.T) {
-	s := newSampler(3, time.Hour, nil)
-	s.log = discard()
+	var logs strings.Builder
+	s := newSampler(3, time.Second, slog.New(slog.NewTextHandler(&logs, nil)))
 	t0 := time.Unix(1000, 0)
 	sample := func(sec int, in uint64, backlog uint64) Status {
 		st := Status{Readings: Readings{In: in}, Forward: &Forward{BacklogMessages: backlog},
@@ -115,6 +115,11 @@ func TestSamplerRatesAndDrain(t *testing.T) {
 	}
 	if st = sample(7, 10, 0); st.Forward.Drain != nil {
 		t.Errorf("drain %+v after the backlog is gone", st.Forward.Drain)
+	}
+	// Logged once while it shrank (not again while stuck), and at the end.
+	if n := strings.Count(logs.String(), `msg="forward backlog draining" remaining=4000 peak=5000 percent=20`); n != 1 ||
+		!strings.Contains(logs.String(), `msg="forward backlog drained" peak=5000 took=7s`) {
+		t.Errorf("drain logs:\n%s", logs.String())
 	}
 	if st = sample(8, 10, 100); st.Forward.Drain != nil {
 		t.Errorf("a backlog of 100 is reported as a drain: %+v", st.Forward.Drain)
