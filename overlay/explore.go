@@ -83,6 +83,7 @@ const (
 	providerTimeout  = 10 * time.Second
 	providerLimit    = 32
 	providerSettle   = 2 * time.Second
+	providerBatch    = 8 // lookups per providerInterval: 256 partitions are each refreshed every 16 min
 )
 
 // providerCache holds the last DHT provider lookup per topic.
@@ -121,23 +122,24 @@ func (c *providerCache) set(topic string, peers []string, at time.Time) {
 	c.found[topic] = providerLookup{peers: peers, at: at}
 }
 
-// lookupProviders asks the DHT, every providerInterval and a moment after
-// a partition is joined, until ctx ends, which peers provide each joined
-// partition: the same records pubsub's discovery advertises and finds
-// members by.
+// lookupProviders asks the DHT which peers provide the joined partitions
+// (the same records pubsub's discovery advertises and finds members by)
+// until ctx ends: every providerInterval the providerBatch partitions
+// looked up longest ago, and a newly joined one a moment after its join.
 func (n *Node) lookupProviders(ctx context.Context) {
-	if n.dht == nil {
+	if n.dht == nil || n.noProviderLookup {
 		return
 	}
 	disc := drouting.NewRoutingDiscovery(n.dht)
 	t := time.NewTicker(providerInterval)
 	defer t.Stop()
 	for {
-		n.joined.Range(func(k, _ any) bool {
-			topic := k.(string)
+		for _, topic := range n.providers.due(n.joinedTopics(), providerBatch) {
+			if ctx.Err() != nil {
+				return
+			}
 			n.providers.set(topic, n.findProviders(ctx, disc, topic), n.now())
-			return ctx.Err() == nil
-		})
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -152,6 +154,24 @@ func (n *Node) lookupProviders(ctx context.Context) {
 			}
 		}
 	}
+}
+
+func (n *Node) joinedTopics() []string {
+	var topics []string
+	n.joined.Range(func(k, _ any) bool {
+		topics = append(topics, k.(string))
+		return true
+	})
+	return topics
+}
+
+// due picks at most max of topics, those never looked up first, then
+// those looked up longest ago.
+func (c *providerCache) due(topics []string, max int) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	slices.SortStableFunc(topics, func(a, b string) int { return c.found[a].at.Compare(c.found[b].at) })
+	return topics[:min(len(topics), max)]
 }
 
 func (n *Node) findProviders(ctx context.Context, disc *drouting.RoutingDiscovery, topic string) []string {

@@ -47,6 +47,8 @@ type Node struct {
 	redial    *redialer
 	subs      *subscriptionFilter
 	providers providerCache // DHT provider lookups of the joined partitions
+	// noProviderLookup: see nodeOptions.
+	noProviderLookup bool
 
 	mu     sync.Mutex
 	parts  map[string]*Partition
@@ -62,6 +64,9 @@ type nodeOptions struct {
 	// noMemberRedial redials bootstrap peers only, not lost partition
 	// members (mocknet clusters: see scale_test.go).
 	noMemberRedial bool
+	// noProviderLookup skips the status page's DHT provider lookups
+	// (mocknet clusters: lookups dial nodes that are closing).
+	noProviderLookup bool
 
 	// Set by start: the metrics the host's resource manager already counts
 	// into (nil: newNode creates them), and the peers always let in.
@@ -131,6 +136,8 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 		now:       opts.now,
 		parts:     make(map[string]*Partition),
 		providers: providerCache{kick: make(chan struct{}, 1)},
+
+		noProviderLookup: opts.noProviderLookup,
 	}
 	if n.now == nil {
 		n.now = time.Now
