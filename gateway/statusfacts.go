@@ -43,10 +43,7 @@ func (s *system) statusFacts(failed context.Context) statuspage.Status {
 		Nodes:      []statuspage.Node{},
 		Orderers:   statusOrderers(m),
 	}
-	if s.streamrProxies != nil {
-		st.StreamrNetwork.Configured = true
-		st.StreamrNetwork.Proxies = s.streamrProxies()
-	}
+	st.StreamrNetwork = s.statusStreamrNetwork()
 	if s.node != nil {
 		s.overlayFacts(&st, m)
 	}
@@ -215,6 +212,24 @@ func (s *system) statusNodes(self statuspage.Identity, parts []statuspage.Partit
 		nodes = append(nodes, statuspage.Node{ID: id, Kind: "provider", Addrs: []string{}, Partitions: carried[id]})
 	}
 	return nodes
+}
+
+// statusStreamrNetwork is the Streamr Network client's proxies; not
+// configured without [streamr_network].
+func (s *system) statusStreamrNetwork() statuspage.StreamrNetwork {
+	switch {
+	case s.streamrProxies != nil: // a test's
+		return statuspage.StreamrNetwork{Configured: true, Proxies: s.streamrProxies()}
+	case s.sn == nil:
+		return statuspage.StreamrNetwork{Proxies: []statuspage.Proxy{}}
+	}
+	states := s.sn.Proxies()
+	proxies := make([]statuspage.Proxy, len(states))
+	for i, p := range states {
+		proxies[i] = statuspage.Proxy{URL: p.URL, State: p.State, Since: p.Since, MessagesIn: p.MessagesIn,
+			MessagesOut: p.MessagesOut, Errors: p.Errors, LastError: p.LastError}
+	}
+	return statuspage.StreamrNetwork{Configured: true, Proxies: proxies}
 }
 
 // proxyNodes are the Streamr Network proxies as the explorer's nodes.
