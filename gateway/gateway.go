@@ -23,7 +23,6 @@ import (
 	"github.com/tributary-iot/tributary/hw"
 	"github.com/tributary-iot/tributary/overlay"
 	"github.com/tributary-iot/tributary/registry"
-	"github.com/tributary-iot/tributary/statuspage"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 	"github.com/tributary-iot/tributary/streamrnet"
@@ -64,7 +63,7 @@ type Gateway struct {
 	forwardLog func(bridge.ForwardLog) bridge.ForwardLog
 	// streamrProxies, when set by a test, reports Streamr Network proxies
 	// to the status page.
-	streamrProxies func() []statuspage.Proxy
+	streamrProxies func() []streamrnet.ProxyState
 }
 
 // New returns a gateway for cfg, which LoadConfig returned; it checks the
@@ -209,7 +208,7 @@ type system struct {
 	registry *registry.Client // [registry]; nil when off
 	// streamrProxies reports the Streamr Network proxies for the status
 	// page; nil without [streamr_network].
-	streamrProxies func() []statuspage.Proxy
+	streamrProxies func() []streamrnet.ProxyState
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {

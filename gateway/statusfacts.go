@@ -13,6 +13,7 @@ import (
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/statuspage"
 	"github.com/tributary-iot/tributary/streamr"
+	"github.com/tributary-iot/tributary/streamrnet"
 )
 
 // statusFacts gathers what the status page shows. Counters are read from
@@ -221,22 +222,16 @@ func (s *system) statusStreamrNetwork() statuspage.StreamrNetwork {
 	case s.streamrProxies != nil: // a test's
 		return statuspage.StreamrNetwork{Configured: true, Proxies: s.streamrProxies()}
 	case s.sn == nil:
-		return statuspage.StreamrNetwork{Proxies: []statuspage.Proxy{}}
+		return statuspage.StreamrNetwork{Proxies: []streamrnet.ProxyState{}}
 	}
-	states := s.sn.Proxies()
-	proxies := make([]statuspage.Proxy, len(states))
-	for i, p := range states {
-		proxies[i] = statuspage.Proxy{URL: p.URL, State: p.State, Since: p.Since, MessagesIn: p.MessagesIn,
-			MessagesOut: p.MessagesOut, Errors: p.Errors, LastError: p.LastError}
-	}
-	return statuspage.StreamrNetwork{Configured: true, Proxies: proxies}
+	return statuspage.StreamrNetwork{Configured: true, Proxies: s.sn.Proxies()}
 }
 
 // proxyNodes are the Streamr Network proxies as the explorer's nodes.
-func proxyNodes(proxies []statuspage.Proxy) []statuspage.Node {
+func proxyNodes(proxies []streamrnet.ProxyState) []statuspage.Node {
 	out := make([]statuspage.Node, len(proxies))
 	for i, p := range proxies {
-		out[i] = statuspage.Node{ID: p.URL, Kind: "proxy", Addrs: []string{p.URL}, Partitions: []string{}, Connected: p.State == "connected"}
+		out[i] = statuspage.Node{ID: p.URL, Kind: "proxy", Addrs: []string{p.URL}, Partitions: []string{}, Connected: p.State == streamrnet.StateConnected}
 	}
 	return out
 }

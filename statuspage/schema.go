@@ -1,6 +1,10 @@
 package statuspage
 
-import "time"
+import (
+	"time"
+
+	"github.com/tributary-iot/tributary/streamrnet"
+)
 
 // SchemaVersion is the version of the /status document (docs/status.md).
 // Fields are only ever added within a version; a change that renames,
@@ -165,17 +169,8 @@ type Orderer struct {
 
 // StreamrNetwork is the connection into the real Streamr Network.
 type StreamrNetwork struct {
-	Configured bool    `json:"configured"` // false: no [streamr_network] table
-	Proxies    []Proxy `json:"proxies"`
-}
-
-// Proxy is one Streamr Network proxy node the gateway connects through.
-type Proxy struct {
-	URL         string    `json:"url"`
-	State       string    `json:"state"` // e.g. connecting, connected, backoff
-	Since       time.Time `json:"since"` // in this state since
-	MessagesIn  uint64    `json:"messages_in"`
-	MessagesOut uint64    `json:"messages_out"`
-	Errors      uint64    `json:"errors"`
-	LastError   string    `json:"last_error,omitempty"`
+	Configured bool `json:"configured"` // false: no [streamr_network] table
+	// Proxies are the client's connections, as streamrnet reports them
+	// (url, state, since, messages_in, messages_out, errors, last_error).
+	Proxies []streamrnet.ProxyState `json:"proxies"`
 }
