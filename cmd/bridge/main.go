@@ -8,9 +8,8 @@
 //	bridge check-config FILE
 //	bridge key new|show|import|provision-ecc [--config FILE] [--uri URI]
 //	bridge id [--config FILE] [--json]
-//	bridge export --stream ID [--partition N] [--from TS] [--to TS] [-o FILE] [--config FILE]
-//	bridge stream create|grant|revoke|grant-public|show ... [--config FILE] [--key-uri URI]
 //	bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--progress] [--config FILE]
+//	bridge stream create|grant|revoke|grant-public|show ... [--config FILE] [--key-uri URI]
 //	bridge status [--config FILE] [--url URL] [--json]
 //	bridge peers [--config FILE] [--url URL] [--json]
 //	bridge passwd
@@ -106,10 +105,8 @@ var commands = []command{
 	{"check-config", "bridge check-config FILE", "validate a config file exactly as run does, without starting"},
 	{"key", "bridge key new|show|import|provision-ecc [--config FILE] [--uri URI]", "manage the gateway identity: new, show, import, provision-ecc"},
 	{"id", "bridge id [--config FILE] [--json]", "print the publisher ID, key type, overlay peer ID and dialable addresses"},
-	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
-	{"stream", "bridge stream create|grant|revoke|grant-public|show|rekey ... [--config FILE] [--key-uri URI]", "manage streams and permissions in the StreamRegistry ([registry] rpc_url); rekey: replace a stream's group key on the running gateway"},
 	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--progress] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
-	{"stream", "bridge stream rekey [--config FILE] STREAM", "replace a stream's group key on the running gateway (end-to-end encryption)"},
+	{"stream", "bridge stream create|grant|revoke|grant-public|show|rekey ... [--config FILE] [--key-uri URI]", "manage streams and permissions in the StreamRegistry ([registry] rpc_url); rekey: replace a stream's group key on the running gateway"},
 	{"status", "bridge status [--config FILE] [--url URL] [--json]", "show the running gateway's health, identity, backlog and stream partitions (exit 4: unhealthy)"},
 	{"peers", "bridge peers [--config FILE] [--url URL] [--json]", "list the overlay peers and DHT providers the running gateway knows"},
 	{"passwd", "bridge passwd", "read a password (prompted without echo on a terminal, else a line of stdin), print its bcrypt hash for users_file"},
