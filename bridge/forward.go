@@ -76,6 +76,9 @@ type Forwarder struct {
 	sent   map[streamr.StreamPartID]uint64 // last forwarded position per part
 	low    uint64                          // every position ≤ low is forwarded
 	held   atomic.Bool                     // the last pass held messages back for want of peers
+	// heldParts are the partitions holding messages back after the last
+	// pass, each since when (for the status page).
+	heldParts atomic.Pointer[map[streamr.StreamPartID]time.Time]
 	// settledFrom is when the latest pass began that left nothing to send
 	// but messages held back for want of peers (UnixNano).
 	settledFrom atomic.Int64
@@ -224,6 +227,15 @@ func NewForwarder(store ForwardLog, overlay Overlay, cfg ForwardConfig) *Forward
 
 // HoldingBack reports whether messages are waiting in storage for peers.
 func (f *Forwarder) HoldingBack() bool { return f.held.Load() }
+
+// HeldParts returns the joined partitions whose messages wait in storage
+// for peers, each with when it began to hold them back.
+func (f *Forwarder) HeldParts() map[streamr.StreamPartID]time.Time {
+	if m := f.heldParts.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
 
 // SettledSince reports whether a pass that began at or after t has sent
 // everything committed before t, apart from messages held back for want
@@ -619,6 +631,7 @@ func (ps *passState) pending(id streamr.StreamPartID) bool {
 // messages back only if this pass blocked it.
 func (f *Forwarder) settleTopics(ps *passState, complete bool) {
 	now := f.cfg.Now()
+	defer f.noteHeld()
 	for id, ft := range f.topics {
 		pp := ps.parts[id]
 		switch {
@@ -631,6 +644,17 @@ func (f *Forwarder) settleTopics(ps *passState, complete bool) {
 			f.leave(id, "idle")
 		}
 	}
+}
+
+// noteHeld publishes which partitions hold messages back (HeldParts).
+func (f *Forwarder) noteHeld() {
+	held := make(map[streamr.StreamPartID]time.Time)
+	for id, ft := range f.topics {
+		if ft.held {
+			held[id] = ft.heldSince
+		}
+	}
+	f.heldParts.Store(&held)
 }
 
 func (f *Forwarder) leave(id streamr.StreamPartID, reason string) {

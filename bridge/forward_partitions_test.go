@@ -111,8 +111,8 @@ func TestForwarderBoundsJoinedPartitions(t *testing.T) {
 			t.Fatalf("%s: published %v, want [0 1 2]", part, got)
 		}
 	}
-	if f.HoldingBack() {
-		t.Error("forwarder holds messages back with peers everywhere")
+	if f.HoldingBack() || len(f.HeldParts()) != 0 {
+		t.Errorf("forwarder holds messages back with peers everywhere: %v", f.HeldParts())
 	}
 	if n := testutil.ToFloat64(f.left.WithLabelValues("cap")); n < nParts*rounds-limit {
 		t.Errorf("%v partitions left at the limit, want at least %d", n, nParts*rounds-limit)
@@ -172,6 +172,9 @@ func TestForwarderHoldsBackAtPartitionLimit(t *testing.T) {
 	}
 	if !f.HoldingBack() {
 		t.Error("HoldingBack is false with a partition held at the limit")
+	}
+	if held := f.HeldParts(); len(held) != 2 || held[a].IsZero() || held[b].IsZero() {
+		t.Errorf("HeldParts = %v, want a and b (joined, without peers)", held)
 	}
 	if n := logs.n.Load(); n != 1 {
 		t.Errorf("%d log lines for %v refusals, want 1", n, testutil.ToFloat64(f.refused))

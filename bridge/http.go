@@ -28,6 +28,7 @@ type History interface {
 
 // newHTTPHandler serves the local HTTP API:
 //
+//	/         the status page, /status its JSON, /status/events live (cfg.Pages)
 //	/metrics  Prometheus metrics from cfg.Gatherer
 //	/healthz  200 while cfg.Health returns nil
 //	/receipts how far each receiver holds this gateway's chains, per stream partition (JSON)
@@ -62,6 +63,11 @@ func newHTTPHandler(cfg HTTPServerConfig, m *httpMetrics, logs *logLimiter) http
 	}
 	if cfg.Rekey != nil {
 		mux.HandleFunc("POST /streams/{id}/rekey", func(w http.ResponseWriter, r *http.Request) { serveRekey(w, r, cfg.Rekey) })
+	}
+	if cfg.Pages != nil {
+		for _, route := range []string{"GET /{$}", "GET /assets/", "GET /status", "GET /status/events"} {
+			mux.Handle(route, cfg.Pages)
+		}
 	}
 	if lister, ok := cfg.History.(PartLister); ok {
 		mux.HandleFunc("GET /streams", func(w http.ResponseWriter, _ *http.Request) { serveParts(w, lister) })

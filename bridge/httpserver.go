@@ -47,6 +47,9 @@ type HTTPServerConfig struct {
 	// Decrypter decrypts encrypted content for format=object resends
 	// (format=raw stays ciphertext); nil: such messages are left out.
 	Decrypter Decrypter
+	// Pages serves GET /, /assets/, /status and /status/events (the
+	// status page); nil: not served.
+	Pages http.Handler
 
 	// AllowAnonymous serves a listener reachable beyond loopback although
 	// the API has no authentication; without it NewHTTPServer refuses one.

@@ -122,10 +122,10 @@ func (r *Receipts) Progress() map[string]map[string]map[string]streamr.MessageRe
 }
 
 // Run asks the receivers of parts() every Interval until ctx is done.
+// Under ReceiptsNone it still asks each partition's peers, so that
+// Progress (/receipts, the status page) shows how far they hold this
+// gateway's chains; retention does not wait for them.
 func (r *Receipts) Run(ctx context.Context, net ReceiptNetwork, parts func() ([]streamr.StreamPartID, error)) error {
-	if r.cfg.Policy == ReceiptsNone {
-		return nil
-	}
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -146,7 +146,7 @@ func (r *Receipts) poll(ctx context.Context, net ReceiptNetwork, parts func() ([
 	}
 	for _, part := range ps {
 		receivers := r.cfg.Peers
-		if r.cfg.Policy == ReceiptsAnyStorer {
+		if r.cfg.Policy != ReceiptsAllListed {
 			receivers = net.PartitionPeers(part)
 		}
 		for _, peer := range receivers {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/tributary-iot/tributary/streamr"
 )
@@ -65,6 +66,40 @@ func TestReceiptsGuard(t *testing.T) {
 				t.Fatalf("Acknowledged = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// Without a receipt policy the partition's peers are still asked, so
+// /receipts and the status page show how far they hold our chains
+// (it answered {} before); retention keeps nothing back for them.
+func TestReceiptsNoneStillReports(t *testing.T) {
+	self := []byte{1}
+	part := streamr.StreamPartID{Stream: "x.eth/r"}
+	net := fakeReceiptNet{peers: []string{"storer"}, receipts: map[string][]streamr.ChainReceipt{
+		"storer": {{ChainID: "c", Last: streamr.MessageRef{Timestamp: 7}}},
+	}}
+	r, err := NewReceipts(ReceiptConfig{Policy: ReceiptsNone, Publisher: self, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(ctx, net, func() ([]streamr.StreamPartID, error) { return []streamr.StreamPartID{part}, nil })
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Progress()[part.String()]["storer"]["c"].Timestamp != 7 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Progress = %v after the first poll, want storer at 7", r.Progress())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !r.Acknowledged(part, self, "c", streamr.MessageRef{Timestamp: 100}) {
+		t.Fatal("policy none kept a message back")
 	}
 }
 

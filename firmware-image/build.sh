@@ -219,19 +219,26 @@ main() {
 	need_pkgs mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs xz-utils
 	enable_binfmt
 	local t0=$SECONDS t base bridge
+	STEPS=4
+	if [ "${BASE_ONLY:-0}" = 1 ]; then STEPS=1; elif [ "$COMPRESS" = 1 ]; then STEPS=5; fi
+	step "base root file system (mmdebstrap, cached by package list)"
 	base=$(base_stage)
 	log "base stage done in $((SECONDS - t0)) s"
 	if [ "${BASE_ONLY:-0}" = 1 ]; then return; fi
 	mkdir -p "$WORK"
 	t=$SECONDS
+	step "bridge binary and .deb"
 	bridge=$(bridge_binary)
+	step "customize: install the .deb, configure the system"
 	customize "$base" "$bridge"
 	log "customize done in $((SECONDS - t)) s"
 	t=$SECONDS
+	step "assemble the partitions into $IMAGE"
 	assemble
 	log "image $IMAGE ($(du -m --apparent-size "$IMAGE" | cut -f1) MiB, $(du -m "$IMAGE" | cut -f1) MiB allocated) in $((SECONDS - t)) s"
 	if [ "$COMPRESS" = 1 ]; then
 		t=$SECONDS
+		step "compress (xz)"
 		xz -T2 -6 -f -k "$IMAGE"
 		log "compressed $IMAGE.xz ($(du -m "$IMAGE.xz" | cut -f1) MiB) in $((SECONDS - t)) s"
 	fi

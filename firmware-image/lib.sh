@@ -3,6 +3,9 @@
 
 log() { printf '%s [%s] %s\n' "$(date +%T)" "${0##*/}" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# step announces the next of STEPS long steps, so a build shows how far it is ("step 2/4: …").
+STEP=0
+step() { STEP=$((STEP + 1)); log "step $STEP/${STEPS:-?}: $*"; }
 
 # A failing step stops the script that sources this file, naming the step, also where it fails inside a
 # function or a $(…) (errtrace and inherit_errexit): a failed mmdebstrap must not be followed by stages

@@ -20,6 +20,7 @@ import (
 	"github.com/tributary-iot/tributary/broker"
 	"github.com/tributary-iot/tributary/hw"
 	"github.com/tributary-iot/tributary/overlay"
+	"github.com/tributary-iot/tributary/statuspage"
 	"github.com/tributary-iot/tributary/storage"
 )
 
@@ -140,6 +141,11 @@ type HTTPConfig struct {
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"` // per request header
 	WriteTimeout      Duration `toml:"write_timeout"`       // per answer, and per write of a streamed one
 	IdleTimeout       Duration `toml:"idle_timeout"`        // keep-alive connections
+	MaxStatusStreams  int      `toml:"max_status_streams"`  // live status pages open at once
+	StatusInterval    Duration `toml:"status_interval"`     // how often the status page is updated
+	// Libp2pZeroMetrics serves libp2p's metric families whose every
+	// sample is zero; by default /metrics leaves them out.
+	Libp2pZeroMetrics bool `toml:"libp2p_zero_metrics"`
 }
 
 // RuleConfig is one [[rule]] table; see bridge.RuleConfig.
@@ -213,6 +219,8 @@ func defaultConfig() Config {
 			ReadHeaderTimeout: Duration(bridge.DefaultHTTPReadHeaderTimeout),
 			WriteTimeout:      Duration(bridge.DefaultHTTPWriteTimeout),
 			IdleTimeout:       Duration(bridge.DefaultHTTPIdleTimeout),
+			MaxStatusStreams:  statuspage.DefaultMaxStreams,
+			StatusInterval:    Duration(statuspage.DefaultInterval),
 		},
 		API: APIConfig{
 			Keys:           []string{},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/broker"
+	"github.com/tributary-iot/tributary/statuspage"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/systemd"
 )
@@ -37,7 +38,7 @@ func refuseUntilSpace(ctx context.Context, cfg *Config, log *slog.Logger, cause 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.Run(ctx) })
 	if cfg.HTTP.Address != "" {
-		g.Go(func() error { return serveRefusingHTTP(ctx, cfg, reg, log, cause) })
+		g.Go(func() error { return serveRefusingHTTP(ctx, cfg, reg, log, b, cause) })
 	}
 	g.Go(func() error {
 		select {
@@ -69,21 +70,45 @@ func refuseUntilSpace(ctx context.Context, cfg *Config, log *slog.Logger, cause 
 	return g.Wait()
 }
 
-// serveRefusingHTTP serves /metrics, and /healthz failing with the disk
-// error, while storage is closed.
-func serveRefusingHTTP(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog.Logger, cause error) error {
+// serveRefusingHTTP serves /metrics, /healthz failing with the disk
+// error, and the status page saying so, while storage is closed.
+func serveRefusingHTTP(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog.Logger, b *broker.Broker, cause error) error {
+	started := time.Now()
+	pages, err := statuspage.New(statuspage.Config{
+		Source: func(context.Context) statuspage.Status {
+			return statuspage.Status{
+				UptimeSeconds: time.Since(started).Seconds(),
+				Health:        statuspage.Health{State: "fault", Error: cause.Error()},
+				Clock:         statuspage.Clock{Policy: cfg.Signing.OnUnsyncedClock},
+				MQTT:          statuspage.MQTT{Clients: int(b.Stats().ClientsConnected), Listeners: addrStrings(b.Addrs())},
+				Storage:       statuspage.Storage{QuotaBytes: int64(cfg.Storage.Quota)},
+				Partitions:    []statuspage.Partition{},
+				Nodes:         []statuspage.Node{},
+				Orderers:      []statuspage.Orderer{},
+			}
+		},
+		Interval: time.Duration(cfg.HTTP.StatusInterval), MaxStreams: cfg.HTTP.MaxStatusStreams,
+		WriteTimeout: time.Duration(cfg.HTTP.WriteTimeout), Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("status page: %w", err)
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Address)
 	if err != nil {
 		return fmt.Errorf("http.address %s: %w", cfg.HTTP.Address, err)
 	}
 	hcfg := cfg.httpServerConfig(reg, log)
 	hcfg.Health = func() error { return cause }
+	hcfg.Pages = pages.Handler()
 	srv, err := bridge.NewHTTPServer(ln, hcfg)
 	if err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("http.address %s: %w", cfg.HTTP.Address, err)
 	}
-	return srv.Serve(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return pages.Run(ctx) })
+	g.Go(func() error { return srv.Serve(ctx) })
+	return g.Wait()
 }
 
 // refuseAll refuses every reading: there is nowhere to store it.

@@ -27,9 +27,10 @@ import (
 // in Streamr raw format to the file at path, or to stdout if path is "",
 // and explains on stderr an export that writes nothing. A file is removed
 // when the export fails, unless it holds what was signed (see
-// UnsignedExportError).
-func ExportFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, stdout, stderr io.Writer) error {
-	return exportFile(ctx, cfg, q, path, false, stdout, stderr)
+// UnsignedExportError). With progress (a terminal) it reports how many
+// messages went out, twice a second, on one line rewritten in place.
+func ExportFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, stdout, stderr, progress io.Writer) error {
+	return exportFile(ctx, cfg, q, path, false, stdout, stderr, progress)
 }
 
 // ExportDecryptedFile is `bridge export --decrypt`: ExportFile with AES
@@ -38,14 +39,19 @@ func ExportFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path st
 // cover the ciphertext, so decrypted messages no longer verify: the
 // output is for the keys' holders, not for republishing. It reads the
 // store, so the gateway must be stopped.
-func ExportDecryptedFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, stdout, stderr io.Writer) error {
-	return exportFile(ctx, cfg, q, path, true, stdout, stderr)
+func ExportDecryptedFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, stdout, stderr, progress io.Writer) error {
+	return exportFile(ctx, cfg, q, path, true, stdout, stderr, progress)
 }
 
-func exportFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, decrypt bool, stdout, stderr io.Writer) error {
+func exportFile(ctx context.Context, cfg *Config, q streamr.ResendQuery, path string, decrypt bool, stdout, stderr, progress io.Writer) error {
 	out, finish, err := openOutput(path, stdout)
 	if err != nil {
 		return err
+	}
+	if progress != nil {
+		p := newExportProgress(out, progress)
+		defer p.Done()
+		out = p
 	}
 	err = export(ctx, cfg, q, decrypt, out, stderr)
 	var unsigned *UnsignedExportError

@@ -43,6 +43,8 @@ type Options struct {
 	// DHT runs, and the addresses they can use are logged. It needs
 	// overlay.enabled.
 	BootstrapNode bool
+	// Version is the binary's version, as the status page shows it.
+	Version string
 }
 
 // Gateway is one Tributary gateway. New checks its config; Run opens the
@@ -59,6 +61,9 @@ type Gateway struct {
 
 	// forwardLog, when set by a test, wraps the forwarder's storage.
 	forwardLog func(bridge.ForwardLog) bridge.ForwardLog
+	// streamrProxies, when set by a test, reports Streamr Network proxies
+	// to the status page.
+	streamrProxies func() []streamrnet.ProxyState
 }
 
 // New returns a gateway for cfg, which LoadConfig returned; it checks the
@@ -166,6 +171,7 @@ type system struct {
 	opts     Options
 	log      *slog.Logger
 	reg      *prometheus.Registry
+	started  time.Time
 	key      hw.Key
 	store    *storage.Store
 	pipeline *bridge.Pipeline
@@ -200,11 +206,14 @@ type system struct {
 	snSubs      []*bridge.Subscription
 
 	registry *registry.Client // [registry]; nil when off
+	// streamrProxies reports the Streamr Network proxies for the status
+	// page; nil without [streamr_network].
+	streamrProxies func() []streamrnet.ProxyState
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
 	cfg, log := g.cfg, g.log
-	s := &system{cfg: cfg, opts: g.opts, log: log, reg: prometheus.NewRegistry()}
+	s := &system{cfg: cfg, opts: g.opts, log: log, reg: prometheus.NewRegistry(), started: time.Now(), streamrProxies: g.streamrProxies}
 	defer func() {
 		if err != nil {
 			s.close()

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/statuspage"
 )
 
 // validate checks the [http] table. An address reachable beyond loopback
@@ -28,6 +29,9 @@ func (h HTTPConfig) validate(keys bool) error {
 	}
 	if h.ReadHeaderTimeout <= 0 || h.WriteTimeout <= 0 || h.IdleTimeout <= 0 {
 		errs = append(errs, errors.New("http.read_header_timeout, http.write_timeout and http.idle_timeout: must be positive"))
+	}
+	if h.MaxStatusStreams <= 0 || h.StatusInterval <= 0 {
+		errs = append(errs, errors.New("http.max_status_streams and http.status_interval: must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -47,8 +51,12 @@ func isLoopbackAddress(address string) bool {
 }
 
 func (c *Config) httpServerConfig(reg *prometheus.Registry, log *slog.Logger) bridge.HTTPServerConfig {
+	var gatherer prometheus.Gatherer = quietGatherer{reg}
+	if c.HTTP.Libp2pZeroMetrics {
+		gatherer = reg
+	}
 	return bridge.HTTPServerConfig{
-		Gatherer:          reg,
+		Gatherer:          gatherer,
 		AllowAnonymous:    c.HTTP.AllowAnonymous,
 		MaxRequests:       c.HTTP.MaxRequests,
 		MaxQueries:        c.HTTP.MaxQueries,
@@ -60,9 +68,9 @@ func (c *Config) httpServerConfig(reg *prometheus.Registry, log *slog.Logger) br
 	}
 }
 
-// serveHTTP serves the HTTP API until ctx ends; /healthz fails once a
-// part of the gateway has (failed is done).
-func (s *system) serveHTTP(ctx, failed context.Context) error {
+// serveHTTP serves the HTTP API and the status page until ctx ends;
+// /healthz fails once a part of the gateway has (failed is done).
+func (s *system) serveHTTP(ctx, failed context.Context, pages *statuspage.Server) error {
 	ln, err := net.Listen("tcp", s.cfg.HTTP.Address)
 	if err != nil {
 		return fmt.Errorf("http.address %s: %w", s.cfg.HTTP.Address, err)
@@ -81,10 +89,28 @@ func (s *system) serveHTTP(ctx, failed context.Context) error {
 	if s.e2ee != nil {
 		hcfg.Rekey, hcfg.Decrypter = s.rekey, s.e2ee
 	}
+	hcfg.Pages = pages.Handler()
 	srv, err := bridge.NewHTTPServer(ln, hcfg)
 	if err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("http.address %s: %w", s.cfg.HTTP.Address, err)
 	}
 	return srv.Serve(ctx)
+}
+
+// newStatusPage builds the status page's server, sampling the gateway's
+// facts every http.status_interval.
+func (s *system) newStatusPage(failed context.Context) (*statuspage.Server, error) {
+	pages, err := statuspage.New(statuspage.Config{
+		Source:       func(context.Context) statuspage.Status { return s.statusFacts(failed) },
+		Interval:     time.Duration(s.cfg.HTTP.StatusInterval),
+		MaxStreams:   s.cfg.HTTP.MaxStatusStreams,
+		WriteTimeout: time.Duration(s.cfg.HTTP.WriteTimeout),
+		Registerer:   s.reg,
+		Logger:       s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("status page: %w", err)
+	}
+	return pages, nil
 }

@@ -100,6 +100,15 @@ func runningIdentity(ctx context.Context, address string) (Identity, error) {
 	return id, nil
 }
 
+// HTTPURL is the base URL of cfg's HTTP API, to reach the gateway that
+// runs with it.
+func (c *Config) HTTPURL() (string, error) {
+	if c.HTTP.Address == "" {
+		return "", errors.New("http.address is empty: the HTTP API is disabled in this config")
+	}
+	return "http://" + dialAddress(c.HTTP.Address), nil
+}
+
 // dialAddress turns a listen address such as 0.0.0.0:7171 into one to dial.
 func dialAddress(listen string) string {
 	host, port, err := net.SplitHostPort(listen)

@@ -25,6 +25,10 @@ import (
 // serves.
 func (s *system) serve(ctx context.Context, ready func()) error {
 	work, failed := errgroup.WithContext(context.WithoutCancel(ctx))
+	pages, err := s.newStatusPage(failed)
+	if err != nil {
+		return err
+	}
 	appendCtx, stopAppends := context.WithCancel(failed)
 	signCtx, stopSigning := context.WithCancel(failed)
 	netCtx, stopNet := context.WithCancel(failed)
@@ -46,8 +50,11 @@ func (s *system) serve(ctx context.Context, ready func()) error {
 	front, frontCtx := errgroup.WithContext(frontCtx)
 	front.Go(func() error { return s.broker.Run(frontCtx) })
 	front.Go(func() error { return s.reloadOnHangup(frontCtx) })
+	// The status sampler runs without the HTTP API too: it logs a
+	// backlog's drain progress.
+	front.Go(func() error { return pages.Run(frontCtx) })
 	if s.cfg.HTTP.Address != "" {
-		front.Go(func() error { return s.serveHTTP(frontCtx, failed) })
+		front.Go(func() error { return s.serveHTTP(frontCtx, failed, pages) })
 	}
 	if s.cfg.WebSocket.Address != "" {
 		front.Go(func() error { return s.serveWebSocket(frontCtx) })

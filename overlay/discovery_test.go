@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -34,6 +35,14 @@ func TestDiscoveryViaDHT(t *testing.T) {
 
 			if tc.wantMesh {
 				waitFor(t, 20*time.Second, "B and C to find each other", func() bool { return pb.Neighbours() == 1 })
+				waitFor(t, 20*time.Second, "B's status to list C as a DHT provider of the partition", func() bool {
+					for _, st := range b.PartitionStates() {
+						if st.Part == part && slices.Contains(st.Providers, c.ID()) {
+							return true
+						}
+					}
+					return false
+				})
 				return
 			}
 			time.Sleep(3 * time.Second) // three discovery rounds

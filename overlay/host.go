@@ -13,6 +13,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Resource budget for libp2p on a Raspberry Pi: the resource manager
@@ -47,7 +48,9 @@ func newHost(cfg *Config, key crypto.PrivKey, bootstrap []peer.AddrInfo, protect
 		libp2p.UserAgent("tributary"),
 	}
 	if cfg.Registerer != nil {
-		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+		// One prefix for every metric the gateway serves: libp2p_* become
+		// tributary_libp2p_*.
+		opts = append(opts, libp2p.PrometheusRegisterer(prometheus.WrapRegistererWithPrefix("tributary_", cfg.Registerer)))
 	} else {
 		opts = append(opts, libp2p.DisableMetrics())
 	}

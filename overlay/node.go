@@ -42,10 +42,13 @@ type Node struct {
 	now       func() time.Time
 	cancel    context.CancelFunc // stops pubsub
 
-	joined sync.Map // topic name → *Partition, read by the tracer without locks
-	scores atomic.Pointer[map[peer.ID]float64]
-	redial *redialer
-	subs   *subscriptionFilter
+	joined    sync.Map // topic name → *Partition, read by the tracer without locks
+	scores    atomic.Pointer[map[peer.ID]float64]
+	redial    *redialer
+	subs      *subscriptionFilter
+	providers providerCache // DHT provider lookups of the joined partitions
+	// noProviderLookup: see nodeOptions.
+	noProviderLookup bool
 
 	mu     sync.Mutex
 	parts  map[string]*Partition
@@ -61,6 +64,9 @@ type nodeOptions struct {
 	// noMemberRedial redials bootstrap peers only, not lost partition
 	// members (mocknet clusters: see scale_test.go).
 	noMemberRedial bool
+	// noProviderLookup skips the status page's DHT provider lookups
+	// (mocknet clusters: lookups dial nodes that are closing).
+	noProviderLookup bool
 
 	// Set by start: the metrics the host's resource manager already counts
 	// into (nil: newNode creates them), and the peers always let in.
@@ -129,6 +135,9 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 		bootstrap: bootstrap,
 		now:       opts.now,
 		parts:     make(map[string]*Partition),
+		providers: providerCache{kick: make(chan struct{}, 1)},
+
+		noProviderLookup: opts.noProviderLookup,
 	}
 	if n.now == nil {
 		n.now = time.Now
@@ -282,7 +291,8 @@ func (n *Node) ConnectedPeers() int { return len(n.host.Network().Peers()) }
 
 // Run keeps the node connected: it starts mDNS, bootstraps the DHT and
 // redials lost bootstrap peers and partition members with exponential
-// backoff (from 200 ms up to RedialInterval). It returns nil when ctx
+// backoff (from 200 ms up to RedialInterval); with a DHT it looks up the
+// providers of the joined partitions every 30 s (PartitionStates). It returns nil when ctx
 // ends; the node keeps running until Close.
 func (n *Node) Run(ctx context.Context) error {
 	if !n.cfg.DisableMDNS {
@@ -298,7 +308,10 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Warn("dht bootstrap failed", "err", err)
 		}
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() { n.lookupProviders(ctx) })
 	n.redial.run(ctx)
+	wg.Wait()
 	return nil
 }
 

@@ -79,6 +79,7 @@ func (n *Node) Join(part streamr.StreamPartID, deliver func(Delivery)) (*Partiti
 		return nil, errors.Join(fmt.Errorf("join %s: %w", part, err), p.Leave())
 	}
 	p.log.Info("joined stream partition", "topic", name)
+	n.providers.joined()
 	return p, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -127,6 +128,32 @@ func checkGauges(t *testing.T, p *Partition) {
 	if len(mesh) == 0 {
 		t.Error("empty mesh while messages flow")
 	}
+	checkStates(t, p, listed, mesh)
+}
+
+// checkStates expects the status page's view of p (PartitionStates,
+// ConnectedPeerInfo) to agree with ListPeers and the mesh.
+func checkStates(t *testing.T, p *Partition, listed, mesh []peer.ID) {
+	t.Helper()
+	for _, st := range p.node.PartitionStates() {
+		if st.Part != p.part {
+			continue
+		}
+		if !slices.Equal(st.Peers, peerStrings(listed)) || !slices.Equal(st.Neighbours, peerStrings(mesh)) {
+			t.Errorf("PartitionStates: peers %v, neighbours %v; ListPeers %v, mesh %v", st.Peers, st.Neighbours, listed, mesh)
+		}
+		connected := map[string]bool{}
+		for _, pi := range p.node.ConnectedPeerInfo() {
+			connected[pi.ID] = len(pi.Addrs) > 0
+		}
+		for _, id := range st.Peers {
+			if !connected[id] {
+				t.Errorf("partition peer %s is not in ConnectedPeerInfo with an address", id)
+			}
+		}
+		return
+	}
+	t.Errorf("PartitionStates does not list %s", p.part)
 }
 
 func freeTCPPort(t *testing.T) int {

@@ -95,8 +95,9 @@ func (c *cluster) add(parts []int) *member {
 	}
 	// No redialling of lost partition members: mocknet hangs when a
 	// connection is opened to a node while it closes (see TestMain), and
-	// every removal here would invite its neighbours to do just that.
-	n, err := newNode(cfg, h, c.bootstrap, nodeOptions{dhtMode: dht.ModeServer, noMemberRedial: true})
+	// every removal here would invite its neighbours to do just that;
+	// nor provider lookups, which would dial closing nodes too.
+	n, err := newNode(cfg, h, c.bootstrap, nodeOptions{dhtMode: dht.ModeServer, noMemberRedial: true, noProviderLookup: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,9 @@
 # mosquitto clients, systemd-analyze for the unit checks, and protoc for
 # the check that the generated protobuf code is fresh (streamr/pb), solc-js
 # for the test StreamRegistry contract and geth for the chain its tests run.
+# mosquitto clients, systemd-analyze for the unit checks, protoc for
+# the check that the generated protobuf code is fresh (streamr/pb), and
+# Chromium for the browser tests (app interfaces, status page).
 #
 # Every test that needs one of these fails (instead of skipping) here,
 # because TRIBUTARY_REQUIRE_TOOLS and TRIBUTARY_REQUIRE_NODE are set.
@@ -43,10 +46,11 @@ install_missing() {
 command -v node >/dev/null && command -v npm >/dev/null || install_missing nodejs npm
 install_missing softhsm2 swtpm swtpm-tools mosquitto mosquitto-clients systemd gcc make dpkg-dev protobuf-compiler
 # The app interfaces' tests (gateway/app*_test.go) drive the gateway with curl, a Python WebSocket app
-# and a page in headless Chromium (gateway's TestWebSocketBrowserPage, over the DevTools protocol).
+# and a page in headless Chromium (gateway's TestWebSocketBrowserPage, over the DevTools protocol);
+# Chromium also drives the status page (cmd/bridge's TestStatusPageBrowser).
 install_missing curl python3-websockets chromium
 
-# CI artifacts (the browser tests' screenshots) are kept here.
+# CI artifacts (the browser tests' screenshots, the status page's among them) are kept here.
 export TRIBUTARY_ARTIFACTS=${TRIBUTARY_ARTIFACTS:-$PWD/artifacts}
 mkdir -p "$TRIBUTARY_ARTIFACTS"
 

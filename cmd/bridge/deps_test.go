@@ -42,8 +42,9 @@ func TestImportRules(t *testing.T) {
 		"github.com/ethereum/go-ethereum/rpc":          "registry",
 		"github.com/ethereum/go-ethereum/accounts/abi": "registry",
 		"github.com/ethereum/go-ethereum/core/types":   "registry",
-		"mvdan.cc/sh":       "scripts/scriptcheck", // the shell parser of the fresh-machine check
-		"golang.org/x/term": "cmd/bridge",          // passwd's prompt without echo
+		"mvdan.cc/sh":          "scripts/scriptcheck", // the shell parser of the fresh-machine check
+		"golang.org/x/term":    "cmd/bridge",          // passwd's prompt without echo
+		"github.com/chromedp/": "cmd/bridge",          // the status page's browser test (test only)
 	}
 	forbidden := map[string][]string{ // package → project packages it must not import
 		"streamr":    {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd", "e2ee"},
@@ -60,6 +61,9 @@ func TestImportRules(t *testing.T) {
 		// The Streamr Network client speaks the wire over wsock and streamr/
 		// only; gateway/ assembles it with the pipeline.
 		"streamrnet": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd"},
+		// The status page only renders what the gateway hands it (the
+		// Streamr Network proxies as streamrnet reports them).
+		"statuspage": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd", "e2ee", "appapi"},
 		"gateway":    {"cmd"},
 		// End-to-end encryption knows keys and streamr/, not the transport
 		// or the storage engine (its callers hand it both).

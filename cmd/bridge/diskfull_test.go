@@ -2,17 +2,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	paho5 "github.com/eclipse/paho.golang/paho"
+
+	"github.com/tributary-iot/tributary/statuspage"
 )
 
 // A gateway started on a full disk (before: a SIGBUS crash loop) stays up
@@ -60,6 +64,7 @@ func TestStartOnFullDisk(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/healthz on a full disk: %s, want 503", resp.Status)
 	}
+	checkUnhealthyStatus(t, in)
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
@@ -79,6 +84,21 @@ func TestStartOnFullDisk(t *testing.T) {
 }
 
 // fillFile writes path until its file system is full.
+// checkUnhealthyStatus expects `bridge status` to say the gateway is at
+// fault and why, and to exit with status 4 (--json too).
+func checkUnhealthyStatus(t *testing.T, in *instance) {
+	t.Helper()
+	out, stderr, code := runBridge("status", "--config", in.config)
+	if code != exitUnhealthy || !strings.Contains(out, "FAULT") || !strings.Contains(out, "disk") {
+		t.Errorf("bridge status on a full disk: exit %d, want %d and FAULT naming the disk:\n%s%s", code, exitUnhealthy, out, stderr)
+	}
+	out, _, code = runBridge("status", "--json", "--config", in.config)
+	var st statuspage.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != exitUnhealthy || st.Health.OK || st.Health.State != "fault" {
+		t.Errorf("bridge status --json on a full disk: exit %d, health %+v (%v)", code, st.Health, err)
+	}
+}
+
 func fillFile(t *testing.T, path string) {
 	t.Helper()
 	f, err := os.Create(path)

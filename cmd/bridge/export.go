@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+
+	"golang.org/x/term"
 
 	"github.com/tributary-iot/tributary/gateway"
 )
@@ -17,6 +20,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	to := fs.String("to", "", "last timestamp, ms since the epoch or RFC 3339 (default: the end)")
 	outPath := fs.String("o", "", "output file (default: standard output)")
 	decrypt := fs.Bool("decrypt", false, "decrypt AES content with the group keys stored here (the gateway must be stopped; decrypted messages no longer verify)")
+	progress := fs.Bool("progress", false, "report progress on stderr (default: when stderr is a terminal)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -28,8 +32,18 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if *decrypt {
-		return gateway.ExportDecryptedFile(ctx, cfg, q, *outPath, stdout, stderr)
+	var progressTo io.Writer
+	if *progress || isTerminal(stderr) {
+		progressTo = stderr
 	}
-	return gateway.ExportFile(ctx, cfg, q, *outPath, stdout, stderr)
+	if *decrypt {
+		return gateway.ExportDecryptedFile(ctx, cfg, q, *outPath, stdout, stderr, progressTo)
+	}
+	return gateway.ExportFile(ctx, cfg, q, *outPath, stdout, stderr, progressTo)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

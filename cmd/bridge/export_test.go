@@ -53,6 +53,10 @@ func TestExportAfterKill(t *testing.T) {
 	}
 	in.stop()
 	checkExport(t, in.export(stream), acked, crashPublishers)
+	msgs, stderr, _ = in.exportAll(stream, "--progress")
+	if want := fmt.Sprintf("\rexported %d messages (", len(msgs)); len(msgs) != len(acked) || !strings.Contains(stderr, want) {
+		t.Errorf("export --progress: %d messages, stderr %q; want %q", len(msgs), stderr, want)
+	}
 }
 
 // checkEmptyExports exports a mistyped stream, a partition without

@@ -8,8 +8,10 @@
 //	bridge check-config FILE
 //	bridge key new|show|import|provision-ecc [--config FILE] [--uri URI]
 //	bridge id [--config FILE] [--json]
-//	bridge export --stream ID [--partition N] [--from TS] [--to TS] [-o FILE] [--config FILE]
+//	bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--progress] [--config FILE]
 //	bridge stream create|grant|revoke|grant-public|show ... [--config FILE] [--key-uri URI]
+//	bridge status [--config FILE] [--url URL] [--json]
+//	bridge peers [--config FILE] [--url URL] [--json]
 //	bridge passwd
 //	bridge config-example
 //	bridge version
@@ -103,8 +105,10 @@ var commands = []command{
 	{"check-config", "bridge check-config FILE", "validate a config file exactly as run does, without starting"},
 	{"key", "bridge key new|show|import|provision-ecc [--config FILE] [--uri URI]", "manage the gateway identity: new, show, import, provision-ecc"},
 	{"id", "bridge id [--config FILE] [--json]", "print the publisher ID, key type, overlay peer ID and dialable addresses"},
-	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
+	{"export", "bridge export --stream ID [--partition N] [--from TS] [--to TS] [--decrypt] [-o FILE] [--progress] [--config FILE]", "write stored messages of a stream in Streamr raw format"},
 	{"stream", "bridge stream create|grant|revoke|grant-public|show|rekey ... [--config FILE] [--key-uri URI]", "manage streams and permissions in the StreamRegistry ([registry] rpc_url); rekey: replace a stream's group key on the running gateway"},
+	{"status", "bridge status [--config FILE] [--url URL] [--json]", "show the running gateway's health, identity, backlog and stream partitions (exit 4: unhealthy)"},
+	{"peers", "bridge peers [--config FILE] [--url URL] [--json]", "list the overlay peers and DHT providers the running gateway knows"},
 	{"passwd", "bridge passwd", "read a password (prompted without echo on a terminal, else a line of stdin), print its bcrypt hash for users_file"},
 	{"config-example", "bridge config-example", "print a config file documenting every key"},
 	{"version", "bridge version", "print the version"},
@@ -148,6 +152,10 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return cmdID(ctx, rest, stdout, stderr)
 	case "export":
 		return cmdExport(ctx, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, rest, stdout, stderr)
+	case "peers":
+		return cmdPeers(ctx, rest, stdout, stderr)
 	case "stream":
 		return cmdStream(ctx, rest, stdout, stderr)
 	case "passwd":

@@ -40,7 +40,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if os.Getenv("GOMEMLIMIT") == "" && cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
 	}
-	g, err := gateway.New(cfg, gateway.Options{Logger: log, Reload: hangup, BootstrapNode: *bootstrapNode})
+	g, err := gateway.New(cfg, gateway.Options{Logger: log, Reload: hangup, BootstrapNode: *bootstrapNode, Version: version})
 	if err != nil {
 		return logStopped(log, err)
 	}
