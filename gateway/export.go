@@ -266,6 +266,19 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// APIKey is the key the gateway's own commands (export, status, rekey) send
+// to its HTTP API: the first configured key, or "" when keys are off.
+func (c *Config) APIKey() (string, error) {
+	if !c.API.hasKeys() {
+		return "", nil
+	}
+	keys, err := c.apiKeyList()
+	if err != nil || len(keys) == 0 {
+		return "", err
+	}
+	return keys[0], nil
+}
+
 // newAPIRequest is a request to the gateway's own HTTP API, with the first API
 // key when keys are configured.
 func newAPIRequest(ctx context.Context, cfg *Config, method, u string) (*http.Request, error) {
@@ -273,12 +286,12 @@ func newAPIRequest(ctx context.Context, cfg *Config, method, u string) (*http.Re
 	if err != nil {
 		return nil, err
 	}
-	if cfg.API.hasKeys() {
-		keys, err := cfg.apiKeyList()
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+keys[0])
+	key, err := cfg.APIKey()
+	if err != nil {
+		return nil, err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	return req, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -63,7 +64,7 @@ func newTestServer(t *testing.T, src *fakeSource, cfg Config) (*Server, *httptes
 func TestStatusDocument(t *testing.T) {
 	src := &fakeSource{st: Status{Health: Health{OK: true, State: "online"}, Partitions: []Partition{{ID: "x/y#0"}}}}
 	_, hs, _ := newTestServer(t, src, Config{Interval: time.Hour})
-	st, raw, err := Fetch(context.Background(), http.DefaultClient, hs.URL)
+	st, raw, err := Fetch(context.Background(), http.DefaultClient, hs.URL, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,4 +212,26 @@ func BenchmarkSample(b *testing.B) {
 		size = len(out)
 	}
 	b.ReportMetric(float64(size), "bytes/snapshot")
+}
+
+// With [api] keys the gateway wants a key on /status; Fetch sends the one
+// it is given as the HTTP plugin's Bearer token, and none otherwise.
+func TestFetchSendsAPIKey(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer k1" {
+			http.Error(w, `{"error":"missing or wrong API key"}`, http.StatusUnauthorized)
+			return
+		}
+		_, _ = fmt.Fprintf(w, `{"schema_version":%d}`, SchemaVersion)
+	}))
+	defer hs.Close()
+	for _, tt := range []struct {
+		key     string
+		wantErr string
+	}{{"k1", ""}, {"", "401"}, {"k2", "401"}} {
+		_, _, err := Fetch(context.Background(), hs.Client(), hs.URL, tt.key)
+		if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("Fetch with key %q: %v, want error %q", tt.key, err, tt.wantErr)
+		}
+	}
 }

@@ -19,11 +19,14 @@ const maxDocument = 16 << 20
 
 // Fetch reads the /status document of the gateway whose HTTP API is at
 // base (http://host:port): decoded, and as received.
-func Fetch(ctx context.Context, client *http.Client, base string) (Status, []byte, error) {
+func Fetch(ctx context.Context, client *http.Client, base, apiKey string) (Status, []byte, error) {
 	url := strings.TrimSuffix(base, "/") + "/status"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return Status{}, nil, err
+	}
+	if apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+apiKey)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

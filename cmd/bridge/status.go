@@ -88,18 +88,24 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // fetchStatus reads /status from the gateway at url, or at the config's
 // http.address; no gateway answering is said plainly.
 func fetchStatus(ctx context.Context, configPath, url string) (statuspage.Status, []byte, error) {
-	if url == "" {
+	var apiKey string
+	if url == "" || configPath != "" {
 		cfg, err := gateway.LoadConfig(configPath)
 		if err != nil {
 			return statuspage.Status{}, nil, err
 		}
-		if url, err = cfg.HTTPURL(); err != nil {
+		if apiKey, err = cfg.APIKey(); err != nil {
 			return statuspage.Status{}, nil, err
+		}
+		if url == "" {
+			if url, err = cfg.HTTPURL(); err != nil {
+				return statuspage.Status{}, nil, err
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	st, raw, err := statuspage.Fetch(ctx, &http.Client{}, url)
+	st, raw, err := statuspage.Fetch(ctx, &http.Client{}, url, apiKey)
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Op == "dial" {
 		return st, nil, fmt.Errorf("no gateway is running at %s (nothing answers: start it with `bridge run`, "+

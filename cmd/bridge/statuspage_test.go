@@ -81,7 +81,7 @@ func pageFixture(t *testing.T) (a, b *instance) {
 	t.Cleanup(func() { live.finish() })
 	deadline := time.Now().Add(time.Minute)
 	for {
-		st, _, err := statuspage.Fetch(context.Background(), http.DefaultClient, "http://"+a.http)
+		st, _, err := statuspage.Fetch(context.Background(), http.DefaultClient, "http://"+a.http, "")
 		if err == nil && st.Forward != nil && st.Forward.BacklogMessages >= heldReadings && livePeers(st) > 0 {
 			return a, b
 		}

@@ -181,7 +181,11 @@ function route() {
 window.addEventListener("hashchange", route);
 $("#search").addEventListener("input", () => current && renderExplorer(current));
 route();
-fetch("/status").then((r) => r.json()).then(render).catch(() => {});
-const events = new EventSource("/status/events");
+// With [api] keys the page is opened as /?apiKey=…; its own requests carry
+// the key on (EventSource cannot send an Authorization header).
+const auth = new URLSearchParams(location.search).has("apiKey")
+  ? "?apiKey=" + encodeURIComponent(new URLSearchParams(location.search).get("apiKey")) : "";
+fetch("/status" + auth).then((r) => r.json()).then(render).catch(() => {});
+const events = new EventSource("/status/events" + auth);
 events.addEventListener("status", (e) => render(JSON.parse(e.data)));
 events.onerror = () => { $("#live").textContent = "disconnected: retrying…"; $("#health").className = "badge down"; };
