@@ -11,9 +11,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
+	"path"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,13 +196,20 @@ func (s *Server) current(ctx context.Context) *snapshot {
 //	GET /status/events  every new Status as a server-sent event
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	static, _ := fs.Sub(assets, "assets") // cannot fail: the directory is embedded
-	files := http.FileServerFS(static)
+	files := embeddedFiles()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:")
-		http.ServeFileFS(w, r, static, "index.html")
+		files["index.html"].serve(w)
 	})
-	mux.Handle("GET /assets/", http.StripPrefix("/assets/", cacheable(files)))
+	mux.HandleFunc("GET /assets/{file}", func(w http.ResponseWriter, r *http.Request) {
+		f, ok := files[r.PathValue("file")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=3600") // they change only with the binary
+		f.serve(w)
+	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
@@ -210,13 +219,30 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// cacheable lets a browser keep the assets for an hour: they change only
-// with the binary.
-func cacheable(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "max-age=3600")
-		h.ServeHTTP(w, r)
-	})
+// embeddedFile is one asset, served whole. The assets are a few KB and
+// never change while the binary runs, so what http.FileServer adds (Range
+// requests, modification times) buys nothing, and its Range parser is the
+// path of GO-2026-6609.
+type embeddedFile struct {
+	contentType string
+	body        []byte
+}
+
+func (f embeddedFile) serve(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", f.contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(f.body)))
+	_, _ = w.Write(f.body)
+}
+
+// embeddedFiles reads the assets directory, by file name.
+func embeddedFiles() map[string]embeddedFile {
+	entries, _ := assets.ReadDir("assets") // cannot fail: the directory is embedded
+	files := make(map[string]embeddedFile, len(entries))
+	for _, e := range entries {
+		body, _ := assets.ReadFile("assets/" + e.Name())
+		files[e.Name()] = embeddedFile{contentType: mime.TypeByExtension(path.Ext(e.Name())), body: body}
+	}
+	return files
 }
 
 // serveEvents streams every snapshot as an SSE "status" event until the
