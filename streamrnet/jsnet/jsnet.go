@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -82,21 +83,32 @@ func Skip(t testing.TB) {
 	t.Skip("node or the Streamr npm packages are missing: run scripts/test.sh (npm ci in streamrnet/testdata/jsnode)")
 }
 
-// FreePorts returns n distinct free TCP ports on 127.0.0.1.
+// FreePorts returns n distinct TCP ports on 127.0.0.1 that are free now.
+// The JS nodes need their ports before they start (each is the other's
+// entry point), so the ports are closed again before use. They are drawn
+// below Linux's ephemeral range (32768-60999), which is where every port-0
+// listener and outgoing connection of other tests takes its port, so none
+// of those can take one in between (the collision that once failed CI).
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
+	const low, high = 20000, 32768
 	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	seen := map[int]bool{}
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no free port in %d-%d after %d tries", low, high, tries)
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
+		port := low + rand.IntN(high-low)
+		if seen[port] {
+			continue
+		}
+		seen[port] = true
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken
+		}
 		l.Close()
+		ports = append(ports, port)
 	}
 	return ports
 }
