@@ -63,7 +63,7 @@ type Gateway struct {
 	forwardLog func(bridge.ForwardLog) bridge.ForwardLog
 	// streamrProxies, when set by a test, reports Streamr Network proxies
 	// to the status page.
-	streamrProxies func() []streamrnet.ProxyState
+	streamrProxies func() []streamr.ProxyState
 }
 
 // New returns a gateway for cfg, which LoadConfig returned; it checks the
@@ -208,7 +208,7 @@ type system struct {
 	registry *registry.Client // [registry]; nil when off
 	// streamrProxies reports the Streamr Network proxies for the status
 	// page; nil without [streamr_network].
-	streamrProxies func() []streamrnet.ProxyState
+	streamrProxies func() []streamr.ProxyState
 }
 
 func (g *Gateway) start(ctx context.Context) (_ *system, err error) {

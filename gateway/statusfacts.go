@@ -13,7 +13,6 @@ import (
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/statuspage"
 	"github.com/tributary-iot/tributary/streamr"
-	"github.com/tributary-iot/tributary/streamrnet"
 )
 
 // statusFacts gathers what the status page shows. Counters are read from
@@ -222,16 +221,16 @@ func (s *system) statusStreamrNetwork() statuspage.StreamrNetwork {
 	case s.streamrProxies != nil: // a test's
 		return statuspage.StreamrNetwork{Configured: true, Proxies: s.streamrProxies()}
 	case s.sn == nil:
-		return statuspage.StreamrNetwork{Proxies: []streamrnet.ProxyState{}}
+		return statuspage.StreamrNetwork{Proxies: []streamr.ProxyState{}}
 	}
 	return statuspage.StreamrNetwork{Configured: true, Proxies: s.sn.Proxies()}
 }
 
 // proxyNodes are the Streamr Network proxies as the explorer's nodes.
-func proxyNodes(proxies []streamrnet.ProxyState) []statuspage.Node {
+func proxyNodes(proxies []streamr.ProxyState) []statuspage.Node {
 	out := make([]statuspage.Node, len(proxies))
 	for i, p := range proxies {
-		out[i] = statuspage.Node{ID: p.URL, Kind: "proxy", Addrs: []string{p.URL}, Partitions: []string{}, Connected: p.State == streamrnet.StateConnected}
+		out[i] = statuspage.Node{ID: p.URL, Kind: "proxy", Addrs: []string{p.URL}, Partitions: []string{}, Connected: p.State == streamr.ProxyConnected}
 	}
 	return out
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tributary-iot/tributary/statuspage"
-	"github.com/tributary-iot/tributary/streamrnet"
+	"github.com/tributary-iot/tributary/streamr"
 )
 
 // The status page's facts of a running gateway agree with its metrics
@@ -19,9 +19,9 @@ func TestStatusFacts(t *testing.T) {
 		t.Run(fmt.Sprintf("proxies=%v", withProxies), func(t *testing.T) {
 			g := newTestGateway(t, "")
 			since := time.Unix(1_700_000_000, 0).UTC()
-			proxy := streamrnet.ProxyState{URL: "wss://proxy.example:32200", State: "connected", Since: since, MessagesOut: 3}
+			proxy := streamr.ProxyState{URL: "wss://proxy.example:32200", State: "connected", Since: since, MessagesOut: 3}
 			if withProxies {
-				g.streamrProxies = func() []streamrnet.ProxyState { return []streamrnet.ProxyState{proxy} }
+				g.streamrProxies = func() []streamr.ProxyState { return []streamr.ProxyState{proxy} }
 			}
 			g.run(t)
 			c := connect(t, g.mqttAddr(t), "facts")

@@ -142,7 +142,7 @@ func (s *system) startStreamrNetwork(flog bridge.ForwardLog) error {
 
 // StreamrNetworkProxies reports the proxy connections (nil without
 // [streamr_network]), for the status page.
-func (g *Gateway) StreamrNetworkProxies() []streamrnet.ProxyState {
+func (g *Gateway) StreamrNetworkProxies() []streamr.ProxyState {
 	if s := g.system(); s != nil && s.sn != nil {
 		return s.sn.Proxies()
 	}

@@ -3,7 +3,7 @@ package statuspage
 import (
 	"time"
 
-	"github.com/tributary-iot/tributary/streamrnet"
+	"github.com/tributary-iot/tributary/streamr"
 )
 
 // SchemaVersion is the version of the /status document (docs/status.md).
@@ -172,5 +172,5 @@ type StreamrNetwork struct {
 	Configured bool `json:"configured"` // false: no [streamr_network] table
 	// Proxies are the client's connections, as streamrnet reports them
 	// (url, state, since, messages_in, messages_out, errors, last_error).
-	Proxies []streamrnet.ProxyState `json:"proxies"`
+	Proxies []streamr.ProxyState `json:"proxies"`
 }

@@ -175,8 +175,8 @@ func dedupKey(streamPart string, id streamr.MessageID) string {
 }
 
 // Proxies reports the state of every proxy connection.
-func (c *Client) Proxies() []ProxyState {
-	out := make([]ProxyState, len(c.proxies))
+func (c *Client) Proxies() []streamr.ProxyState {
+	out := make([]streamr.ProxyState, len(c.proxies))
 	for i, p := range c.proxies {
 		out[i] = p.snapshot()
 	}

@@ -92,7 +92,7 @@ func TestPublishToRealNodes(t *testing.T) {
 			t.Errorf("message %d: previous ref %v", i, e.Prev)
 		}
 	}
-	if st := c.Proxies()[0]; st.State != StateConnected || st.MessagesOut != n {
+	if st := c.Proxies()[0]; st.State != streamr.ProxyConnected || st.MessagesOut != n {
 		t.Errorf("proxy state %+v, want connected with %d out", st, n)
 	}
 }

@@ -6,24 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
-)
 
-// ProxyState is what the status page shows of one proxy connection.
-type ProxyState struct {
-	URL         string    `json:"url"`
-	State       string    `json:"state"` // connecting, connected, backoff
-	Since       time.Time `json:"since"`
-	MessagesIn  uint64    `json:"messages_in"`
-	MessagesOut uint64    `json:"messages_out"`
-	Errors      uint64    `json:"errors"`
-	LastError   string    `json:"last_error,omitempty"`
-}
-
-// Proxy connection states.
-const (
-	StateConnecting = "connecting"
-	StateConnected  = "connected"
-	StateBackoff    = "backoff"
+	"github.com/tributary-iot/tributary/streamr"
 )
 
 // leaveTimeout bounds the leave notices sent when the client stops.
@@ -38,7 +22,7 @@ type proxy struct {
 
 	mu     sync.Mutex
 	cur    *proxySession // nil while not connected
-	state  ProxyState
+	state  streamr.ProxyState
 	logged map[string]bool // drop kinds logged this session
 }
 
@@ -52,7 +36,7 @@ type proxySession struct {
 func newProxy(c *Client, url string) *proxy {
 	return &proxy{
 		c: c, url: url, wake: make(chan struct{}, 1), pm: c.m.forProxy(url),
-		state: ProxyState{URL: url, State: StateConnecting, Since: time.Now()},
+		state: streamr.ProxyState{URL: url, State: streamr.ProxyConnecting, Since: time.Now()},
 	}
 }
 
@@ -68,13 +52,13 @@ func (p *proxy) run(ctx context.Context) {
 	lim := p.c.cfg.Limits
 	delay := lim.MinBackoff
 	for ctx.Err() == nil {
-		p.setState(StateConnecting, nil)
+		p.setState(streamr.ProxyConnecting, nil)
 		began := time.Now()
 		err := p.connect(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		p.setState(StateBackoff, err)
+		p.setState(streamr.ProxyBackoff, err)
 		if time.Since(began) > lim.MaxBackoff {
 			delay = lim.MinBackoff // it was up a while: not a flapping proxy
 		}
@@ -269,7 +253,7 @@ func (p *proxy) setSession(ps *proxySession) {
 	p.logged = make(map[string]bool)
 	p.mu.Unlock()
 	if ps != nil {
-		p.setState(StateConnected, nil)
+		p.setState(streamr.ProxyConnected, nil)
 		p.pm.connected.Set(1)
 	} else {
 		p.pm.connected.Set(0)
@@ -317,7 +301,7 @@ func (p *proxy) dropped(kind string) {
 	}
 }
 
-func (p *proxy) snapshot() ProxyState {
+func (p *proxy) snapshot() streamr.ProxyState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.state

@@ -63,7 +63,7 @@ func TestImportRules(t *testing.T) {
 		"streamrnet": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd"},
 		// The status page only renders what the gateway hands it (the
 		// Streamr Network proxies as streamrnet reports them).
-		"statuspage": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd", "e2ee", "appapi"},
+		"statuspage": {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd", "e2ee", "appapi", "streamrnet", "registry"},
 		"gateway":    {"cmd"},
 		// End-to-end encryption knows keys and streamr/, not the transport
 		// or the storage engine (its callers hand it both).
