@@ -302,15 +302,24 @@ func (x *Exchange) receive(ctx context.Context, m *streamr.StreamMessage, resp *
 		return // not ours, or answered already
 	}
 	if !bytes.Equal(m.ID.PublisherID, p.publisher) {
-		x.metrics.decryptFailed.WithLabelValues("bad_response").Inc()
-		x.warn("bad_response", "key response from another publisher than asked ignored", "from", m.ID.PublisherHex())
-		return
+		// A key server answers for the publisher: it must be allowed to
+		// publish on the stream, as the SDK checks a group key message's
+		// signer.
+		if ok, err := x.keyServerAllowed(ctx, m); !ok {
+			x.metrics.decryptFailed.WithLabelValues("unauthorised_key_server").Inc()
+			x.warn("unauthorised_key_server", "key response refused: its signer is not the publisher asked and may not publish on the stream",
+				"from", m.ID.PublisherHex(), "publisher", streamr.UserID(p.publisher), "stream", string(m.ID.StreamID), "err", err)
+			return
+		}
 	}
 	if resp.EncryptionType != kx.Type() {
 		x.metrics.decryptFailed.WithLabelValues("bad_response").Inc()
 		return
 	}
 	for _, ek := range resp.GroupKeys {
+		if keyName(p.publisher, ek.ID) != name {
+			continue // only the key asked for: a key server plants no others
+		}
 		data, err := kx.Decrypt(ek.Data)
 		if err == nil && len(data) != streamr.GroupKeyLen {
 			err = fmt.Errorf("%d bytes", len(data))
@@ -320,7 +329,7 @@ func (x *Exchange) receive(ctx context.Context, m *streamr.StreamMessage, resp *
 			x.warn("bad_response", "group key in a key response does not decrypt", "from", m.ID.PublisherHex(), "err", err)
 			continue
 		}
-		if err := x.storeKey(ctx, m.ID.PublisherID, streamr.GroupKey{ID: ek.ID, Data: data}); err != nil {
+		if err := x.storeKey(ctx, p.publisher, streamr.GroupKey{ID: ek.ID, Data: data}); err != nil {
 			x.warn("store_failed", "received group key not stored", "err", err)
 		}
 	}
