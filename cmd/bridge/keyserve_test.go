@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -21,7 +22,7 @@ func TestStoreAnswersKeyRequests(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs five real bridges")
 	}
-	s, u, b, c := newInstance(t, ""), newInstance(t, ""), newInstance(t, ""), newInstance(t, "")
+	s, u, b, c := newInstance(t, overlayTable("tcp", "")), newInstance(t, overlayTable("tcp", "")), newInstance(t, overlayTable("tcp", "")), newInstance(t, overlayTable("tcp", ""))
 	addrS, addrU, addrB, _ := newKey(t, s), newKey(t, u), newKey(t, b), newKey(t, c)
 	a := newInstance(t, overlayTable("tcp", "")+fmt.Sprintf(`
 [encryption]
@@ -36,7 +37,7 @@ subscribers = [%q, %q, %q]
 	defer a.stop()
 	stream := a.address() + "/secret"
 	for _, in := range []*instance{s, u} {
-		in.joinOverlay(a.bootstrapAddr("tcp"))
+		in.joinPeers(a.bootstrapAddr("tcp"))
 		in.appendConfig(fmt.Sprintf(`[encryption]
 rsa_key_bits = 2048
 [[store]]
@@ -88,14 +89,19 @@ allow = [%q]
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("B's resend while A is offline: %q, want readings 0…14 in plaintext, in order, once", got)
 	}
-	waitMetric(t, s, `tributary_e2ee_key_requests_total{result="answered"}`, 3, 10*time.Second) // the three keys, to B
+	waitMetric(t, s, `tributary_e2ee_key_requests_total{result="answered"}`, 2, 10*time.Second) // the first and the re-keyed key, to B (the rotated one came in band)
 	waitMetric(t, u, `tributary_e2ee_key_requests_total{result="answered"}`, 1, 10*time.Second)
-	waitMetric(t, b, `tributary_overlay_drops_total{reason="publisher"}`, 1, 10*time.Second) // U's answers
+	waitMetric(t, b, fmt.Sprintf(`tributary_overlay_drops_total{reason="publisher",stream_part="%s#0"}`, stream), 1, 10*time.Second) // U's answers
 
+	// S refused U's requests to A already: C's come on top.
+	refused, err := s.metric(context.Background(), `tributary_e2ee_key_requests_total{result="refused"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if objs := contentObjects(t, c, stream); len(objs) != 0 {
 		t.Fatalf("C, in no store's subscribers list, decrypted %d readings", len(objs))
 	}
-	waitMetric(t, s, `tributary_e2ee_key_requests_total{result="refused"}`, 1, 10*time.Second)
+	waitMetric(t, s, `tributary_e2ee_key_requests_total{result="refused"}`, refused+1, 10*time.Second)
 	waitMetric(t, c, `tributary_http_resend_undecrypted_total`, 15, time.Second)
 }
 
@@ -114,8 +120,7 @@ func waitPlaintext(t *testing.T, name string, in *instance, stream string, n int
 	}
 }
 
-// joinPeers gives the loopback [overlay] table newInstance wrote its
-// bootstrap peers.
+// joinPeers gives in's overlayTable its bootstrap peers.
 func (in *instance) joinPeers(boots ...string) {
 	in.t.Helper()
 	b, err := os.ReadFile(in.config)
@@ -126,7 +131,7 @@ func (in *instance) joinPeers(boots ...string) {
 	for i, boot := range boots {
 		quoted[i] = fmt.Sprintf("%q", boot)
 	}
-	cfg := strings.Replace(string(b), "[overlay]\n", fmt.Sprintf("[overlay]\nbootstrap = [%s]\nretry = \"200ms\"\n", strings.Join(quoted, ", ")), 1)
+	cfg := strings.Replace(string(b), "bootstrap = []\n", fmt.Sprintf("bootstrap = [%s]\n", strings.Join(quoted, ", ")), 1)
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		in.t.Fatal(err)
 	}
