@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tributary-iot/tributary/overlay"
+	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
@@ -20,7 +20,7 @@ import (
 // policy) by the overlay.
 type peerHistory struct {
 	*storage.Store // also the PartLister of GET /streams
-	node           *overlay.Node
+	peers          bridge.Resender // the overlay node
 }
 
 // peerHistoryPage and peerHistoryTimeout bound one query to the peers.
@@ -55,7 +55,7 @@ func (h peerHistory) fromPeers(ctx context.Context, part streamr.StreamPartID, f
 	var edge streamr.MessageRef
 	seen := map[string]bool{} // messages at edge already passed on
 	for page := 0; ; page++ {
-		msgs, err := h.node.Resend(ctx, q)
+		msgs, err := h.peers.Resend(ctx, q)
 		switch {
 		case err != nil && page == 0:
 			return nil // no peer holds any: the answer is empty, as before
