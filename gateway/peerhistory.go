@@ -19,7 +19,7 @@ import (
 // Peers' messages are validated as gossip is (signature, publisher
 // policy) by the overlay.
 type peerHistory struct {
-	*storage.Store // also the PartLister of GET /streams
+	*storage.Store                 // also the PartLister of GET /streams
 	peers          bridge.Resender // the overlay node
 }
 
