@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tributary-iot/tributary/registry/registrytest"
 )
 
 // A storage gateway answers key requests for the history it holds
@@ -22,20 +24,50 @@ func TestStoreAnswersKeyRequests(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs five real bridges")
 	}
+	testKeyServer(t, nil)
+}
+
+// TestStoreAnswersKeyRequestsRegistry is the same with [registry] on
+// geth --dev, permissions granted on chain by the stream's owner instead
+// of lists: A Publish; S Subscribe (to get the keys) and Publish (the
+// delegation readers check); U and B Subscribe; C nothing.
+func TestStoreAnswersKeyRequestsRegistry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs geth and five bridges")
+	}
+	testKeyServer(t, registrytest.Start(t))
+}
+
+func testKeyServer(t *testing.T, chain *registrytest.Chain) {
 	s, u, b, c := newInstance(t, overlayTable("tcp", "")), newInstance(t, overlayTable("tcp", "")), newInstance(t, overlayTable("tcp", "")), newInstance(t, overlayTable("tcp", ""))
-	addrS, addrU, addrB, _ := newKey(t, s), newKey(t, u), newKey(t, b), newKey(t, c)
-	a := newInstance(t, overlayTable("tcp", "")+fmt.Sprintf(`
-[encryption]
+	a := newInstance(t, overlayTable("tcp", ""))
+	addrA, addrS, addrU, addrB, _ := newKey(t, a), newKey(t, s), newKey(t, u), newKey(t, b), newKey(t, c)
+	// Without a registry: lists. With one: grants, and the same tables.
+	stream := addrA + "/secret"
+	ruleSubs := fmt.Sprintf("subscribers = [%q, %q, %q]\n", addrS, addrU, addrB)
+	storeSubs := fmt.Sprintf("subscribers = [%q]\n", addrB)
+	readerAllow := fmt.Sprintf("[[overlay.publishers]]\nstream = %q\nallow = [%q]\n", stream, addrS)
+	registry := ""
+	if chain != nil {
+		dev := devConfig(t, chain)
+		stream = strings.TrimSpace(mustBridge(t, "stream", "create", "/secret", "--config", dev))
+		for user, perms := range map[string][]string{addrA: {"publish"}, addrS: {"subscribe", "publish"}, addrU: {"subscribe"}, addrB: {"subscribe"}} {
+			for _, p := range perms {
+				mustBridge(t, "stream", "grant", stream, user, p, "--config", dev)
+			}
+		}
+		ruleSubs, storeSubs, readerAllow = "", "", ""
+		registry = registryTable(chain, "1s", "0s", "deny")
+	}
+	a.appendConfig(fmt.Sprintf(`[encryption]
 rotate_every = "1s"
 [[rule]]
 topic = "secret/#"
-stream = "{address}/secret"
+stream = %q
 encryption = "always"
-subscribers = [%q, %q, %q]
-`, addrS, addrU, addrB))
+%s%s`, stream, ruleSubs, registry))
 	a.start()
 	defer a.stop()
-	stream := a.address() + "/secret"
 	for _, in := range []*instance{s, u} {
 		in.joinPeers(a.bootstrapAddr("tcp"))
 		in.appendConfig(fmt.Sprintf(`[encryption]
@@ -43,8 +75,7 @@ rsa_key_bits = 2048
 [[store]]
 stream = %q
 answer_key_requests = true
-subscribers = [%q]
-`, stream, addrB))
+%s%s`, stream, storeSubs, registry))
 		in.start()
 		defer in.stop()
 	}
@@ -70,10 +101,7 @@ key_request_timeout = "3s"
 [[subscribe]]
 stream = %q
 topic = "got"
-[[overlay.publishers]]
-stream = %q
-allow = [%q]
-`, stream, stream, addrS))
+%s%s`, stream, readerAllow, registry))
 		in.start()
 		defer in.stop()
 	}
@@ -93,11 +121,8 @@ allow = [%q]
 	waitMetric(t, u, `tributary_e2ee_key_requests_total{result="answered"}`, 1, 10*time.Second)
 	waitMetric(t, b, fmt.Sprintf(`tributary_overlay_drops_total{reason="publisher",stream_part="%s#0"}`, stream), 1, 10*time.Second) // U's answers
 
-	// S refused U's requests to A already: C's come on top.
-	refused, err := s.metric(context.Background(), `tributary_e2ee_key_requests_total{result="refused"}`)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Without a registry S refused U's requests to A already: C's come on top.
+	refused, _ := s.metric(context.Background(), `tributary_e2ee_key_requests_total{result="refused"}`) // 0 if none yet
 	if objs := contentObjects(t, c, stream); len(objs) != 0 {
 		t.Fatalf("C, in no store's subscribers list, decrypted %d readings", len(objs))
 	}
