@@ -145,3 +145,30 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestKeyRequestSentAgain: a request that cannot be sent (the partition's
+// topic is not there yet, as right after joining) is sent again while its
+// message waits, and the message decrypts once it goes out.
+func TestKeyRequestSentAgain(t *testing.T) {
+	ka, kb := genKey(t), genKey(t)
+	aAddr := ka.Address()
+	sp, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(aAddr[:])+"/secret"), 0)
+	part := &partition{}
+	a := newMember(t, part, sp, t.TempDir(), ka, Config{Subscribers: Subscribers{string(sp.Stream): {kb.PublisherID()}}})
+	b := newMember(t, &partition{}, sp, t.TempDir(), kb, Config{KeyRequestTimeout: 10 * time.Second})
+	b.x.mu.Lock()
+	delete(b.x.topics, sp) // not joined yet
+	b.x.mu.Unlock()
+	m1 := content(t, a, sp, 1, `{"n":1}`, time.Now())
+	got := make(chan error, 1)
+	b.x.Await(context.Background(), m1, func(_ *streamr.StreamMessage, err error) { got <- err })
+	waitFor(t, func() bool { return testutil.ToFloat64(b.x.metrics.decryptFailed.WithLabelValues("request_failed")) >= 1 })
+	part.mu.Lock()
+	part.members = append(part.members, b.x)
+	part.mu.Unlock()
+	b.x.Attach(sp, part)
+	if err := <-got; err != nil {
+		t.Fatalf("B: %v, want the key after the request went out again", err)
+	}
+	part.wg.Wait()
+}

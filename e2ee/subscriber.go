@@ -31,6 +31,7 @@ type pendingKey struct {
 	requestID string
 	waiters   []waiter
 	timer     *time.Timer
+	retry     *time.Timer   // sends the request again after a failure
 	done      chan struct{} // closed when the key arrived or the wait ended
 }
 
@@ -131,6 +132,9 @@ func (x *Exchange) endPending(name string, p *pendingKey) {
 	delete(x.sub.byReq, p.requestID)
 	x.sub.waiting -= len(p.waiters)
 	p.timer.Stop()
+	if p.retry != nil {
+		p.retry.Stop()
+	}
 	close(p.done)
 }
 
@@ -200,12 +204,35 @@ func (x *Exchange) park(ctx context.Context, m *streamr.StreamMessage, then func
 	x.sub.waiting++
 	x.mu.Unlock()
 	if !inFlight {
-		if err := x.request(ctx, m.ID.StreamPart(), p, id); err != nil {
-			x.metrics.decryptFailed.WithLabelValues("request_failed").Inc()
-			x.warn("request_failed", "group key request not sent", "publisher", streamr.UserID(p.publisher), "err", err)
-		}
+		x.sendRequest(ctx, m.ID.StreamPart(), p, id)
 	}
 	return p, nil
+}
+
+// requestRetry is how soon a key request that could not be sent (no
+// overlay neighbour yet, say, right after joining) is sent again while
+// its messages wait.
+const requestRetry = 500 * time.Millisecond
+
+// sendRequest sends the request of p, and again every requestRetry while
+// it fails and p still waits.
+func (x *Exchange) sendRequest(ctx context.Context, part streamr.StreamPartID, p *pendingKey, id string) {
+	err := x.request(ctx, part, p, id)
+	if err == nil {
+		return
+	}
+	x.metrics.decryptFailed.WithLabelValues("request_failed").Inc()
+	x.warn("request_failed", "group key request not sent: sent again while its messages wait", "publisher", streamr.UserID(p.publisher), "err", err)
+	if ctx.Err() != nil {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	select {
+	case <-p.done:
+	default:
+		p.retry = time.AfterFunc(requestRetry, func() { x.sendRequest(ctx, part, p, id) })
+	}
 }
 
 // expire ends a wait that timed out: its messages are reported, not

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,8 +12,8 @@ import (
 )
 
 // peerHistory is the history the HTTP API's resends read: this
-// gateway's store, and when that holds no message of the range asked
-// for, the overlay's nodes that store the partition ([[store]] peers, the
+// gateway's store, and when that holds no content message of the range
+// asked for, the overlay's nodes that store the partition ([[store]] peers, the
 // publisher), as a Streamr node's resends go to the stream's storage
 // nodes. A reader that joins after the publisher went offline thus gets
 // the history — and with a key server among those nodes, its keys.
@@ -31,17 +32,36 @@ const (
 
 // Messages implements bridge.History.
 func (h peerHistory) Messages(part streamr.StreamPartID, from, to int64, fn func(encoded []byte) error) error {
-	local := false
-	err := h.Store.Messages(part, from, to, func(encoded []byte) error {
-		local = true
-		return fn(encoded)
-	})
-	if err != nil || local {
+	held, err := h.holdsContent(part, from, to)
+	if err != nil {
 		return err
+	}
+	if held {
+		return h.Store.Messages(part, from, to, fn)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), peerHistoryTimeout)
 	defer cancel()
 	return h.fromPeers(ctx, part, from, to, fn)
+}
+
+// errFound ends a scan at the first message it looks for.
+var errFound = errors.New("found")
+
+// holdsContent reports whether the store has a content message of part
+// in the range: key exchange messages a subscriber overheard do not make
+// it the holder of a stream's history.
+func (h peerHistory) holdsContent(part streamr.StreamPartID, from, to int64) (bool, error) {
+	err := h.Store.Messages(part, from, to, func(encoded []byte) error {
+		m, err := streamr.Unmarshal(encoded)
+		if err == nil && m.Content() != nil {
+			return errFound
+		}
+		return nil
+	})
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	return false, err
 }
 
 // fromPeers pages through the peers' answers in stream order. A page
