@@ -162,7 +162,9 @@ func TestKeyRequestSentAgain(t *testing.T) {
 	m1 := content(t, a, sp, 1, `{"n":1}`, time.Now())
 	got := make(chan error, 1)
 	b.x.Await(context.Background(), m1, func(_ *streamr.StreamMessage, err error) { got <- err })
-	waitFor(t, func() bool { return testutil.ToFloat64(b.x.metrics.decryptFailed.WithLabelValues("request_failed")) >= 1 })
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(b.x.metrics.decryptFailed.WithLabelValues("request_failed")) >= 1
+	})
 	part.mu.Lock()
 	part.members = append(part.members, b.x)
 	part.mu.Unlock()
