@@ -258,7 +258,7 @@ func (x *Exchange) expire(name string, p *pendingKey) {
 func (x *Exchange) request(ctx context.Context, part streamr.StreamPartID, p *pendingKey, id string) error {
 	if !x.sub.limiter.Allow() {
 		x.metrics.requestsSent.WithLabelValues("rate_limited").Inc()
-		return errors.New("over the key request rate limit; the key is requested again by a later message")
+		return errors.New("over the key request rate limit")
 	}
 	kx, err := x.exchangeKey(ctx)
 	if err != nil {
