@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tributary-iot/tributary/streamr"
@@ -98,9 +99,7 @@ func TestKeyServerAnswersForOfflinePublisher(t *testing.T) {
 	}
 	part.wg.Wait()
 	for result, want := range map[string]float64{"answered": 2, "refused": 1, "no_keys": 1} {
-		if n := testutil.ToFloat64(s.x.metrics.requests.WithLabelValues(result)); n != want {
-			t.Errorf("S counted %v %s requests, want %v", n, result, want)
-		}
+		wantCount(t, "S's "+result+" requests", s.x.metrics.requests, result, want)
 	}
 }
 
@@ -127,11 +126,15 @@ func TestKeyResponseFromUnauthorisedServerRefused(t *testing.T) {
 		t.Fatalf("B took a key from a gateway that may not publish: %v", err)
 	}
 	part.wg.Wait()
-	if n := testutil.ToFloat64(u.x.metrics.requests.WithLabelValues("answered")); n != 1 {
-		t.Fatalf("U answered %v requests, want 1", n)
-	}
-	if n := testutil.ToFloat64(b.x.metrics.decryptFailed.WithLabelValues("unauthorised_key_server")); n != 1 {
-		t.Fatalf("B counted %v refused key responses, want 1", n)
+	wantCount(t, "U's answered requests", u.x.metrics.requests, "answered", 1)
+	wantCount(t, "B's refused key responses", b.x.metrics.decryptFailed, "unauthorised_key_server", 1)
+}
+
+// wantCount checks one series of a counter vector.
+func wantCount(t *testing.T, what string, vec *prometheus.CounterVec, label string, want float64) {
+	t.Helper()
+	if n := testutil.ToFloat64(vec.WithLabelValues(label)); n != want {
+		t.Errorf("%s: %v, want %v", what, n, want)
 	}
 }
 
