@@ -72,9 +72,10 @@ func (x *Exchange) Collect(ctx context.Context, m *streamr.StreamMessage) {
 	}
 	x.mu.Lock()
 	_, held, err := x.knownKey(m.ID.PublisherID, *c.GroupKeyID)
+	_, asked := x.sub.pending[keyName(m.ID.PublisherID, *c.GroupKeyID)]
 	x.mu.Unlock()
-	if err == nil && held && c.NewGroupKey == nil {
-		return // nothing to learn from this message
+	if err == nil && (held || asked) && c.NewGroupKey == nil {
+		return // nothing to learn from this message, or already asked for
 	}
 	// Decrypting stores the announced key (decryptWith); a missing key is
 	// requested and the message parked until it comes, bounded as any.
