@@ -177,3 +177,20 @@ func TestKeyRequestSentAgain(t *testing.T) {
 	}
 	part.wg.Wait()
 }
+
+// TestRequestHeardTwiceAnsweredOnce: a gateway that both subscribes to a
+// partition and answers there gets each request twice; it answers once.
+func TestRequestHeardTwiceAnsweredOnce(t *testing.T) {
+	ka, kb := genKey(t), genKey(t)
+	aAddr := ka.Address()
+	sp, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(aAddr[:])+"/secret"), 0)
+	part := &partition{}
+	a := newMember(t, part, sp, t.TempDir(), ka, Config{Subscribers: Subscribers{string(sp.Stream): {kb.PublisherID()}}})
+	part.members = append(part.members, a.x) // joined twice
+	b := newMember(t, part, sp, t.TempDir(), kb, Config{})
+	if _, err := b.x.DecryptWait(context.Background(), content(t, a, sp, 1, `{}`, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	part.wg.Wait()
+	wantCount(t, "A's answered requests", a.x.metrics.requests, "answered", 1)
+}

@@ -20,6 +20,7 @@ type publisherState struct {
 	ids      *streamr.GroupKeyIDs
 	current  map[streamr.StreamID]*currentKey
 	answers  map[string]*rate.Limiter // by requester hex
+	seen     map[string]bool          // requests handled, by requester and request ID
 	joinable map[streamr.StreamPartID]bool
 }
 
@@ -32,6 +33,7 @@ func (p *publisherState) init() {
 	p.ids = streamr.NewGroupKeyIDs()
 	p.current = make(map[streamr.StreamID]*currentKey)
 	p.answers = make(map[string]*rate.Limiter)
+	p.seen = make(map[string]bool)
 	p.joinable = make(map[streamr.StreamPartID]bool)
 }
 
@@ -172,6 +174,9 @@ func (x *Exchange) answer(ctx context.Context, m *streamr.StreamMessage, req *st
 		return // for another publisher, or our own request as a key server
 	}
 	who := streamr.UserID(requester)
+	if !x.firstSight(who, req.RequestID) {
+		return // the same request again: a partition joined twice here, or a replay
+	}
 	if !x.answerAllowed(who) {
 		x.metrics.requests.WithLabelValues("rate_limited").Inc()
 		x.warn("rate_limited", "key requests over the rate limit dropped", "requester", who, "stream_part", part.String())
@@ -221,6 +226,25 @@ func (x *Exchange) answerAllowed(who string) bool {
 	}
 	return l.Allow()
 }
+
+// firstSight reports whether a request is new: a gateway that both
+// subscribes to a partition and answers there hears each message twice.
+func (x *Exchange) firstSight(who, requestID string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	key := who + "/" + requestID
+	if x.pub.seen[key] {
+		return false
+	}
+	if len(x.pub.seen) >= maxTrackedRequests {
+		clear(x.pub.seen) // a replay after this is answered again, within its budget
+	}
+	x.pub.seen[key] = true
+	return true
+}
+
+// maxTrackedRequests bounds the memory of requests handled.
+const maxTrackedRequests = 10000
 
 // maxTrackedRequesters bounds the per-requester answer budgets.
 const maxTrackedRequesters = 10000
