@@ -34,9 +34,8 @@ func (p publishers) MayPublishAt(_ context.Context, _ streamr.StreamID, user []b
 // stream is not handed out; S reopened still answers.
 func TestKeyServerAnswersForOfflinePublisher(t *testing.T) {
 	ka, ks, kb, kc := genKey(t), genKey(t), genKey(t), genKey(t)
-	aAddr := ka.Address()
-	sp, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(aAddr[:])+"/secret"), 0)
-	other, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(aAddr[:])+"/other"), 0)
+	sp := ownedPart(ka, "secret")
+	other := ownedPart(ka, "other")
 	part := &partition{}
 	a := newMember(t, part, sp, t.TempDir(), ka, Config{Subscribers: Subscribers{string(sp.Stream): {ks.PublisherID()}}, RotateEvery: time.Hour})
 	sDir := t.TempDir()
@@ -108,8 +107,7 @@ func TestKeyServerAnswersForOfflinePublisher(t *testing.T) {
 // B refuses the answer, counts it, and the message times out undelivered.
 func TestKeyResponseFromUnauthorisedServerRefused(t *testing.T) {
 	ka, ku, kb := genKey(t), genKey(t), genKey(t)
-	aAddr := ka.Address()
-	sp, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(aAddr[:])+"/secret"), 0)
+	sp := ownedPart(ka, "secret")
 	part := &partition{}
 	a := newMember(t, part, sp, t.TempDir(), ka, Config{Subscribers: Subscribers{string(sp.Stream): {ku.PublisherID()}}})
 	u := newMember(t, part, sp, t.TempDir(), ku, Config{ServeParts: []streamr.StreamPartID{sp}, KeyRequesters: Subscribers{string(sp.Stream): {kb.PublisherID()}}})
@@ -154,8 +152,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // message waits, and the message decrypts once it goes out.
 func TestKeyRequestSentAgain(t *testing.T) {
 	ka, kb := genKey(t), genKey(t)
-	aAddr := ka.Address()
-	sp, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(aAddr[:])+"/secret"), 0)
+	sp := ownedPart(ka, "secret")
 	part := &partition{}
 	a := newMember(t, part, sp, t.TempDir(), ka, Config{Subscribers: Subscribers{string(sp.Stream): {kb.PublisherID()}}})
 	b := newMember(t, &partition{}, sp, t.TempDir(), kb, Config{KeyRequestTimeout: 10 * time.Second})
@@ -182,8 +179,7 @@ func TestKeyRequestSentAgain(t *testing.T) {
 // partition and answers there gets each request twice; it answers once.
 func TestRequestHeardTwiceAnsweredOnce(t *testing.T) {
 	ka, kb := genKey(t), genKey(t)
-	aAddr := ka.Address()
-	sp, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(aAddr[:])+"/secret"), 0)
+	sp := ownedPart(ka, "secret")
 	part := &partition{}
 	a := newMember(t, part, sp, t.TempDir(), ka, Config{Subscribers: Subscribers{string(sp.Stream): {kb.PublisherID()}}})
 	part.members = append(part.members, a.x) // joined twice
@@ -193,4 +189,11 @@ func TestRequestHeardTwiceAnsweredOnce(t *testing.T) {
 	}
 	part.wg.Wait()
 	wantCount(t, "A's answered requests", a.x.metrics.requests, "answered", 1)
+}
+
+// ownedPart is partition 0 of the stream owner/name of owner's address.
+func ownedPart(owner *streamr.EVMKey, name string) streamr.StreamPartID {
+	addr := owner.Address()
+	sp, _ := streamr.NewStreamPartID(streamr.StreamID(streamr.UserID(addr[:])+"/"+name), 0)
+	return sp
 }
