@@ -41,6 +41,19 @@ type Config struct {
 	Subscribers Permissions
 	RotateEvery time.Duration // in-band rotation period; 0: never
 
+	// ServeParts makes this gateway a key server for the history it
+	// stores (a [[store]] with answer_key_requests): in these partitions
+	// it collects the group keys of what it stores (Collect) and answers
+	// key requests addressed to their publishers, for requesters
+	// KeyRequesters allows to subscribe (nil: none), with the limits of
+	// its own answers.
+	ServeParts    []streamr.StreamPartID
+	KeyRequesters Permissions
+	// KeyServers says who besides a message's publisher may answer our
+	// key requests for it: whoever may publish on the stream. nil: the
+	// publisher alone.
+	KeyServers PublishPolicy
+
 	KeyType           streamr.AsymmetricEncryptionType // our key requests' cipher (default RSA)
 	RSABits           int                              // default streamr.DefaultRSAKeyBits (4096)
 	KeyRequestTimeout time.Duration                    // how long a message waits for its key (default 30s, the SDK's)
@@ -90,6 +103,7 @@ type Exchange struct {
 	topics map[streamr.StreamPartID]Topic
 	pub    publisherState
 	sub    subscriberState
+	ks     keyServerState
 }
 
 // New returns an Exchange; it starts no goroutines of its own except
@@ -115,6 +129,7 @@ func New(cfg Config) (*Exchange, error) {
 	}
 	x.pub.init()
 	x.sub.init(cfg.MaxRequestsPerSec)
+	x.ks.init(cfg.ServeParts)
 	return x, nil
 }
 

@@ -20,6 +20,7 @@ type publisherState struct {
 	ids      *streamr.GroupKeyIDs
 	current  map[streamr.StreamID]*currentKey
 	answers  map[string]*rate.Limiter // by requester hex
+	seen     map[string]bool          // requests handled, by requester and request ID
 	joinable map[streamr.StreamPartID]bool
 }
 
@@ -32,6 +33,7 @@ func (p *publisherState) init() {
 	p.ids = streamr.NewGroupKeyIDs()
 	p.current = make(map[streamr.StreamID]*currentKey)
 	p.answers = make(map[string]*rate.Limiter)
+	p.seen = make(map[string]bool)
 	p.joinable = make(map[streamr.StreamPartID]bool)
 }
 
@@ -159,15 +161,22 @@ func (x *Exchange) storedKey(publisher []byte, id string) (streamr.GroupKey, boo
 	return streamr.GroupKey{ID: id, Data: data}, true, nil
 }
 
-// answer handles a GroupKeyRequest addressed to us: the requester must be
-// allowed to subscribe, within its rate, and asking for keys we hold.
+// answer handles a GroupKeyRequest addressed to us, or, as a key server,
+// to the publisher of keys we hold in a partition we serve: the requester
+// must be allowed to subscribe, within its rate, and asking for keys we
+// hold. A key server signs its answer itself; readers take it because it
+// may publish on the stream.
 func (x *Exchange) answer(ctx context.Context, m *streamr.StreamMessage, req *streamr.GroupKeyRequest) {
-	if !bytes.Equal(req.RecipientID, x.self) {
-		return // for another publisher
-	}
-	requester := m.ID.PublisherID
-	who := streamr.UserID(requester)
+	own := bytes.Equal(req.RecipientID, x.self)
 	part := m.ID.StreamPart()
+	requester := m.ID.PublisherID
+	if !own && (!x.serves(part) || bytes.Equal(requester, x.self)) {
+		return // for another publisher, or our own request as a key server
+	}
+	who := streamr.UserID(requester)
+	if !x.firstSight(who, req.RequestID) {
+		return // the same request again: a partition joined twice here, or a replay
+	}
 	if !x.answerAllowed(who) {
 		x.metrics.requests.WithLabelValues("rate_limited").Inc()
 		x.warn("rate_limited", "key requests over the rate limit dropped", "requester", who, "stream_part", part.String())
@@ -178,12 +187,13 @@ func (x *Exchange) answer(ctx context.Context, m *streamr.StreamMessage, req *st
 		x.warn("too_many_keys", "key request refused: too many group key IDs", "requester", who, "keys", len(req.GroupKeyIDs), "max", x.cfg.MaxKeysPerRequest)
 		return
 	}
-	if ok, err := x.subscriberAllowed(ctx, part.Stream, requester); !ok {
+	if ok, err := x.requesterAllowed(ctx, own, part.Stream, requester); !ok {
 		x.metrics.requests.WithLabelValues("refused").Inc()
-		x.warn("refused", "key request refused: requester may not subscribe", "requester", who, "stream", string(part.Stream), "err", err)
+		x.warn("refused", "key request refused: requester may not subscribe", "requester", who, "stream", string(part.Stream),
+			"recipient", streamr.UserID(req.RecipientID), "err", err)
 		return
 	}
-	resp, err := x.response(req)
+	resp, err := x.response(req, part.Stream, own)
 	if err != nil {
 		x.metrics.requests.WithLabelValues("invalid").Inc()
 		x.warn("invalid", "key request not answered", "requester", who, "err", err)
@@ -200,7 +210,7 @@ func (x *Exchange) answer(ctx context.Context, m *streamr.StreamMessage, req *st
 		return
 	}
 	x.metrics.requests.WithLabelValues("answered").Inc()
-	x.log.Debug("group keys sent", "requester", who, "stream_part", part.String(), "keys", len(resp.GroupKeys))
+	x.log.Debug("group keys sent", "requester", who, "stream_part", part.String(), "keys", len(resp.GroupKeys), "key_server", !own)
 }
 
 func (x *Exchange) answerAllowed(who string) bool {
@@ -217,21 +227,50 @@ func (x *Exchange) answerAllowed(who string) bool {
 	return l.Allow()
 }
 
+// firstSight reports whether a request is new: a gateway that both
+// subscribes to a partition and answers there hears each message twice.
+func (x *Exchange) firstSight(who, requestID string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	key := who + "/" + requestID
+	if x.pub.seen[key] {
+		return false
+	}
+	if len(x.pub.seen) >= maxTrackedRequests {
+		clear(x.pub.seen) // a replay after this is answered again, within its budget
+	}
+	x.pub.seen[key] = true
+	return true
+}
+
+// maxTrackedRequests bounds the memory of requests handled.
+const maxTrackedRequests = 10000
+
 // maxTrackedRequesters bounds the per-requester answer budgets.
 const maxTrackedRequesters = 10000
 
-func (x *Exchange) subscriberAllowed(ctx context.Context, stream streamr.StreamID, user []byte) (bool, error) {
-	if x.cfg.Subscribers == nil {
+// requesterAllowed asks the publisher's Subscribers, or a key server's
+// KeyRequesters, whether user may subscribe to stream.
+func (x *Exchange) requesterAllowed(ctx context.Context, own bool, stream streamr.StreamID, user []byte) (bool, error) {
+	perms := x.cfg.Subscribers
+	if !own {
+		perms = x.cfg.KeyRequesters
+	}
+	if perms == nil {
 		return false, nil
 	}
-	return x.cfg.Subscribers.Allowed(ctx, string(stream), user, streamr.PermissionSubscribe, time.Now())
+	return perms.Allowed(ctx, string(stream), user, streamr.PermissionSubscribe, time.Now())
 }
 
-// response encrypts the requested keys we hold for the request's public key.
-func (x *Exchange) response(req *streamr.GroupKeyRequest) (*streamr.GroupKeyResponse, error) {
+// response encrypts the requested keys we hold for the request's public
+// key: our own, or as a key server the recipient's keys seen on stream.
+func (x *Exchange) response(req *streamr.GroupKeyRequest, stream streamr.StreamID, own bool) (*streamr.GroupKeyResponse, error) {
 	resp := &streamr.GroupKeyResponse{RequestID: req.RequestID, EncryptionType: req.EncryptionType}
 	for _, id := range req.GroupKeyIDs {
 		k, ok, err := x.storedKey(x.self, id)
+		if !own {
+			k, ok, err = x.servedKey(stream, req.RecipientID, id)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -31,6 +31,7 @@ type pendingKey struct {
 	requestID string
 	waiters   []waiter
 	timer     *time.Timer
+	retry     *time.Timer   // sends the request again after a failure
 	done      chan struct{} // closed when the key arrived or the wait ended
 }
 
@@ -131,6 +132,9 @@ func (x *Exchange) endPending(name string, p *pendingKey) {
 	delete(x.sub.byReq, p.requestID)
 	x.sub.waiting -= len(p.waiters)
 	p.timer.Stop()
+	if p.retry != nil {
+		p.retry.Stop()
+	}
 	close(p.done)
 }
 
@@ -200,12 +204,35 @@ func (x *Exchange) park(ctx context.Context, m *streamr.StreamMessage, then func
 	x.sub.waiting++
 	x.mu.Unlock()
 	if !inFlight {
-		if err := x.request(ctx, m.ID.StreamPart(), p, id); err != nil {
-			x.metrics.decryptFailed.WithLabelValues("request_failed").Inc()
-			x.warn("request_failed", "group key request not sent", "publisher", streamr.UserID(p.publisher), "err", err)
-		}
+		x.sendRequest(ctx, m.ID.StreamPart(), p, id)
 	}
 	return p, nil
+}
+
+// requestRetry is how soon a key request that could not be sent (no
+// overlay neighbour yet, say, right after joining) is sent again while
+// its messages wait.
+const requestRetry = 500 * time.Millisecond
+
+// sendRequest sends the request of p, and again every requestRetry while
+// it fails and p still waits.
+func (x *Exchange) sendRequest(ctx context.Context, part streamr.StreamPartID, p *pendingKey, id string) {
+	err := x.request(ctx, part, p, id)
+	if err == nil {
+		return
+	}
+	x.metrics.decryptFailed.WithLabelValues("request_failed").Inc()
+	x.warn("request_failed", "group key request not sent: sent again while its messages wait", "publisher", streamr.UserID(p.publisher), "err", err)
+	if ctx.Err() != nil {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	select {
+	case <-p.done:
+	default:
+		p.retry = time.AfterFunc(requestRetry, func() { x.sendRequest(ctx, part, p, id) })
+	}
 }
 
 // expire ends a wait that timed out: its messages are reported, not
@@ -231,7 +258,7 @@ func (x *Exchange) expire(name string, p *pendingKey) {
 func (x *Exchange) request(ctx context.Context, part streamr.StreamPartID, p *pendingKey, id string) error {
 	if !x.sub.limiter.Allow() {
 		x.metrics.requestsSent.WithLabelValues("rate_limited").Inc()
-		return errors.New("over the key request rate limit; the key is requested again by a later message")
+		return errors.New("over the key request rate limit")
 	}
 	kx, err := x.exchangeKey(ctx)
 	if err != nil {
@@ -302,15 +329,24 @@ func (x *Exchange) receive(ctx context.Context, m *streamr.StreamMessage, resp *
 		return // not ours, or answered already
 	}
 	if !bytes.Equal(m.ID.PublisherID, p.publisher) {
-		x.metrics.decryptFailed.WithLabelValues("bad_response").Inc()
-		x.warn("bad_response", "key response from another publisher than asked ignored", "from", m.ID.PublisherHex())
-		return
+		// A key server answers for the publisher: it must be allowed to
+		// publish on the stream, as the SDK checks a group key message's
+		// signer.
+		if ok, err := x.keyServerAllowed(ctx, m); !ok {
+			x.metrics.decryptFailed.WithLabelValues("unauthorised_key_server").Inc()
+			x.warn("unauthorised_key_server", "key response refused: its signer is not the publisher asked and may not publish on the stream",
+				"from", m.ID.PublisherHex(), "publisher", streamr.UserID(p.publisher), "stream", string(m.ID.StreamID), "err", err)
+			return
+		}
 	}
 	if resp.EncryptionType != kx.Type() {
 		x.metrics.decryptFailed.WithLabelValues("bad_response").Inc()
 		return
 	}
 	for _, ek := range resp.GroupKeys {
+		if keyName(p.publisher, ek.ID) != name {
+			continue // only the key asked for: a key server plants no others
+		}
 		data, err := kx.Decrypt(ek.Data)
 		if err == nil && len(data) != streamr.GroupKeyLen {
 			err = fmt.Errorf("%d bytes", len(data))
@@ -320,7 +356,7 @@ func (x *Exchange) receive(ctx context.Context, m *streamr.StreamMessage, resp *
 			x.warn("bad_response", "group key in a key response does not decrypt", "from", m.ID.PublisherHex(), "err", err)
 			continue
 		}
-		if err := x.storeKey(ctx, m.ID.PublisherID, streamr.GroupKey{ID: ek.ID, Data: data}); err != nil {
+		if err := x.storeKey(ctx, p.publisher, streamr.GroupKey{ID: ek.ID, Data: data}); err != nil {
 			x.warn("store_failed", "received group key not stored", "err", err)
 		}
 	}

@@ -440,6 +440,9 @@ func (c *Config) validate() error {
 	if _, err := c.storeParts(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, _, err := c.keyServing(); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.Overlay.GapFillTimeout > 0 && c.Overlay.ResendRetry > 0, "overlay.gap_fill_timeout and overlay.resend_retry: must be positive")
 	check(c.Overlay.MaxGapRequests > 0, "overlay.max_gap_requests: must be positive")
 	check(c.Overlay.MaxChains > 0 && c.Overlay.MaxChainsPerPublisher > 0 && c.Overlay.MaxHeldMessages > 0 && c.Overlay.MaxGapFills > 0,

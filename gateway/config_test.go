@@ -115,6 +115,9 @@ func TestConfigErrors(t *testing.T) {
 		{"registry mode", "[registry]\non_unreachable = \"maybe\"\n", []string{`registry.on_unreachable "maybe"`, "last-known, deny or allow"}},
 		{"registry address", "[registry]\naddress = \"0x123\"\n", []string{"registry.address", `"0x123"`}},
 		{"registry ttl", "[registry]\ncache_ttl = \"0s\"\n", []string{"registry.cache_ttl"}},
+		{"key server without subscribers", "[[store]]\nstream = \"0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/x\"\nanswer_key_requests = true\n", []string{"store 1", "answer_key_requests without subscribers"}},
+		{"store subscribers without key serving", "[[store]]\nstream = \"0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/x\"\nsubscribers = [\"0x7e5f4552091a69125d5dfcb7b8c2659029395bdf\"]\n", []string{"store 1", "only used with answer_key_requests = true"}},
+		{"store subscriber not an address", "[[store]]\nstream = \"0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/x\"\nanswer_key_requests = true\nsubscribers = [\"0x12\"]\n", []string{"store 1: subscribers", `"0x12"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

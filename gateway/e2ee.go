@@ -15,6 +15,7 @@ import (
 
 	"github.com/tributary-iot/tributary/bridge"
 	"github.com/tributary-iot/tributary/e2ee"
+	"github.com/tributary-iot/tributary/overlay"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
 )
@@ -97,10 +98,15 @@ func newRuleSubscribers(rules []*bridge.Rule, address string) (ruleSubscribers, 
 }
 
 // needsE2EE reports whether the gateway encrypts or may receive encrypted
-// streams: a rule that can encrypt, or a subscription.
+// streams: a rule that can encrypt, a subscription, or a key server.
 func (c *Config) needsE2EE() bool {
 	if len(c.Subscribe) > 0 {
 		return true
+	}
+	for _, st := range c.Store {
+		if st.AnswerKeyRequests {
+			return true
+		}
 	}
 	for _, r := range c.Rules {
 		if r.Encryption == "always" {
@@ -122,6 +128,63 @@ func (p listedOrChain) Allowed(ctx context.Context, streamID string, user []byte
 	return p.chain.Allowed(ctx, streamID, user, perm, at)
 }
 
+// keyServing returns the stream partitions of the [[store]] tables with
+// answer_key_requests and the users their subscribers lists allow.
+func (c *Config) keyServing() ([]streamr.StreamPartID, e2ee.Subscribers, error) {
+	var parts []streamr.StreamPartID
+	users := e2ee.Subscribers{}
+	for i, st := range c.Store {
+		n := i + 1
+		switch {
+		case !st.AnswerKeyRequests && len(st.Subscribers) > 0:
+			return nil, nil, fmt.Errorf("store %d: subscribers is only used with answer_key_requests = true", n)
+		case !st.AnswerKeyRequests:
+			continue
+		case len(st.Subscribers) == 0 && !c.Registry.Enabled():
+			return nil, nil, fmt.Errorf("store %d: answer_key_requests without subscribers and without [registry] would give keys to no one", n)
+		}
+		p, err := st.parts(n)
+		if err != nil {
+			return nil, nil, err
+		}
+		parts = append(parts, p...)
+		stream := string(p[0].Stream)
+		for _, sub := range st.Subscribers {
+			u, err := e2ee.ParseUserID(sub)
+			if err != nil {
+				return nil, nil, fmt.Errorf("store %d: subscribers: %w", n, err)
+			}
+			users[stream] = append(users[stream], u)
+		}
+	}
+	return parts, users, nil
+}
+
+// publishPolicy is the overlay's publisher policy (allow list, or the
+// StreamRegistry's Publish) as the key exchange asks it of a key server.
+type publishPolicy struct{ p overlay.Policy }
+
+// MayPublishAt implements e2ee.PublishPolicy.
+func (p publishPolicy) MayPublishAt(ctx context.Context, stream streamr.StreamID, user []byte, at time.Time) (bool, error) {
+	if t, ok := p.p.(overlay.TimedPolicy); ok {
+		return t.MayPublishAt(ctx, stream, user, at)
+	}
+	return p.p.MayPublish(stream, user), nil
+}
+
+// keyServers is who may answer this gateway's key requests besides the
+// publisher: whoever the overlay's validator lets publish on the stream.
+func (s *system) keyServers() (e2ee.PublishPolicy, error) {
+	if s.registry != nil {
+		return publishPolicy{registryPolicy{s.registry}}, nil
+	}
+	ocfg, err := s.cfg.overlayConfig(nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return publishPolicy{ocfg.Policy}, nil
+}
+
 // startE2EE builds the key exchange of the gateway identity.
 func (s *system) startE2EE(rules []*bridge.Rule) error {
 	if !s.cfg.needsE2EE() {
@@ -135,6 +198,18 @@ func (s *system) startE2EE(rules []*bridge.Rule) error {
 	if s.registry != nil {
 		perms = listedOrChain{subs, s.registry}
 	}
+	served, storeSubs, err := s.cfg.keyServing()
+	if err != nil {
+		return err
+	}
+	var requesters e2ee.Permissions = storeSubs
+	if s.registry != nil {
+		requesters = listedOrChain{storeSubs, s.registry}
+	}
+	keyServers, err := s.keyServers()
+	if err != nil {
+		return err
+	}
 	e := s.cfg.Encryption
 	kt := streamr.AsymmetricRSA
 	if e.KeyExchange == "ml-kem" {
@@ -142,13 +217,57 @@ func (s *system) startE2EE(rules []*bridge.Rule) error {
 	}
 	s.e2ee, err = e2ee.New(e2ee.Config{
 		Signer: s.key, Secrets: s.store, Subscribers: perms, RotateEvery: time.Duration(e.RotateEvery),
+		ServeParts: served, KeyRequesters: requesters, KeyServers: keyServers,
 		KeyType: kt, RSABits: e.RSAKeyBits, KeyRequestTimeout: time.Duration(e.KeyRequestTimeout),
 		MaxRequestsPerSec: e.MaxKeyRequestsPerSecond, MaxAnswersPerSec: e.MaxAnswersPerSecond,
 		MaxKeysPerRequest: e.MaxKeysPerRequest, MaxWaiting: e.MaxWaiting,
 		Registerer: s.reg, Logger: s.log,
 	})
 	s.encryptedParts = make(chan streamr.StreamPartID, 64)
+	s.keyServed = served
+	s.collect, s.keyServerDone = make(chan *streamr.StreamMessage, 256), make(chan struct{})
 	return err
+}
+
+// keyCollecting wraps the storer's log so that a key server sees each
+// message of a partition it serves once committed, in chain order (a
+// rotation is announced before the key is used), live or filled by resend.
+func (s *system) keyCollecting(l bridge.ReceivedLog) bridge.ReceivedLog {
+	if len(s.keyServed) == 0 {
+		return l
+	}
+	served := make(map[streamr.StreamPartID]bool, len(s.keyServed))
+	for _, p := range s.keyServed {
+		served[p] = true
+	}
+	return collectingLog{ReceivedLog: l, served: served, out: s.collect, done: s.keyServerDone}
+}
+
+// collectingLog passes the encrypted messages it stores to runKeyResponder.
+type collectingLog struct {
+	bridge.ReceivedLog
+	served map[streamr.StreamPartID]bool
+	out    chan<- *streamr.StreamMessage
+	done   <-chan struct{}
+}
+
+func (l collectingLog) StoreReceived(ctx context.Context, msgs []streamr.Envelope, chains map[string]streamr.ChainState) (int, error) {
+	n, err := l.ReceivedLog.StoreReceived(ctx, msgs, chains)
+	if err != nil {
+		return n, err // the batch comes again
+	}
+	for _, e := range msgs {
+		c := e.Msg.Content()
+		if c == nil || c.EncryptionType == streamr.EncryptionNone || !l.served[e.Msg.ID.StreamPart()] {
+			continue
+		}
+		select { // waits for the key server, as the storer may
+		case l.out <- e.Msg:
+		case <-l.done:
+			return n, nil
+		}
+	}
+	return n, nil
 }
 
 // encryptedPartsPrefix names the stream partitions this gateway has
@@ -166,9 +285,11 @@ func (s *system) noteEncryptedPart(part streamr.StreamPartID) {
 	}
 }
 
-// runKeyResponder joins every partition this gateway encrypts for, to
-// answer key requests there, until ctx is done.
+// runKeyResponder joins every partition this gateway encrypts for or
+// serves keys of, to answer key requests there, and collects the keys of
+// what the storer keeps there, until ctx is done.
 func (s *system) runKeyResponder(ctx context.Context) error {
+	defer close(s.keyServerDone)
 	joined := make(map[streamr.StreamPartID]bool)
 	join := func(part streamr.StreamPartID) {
 		if joined[part] {
@@ -195,12 +316,17 @@ func (s *system) runKeyResponder(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encrypted partitions: %w", err)
 	}
+	for _, part := range s.keyServed {
+		join(part) // before the first key is requested there
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case part := <-s.encryptedParts:
 			join(part)
+		case m := <-s.collect:
+			s.e2ee.Collect(ctx, m)
 		}
 	}
 }

@@ -198,6 +198,9 @@ type system struct {
 	// subscribed to.
 	e2ee           *e2ee.Exchange
 	encryptedParts chan streamr.StreamPartID // to runKeyResponder
+	keyServed      []streamr.StreamPartID    // [[store]] answer_key_requests
+	collect        chan *streamr.StreamMessage
+	keyServerDone  chan struct{} // closed when runKeyResponder returns
 
 	// Streamr Network side ([streamr_network]); nil when unused.
 	sn          *streamrnet.Client
@@ -326,7 +329,7 @@ func (s *system) newStorer() *bridge.Storer {
 	scfg.MaxGapRequests = math.MaxInt32
 	scfg.KeepGaps = true
 	scfg.FromChainStart = true
-	return bridge.NewStorer(notifyingLog{s.store, s.notifyApps}, scfg, s.log)
+	return bridge.NewStorer(s.keyCollecting(notifyingLog{s.store, s.notifyApps}), scfg, s.log)
 }
 
 // startOverlay starts the libp2p node; it listens from here on.

@@ -80,6 +80,9 @@ func (s *system) serveHTTP(ctx, failed context.Context, pages *statuspage.Server
 	}
 	hcfg := s.cfg.httpServerConfig(s.reg, s.log)
 	hcfg.History, hcfg.Receipts = s.store, s.receipts
+	if s.node != nil {
+		hcfg.History = peerHistory{s.store, s.node}
+	}
 	hcfg.Health = func() error { return s.health(failed) }
 	hcfg.Identity = func() any { return s.identity() }
 	if err := s.addAppRoutes(&hcfg); err != nil {

@@ -77,6 +77,15 @@ type ReceiptsConfig struct {
 type StoreRuleConfig struct {
 	Stream     string `toml:"stream"`
 	Partitions []int  `toml:"partitions"`
+	// AnswerKeyRequests makes this node a key server for the history it
+	// stores (issue 18): it obtains the group keys of the messages (the
+	// publisher must let it subscribe) and answers readers' key requests
+	// while the publisher is offline. Readers take its answers only if it
+	// may publish on the stream.
+	AnswerKeyRequests bool `toml:"answer_key_requests"`
+	// Subscribers are who may get those keys from here without [registry]
+	// (with it, holders of Subscribe on the stream, too).
+	Subscribers []string `toml:"subscribers"`
 }
 
 // PublishersRule adds publishers allowed on a stream besides its owner.
@@ -139,21 +148,32 @@ func (c *Config) forwardConfig(log *slog.Logger, reg prometheus.Registerer) brid
 func (c *Config) storeParts() ([]streamr.StreamPartID, error) {
 	var parts []streamr.StreamPartID
 	for i, r := range c.Store {
-		id, err := streamr.ParseStreamID(r.Stream)
+		p, err := r.parts(i + 1)
 		if err != nil {
-			return nil, fmt.Errorf("store %d: %w", i+1, err)
+			return nil, err
 		}
-		partitions := r.Partitions
-		if len(partitions) == 0 {
-			partitions = []int{0}
+		parts = append(parts, p...)
+	}
+	return parts, nil
+}
+
+// parts are the stream partitions of the n-th [[store]] table.
+func (r StoreRuleConfig) parts(n int) ([]streamr.StreamPartID, error) {
+	id, err := streamr.ParseStreamID(r.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("store %d: %w", n, err)
+	}
+	partitions := r.Partitions
+	if len(partitions) == 0 {
+		partitions = []int{0}
+	}
+	parts := make([]streamr.StreamPartID, 0, len(partitions))
+	for _, p := range partitions {
+		part, err := streamr.NewStreamPartID(id, p)
+		if err != nil {
+			return nil, fmt.Errorf("store %d: %w", n, err)
 		}
-		for _, p := range partitions {
-			part, err := streamr.NewStreamPartID(id, p)
-			if err != nil {
-				return nil, fmt.Errorf("store %d: %w", i+1, err)
-			}
-			parts = append(parts, part)
-		}
+		parts = append(parts, part)
 	}
 	return parts, nil
 }
