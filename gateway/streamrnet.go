@@ -35,6 +35,9 @@ type StreamrNetworkConfig struct {
 	DedupWindow        int      `toml:"dedup_window"`
 	ReconnectMin       Duration `toml:"reconnect_min"`
 	ReconnectMax       Duration `toml:"reconnect_max"`
+	// KeyExchangeQueue bounds the group key requests and responses
+	// waiting to be sent into the Streamr Network (issue 18).
+	KeyExchangeQueue int `toml:"key_exchange_queue"`
 }
 
 // Source values of a [[subscribe]] table.
@@ -53,6 +56,7 @@ func defaultStreamrNetwork() StreamrNetworkConfig {
 		DedupWindow:        streamrnet.DefaultDedupWindow,
 		ReconnectMin:       Duration(streamrnet.DefaultMinBackoff),
 		ReconnectMax:       Duration(streamrnet.DefaultMaxBackoff),
+		KeyExchangeQueue:   256,
 	}
 }
 
@@ -80,8 +84,8 @@ func (c *Config) validateStreamrNetwork() error {
 	if c.streamrNetworkUsed() && len(n.Proxies) == 0 {
 		errs = append(errs, errors.New(`streamr_network.proxies: empty, but streamr_network.publish is true or a [[subscribe]] has source = "streamr_network"`))
 	}
-	if n.MaxFrameBytes < 1024 || n.MaxFramesPerSecond <= 0 || n.MaxPendingRequests <= 0 || n.DedupWindow <= 0 {
-		errs = append(errs, errors.New("streamr_network.max_frame_bytes (at least 1 KiB), max_frames_per_second, max_pending_requests and dedup_window: must be positive"))
+	if n.MaxFrameBytes < 1024 || n.MaxFramesPerSecond <= 0 || n.MaxPendingRequests <= 0 || n.DedupWindow <= 0 || n.KeyExchangeQueue <= 0 {
+		errs = append(errs, errors.New("streamr_network.max_frame_bytes (at least 1 KiB), max_frames_per_second, max_pending_requests, dedup_window and key_exchange_queue: must be positive"))
 	}
 	if n.RequestTimeout <= 0 || n.ReconnectMin <= 0 || n.ReconnectMax < n.ReconnectMin {
 		errs = append(errs, errors.New("streamr_network.request_timeout and reconnect_min: must be positive; reconnect_max: at least reconnect_min"))
@@ -128,6 +132,7 @@ func (s *system) startStreamrNetwork(flog bridge.ForwardLog) error {
 	}
 	s.snAdapter.client = client
 	s.sn = client
+	s.snKeys = newKXSender(client.Publish, s.cfg.StreamrNetwork.KeyExchangeQueue, time.Duration(s.cfg.Encryption.KeyRequestTimeout), s.reg, s.snAdapter.log)
 	if s.cfg.StreamrNetwork.Publish {
 		fcfg := s.cfg.forwardConfig(s.log, s.reg)
 		fcfg.Name, fcfg.SendBacklog = "streamr_network", true
@@ -188,8 +193,24 @@ func newStreamrNetAdapter(ocfg overlay.Config, reg prometheus.Registerer, log *s
 	return a
 }
 
-// Join implements bridge.Overlay.
+// Join implements bridge.Overlay: with deliver, a subscribing proxy
+// connection, else a publishing one.
 func (a *streamrNetAdapter) Join(part streamr.StreamPartID, deliver func(*streamr.StreamMessage, []byte)) (bridge.Topic, error) {
+	dir := streamrnet.Publish
+	if deliver != nil {
+		dir = streamrnet.Subscribe
+	}
+	return a.join(part, deliver, dir), nil
+}
+
+// joinKeyRequests joins part to publish, delivering the group key
+// requests addressed to the gateway, which the nodes route to its
+// publishing proxy connections too (a key responder, issue 18).
+func (a *streamrNetAdapter) joinKeyRequests(part streamr.StreamPartID, deliver func(*streamr.StreamMessage, []byte)) *snHandle {
+	return a.join(part, deliver, streamrnet.Publish)
+}
+
+func (a *streamrNetAdapter) join(part streamr.StreamPartID, deliver func(*streamr.StreamMessage, []byte), dir streamrnet.Direction) *snHandle {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p, ok := a.parts[part]
@@ -199,13 +220,11 @@ func (a *streamrNetAdapter) Join(part streamr.StreamPartID, deliver func(*stream
 	}
 	p.handles++
 	h := &snHandle{a: a, part: part}
-	dir := streamrnet.Publish
 	if deliver != nil {
 		p.delivers = append(slices.Clone(p.delivers), snDeliver{h, deliver})
-		dir = streamrnet.Subscribe
 	}
 	a.client.Join(part.String(), dir)
-	return h, nil
+	return h
 }
 
 // receive validates what the client delivers and passes it on.
