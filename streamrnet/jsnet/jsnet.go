@@ -42,6 +42,18 @@ type Event struct {
 	Count          int     `json:"count"`
 	Seconds        float64 `json:"seconds"`
 	Error          string  `json:"error"`
+
+	// Key exchange (issue 18): message events of encrypted content carry
+	// Encrypted and GroupKeyID (Content is the plaintext once decrypted);
+	// keyrequest/keyrefused/keyanswered/keyresponse/keyrequested/groupkey
+	// events name the parties.
+	Encrypted   bool     `json:"encrypted"`
+	GroupKeyID  string   `json:"groupKeyId"`
+	GroupKeyIDs []string `json:"groupKeyIds"`
+	Requester   string   `json:"requester"`
+	Recipient   string   `json:"recipient"`
+	RequestID   string   `json:"requestId"`
+	Stranger    string   `json:"stranger"`
 }
 
 // Network is a running JS network.
@@ -54,6 +66,7 @@ type Network struct {
 	Ports     [2]int // A (proxy) and B
 	ProxyURL  string
 	Publisher string // address of B's JS signing key
+	Stranger  string // address of B's second identity, for key requests nobody allowed
 	NodeA     string // node ID of A in hex
 	mu        sync.Mutex
 	stderr    []byte
@@ -168,7 +181,7 @@ func start(t testing.TB, dir string, args []string) *Network {
 	go n.read(stdout)
 	t.Cleanup(n.Stop)
 	ready := n.Wait(60*time.Second, func(e Event) bool { return e.Event == "ready" })
-	n.ProxyURL, n.Publisher, n.NodeA = ready.Proxy, ready.Publisher, ready.NodeA
+	n.ProxyURL, n.Publisher, n.NodeA, n.Stranger = ready.Proxy, ready.Publisher, ready.NodeA, ready.Stranger
 	return n
 }
 
