@@ -1,13 +1,17 @@
 package gateway
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/tributary-iot/tributary/streamr"
 	"github.com/tributary-iot/tributary/streamrnet/jsnet"
 )
 
@@ -186,4 +190,58 @@ func drainUntil(t *testing.T, got chan string, want string) {
 			t.Fatalf("reading %s never reached local MQTT", want)
 		}
 	}
+}
+
+// The full @streamr/sdk StreamrClient decrypts a stream the gateway
+// encrypts (encryption = "always", the client's address listed in
+// subscribers): it requests the group key through the Streamr Network,
+// the gateway answers over its proxy connection, and the SDK delivers the
+// plaintext readings in order. A second SDK client, not listed, gets no
+// key and delivers nothing, and the gateway counts its refused request.
+// Runs with TRIBUTARY_STREAMR_SDK=1 (README, Long runs).
+func TestStreamrNetworkSDKSubscriberEncrypted(t *testing.T) {
+	if os.Getenv(jsnet.SDKEnv) == "" {
+		t.Skipf("the full Streamr SDK test runs with %s=1 after (cd streamrnet/testdata/sdk && npm ci)", jsnet.SDKEnv)
+	}
+	began := time.Now()
+	ports := jsnet.FreePorts(t, 4)
+	net := jsnet.Start(t, [2]int{ports[0], ports[1]})
+	priv := make([]byte, 32)
+	_, _ = rand.Read(priv)
+	key, err := streamr.ParseEVMKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := streamr.UserID(key.PublisherID())
+	g := newTestGateway(t, streamrNetConfig(net.ProxyURL, encryptedRule(listed)))
+	g.run(t)
+	logOnFailure(t, g)
+	me := g.Identity().Publisher
+	stream := me + "/sn/secret"
+	net.Join(stream + "#0")
+	sdk := jsnet.StartSDKAs(t, net, ports[2], stream, 0, hex.EncodeToString(priv))
+	if !strings.EqualFold(sdk.Publisher, listed) {
+		t.Fatalf("the SDK client is %s, want %s", sdk.Publisher, listed)
+	}
+	stranger := jsnet.StartSDK(t, net, ports[3], stream, 0)
+
+	pub := connect(t, g.mqttAddr(t), "sensor")
+	const n = 5
+	publishReadings(t, pub, "sn/secret", 0, n)
+	for i := range n {
+		e, err := sdk.Next(60*time.Second, func(e jsnet.Event) bool { return e.Event == "message" })
+		if err != nil {
+			t.Fatalf("reading %d never reached the SDK subscriber decrypted: %v", i, err)
+		}
+		if want := fmt.Sprintf(`{"n":%d}`, i); e.Content != want || !strings.EqualFold(e.Publisher, me) {
+			t.Fatalf("SDK delivered %s from %s, want %s from %s", e.Content, e.Publisher, want, me)
+		}
+	}
+	g.waitCounter(t, "tributary_e2ee_key_requests_total", "result", "answered", 1, 10*time.Second)
+	g.waitCounter(t, "tributary_e2ee_key_requests_total", "result", "refused", 1, 30*time.Second)
+	// The stranger's key request times out after 10 s (subscriber.mjs).
+	if e, err := stranger.Next(15*time.Second, func(e jsnet.Event) bool { return e.Event == "message" }); err == nil {
+		t.Fatalf("an SDK client the gateway does not list delivered %s", e.Content)
+	}
+	t.Logf("encrypted SDK test: %s", time.Since(began).Round(100*time.Millisecond))
 }

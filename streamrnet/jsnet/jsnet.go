@@ -150,6 +150,14 @@ const SDKEnv = "TRIBUTARY_STREAMR_SDK"
 // signature checks). It skips t unless TRIBUTARY_STREAMR_SDK is set.
 func StartSDK(t testing.TB, net *Network, port int, streamID string, partition int) *Network {
 	t.Helper()
+	return StartSDKAs(t, net, port, streamID, partition, "")
+}
+
+// StartSDKAs is StartSDK with the client's private key (hex, no 0x; ""
+// for a random one): a subscriber the publisher may list. Its Publisher
+// is the client's address.
+func StartSDKAs(t testing.TB, net *Network, port int, streamID string, partition int, privateKey string) *Network {
+	t.Helper()
 	if os.Getenv(SDKEnv) == "" {
 		t.Skipf("the full Streamr SDK test runs with %s=1 after (cd streamrnet/testdata/sdk && npm ci)", SDKEnv)
 	}
@@ -157,7 +165,7 @@ func StartSDK(t testing.TB, net *Network, port int, streamID string, partition i
 		t.Fatalf("%s is set but the SDK is not installed: (cd streamrnet/testdata/sdk && npm ci): %v", SDKEnv, err)
 	}
 	return start(t, SDKDir(), []string{"--require", "../jsnode/loopback.cjs", "subscriber.mjs",
-		net.NodeA, fmt.Sprint(net.Ports[0]), fmt.Sprint(port), streamID, fmt.Sprint(partition)})
+		net.NodeA, fmt.Sprint(net.Ports[0]), fmt.Sprint(port), streamID, fmt.Sprint(partition), privateKey})
 }
 
 func start(t testing.TB, dir string, args []string) *Network {
