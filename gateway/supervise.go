@@ -80,6 +80,7 @@ func (s *system) runNet(ctx context.Context, g *errgroup.Group) {
 	if s.sn != nil {
 		g.Go(func() error { return s.sn.Run(ctx) })
 		g.Go(func() error { return s.snKeys.run(ctx) })
+		g.Go(func() error { return s.snAdapter.run(ctx) })
 	}
 	if s.e2ee != nil {
 		g.Go(func() error { return s.runKeyResponder(ctx) })
