@@ -150,6 +150,14 @@ async function onMessage(m) {
     if (!p) {
         awaiting.set(keyName, p = [])
         await requestKey(streamPart, m.messageId.publisherId, c.groupKeyId, identities.self)
+        // Requests are not acknowledged: one lost while the publisher's proxy connection was
+        // down is sent again, as the SDK requests again for later messages.
+        const retry = setInterval(() => {
+            if (!awaiting.has(keyName)) return clearInterval(retry)
+            requestKey(streamPart, m.messageId.publisherId, c.groupKeyId, identities.self)
+                .catch((err) => out({ event: 'error', error: String(err?.stack ?? err) }))
+        }, 5000)
+        retry.unref()
     }
     p.push([report, c])
 }
