@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -136,28 +137,30 @@ type keyTopics struct {
 	sn *kxSender // nil without [streamr_network]
 
 	mu    sync.Mutex
-	parts map[streamr.StreamPartID][]e2ee.Topic
+	parts map[streamr.StreamPartID]map[string]e2ee.Topic // by network
 }
 
 func newKeyTopics(x *e2ee.Exchange) *keyTopics {
-	return &keyTopics{x: x, parts: make(map[streamr.StreamPartID][]e2ee.Topic)}
+	return &keyTopics{x: x, parts: make(map[streamr.StreamPartID]map[string]e2ee.Topic)}
 }
 
-// attach adds a network's topic of part. A Streamr Network handle is
+// attach sets a network's topic of part (one per network: a partition
+// joined twice there publishes once). A Streamr Network handle is
 // replaced by the sender's topic, which does not block.
 func (k *keyTopics) attach(part streamr.StreamPartID, t e2ee.Topic) {
+	network := "overlay"
 	if _, ok := t.(*snHandle); ok && k.sn != nil {
-		t = k.sn.topic(part)
+		network, t = sourceStreamrNetwork, k.sn.topic(part)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	ts := k.parts[part]
-	if slices.Contains(ts, t) {
-		return
+	byNet := k.parts[part]
+	if byNet == nil {
+		byNet = make(map[string]e2ee.Topic)
+		k.parts[part] = byNet
 	}
-	ts = append(slices.Clone(ts), t)
-	k.parts[part] = ts
-	k.x.Attach(part, fanoutTopic(ts))
+	byNet[network] = t
+	k.x.Attach(part, fanoutTopic(slices.Collect(maps.Values(byNet))))
 }
 
 // fanoutTopic publishes on each topic; it succeeds if one did.
