@@ -229,15 +229,7 @@ func TestStreamrNetworkSDKSubscriberEncrypted(t *testing.T) {
 	pub := connect(t, g.mqttAddr(t), "sensor")
 	const n = 5
 	publishReadings(t, pub, "sn/secret", 0, n)
-	for i := range n {
-		e, err := sdk.Next(60*time.Second, func(e jsnet.Event) bool { return e.Event == "message" })
-		if err != nil {
-			t.Fatalf("reading %d never reached the SDK subscriber decrypted: %v", i, err)
-		}
-		if want := fmt.Sprintf(`{"n":%d}`, i); e.Content != want || !strings.EqualFold(e.Publisher, me) {
-			t.Fatalf("SDK delivered %s from %s, want %s from %s", e.Content, e.Publisher, want, me)
-		}
-	}
+	awaitAtSDK(t, sdk, me, n)
 	g.waitCounter(t, "tributary_e2ee_key_requests_total", "result", "answered", 1, 10*time.Second)
 	g.waitCounter(t, "tributary_e2ee_key_requests_total", "result", "refused", 1, 30*time.Second)
 	// The stranger's key request times out after 10 s (subscriber.mjs).
