@@ -223,10 +223,15 @@ func (s *system) startE2EE(rules []*bridge.Rule) error {
 		MaxKeysPerRequest: e.MaxKeysPerRequest, MaxWaiting: e.MaxWaiting,
 		Registerer: s.reg, Logger: s.log,
 	})
+	if err != nil {
+		return err
+	}
 	s.encryptedParts = make(chan streamr.StreamPartID, 64)
 	s.keyServed = served
 	s.collect, s.keyServerDone = make(chan *streamr.StreamMessage, 256), make(chan struct{})
-	return err
+	s.keyTopics = newKeyTopics(s.e2ee)
+	s.keyTopics.sn = s.snKeys
+	return nil
 }
 
 // keyCollecting wraps the storer's log so that a key server sees each
@@ -286,21 +291,16 @@ func (s *system) noteEncryptedPart(part streamr.StreamPartID) {
 }
 
 // runKeyResponder joins every partition this gateway encrypts for or
-// serves keys of, to answer key requests there, and collects the keys of
+// serves keys of, to answer key requests there (on the overlay, and on
+// the Streamr Network when it publishes there), and collects the keys of
 // what the storer keeps there, until ctx is done.
 func (s *system) runKeyResponder(ctx context.Context) error {
 	defer close(s.keyServerDone)
 	joined := make(map[streamr.StreamPartID]bool)
 	join := func(part streamr.StreamPartID) {
-		if joined[part] {
+		if joined[part] || !s.joinForKeyRequests(ctx, part) {
 			return
 		}
-		t, err := s.adapter.Join(part, func(m *streamr.StreamMessage, _ []byte) { s.e2ee.HandleMessage(ctx, m) })
-		if err != nil {
-			s.log.Warn("join partition for key requests", "stream_part", part.String(), "err", err)
-			return
-		}
-		s.e2ee.Attach(part, t)
 		joined[part] = true
 		if err := s.store.PutSecret(ctx, encryptedPartsPrefix+part.String(), nil); err != nil {
 			s.log.Warn("remember encrypted partition", "stream_part", part.String(), "err", err)
@@ -329,6 +329,28 @@ func (s *system) runKeyResponder(ctx context.Context) error {
 			s.e2ee.Collect(ctx, m)
 		}
 	}
+}
+
+// joinForKeyRequests joins part on the networks the gateway publishes
+// to, handing the key exchange messages there to e2ee. It reports
+// whether one network was joined.
+func (s *system) joinForKeyRequests(ctx context.Context, part streamr.StreamPartID) bool {
+	handle := func(m *streamr.StreamMessage, _ []byte) { s.e2ee.HandleMessage(ctx, m) }
+	ok := false
+	if s.adapter != nil {
+		t, err := s.adapter.Join(part, handle)
+		if err != nil {
+			s.log.Warn("join partition for key requests", "stream_part", part.String(), "err", err)
+		} else {
+			s.keyTopics.attach(part, t)
+			ok = true
+		}
+	}
+	if s.snForwarder != nil { // streamr_network.publish: readers there ask through the proxies
+		s.keyTopics.attach(part, s.snAdapter.joinKeyRequests(part, handle))
+		ok = true
+	}
+	return ok
 }
 
 // rekey replaces a stream's group key on the running gateway.

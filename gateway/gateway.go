@@ -201,12 +201,14 @@ type system struct {
 	keyServed      []streamr.StreamPartID    // [[store]] answer_key_requests
 	collect        chan *streamr.StreamMessage
 	keyServerDone  chan struct{} // closed when runKeyResponder returns
+	keyTopics      *keyTopics    // where e2ee publishes, per partition
 
 	// Streamr Network side ([streamr_network]); nil when unused.
 	sn          *streamrnet.Client
 	snAdapter   *streamrNetAdapter
 	snForwarder *bridge.Forwarder // streamr_network.publish
 	snSubs      []*bridge.Subscription
+	snKeys      *kxSender // key exchange messages into the Streamr Network
 
 	registry *registry.Client // [registry]; nil when off
 	// streamrProxies reports the Streamr Network proxies for the status

@@ -289,7 +289,7 @@ func (d *localDelivery) addLayers(s *system, src deliverySource, first *bridge.D
 		if first == nil {
 			first = bridge.NewDeliverer(s.key.PublisherID(), s.broker, order, s.reg, s.log)
 			if s.e2ee != nil {
-				first.SetKeyExchange(s.e2ee)
+				first.SetKeyExchange(deliveryKeys{s.e2ee, s.keyTopics})
 			}
 			dl = first
 		} else {

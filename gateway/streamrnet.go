@@ -35,6 +35,12 @@ type StreamrNetworkConfig struct {
 	DedupWindow        int      `toml:"dedup_window"`
 	ReconnectMin       Duration `toml:"reconnect_min"`
 	ReconnectMax       Duration `toml:"reconnect_max"`
+	// KeyExchangeQueue bounds the group key requests and responses
+	// waiting to be sent into the Streamr Network (issue 18).
+	KeyExchangeQueue int `toml:"key_exchange_queue"`
+	// DeliveryQueue bounds the received messages waiting for validation
+	// and delivery; while it is full the proxies' reads wait.
+	DeliveryQueue int `toml:"delivery_queue"`
 }
 
 // Source values of a [[subscribe]] table.
@@ -53,6 +59,8 @@ func defaultStreamrNetwork() StreamrNetworkConfig {
 		DedupWindow:        streamrnet.DefaultDedupWindow,
 		ReconnectMin:       Duration(streamrnet.DefaultMinBackoff),
 		ReconnectMax:       Duration(streamrnet.DefaultMaxBackoff),
+		KeyExchangeQueue:   256,
+		DeliveryQueue:      1024,
 	}
 }
 
@@ -80,8 +88,8 @@ func (c *Config) validateStreamrNetwork() error {
 	if c.streamrNetworkUsed() && len(n.Proxies) == 0 {
 		errs = append(errs, errors.New(`streamr_network.proxies: empty, but streamr_network.publish is true or a [[subscribe]] has source = "streamr_network"`))
 	}
-	if n.MaxFrameBytes < 1024 || n.MaxFramesPerSecond <= 0 || n.MaxPendingRequests <= 0 || n.DedupWindow <= 0 {
-		errs = append(errs, errors.New("streamr_network.max_frame_bytes (at least 1 KiB), max_frames_per_second, max_pending_requests and dedup_window: must be positive"))
+	if n.MaxFrameBytes < 1024 || n.MaxFramesPerSecond <= 0 || n.MaxPendingRequests <= 0 || n.DedupWindow <= 0 || n.KeyExchangeQueue <= 0 || n.DeliveryQueue <= 0 {
+		errs = append(errs, errors.New("streamr_network.max_frame_bytes (at least 1 KiB), max_frames_per_second, max_pending_requests, dedup_window, key_exchange_queue and delivery_queue: must be positive"))
 	}
 	if n.RequestTimeout <= 0 || n.ReconnectMin <= 0 || n.ReconnectMax < n.ReconnectMin {
 		errs = append(errs, errors.New("streamr_network.request_timeout and reconnect_min: must be positive; reconnect_max: at least reconnect_min"))
@@ -121,13 +129,14 @@ func (s *system) startStreamrNetwork(flog bridge.ForwardLog) error {
 	if s.registry != nil {
 		ocfg.Policy = registryPolicy{s.registry}
 	}
-	s.snAdapter = newStreamrNetAdapter(ocfg, s.reg, s.log)
-	client, err := streamrnet.New(s.cfg.streamrNetConfig(s.key.PublisherID(), s.snAdapter.receive, s.log, s.reg))
+	s.snAdapter = newStreamrNetAdapter(ocfg, s.cfg.StreamrNetwork.DeliveryQueue, s.reg, s.log)
+	client, err := streamrnet.New(s.cfg.streamrNetConfig(s.key.PublisherID(), s.snAdapter.enqueue, s.log, s.reg))
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	s.snAdapter.client = client
 	s.sn = client
+	s.snKeys = newKXSender(client.Publish, s.cfg.StreamrNetwork.KeyExchangeQueue, time.Duration(s.cfg.Encryption.KeyRequestTimeout), s.reg, s.snAdapter.log)
 	if s.cfg.StreamrNetwork.Publish {
 		fcfg := s.cfg.forwardConfig(s.log, s.reg)
 		fcfg.Name, fcfg.SendBacklog = "streamr_network", true
@@ -158,9 +167,18 @@ type streamrNetAdapter struct {
 	ocfg    overlay.Config // policy, limits, clock skew of the validation
 	log     *slog.Logger
 	dropped *prometheus.CounterVec
+	full    prometheus.Counter
+	inbox   chan snInbound
+	stopped chan struct{} // closed when run returns
 
 	mu    sync.Mutex
 	parts map[streamr.StreamPartID]*snPart
+}
+
+// snInbound is a message a proxy delivered.
+type snInbound struct {
+	part string
+	raw  []byte
 }
 
 type snPart struct {
@@ -174,22 +192,75 @@ type snDeliver struct {
 	deliver func(*streamr.StreamMessage, []byte)
 }
 
-func newStreamrNetAdapter(ocfg overlay.Config, reg prometheus.Registerer, log *slog.Logger) *streamrNetAdapter {
+func newStreamrNetAdapter(ocfg overlay.Config, queue int, reg prometheus.Registerer, log *slog.Logger) *streamrNetAdapter {
 	a := &streamrNetAdapter{
 		ocfg: ocfg, log: log.With("component", "streamr_network"), parts: make(map[streamr.StreamPartID]*snPart),
+		inbox: make(chan snInbound, queue), stopped: make(chan struct{}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tributary_streamr_network_dropped_total",
 			Help: "Messages from the Streamr Network refused by validation, by reason (as tributary_overlay drops: size, decode, topic, publisher, signature, malformed, future).",
 		}, []string{"reason"}),
+		full: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_streamr_network_delivery_queue_full_total",
+			Help: "Times a message from the Streamr Network waited because streamr_network.delivery_queue was full (the proxy's reads wait meanwhile).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(a.dropped)
+		reg.MustRegister(a.dropped, a.full)
 	}
 	return a
 }
 
-// Join implements bridge.Overlay.
+// enqueue takes what the client delivers, on a proxy's read loop, which
+// must go on reading the node's answers: validation and delivery run in
+// run. A consumer may take long — the first group key request makes a
+// 4096-bit RSA key, seconds on a Pi — and the forwarder's publishes wait
+// for answers on that read loop.
+func (a *streamrNetAdapter) enqueue(streamPart string, raw []byte) {
+	in := snInbound{streamPart, raw}
+	select {
+	case a.inbox <- in:
+		return
+	default:
+	}
+	a.full.Inc()
+	select {
+	case a.inbox <- in:
+	case <-a.stopped:
+	}
+}
+
+// run validates and delivers the queued messages until ctx ends.
+func (a *streamrNetAdapter) run(ctx context.Context) error {
+	defer close(a.stopped)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case in := <-a.inbox:
+			a.receive(in.part, in.raw)
+		}
+	}
+}
+
+// Join implements bridge.Overlay: with deliver, a subscribing proxy
+// connection, else a publishing one.
 func (a *streamrNetAdapter) Join(part streamr.StreamPartID, deliver func(*streamr.StreamMessage, []byte)) (bridge.Topic, error) {
+	dir := streamrnet.Publish
+	if deliver != nil {
+		dir = streamrnet.Subscribe
+	}
+	return a.join(part, deliver, dir), nil
+}
+
+// joinKeyRequests joins part to publish, delivering the group key
+// requests addressed to the gateway, which the nodes route to its
+// publishing proxy connections too (a key responder, issue 18).
+func (a *streamrNetAdapter) joinKeyRequests(part streamr.StreamPartID, deliver func(*streamr.StreamMessage, []byte)) *snHandle {
+	return a.join(part, deliver, streamrnet.Publish)
+}
+
+func (a *streamrNetAdapter) join(part streamr.StreamPartID, deliver func(*streamr.StreamMessage, []byte), dir streamrnet.Direction) *snHandle {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p, ok := a.parts[part]
@@ -199,13 +270,11 @@ func (a *streamrNetAdapter) Join(part streamr.StreamPartID, deliver func(*stream
 	}
 	p.handles++
 	h := &snHandle{a: a, part: part}
-	dir := streamrnet.Publish
 	if deliver != nil {
 		p.delivers = append(slices.Clone(p.delivers), snDeliver{h, deliver})
-		dir = streamrnet.Subscribe
 	}
 	a.client.Join(part.String(), dir)
-	return h, nil
+	return h
 }
 
 // receive validates what the client delivers and passes it on.

@@ -188,15 +188,7 @@ func TestStreamrNetworkSDKSubscriber(t *testing.T) {
 	pub := connect(t, g.mqttAddr(t), "sensor")
 	const n = 5
 	publishReadings(t, pub, "sn/sdk", 0, n)
-	for i := range n {
-		e, err := sdk.Next(60*time.Second, func(e jsnet.Event) bool { return e.Event == "message" })
-		if err != nil {
-			t.Fatalf("reading %d never reached the SDK subscriber: %v", i, err)
-		}
-		if want := fmt.Sprintf(`{"n":%d}`, i); e.Content != want || !strings.EqualFold(e.Publisher, me) {
-			t.Fatalf("SDK delivered %s from %s, want %s from %s", e.Content, e.Publisher, want, me)
-		}
-	}
+	awaitAtSDK(t, sdk, me, n)
 
 	key, err := streamr.GenerateEVMKey()
 	if err != nil {
@@ -228,5 +220,20 @@ func TestStreamrNetworkSDKSubscriber(t *testing.T) {
 	e, err := sdk.Next(60*time.Second, func(e jsnet.Event) bool { return e.Event == "message" })
 	if err != nil || e.Content != `{"valid":true}` {
 		t.Fatalf("SDK delivered %q (%v), want only the validly signed message", e.Content, err)
+	}
+}
+
+// awaitAtSDK waits for readings 0..n-1 of publisher, in order, delivered
+// by the SDK subscriber (which verified, and decrypted, each).
+func awaitAtSDK(t *testing.T, sdk *jsnet.Network, publisher string, n int) {
+	t.Helper()
+	for i := range n {
+		e, err := sdk.Next(60*time.Second, func(e jsnet.Event) bool { return e.Event == "message" })
+		if err != nil {
+			t.Fatalf("reading %d never reached the SDK subscriber: %v", i, err)
+		}
+		if want := fmt.Sprintf(`{"n":%d}`, i); e.Content != want || !strings.EqualFold(e.Publisher, publisher) {
+			t.Fatalf("SDK delivered %s from %s, want %s from %s", e.Content, e.Publisher, want, publisher)
+		}
 	}
 }

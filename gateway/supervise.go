@@ -79,6 +79,11 @@ func (s *system) runNet(ctx context.Context, g *errgroup.Group) {
 	}
 	if s.sn != nil {
 		g.Go(func() error { return s.sn.Run(ctx) })
+		g.Go(func() error { return s.snKeys.run(ctx) })
+		g.Go(func() error { return s.snAdapter.run(ctx) })
+	}
+	if s.e2ee != nil {
+		g.Go(func() error { return s.runKeyResponder(ctx) })
 	}
 	for _, f := range s.forwarders() {
 		g.Go(func() error { return f.Run(ctx) })
@@ -95,9 +100,6 @@ func (s *system) runNet(ctx context.Context, g *errgroup.Group) {
 	}
 	g.Go(func() error { return s.node.Run(ctx) })
 	g.Go(func() error { return s.receipts.Run(ctx, s.node, s.store.Parts) })
-	if s.e2ee != nil {
-		g.Go(func() error { return s.runKeyResponder(ctx) })
-	}
 	if s.storer != nil {
 		g.Go(func() error {
 			return s.afterBroker(ctx, func() error { return s.storer.Run(ctx, s.adapter, s.stored) })

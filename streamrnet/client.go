@@ -1,6 +1,7 @@
 package streamrnet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,12 @@ const (
 	// subscribing proxy connection carries publishes too).
 	Subscribe
 )
+
+// A Publish partition still receives the group key requests addressed to
+// this client: Streamr nodes route a GroupKeyRequest to the proxy clients
+// whose userId is its recipientId, whatever their direction (so a
+// publisher behind a proxy can answer them, issue 18). Everything else a
+// node sends on a Publish partition is dropped.
 
 func (d Direction) proto() pb.ProxyDirection {
 	if d == Subscribe {
@@ -151,13 +158,17 @@ func (c *Client) deliver(p *proxy, streamPart string, raw []byte) {
 	c.mu.Lock()
 	dir := c.parts[streamPart]
 	c.mu.Unlock()
-	if dir != Subscribe {
+	if dir != Subscribe && dir != Publish {
 		p.dropped("not_subscribed")
 		return
 	}
 	id, _, err := streamr.UnmarshalHeader(raw)
 	if err != nil {
 		p.dropped("decode")
+		return
+	}
+	if dir == Publish && !c.keyRequestForUs(raw) {
+		p.dropped("not_subscribed")
 		return
 	}
 	p.countIn()
@@ -168,6 +179,17 @@ func (c *Client) deliver(p *proxy, streamPart string, raw []byte) {
 	if c.cfg.Deliver != nil {
 		c.cfg.Deliver(streamPart, raw)
 	}
+}
+
+// keyRequestForUs reports whether raw is a GroupKeyRequest whose
+// recipient is this client's user.
+func (c *Client) keyRequestForUs(raw []byte) bool {
+	m, err := streamr.Unmarshal(raw)
+	if err != nil {
+		return false
+	}
+	req, ok := m.Body.(*streamr.GroupKeyRequest)
+	return ok && bytes.Equal(req.RecipientID, c.cfg.UserID)
 }
 
 func dedupKey(streamPart string, id streamr.MessageID) string {

@@ -25,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"proxy", "direction"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tributary_streamr_network_errors_total",
-			Help: "Errors per Streamr node by kind: dial, handshake, connection, refused, write, decode, rate, pending_requests, unexpected, unsolicited_response, not_subscribed, unknown_method (a request this client does not serve, answered UNKNOWN_RPC_METHOD).",
+			Help: "Errors per Streamr node by kind: dial, handshake, connection, refused, write, decode, rate, pending_requests, unexpected, unsolicited_response, not_subscribed (a message on a partition joined to publish that is not a group key request for us), unknown_method (a request this client does not serve, answered UNKNOWN_RPC_METHOD).",
 		}, []string{"proxy", "kind"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tributary_streamr_network_duplicates_total", Help: "Stream messages delivered again by another proxy and dropped.",

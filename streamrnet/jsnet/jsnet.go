@@ -42,6 +42,18 @@ type Event struct {
 	Count          int     `json:"count"`
 	Seconds        float64 `json:"seconds"`
 	Error          string  `json:"error"`
+
+	// Key exchange (issue 18): message events of encrypted content carry
+	// Encrypted and GroupKeyID (Content is the plaintext once decrypted);
+	// keyrequest/keyrefused/keyanswered/keyresponse/keyrequested/groupkey
+	// events name the parties.
+	Encrypted   bool     `json:"encrypted"`
+	GroupKeyID  string   `json:"groupKeyId"`
+	GroupKeyIDs []string `json:"groupKeyIds"`
+	Requester   string   `json:"requester"`
+	Recipient   string   `json:"recipient"`
+	RequestID   string   `json:"requestId"`
+	Stranger    string   `json:"stranger"`
 }
 
 // Network is a running JS network.
@@ -54,6 +66,7 @@ type Network struct {
 	Ports     [2]int // A (proxy) and B
 	ProxyURL  string
 	Publisher string // address of B's JS signing key
+	Stranger  string // address of B's second identity, for key requests nobody allowed
 	NodeA     string // node ID of A in hex
 	mu        sync.Mutex
 	stderr    []byte
@@ -137,6 +150,14 @@ const SDKEnv = "TRIBUTARY_STREAMR_SDK"
 // signature checks). It skips t unless TRIBUTARY_STREAMR_SDK is set.
 func StartSDK(t testing.TB, net *Network, port int, streamID string, partition int) *Network {
 	t.Helper()
+	return StartSDKAs(t, net, port, streamID, partition, "")
+}
+
+// StartSDKAs is StartSDK with the client's private key (hex, no 0x; ""
+// for a random one): a subscriber the publisher may list. Its Publisher
+// is the client's address.
+func StartSDKAs(t testing.TB, net *Network, port int, streamID string, partition int, privateKey string) *Network {
+	t.Helper()
 	if os.Getenv(SDKEnv) == "" {
 		t.Skipf("the full Streamr SDK test runs with %s=1 after (cd streamrnet/testdata/sdk && npm ci)", SDKEnv)
 	}
@@ -144,7 +165,7 @@ func StartSDK(t testing.TB, net *Network, port int, streamID string, partition i
 		t.Fatalf("%s is set but the SDK is not installed: (cd streamrnet/testdata/sdk && npm ci): %v", SDKEnv, err)
 	}
 	return start(t, SDKDir(), []string{"--require", "../jsnode/loopback.cjs", "subscriber.mjs",
-		net.NodeA, fmt.Sprint(net.Ports[0]), fmt.Sprint(port), streamID, fmt.Sprint(partition)})
+		net.NodeA, fmt.Sprint(net.Ports[0]), fmt.Sprint(port), streamID, fmt.Sprint(partition), privateKey})
 }
 
 func start(t testing.TB, dir string, args []string) *Network {
@@ -168,7 +189,7 @@ func start(t testing.TB, dir string, args []string) *Network {
 	go n.read(stdout)
 	t.Cleanup(n.Stop)
 	ready := n.Wait(60*time.Second, func(e Event) bool { return e.Event == "ready" })
-	n.ProxyURL, n.Publisher, n.NodeA = ready.Proxy, ready.Publisher, ready.NodeA
+	n.ProxyURL, n.Publisher, n.NodeA, n.Stranger = ready.Proxy, ready.Publisher, ready.NodeA, ready.Stranger
 	return n
 }
 

@@ -13,19 +13,16 @@
 //     with the RSA private key, the contents with them (following in-band
 //     rotations), and prints {verified, keys, plaintexts} as JSON.
 import { readFileSync, writeFileSync } from 'node:fs'
-import { generateKeyPairSync, privateDecrypt, createDecipheriv, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { EcdsaSecp256k1Evm, hexToBinary, binaryToHex } from '@streamr/utils'
 import { StreamMessage, readFrames, decode, signaturePayload } from './wire.mjs'
+import { rsaKeyPair, rsaDecrypt, aesDecrypt } from './kxcrypto.mjs'
 
 const evm = new EcdsaSecp256k1Evm()
 
 async function request(inFile, stateFile) {
     const req = JSON.parse(readFileSync(inFile, 'utf8'))
-    const { publicKey, privateKey } = generateKeyPairSync('rsa', {
-        modulusLength: 4096,
-        publicKeyEncoding: { type: 'spki', format: 'pem' },
-        privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-    })
+    const { publicKey, privateKey } = rsaKeyPair()
     const priv = hexToBinary(req.privateKey)
     const subscriber = hexToBinary(req.subscriber)
     evm.assertValidKeyPair(subscriber, priv)
@@ -50,11 +47,6 @@ async function request(inFile, stateFile) {
     }))
 }
 
-function aesDecrypt(key, data) {
-    const d = createDecipheriv('aes-256-ctr', key, data.subarray(0, 16))
-    return Buffer.concat([d.update(data.subarray(16)), d.final()])
-}
-
 async function open(stateFile, rawFile) {
     const state = JSON.parse(readFileSync(stateFile, 'utf8'))
     const [responseFrame, ...contentFrames] = readFrames(readFileSync(rawFile))
@@ -75,8 +67,7 @@ async function open(stateFile, rawFile) {
     }
     const keys = new Map()
     for (const k of r.groupKeys) {
-        // node's privateDecrypt default padding is RSA-OAEP with SHA-1, as the SDK uses it.
-        keys.set(k.id, privateDecrypt(state.rsaPrivateKey, k.data))
+        keys.set(k.id, rsaDecrypt(state.rsaPrivateKey, k.data))
     }
     const plaintexts = []
     for (const frame of contentFrames) {
