@@ -58,15 +58,25 @@ func TestStreamrNodeMQTT(t *testing.T) {
 	pub("home/temp", `{"content":{"v":3}}`) // the default rule: 0x<gateway>/home/temp
 
 	base := "http://" + g.HTTPAddr().String()
+	// last polls until the partition has a message: a PUBACK means stored,
+	// not signed, and resends serve signed messages only. A key slower than
+	// sign_in_commit_under, which any key is under load, signs after the
+	// commit (with sign_in_commit_under = "0s" this failed 2 runs in 20).
 	last := func(stream string, partition int) []bridge.MessageObject {
 		t.Helper()
-		code, body := curl(t, "-H", "Authorization: Bearer "+testAPIKey,
-			fmt.Sprintf("%s/streams/%s/data/partitions/%d/last?count=10", base, url.PathEscape(stream), partition))
-		var msgs []bridge.MessageObject
-		if code != 200 || json.Unmarshal([]byte(body), &msgs) != nil {
-			t.Fatalf("resend %s#%d: %d %s", stream, partition, code, body)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			code, body := curl(t, "-H", "Authorization: Bearer "+testAPIKey,
+				fmt.Sprintf("%s/streams/%s/data/partitions/%d/last?count=10", base, url.PathEscape(stream), partition))
+			var msgs []bridge.MessageObject
+			if code != 200 || json.Unmarshal([]byte(body), &msgs) != nil {
+				t.Fatalf("resend %s#%d: %d %s", stream, partition, code, body)
+			}
+			if len(msgs) > 0 || time.Now().After(deadline) {
+				return msgs
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		return msgs
 	}
 	if m := last(stream, 3); len(m) != 1 || string(m[0].Content) != `{"v":1}` || m[0].Timestamp != 1700000000123 {
 		t.Errorf("partition 3: %+v, want {\"v\":1} at the metadata's timestamp", m)

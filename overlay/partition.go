@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -294,7 +295,12 @@ func (p *Partition) watchPeers(ctx context.Context) {
 			return
 		}
 		if ev.Type == pubsub.PeerLeave {
-			p.mesh.remove(ev.Peer) // pubsub drops a gone peer from the mesh without a Prune trace
+			// pubsub drops a gone peer from the mesh without a Prune trace. The
+			// event comes late, though: a peer that left and rejoined may be
+			// grafted (traced at once) before it arrives, so ask pubsub.
+			if !slices.Contains(p.t.ListPeers(), ev.Peer) {
+				p.mesh.remove(ev.Peer)
+			}
 		} else {
 			p.node.redial.member(ev.Peer)
 		}

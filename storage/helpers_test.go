@@ -43,6 +43,12 @@ func running(t testing.TB, opts Options) *Store {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
+	return runStore(t, s)
+}
+
+// runStore starts Run on an open Store and closes it at test cleanup.
+func runStore(t testing.TB, s *Store) *Store {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -20,7 +20,8 @@ const measureEvery = time.Second
 // spaceTracker estimates the database's disk usage and the file system's
 // free space: a periodic measurement plus the bytes admitted since.
 type spaceTracker struct {
-	dir string
+	dir   string
+	every time.Duration // how often maybeMeasure measures; 0 means measureEvery
 
 	mu       sync.Mutex
 	lsm      int64 // allocated bytes of LSM files (SSTs, memtable WALs, manifest)
@@ -281,11 +282,15 @@ func CheckFree(dir string, minFree int64) error {
 	}
 }
 
-// maybeMeasure measures if the last measurement is older than
-// measureEvery, and reports whether it did.
+// maybeMeasure measures if the last measurement is older than every, and
+// reports whether it did.
 func (t *spaceTracker) maybeMeasure(log *slog.Logger) bool {
+	every := t.every
+	if every == 0 {
+		every = measureEvery
+	}
 	t.mu.Lock()
-	stale := time.Since(t.at) >= measureEvery
+	stale := time.Since(t.at) >= every
 	t.mu.Unlock()
 	if !stale {
 		return false
