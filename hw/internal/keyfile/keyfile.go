@@ -38,6 +38,25 @@ func WriteNew(path string, content []byte) error {
 	return syncDir(dir)
 }
 
+// Replace writes content to path with mode 0600, replacing the file there
+// atomically (temporary file, sync, rename): after a crash path holds the
+// old content or the new, never a part.
+func Replace(path string, content []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".key-*.tmp")
+	if err != nil {
+		return fmt.Errorf("create temporary key file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := writeSynced(tmp, content); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replace key file: %w", err)
+	}
+	return syncDir(dir)
+}
+
 func writeSynced(f *os.File, content []byte) error {
 	_, werr := f.Write(content)
 	serr := f.Sync()
