@@ -151,7 +151,7 @@ func encodeDataKey(ctx context.Context, s Sealer, path string, key []byte) (*Dat
 
 func logProtection(log *slog.Logger, msg string, dk *DataKey) {
 	if dk.Backend == BackendNone {
-		log.Warn(msg+": not sealed, the key backend cannot seal (plain key file or ATECC608); "+
+		log.Warn(msg + ": not sealed, the key backend cannot seal (plain key file or ATECC608); " +
 			"stored secrets are protected only by the state directory's permissions (file mode 0600)")
 		return
 	}
