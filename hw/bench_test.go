@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/tributary-iot/tributary/hw/internal/simtest"
+	"github.com/tributary-iot/tributary/hw/simtest"
 )
 
 // BenchmarkSign measures one signature per op through the URI API: the

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tributary-iot/tributary/hw/internal/simtest"
+	"github.com/tributary-iot/tributary/hw/simtest"
 )
 
 // TestDataKeyPKCS11 seals the data key with an AES key on a SoftHSM2

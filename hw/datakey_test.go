@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tributary-iot/tributary/hw/internal/simtest"
+	"github.com/tributary-iot/tributary/hw/simtest"
 )
 
 // openDataKeyTwice creates the data key with k, checks how it is stored and
