@@ -20,7 +20,7 @@ func (c *Config) DataKeyPath() string { return hw.DefaultDataKeyPath(c.StateDir)
 func sealedSecrets(ctx context.Context, cfg *Config, key hw.Key, store *storage.Store, log *slog.Logger) (*e2ee.SealedSecrets, error) {
 	dk, err := hw.OpenDataKey(ctx, key, cfg.DataKeyPath(), log)
 	if err != nil {
-		return nil, fmt.Errorf("secrets: %w", err)
+		return nil, fmt.Errorf("end-to-end encryption secrets: %w", err)
 	}
 	defer clear(dk.Key) // the cipher keeps its own expanded key
 	secrets, err := e2ee.NewSealedSecrets(store, dk.Key, log)

@@ -209,14 +209,21 @@ func unsealDataKey(ctx context.Context, s Sealer, path string, f dataKeyFile) (*
 	}
 	key, err := s.Unseal(ctx, f.Sealed)
 	if err != nil {
-		return nil, fmt.Errorf("data key file %s: %s %s cannot unseal it (was the %s replaced, cleared or re-initialised, or the passphrase changed?): %w",
-			path, backend, where, backend, err)
+		return nil, fmt.Errorf("data key file %s (it seals the stored group keys): %s %s cannot unseal it (%s): %w",
+			path, backend, where, unsealHint[backend], err)
 	}
 	if len(key) != DataKeyLen {
 		clear(key)
 		return nil, fmt.Errorf("data key file %s: unsealed %d bytes, want %d", path, len(key), DataKeyLen)
 	}
 	return &DataKey{Key: key, Path: path, Backend: backend, Where: where}, nil
+}
+
+// unsealHint says what usually makes a backend refuse to unseal.
+var unsealHint = map[string]string{
+	"tpm":        "was the TPM replaced or cleared, or the PCRs changed?",
+	"pkcs11":     "was the token replaced or re-initialised?",
+	"passphrase": "is the passphrase the one it was sealed with?",
 }
 
 // DefaultDataKeyPath is the data key file in the state directory.
