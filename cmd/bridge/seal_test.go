@@ -47,20 +47,40 @@ topic = "got"
 	b.start()
 }
 
-// TestSealedGroupKeysTPM: a gateway whose key is sealed to a TPM (swtpm)
-// seals its data key to the TPM too; the group keys it writes, and those
-// its subscriber B receives, are nowhere in either state directory in
-// plaintext; both survive a restart (A keeps its key, B still decrypts);
-// a replaced TPM stops A with an error naming the TPM and the file.
+// sealingBackend is a key backend that seals, with its simulator.
+type sealingBackend struct {
+	uri       string   // key.uri
+	where     string   // what the data key file says it is sealed by ("tpm /…", `pkcs11 token "gw"`)
+	replace   func()   // puts fresh hardware in the old one's place
+	keyFiles  []string // the gateway key's files in the state directory (removed for a new key)
+	keyErrHas []string // what the error of the old key on the new hardware names
+}
+
+// TestSealedGroupKeysTPM: the key sealed to swtpm seals the data key.
 func TestSealedGroupKeysTPM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two real bridges and swtpm")
 	}
 	sim := simtest.StartSWTPM(t)
+	testSealedGroupKeys(t, sealingBackend{
+		uri:       "tpm://" + sim.Socket + "?blob=key.tpm",
+		where:     "tpm " + sim.Socket,
+		replace:   sim.Replace,
+		keyFiles:  []string{"key.tpm"},
+		keyErrHas: []string{sim.Socket, "key.tpm", "another TPM"},
+	})
+}
+
+// testSealedGroupKeys: a gateway A whose key backend seals keeps its data
+// key sealed by it; the group keys A writes, and those its subscriber B
+// receives (and B's key exchange key), are nowhere in either state
+// directory in plaintext; both survive a restart (A keeps its group key,
+// B still decrypts, A's export --decrypt opens them); fresh hardware in
+// the old one's place stops A with errors naming the backend and the file.
+func testSealedGroupKeys(t *testing.T, hwb sealingBackend) {
 	b := newInstance(t, "")
 	addrB := newKey(t, b)
-	uri := "tpm://" + sim.Socket + "?blob=key.tpm"
-	a := newInstance(t, sealedPublisher(fmt.Sprintf("[key]\nuri = %q\n", uri), addrB))
+	a := newInstance(t, sealedPublisher(fmt.Sprintf("[key]\nuri = %q\n", hwb.uri), addrB))
 	addrA := newKey(t, a)
 	stream := addrA + "/secret"
 	a.start()
@@ -73,22 +93,20 @@ func TestSealedGroupKeysTPM(t *testing.T) {
 
 	a.stop()
 	b.stop()
-	secretsA := storedSecrets(t, a, uri)
+	secretsA := storedSecrets(t, a, hwb.uri)
 	secretsB := storedSecrets(t, b, "")
-	if df := dataKeyFile(t, a); df.Backend != "tpm" || !strings.Contains(df.Where, sim.Socket) {
-		t.Fatalf("A's data key is sealed by %s %s, want the TPM", df.Backend, df.Where)
+	if df := dataKeyFile(t, a); df.Backend+" "+df.Where != hwb.where {
+		t.Fatalf("A's data key is sealed by %s %s, want %s", df.Backend, df.Where, hwb.where)
 	}
-	gk := groupKeys(secretsA)
-	if len(gk) != 1 || !bytes.Equal(groupKeys(secretsB)[0], gk[0]) || len(kxKeys(secretsB)) != 1 {
-		t.Fatalf("A holds %d group keys, B %d (same: %v) and %d key exchange keys; want 1, the same, and 1",
-			len(gk), len(groupKeys(secretsB)), len(groupKeys(secretsB)) > 0 && bytes.Equal(groupKeys(secretsB)[0], gk[0]), len(kxKeys(secretsB)))
+	gk, gkB := groupKeys(secretsA), groupKeys(secretsB)
+	if len(gk) != 1 || len(gkB) != 1 || !bytes.Equal(gkB[0], gk[0]) || len(kxKeys(secretsB)) != 1 {
+		t.Fatalf("A holds %d group keys, B %d and %d key exchange keys; want 1, the same one, and 1",
+			len(gk), len(gkB), len(kxKeys(secretsB)))
 	}
 	for _, in := range []*instance{a, b} {
 		assertNotInFiles(t, in.dir, append(gk, kxKeys(secretsB)...))
 	}
 
-	// After a restart A unseals its group key and keeps using it; B
-	// decrypts the new readings with the key it keeps sealed.
 	a.start()
 	b.start()
 	got = subscribeAll(t, b, "got")
@@ -103,28 +121,31 @@ func TestSealedGroupKeysTPM(t *testing.T) {
 	if code != 0 || len(plain) != 10 {
 		t.Fatalf("A's export --decrypt: %d messages, exit %d\n%s", len(plain), code, stderr)
 	}
-	if gk2 := groupKeys(storedSecrets(t, a, uri)); len(gk2) != 1 || !bytes.Equal(gk2[0], gk[0]) {
+	if gk2 := groupKeys(storedSecrets(t, a, hwb.uri)); len(gk2) != 1 || !bytes.Equal(gk2[0], gk[0]) {
 		t.Fatalf("after the restart A holds %d group keys, want the one it had", len(gk2))
 	}
 
-	// Another TPM in the slot: neither the gateway key nor the data key
-	// it sealed loads, and the errors say which TPM and which file.
-	sim.Replace()
-	blob := filepath.Join(a.dir, "state", "key.tpm")
+	// Fresh hardware: neither the gateway key nor the data key it sealed
+	// loads, and the errors say which backend and which file.
+	hwb.replace()
 	stderr = runFailing(t, a)
-	t.Logf("replaced TPM: %s", lastLine(stderr))
-	if !strings.Contains(stderr, sim.Socket) || !strings.Contains(stderr, blob) {
-		t.Fatalf("start on a replaced TPM: want an error naming %s and %s, got\n%s", sim.Socket, blob, stderr)
+	t.Logf("fresh hardware: %s", lastLine(stderr))
+	for _, want := range hwb.keyErrHas {
+		if !logHas(stderr, want) {
+			t.Fatalf("start on fresh hardware: want an error naming %q, got\n%s", want, stderr)
+		}
 	}
-	if err := os.Remove(blob); err != nil {
-		t.Fatal(err)
+	for _, f := range hwb.keyFiles {
+		if err := os.Remove(filepath.Join(a.dir, "state", f)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	newKey(t, a) // a new gateway key on the new TPM cannot unseal the old data key either
+	newKey(t, a) // a new gateway key on the new hardware cannot unseal the old data key either
 	dataKey := filepath.Join(a.dir, "state", hw.DataKeyFile)
 	stderr = runFailing(t, a)
-	t.Logf("data key of another TPM: %s", lastLine(stderr))
-	if !strings.Contains(stderr, dataKey) || !strings.Contains(stderr, "tpm "+sim.Socket) || !strings.Contains(stderr, "replaced") {
-		t.Fatalf("start with a data key of another TPM: want an error naming tpm %s and %s, got\n%s", sim.Socket, dataKey, stderr)
+	t.Logf("data key sealed by the old hardware: %s", lastLine(stderr))
+	if !logHas(stderr, dataKey) || !logHas(stderr, hwb.where) || !logHas(stderr, "replaced") {
+		t.Fatalf("start with a data key of other hardware: want an error naming %s and %s, got\n%s", hwb.where, dataKey, stderr)
 	}
 }
 
@@ -323,6 +344,11 @@ func assertInFiles(t *testing.T, dir string, secret []byte) {
 	if len(filesContaining(t, dir, secret)) == 0 {
 		t.Fatalf("the plaintext secret was not found under %s: the scan would miss it", dir)
 	}
+}
+
+// logHas reports whether a log holds s, as it is or quoted in a value.
+func logHas(log, s string) bool {
+	return strings.Contains(log, s) || strings.Contains(log, strings.ReplaceAll(s, `"`, `\"`))
 }
 
 // runFailing runs `bridge run`, which must fail at start, and returns its
