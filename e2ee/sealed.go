@@ -102,7 +102,7 @@ func (s *SealedSecrets) open(name string, stored []byte) ([]byte, bool, error) {
 		return nil, false, fmt.Errorf("secret %q: %w: %d bytes, too short", name, ErrUnseal, len(stored))
 	}
 	nonce, ct := body[:s.aead.NonceSize()], body[s.aead.NonceSize():]
-	plain, err := s.aead.Open(nil, nonce, ct, []byte(name))
+	plain, err := s.aead.Open(ct[:0], nonce, ct, []byte(name)) // in place: stored is the store's copy
 	if err != nil {
 		return nil, false, fmt.Errorf("secret %q: %w (was the data key file replaced?)", name, ErrUnseal)
 	}
