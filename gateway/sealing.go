@@ -10,15 +10,12 @@ import (
 	"github.com/tributary-iot/tributary/storage"
 )
 
-// DataKeyPath is the data key file: state_dir/data.key.
-func (c *Config) DataKeyPath() string { return hw.DefaultDataKeyPath(c.StateDir) }
-
-// sealedSecrets opens the data key with the gateway key (sealed by its
-// backend where the backend can seal, see hw.OpenDataKey) and returns the
-// store's secrets sealed under it, after sealing in place those an
-// earlier version stored as they were.
+// sealedSecrets opens the data key (state_dir/data.key) with the gateway
+// key — sealed by its backend where the backend can seal, see
+// hw.OpenDataKey — and returns the store's secrets sealed under it, after
+// sealing in place those an earlier version stored as they were.
 func sealedSecrets(ctx context.Context, cfg *Config, key hw.Key, store *storage.Store, log *slog.Logger) (*e2ee.SealedSecrets, error) {
-	dk, err := hw.OpenDataKey(ctx, key, cfg.DataKeyPath(), log)
+	dk, err := hw.OpenDataKey(ctx, key, hw.DefaultDataKeyPath(cfg.StateDir), log)
 	if err != nil {
 		return nil, fmt.Errorf("end-to-end encryption secrets: %w", err)
 	}
