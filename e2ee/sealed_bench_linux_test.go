@@ -5,6 +5,8 @@ package e2ee
 import (
 	"context"
 	"testing"
+
+	"github.com/tributary-iot/tributary/storage"
 )
 
 // BenchmarkSealedSecretWriteVsPlain: storing a 32-byte group key through
@@ -13,12 +15,7 @@ import (
 // same names.
 func BenchmarkSealedSecretWriteVsPlain(b *testing.B) {
 	ctx := context.Background()
-	plain, sealedDB := openStore(b), openStore(b)
-	s, err := NewSealedSecrets(sealedDB, dataKey(b), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	v := dataKey(b)
+	plain, s, v := benchSecrets(b)
 	put := func(sec Secrets) func(int) {
 		return func(i int) {
 			if err := sec.PutSecret(ctx, "gk/"+string(rune('a'+i%26)), v); err != nil {
@@ -35,12 +32,7 @@ func BenchmarkSealedSecretWriteVsPlain(b *testing.B) {
 // the lookups are alike.
 func BenchmarkSealedSecretReadVsPlain(b *testing.B) {
 	ctx := context.Background()
-	plain, sealedDB := openStore(b), openStore(b)
-	s, err := NewSealedSecrets(sealedDB, dataKey(b), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	v := dataKey(b)
+	plain, s, v := benchSecrets(b)
 	if err := plain.PutSecret(ctx, "gk/k", v); err != nil {
 		b.Fatal(err)
 	}
@@ -55,4 +47,15 @@ func BenchmarkSealedSecretReadVsPlain(b *testing.B) {
 		}
 	}
 	ratioBench(b, get(plain), get(s))
+}
+
+// benchSecrets opens two stores, one behind the sealing layer, and
+// returns them with a 32-byte value to store.
+func benchSecrets(b *testing.B) (plain *storage.Store, sealed *SealedSecrets, value []byte) {
+	plain = openStore(b)
+	sealed, err := NewSealedSecrets(openStore(b), dataKey(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return plain, sealed, dataKey(b)
 }

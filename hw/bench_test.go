@@ -49,10 +49,10 @@ func BenchmarkOpenDataKey(b *testing.B) {
 		name, uri string
 		opts      Options
 	}{
-		{"file-plain", "file:plain.key", Options{StateDir: dir}},
-		{"file-passphrase", "file:enc.key", Options{StateDir: dir, Passphrase: PassphraseSource{File: pass}}},
-		{"tpm-sealed-secp256k1", "tpm://" + sim.Socket + "?blob=k1.tpm", Options{StateDir: dir}},
-		{"tpm-p256", "tpm://" + sim.Socket + "?type=p256&blob=p256.tpm", Options{StateDir: dir}},
+		{"file-plain", "file:plain.key", Options{}},
+		{"file-passphrase", "file:enc.key", Options{Passphrase: PassphraseSource{File: pass}}},
+		{"tpm-sealed-secp256k1", "tpm://" + sim.Socket + "?blob=k1.tpm", Options{}},
+		{"tpm-p256", "tpm://" + sim.Socket + "?type=p256&blob=p256.tpm", Options{}},
 	} {
 		b.Run(bc.name, func(b *testing.B) { benchOpenDataKey(b, bc.uri, bc.opts) })
 	}
@@ -60,6 +60,7 @@ func BenchmarkOpenDataKey(b *testing.B) {
 
 func benchOpenDataKey(b *testing.B, uri string, opts Options) {
 	ctx := context.Background()
+	opts.StateDir = b.TempDir() // a benchmark function runs more than once
 	k, err := Create(ctx, uri, opts)
 	if err != nil {
 		b.Fatal(err)

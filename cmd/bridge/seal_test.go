@@ -31,10 +31,12 @@ subscribers = [%q]
 `, sub)
 }
 
-// startSubscriber joins b to a's overlay and subscribes it to stream on
-// local topic "got".
-func startSubscriber(t *testing.T, b, a *instance, stream string) {
+// encryptedPair starts a, then b subscribed to a's stream, publishes n
+// readings on a and waits until b's MQTT consumer has them in plaintext.
+func encryptedPair(t *testing.T, a, b *instance, stream string, n int) {
 	t.Helper()
+	a.start()
+	t.Cleanup(a.stop)
 	b.joinOverlay(a.bootstrapAddr("tcp"))
 	b.appendConfig(fmt.Sprintf(`[encryption]
 key_exchange = "rsa"
@@ -45,6 +47,13 @@ stream = %q
 topic = "got"
 `, stream))
 	b.start()
+	t.Cleanup(b.stop)
+	got := subscribeAll(t, b, "got")
+	publishN(t, a, "secret/x", n)
+	waitDeliveries(t, got, n, b)
+	if g := got.topic("got"); fmt.Sprint(g) != fmt.Sprint(seq(0, n)) {
+		t.Fatalf("B got %v, want 0…%d in order", g, n-1)
+	}
 }
 
 // sealingBackend is a key backend that seals, with its simulator.
@@ -83,13 +92,7 @@ func testSealedGroupKeys(t *testing.T, hwb sealingBackend) {
 	a := newInstance(t, sealedPublisher(fmt.Sprintf("[key]\nuri = %q\n", hwb.uri), addrB))
 	addrA := newKey(t, a)
 	stream := addrA + "/secret"
-	a.start()
-	defer a.stop()
-	startSubscriber(t, b, a, stream)
-	defer b.stop()
-	got := subscribeAll(t, b, "got")
-	publishN(t, a, "secret/x", 5)
-	waitDeliveries(t, got, 5, b)
+	encryptedPair(t, a, b, stream, 5)
 
 	a.stop()
 	b.stop()
@@ -109,7 +112,7 @@ func testSealedGroupKeys(t *testing.T, hwb sealingBackend) {
 
 	a.start()
 	b.start()
-	got = subscribeAll(t, b, "got")
+	got := subscribeAll(t, b, "got")
 	publishN(t, a, "secret/x", 5, 5)
 	waitDeliveries(t, got, 5, b)
 	if g := got.topic("got"); fmt.Sprint(g) != fmt.Sprint(seq(5, 10)) {
@@ -164,13 +167,7 @@ func TestSealedSecretsMigration(t *testing.T) {
 	oldID, oldKey := writeUnsealedGroupKey(t, a, stream)
 	assertInFiles(t, a.dir, oldKey) // the scan finds a group key stored in plaintext
 
-	a.start()
-	defer a.stop()
-	startSubscriber(t, b, a, stream)
-	defer b.stop()
-	got := subscribeAll(t, b, "got")
-	publishN(t, a, "secret/x", 3)
-	waitDeliveries(t, got, 3, b)
+	encryptedPair(t, a, b, stream, 3)
 	for _, line := range []string{`msg="sealed secrets stored before sealing" component=e2ee count=2`, `not sealed, the key backend cannot seal`} {
 		if !strings.Contains(a.logs(), line) {
 			t.Fatalf("A's log lacks %q:\n%s", line, a.logs())
