@@ -18,9 +18,9 @@ import (
 // random one would with probability 2⁻⁶⁴.
 const sealedMagic = "\xfftsec1\x00"
 
-// SecretPrefixes are the names of the secrets the exchange stores: group
+// secretPrefixes are the names of the secrets the exchange stores: group
 // keys, our key exchange keys, each stream's current key.
-var SecretPrefixes = []string{"gk/", "kx/", "latest/"}
+var secretPrefixes = []string{"gk/", "kx/", "latest/"}
 
 // ErrUnseal reports a sealed secret the data key does not open: another
 // data key, or a changed store.
@@ -129,7 +129,7 @@ func (s *SealedSecrets) reseal(ctx context.Context, name string, plain []byte) e
 }
 
 // Migrate seals in place every secret stored before sealing whose name
-// starts with one of SecretPrefixes; scan lists the stored secrets under a
+// starts with one of secretPrefixes; scan lists the stored secrets under a
 // prefix (storage.Store.ScanSecrets). It returns how many it sealed.
 func (s *SealedSecrets) Migrate(ctx context.Context, scan func(prefix string, fn func(name string, value []byte) error) error) (int, error) {
 	type secret struct {
@@ -137,7 +137,7 @@ func (s *SealedSecrets) Migrate(ctx context.Context, scan func(prefix string, fn
 		value []byte
 	}
 	var plain []secret
-	for _, p := range SecretPrefixes {
+	for _, p := range secretPrefixes {
 		err := scan(p, func(name string, value []byte) error {
 			if !isSealed(value) && strings.HasPrefix(name, p) {
 				plain = append(plain, secret{name, value})
