@@ -216,7 +216,7 @@ func (s *system) startE2EE(rules []*bridge.Rule) error {
 		kt = streamr.AsymmetricMLKEM
 	}
 	s.e2ee, err = e2ee.New(e2ee.Config{
-		Signer: s.key, Secrets: s.store, Subscribers: perms, RotateEvery: time.Duration(e.RotateEvery),
+		Signer: s.key, Secrets: s.secrets, Subscribers: perms, RotateEvery: time.Duration(e.RotateEvery),
 		ServeParts: served, KeyRequesters: requesters, KeyServers: keyServers,
 		KeyType: kt, RSABits: e.RSAKeyBits, KeyRequestTimeout: time.Duration(e.KeyRequestTimeout),
 		MaxRequestsPerSec: e.MaxKeyRequestsPerSecond, MaxAnswersPerSec: e.MaxAnswersPerSecond,
@@ -403,8 +403,8 @@ func Rekey(ctx context.Context, cfg *Config, stream string) (string, error) {
 // writeDecrypted writes the stored messages of q with their content
 // decrypted where this gateway holds the key; the others are written as
 // they are, and counted on stderr.
-func writeDecrypted(store *storage.Store, q streamr.ResendQuery, out *streamr.RawWriter, stderr io.Writer) error {
-	keys := e2ee.NewKeyring(store)
+func writeDecrypted(store *storage.Store, secrets e2ee.Secrets, q streamr.ResendQuery, out *streamr.RawWriter, stderr io.Writer) error {
+	keys := e2ee.NewKeyring(secrets)
 	missing := 0
 	var firstErr error
 	err := store.Messages(q.Part, q.From.Timestamp, q.UpperBound().Timestamp, func(encoded []byte) error {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tributary-iot/tributary/bridge"
+	"github.com/tributary-iot/tributary/e2ee"
 	"github.com/tributary-iot/tributary/hw"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/streamr"
@@ -116,7 +117,11 @@ func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, decrypt boo
 	cw := &countingWriter{w: out}
 	write := func() error { return bridge.WriteResend(store, q, streamr.NewRawWriter(cw)) }
 	if decrypt {
-		write = func() error { return writeDecrypted(store, q, streamr.NewRawWriter(cw), stderr) }
+		secrets, err := exportSecrets(ctx, cfg, store, stderr)
+		if err != nil {
+			return err
+		}
+		write = func() error { return writeDecrypted(store, secrets, q, streamr.NewRawWriter(cw), stderr) }
 	}
 	if err := write(); err != nil {
 		return fmt.Errorf("export %s: %w", q.Part, err)
@@ -127,6 +132,18 @@ func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, decrypt boo
 		}
 	}
 	return signErr
+}
+
+// exportSecrets opens the sealed secrets for export --decrypt: the data
+// key needs the gateway key.
+func exportSecrets(ctx context.Context, cfg *Config, store *storage.Store, stderr io.Writer) (e2ee.Secrets, error) {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	key, err := openKey(ctx, cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("export --decrypt opens the group keys with the gateway key: %w", err)
+	}
+	defer key.Close()
+	return sealedSecrets(ctx, cfg, key, store, log)
 }
 
 // signPending signs the readings a stopped gateway left pending (after

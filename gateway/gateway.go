@@ -197,6 +197,7 @@ type system struct {
 	// End-to-end encryption; nil when no rule encrypts and nothing is
 	// subscribed to.
 	e2ee           *e2ee.Exchange
+	secrets        *e2ee.SealedSecrets       // the store's secrets, sealed under the data key; nil without e2ee
 	encryptedParts chan streamr.StreamPartID // to runKeyResponder
 	keyServed      []streamr.StreamPartID    // [[store]] answer_key_requests
 	collect        chan *streamr.StreamMessage
@@ -261,6 +262,11 @@ func (g *Gateway) start(ctx context.Context) (_ *system, err error) {
 			return nil, err
 		}
 		if err := s.startStreamrNetwork(s.forwardLog(g.forwardLog)); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.needsE2EE() {
+		if s.secrets, err = sealedSecrets(ctx, cfg, s.key, s.store, log); err != nil {
 			return nil, err
 		}
 	}

@@ -43,3 +43,6 @@ func (k slowKey) Sign(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	return k.Key.Sign(ctx, payload)
 }
+
+// Unwrap lets hw.OpenDataKey find the wrapped key's Sealer.
+func (k slowKey) Unwrap() hw.Key { return k.Key }

@@ -2,9 +2,11 @@ package hw
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
-	"github.com/tributary-iot/tributary/hw/internal/simtest"
+	"github.com/tributary-iot/tributary/hw/simtest"
 )
 
 // BenchmarkSign measures one signature per op through the URI API: the
@@ -31,5 +33,46 @@ func BenchmarkSign(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkOpenDataKey measures what sealing costs at each start: reading
+// and unsealing the data key (the secrets are then opened in process).
+func BenchmarkOpenDataKey(b *testing.B) {
+	sim := simtest.StartSWTPM(b)
+	dir := b.TempDir()
+	pass := filepath.Join(dir, "pass")
+	if err := os.WriteFile(pass, []byte("correct horse\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name, uri string
+		opts      Options
+	}{
+		{"file-plain", "file:plain.key", Options{}},
+		{"file-passphrase", "file:enc.key", Options{Passphrase: PassphraseSource{File: pass}}},
+		{"tpm-sealed-secp256k1", "tpm://" + sim.Socket + "?blob=k1.tpm", Options{}},
+		{"tpm-p256", "tpm://" + sim.Socket + "?type=p256&blob=p256.tpm", Options{}},
+	} {
+		b.Run(bc.name, func(b *testing.B) { benchOpenDataKey(b, bc.uri, bc.opts) })
+	}
+}
+
+func benchOpenDataKey(b *testing.B, uri string, opts Options) {
+	ctx := context.Background()
+	opts.StateDir = b.TempDir() // a benchmark function runs more than once
+	k, err := Create(ctx, uri, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Close()
+	path := filepath.Join(b.TempDir(), DataKeyFile)
+	if _, err := OpenDataKey(ctx, k, path, nil); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := OpenDataKey(ctx, k, path, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

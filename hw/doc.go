@@ -13,4 +13,11 @@
 // global registry. The pkcs11 backend needs cgo and is compiled in only with
 // the build tag "pkcs11"; without it a pkcs11: URI is refused with
 // ErrBackendNotBuilt.
+//
+// Keys whose backend can protect other secrets at rest implement Sealer:
+// the TPM keys (a sealed data object under the storage root key), PKCS#11
+// keys (AES-256-GCM on the token under a non-extractable AES key) and
+// passphrase-encrypted key files (the keystore's scrypt). OpenDataKey
+// keeps the gateway's data key in a file sealed by that backend, or,
+// for plain key files and ATECC608, stored as it is (mode 0600).
 package hw

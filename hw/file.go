@@ -70,7 +70,7 @@ func openKeystore(path string, raw []byte, opts Options) (Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decrypt key file %s: %w", path, err)
 	}
-	return softKey{streamr.NewEVMKey(k.PrivateKey)}, nil
+	return passphraseKey{softKey{streamr.NewEVMKey(k.PrivateKey)}, opts}, nil
 }
 
 func openPlain(path string, raw []byte, opts Options) (Key, error) {
@@ -132,6 +132,9 @@ func (fileBackend) store(uri string, k *streamr.EVMKey, opts Options) (Key, erro
 		return nil, err
 	}
 	opts.logger().Info("created key file", "path", path, "publisher", Describe(k), "encrypted", !opts.Passphrase.IsZero())
+	if !opts.Passphrase.IsZero() {
+		return passphraseKey{softKey{k}, opts}, nil
+	}
 	return softKey{k}, nil
 }
 

@@ -1,11 +1,15 @@
 package hw
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/ethereum/go-ethereum/accounts/keystore"
 )
 
 // PassphraseSource says where a passphrase (or PIN) comes from. At most one
@@ -76,4 +80,58 @@ func (p PassphraseSource) read(getenv func(string) string) (string, error) {
 		return "", fmt.Errorf("%w: %s is empty", ErrPassphrase, where)
 	}
 	return secret, nil
+}
+
+// passphraseKey is a key from an encrypted key file. It seals secrets the
+// way the key file itself is encrypted (scrypt from the passphrase, then
+// AES-128-CTR with a Keccak MAC, keystore v3's "crypto" object), reading
+// the passphrase again at each call rather than keeping it in memory.
+type passphraseKey struct {
+	softKey
+	opts Options
+}
+
+func (k passphraseKey) Seal(_ context.Context, secret []byte) ([]byte, error) {
+	pass, err := k.opts.Passphrase.read(k.opts.getenv)
+	if err != nil {
+		return nil, err
+	}
+	c, err := keystore.EncryptDataV3(secret, []byte(pass), scryptN, scryptP)
+	if err != nil {
+		return nil, fmt.Errorf("seal with passphrase: %w", err)
+	}
+	return json.Marshal(c)
+}
+
+func (k passphraseKey) Unseal(_ context.Context, sealed []byte) ([]byte, error) {
+	pass, err := k.opts.Passphrase.read(k.opts.getenv)
+	if err != nil {
+		return nil, err
+	}
+	var c keystore.CryptoJSON
+	if err := json.Unmarshal(sealed, &c); err != nil {
+		return nil, fmt.Errorf("sealed data: %w", err)
+	}
+	out, err := keystore.DecryptDataV3(c, pass)
+	if errors.Is(err, keystore.ErrDecrypt) {
+		return nil, fmt.Errorf("%w: wrong passphrase", ErrPassphrase)
+	}
+	return out, err
+}
+
+func (k passphraseKey) SealedBy() (backend, where string) {
+	return "passphrase", k.opts.Passphrase.String()
+}
+
+// String says where the passphrase comes from, never what it is.
+func (p PassphraseSource) String() string {
+	switch {
+	case p.File != "":
+		return "file " + p.File
+	case p.Env != "":
+		return "environment variable " + p.Env
+	case p.Credential != "":
+		return "systemd credential " + p.Credential
+	}
+	return "none"
 }

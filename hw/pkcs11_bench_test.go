@@ -6,7 +6,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/tributary-iot/tributary/hw/internal/simtest"
+	"github.com/tributary-iot/tributary/hw/simtest"
 )
 
 // BenchmarkSignPKCS11 measures SoftHSM2 signatures; secp256k1 includes the

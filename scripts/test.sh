@@ -94,6 +94,8 @@ echo "== PKCS#11 backend (cgo, SoftHSM2) and the SDK cross-check of every hardwa
 crosscheck=$(mktemp -d)
 trap 'rm -rf "$crosscheck"' EXIT
 CGO_ENABLED=1 TRIBUTARY_CROSSCHECK_DIR="$crosscheck" go test -race -tags pkcs11 -count=1 ./hw/...
+# Group keys sealed through real gateways with a SoftHSM2 key (the bridges are built with the tag too).
+CGO_ENABLED=1 go test -race -tags pkcs11 -count=1 -run 'TestSealedGroupKeysPKCS11' ./cmd/bridge/
 go run ./scripts/crosscheck "$crosscheck"
 
 echo "== fuzzing: every Fuzz target for $FUZZTIME"

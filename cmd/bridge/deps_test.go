@@ -45,6 +45,8 @@ func TestImportRules(t *testing.T) {
 		"mvdan.cc/sh":          "scripts/scriptcheck", // the shell parser of the fresh-machine check
 		"golang.org/x/term":    "cmd/bridge",          // passwd's prompt without echo
 		"github.com/chromedp/": "cmd/bridge",          // the status page's browser test (test only)
+		// The simulators' harness is for tests only: no package imports it.
+		module + "hw/simtest": "",
 	}
 	forbidden := map[string][]string{ // package → project packages it must not import
 		"streamr":    {"bridge", "broker", "overlay", "storage", "hw", "systemd", "gateway", "cmd", "e2ee"},

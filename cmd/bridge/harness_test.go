@@ -26,8 +26,13 @@ var bridgeBinary string
 // buildBridge compiles ./cmd/bridge into dir.
 func buildBridge(dir string) (string, error) {
 	bin := filepath.Join(dir, "bridge")
-	return bin, goBuild(bin)
+	return bin, goBuild(bin, bridgeBuildFlags...)
 }
+
+// bridgeBuildFlags are the build flags of bridgeBinary: a test binary built
+// with -tags pkcs11 sets them so that the bridges under test have the
+// PKCS#11 backend too (seal_pkcs11_test.go).
+var bridgeBuildFlags []string
 
 // goBuild compiles ./cmd/bridge to bin with extra build flags.
 func goBuild(bin string, flags ...string) error {

@@ -65,6 +65,7 @@ func (c Config) pin() (string, error) {
 type Key struct {
 	mu     sync.Mutex
 	tok    *token
+	uri    URI // where the key is; Seal finds its AES key next to it
 	priv   p11.ObjectHandle
 	typ    KeyType
 	pub    *ecdsa.PublicKey
@@ -87,6 +88,7 @@ func Open(ctx context.Context, cfg Config) (*Key, error) {
 		tok.close()
 		return nil, err
 	}
+	k.uri = cfg.URI
 	return k, nil
 }
 
@@ -102,6 +104,7 @@ func Create(ctx context.Context, cfg Config) (*Key, error) {
 		tok.close()
 		return nil, err
 	}
+	k.uri = cfg.URI
 	cfg.logger().Info("generated key on PKCS#11 token", "token", cfg.URI.Token, "object", cfg.URI.Object, "type", cfg.URI.KeyType)
 	return k, nil
 }
@@ -126,6 +129,7 @@ func Import(ctx context.Context, cfg Config, priv []byte) (*Key, error) {
 		tok.close()
 		return nil, err
 	}
+	k.uri = cfg.URI
 	return k, nil
 }
 

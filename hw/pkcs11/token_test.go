@@ -17,7 +17,7 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/tributary-iot/tributary/hw/internal/signtest"
-	"github.com/tributary-iot/tributary/hw/internal/simtest"
+	"github.com/tributary-iot/tributary/hw/simtest"
 	"github.com/tributary-iot/tributary/streamr"
 )
 

@@ -43,7 +43,11 @@ func parseBlob(raw []byte) (*blob, tpm2.TPM2BPublic, tpm2.TPM2BPrivate, error) {
 	if b.Format != blobFormat {
 		return nil, pub, priv, fmt.Errorf("TPM key blob format %q, want %q", b.Format, blobFormat)
 	}
-	if err := (Config{Type: b.Type, PCRs: b.PCRs, Blob: "-"}).validate(); err != nil {
+	typ := b.Type
+	if typ == sealedData { // sealed like a secp256k1 key
+		typ = Secp256k1
+	}
+	if err := (Config{Type: typ, PCRs: b.PCRs, Blob: "-"}).validate(); err != nil {
 		return nil, pub, priv, err
 	}
 	p, err := tpm2.Unmarshal[tpm2.TPM2BPublic](b.Public)

@@ -49,10 +49,23 @@ func Open(ctx context.Context, cfg Config) (Key, error) {
 		return nil, err
 	}
 	if b.Type == P256 {
-		return c.loadP256(pub, priv)
+		k, err := c.loadP256(pub, priv)
+		if err != nil {
+			return nil, fmt.Errorf("TPM %s, key blob %s: %w", cfg.where(), cfg.Blob, err)
+		}
+		return k, nil
 	}
 	defer c.Close()
-	return c.unseal(pub, priv, b.PCRs)
+	secret, err := c.unseal(pub, priv, b.PCRs)
+	if err != nil {
+		return nil, fmt.Errorf("TPM %s, key blob %s: %w", cfg.where(), cfg.Blob, err)
+	}
+	defer clear(secret)
+	k, err := streamr.ParseEVMKey(secret)
+	if err != nil {
+		return nil, fmt.Errorf("TPM key blob %s: unsealed data: %w", cfg.Blob, err)
+	}
+	return sealedKey{EVMKey: k, cfg: cfg}, nil
 }
 
 // Create generates a new key: a P-256 key inside the TPM, or a random
@@ -109,7 +122,7 @@ func sealKey(ctx context.Context, cfg Config, k *streamr.EVMKey) (Key, error) {
 		return nil, err
 	}
 	cfg.logger().Info("sealed secp256k1 key to the TPM", "tpm", cfg.where(), "blob", cfg.Blob, "pcrs", cfg.PCRs)
-	return sealedKey{k}, nil
+	return sealedKey{EVMKey: k, cfg: cfg}, nil
 }
 
 func createP256(ctx context.Context, cfg Config) (Key, error) {
@@ -133,16 +146,21 @@ func createP256(ctx context.Context, cfg Config) (Key, error) {
 	return k, nil
 }
 
-// sealedKey is an unsealed secp256k1 key; the TPM is no longer needed.
-type sealedKey struct{ *streamr.EVMKey }
+// sealedKey is an unsealed secp256k1 key; the TPM is no longer needed for
+// signing, only to seal other secrets (cfg says where it is).
+type sealedKey struct {
+	*streamr.EVMKey
+	cfg Config
+}
 
 func (sealedKey) Close() error { return nil }
 
 // conn is an open TPM with the storage root key loaded.
 type conn struct {
-	tpm transport.TPMCloser
-	srk tpm2.NamedHandle
-	log *slog.Logger
+	tpm   transport.TPMCloser
+	srk   tpm2.NamedHandle
+	log   *slog.Logger
+	where string // the device or address, for errors
 }
 
 // connect opens the TPM, flushes transient objects and sessions left by a
@@ -156,21 +174,30 @@ func connect(ctx context.Context, cfg Config) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{tpm: withRetry(raw, cfg.logger()), log: cfg.logger()}
+	c := &conn{tpm: withRetry(raw, cfg.logger()), log: cfg.logger(), where: cfg.where()}
 	if err := c.flushAll(); err != nil {
 		raw.Close()
 		return nil, err
 	}
+	if err := c.createSRK(); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// createSRK derives the storage root key from the owner hierarchy's seed:
+// the same key at every start, so objects created under it load again.
+func (c *conn) createSRK() error {
 	rsp, err := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.TPMRHOwner,
 		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
 	}.Execute(c.tpm)
 	if err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("TPM %s: create storage root key: %w", cfg.where(), err)
+		return fmt.Errorf("TPM %s: create storage root key: %w", c.where, err)
 	}
 	c.srk = tpm2.NamedHandle{Handle: rsp.ObjectHandle, Name: rsp.Name}
-	return c, nil
+	return nil
 }
 
 // flushAll flushes every transient object and loaded session this
@@ -287,7 +314,8 @@ func (c *conn) seal(secret []byte, pcrs []int) (tpm2.TPM2BPublic, tpm2.TPM2BPriv
 	return rsp.OutPublic, rsp.OutPrivate, nil
 }
 
-func (c *conn) unseal(pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivate, pcrs []int) (Key, error) {
+// unseal returns the secret of a sealed object; the caller clears it.
+func (c *conn) unseal(pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivate, pcrs []int) ([]byte, error) {
 	obj, err := c.load(pub, priv)
 	if err != nil {
 		return nil, err
@@ -310,14 +338,9 @@ func (c *conn) unseal(pub tpm2.TPM2BPublic, priv tpm2.TPM2BPrivate, pcrs []int) 
 		return nil, fmt.Errorf("%w (PCRs %v): %w", ErrPCRMismatch, pcrs, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("unseal key: %w", err)
+		return nil, fmt.Errorf("unseal: %w", err)
 	}
-	defer clear(rsp.OutData.Buffer)
-	k, err := streamr.ParseEVMKey(rsp.OutData.Buffer)
-	if err != nil {
-		return nil, fmt.Errorf("unsealed data: %w", err)
-	}
-	return sealedKey{k}, nil
+	return rsp.OutData.Buffer, nil
 }
 
 var p256Template = tpm2.TPMTPublic{

@@ -16,7 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tributary-iot/tributary/hw/internal/signtest"
-	"github.com/tributary-iot/tributary/hw/internal/simtest"
+	"github.com/tributary-iot/tributary/hw/simtest"
 	"github.com/tributary-iot/tributary/streamr"
 )
 

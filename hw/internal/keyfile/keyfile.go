@@ -21,21 +21,48 @@ func WriteNew(path string, content []byte) error {
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("key file %s: %w", path, fs.ErrExist)
 	}
-	tmp, err := os.CreateTemp(dir, ".key-*.tmp")
+	tmp, err := writeTemp(dir, content)
 	if err != nil {
-		return fmt.Errorf("create temporary key file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := writeSynced(tmp, content); err != nil {
 		return err
 	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("key file %s: %w", path, fs.ErrExist)
 		}
 		return fmt.Errorf("install key file: %w", err)
 	}
 	return syncDir(dir)
+}
+
+// Replace writes content to path with mode 0600, replacing the file there
+// atomically (temporary file, sync, rename): after a crash path holds the
+// old content or the new, never a part.
+func Replace(path string, content []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := writeTemp(dir, content)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp) // after a successful rename, nothing is left to remove
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("replace key file: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// writeTemp writes content, synced, to a new 0600 file in dir and returns
+// its name.
+func writeTemp(dir string, content []byte) (string, error) {
+	tmp, err := os.CreateTemp(dir, ".key-*.tmp")
+	if err != nil {
+		return "", fmt.Errorf("create temporary key file: %w", err)
+	}
+	if err := writeSynced(tmp, content); err != nil {
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	return tmp.Name(), nil
 }
 
 func writeSynced(f *os.File, content []byte) error {

@@ -97,6 +97,21 @@ func (s *SWTPM) Restart() {
 	s.start()
 }
 
+// Replace stops the simulator, wipes its state and starts a fresh TPM on
+// the same socket, as if the device's TPM were swapped or cleared: new
+// seeds, so nothing sealed to the old one loads.
+func (s *SWTPM) Replace() {
+	s.tb.Helper()
+	s.Stop()
+	if err := os.RemoveAll(s.StateDir); err != nil {
+		s.tb.Fatal(err)
+	}
+	if err := os.Mkdir(s.StateDir, 0o700); err != nil {
+		s.tb.Fatal(err)
+	}
+	s.start()
+}
+
 func waitFor(path string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
