@@ -22,11 +22,12 @@ type Store struct {
 	log  *slog.Logger
 	m    *metrics
 
-	mu      sync.Mutex // guards the fields below
-	nextSeq uint64     // next reading sequence number to hand out
-	queue   []*appendReq
-	stopped bool // Run has ended or Close was called: no more appends
-	wake    chan struct{}
+	mu         sync.Mutex // guards the fields below
+	nextSeq    uint64     // next reading sequence number to hand out
+	queue      []*appendReq
+	queueBytes int  // encoded bytes of the queued readings
+	stopped    bool // Run has ended or Close was called: no more appends
+	wake       chan struct{}
 
 	partMu    sync.Mutex // serialises part number assignment
 	parts     sync.Map   // streamr.StreamPartID → uint32
@@ -37,6 +38,8 @@ type Store struct {
 	signedBytes int64      // encoded bytes of stored signed messages
 
 	presigner Presigner // signs batches in the group commit; nil: store readings pending
+
+	arrivals arrivalRate // of queued readings, for the commit window
 
 	pending atomic.Int64 // pending readings stored
 	space   spaceTracker
