@@ -149,15 +149,16 @@ func (s *Store) commitLoop(ctx context.Context) {
 	}
 }
 
-// gatherBytes is how many bytes of readings fill about one 4 KiB page of
+// gatherBytes is how many bytes of readings fill about two 4 KiB pages of
 // the write-ahead log once signed (a signed message and its index entry
 // take about twice its reading's bytes). Every synced commit rewrites the
-// log's last, partly filled page, so a commit that carries a page or more
-// gains little from waiting for more readings.
-const gatherBytes = 2048
+// log's last, partly filled page, so once a commit carries two pages that
+// rewrite costs each reading at most a sixteenth of a page, and waiting
+// longer gains little.
+const gatherBytes = 4096
 
 // gather lets readings join the first for up to CommitWindow, and ends
-// early once a page's worth (or a full batch) is queued. When arrivals are
+// early once two pages' worth (or a full batch) is queued. When arrivals are
 // so sparse that fewer than one more reading is expected within the
 // window, it does not wait at all: waiting would add latency and save no
 // page. It ends too when ctx ends.
@@ -185,7 +186,7 @@ func (s *Store) gather(ctx context.Context) {
 	s.m.windows.WithLabelValues(windowFilled).Inc()
 }
 
-// gathered says whether the queue holds a page's worth or a full batch.
+// gathered says whether the queue holds two pages' worth or a full batch.
 func (s *Store) gathered() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -194,7 +195,7 @@ func (s *Store) gathered() bool {
 
 // Outcomes of gather, the outcome label of tributary_storage_commit_windows_total.
 const (
-	windowFilled  = "filled"  // a page's worth or a full batch gathered before the window ended
+	windowFilled  = "filled"  // two pages' worth or a full batch gathered before the window ended
 	windowExpired = "expired" // the window ended
 	windowSkipped = "skipped" // arrivals too sparse to wait for
 )

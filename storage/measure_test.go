@@ -209,7 +209,7 @@ func signAll(t *testing.T, s *Store, n int, every time.Duration) int64 {
 	return total
 }
 
-func writeBytes(t *testing.T) int64 {
+func writeBytes(t testing.TB) int64 {
 	return procField(t, "/proc/self/io", "write_bytes:")
 }
 
@@ -221,7 +221,7 @@ func rss(t *testing.T) string {
 		st("VmRSS:"), st("RssAnon:"), st("RssFile:"), st("VmHWM:"), ms.HeapInuse>>10, ms.Sys>>10)
 }
 
-func procField(t *testing.T, file, field string) int64 {
+func procField(t testing.TB, file, field string) int64 {
 	f, err := os.Open(file)
 	if err != nil {
 		t.Fatal(err)

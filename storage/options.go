@@ -78,7 +78,7 @@ type Options struct {
 	// gather after the first one arrives, before it commits them. Every
 	// synced commit rewrites the last, partly filled page of the
 	// write-ahead log, so at moderate rates a few readings per commit cost
-	// a 4 KiB page each. The window ends early once about a page's worth
+	// a 4 KiB page each. The window ends early once two pages' worth
 	// of readings is queued, and is skipped while fewer than one more
 	// reading is expected within it (sparse arrivals gain nothing). 0
 	// commits at once.
