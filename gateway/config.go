@@ -203,6 +203,9 @@ func defaultConfig() Config {
 			Retention:  Duration(30 * 24 * time.Hour),
 			GCInterval: Duration(storage.DefaultGCInterval),
 			MinFree:    Size(storage.DefaultMinFreeBytes),
+			// At most this much PUBACK latency, and only while readings
+			// arrive often enough to share a commit (storage.Options).
+			CommitWindow: Duration(time.Millisecond),
 		},
 		Signing:    SigningConfig{OnUnsyncedClock: "sign", BatchWindow: Duration(10 * time.Millisecond), SignInCommitUnder: Duration(bridge.DefaultPresignMax)},
 		Status:     StatusConfig{ButtonHold: Duration(3 * time.Second)},

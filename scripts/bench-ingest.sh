@@ -6,11 +6,17 @@
 #
 #   scripts/bench-ingest.sh            # 10 s per scenario
 #   DURATION=30s scripts/bench-ingest.sh
+#   BASELINE_BIN=/path/to/old/bridge scripts/bench-ingest.sh  # + that binary at 2,000/s, same run
 #
 # Scenarios per broker: "max" (as fast as PUBACKs allow, 64 in flight per
 # publisher) and "2000" (paced at 2,000 msg/s). For the bridge it also
 # reports peak RSS (VmHWM) and disk bytes written per reading
-# (/proc/PID/io write_bytes) against the size of the signed message.
+# (/proc/PID/io write_bytes) against the size of the signed message and
+# against the physical limit at the readings per synced commit it reached:
+# BenchmarkFsync (storage/) measures, in the same run, the disk's sync
+# latency (the floor of a PUBACK) and the bytes one synced commit writes
+# (a partly filled 4 KiB page rewritten), so a commit of R readings of W
+# WAL bytes each cannot write less than (page + R*W)/R per reading.
 set -euo pipefail
 shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 cd "$(dirname "$0")/.."
@@ -29,9 +35,9 @@ build_tools
 bridge_config "$work/bridge.toml" "$work/state" "$BRIDGE_PORT" "$HTTP_PORT" "[overlay]
 enabled = false"
 
-run_bridge() { # scenario rate
+run_bridge() { # scenario rate [binary]
 	rm -rf "$work/state"
-	GOMEMLIMIT=$BRIDGE_GOMEMLIMIT "$work/bridge" run --config "$work/bridge.toml" 2>"$work/bridge-$1.log" & local pid=$!
+	GOMEMLIMIT=$BRIDGE_GOMEMLIMIT "${3:-$work/bridge}" run --config "$work/bridge.toml" 2>"$work/bridge-$1.log" & local pid=$!
 	pids+=("$pid")
 	wait_port "$BRIDGE_PORT"
 	local before; before=$(write_bytes "$pid")
@@ -57,11 +63,30 @@ print(n)' "$work/export.raw")))
 	kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
+# run_fsync NAME: the disk's synced-commit floor (BenchmarkFsync) as JSON.
+run_fsync() {
+	note_load "fsync-$1" start
+	go test -run '^$' -bench '^BenchmarkFsync$' -benchtime 2000x ./storage/ | python3 -c '
+import json, re, sys
+for line in sys.stdin:
+    if line.startswith("BenchmarkFsync"):
+        f = line.split()
+        print(json.dumps({f[i + 1]: float(f[i]) for i in range(2, len(f) - 1, 2)}))
+' >"$work/fsync-$1.json"
+	note_load "fsync-$1" end
+}
+
 echo "running: duration $DURATION per scenario, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)" >&2
+run_fsync before
 run_mosquitto max 0 "$MOSQ_PORT"
 run_bridge max 0
 run_mosquitto 2000 2000 "$MOSQ_PORT"
 run_bridge 2000 2000
+if [ -n "${BASELINE_BIN:-}" ]; then # before/after in the same run
+	cp "$BASELINE_BIN" "$work/bridge-baseline"
+	run_bridge baseline-2000 2000 "$work/bridge-baseline"
+fi
+run_fsync after
 
 python3 - "$work" <<'EOF'
 import json, sys
@@ -79,14 +104,37 @@ for sc in ("max", "2000"):
 m, b = load("mosquitto-max"), load("bridge-max")
 print(f"\nthroughput ratio bridge/mosquitto (max): {b['ack_rate']/m['ack_rate']:.2f} (target >= 1.0; {la('bridge-max')}, mosquitto {la('mosquitto-max')})")
 m2, b2 = load("mosquitto-2000"), load("bridge-2000")
+fs = [load("fsync-before"), load("fsync-after")]
+fsync_p99 = max(f["p99-µs"] for f in fs) / 1e3
+page = max(f["written-B/sync"] for f in fs)
+print(f"disk floor (BenchmarkFsync, 512 B per synced commit): sync p50 {fs[0]['p50-µs']/1e3:.2f} / {fs[1]['p50-µs']/1e3:.2f} ms, "
+      f"p99 {fs[0]['p99-µs']/1e3:.2f} / {fs[1]['p99-µs']/1e3:.2f} ms, {fs[0]['written-B/sync']:.0f} / {fs[1]['written-B/sync']:.0f} B written per sync "
+      f"(before / after the runs; {la('fsync-before')}, {la('fsync-after')})")
 print(f"PUBACK p99 at 2,000 msg/s: bridge {b2['ack_p99_ms']:.2f} ms = {b2['ack_p99_ms']/2:.2f}x the 2 ms target, "
-      f"{b2['ack_p99_ms']/max(m2['ack_p99_ms'],0.01):.1f}x mosquitto's {m2['ack_p99_ms']:.2f} ms")
-for sc in ("max", "2000"):
+      f"{b2['ack_p99_ms']/max(m2['ack_p99_ms'],0.01):.1f}x mosquitto's {m2['ack_p99_ms']:.2f} ms, "
+      f"{b2['ack_p99_ms']/max(fsync_p99,0.001):.1f}x the disk's sync p99 {fsync_p99:.2f} ms; "
+      f"p50 {b2['ack_p50_ms']:.2f} ms = {b2['ack_p50_ms']/max(m2['ack_p50_ms'],0.01):.1f}x mosquitto's {m2['ack_p50_ms']:.2f} ms")
+import os
+scenarios = ["max", "2000"] + (["baseline-2000"] if os.path.exists(f"{w}/bridge-baseline-2000.json") else [])
+for sc in scenarios:
     r, p = load(f"bridge-{sc}"), load(f"bridge-{sc}-proc")
     signed = (p["export_bytes"] - 4 * p["export_count"]) / max(p["export_count"], 1)
     per = p["write_bytes"] / max(r["acked"], 1)
+    rpc = r['acked'] / max(p['commits'], 1)
+    # WAL bytes of one reading: the signed message in its log entry (key,
+    # part, reading number, entry header, checksum: ~40 B) and its index
+    # entry (~85 B), storage/keys.go.
+    wal = signed + 125
+    limit = page / rpc + wal
     print(f"bridge {sc}: peak RSS {p['vmhwm_kb']/1024:.1f} MB = {p['vmhwm_kb']/1024/64:.2f}x the 64 MB target "
           f"(at the end: anon {p['anon_kb']/1024:.1f} MB, file {p['file_kb']/1024:.1f} MB); "
           f"disk written {per:.0f} B/reading; signed message {signed:.0f} B; ratio {per/signed:.2f}x (target <= 3); "
-          f"{r['acked']/max(p['commits'],1):.1f} readings per synced commit; exported {p['export_count']} of {r['acked']} acked; {la('bridge-' + sc)}")
+          f"{rpc:.1f} readings per synced commit; physical limit there (WAL only: {page:.0f} B page / {rpc:.1f} + {wal:.0f} B) "
+          f"{limit:.0f} B = {limit/signed:.2f}x the signed message, bridge = {per/limit:.2f}x the limit; "
+          f"exported {p['export_count']} of {r['acked']} acked; {la('bridge-' + sc)}")
+    if sc == "baseline-2000":
+        print(f"baseline 2000: PUBACK p50 {r['ack_p50_ms']:.2f} ms, p99 {r['ack_p99_ms']:.2f} ms "
+              f"({r['ack_p99_ms']/max(m2['ack_p99_ms'],0.01):.1f}x mosquitto's); this build / baseline: "
+              f"disk per reading {(load('bridge-2000-proc')['write_bytes']/max(b2['acked'],1))/per:.2f}, "
+              f"peak RSS {load('bridge-2000-proc')['vmhwm_kb']/p['vmhwm_kb']:.2f}, PUBACK p99 {b2['ack_p99_ms']/max(r['ack_p99_ms'],0.01):.2f}")
 EOF

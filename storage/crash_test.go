@@ -98,12 +98,19 @@ func checkStoredOnce(t *testing.T, dir string, acked map[string]bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	refs := map[string]bool{}
 	for _, l := range logged {
 		m, err := streamr.Unmarshal(l.Encoded)
 		if err != nil {
 			t.Fatal(err)
 		}
 		seen[string(m.Content().Content)]++
+		ref := fmt.Sprintf("%s/%s/%v", m.ID.StreamPart(), m.ID.MsgChainID, m.ID.Ref())
+		if refs[ref] {
+			t.Fatalf("message reference %s issued twice: a chain state went backwards", ref)
+		}
+		refs[ref] = true
+		checkChainCovers(t, s, m.ID)
 	}
 	for p, n := range seen {
 		if n != 1 {
@@ -114,6 +121,20 @@ func checkStoredOnce(t *testing.T, dir string, acked map[string]bool) {
 		if seen[p] != 1 {
 			t.Fatalf("acknowledged reading %q lost", p)
 		}
+	}
+}
+
+// checkChainCovers fails unless the stored state of id's chain (the
+// test's chain IDs are the sources) is at or after id: a chain restored
+// from it never reissues a reference.
+func checkChainCovers(t *testing.T, s *Store, id streamr.MessageID) {
+	t.Helper()
+	st, ok, err := s.ChainState(id.StreamPart().String() + "\x00" + id.MsgChainID)
+	if err != nil || !ok || st.Last == nil {
+		t.Fatalf("chain %s of message %v: state %v, %v (err %v)", id.MsgChainID, id.Ref(), st, ok, err)
+	}
+	if ref := (streamr.MessageRef{Timestamp: id.Timestamp, SequenceNumber: id.SequenceNumber}); st.Last.Compare(ref) < 0 {
+		t.Fatalf("chain %s: stored state at %v, behind its logged message %v", id.MsgChainID, *st.Last, ref)
 	}
 }
 
@@ -134,6 +155,9 @@ func crashChild() int {
 	s.SetPresigner(p)
 	go func() { _ = s.Run(context.Background()) }()
 	go childSigner(s, p)
+	for !p.decline && s.pending.Load() > 0 {
+		time.Sleep(time.Millisecond) // the backlog first, so that this round presigns
+	}
 	fmt.Println("ready")
 	var wg sync.WaitGroup
 	for w := range 8 {

@@ -36,6 +36,7 @@ var (
 	keyNextPos     = []byte("Ml") // next log position, uint64
 	keySignedBytes = []byte("Mb") // total encoded bytes of stored signed messages, uint64
 	keyNextPart    = []byte("Mp") // next part number, uint32
+	keyChainsPos   = []byte("Mc") // own chain states cover the log below this position, uint64 (chains.go)
 )
 
 // schemaVersion is the layout above. Open refuses a database written with

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -35,28 +38,39 @@ func TestMeasureWriteAmplification(t *testing.T) {
 		n = 1_000_000
 	}
 	cases := []measureCase{
-		{"lsm-1KiB/l0=8/max", 1 << 10, n, 64, 0, 8, time.Millisecond, 0},
-		{"vlog-64B/l0=8/max", 64, n, 64, 0, 8, time.Millisecond, 0},
-		{"lsm-1KiB/l0=8/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 8, 20 * time.Millisecond, 0},
-		{"vlog-64B/l0=8/2000/s/sign20ms", 64, 20_000, 20, 2000, 8, 20 * time.Millisecond, 0},
-		{"lsm-1KiB/l0=2/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 2, 20 * time.Millisecond, 0},
-		{"lsm-1KiB/l0=8/max/presigned", 1 << 10, n, 64, 0, 8, 0, 0},
-		{"vlog-64B/l0=8/max/presigned", 64, n, 64, 0, 8, 0, 0},
-		{"lsm-1KiB/l0=8/2000/s/presigned", 1 << 10, 20_000, 20, 2000, 8, 0, 0},
-		{"vlog-64B/l0=8/2000/s/presigned", 64, 20_000, 20, 2000, 8, 0, 0},
-		{"lsm-1KiB/l0=8/2000/s/presigned/window=1ms", 1 << 10, 20_000, 20, 2000, 8, 0, time.Millisecond},
-		{"lsm-1KiB/l0=8/2000/s/presigned/window=2ms", 1 << 10, 20_000, 20, 2000, 8, 0, 2 * time.Millisecond},
-		{"lsm-1KiB/l0=8/2000/s/presigned/window=4ms", 1 << 10, 20_000, 20, 2000, 8, 0, 4 * time.Millisecond},
-		{"vlog-64B/l0=8/2000/s/presigned/window=2ms", 64, 20_000, 20, 2000, 8, 0, 2 * time.Millisecond},
-		{"lsm-1KiB/l0=8/max/presigned/window=2ms", 1 << 10, n, 64, 0, 8, 0, 2 * time.Millisecond},
-		{"vlog-64B/l0=8/max/presigned/window=2ms", 64, n, 64, 0, 8, 0, 2 * time.Millisecond},
+		{"lsm-1KiB/l0=8/max", 1 << 10, n, 64, 0, 8, time.Millisecond, 0, nil},
+		{"vlog-64B/l0=8/max", 64, n, 64, 0, 8, time.Millisecond, 0, nil},
+		{"lsm-1KiB/l0=8/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 8, 20 * time.Millisecond, 0, nil},
+		{"vlog-64B/l0=8/2000/s/sign20ms", 64, 20_000, 20, 2000, 8, 20 * time.Millisecond, 0, nil},
+		{"lsm-1KiB/l0=2/2000/s/sign20ms", 1 << 10, 20_000, 20, 2000, 2, 20 * time.Millisecond, 0, nil},
+		{"lsm-1KiB/l0=8/max/presigned", 1 << 10, n, 64, 0, 8, 0, 0, nil},
+		{"vlog-64B/l0=8/max/presigned", 64, n, 64, 0, 8, 0, 0, nil},
+		{"lsm-1KiB/l0=8/2000/s/presigned", 1 << 10, 20_000, 20, 2000, 8, 0, 0, nil},
+		{"vlog-64B/l0=8/2000/s/presigned", 64, 20_000, 20, 2000, 8, 0, 0, nil},
+		{"lsm-1KiB/l0=8/2000/s/presigned/window=1ms", 1 << 10, 20_000, 20, 2000, 8, 0, time.Millisecond, nil},
+		{"lsm-1KiB/l0=8/2000/s/presigned/window=2ms", 1 << 10, 20_000, 20, 2000, 8, 0, 2 * time.Millisecond, nil},
+		{"lsm-1KiB/l0=8/2000/s/presigned/window=4ms", 1 << 10, 20_000, 20, 2000, 8, 0, 4 * time.Millisecond, nil},
+		{"vlog-64B/l0=8/2000/s/presigned/window=2ms", 64, 20_000, 20, 2000, 8, 0, 2 * time.Millisecond, nil},
+		{"lsm-1KiB/l0=8/max/presigned/window=2ms", 1 << 10, n, 64, 0, 8, 0, 2 * time.Millisecond, nil},
+		{"vlog-64B/l0=8/max/presigned/window=2ms", 64, n, 64, 0, 8, 0, 2 * time.Millisecond, nil},
+	}
+	zstd := func(o badger.Options) badger.Options {
+		return o.WithCompression(options.ZSTD).WithZSTDCompressionLevel(3)
+	}
+	zstd16 := func(o badger.Options) badger.Options { return zstd(o).WithBlockSize(16 << 10) }
+	for _, w := range []time.Duration{0, time.Millisecond} {
+		cases = append(cases,
+			measureCase{fmt.Sprintf("tune/lsm/2000/s/window=%s/snappy", w), 1 << 10, 20_000, 20, 2000, 8, 0, w, nil},
+			measureCase{fmt.Sprintf("tune/lsm/2000/s/window=%s/zstd3", w), 1 << 10, 20_000, 20, 2000, 8, 0, w, zstd},
+			measureCase{fmt.Sprintf("tune/lsm/2000/s/window=%s/zstd3-16k", w), 1 << 10, 20_000, 20, 2000, 8, 0, w, zstd16},
+		)
 	}
 	if f := os.Getenv("TRIBUTARY_STORAGE_MEASURE_CASES"); f != "" {
 		cases = slices.DeleteFunc(cases, func(c measureCase) bool { return !strings.Contains(c.name, f) })
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			res := measurePipeline(t, Options{valueThreshold: c.threshold, level0Tables: c.l0, CommitWindow: c.window}, c.n, c.writers, c.rate, c.signEvery)
+			res := measurePipeline(t, Options{valueThreshold: c.threshold, level0Tables: c.l0, CommitWindow: c.window, tune: c.tune}, c.n, c.writers, c.rate, c.signEvery)
 			t.Logf("%s: %d readings, signed msg %d B avg, wrote %.1f MB = %.2f× signed bytes (%.0f B/reading), %d reading commits (%.1f/commit), %.0f readings/s, %s",
 				c.name, c.n, res.msgSize, float64(res.written)/1e6, float64(res.written)/float64(res.signedBytes),
 				float64(res.written)/float64(c.n), res.commits, float64(c.n)/float64(res.commits), res.rate, res.rss)
@@ -73,6 +87,7 @@ type measureCase struct {
 	l0        int
 	signEvery time.Duration // 0: presign every batch in the group commit
 	window    time.Duration // Options.CommitWindow
+	tune      func(badger.Options) badger.Options
 }
 
 type measured struct {
@@ -194,7 +209,7 @@ func signAll(t *testing.T, s *Store, n int, every time.Duration) int64 {
 	return total
 }
 
-func writeBytes(t *testing.T) int64 {
+func writeBytes(t testing.TB) int64 {
 	return procField(t, "/proc/self/io", "write_bytes:")
 }
 
@@ -206,7 +221,7 @@ func rss(t *testing.T) string {
 		st("VmRSS:"), st("RssAnon:"), st("RssFile:"), st("VmHWM:"), ms.HeapInuse>>10, ms.Sys>>10)
 }
 
-func procField(t *testing.T, file, field string) int64 {
+func procField(t testing.TB, file, field string) int64 {
 	f, err := os.Open(file)
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ type metrics struct {
 	refusals      *prometheus.CounterVec
 	diskWaits     *prometheus.CounterVec // signing or retention held off a nearly full disk
 	batches       *prometheus.CounterVec // group-commit batches by how they were stored
+	windows       *prometheus.CounterVec // commit windows by how they ended
 
 	unackedDropped prometheus.Counter // deleted before a required receiver acknowledged them
 }
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Name: "tributary_storage_batches_total",
 			Help: "Group-commit batches by how they were stored: presigned, or pending because a reading was pending, the presigner declined or failed, or the batch was too large.",
 		}, []string{"stored"}),
+		windows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tributary_storage_commit_windows_total",
+			Help: "Commit windows by how they ended: filled (a page's worth of readings gathered), expired, or skipped (arrivals too sparse to wait for).",
+		}, []string{"outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tributary_storage_refused_appends_total",
 			Help: "Appends refused for lack of space, by reason (quota, disk) and durability.",
@@ -80,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Name: "tributary_storage_signed_bytes", Help: "Encoded bytes of stored signed messages.",
 		}, func() float64 { return float64(s.signedTotal()) }),
 	}
-	for _, c := range append(gauges, m.commitSeconds, m.signSeconds, m.batchSize, m.commits, m.batches, m.refusals, m.diskWaits, m.unackedDropped) {
+	for _, c := range append(gauges, m.commitSeconds, m.signSeconds, m.batchSize, m.commits, m.batches, m.windows, m.refusals, m.diskWaits, m.unackedDropped) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -74,12 +74,14 @@ type Options struct {
 	GCInterval     time.Duration // period of retention and value-log GC; 0 means DefaultGCInterval
 	MaxBatch       int           // most readings per group commit; 0 means DefaultMaxBatch
 
-	// CommitWindow is how long the group committer lets readings gather
-	// after the first one arrives, before it commits them. Every synced
-	// commit rewrites the last, partly filled page of the write-ahead log,
-	// so at low rates a few readings per commit cost a 4 KiB page each; a
-	// window of a few ms trades that much PUBACK latency for fewer, fuller
-	// commits. 0 commits at once.
+	// CommitWindow is the longest the group committer lets readings
+	// gather after the first one arrives, before it commits them. Every
+	// synced commit rewrites the last, partly filled page of the
+	// write-ahead log, so at moderate rates a few readings per commit cost
+	// a 4 KiB page each. The window ends early once two pages' worth
+	// of readings is queued, and is skipped while fewer than one more
+	// reading is expected within it (sparse arrivals gain nothing). 0
+	// commits at once.
 	CommitWindow time.Duration
 
 	// Guard, if set, keeps messages the required receivers have not
@@ -97,7 +99,8 @@ type Options struct {
 	// valueThreshold overrides the Badger value threshold (tests and the
 	// write-amplification measurement only).
 	valueThreshold int64
-	level0Tables   int // overrides the L0 table count that triggers compaction
+	level0Tables   int                                 // overrides the L0 table count that triggers compaction
+	tune           func(badger.Options) badger.Options // measurement only: adjusts the Badger options last
 }
 
 func (o *Options) setDefaults() {
@@ -148,7 +151,7 @@ func (o *Options) validate() error {
 }
 
 func (o *Options) badgerOptions() badger.Options {
-	return badger.DefaultOptions(o.Dir).
+	bo := badger.DefaultOptions(o.Dir).
 		WithLogger(badgerLogger{o.Logger}).
 		WithSyncWrites(true).
 		WithMetricsEnabled(false).
@@ -163,6 +166,10 @@ func (o *Options) badgerOptions() badger.Options {
 		WithNumCompactors(2).
 		WithDetectConflicts(false).
 		WithValueThreshold(o.valueThreshold)
+	if o.tune != nil {
+		bo = o.tune(bo)
+	}
+	return bo
 }
 
 // badgerLogger routes Badger's printf-style logs to slog. Badger's Info

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -147,8 +148,9 @@ func (s *Store) commitSignedTxn(lastSeq uint64, msgs []Signed, chains map[string
 		return fmt.Errorf("store next reading sequence: %w", err)
 	}
 	added, err := s.putPresigned(txn, msgs)
+	var recordChains func()
 	if err == nil {
-		err = putChains(txn, chains)
+		recordChains, err = s.putPresignedChains(txn, chains, s.nextPos+uint64(len(msgs)), time.Now())
 	}
 	if err == nil {
 		err = s.putSignCounters(txn, s.nextPos+uint64(len(msgs)), s.signedBytes+added)
@@ -164,6 +166,7 @@ func (s *Store) commitSignedTxn(lastSeq uint64, msgs []Signed, chains map[string
 	}
 	s.nextPos += uint64(len(msgs))
 	s.signedBytes += added
+	recordChains()
 	return nil
 }
 

@@ -258,9 +258,15 @@ func (s *Store) retainBatch(run *retentionRun) (int, error) {
 	if err := s.putSignCounters(txn, s.nextPos, bytes); err != nil {
 		return 0, err
 	}
+	// Deferred chain states go first: recovery must not find their
+	// messages deleted.
+	if err := s.putUnsaved(txn, s.nextPos); err != nil {
+		return 0, err
+	}
 	if err := txn.Commit(); err != nil {
 		return 0, fmt.Errorf("commit deletion of %d expired messages: %w", n, err)
 	}
+	s.savedUnsaved(time.Now())
 	s.signedBytes = bytes
 	run.force = force
 	run.dropped.merge(dropped)

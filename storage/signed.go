@@ -67,6 +67,7 @@ func (s *Store) CommitSigned(ctx context.Context, msgs []Signed, chains map[stri
 	}
 	s.nextPos += uint64(len(msgs))
 	s.signedBytes += added
+	s.chainsStored(chains)
 	s.pending.Add(-int64(len(msgs)))
 	s.m.signSeconds.Observe(time.Since(start).Seconds())
 	return nil
@@ -155,6 +156,9 @@ func (s *Store) signedTotal() int64 {
 
 // ChainState returns the state saved under key by CommitSigned.
 func (s *Store) ChainState(key string) (streamr.ChainState, bool, error) {
+	if st, ok := s.unsavedChain(key); ok {
+		return st, true, nil
+	}
 	var st streamr.ChainState
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(chainKey(key))

@@ -22,11 +22,12 @@ type Store struct {
 	log  *slog.Logger
 	m    *metrics
 
-	mu      sync.Mutex // guards the fields below
-	nextSeq uint64     // next reading sequence number to hand out
-	queue   []*appendReq
-	stopped bool // Run has ended or Close was called: no more appends
-	wake    chan struct{}
+	mu         sync.Mutex // guards the fields below
+	nextSeq    uint64     // next reading sequence number to hand out
+	queue      []*appendReq
+	queueBytes int  // encoded bytes of the queued readings
+	stopped    bool // Run has ended or Close was called: no more appends
+	wake       chan struct{}
 
 	partMu    sync.Mutex // serialises part number assignment
 	parts     sync.Map   // streamr.StreamPartID → uint32
@@ -35,8 +36,11 @@ type Store struct {
 	signMu      sync.Mutex // serialises CommitSigned and retention deletes
 	nextPos     uint64     // next log position
 	signedBytes int64      // encoded bytes of stored signed messages
+	chains      deferredChains
 
 	presigner Presigner // signs batches in the group commit; nil: store readings pending
+
+	arrivals arrivalRate // of queued readings, for the commit window
 
 	pending atomic.Int64 // pending readings stored
 	space   spaceTracker
@@ -71,6 +75,9 @@ func Open(opts Options) (*Store, error) {
 	if err := s.load(); err != nil {
 		return nil, errors.Join(fmt.Errorf("storage %s: %w", opts.Dir, err), db.Close())
 	}
+	if err := s.recoverChains(); err != nil {
+		return nil, errors.Join(fmt.Errorf("storage %s: recover chain states: %w", opts.Dir, err), db.Close())
+	}
 	if s.m, err = newMetrics(opts.Registerer, s); err != nil {
 		return nil, errors.Join(fmt.Errorf("storage metrics: %w", err), db.Close())
 	}
@@ -90,13 +97,14 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.stop(ErrClosed)
+	saveErr := s.saveChains()
 	if s.space.releaseReserve() {
 		s.log.Warn("disk nearly full: released the flush reserve for closing the database", "dir", s.opts.Dir)
 	}
 	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("close badger database %s: %w", s.opts.Dir, err)
+		return errors.Join(saveErr, fmt.Errorf("close badger database %s: %w", s.opts.Dir, err))
 	}
-	return nil
+	return saveErr
 }
 
 // load reads the metadata counters and part dictionary, writing the schema

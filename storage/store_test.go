@@ -269,3 +269,68 @@ func TestCommitWindowGathersReadings(t *testing.T) {
 		t.Fatal("a negative commit window was accepted")
 	}
 }
+
+// TestCommitWindowAdapts checks the window's two early exits on a real
+// store: a page's worth of queued readings commits before the window
+// ends, and readings too sparse to share a commit are not held at all.
+func TestCommitWindowAdapts(t *testing.T) {
+	t.Run("page filled", func(t *testing.T) {
+		s := running(t, Options{MinFreeBytes: -1, CommitWindow: time.Hour})
+		var waits []func(context.Context) error
+		for i := 0; i*len(payloadN(0)) < 2*gatherBytes; i++ {
+			wait, err := s.Enqueue(reading(testPart, "w", payloadN(i)), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waits = append(waits, wait)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, wait := range waits {
+			if err := wait(ctx); err != nil {
+				t.Fatalf("a page's worth of readings waited out an hour-long window: %v", err)
+			}
+		}
+		if n := counterValue(t, s.m.windows.WithLabelValues(windowFilled)); n < 1 {
+			t.Fatalf("%v windows ended filled, want at least 1", n)
+		}
+	})
+	t.Run("sparse arrivals", func(t *testing.T) {
+		s := running(t, Options{MinFreeBytes: -1, CommitWindow: 200 * time.Millisecond})
+		s.arrivals.perSecond = 2 // as measured over an earlier sample: 0.4 expected per window
+		s.arrivals.since = time.Now()
+		if err := s.Append(context.Background(), reading(testPart, "w", payloadN(0)), true); err != nil {
+			t.Fatal(err)
+		}
+		if n := counterValue(t, s.m.windows.WithLabelValues(windowSkipped)); n != 1 {
+			t.Fatalf("%v windows skipped, want 1", n)
+		}
+	})
+}
+
+func TestArrivalRate(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name  string
+		every time.Duration // between arrivals
+		n     int
+		want  float64 // readings expected within 1 ms after the last
+	}{
+		{"2000/s", 500 * time.Microsecond, 2000, 2},
+		{"100/s", 10 * time.Millisecond, 200, 0.1},
+		{"one reading, no rate yet", 0, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var a arrivalRate
+			now := t0
+			for range tt.n {
+				a.add(now)
+				now = now.Add(tt.every)
+			}
+			if got := a.expected(now, time.Millisecond); got < tt.want*0.8 || got > tt.want*1.25 {
+				t.Fatalf("expected %.2f readings within 1 ms, want %.2f", got, tt.want)
+			}
+		})
+	}
+}
