@@ -79,7 +79,14 @@ func (p deliveryPositions) SaveChainStates(ctx context.Context, states map[strin
 type Subscription struct {
 	parts    []streamr.StreamPartID
 	topic    string
+	pieces   []topicPiece // topic, parsed once: it is filled in for every message
 	metadata bool
+}
+
+// topicPiece is literal text, or a placeholder of a [[subscribe]] topic.
+type topicPiece struct {
+	text        string
+	placeholder string // "stream", "partition" or "publisher"; "": text
 }
 
 // CompileSubscription checks a [[subscribe]] table; index (0-based) names
@@ -94,7 +101,7 @@ func CompileSubscription(c SubscribeConfig, index int) (*Subscription, error) {
 	if s.topic == "" {
 		s.topic = "{stream}"
 	}
-	if err := checkSubscribeTopic(s.topic); err != nil {
+	if s.pieces, err = parseSubscribeTopic(s.topic); err != nil {
 		return nil, fmt.Errorf("%s: topic: %w", where, err)
 	}
 	partitions := c.Partitions
@@ -114,24 +121,34 @@ func CompileSubscription(c SubscribeConfig, index int) (*Subscription, error) {
 // Parts returns the stream partitions the subscription delivers.
 func (s *Subscription) Parts() []streamr.StreamPartID { return s.parts }
 
-func checkSubscribeTopic(t string) error {
+// parseSubscribeTopic splits a topic template into literal text and
+// placeholders.
+func parseSubscribeTopic(t string) ([]topicPiece, error) {
 	if strings.ContainsAny(t, "+#") {
-		return fmt.Errorf("%q: a topic to publish on cannot contain wildcards", t)
+		return nil, fmt.Errorf("%q: a topic to publish on cannot contain wildcards", t)
 	}
+	var pieces []topicPiece
 	rest := t
 	for {
 		open := strings.IndexByte(rest, '{')
 		if open < 0 {
-			return nil
+			if rest != "" {
+				pieces = append(pieces, topicPiece{text: rest})
+			}
+			return pieces, nil
 		}
 		end := strings.IndexByte(rest[open:], '}')
 		if end < 0 {
-			return fmt.Errorf("%q: unclosed '{'", t)
+			return nil, fmt.Errorf("%q: unclosed '{'", t)
 		}
 		switch name := rest[open+1 : open+end]; name {
 		case "stream", "partition", "publisher":
+			if open > 0 {
+				pieces = append(pieces, topicPiece{text: rest[:open]})
+			}
+			pieces = append(pieces, topicPiece{placeholder: name})
 		default:
-			return fmt.Errorf("%q: unknown placeholder {%s}: want {stream}, {partition} or {publisher}", t, name)
+			return nil, fmt.Errorf("%q: unknown placeholder {%s}: want {stream}, {partition} or {publisher}", t, name)
 		}
 		rest = rest[open+end+1:]
 	}
@@ -289,12 +306,23 @@ func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 }
 
 func (s *Subscription) mqttTopic(m *streamr.StreamMessage, publisher string) string {
-	r := strings.NewReplacer(
-		"{stream}", string(m.ID.StreamID),
-		"{partition}", strconv.Itoa(int(m.ID.StreamPartition)),
-		"{publisher}", publisher,
-	)
-	return r.Replace(s.topic)
+	if len(s.pieces) == 1 && s.pieces[0].placeholder == "stream" {
+		return string(m.ID.StreamID) // the default, "{stream}"
+	}
+	var b strings.Builder
+	for _, p := range s.pieces {
+		switch p.placeholder {
+		case "stream":
+			b.WriteString(string(m.ID.StreamID))
+		case "partition":
+			b.WriteString(strconv.Itoa(int(m.ID.StreamPartition)))
+		case "publisher":
+			b.WriteString(publisher)
+		default:
+			b.WriteString(p.text)
+		}
+	}
+	return b.String()
 }
 
 // payload is the content, or the Streamr node's payloadMetadata envelope.
