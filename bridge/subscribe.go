@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -81,6 +82,8 @@ type Subscription struct {
 	topic    string
 	pieces   []topicPiece // topic, parsed once: it is filled in for every message
 	metadata bool
+	// hasPublisher: the topic has {publisher}.
+	hasPublisher bool
 }
 
 // topicPiece is literal text, or a placeholder of a [[subscribe]] topic.
@@ -104,6 +107,7 @@ func CompileSubscription(c SubscribeConfig, index int) (*Subscription, error) {
 	if s.pieces, err = parseSubscribeTopic(s.topic); err != nil {
 		return nil, fmt.Errorf("%s: topic: %w", where, err)
 	}
+	s.hasPublisher = slices.Contains(s.pieces, topicPiece{placeholder: "publisher"})
 	partitions := c.Partitions
 	if len(partitions) == 0 {
 		partitions = []int{0}
@@ -157,7 +161,7 @@ func parseSubscribeTopic(t string) ([]topicPiece, error) {
 // Deliverer publishes messages received from the overlay on local MQTT,
 // in chain order and without duplicates (through an Orderer).
 type Deliverer struct {
-	self    string // our publisher ID as "0x…": our own messages are not echoed
+	self    []byte // our publisher ID: our own messages are not echoed
 	broker  LocalBroker
 	order   *Orderer
 	log     *slog.Logger
@@ -189,7 +193,7 @@ func NewDeliverer(self []byte, broker LocalBroker, order *Orderer, reg prometheu
 	if reg != nil {
 		reg.MustRegister(m.delivered, m.dropped)
 	}
-	return &Deliverer{self: streamr.UserID(self), broker: broker, order: order, log: componentLogger(log, "delivery"), metrics: m, joined: make(chan struct{})}
+	return &Deliverer{self: bytes.Clone(self), broker: broker, order: order, log: componentLogger(log, "delivery"), metrics: m, joined: make(chan struct{})}
 }
 
 // Run joins the overlay of every partition of every subscription, then
@@ -229,7 +233,7 @@ func (d *Deliverer) join(overlay Overlay, subs []*Subscription) error {
 func (d *Deliverer) handler(s *Subscription) func(*streamr.StreamMessage, []byte) {
 	publish := func(m *streamr.StreamMessage, _ []byte) { d.deliver(s, m) }
 	return func(m *streamr.StreamMessage, encoded []byte) {
-		if m.ID.PublisherHex() == d.self {
+		if bytes.Equal(m.ID.PublisherID, d.self) {
 			d.metrics.dropped.WithLabelValues("own_message").Inc()
 			return
 		}
@@ -268,7 +272,6 @@ func (d *Deliverer) undecrypted(m *streamr.StreamMessage, err error) {
 }
 
 func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
-	publisher := m.ID.PublisherHex()
 	c := m.Content()
 	switch {
 	case c == nil:
@@ -285,6 +288,10 @@ func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 			return
 		}
 		m = plain
+	}
+	var publisher string // hex, only where the topic or the metadata shows it
+	if s.metadata || s.hasPublisher {
+		publisher = m.ID.PublisherHex()
 	}
 	payload, err := s.payload(m, publisher, d.order.IsHistory(m))
 	if err != nil {
