@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,14 @@ type ForwardLog interface {
 // Only this gateway's own messages (made from its readings) are
 // forwarded; those it stores for others are served by resend.
 //
+// Positions: a pass is woken by the commit of new messages and publishes
+// them at once; what went out is kept in memory and saved (a synced
+// write) at most once per cursorSaveInterval and when Run returns, not
+// after every pass, so forwarding costs no fsync of its own per commit
+// and does not queue behind one. After a crash the messages of the last
+// unsaved interval go out again: receivers drop them as duplicates
+// (pubsub's seen cache, the Orderer's positions).
+//
 // It joins a partition's overlay when it has something to send and
 // leaves it after IdleTimeout with nothing to send, and keeps at most
 // MaxPartitions joined: every distinct MQTT topic can name a partition,
@@ -75,7 +84,11 @@ type Forwarder struct {
 	topics map[streamr.StreamPartID]*forwardTopic
 	sent   map[streamr.StreamPartID]uint64 // last forwarded position per part
 	low    uint64                          // every position ≤ low is forwarded
-	held   atomic.Bool                     // the last pass held messages back for want of peers
+	// unsaved are positions not yet saved (by name), savedAt when they
+	// last were.
+	unsaved map[string]uint64
+	savedAt time.Time
+	held    atomic.Bool // the last pass held messages back for want of peers
 	// heldParts are the partitions holding messages back after the last
 	// pass, each since when (for the status page).
 	heldParts atomic.Pointer[map[streamr.StreamPartID]time.Time]
@@ -192,10 +205,11 @@ func NewForwarder(store ForwardLog, overlay Overlay, cfg ForwardConfig) *Forward
 	}
 	f := &Forwarder{
 		store: store, overlay: overlay, cfg: cfg, log: log, cursors: cursors,
-		kick:   make(chan struct{}, 1),
-		logs:   newLogLimiter(log, cfg.LogInterval),
-		topics: make(map[streamr.StreamPartID]*forwardTopic),
-		sent:   make(map[streamr.StreamPartID]uint64),
+		kick:    make(chan struct{}, 1),
+		logs:    newLogLimiter(log, cfg.LogInterval),
+		topics:  make(map[streamr.StreamPartID]*forwardTopic),
+		sent:    make(map[streamr.StreamPartID]uint64),
+		unsaved: make(map[string]uint64),
 		backlogLen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metric + "backlog_messages", Help: "Signed messages not yet forwarded into the overlay.",
 		}),
@@ -259,6 +273,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		return fmt.Errorf("forwarder: %w", err)
 	}
 	f.low = low
+	f.savedAt = time.Now()
+	defer f.saveOnStop(ctx)
 	ticker := time.NewTicker(f.cfg.Retry)
 	defer ticker.Stop()
 	for {
@@ -328,18 +344,42 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 	if newLow != f.low {
 		ps.dirty[f.lowCursor()] = newLow
 	}
-	if len(ps.dirty) > 0 {
-		// Saved even when ctx ended mid-pass: what went out must not go
-		// out again after a restart.
-		if err := f.store.SetCursors(context.WithoutCancel(ctx), ps.dirty); err != nil {
-			return false, fmt.Errorf("save forwarding positions: %w", err)
-		}
-	}
+	maps.Copy(f.unsaved, ps.dirty)
 	f.low = newLow
 	f.settleTopics(ps, scanned < maxScan)
 	f.held.Store(ps.anyBlocked)
 	f.backlogLen.Set(float64(head - min(newLow, head)))
+	if time.Since(f.savedAt) >= cursorSaveInterval {
+		if err := f.saveCursors(ctx); err != nil {
+			return false, err
+		}
+	}
 	return scanned >= maxScan && !ps.anyBlocked, nil
+}
+
+// cursorSaveInterval is how often forwarding positions are saved while
+// messages go out (see Forwarder).
+const cursorSaveInterval = time.Second
+
+// saveCursors saves the positions not yet saved. They are saved even when
+// ctx has ended: what went out must not go out again after a restart.
+func (f *Forwarder) saveCursors(ctx context.Context) error {
+	f.savedAt = time.Now()
+	if len(f.unsaved) == 0 {
+		return nil
+	}
+	if err := f.store.SetCursors(context.WithoutCancel(ctx), f.unsaved); err != nil {
+		return fmt.Errorf("save forwarding positions: %w", err) // kept for the next try
+	}
+	clear(f.unsaved)
+	return nil
+}
+
+// saveOnStop saves the positions when Run returns.
+func (f *Forwarder) saveOnStop(ctx context.Context) {
+	if err := f.saveCursors(ctx); err != nil {
+		f.log.Warn("forwarding positions not saved on stop: the last messages may go out again after a restart", "err", err)
+	}
 }
 
 // passState is one pass's progress.

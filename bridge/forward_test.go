@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,5 +268,52 @@ func TestForwarderGossipsOnlyTipsOfBacklog(t *testing.T) {
 	storeChain(t, s, part, "live", 1)
 	if got := waitPublished(t, o, part, want+1); len(got) != want+1 {
 		t.Fatal("live message not forwarded after the backlog")
+	}
+}
+
+// countingLog counts the synced position writes of a forwarder.
+type countingLog struct {
+	*storage.Store
+	saves atomic.Int64
+}
+
+func (l *countingLog) SetCursors(ctx context.Context, cursors map[string]uint64) error {
+	l.saves.Add(1)
+	return l.Store.SetCursors(ctx, cursors)
+}
+
+// Messages committed one after another go out at once, each pass woken by
+// its commit, without a synced position write per pass; the positions
+// are saved when the forwarder stops, so a restart sends nothing twice.
+func TestForwarderSavesPositionsLazily(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/lazy"}
+	o := &fakeOverlay{peers: map[streamr.StreamPartID]bool{part: true}, got: map[streamr.StreamPartID][]int32{}}
+	log := &countingLog{Store: s}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := NewForwarder(log, o, ForwardConfig{Retry: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	const n = 20
+	for i := 1; i <= n; i++ {
+		storeMessages(t, s, part, 1)
+		f.Notify() // as the commit does
+		if got := waitPublished(t, o, part, i); len(got) != i {
+			t.Fatalf("commit %d: %d messages published", i, len(got))
+		}
+	}
+	if saves := log.saves.Load(); saves > 1 {
+		t.Errorf("%d synced position writes for %d passes within %s, want at most 1", saves, n, cursorSaveInterval)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	o2 := &fakeOverlay{peers: map[streamr.StreamPartID]bool{part: true}, got: map[streamr.StreamPartID][]int32{}}
+	stop := runForwarder(t, s, o2)
+	defer stop()
+	time.Sleep(50 * time.Millisecond) // five retry intervals for a duplicate to show
+	if got := o2.published(part); len(got) != 0 {
+		t.Fatalf("a restarted forwarder sent %d messages again", len(got))
 	}
 }

@@ -60,6 +60,24 @@ func (s *signer) calibrate(ctx context.Context) {
 		"sign_in_commit", fastest <= time.Duration(s.maxPresign.Load()))
 }
 
+// observeFastest lowers the calibrated speed to d if d is faster. A key
+// calibrated as too slow to sign in the commit (on a CPU busy at start)
+// begins to once one of its signatures shows it is fast enough.
+func (s *signer) observeFastest(d time.Duration) {
+	for {
+		cal := s.calibrated.Load()
+		if cal == 0 || int64(d) >= cal {
+			return // not calibrated (never presigning), or not faster
+		}
+		if s.calibrated.CompareAndSwap(cal, int64(d)) {
+			if limit := s.maxPresign.Load(); cal > limit && int64(d) <= limit {
+				s.p.log.Info("signing speed measured again: signing in the commit from now on", "per_signature", d.String())
+			}
+			return
+		}
+	}
+}
+
 // Presign implements storage.Presigner. It declines (nil) for a slow or
 // uncalibrated signer and while the clock policy holds readings; the
 // store then keeps the readings pending for Run.

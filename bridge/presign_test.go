@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,5 +59,67 @@ func TestFastSignerSignsInCommit(t *testing.T) {
 	}
 	if len(last) != clients {
 		t.Fatalf("%d chains, want one per client (%d)", len(last), clients)
+	}
+}
+
+// slowStartSigner is slow for its first signatures only, like a key
+// calibrated while the CPU was busy at start.
+type slowStartSigner struct {
+	*streamr.EVMKey
+	slow atomic.Int64 // signatures left that take 20 ms
+}
+
+func (s *slowStartSigner) Sign(ctx context.Context, payload []byte) ([]byte, error) {
+	if s.slow.Add(-1) >= 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s.EVMKey.Sign(ctx, payload)
+}
+
+// TestSlowStartSignerSignsInCommitLater checks that a fast key calibrated
+// as slow (its start-up signatures were delayed) signs in the commit once
+// one of its signatures shows its speed: readings are then signed when
+// their PUBACK arrives, not stored pending for the background signer.
+func TestSlowStartSignerSignsInCommitLater(t *testing.T) {
+	key, err := streamr.GenerateEVMKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := &slowStartSigner{EVMKey: key}
+	signer.slow.Store(1) // calibration stops at one signature over the limit
+	g := startTestGateway(t, gatewayOptions{signer: signer})
+	limit := time.Duration(g.pipeline.signer.maxPresign.Load())
+	if raceEnabled { // the race detector slows signing
+		limit = 10 * time.Millisecond
+		g.pipeline.signer.maxPresign.Store(int64(limit))
+	}
+	for g.pipeline.signer.calibrated.Load() == 0 {
+		time.Sleep(time.Millisecond) // Run calibrates first
+	}
+	if cal := time.Duration(g.pipeline.signer.calibrated.Load()); cal <= limit {
+		t.Fatalf("calibrated at %s, want slower than the %s limit", cal, limit)
+	}
+	part := streamr.StreamPartID{Stream: streamr.StreamID(streamr.UserID(key.PublisherID()) + "/later/data")}
+	// The first reading is signed behind, by the background signer, which
+	// sees that the key is fast.
+	if err := g.publish(t.Context(), "sensor-1", "later/data", `{"i":0}`); err != nil {
+		t.Fatal(err)
+	}
+	g.waitSigned(t, part, 1)
+	if cal := time.Duration(g.pipeline.signer.calibrated.Load()); cal > limit {
+		t.Fatalf("after a fast signature the speed is still %s, over the %s limit", cal, limit)
+	}
+	const n = 20
+	for i := 1; i <= n; i++ {
+		if err := g.publish(t.Context(), "sensor-1", "later/data", fmt.Sprintf(`{"i":%d}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending, err := g.store.Pending(0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs := g.messages(t, part); len(pending) != 0 || len(msgs) != n+1 {
+		t.Fatalf("after the last PUBACK: %d readings pending, %d of %d signed", len(pending), len(msgs), n+1)
 	}
 }

@@ -30,8 +30,10 @@ type signer struct {
 		chains   map[string]streamr.ChainState
 	}
 
-	// calibrated is the signer's speed measured at start (ns, 0 until
-	// then); perSignature is a moving average of signature wall time (ns).
+	// calibrated is the signer's speed (ns, 0 until measured at start):
+	// the fastest signature seen, at start or since, as scheduling delays
+	// only add time (a start on a busy CPU must not keep presigning off
+	// for good); perSignature is a moving average of signature wall time (ns).
 	calibrated   atomic.Int64
 	perSignature atomic.Int64
 	maxPresign   atomic.Int64 // slowest calibrated signature (ns) Presign accepts
@@ -180,6 +182,7 @@ func (s *signer) signOne(ctx context.Context, sm *storage.Signed) error {
 // observeSignature folds one signature's time into the moving average
 // (weight 1/16); concurrent updates may lose one, which an average allows.
 func (s *signer) observeSignature(d time.Duration) {
+	s.observeFastest(d)
 	old := s.perSignature.Load()
 	if old == 0 {
 		s.perSignature.Store(max(int64(d), 1))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -79,7 +80,16 @@ func (p deliveryPositions) SaveChainStates(ctx context.Context, states map[strin
 type Subscription struct {
 	parts    []streamr.StreamPartID
 	topic    string
+	pieces   []topicPiece // topic, parsed once: it is filled in for every message
 	metadata bool
+	// hasPublisher: the topic has {publisher}.
+	hasPublisher bool
+}
+
+// topicPiece is literal text, or a placeholder of a [[subscribe]] topic.
+type topicPiece struct {
+	text        string
+	placeholder string // "stream", "partition" or "publisher"; "": text
 }
 
 // CompileSubscription checks a [[subscribe]] table; index (0-based) names
@@ -94,9 +104,10 @@ func CompileSubscription(c SubscribeConfig, index int) (*Subscription, error) {
 	if s.topic == "" {
 		s.topic = "{stream}"
 	}
-	if err := checkSubscribeTopic(s.topic); err != nil {
+	if s.pieces, err = parseSubscribeTopic(s.topic); err != nil {
 		return nil, fmt.Errorf("%s: topic: %w", where, err)
 	}
+	s.hasPublisher = slices.Contains(s.pieces, topicPiece{placeholder: "publisher"})
 	partitions := c.Partitions
 	if len(partitions) == 0 {
 		partitions = []int{0}
@@ -114,24 +125,34 @@ func CompileSubscription(c SubscribeConfig, index int) (*Subscription, error) {
 // Parts returns the stream partitions the subscription delivers.
 func (s *Subscription) Parts() []streamr.StreamPartID { return s.parts }
 
-func checkSubscribeTopic(t string) error {
+// parseSubscribeTopic splits a topic template into literal text and
+// placeholders.
+func parseSubscribeTopic(t string) ([]topicPiece, error) {
 	if strings.ContainsAny(t, "+#") {
-		return fmt.Errorf("%q: a topic to publish on cannot contain wildcards", t)
+		return nil, fmt.Errorf("%q: a topic to publish on cannot contain wildcards", t)
 	}
+	var pieces []topicPiece
 	rest := t
 	for {
 		open := strings.IndexByte(rest, '{')
 		if open < 0 {
-			return nil
+			if rest != "" {
+				pieces = append(pieces, topicPiece{text: rest})
+			}
+			return pieces, nil
 		}
 		end := strings.IndexByte(rest[open:], '}')
 		if end < 0 {
-			return fmt.Errorf("%q: unclosed '{'", t)
+			return nil, fmt.Errorf("%q: unclosed '{'", t)
 		}
 		switch name := rest[open+1 : open+end]; name {
 		case "stream", "partition", "publisher":
+			if open > 0 {
+				pieces = append(pieces, topicPiece{text: rest[:open]})
+			}
+			pieces = append(pieces, topicPiece{placeholder: name})
 		default:
-			return fmt.Errorf("%q: unknown placeholder {%s}: want {stream}, {partition} or {publisher}", t, name)
+			return nil, fmt.Errorf("%q: unknown placeholder {%s}: want {stream}, {partition} or {publisher}", t, name)
 		}
 		rest = rest[open+end+1:]
 	}
@@ -140,7 +161,7 @@ func checkSubscribeTopic(t string) error {
 // Deliverer publishes messages received from the overlay on local MQTT,
 // in chain order and without duplicates (through an Orderer).
 type Deliverer struct {
-	self    string // our publisher ID as "0x…": our own messages are not echoed
+	self    []byte // our publisher ID: our own messages are not echoed
 	broker  LocalBroker
 	order   *Orderer
 	log     *slog.Logger
@@ -172,7 +193,7 @@ func NewDeliverer(self []byte, broker LocalBroker, order *Orderer, reg prometheu
 	if reg != nil {
 		reg.MustRegister(m.delivered, m.dropped)
 	}
-	return &Deliverer{self: streamr.UserID(self), broker: broker, order: order, log: componentLogger(log, "delivery"), metrics: m, joined: make(chan struct{})}
+	return &Deliverer{self: bytes.Clone(self), broker: broker, order: order, log: componentLogger(log, "delivery"), metrics: m, joined: make(chan struct{})}
 }
 
 // Run joins the overlay of every partition of every subscription, then
@@ -212,7 +233,7 @@ func (d *Deliverer) join(overlay Overlay, subs []*Subscription) error {
 func (d *Deliverer) handler(s *Subscription) func(*streamr.StreamMessage, []byte) {
 	publish := func(m *streamr.StreamMessage, _ []byte) { d.deliver(s, m) }
 	return func(m *streamr.StreamMessage, encoded []byte) {
-		if m.ID.PublisherHex() == d.self {
+		if bytes.Equal(m.ID.PublisherID, d.self) {
 			d.metrics.dropped.WithLabelValues("own_message").Inc()
 			return
 		}
@@ -251,7 +272,6 @@ func (d *Deliverer) undecrypted(m *streamr.StreamMessage, err error) {
 }
 
 func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
-	publisher := m.ID.PublisherHex()
 	c := m.Content()
 	switch {
 	case c == nil:
@@ -268,6 +288,10 @@ func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 			return
 		}
 		m = plain
+	}
+	var publisher string // hex, only where the topic or the metadata shows it
+	if s.metadata || s.hasPublisher {
+		publisher = m.ID.PublisherHex()
 	}
 	payload, err := s.payload(m, publisher, d.order.IsHistory(m))
 	if err != nil {
@@ -289,12 +313,23 @@ func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 }
 
 func (s *Subscription) mqttTopic(m *streamr.StreamMessage, publisher string) string {
-	r := strings.NewReplacer(
-		"{stream}", string(m.ID.StreamID),
-		"{partition}", strconv.Itoa(int(m.ID.StreamPartition)),
-		"{publisher}", publisher,
-	)
-	return r.Replace(s.topic)
+	if len(s.pieces) == 1 && s.pieces[0].placeholder == "stream" {
+		return string(m.ID.StreamID) // the default, "{stream}"
+	}
+	var b strings.Builder
+	for _, p := range s.pieces {
+		switch p.placeholder {
+		case "stream":
+			b.WriteString(string(m.ID.StreamID))
+		case "partition":
+			b.WriteString(strconv.Itoa(int(m.ID.StreamPartition)))
+		case "publisher":
+			b.WriteString(publisher)
+		default:
+			b.WriteString(p.text)
+		}
+	}
+	return b.String()
 }
 
 // payload is the content, or the Streamr node's payloadMetadata envelope.

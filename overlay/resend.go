@@ -287,48 +287,85 @@ func resendStatusErr(st *pb.Status) error {
 
 // readResend reads and validates the messages of an OK answer. Any
 // invalid message, or more than the limits allow, fails the whole answer;
-// a message that fails validation also penalises the peer.
+// a message that fails validation also penalises the peer. Each chunk of
+// frames is validated on every core while the next one is read, so the
+// answer streams in while the cores verify signatures.
 func (n *Node) readResend(s io.Reader, from peer.ID, q streamr.ResendQuery) ([]Delivery, bool, error) {
-	v := n.validatorFor(q.Part)
-	limit := n.cfg.Resend.MaxMessages
+	a := &answerReader{n: n, v: n.validatorFor(q.Part), from: from, q: q, limit: n.cfg.Resend.MaxMessages}
 	if q.Last > 0 {
-		limit = min(limit, q.Last)
+		a.limit = min(a.limit, q.Last)
 	}
 	rr := streamr.NewRawReader(s, n.cfg.Limits.MaxMessageBytes)
-	var out []Delivery
-	var prev streamr.MessageRef
-	total := 0
+	var pending <-chan []checked // validation of the chunk read before
+	var pendingFrames [][]byte
+	read := 0
 	for {
-		frames, eof, err := readFrames(rr, validateChunk, q.Limit-len(out), q.Limit > 0)
+		frames, eof, err := readFrames(rr, validateChunk, q.Limit-read, q.Limit > 0)
+		if pending != nil {
+			if aerr := a.accept(pendingFrames, <-pending); aerr != nil {
+				return nil, false, aerr
+			}
+			pending = nil
+		}
 		if errors.Is(err, streamr.ErrFrameTooLarge) {
 			n.penaliseResend(from, q.Part, err)
 			return nil, false, fmt.Errorf("%w: %w", ErrInvalidResend, err)
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("read message %d: %w", len(out)+len(frames)+1, err)
+			return nil, false, fmt.Errorf("read message %d: %w", read+len(frames)+1, err)
 		}
-		for i, c := range checkParallel(v, frames) {
-			if c.verdict == reject {
-				n.penaliseResend(from, q.Part, c.err)
-			}
-			if c.err != nil {
-				return nil, false, fmt.Errorf("%w: message %d: %w", ErrInvalidResend, len(out)+1, c.err)
-			}
-			total += len(frames[i])
-			if err := checkAnswer(&q, c.m, prev, len(out)+1, limit, total, n.cfg.Resend.MaxBytes); err != nil {
-				n.penaliseResend(from, q.Part, err)
+		read += len(frames)
+		cut := q.Limit > 0 && read == q.Limit
+		if eof || cut {
+			if err := a.accept(frames, checkParallel(a.v, frames)); err != nil {
 				return nil, false, err
 			}
-			prev = c.m.ID.Ref()
-			out = append(out, Delivery{Envelope: streamr.Envelope{Msg: c.m, Encoded: frames[i]}, From: from.String()})
+			return a.out, cut, nil
 		}
-		switch {
-		case eof:
-			return out, false, nil
-		case q.Limit > 0 && len(out) == q.Limit:
-			return out, true, nil
-		}
+		pending, pendingFrames = checkAsync(a.v, frames), frames
 	}
+}
+
+// answerReader collects the validated messages of one resend answer.
+type answerReader struct {
+	n     *Node
+	v     *validator
+	from  peer.ID
+	q     streamr.ResendQuery
+	limit int // most messages the answer may hold
+	out   []Delivery
+	prev  streamr.MessageRef
+	total int // bytes
+}
+
+// accept appends a validated chunk of the answer, in order, or fails the
+// answer at its first message that is invalid or not one the query asked
+// for.
+func (a *answerReader) accept(frames [][]byte, checks []checked) error {
+	for i, c := range checks {
+		if c.verdict == reject {
+			a.n.penaliseResend(a.from, a.q.Part, c.err)
+		}
+		if c.err != nil {
+			return fmt.Errorf("%w: message %d: %w", ErrInvalidResend, len(a.out)+1, c.err)
+		}
+		a.total += len(frames[i])
+		if err := checkAnswer(&a.q, c.m, a.prev, len(a.out)+1, a.limit, a.total, a.n.cfg.Resend.MaxBytes); err != nil {
+			a.n.penaliseResend(a.from, a.q.Part, err)
+			return err
+		}
+		a.prev = c.m.ID.Ref()
+		a.out = append(a.out, Delivery{Envelope: streamr.Envelope{Msg: c.m, Encoded: frames[i]}, From: a.from.String()})
+	}
+	return nil
+}
+
+// checkAsync validates frames like checkParallel, in the background; the
+// channel yields the result once.
+func checkAsync(v *validator, frames [][]byte) <-chan []checked {
+	done := make(chan []checked, 1)
+	go func() { done <- checkParallel(v, frames) }()
+	return done
 }
 
 // validateChunk is how many frames of a resend answer are read before

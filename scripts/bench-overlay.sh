@@ -14,6 +14,17 @@
 #   scripts/bench-overlay.sh            # 10 s per scenario
 #   DURATION=30s scripts/bench-overlay.sh
 #   SCENARIOS=drain scripts/bench-overlay.sh   # only the drain ("pair": only the two load scenarios)
+#   SCENARIOS="limits p2000" scripts/bench-overlay.sh # only the limits and the 2,000 msg/s pair
+#
+# Physical limits, measured in the same run (SCENARIOS token "limits", on by
+# default): the fsync latency a synced commit waits for on this disk
+# (bench/fsyncprobe in the state directory's file system), and the CPU of
+# the crypto every reading needs — sign+encode on A (BenchmarkSignEncodeEVM)
+# and decode+verify on B (BenchmarkDecodeVerifyEVM), each on one core. The
+# end-to-end p99 is set against fsync p99 + sign + verify (the latency
+# floor of a reading that is durable before it is forwarded), the
+# throughput at max load against the crypto-only rate on all cores
+# (nproc / (sign + verify)).
 #
 # Every figure is printed as a ratio to its peer or target from the same
 # run, with the load average at its start and end.
@@ -22,7 +33,7 @@ shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
-SCENARIOS=${SCENARIOS:-pair drain}
+SCENARIOS=${SCENARIOS:-limits pair drain}
 MOSQ_PORT=${MOSQ_PORT:-18841}
 A_MQTT=${A_MQTT:-18842} A_HTTP=${A_HTTP:-18843} A_P2P=${A_P2P:-18844}
 B_MQTT=${B_MQTT:-18845} B_HTTP=${B_HTTP:-18846} B_P2P=${B_P2P:-18847}
@@ -31,6 +42,7 @@ source scripts/bench-lib.sh
 bench_setup
 ensure_mosquitto
 build_tools
+go build -o "$work/fsyncprobe" ./bench/fsyncprobe
 
 overlay_table() { # port [bootstrap]
 	echo "[overlay]
@@ -160,10 +172,36 @@ verify_limit() {
 	note_load "verify-$1" end
 }
 
+# crypto_limit: sign+encode and decode+verify on one core, from the same
+# build (the fastest of 3 runs each: scheduling only adds time).
+crypto_limit() {
+	[ -x "$work/streamr.test" ] || go test -c -o "$work/streamr.test" ./streamr/
+	note_load crypto start
+	for b in SignEncodeEVM DecodeVerifyEVM; do
+		GOMAXPROCS=1 "$work/streamr.test" -test.run '^$' -test.bench "Benchmark$b\$" -test.benchtime 1s -test.count 3 |
+			awk "/Benchmark$b/ {print \$3}" | sort -n | head -1 >"$work/crypto-$b-ns.txt"
+	done
+	note_load crypto end
+}
+
+# fsync_limit: fsync latency on the bridges' disk while nothing else of
+# this benchmark runs.
+fsync_limit() {
+	note_load fsync start
+	"$work/fsyncprobe" -dir "$work" -duration 5s >"$work/fsync.json"
+	note_load fsync end
+}
+
 echo "running: duration $DURATION per scenario, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)" >&2
+case " $SCENARIOS " in *" limits "*)
+	crypto_limit
+	fsync_limit
+esac
 case " $SCENARIOS " in *" pair "*)
 	run_mosquitto max 0 "$MOSQ_PORT"
 	run_pair max 0
+esac
+case " $SCENARIOS " in *" pair "* | *" p2000 "*)
 	run_mosquitto 2000 2000 "$MOSQ_PORT"
 	run_pair 2000 2000
 esac
@@ -173,31 +211,53 @@ case " $SCENARIOS " in *" drain "*)
 	verify_limit after
 esac
 
-python3 - "$work" "$SCENARIOS" <<'EOF'
-import json, sys
-w, scenarios = sys.argv[1], sys.argv[2].split()
+python3 - "$work" "$SCENARIOS" "$(nproc)" <<'EOF'
+import json, os, sys
+w, scenarios, cores = sys.argv[1], sys.argv[2].split(), int(sys.argv[3])
 def load(name): return json.load(open(f"{w}/{name}.json"))
+def have(name): return os.path.exists(f"{w}/{name}.json")
 def la(name):
     l = load(f"load-{name}")
     return f"load {l['start']:.1f}-{l['end']:.1f}"
-if "pair" in scenarios:
+limits = None
+if "limits" in scenarios:
+    sign = float(open(f"{w}/crypto-SignEncodeEVM-ns.txt").read()) / 1e3
+    verify = float(open(f"{w}/crypto-DecodeVerifyEVM-ns.txt").read()) / 1e3
+    fs = load("fsync")
+    crypto_rate = cores * 1e6 / (sign + verify)
+    floor = fs["p99_ms"] + (sign + verify) / 1e3
+    limits = dict(rate=crypto_rate, floor=floor)
+    print(f"physical limits: sign+encode {sign:.1f} us, decode+verify {verify:.1f} us per reading on one core ({la('crypto')}); "
+          f"crypto-only rate on {cores} cores {crypto_rate:.0f} msg/s; fsync p50 {fs['p50_ms']:.2f} ms, p99 {fs['p99_ms']:.2f} ms "
+          f"({fs['syncs']} syncs, {la('fsync')}); e2e latency floor = fsync p99 + sign + verify = {floor:.2f} ms\n")
+scs = [sc for sc in ("max", "2000") if have(f"bridge-{sc}")]
+if scs:
     print("| scenario | path | acked msg/s | recv msg/s | e2e p50 ms | e2e p99 ms | received of acked | load |")
     print("|---|---|---|---|---|---|---|---|")
-    for sc in ("max", "2000"):
+    for sc in scs:
         for b, label in (("mosquitto", "mosquitto (one broker)"), ("bridge", "bridge A → overlay → bridge B")):
             r = load(f"{b}-{sc}")
             print(f"| {sc} | {label} | {r['ack_rate']:.0f} | {r['recv_rate']:.0f} | {r['e2e_p50_ms']:.2f} | {r['e2e_p99_ms']:.2f} | {r['received']}/{r['acked']} | {la(b + '-' + sc)} |")
+    print()
+if "max" in scs:
     m, b = load("mosquitto-max"), load("bridge-max")
-    print(f"\nend-to-end throughput ratio bridges/mosquitto (max, received msg/s): {b['recv_rate']/max(m['recv_rate'],1):.2f} (target >= 1.0)")
+    line = f"end-to-end throughput at max load (received msg/s): bridges/mosquitto {b['recv_rate']/max(m['recv_rate'],1):.2f} (target >= 1.0)"
+    if limits:
+        line += f", bridges/crypto-only limit {b['recv_rate']/limits['rate']:.2f} ({b['recv_rate']:.0f} of {limits['rate']:.0f} msg/s)"
+    print(line + f" ({la('bridge-max')}; mosquitto {la('mosquitto-max')})")
+if "2000" in scs:
     m2, b2 = load("mosquitto-2000"), load("bridge-2000")
-    print(f"end-to-end p99 at 2,000 msg/s: bridges {b2['e2e_p99_ms']:.2f} ms = {b2['e2e_p99_ms']/5:.2f}x the 5 ms target, "
-          f"{b2['e2e_p99_ms']/max(m2['e2e_p99_ms'],0.01):.1f}x mosquitto's {m2['e2e_p99_ms']:.2f} ms ({la('bridge-2000')}; mosquitto {la('mosquitto-2000')})")
-    for sc in ("max", "2000"):
-        p = load(f"bridge-{sc}-proc")
-        a, bb = p['a_vmhwm_kb']/1024, p['b_vmhwm_kb']/1024
-        split = lambda x: f"anon {p[x]['anon_kb']/1024:.1f}, file {p[x]['file_kb']/1024:.1f} MB"
-        print(f"{sc}: peak RSS bridge A {a:.1f} MB = {a/64:.2f}x, bridge B {bb:.1f} MB = {bb/64:.2f}x the 64 MB target "
-              f"(at the end: A {split('a')}; B {split('b')}; {la('bridge-' + sc)})")
+    line = (f"end-to-end p99 at 2,000 msg/s: bridges {b2['e2e_p99_ms']:.2f} ms = {b2['e2e_p99_ms']/5:.2f}x the 5 ms target, "
+            f"{b2['e2e_p99_ms']/max(m2['e2e_p99_ms'],0.01):.1f}x mosquitto's {m2['e2e_p99_ms']:.2f} ms")
+    if limits:
+        line += f", {b2['e2e_p99_ms']/limits['floor']:.1f}x the floor of {limits['floor']:.2f} ms"
+    print(line + f" ({la('bridge-2000')}; mosquitto {la('mosquitto-2000')}); p50 {b2['e2e_p50_ms']:.2f} ms vs mosquitto {m2['e2e_p50_ms']:.2f} ms")
+for sc in scs:
+    p = load(f"bridge-{sc}-proc")
+    a, bb = p['a_vmhwm_kb']/1024, p['b_vmhwm_kb']/1024
+    split = lambda x: f"anon {p[x]['anon_kb']/1024:.1f}, file {p[x]['file_kb']/1024:.1f} MB"
+    print(f"{sc}: peak RSS bridge A {a:.1f} MB = {a/64:.2f}x, bridge B {bb:.1f} MB = {bb/64:.2f}x the 64 MB target "
+          f"(at the end: A {split('a')}; B {split('b')}; {la('bridge-' + sc)})")
 if "drain" in scenarios:
     d, md = load("drain"), load("mosq-drain")
     rate, mrate = d["n"] / d["seconds"], md["n"] / md["seconds"]

@@ -103,12 +103,15 @@ func verifyEVM(publisher, payload, sig []byte) error {
 	rsv := make([]byte, evmSignatureLen)
 	copy(rsv, sig)
 	rsv[64] -= 27
-	pub, err := crypto.SigToPub(EVMHash(payload), rsv)
+	// The recovered key is compared as bytes: libsecp256k1 returns a
+	// point on the curve, so decoding it (a big-integer curve check) and
+	// encoding it again for the address would only cost time.
+	pub, err := crypto.Ecrecover(EVMHash(payload), rsv)
 	if err != nil {
 		return fmt.Errorf("recover EVM signer: %w", err)
 	}
-	if addr := crypto.PubkeyToAddress(*pub); !bytes.Equal(addr[:], publisher) {
-		return fmt.Errorf("%w: recovered %s, publisher %s", ErrBadSignature, UserID(addr[:]), UserID(publisher))
+	if addr := crypto.Keccak256(pub[1:])[12:]; !bytes.Equal(addr, publisher) {
+		return fmt.Errorf("%w: recovered %s, publisher %s", ErrBadSignature, UserID(addr), UserID(publisher))
 	}
 	return nil
 }
