@@ -240,7 +240,7 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 		id := fmt.Sprintf("%s-%d", lc.Type, i)
 		writes := writeLimits{timeout: cfg.WriteTimeout, maxBuffer: cfg.MaxClientBuffer, onSlow: b.slowClient,
 			maxPerSource: cfg.MaxConnsPerSource, onSourceFull: b.sourceFull}
-		b.listeners = append(b.listeners, newListener(id, lc, cert, cfg.ConnectTimeout, writes, b.reportFatal))
+		b.listeners = append(b.listeners, newListener(id, lc, cert, cfg.ConnectTimeout, writes, b.reportFatal, b.sessions.gates.release))
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newCollector(b.Stats)); err != nil {

@@ -28,7 +28,8 @@ type listener struct {
 	cert           *certificate // nil for tcp and ws; replaced by Broker.Reload
 	connectTimeout time.Duration
 	writes         writeLimits
-	fail           func(error) // reports a fatal accept error to Broker.Run
+	fail           func(error)    // reports a fatal accept error to Broker.Run
+	connDone       func(net.Conn) // called as mochi is done with a connection (clientGates.release)
 
 	log       *slog.Logger
 	ln        net.Listener
@@ -57,7 +58,7 @@ type writeLimits struct {
 	onSourceFull func(remote string, limit int)
 }
 
-func newListener(id string, cfg Listener, cert *certificate, connectTimeout time.Duration, writes writeLimits, fail func(error)) *listener {
+func newListener(id string, cfg Listener, cert *certificate, connectTimeout time.Duration, writes writeLimits, fail func(error), connDone func(net.Conn)) *listener {
 	return &listener{
 		id:             id,
 		kind:           cfg.Type,
@@ -66,6 +67,7 @@ func newListener(id string, cfg Listener, cert *certificate, connectTimeout time
 		connectTimeout: connectTimeout,
 		writes:         writes,
 		fail:           fail,
+		connDone:       connDone,
 		conns:          map[net.Conn]struct{}{},
 		perSource:      map[string]int{},
 		done:           make(chan struct{}),
@@ -208,7 +210,10 @@ func (l *listener) serveConn(c net.Conn) {
 	_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
 	remote := c.RemoteAddr().String()
 	wq := newWriteQueue(c, l.writes.timeout, l.writes.maxBuffer, func(reason string) { l.writes.onSlow(remote, reason) })
-	if err := l.establish(l.id, newTopicCheck(wq, wq.final)); err != nil && !isDisconnect(err) {
+	conn := newTopicCheck(wq, wq.final)
+	err := l.establish(l.id, conn)
+	l.connDone(conn)
+	if err != nil && !isDisconnect(err) {
 		l.log.Debug("client connection ended", "remote", remote, "err", err)
 	}
 	_ = wq.Close()

@@ -79,6 +79,7 @@ type sessions struct {
 	replays sync.Map       // *mqtt.Client -> *replay: set from OnSessionEstablish until its resend is done
 	late    sync.WaitGroup // sendLate goroutines; Broker.Run waits for them
 	hidden  sync.Map       // *mqtt.Client -> packets.Packet: hidden for a SUBSCRIBE/UNSUBSCRIBE check
+	gates   *clientGates   // released by the listeners as mochi is done with a connection
 
 	stats sessionCounters
 }
@@ -148,7 +149,7 @@ func newSessions(srv *mqtt.Server, store SessionStore, limits sessionLimits, log
 	return &sessions{
 		srv: srv, commit: newCommitter(store, log), log: log, rlog: rlog,
 		maxMessages: limits.maxMessages, maxBytes: limits.maxBytes, maxTotal: limits.maxTotal,
-		byID: make(map[string]*session), nextSeq: 1, all: list.New(),
+		byID: make(map[string]*session), nextSeq: 1, all: list.New(), gates: newClientGates(),
 	}
 }
 
@@ -186,6 +187,9 @@ func (h *sessions) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 // OnSessionEstablish runs before mochi inherits an existing session: it records whether the
 // new connection's session persists, and forgets the old one on a clean start.
 func (h *sessions) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Net.Conn != nil {
+		h.gates.hold(h.ctx, cl.ID, cl.Net.Conn) // until the CONNACK is encoded (OnPacketEncode)
+	}
 	if pk.Connect.Clean {
 		h.forget(cl.ID) // a clean start discards the previous session (MQTT-3.1.2-4)
 	}
@@ -272,6 +276,12 @@ func (h *sessions) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 		return // the new connection owns the session now, or mochi is restoring it (server.go:1670)
 	}
 	if expire {
+		// Until mochi has deleted the client (the listener releases the gate then), a new
+		// connection of the ID waits; one that got in first has taken this one over by now.
+		h.gates.hold(h.ctx, cl.ID, cl.Net.Conn)
+		if cl.IsTakenOver() {
+			return
+		}
 		h.mu.Lock()
 		s := h.byID[cl.ID]
 		mine := s == nil || s.owner == cl
@@ -593,8 +603,13 @@ func (h *sessions) unindex(s *session, m *queuedMsg) {
 // not yet stored is withheld (the client gets it after the restart) by making its encoding
 // fail. It runs before WritePacket takes the client's lock.
 func (h *sessions) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Connack && pk.SessionPresent {
-		h.takeOver(cl)
+	if pk.FixedHeader.Type == packets.Connack {
+		if pk.SessionPresent {
+			h.takeOver(cl)
+		}
+		if cl.Net.Conn != nil {
+			h.gates.release(cl.Net.Conn) // mochi has listed cl as the ID's client
+		}
 		return pk
 	}
 	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 {
