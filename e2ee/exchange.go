@@ -99,6 +99,7 @@ type Exchange struct {
 	metrics *metrics
 	limits  *logLimiter
 
+	kxMu   sync.Mutex // held while the key exchange key is made (exchangeKey)
 	mu     sync.Mutex
 	topics map[streamr.StreamPartID]Topic
 	pub    publisherState

@@ -191,3 +191,51 @@ func TestCloseEndsWaits(t *testing.T) {
 	}
 	part.wg.Wait()
 }
+
+// gatedSecrets holds the first read of the key exchange key until released, standing in for
+// the seconds a 4096-bit RSA key takes to make on a Pi.
+type gatedSecrets struct {
+	memSecrets
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (s *gatedSecrets) Secret(name string) ([]byte, bool, error) {
+	if len(name) > 3 && name[:3] == "kx/" {
+		s.once.Do(func() { close(s.entered); <-s.release })
+	}
+	return s.memSecrets.Secret(name)
+}
+
+// Making the key exchange key leaves the exchange's state free: decrypting with known keys and
+// answering requests go on meanwhile. It used to hold the lock for the whole key generation.
+func TestExchangeKeyMadeWithoutTheLock(t *testing.T) {
+	secrets := &gatedSecrets{memSecrets: memSecrets{m: map[string][]byte{}},
+		entered: make(chan struct{}), release: make(chan struct{})}
+	x, err := New(Config{Signer: genKey(t), Secrets: secrets, KeyType: streamr.AsymmetricMLKEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	made := make(chan error, 2)
+	for range 2 { // the second waits for the first and gets the same key
+		go func() { _, err := x.exchangeKey(context.Background()); made <- err }()
+	}
+	<-secrets.entered
+	free := x.mu.TryLock()
+	if free {
+		x.mu.Unlock()
+	}
+	close(secrets.release)
+	if !free {
+		t.Error("the exchange's lock is held while the key exchange key is made")
+	}
+	for range 2 {
+		if err := <-made; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(secrets.m) != 1 {
+		t.Errorf("stored %d key exchange keys, want 1", len(secrets.m))
+	}
+}

@@ -280,12 +280,16 @@ func (x *Exchange) request(ctx context.Context, part streamr.StreamPartID, p *pe
 }
 
 // exchangeKey returns our key exchange key pair, made and stored on first
-// use (a 4096-bit RSA key takes seconds on a Pi).
+// use. Making it takes seconds on a Pi (a 4096-bit RSA key), so it runs under
+// kxMu only: x.mu stays free for decrypting and answering meanwhile.
 func (x *Exchange) exchangeKey(ctx context.Context) (streamr.KeyExchangeKey, error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.sub.kx != nil {
-		return x.sub.kx, nil
+	if kx := x.currentExchangeKey(); kx != nil {
+		return kx, nil
+	}
+	x.kxMu.Lock()
+	defer x.kxMu.Unlock()
+	if kx := x.currentExchangeKey(); kx != nil {
+		return kx, nil // made while we waited
 	}
 	name := "kx/" + x.cfg.KeyType.String()
 	stored, ok, err := x.cfg.Secrets.Secret(name)
@@ -311,8 +315,16 @@ func (x *Exchange) exchangeKey(ctx context.Context) (streamr.KeyExchangeKey, err
 			return nil, err
 		}
 	}
+	x.mu.Lock()
 	x.sub.kx = kx
+	x.mu.Unlock()
 	return kx, nil
+}
+
+func (x *Exchange) currentExchangeKey() streamr.KeyExchangeKey {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.sub.kx
 }
 
 // receive stores the keys of a GroupKeyResponse to one of our requests.
