@@ -80,6 +80,10 @@ func peerScoreParams() *pubsub.PeerScoreParams {
 		DecayInterval:             time.Second,
 		DecayToZero:               0.01,
 		RetainScore:               10 * time.Minute, // a penalised peer cannot reconnect to a clean slate
+		// A delivery record lives as long as the message's seen entry: the
+		// default (pubsub's global 120 s) kept 240,000 records alive at
+		// 2,000 msg/s, about 15 MB of a 48 MiB heap.
+		SeenMsgTTL: seenTTL,
 	}
 }
 
