@@ -103,6 +103,7 @@ type Orderer struct {
 	chains  chainTable
 	held    int // messages held, all chains
 	dirty   map[string]streamr.ChainState
+	keyBuf  []byte // a position key being looked up, under mu
 	wake    chan struct{}
 	fills   sync.WaitGroup // resend requests in flight
 	filling int            // how many, under mu
@@ -401,12 +402,13 @@ func (o *Orderer) skipGap(c *orderedChain) {
 // memory. It returns nil (and counts why) when m may not take a chain up:
 // too old for a chain without a position, or over a chain limit.
 func (o *Orderer) chain(m *streamr.StreamMessage, deliver Deliver) (*orderedChain, error) {
-	key := o.positionKey(m)
+	o.keyBuf = streamr.AppendPositionKey(o.keyBuf[:0], o.cfg.Name, &m.ID)
 	now := o.cfg.Now()
-	if c := o.chains.byKey[key]; c != nil {
+	if c := o.chains.byKey[string(o.keyBuf)]; c != nil { // no allocation per message
 		o.chains.touch(c, now)
 		return c, nil
 	}
+	key := string(o.keyBuf)
 	c := &orderedChain{key: key, part: m.ID.StreamPart(), pub: m.ID.PublisherID, id: m.ID.MsgChainID, deliver: deliver}
 	// The limits first: a flood of new chains at a limit costs no position read.
 	if limit := o.makeRoom(m.ID.PublisherHex()); limit != "" {

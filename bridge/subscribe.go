@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -177,6 +178,22 @@ func (d *Deliverer) SetKeyExchange(kx KeyExchange) { d.keys = kx }
 type deliveryMetrics struct {
 	delivered *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
+
+	mu     sync.Mutex
+	byPart map[streamr.StreamPartID]prometheus.Counter // delivered's series, by subscribed partition
+}
+
+// deliveredTo is the delivered counter of part, looked up without
+// formatting its label for every message.
+func (m *deliveryMetrics) deliveredTo(part streamr.StreamPartID) prometheus.Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.byPart[part]
+	if !ok {
+		c = m.delivered.WithLabelValues(part.String())
+		m.byPart[part] = c
+	}
+	return c
 }
 
 // NewDeliverer returns a Deliverer for the gateway whose publisher ID is
@@ -189,6 +206,7 @@ func NewDeliverer(self []byte, broker LocalBroker, order *Orderer, reg prometheu
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tributary_delivery_dropped_total", Help: "Overlay messages not delivered to local MQTT, by reason.",
 		}, []string{"reason"}),
+		byPart: make(map[streamr.StreamPartID]prometheus.Counter),
 	}
 	if reg != nil {
 		reg.MustRegister(m.delivered, m.dropped)
@@ -309,7 +327,7 @@ func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 		d.log.Warn("deliver to local MQTT", "topic", topic, "err", err)
 		return
 	}
-	d.metrics.delivered.WithLabelValues(m.ID.StreamPart().String()).Inc()
+	d.metrics.deliveredTo(m.ID.StreamPart()).Inc()
 }
 
 func (s *Subscription) mqttTopic(m *streamr.StreamMessage, publisher string) string {

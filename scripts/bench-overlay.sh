@@ -27,7 +27,9 @@
 # (nproc / (sign + verify)).
 #
 # Every figure is printed as a ratio to its peer or target from the same
-# run, with the load average at its start and end.
+# run, with the load average at its start and end. The pair scenarios also
+# print each bridge's CPU per reading during the load (from /proc), which
+# a shared machine's load moves far less than latency.
 set -euo pipefail
 shopt -s inherit_errexit # a failing command inside $(…) stops the script too
 cd "$(dirname "$0")/.."
@@ -81,10 +83,13 @@ $subs"
 	wait_port "$B_MQTT"
 	sleep 3 # overlay mesh forms (GossipSub heartbeat)
 	note_load "bridge-$1" start
+	local acpu bcpu; acpu=$(cpu_ticks "$apid") bcpu=$(cpu_ticks "$bpid")
 	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -sub-broker "127.0.0.1:$B_MQTT" -sub-topic "$addr/bench/#" \
 		-rate "$2" -duration "$DURATION" >"$work/bridge-$1.json"
 	note_load "bridge-$1" end
-	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid"), \"a\": {$(rss_split_kb "$apid")}, \"b\": {$(rss_split_kb "$bpid")}}" >"$work/bridge-$1-proc.json"
+	acpu=$(($(cpu_ticks "$apid") - acpu)) bcpu=$(($(cpu_ticks "$bpid") - bcpu))
+	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid"), \"a\": {$(rss_split_kb "$apid")}, \"b\": {$(rss_split_kb "$bpid")},
+ \"a_cpu_s\": $(python3 -c "print($acpu / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($bcpu / $(getconf CLK_TCK))")}" >"$work/bridge-$1-proc.json"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 }
 
@@ -148,6 +153,9 @@ CONF
 	echo "{\"n\": $n, \"seconds\": $(python3 -c "print($end - $start)")}" >"$work/mosq-drain.json"
 	kill "$pid"; wait "$pid" 2>/dev/null || true
 }
+
+# cpu_ticks PID: user + system CPU the process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 metric() { # http_port name: the metric's value as an integer (0 if absent)
 	python3 - "$1" "$2" <<'PY'
@@ -252,6 +260,11 @@ if "2000" in scs:
     if limits:
         line += f", {b2['e2e_p99_ms']/limits['floor']:.1f}x the floor of {limits['floor']:.2f} ms"
     print(line + f" ({la('bridge-2000')}; mosquitto {la('mosquitto-2000')}); p50 {b2['e2e_p50_ms']:.2f} ms vs mosquitto {m2['e2e_p50_ms']:.2f} ms")
+for sc in scs:
+    p, r = load(f"bridge-{sc}-proc"), load(f"bridge-{sc}")
+    # CPU per reading moves less with the shared machine's load than latency does.
+    print(f"{sc}: CPU per reading during the load: bridge A {1e6*p['a_cpu_s']/max(r['acked'],1):.0f} us (per acked), "
+          f"bridge B {1e6*p['b_cpu_s']/max(r['received'],1):.0f} us (per received) ({la('bridge-' + sc)})")
 for sc in scs:
     p = load(f"bridge-{sc}-proc")
     a, bb = p['a_vmhwm_kb']/1024, p['b_vmhwm_kb']/1024

@@ -1,5 +1,10 @@
 package streamr
 
+import (
+	"encoding/hex"
+	"strconv"
+)
+
 // StoredPositions names the positions of the storage node role
 // (bridge.Storer's Orderer): how far it holds each chain it stores, which
 // is what it acknowledges in receipts (storage.Store.Receipts).
@@ -16,5 +21,20 @@ func PositionPrefix(orderer string, part StreamPartID, publisher []byte) string 
 // PositionKey is the key of the position of id's chain: PositionPrefix
 // followed by the chain ID.
 func PositionKey(orderer string, id *MessageID) string {
-	return PositionPrefix(orderer, id.StreamPart(), id.PublisherID) + id.MsgChainID
+	return string(AppendPositionKey(nil, orderer, id))
+}
+
+// AppendPositionKey appends id's PositionKey to b. With room in b it does
+// not allocate: a subscriber looks every message's chain up by it.
+func AppendPositionKey(b []byte, orderer string, id *MessageID) []byte {
+	b = append(b, "delivered/"...)
+	b = append(b, orderer...)
+	b = append(b, 0)
+	b = append(b, id.StreamID...)
+	b = append(b, '#')
+	b = strconv.AppendInt(b, int64(id.StreamPartition), 10)
+	b = append(b, 0, '0', 'x')
+	b = hex.AppendEncode(b, id.PublisherID)
+	b = append(b, 0)
+	return append(b, id.MsgChainID...)
 }

@@ -10,4 +10,13 @@ func TestPositionKeyFormat(t *testing.T) {
 	if got := PositionKey(StoredPositions, id); got != want {
 		t.Errorf("PositionKey = %q, want %q", got, want)
 	}
+	if got := PositionPrefix(StoredPositions, id.StreamPart(), id.PublisherID) + id.MsgChainID; got != want {
+		t.Errorf("PositionPrefix + chain = %q, want %q", got, want)
+	}
+	if got := string(AppendPositionKey([]byte("x"), StoredPositions, id)); got != "x"+want {
+		t.Errorf("AppendPositionKey = %q, want %q", got, "x"+want)
+	}
+	if n := testing.AllocsPerRun(100, func() { AppendPositionKey(make([]byte, 0, 256)[:0], StoredPositions, id) }); n > 1 {
+		t.Errorf("AppendPositionKey allocates %.0f times with room in its buffer", n)
+	}
 }
