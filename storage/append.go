@@ -144,6 +144,9 @@ func (s *Store) commitLoop(ctx context.Context) {
 			s.stopped = true
 			s.mu.Unlock()
 			s.drain(signCtx)
+			if leftover, _ := s.land(); len(leftover) > 0 {
+				s.commitPending(leftover)
+			}
 			return
 		}
 	}
@@ -262,13 +265,22 @@ func (s *Store) drain(ctx context.Context) {
 	}
 }
 
-// commitBatch writes batch, signed by the presigner if it can, else
-// pending in as few synced transactions as Badger's transaction size limit
-// allows (one, unless readings are large), and reports each reading's
-// outcome once its transaction is durable.
+// commitBatch writes batch, signed by the presigner if it can (the last
+// presigned commit may still be in flight when it returns: see
+// presignBatch), else pending in as few synced transactions as Badger's
+// transaction size limit allows (one, unless readings are large).
 func (s *Store) commitBatch(ctx context.Context, batch []*appendReq) {
 	start := time.Now()
-	batch = s.presignBatch(ctx, batch)
+	if batch = s.presignBatch(ctx, batch); len(batch) > 0 {
+		s.commitPending(batch) // presigned commits observe their own time
+		s.m.observeCommit(time.Since(start))
+	}
+	s.space.maybeMeasure(s.log)
+}
+
+// commitPending stores batch pending (unsigned) and reports each reading's
+// outcome once its transaction is durable.
+func (s *Store) commitPending(batch []*appendReq) {
 	for len(batch) > 0 {
 		n, err := s.commitTxn(batch)
 		if err != nil {
@@ -281,8 +293,6 @@ func (s *Store) commitBatch(ctx context.Context, batch []*appendReq) {
 		}
 		batch = batch[n:]
 	}
-	s.m.observeCommit(time.Since(start))
-	s.space.maybeMeasure(s.log)
 }
 
 // commitTxn writes a prefix of batch, with the next-sequence counter, in
