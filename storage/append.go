@@ -176,12 +176,28 @@ func (s *Store) gather(ctx context.Context) {
 	}
 	t := time.NewTimer(w)
 	defer t.Stop()
+	// While a presigned commit is in flight, nothing can be committed
+	// before it lands: an expired window waits for it too, so that what
+	// arrives meanwhile shares the next sync (signing ahead pays only once
+	// two pages' worth is queued).
+	var landed <-chan struct{}
+	if s.flight != nil {
+		landed = s.flight.done
+	}
+	expired := false
 	for !s.gathered() {
 		select {
 		case <-s.wake: // another reading arrived; drain takes every queued one
 		case <-t.C:
-			s.m.windows.WithLabelValues(windowExpired).Inc()
-			return
+			if expired = true; !s.flight.inFlight() {
+				s.m.windows.WithLabelValues(windowExpired).Inc()
+				return
+			}
+		case <-landed:
+			if landed = nil; expired {
+				s.m.windows.WithLabelValues(windowExpired).Inc()
+				return
+			}
 		case <-ctx.Done():
 			return
 		}

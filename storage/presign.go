@@ -142,6 +142,19 @@ type flight struct {
 	leftover []*appendReq // the chunk, if it did not fit one transaction
 }
 
+// inFlight reports whether f (nil: none) has not landed yet.
+func (f *flight) inFlight() bool {
+	if f == nil {
+		return false
+	}
+	select {
+	case <-f.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // launch commits p on a goroutine of its own; land collects the outcome.
 // Only the committer goroutine calls launch and land.
 func (s *Store) launch(p *presignedChunk) {
