@@ -11,9 +11,10 @@ import (
 
 // appendReq is one reading waiting for the group committer.
 type appendReq struct {
-	seq   uint64
-	value []byte
-	done  chan error // buffered; nil for non-durable appends
+	seq    uint64
+	value  []byte
+	done   chan error // buffered; nil for non-durable appends
+	queued time.Time  // when Enqueue queued it
 }
 
 // Append stores r and sets r.Seq. If durable, it returns only after r has
@@ -87,7 +88,8 @@ func (s *Store) enqueue(req *appendReq) error {
 	s.queue = append(s.queue, req)
 	s.queueBytes += len(req.value)
 	s.mu.Unlock()
-	s.arrivals.add(time.Now())
+	req.queued = time.Now()
+	s.arrivals.add(req.queued)
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -119,6 +121,17 @@ func (s *Store) stop(err error) {
 	s.queue, s.queueBytes = nil, 0
 	s.mu.Unlock()
 	for _, req := range queued {
+		req.finish(err)
+	}
+}
+
+// finishAll reports the outcome of reqs' commit, timing the durable ones.
+func (s *Store) finishAll(reqs []*appendReq, err error) {
+	now := time.Now()
+	for _, req := range reqs {
+		if err == nil && req.done != nil {
+			s.m.durableWait.Observe(now.Sub(req.queued).Seconds())
+		}
 		req.finish(err)
 	}
 }
@@ -304,9 +317,7 @@ func (s *Store) commitPending(batch []*appendReq) {
 		} else {
 			s.pending.Add(int64(n)) // before the acks: a caller may count them at once
 		}
-		for _, req := range batch[:n] {
-			req.finish(err)
-		}
+		s.finishAll(batch[:n], err)
 		batch = batch[n:]
 	}
 }

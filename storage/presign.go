@@ -169,9 +169,7 @@ func (s *Store) launch(p *presignedChunk) {
 			return
 		}
 		f.err = err
-		for _, req := range p.chunk {
-			req.finish(err)
-		}
+		s.finishAll(p.chunk, err)
 		if err != nil {
 			s.log.Error("commit presigned readings", "first_seq", p.chunk[0].seq, "count", len(p.chunk), "err", err)
 		} else {
