@@ -78,6 +78,7 @@ func (r *appendReq) wait(ctx context.Context) error {
 // enqueue assigns the next sequence number under the queue lock, so queue
 // order, sequence order and commit order are the same.
 func (s *Store) enqueue(req *appendReq) error {
+	req.queued = time.Now() // before the committer can see it
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -88,7 +89,6 @@ func (s *Store) enqueue(req *appendReq) error {
 	s.queue = append(s.queue, req)
 	s.queueBytes += len(req.value)
 	s.mu.Unlock()
-	req.queued = time.Now()
 	s.arrivals.add(req.queued)
 	select {
 	case s.wake <- struct{}{}:
