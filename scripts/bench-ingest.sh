@@ -6,7 +6,7 @@
 #
 #   scripts/bench-ingest.sh            # 10 s per scenario
 #   DURATION=30s scripts/bench-ingest.sh
-#   BASELINE_BIN=/path/to/old/bridge scripts/bench-ingest.sh  # + that binary at 2,000/s, same run
+#   BASELINE_BIN=/path/to/old/bridge scripts/bench-ingest.sh  # + that binary at 2,000/s and max, same run
 #
 # Scenarios per broker: "max" (as fast as PUBACKs allow, 64 in flight per
 # publisher) and "2000" (paced at 2,000 msg/s). For the bridge it also
@@ -86,6 +86,7 @@ run_bridge 2000 2000
 if [ -n "${BASELINE_BIN:-}" ]; then # before/after in the same run
 	cp "$BASELINE_BIN" "$work/bridge-baseline"
 	run_bridge baseline-2000 2000 "$work/bridge-baseline"
+	run_bridge baseline-max 0 "$work/bridge-baseline"
 fi
 run_fsync after
 
@@ -144,7 +145,7 @@ for sc in ("max", "2000"):
     print(f"bridge {sc} PUBACK stages: storage wait (queued -> durable) p50 {d50:.2f} / p99 {d99:.2f} ms, one commit p50 {c50:.2f} / p99 {c99:.2f} ms; "
           f"PUBACK p50 {r['ack_p50_ms']:.2f} / p99 {r['ack_p99_ms']:.2f} ms at the client: broker and ack path ~{r['ack_p50_ms'] - d50:.2f} / {r['ack_p99_ms'] - d99:.2f} ms")
 import os
-scenarios = ["max", "2000"] + (["baseline-2000"] if os.path.exists(f"{w}/bridge-baseline-2000.json") else [])
+scenarios = ["max", "2000"] + (["baseline-2000", "baseline-max"] if os.path.exists(f"{w}/bridge-baseline-2000.json") else [])
 for sc in scenarios:
     r, p = load(f"bridge-{sc}"), load(f"bridge-{sc}-proc")
     signed = (p["export_bytes"] - 4 * p["export_count"]) / max(p["export_count"], 1)
@@ -163,6 +164,9 @@ for sc in scenarios:
           f"exported {p['export_count']} of {r['acked']} acked; {la('bridge-' + sc)}")
     cpu = next((float(l.split()[1]) for l in open(f"{w}/bridge-{sc}.metrics") if l.startswith("process_cpu_seconds_total ")), 0)
     print(f"bridge {sc}: CPU {cpu * 1e6 / max(r['acked'], 1):.0f} µs per acked reading (process total, start-up included; less sensitive to the machine's load than rates)")
+    if sc == "baseline-max":
+        print(f"baseline max: {r['ack_rate']:.0f} msg/s, {r['ack_rate']/m['ack_rate']:.2f}x mosquitto; this build / baseline: "
+              f"throughput {b['ack_rate']/max(r['ack_rate'], 1):.2f} ({la('bridge-max')} / {la('bridge-baseline-max')})")
     if sc == "baseline-2000":
         print(f"baseline 2000: PUBACK p50 {r['ack_p50_ms']:.2f} ms, p99 {r['ack_p99_ms']:.2f} ms "
               f"({r['ack_p99_ms']/max(m2['ack_p99_ms'],0.01):.1f}x mosquitto's); this build / baseline: "
