@@ -88,15 +88,7 @@ func runStaged(t *testing.T, opts Options, setup func(s *Store) *stagedPresigner
 		t.Fatal(err)
 	}
 	p := setup(s)
-	s.SetPresigner(p)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = s.Close()
-	})
+	runWithPresigner(t, s, p)
 	var waits [2]func(context.Context) error
 	for i := range waits {
 		if waits[i], err = s.Enqueue(reading(testPart, "client-1", `{"n":1}`), true); err != nil {
