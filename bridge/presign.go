@@ -97,15 +97,21 @@ func (s *signer) Presign(ctx context.Context, readings []storage.Reading) ([]sto
 		s.forget(dirty)
 		return nil, nil, err
 	}
-	s.presigned.readings, s.presigned.chains = readings, dirty
+	s.presigned = append(s.presigned, presignedBatch{readings: readings, chains: dirty})
 	return msgs, dirty, nil
 }
 
-// Committed implements storage.Presigner.
+// Committed implements storage.Presigner. The store reports batches in
+// the order it presigned them.
 func (s *signer) Committed(_ []storage.Signed, err error) {
 	s.mu.Lock()
-	batch := s.presigned
-	s.presigned.readings, s.presigned.chains = nil, nil
+	if len(s.presigned) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	batch := s.presigned[0]
+	s.presigned[0] = presignedBatch{}
+	s.presigned = s.presigned[1:]
 	if err != nil {
 		s.forget(batch.chains) // the chain states in memory ran ahead of storage
 	}

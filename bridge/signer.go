@@ -23,12 +23,11 @@ type signer struct {
 	after  uint64 // readings up to this Seq are signed and committed
 	chains map[string]*streamr.Chain
 	max    int // readings per batch; 0 means Config.SignBatch (Drain sets it)
-	// presigned is the batch the store is committing after Presign: its
-	// readings, and its chain states to forget if that commit fails.
-	presigned struct {
-		readings []storage.Reading
-		chains   map[string]streamr.ChainState
-	}
+	// presigned holds the batches the store is committing after Presign,
+	// oldest first (the store signs the next batch while the one before
+	// is being committed): their readings, and their chain states to
+	// forget if the commit fails.
+	presigned []presignedBatch
 
 	// calibrated is the signer's speed (ns, 0 until measured at start):
 	// the fastest signature seen, at start or since, as scheduling delays
@@ -37,6 +36,11 @@ type signer struct {
 	calibrated   atomic.Int64
 	perSignature atomic.Int64
 	maxPresign   atomic.Int64 // slowest calibrated signature (ns) Presign accepts
+}
+
+type presignedBatch struct {
+	readings []storage.Reading
+	chains   map[string]streamr.ChainState
 }
 
 func newSigner(p *Pipeline) *signer {

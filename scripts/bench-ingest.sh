@@ -6,7 +6,7 @@
 #
 #   scripts/bench-ingest.sh            # 10 s per scenario
 #   DURATION=30s scripts/bench-ingest.sh
-#   BASELINE_BIN=/path/to/old/bridge scripts/bench-ingest.sh  # + that binary at 2,000/s, same run
+#   BASELINE_BIN=/path/to/old/bridge scripts/bench-ingest.sh  # + that binary at 2,000/s and max, same run
 #
 # Scenarios per broker: "max" (as fast as PUBACKs allow, 64 in flight per
 # publisher) and "2000" (paced at 2,000 msg/s). For the bridge it also
@@ -48,7 +48,8 @@ run_bridge() { # scenario rate [binary]
 	local after; after=$(write_bytes "$pid")
 	local hwm; hwm=$(peak_rss_kb "$pid")
 	local smaps; smaps=$(rss_split_kb "$pid")
-	local commits; commits=$(curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | awk '/^tributary_storage_commits_total / {print $2}')
+	curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >"$work/bridge-$1.metrics"
+	local commits; commits=$(awk '/^tributary_storage_commits_total / {print $2}' "$work/bridge-$1.metrics")
 	local addr; addr=$("$work/bridge" key show --config "$work/bridge.toml" | cut -d' ' -f1)
 	local bytes=0 count=0
 	for i in $(seq 0 9); do
@@ -85,6 +86,7 @@ run_bridge 2000 2000
 if [ -n "${BASELINE_BIN:-}" ]; then # before/after in the same run
 	cp "$BASELINE_BIN" "$work/bridge-baseline"
 	run_bridge baseline-2000 2000 "$work/bridge-baseline"
+	run_bridge baseline-max 0 "$work/bridge-baseline"
 fi
 run_fsync after
 
@@ -114,8 +116,36 @@ print(f"PUBACK p99 at 2,000 msg/s: bridge {b2['ack_p99_ms']:.2f} ms = {b2['ack_p
       f"{b2['ack_p99_ms']/max(m2['ack_p99_ms'],0.01):.1f}x mosquitto's {m2['ack_p99_ms']:.2f} ms, "
       f"{b2['ack_p99_ms']/max(fsync_p99,0.001):.1f}x the disk's sync p99 {fsync_p99:.2f} ms; "
       f"p50 {b2['ack_p50_ms']:.2f} ms = {b2['ack_p50_ms']/max(m2['ack_p50_ms'],0.01):.1f}x mosquitto's {m2['ack_p50_ms']:.2f} ms")
+def quantiles(name, metric):
+    """p50 and p99 (ms) of a Prometheus histogram in the bridge's metrics, interpolated in its buckets."""
+    buckets = []
+    for line in open(f"{w}/bridge-{name}.metrics"):
+        if line.startswith(metric + "_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    total = buckets[-1][1] if buckets else 0
+    def q(f):
+        prev_le, prev_n = 0.0, 0.0
+        for le, n in buckets:
+            if n >= f * total and total > 0:
+                if le == float("inf"):
+                    return prev_le * 1e3
+                return (prev_le + (le - prev_le) * (f * total - prev_n) / max(n - prev_n, 1)) * 1e3
+            prev_le, prev_n = le, n
+        return float("nan")
+    return q(0.5), q(0.99)
+# Where a PUBACK's time goes: in storage (queued -> synced commit, the
+# commit window, signing in the commit and the commit before it included)
+# against what the client measured; the rest is the broker's read path, the
+# ack queue and the write back.
+for sc in ("max", "2000"):
+    r = load(f"bridge-{sc}")
+    d50, d99 = quantiles(sc, "tributary_storage_durable_wait_seconds")
+    c50, c99 = quantiles(sc, "tributary_storage_commit_seconds")
+    print(f"bridge {sc} PUBACK stages: storage wait (queued -> durable) p50 {d50:.2f} / p99 {d99:.2f} ms, one commit p50 {c50:.2f} / p99 {c99:.2f} ms; "
+          f"PUBACK p50 {r['ack_p50_ms']:.2f} / p99 {r['ack_p99_ms']:.2f} ms at the client: broker and ack path ~{r['ack_p50_ms'] - d50:.2f} / {r['ack_p99_ms'] - d99:.2f} ms")
 import os
-scenarios = ["max", "2000"] + (["baseline-2000"] if os.path.exists(f"{w}/bridge-baseline-2000.json") else [])
+scenarios = ["max", "2000"] + (["baseline-2000", "baseline-max"] if os.path.exists(f"{w}/bridge-baseline-2000.json") else [])
 for sc in scenarios:
     r, p = load(f"bridge-{sc}"), load(f"bridge-{sc}-proc")
     signed = (p["export_bytes"] - 4 * p["export_count"]) / max(p["export_count"], 1)
@@ -132,6 +162,11 @@ for sc in scenarios:
           f"{rpc:.1f} readings per synced commit; physical limit there (WAL only: {page:.0f} B page / {rpc:.1f} + {wal:.0f} B) "
           f"{limit:.0f} B = {limit/signed:.2f}x the signed message, bridge = {per/limit:.2f}x the limit; "
           f"exported {p['export_count']} of {r['acked']} acked; {la('bridge-' + sc)}")
+    cpu = next((float(l.split()[1]) for l in open(f"{w}/bridge-{sc}.metrics") if l.startswith("process_cpu_seconds_total ")), 0)
+    print(f"bridge {sc}: CPU {cpu * 1e6 / max(r['acked'], 1):.0f} µs per acked reading (process total, start-up included; less sensitive to the machine's load than rates)")
+    if sc == "baseline-max":
+        print(f"baseline max: {r['ack_rate']:.0f} msg/s, {r['ack_rate']/m['ack_rate']:.2f}x mosquitto; this build / baseline: "
+              f"throughput {b['ack_rate']/max(r['ack_rate'], 1):.2f} ({la('bridge-max')} / {la('bridge-baseline-max')})")
     if sc == "baseline-2000":
         print(f"baseline 2000: PUBACK p50 {r['ack_p50_ms']:.2f} ms, p99 {r['ack_p99_ms']:.2f} ms "
               f"({r['ack_p99_ms']/max(m2['ack_p99_ms'],0.01):.1f}x mosquitto's); this build / baseline: "

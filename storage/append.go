@@ -11,9 +11,10 @@ import (
 
 // appendReq is one reading waiting for the group committer.
 type appendReq struct {
-	seq   uint64
-	value []byte
-	done  chan error // buffered; nil for non-durable appends
+	seq    uint64
+	value  []byte
+	done   chan error // buffered; nil for non-durable appends
+	queued time.Time  // when Enqueue queued it
 }
 
 // Append stores r and sets r.Seq. If durable, it returns only after r has
@@ -77,6 +78,7 @@ func (r *appendReq) wait(ctx context.Context) error {
 // enqueue assigns the next sequence number under the queue lock, so queue
 // order, sequence order and commit order are the same.
 func (s *Store) enqueue(req *appendReq) error {
+	req.queued = time.Now() // before the committer can see it
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -87,7 +89,7 @@ func (s *Store) enqueue(req *appendReq) error {
 	s.queue = append(s.queue, req)
 	s.queueBytes += len(req.value)
 	s.mu.Unlock()
-	s.arrivals.add(time.Now())
+	s.arrivals.add(req.queued)
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -123,6 +125,17 @@ func (s *Store) stop(err error) {
 	}
 }
 
+// finishAll reports the outcome of reqs' commit, timing the durable ones.
+func (s *Store) finishAll(reqs []*appendReq, err error) {
+	now := time.Now()
+	for _, req := range reqs {
+		if err == nil && req.done != nil {
+			s.m.durableWait.Observe(now.Sub(req.queued).Seconds())
+		}
+		req.finish(err)
+	}
+}
+
 func (r *appendReq) finish(err error) {
 	if r.done != nil {
 		r.done <- err
@@ -144,6 +157,9 @@ func (s *Store) commitLoop(ctx context.Context) {
 			s.stopped = true
 			s.mu.Unlock()
 			s.drain(signCtx)
+			if leftover, _ := s.land(); len(leftover) > 0 {
+				s.commitPending(leftover)
+			}
 			return
 		}
 	}
@@ -173,12 +189,28 @@ func (s *Store) gather(ctx context.Context) {
 	}
 	t := time.NewTimer(w)
 	defer t.Stop()
+	// While a presigned commit is in flight, nothing can be committed
+	// before it lands: an expired window waits for it too, so that what
+	// arrives meanwhile shares the next sync (signing ahead pays only once
+	// two pages' worth is queued).
+	var landed <-chan struct{}
+	if s.flight != nil {
+		landed = s.flight.done
+	}
+	expired := false
 	for !s.gathered() {
 		select {
 		case <-s.wake: // another reading arrived; drain takes every queued one
 		case <-t.C:
-			s.m.windows.WithLabelValues(windowExpired).Inc()
-			return
+			if expired = true; !s.flight.inFlight() {
+				s.m.windows.WithLabelValues(windowExpired).Inc()
+				return
+			}
+		case <-landed:
+			if landed = nil; expired {
+				s.m.windows.WithLabelValues(windowExpired).Inc()
+				return
+			}
 		case <-ctx.Done():
 			return
 		}
@@ -262,13 +294,22 @@ func (s *Store) drain(ctx context.Context) {
 	}
 }
 
-// commitBatch writes batch, signed by the presigner if it can, else
-// pending in as few synced transactions as Badger's transaction size limit
-// allows (one, unless readings are large), and reports each reading's
-// outcome once its transaction is durable.
+// commitBatch writes batch, signed by the presigner if it can (the last
+// presigned commit may still be in flight when it returns: see
+// presignBatch), else pending in as few synced transactions as Badger's
+// transaction size limit allows (one, unless readings are large).
 func (s *Store) commitBatch(ctx context.Context, batch []*appendReq) {
 	start := time.Now()
-	batch = s.presignBatch(ctx, batch)
+	if batch = s.presignBatch(ctx, batch); len(batch) > 0 {
+		s.commitPending(batch) // presigned commits observe their own time
+		s.m.observeCommit(time.Since(start))
+	}
+	s.space.maybeMeasure(s.log)
+}
+
+// commitPending stores batch pending (unsigned) and reports each reading's
+// outcome once its transaction is durable.
+func (s *Store) commitPending(batch []*appendReq) {
 	for len(batch) > 0 {
 		n, err := s.commitTxn(batch)
 		if err != nil {
@@ -276,13 +317,9 @@ func (s *Store) commitBatch(ctx context.Context, batch []*appendReq) {
 		} else {
 			s.pending.Add(int64(n)) // before the acks: a caller may count them at once
 		}
-		for _, req := range batch[:n] {
-			req.finish(err)
-		}
+		s.finishAll(batch[:n], err)
 		batch = batch[n:]
 	}
-	s.m.observeCommit(time.Since(start))
-	s.space.maybeMeasure(s.log)
 }
 
 // commitTxn writes a prefix of batch, with the next-sequence counter, in

@@ -24,7 +24,9 @@ type Presigner interface {
 	// batch is stored unsigned (Presign must leave its chains as they were).
 	Presign(ctx context.Context, readings []Reading) ([]Signed, map[string]streamr.ChainState, error)
 	// Committed reports the outcome of storing what Presign returned: on
-	// an error the chain states Presign advanced were not stored.
+	// an error the chain states Presign advanced were not stored. The
+	// next Presign may come before it (while that batch's commit is in
+	// flight); Committed reports batches in the order Presign made them.
 	Committed(msgs []Signed, err error)
 }
 
@@ -48,24 +50,40 @@ const (
 func (s *Store) SetPresigner(p Presigner) { s.presigner = p }
 
 // presignBatch commits as much of batch as the presigner signs, in chunks
-// that fit one transaction each, reports each reading's outcome and
-// returns the readings left to store pending.
+// that fit one transaction each, and returns the readings left to store
+// pending. A presigned chunk's synced commit runs on its own goroutine
+// (flight) while the committer signs the next chunk: signing takes the
+// CPU and the commit waits for the disk, so overlapping them keeps both
+// busy. Each chunk continues the chains of the one before it, so it is
+// committed only once that one is durable, and never if it failed.
 func (s *Store) presignBatch(ctx context.Context, batch []*appendReq) []*appendReq {
 	for len(batch) > 0 {
 		n := s.presignChunk(batch)
-		stored, err := s.commitPresigned(ctx, batch[:n])
-		s.m.batches.WithLabelValues(stored).Inc()
-		if stored != storedPresigned {
+		p, stored := s.presign(ctx, batch[:n])
+		leftover, prevErr := s.land() // p continues the chains of the commit in flight
+		switch {
+		case len(leftover) > 0: // it did not fit: store it, and everything after it, pending
+			if p != nil {
+				p.abandon(s, errPresignBehindPending, nil)
+				stored = storedPending
+			}
+			s.m.batches.WithLabelValues(stored).Inc()
+			return append(leftover, batch...)
+		case p == nil:
+			s.m.batches.WithLabelValues(stored).Inc()
 			return batch
-		}
-		for _, req := range batch[:n] {
-			req.finish(err)
-		}
-		if err != nil {
-			s.log.Error("commit presigned readings", "first_seq", batch[0].seq, "count", n, "err", err)
-		} else {
-			s.m.commits.Inc()
-			s.m.batchSize.Observe(float64(n))
+		case p.mismatch: // reported only now: Committed calls come in commit order
+			p.abandon(s, errPresignMismatch, nil)
+			s.log.Error("presigned messages do not match the readings; storing the readings unsigned", "readings", n, "messages", len(p.msgs))
+			s.m.batches.WithLabelValues(storedFailed).Inc()
+			return batch
+		case prevErr != nil:
+			err := fmt.Errorf("presigned readings after a failed commit: %w", prevErr)
+			s.log.Error("commit presigned readings", "first_seq", p.chunk[0].seq, "count", n, "err", err)
+			p.abandon(s, err, err)
+			s.m.batches.WithLabelValues(storedFailed).Inc()
+		default:
+			s.launch(p)
 		}
 		batch = batch[n:]
 	}
@@ -88,37 +106,119 @@ func (s *Store) presignChunk(batch []*appendReq) int {
 	return n
 }
 
-// commitPresigned offers chunk to the presigner and, if it signs it,
-// commits the signed messages in one synced transaction. It says how the
-// chunk was stored: storedPresigned (with the commit's error), or why it
-// must be stored pending instead.
-func (s *Store) commitPresigned(ctx context.Context, chunk []*appendReq) (string, error) {
-	if s.presigner == nil || s.pending.Load() != 0 {
-		return storedPending, nil
+// presignedChunk is a chunk of readings and the messages the presigner
+// made of them.
+type presignedChunk struct {
+	chunk  []*appendReq
+	msgs   []Signed
+	chains map[string]streamr.ChainState
+	start  time.Time
+	// mismatch: the presigner did not return one message per reading, in
+	// order; the chunk is stored pending.
+	mismatch bool
+}
+
+// abandon reports p's messages as not committed (the presigner forgets
+// their chain states) and finishes its readings with result: nil leaves
+// them to the caller, which stores them pending.
+func (p *presignedChunk) abandon(s *Store, err, result error) {
+	s.presigner.Committed(p.msgs, err)
+	if result == nil {
+		return
 	}
+	for _, req := range p.chunk {
+		req.finish(result)
+	}
+}
+
+// errPresignBehindPending: a presigned chunk came after one that had to
+// be stored pending, and so must be stored pending too (chain order).
+var errPresignBehindPending = errors.New("an earlier presigned batch is stored unsigned")
+
+// flight is a presigned chunk's synced commit running on its own goroutine.
+type flight struct {
+	done     chan struct{}
+	err      error
+	leftover []*appendReq // the chunk, if it did not fit one transaction
+}
+
+// inFlight reports whether f (nil: none) has not landed yet.
+func (f *flight) inFlight() bool {
+	if f == nil {
+		return false
+	}
+	select {
+	case <-f.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// launch commits p on a goroutine of its own; land collects the outcome.
+// Only the committer goroutine calls launch and land.
+func (s *Store) launch(p *presignedChunk) {
+	f := &flight{done: make(chan struct{})}
+	s.flight = f
+	go func() {
+		defer close(f.done)
+		err := s.commitSignedTxn(p.chunk[len(p.chunk)-1].seq, p.msgs, p.chains)
+		s.presigner.Committed(p.msgs, err)
+		if errors.Is(err, errPresignTooBig) {
+			f.leftover = p.chunk
+			return
+		}
+		f.err = err
+		s.finishAll(p.chunk, err)
+		if err != nil {
+			s.log.Error("commit presigned readings", "first_seq", p.chunk[0].seq, "count", len(p.chunk), "err", err)
+		} else {
+			s.m.commits.Inc()
+			s.m.batchSize.Observe(float64(len(p.chunk)))
+		}
+		s.m.batches.WithLabelValues(storedPresigned).Inc()
+		s.m.observeCommit(time.Since(p.start))
+	}()
+}
+
+// land waits for the commit in flight, if any. It returns that commit's
+// error, or its readings if they did not fit one transaction presigned
+// and must be stored pending.
+func (s *Store) land() ([]*appendReq, error) {
+	f := s.flight
+	if f == nil {
+		return nil, nil
+	}
+	<-f.done
+	s.flight = nil
+	if f.leftover != nil {
+		s.m.batches.WithLabelValues(storedTooLarge).Inc()
+	}
+	return f.leftover, f.err
+}
+
+// presign offers chunk to the presigner. It returns the signed chunk, or
+// nil and why the chunk must be stored pending.
+func (s *Store) presign(ctx context.Context, chunk []*appendReq) (*presignedChunk, string) {
+	if s.presigner == nil || s.pending.Load() != 0 {
+		return nil, storedPending
+	}
+	start := time.Now()
 	readings, err := s.decodeChunk(chunk)
 	if err != nil {
 		s.log.Error("decode readings to presign; storing them unsigned", "err", err)
-		return storedFailed, nil
+		return nil, storedFailed
 	}
 	msgs, chains, err := s.presigner.Presign(ctx, readings)
 	switch {
 	case err != nil:
 		s.log.Warn("presign failed; storing the readings unsigned", "first_seq", chunk[0].seq, "count", len(chunk), "err", err)
-		return storedFailed, nil
+		return nil, storedFailed
 	case msgs == nil:
-		return storedDeclined, nil
-	case !matches(msgs, chunk):
-		s.presigner.Committed(msgs, errPresignMismatch)
-		s.log.Error("presigned messages do not match the readings; storing the readings unsigned", "readings", len(chunk), "messages", len(msgs))
-		return storedFailed, nil
+		return nil, storedDeclined
 	}
-	err = s.commitSignedTxn(chunk[len(chunk)-1].seq, msgs, chains)
-	s.presigner.Committed(msgs, err)
-	if errors.Is(err, errPresignTooBig) {
-		return storedTooLarge, nil
-	}
-	return storedPresigned, err
+	p := &presignedChunk{chunk: chunk, msgs: msgs, chains: chains, start: start, mismatch: !matches(msgs, chunk)}
+	return p, storedPresigned
 }
 
 // decodeChunk returns the readings of chunk for the presigner.

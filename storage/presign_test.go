@@ -61,6 +61,12 @@ func runningPresigned(t *testing.T, dir string) (*Store, *testPresigner) {
 		t.Fatal(err)
 	}
 	p := &testPresigner{s: s, chains: map[string]*streamr.Chain{}}
+	runWithPresigner(t, s, p)
+	return s, p
+}
+
+// runWithPresigner sets p as s's presigner and runs s until the test ends.
+func runWithPresigner(t *testing.T, s *Store, p Presigner) {
 	s.SetPresigner(p)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -70,7 +76,6 @@ func runningPresigned(t *testing.T, dir string) (*Store, *testPresigner) {
 		<-done
 		_ = s.Close()
 	})
-	return s, p
 }
 
 // TestPresignWritesSignedOnly checks that presigned readings are stored as

@@ -39,6 +39,7 @@ type Store struct {
 	chains      deferredChains
 
 	presigner Presigner // signs batches in the group commit; nil: store readings pending
+	flight    *flight   // the presigned commit running; committer goroutine only
 
 	arrivals arrivalRate // of queued readings, for the commit window
 
