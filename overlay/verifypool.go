@@ -61,16 +61,8 @@ func (p *verifyPool) checkAsync(v *validator, frames [][]byte) <-chan []checked 
 // acquire takes up to want worker slots, waiting for the first one if
 // every worker is busy.
 func (p *verifyPool) acquire(want int) int {
-	got := 0
-	for got < min(want, cap(p.slots)) {
-		select {
-		case p.slots <- struct{}{}:
-			got++
-			continue
-		default:
-		}
-		break
-	}
+	want = min(want, cap(p.slots))
+	got := p.tryAcquire(want)
 	if got > 0 {
 		return got
 	}
@@ -80,5 +72,17 @@ func (p *verifyPool) acquire(want int) int {
 			"resend_verify_workers", cap(p.slots))
 	}
 	p.slots <- struct{}{}
-	return 1
+	return 1 + p.tryAcquire(want-1)
+}
+
+// tryAcquire takes up to want free slots without waiting.
+func (p *verifyPool) tryAcquire(want int) int {
+	for got := range want {
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			return got
+		}
+	}
+	return want
 }

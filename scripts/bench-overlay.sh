@@ -338,7 +338,9 @@ if "drain" in scenarios:
     if base:
         brates = report("BASELINE_BIN", base)
         print(f"this build / BASELINE_BIN, same backlog, back to back: {sum(rates)/len(rates) / (sum(brates)/len(brates)):.2f}x "
-              f"(mean of {len(rates)} drains each)")
+              f"(mean of {len(rates)} drains each), {max(rates)/max(brates):.2f}x (fastest of each: load only slows a drain); "
+              f"CPU per reading A+B {sum(d['a_cpu_s']+d['b_cpu_s'] for d in ours)/sum(d['n'] for d in ours)*1e6:.0f} us vs "
+              f"{sum(d['a_cpu_s']+d['b_cpu_s'] for d in base)/sum(d['n'] for d in base)*1e6:.0f} us")
     rate = sum(rates) / len(rates)
     print(f"mosquitto persistent-session backlog: {md['n']} messages in {md['seconds']:.2f} s = {mrate:.0f} msg/s, verifying nothing ({la('mosq-drain')}); drain / mosquitto = {rate/mrate:.2f}")
 EOF
