@@ -54,7 +54,7 @@ const (
 	DefaultResendMaxStreams   = 16
 	DefaultResendWriteTimeout = 10 * time.Second
 	DefaultResendPeerTimeout  = 3 * time.Second
-	DefaultResendBufferBytes  = 1 << 20
+	DefaultResendBufferBytes  = 4 << 20
 )
 
 // resendPenalty is how long a peer that answered with an invalid message
@@ -83,11 +83,12 @@ type ResendConfig struct {
 	// streams cannot starve the recovery of our own readings; default
 	// MaxStreams/4.
 	ReservedStreams int
-	// BufferBytes of an answer are read from the store once, held, and
-	// sent after the status; the rest of a larger answer is read twice
-	// (counted, then sent; tributary_overlay_resend_rewalks_total). Memory:
-	// up to MaxStreams × BufferBytes. Default 1 MiB (a gap-fill page of
-	// 2,000 sensor readings).
+	// BufferBytes of the answers being sent, all together, are read from
+	// the store once and held until the status is sent; the rest of an
+	// answer that finds the buffer full is read twice (counted, then
+	// sent; tributary_overlay_resend_rewalks_total). Default 4 MiB: four
+	// gap-fill pages of 2,000 sensor readings, what one peer may ask for
+	// at once (MaxStreamsPerPeer).
 	BufferBytes int
 	// VerifyWorkers verify the signatures of resend answers, shared by
 	// every answer this node reads (a catch-up is limited by signature

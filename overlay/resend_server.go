@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/core/network"
 
@@ -26,6 +27,7 @@ func (n *Node) ServeResend(h History) {
 	srv := &resendServer{
 		history: h,
 		cfg:     n.cfg.Resend,
+		buffers: &byteBudget{free: int64(n.cfg.Resend.BufferBytes)},
 		admit:   newResendAdmission(n.cfg.Resend, n.publishesOn),
 		refused: n.metrics.refused,
 		m:       n.metrics.resend,
@@ -37,6 +39,7 @@ func (n *Node) ServeResend(h History) {
 type resendServer struct {
 	history History
 	cfg     ResendConfig
+	buffers *byteBudget // bytes of answers held, all answers together
 	admit   *resendAdmission
 	refused *refusals
 	m       *resendMetrics
@@ -80,6 +83,7 @@ func (srv *resendServer) answer(s network.Stream, log *slog.Logger) (pb.Status_C
 		log.Warn("resend failed reading the store", "stream_part", q.Part.String(), "err", err)
 		return srv.refuse(s, &pb.Status{Code: pb.Status_UNAVAILABLE, Message: err.Error()})
 	}
+	defer srv.buffers.give(len(p.buffered.data))
 	if p.count == 0 {
 		return srv.refuse(s, &pb.Status{Code: pb.Status_NOT_STORED})
 	}
@@ -114,6 +118,20 @@ type resendRest struct {
 	count int
 }
 
+// byteBudget is a number of bytes shared out, taken and given back.
+type byteBudget struct{ free int64 }
+
+// take reserves n bytes if that many are left.
+func (b *byteBudget) take(n int) bool {
+	if atomic.AddInt64(&b.free, -int64(n)) >= 0 {
+		return true
+	}
+	atomic.AddInt64(&b.free, int64(n))
+	return false
+}
+
+func (b *byteBudget) give(n int) { atomic.AddInt64(&b.free, int64(n)) }
+
 // answerBuffer holds the encoded messages of an answer back to back.
 type answerBuffer struct {
 	data []byte
@@ -138,7 +156,8 @@ func (b *answerBuffer) each(fn func([]byte) error) error {
 }
 
 // plan sizes the answer within the limits. A "from" or "range" answer
-// is read in one walk of the history when it fits BufferBytes: its
+// is read in one walk of the history while its messages fit what is
+// left of BufferBytes (shared by all answers being sent): its
 // messages are kept until the walk knows how many there are and whether
 // the limits cut the answer, which the status sent before them must say
 // (reading the store is what answering costs, so a second walk would
@@ -169,7 +188,7 @@ func (srv *resendServer) plan(q *streamr.ResendQuery) (resendPlan, error) {
 		switch ref := id.Ref(); {
 		case p.rest.count > 0:
 			p.rest.count++
-		case len(p.buffered.data)+len(enc) <= srv.cfg.BufferBytes:
+		case srv.buffers.take(len(enc)):
 			if len(p.buffered.ends) == 0 || ref != last {
 				last, rank = ref, 0
 			}
@@ -184,6 +203,7 @@ func (srv *resendServer) plan(q *streamr.ResendQuery) (resendPlan, error) {
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
+		srv.buffers.give(len(p.buffered.data))
 		return resendPlan{}, err
 	}
 	if p.rest.count > 0 {
