@@ -269,6 +269,7 @@ func defaultConfig() Config {
 			ResendMaxStreams:        overlay.DefaultResendMaxStreams,
 			ResendMaxStreamsPerPeer: overlay.DefaultResendMaxStreams / 4,
 			ResendReservedStreams:   overlay.DefaultResendMaxStreams / 4,
+			ResendBufferBytes:       overlay.DefaultResendBufferBytes,
 			MaxForwardPartitions:    bridge.DefaultMaxForwardPartitions,
 			PartitionIdleTimeout:    Duration(bridge.DefaultPartitionIdleTimeout),
 		},
@@ -456,6 +457,8 @@ func (c *Config) validate() error {
 	check(c.Overlay.ResendMaxStreams > 1 && c.Overlay.ResendMaxStreamsPerPeer > 0 &&
 		c.Overlay.ResendReservedStreams > 0 && c.Overlay.ResendReservedStreams < c.Overlay.ResendMaxStreams,
 		"overlay.resend_max_streams (at least 2), overlay.resend_max_streams_per_peer and overlay.resend_reserved_streams (1 to resend_max_streams-1): out of range")
+	check(c.Overlay.ResendBufferBytes >= 0 && c.Overlay.ResendVerifyWorkers >= 0,
+		"overlay.resend_buffer_bytes and overlay.resend_verify_workers: must not be negative (0: the default)")
 	check(c.Overlay.MaxForwardPartitions > 0 && c.Overlay.PartitionIdleTimeout > 0,
 		"overlay.max_forward_partitions and overlay.partition_idle_timeout: must be positive")
 	if _, err := bridge.NewReceipts(c.receiptConfig(nil)); err != nil {

@@ -48,6 +48,10 @@ type OverlayConfig struct {
 	ResendMaxStreams        int      `toml:"resend_max_streams"`
 	ResendMaxStreamsPerPeer int      `toml:"resend_max_streams_per_peer"`
 	ResendReservedStreams   int      `toml:"resend_reserved_streams"`
+	// Catch-up speed (issue 11): answers read from the store once up to
+	// resend_buffer_bytes; resend answers verified on resend_verify_workers.
+	ResendBufferBytes   int `toml:"resend_buffer_bytes"`
+	ResendVerifyWorkers int `toml:"resend_verify_workers"`
 	// Partitions the forwarder joins (issue 13): every MQTT topic can
 	// name one.
 	MaxForwardPartitions int      `toml:"max_forward_partitions"`
@@ -61,6 +65,7 @@ func (o OverlayConfig) applyLimits(cfg *overlay.Config, storers []string) {
 	cfg.ProtectedPeers = append(slices.Clone(o.ProtectedPeers), storers...)
 	cfg.MaxPeerTopics = o.MaxPeerTopics
 	cfg.Resend.MaxStreams, cfg.Resend.MaxStreamsPerPeer, cfg.Resend.ReservedStreams = o.ResendMaxStreams, o.ResendMaxStreamsPerPeer, o.ResendReservedStreams
+	cfg.Resend.BufferBytes, cfg.Resend.VerifyWorkers = o.ResendBufferBytes, o.ResendVerifyWorkers
 }
 
 // ReceiptsConfig is the [receipts] table: whose delivery receipts

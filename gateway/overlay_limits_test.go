@@ -23,6 +23,8 @@ max_peer_topics = 99
 resend_max_streams = 10
 resend_max_streams_per_peer = 3
 resend_reserved_streams = 2
+resend_buffer_bytes = 65536
+resend_verify_workers = 3
 [receipts]
 peers = ["`+storer+`"]
 `)
@@ -37,7 +39,7 @@ peers = ["`+storer+`"]
 	if o.MaxConnsPerIP != 3 || o.MaxConnsPerSubnet != 7 || o.MaxPeerTopics != 99 {
 		t.Errorf("connection and topic limits %d, %d, %d", o.MaxConnsPerIP, o.MaxConnsPerSubnet, o.MaxPeerTopics)
 	}
-	if r := o.Resend; r.MaxStreams != 10 || r.MaxStreamsPerPeer != 3 || r.ReservedStreams != 2 {
+	if r := o.Resend; r.MaxStreams != 10 || r.MaxStreamsPerPeer != 3 || r.ReservedStreams != 2 || r.BufferBytes != 65536 || r.VerifyWorkers != 3 {
 		t.Errorf("resend limits %+v", r)
 	}
 	if len(o.ProtectedPeers) != 2 || !slices.Contains(o.ProtectedPeers, storer) {
@@ -51,6 +53,8 @@ peers = ["`+storer+`"]
 		{"[overlay]\nprotected_peers = [\"not-a-peer\"]\n", "protected peer"},
 		{"[overlay]\nresend_reserved_streams = 16\n", "overlay.resend_reserved_streams"},
 		{"[overlay]\nmax_peer_topics = 0\n", "overlay.max_peer_topics"},
+		{"[overlay]\nresend_verify_workers = -1\n", "overlay.resend_verify_workers"},
+		{"[overlay]\nresend_buffer_bytes = -1\n", "overlay.resend_buffer_bytes"},
 	} {
 		_, err := LoadConfig(writeConfig(t, tc.content))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -38,6 +38,7 @@ type Node struct {
 	dht       *dht.IpfsDHT // nil when disabled
 	ps        *pubsub.PubSub
 	metrics   *metrics
+	verify    *verifyPool // checks resend answers (verifypool.go)
 	bootstrap []peer.AddrInfo
 	now       func() time.Time
 	cancel    context.CancelFunc // stops pubsub
@@ -132,6 +133,7 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 		log:       log,
 		host:      h,
 		metrics:   m,
+		verify:    newVerifyPool(cfg.Resend.VerifyWorkers, m.resend.verifyWaits, log),
 		bootstrap: bootstrap,
 		now:       opts.now,
 		parts:     make(map[string]*Partition),

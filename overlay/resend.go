@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -55,6 +54,7 @@ const (
 	DefaultResendMaxStreams   = 16
 	DefaultResendWriteTimeout = 10 * time.Second
 	DefaultResendPeerTimeout  = 3 * time.Second
+	DefaultResendBufferBytes  = 4 << 20
 )
 
 // resendPenalty is how long a peer that answered with an invalid message
@@ -83,8 +83,19 @@ type ResendConfig struct {
 	// streams cannot starve the recovery of our own readings; default
 	// MaxStreams/4.
 	ReservedStreams int
-	WriteTimeout    time.Duration // server: a write making no progress this long aborts the answer; default 10 s
-	PeerTimeout     time.Duration // client (Resend): how long each peer may take to start answering, and then to send each message; default 3 s
+	// BufferBytes of the answers being sent, all together, are read from
+	// the store once and held until the status is sent; the rest of an
+	// answer that finds the buffer full is read twice (counted, then
+	// sent; tributary_overlay_resend_rewalks_total). Default 4 MiB: four
+	// gap-fill pages of 2,000 sensor readings, what one peer may ask for
+	// at once (MaxStreamsPerPeer).
+	BufferBytes int
+	// VerifyWorkers verify the signatures of resend answers, shared by
+	// every answer this node reads (a catch-up is limited by signature
+	// verification); default GOMAXPROCS.
+	VerifyWorkers int
+	WriteTimeout  time.Duration // server: a write making no progress this long aborts the answer; default 10 s
+	PeerTimeout   time.Duration // client (Resend): how long each peer may take to start answering, and then to send each message; default 3 s
 }
 
 func (c *ResendConfig) setDefaults() {
@@ -103,6 +114,12 @@ func (c *ResendConfig) setDefaults() {
 	if c.ReservedStreams == 0 {
 		c.ReservedStreams = c.MaxStreams / 4
 	}
+	if c.BufferBytes == 0 {
+		c.BufferBytes = DefaultResendBufferBytes
+	}
+	if c.VerifyWorkers == 0 {
+		c.VerifyWorkers = runtime.GOMAXPROCS(0)
+	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultResendWriteTimeout
 	}
@@ -112,7 +129,7 @@ func (c *ResendConfig) setDefaults() {
 }
 
 func (c *ResendConfig) validate() error {
-	if c.MaxMessages < 0 || c.MaxBytes < 0 || c.MaxStreams < 0 || c.WriteTimeout < 0 || c.PeerTimeout < 0 {
+	if c.MaxMessages < 0 || c.MaxBytes < 0 || c.MaxStreams < 0 || c.WriteTimeout < 0 || c.PeerTimeout < 0 || c.BufferBytes < 0 || c.VerifyWorkers < 0 {
 		return errors.New("overlay config: negative resend limit")
 	}
 	if c.ReservedStreams < 0 || c.ReservedStreams >= c.MaxStreams || c.MaxStreamsPerPeer < 0 {
@@ -287,55 +304,77 @@ func resendStatusErr(st *pb.Status) error {
 
 // readResend reads and validates the messages of an OK answer. Any
 // invalid message, or more than the limits allow, fails the whole answer;
-// a message that fails validation also penalises the peer. Each chunk of
-// frames is validated on every core while the next one is read, so the
-// answer streams in while the cores verify signatures.
+// a message that fails validation also penalises the peer. The answer is
+// read in chunks of frames validated on the node's verify workers, up to
+// verifyAhead chunks at once while the next one is read: the answer
+// streams in while the cores verify signatures, and a reader whose
+// chunks wait for the workers stops reading, which holds the sender back.
 func (n *Node) readResend(s io.Reader, from peer.ID, q streamr.ResendQuery) ([]Delivery, bool, error) {
-	a := &answerReader{n: n, v: n.validatorFor(q.Part), from: from, q: q, limit: n.cfg.Resend.MaxMessages}
+	a := &answerReader{n: n, v: n.validatorFor(q.Part), from: from, fromID: from.String(), q: q, limit: n.cfg.Resend.MaxMessages}
 	if q.Last > 0 {
 		a.limit = min(a.limit, q.Last)
 	}
+	if q.Limit > 0 {
+		a.out = make([]Delivery, 0, min(a.limit, q.Limit)) // a page asked for is usually full
+	}
 	rr := streamr.NewRawReader(s, n.cfg.Limits.MaxMessageBytes)
-	var pending <-chan []checked // validation of the chunk read before
-	var pendingFrames [][]byte
+	var pending []pendingChunk // being validated, oldest first
 	read := 0
 	for {
 		frames, eof, err := readFrames(rr, validateChunk, q.Limit-read, q.Limit > 0)
-		if pending != nil {
-			if aerr := a.accept(pendingFrames, <-pending); aerr != nil {
+		read += len(frames)
+		if len(frames) > 0 {
+			pending = append(pending, pendingChunk{frames: frames, checks: n.verify.checkAsync(a.v, frames)})
+		}
+		done := err != nil || eof || (q.Limit > 0 && read == q.Limit)
+		for len(pending) > 0 && (done || len(pending) > verifyAhead) {
+			if aerr := a.accept(pending[0].frames, <-pending[0].checks); aerr != nil {
+				drainChecks(pending[1:])
 				return nil, false, aerr
 			}
-			pending = nil
+			pending = pending[1:]
 		}
-		if errors.Is(err, streamr.ErrFrameTooLarge) {
+		switch {
+		case errors.Is(err, streamr.ErrFrameTooLarge):
 			n.penaliseResend(from, q.Part, err)
 			return nil, false, fmt.Errorf("%w: %w", ErrInvalidResend, err)
+		case err != nil:
+			return nil, false, fmt.Errorf("read message %d: %w", read+1, err)
+		case done:
+			return a.out, !eof, nil
 		}
-		if err != nil {
-			return nil, false, fmt.Errorf("read message %d: %w", read+len(frames)+1, err)
-		}
-		read += len(frames)
-		cut := q.Limit > 0 && read == q.Limit
-		if eof || cut {
-			if err := a.accept(frames, checkParallel(a.v, frames)); err != nil {
-				return nil, false, err
-			}
-			return a.out, cut, nil
-		}
-		pending, pendingFrames = checkAsync(a.v, frames), frames
+	}
+}
+
+// verifyAhead is how many chunks of one answer may be validated at once:
+// two keep the workers busy while the reader hands a finished chunk on.
+const verifyAhead = 2
+
+// pendingChunk is a chunk of an answer and its validation in progress.
+type pendingChunk struct {
+	frames [][]byte
+	checks <-chan []checked
+}
+
+// drainChecks waits for the validations of chunks not wanted any more,
+// so that none outlives the answer.
+func drainChecks(chunks []pendingChunk) {
+	for _, c := range chunks {
+		<-c.checks
 	}
 }
 
 // answerReader collects the validated messages of one resend answer.
 type answerReader struct {
-	n     *Node
-	v     *validator
-	from  peer.ID
-	q     streamr.ResendQuery
-	limit int // most messages the answer may hold
-	out   []Delivery
-	prev  streamr.MessageRef
-	total int // bytes
+	n      *Node
+	v      *validator
+	from   peer.ID
+	fromID string // from.String(), encoded once per answer rather than per message
+	q      streamr.ResendQuery
+	limit  int // most messages the answer may hold
+	out    []Delivery
+	prev   streamr.MessageRef
+	total  int // bytes
 }
 
 // accept appends a validated chunk of the answer, in order, or fails the
@@ -355,17 +394,9 @@ func (a *answerReader) accept(frames [][]byte, checks []checked) error {
 			return err
 		}
 		a.prev = c.m.ID.Ref()
-		a.out = append(a.out, Delivery{Envelope: streamr.Envelope{Msg: c.m, Encoded: frames[i]}, From: a.from.String()})
+		a.out = append(a.out, Delivery{Envelope: streamr.Envelope{Msg: c.m, Encoded: frames[i]}, From: a.fromID})
 	}
 	return nil
-}
-
-// checkAsync validates frames like checkParallel, in the background; the
-// channel yields the result once.
-func checkAsync(v *validator, frames [][]byte) <-chan []checked {
-	done := make(chan []checked, 1)
-	go func() { done <- checkParallel(v, frames) }()
-	return done
 }
 
 // validateChunk is how many frames of a resend answer are read before
@@ -396,23 +427,6 @@ type checked struct {
 	m       *streamr.StreamMessage
 	verdict verdict
 	err     error
-}
-
-// checkParallel validates frames on up to GOMAXPROCS goroutines.
-func checkParallel(v *validator, frames [][]byte) []checked {
-	out := make([]checked, len(frames))
-	workers := min(runtime.GOMAXPROCS(0), len(frames))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(frames); i += workers {
-				m, verdict, _, err := v.check(frames[i])
-				out[i] = checked{m: m, verdict: verdict, err: err}
-			}
-		})
-	}
-	wg.Wait()
-	return out
 }
 
 // checkAnswer checks that the nth message of an answer is one the query
@@ -469,6 +483,9 @@ type resendMetrics struct {
 	requests *prometheus.CounterVec // by status
 	messages prometheus.Counter
 	bytes    prometheus.Counter
+	rewalks  prometheus.Counter
+	// verifyWaits counts batches that found every verify worker busy.
+	verifyWaits prometheus.Counter
 }
 
 // statusAborted labels answers cut off by a write error or timeout.
@@ -483,9 +500,13 @@ func newResendMetrics() *resendMetrics {
 			"Resend requests served, by answer status (aborted: the write failed or timed out)."), []string{"status"}),
 		messages: prometheus.NewCounter(opts("resend_messages_total", "Messages sent in resend answers.")),
 		bytes:    prometheus.NewCounter(opts("resend_bytes_total", "Encoded message bytes sent in resend answers.")),
+		rewalks: prometheus.NewCounter(opts("resend_rewalks_total",
+			"Resend answers larger than resend_buffer_bytes, whose rest was read from the store a second time.")),
+		verifyWaits: prometheus.NewCounter(opts("resend_verify_waits_total",
+			"Batches of resend answers that waited for a verify worker (all resend_verify_workers busy).")),
 	}
 }
 
 func (m *resendMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.messages, m.bytes}
+	return []prometheus.Collector{m.requests, m.messages, m.bytes, m.rewalks, m.verifyWaits}
 }

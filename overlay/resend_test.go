@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -525,6 +526,80 @@ func TestResendLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestResendBufferSplit: an answer larger than what is left of
+// resend_buffer_bytes is read once up to the buffer, counted to its end
+// and its rest read again;
+// wherever the split falls (also between two messages of one reference,
+// from the set's two publishers), the answer and its truncated flag are
+// those of an answer read whole, and the second read is counted.
+func TestResendBufferSplit(t *testing.T) {
+	s := newResendSet(t)
+	st := s.store(t)
+	msgSize := len(encode(t, s.msgs[0])) // all messages of the set have about this size
+	queries := []struct {
+		name   string
+		q      streamr.ResendQuery
+		limits func(*ResendConfig)
+	}{
+		{"from zero", streamr.ResendQuery{}, nil},
+		{"range", streamr.ResendQuery{From: s.ref(4), To: s.ref(11)}, nil},
+		{"last", streamr.ResendQuery{Last: 9}, nil},
+		{"page", streamr.ResendQuery{From: s.ref(2), Limit: 11}, nil},
+		{"over max messages", streamr.ResendQuery{}, func(c *ResendConfig) { c.MaxMessages = 13 }},
+		{"over max bytes", streamr.ResendQuery{}, func(c *ResendConfig) { c.MaxBytes = 9*msgSize + msgSize/2 }},
+	}
+	whole := resendNode(t, s, nil, nil)
+	whole.ServeResend(st)
+	client := resendNode(t, s, whole.Addrs(), nil)
+	for _, q := range queries {
+		for _, buffered := range []int{0, 1, 2, 3, 6, 20} {
+			t.Run(fmt.Sprintf("%s/buffer %d messages", q.name, buffered), func(t *testing.T) {
+				q.q.Part = s.part
+				reference := whole
+				if q.limits != nil {
+					reference = resendNode(t, s, nil, q.limits)
+					reference.ServeResend(st)
+					knowAddrs(client, reference)
+				}
+				want, err := client.ResendFrom(t.Context(), reference.ID(), q.q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				split := resendNode(t, s, nil, func(c *ResendConfig) {
+					if q.limits != nil {
+						q.limits(c)
+					}
+					c.BufferBytes = buffered*msgSize + msgSize/2
+				})
+				split.ServeResend(st)
+				knowAddrs(client, split)
+				for range 2 { // the second answer finds the buffer given back
+					got, err := client.ResendFrom(t.Context(), split.ID(), q.q)
+					if err != nil {
+						t.Fatal(err)
+					}
+					equalFrames(t, frames(got), frames(want))
+					if got.Truncated != want.Truncated {
+						t.Errorf("truncated = %v, want %v as read whole", got.Truncated, want.Truncated)
+					}
+				}
+				wantRewalks := 0.0
+				if len(want.Messages) > buffered && q.q.Last == 0 {
+					wantRewalks = 2
+				}
+				if got := testutil.ToFloat64(split.metrics.resend.rewalks); got != wantRewalks {
+					t.Errorf("%d messages, %d buffered: %v rewalks counted in two answers, want %v", len(want.Messages), buffered, got, wantRewalks)
+				}
+			})
+		}
+	}
+}
+
+// knowAddrs lets n dial other.
+func knowAddrs(n, other *Node) {
+	n.host.Peerstore().AddAddrs(other.host.ID(), other.host.Addrs(), time.Hour)
 }
 
 func (s *resendSet) mustEncodeAll(t *testing.T) [][]byte {

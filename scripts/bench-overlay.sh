@@ -15,6 +15,8 @@
 #   DURATION=30s scripts/bench-overlay.sh
 #   SCENARIOS=drain scripts/bench-overlay.sh   # only the drain ("pair": only the two load scenarios)
 #   SCENARIOS="limits p2000" scripts/bench-overlay.sh # only the limits and the 2,000 msg/s pair
+#   BASELINE_BIN=/tmp/bridge-main DRAIN_ROUNDS=2 SCENARIOS=drain scripts/bench-overlay.sh
+#       # the drain with that binary too, back to back on the same backlog, twice each
 #
 # Physical limits, measured in the same run (SCENARIOS token "limits", on by
 # default): the fsync latency a synced commit waits for on this disk
@@ -36,6 +38,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
 SCENARIOS=${SCENARIOS:-limits pair drain}
+DRAIN_ROUNDS=${DRAIN_ROUNDS:-1}
 MOSQ_PORT=${MOSQ_PORT:-18841}
 A_MQTT=${A_MQTT:-18842} A_HTTP=${A_HTTP:-18843} A_P2P=${A_P2P:-18844}
 B_MQTT=${B_MQTT:-18845} B_HTTP=${B_HTTP:-18846} B_P2P=${B_P2P:-18847}
@@ -45,6 +48,7 @@ bench_setup
 ensure_mosquitto
 build_tools
 go build -o "$work/fsyncprobe" ./bench/fsyncprobe
+if [ -n "${BASELINE_BIN:-}" ]; then cp "$BASELINE_BIN" "$work/bridge-baseline"; fi
 
 overlay_table() { # port [bootstrap]
 	echo "[overlay]
@@ -93,39 +97,76 @@ $subs"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 }
 
-# run_drain: A buffers readings offline, then storing bridge B drains them.
+# run_drain: A buffers readings offline, then storing bridge B drains them:
+# the backlog is filled once and A's state directory kept, so that every
+# drain (this build, and BASELINE_BIN's if set, DRAIN_ROUNDS times each,
+# alternating) starts from the same backlog.
 run_drain() {
-	rm -rf "$work/a" "$work/b"
+	drain_fill
+	local r
+	for r in $(seq "$DRAIN_ROUNDS"); do
+		if [ -n "${BASELINE_BIN:-}" ]; then
+			drain_once "$work/bridge-baseline" "baseline-$r"
+		fi
+		drain_once "$work/bridge" "$r"
+	done
+	run_mosquitto_backlog "$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['n'])" "$work/drain-1.json")"
+}
+
+# drain_fill: A stores DURATION of readings at full rate with no peer,
+# signs them all and stops; its state directory is kept in $work/a-backlog.
+drain_fill() {
+	rm -rf "$work/a" "$work/a-backlog"
 	bridge_config "$work/a.toml" "$work/a" "$A_MQTT" "$A_HTTP" "$(overlay_table "$A_P2P")
 [storage]
 quota = \"8GB\""
-	local addr; addr=$("$work/bridge" key new --config "$work/a.toml" | cut -d' ' -f1)
-	"$work/bridge" run --config "$work/a.toml" 2>"$work/a-drain.log" & local apid=$!
+	drain_addr=$("$work/bridge" key new --config "$work/a.toml" | cut -d' ' -f1)
+	"$work/bridge" run --config "$work/a.toml" 2>"$work/a-fill.log" & local apid=$!
 	pids+=("$apid")
 	wait_port "$A_MQTT"
 	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -subscribe=false -rate 0 -duration "$DURATION" >"$work/drain-fill.json"
-	local n; n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['acked'])" "$work/drain-fill.json")
-	until [ "$(metric "$A_HTTP" tributary_messages_signed_total)" -ge "$n" ]; do sleep 0.2; done
-	local peer; peer=$(grep -o 'msg="overlay listening" peer_id=[^ ]*' "$work/a-drain.log" | cut -d= -f3)
+	drain_n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['acked'])" "$work/drain-fill.json")
+	until [ "$(metric "$A_HTTP" tributary_messages_signed_total)" -ge "$drain_n" ]; do sleep 0.2; done
+	kill "$apid"; wait "$apid" 2>/dev/null || true
+	cp -a "$work/a" "$work/a-backlog"
+}
+
+# drain_once BIN NAME: A (BIN) on a copy of the backlog, then a storing
+# bridge B (BIN) started and timed until it has stored all of it; the CPU
+# time both used meanwhile is read from /proc (utime + stime).
+drain_once() {
+	rm -rf "$work/a" "$work/b"
+	cp -a "$work/a-backlog" "$work/a"
+	"$1" run --config "$work/a.toml" 2>"$work/a-drain-$2.log" & local apid=$!
+	pids+=("$apid")
+	wait_port "$A_MQTT"
+	local peer=""
+	until [ -n "$peer" ]; do
+		sleep 0.1
+		peer=$(grep -o 'msg="overlay listening" peer_id=[^ ]*' "$work/a-drain-$2.log" | cut -d= -f3) || true
+	done
 	local stores=""
 	for i in $(seq 0 9); do stores+="
 [[store]]
-stream = \"$addr/bench/p$i\"
+stream = \"$drain_addr/bench/p$i\"
 "; done
 	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer")
 $stores"
-	note_load drain start
+	local a0; a0=$(cpu_ticks "$apid")
+	note_load "drain-$2" start
 	local start; start=$(date +%s.%N)
-	"$work/bridge" run --config "$work/b.toml" 2>"$work/b-drain.log" & local bpid=$!
+	"$1" run --config "$work/b.toml" 2>"$work/b-drain-$2.log" & local bpid=$!
 	pids+=("$bpid")
 	wait_port "$B_HTTP"
-	until [ "$(metric "$B_HTTP" 'tributary_order_delivered_total{orderer="store"}')" -ge "$n" ]; do sleep 0.1; done
+	until [ "$(metric "$B_HTTP" 'tributary_order_delivered_total{orderer="store"}')" -ge "$drain_n" ]; do sleep 0.1; done
 	local end; end=$(date +%s.%N)
-	note_load drain end
-	echo "{\"n\": $n, \"seconds\": $(python3 -c "print($end - $start)"), \"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/drain.json"
+	local a1 b1; a1=$(cpu_ticks "$apid") b1=$(cpu_ticks "$bpid")
+	note_load "drain-$2" end
+	echo "{\"n\": $drain_n, \"seconds\": $(python3 -c "print($end - $start)"), \"a_cpu_s\": $(python3 -c "print(($a1 - $a0) / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($b1 / $(getconf CLK_TCK))"), \"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/drain-$2.json"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
-	run_mosquitto_backlog "$n"
 }
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # PID: user + system CPU, in clock ticks
 
 # run_mosquitto_backlog N: N QoS 1 messages queued in mosquitto for an
 # offline persistent-session subscriber, timed from its reconnect to the
@@ -272,11 +313,34 @@ for sc in scs:
     print(f"{sc}: peak RSS bridge A {a:.1f} MB = {a/64:.2f}x, bridge B {bb:.1f} MB = {bb/64:.2f}x the 64 MB target "
           f"(at the end: A {split('a')}; B {split('b')}; {la('bridge-' + sc)})")
 if "drain" in scenarios:
-    d, md = load("drain"), load("mosq-drain")
-    rate, mrate = d["n"] / d["seconds"], md["n"] / md["seconds"]
-    print(f"\nbacklog drain A -> B: {d['n']} readings in {d['seconds']:.2f} s = {rate:.0f} msg/s ({la('drain')}); peak RSS A {d['a_vmhwm_kb']/1024:.1f} MB, B {d['b_vmhwm_kb']/1024:.1f} MB")
+    verify = {when: 1e9 / float(open(f"{w}/verify-{when}-ns.txt").read()) for when in ("before", "after")}
+    md = load("mosq-drain")
+    mrate = md["n"] / md["seconds"]
+    def drains(prefix):
+        return [load(f"drain-{prefix}{r}") for r in range(1, 100) if have(f"drain-{prefix}{r}")]
+    def report(label, ds):
+        for r, d in enumerate(ds, 1):
+            rate = d["n"] / d["seconds"]
+            print(f"backlog drain A -> B ({label}, round {r}): {d['n']} readings in {d['seconds']:.2f} s = {rate:.0f} msg/s ({la(d['load'])}); "
+                  f"drain / verify limit = {rate/verify['before']:.2f} / {rate/verify['after']:.2f} (before / after; target >= 0.5); "
+                  f"CPU per reading A {d['a_cpu_s']/d['n']*1e6:.0f} us, B {d['b_cpu_s']/d['n']*1e6:.0f} us; peak RSS A {d['a_vmhwm_kb']/1024:.1f} MB, B {d['b_vmhwm_kb']/1024:.1f} MB")
+        return [d["n"] / d["seconds"] for d in ds]
+    print()
     for when in ("before", "after"):
-        verify = 1e9 / float(open(f"{w}/verify-{when}-ns.txt").read())
-        print(f"physical limit {when} the drain (BenchmarkDecodeVerifyEVM, one core): {verify:.0f} msg/s ({la('verify-' + when)}); drain / limit = {rate/verify:.2f} (target >= 0.5)")
+        print(f"physical limit {when} the drains (BenchmarkDecodeVerifyEVM, one core): {verify[when]:.0f} msg/s, {1e6/verify[when]:.0f} us per reading ({la('verify-' + when)})")
+    ours = drains("")
+    for r, d in enumerate(ours, 1):
+        d["load"] = f"drain-{r}"
+    rates = report("this build", ours)
+    base = drains("baseline-")
+    for r, d in enumerate(base, 1):
+        d["load"] = f"drain-baseline-{r}"
+    if base:
+        brates = report("BASELINE_BIN", base)
+        print(f"this build / BASELINE_BIN, same backlog, back to back: {sum(rates)/len(rates) / (sum(brates)/len(brates)):.2f}x "
+              f"(mean of {len(rates)} drains each), {max(rates)/max(brates):.2f}x (fastest of each: load only slows a drain); "
+              f"CPU per reading A+B {sum(d['a_cpu_s']+d['b_cpu_s'] for d in ours)/sum(d['n'] for d in ours)*1e6:.0f} us vs "
+              f"{sum(d['a_cpu_s']+d['b_cpu_s'] for d in base)/sum(d['n'] for d in base)*1e6:.0f} us")
+    rate = sum(rates) / len(rates)
     print(f"mosquitto persistent-session backlog: {md['n']} messages in {md['seconds']:.2f} s = {mrate:.0f} msg/s, verifying nothing ({la('mosq-drain')}); drain / mosquitto = {rate/mrate:.2f}")
 EOF
