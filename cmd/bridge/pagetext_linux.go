@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -12,37 +13,79 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// releaseStartupText asks the kernel to drop this process's resident pages
-// of the executable's read-only mappings (code, read-only data, symbol
-// tables). Start-up touches most of them: package initialisers are spread
-// over the whole binary and every page fault maps 64 KiB around it, so ~35
-// of the binary's 38 MB stay resident although the running gateway uses a
-// fraction. The pages are clean copies of the file: the ones still in use
-// fault back in from the page cache, the rest the kernel would reclaim
-// under pressure anyway. Returns the bytes advised.
+// releaseStartupText gives the kernel back this process's resident pages of
+// the executable's read-only mappings (code, read-only data, the pclntab)
+// and keeps them from coming back in bulk. Start-up touches most of the
+// binary: package initialisers and the start of the broker, storage and
+// overlay are spread over all of it, and each fault maps a 64 KiB
+// neighbourhood (fault-around) out of a readahead window. The running
+// gateway uses a fraction of that. The file is synced first (a binary
+// installed or copied moments ago has dirty pages, which neither step below
+// can drop), then three steps, so only pages in use return:
+//   - MADV_RANDOM: a later fault reads the one page it needs, no readahead
+//     window that fault-around would then map as well;
+//   - MADV_PAGEOUT: our resident pages are dropped (clean copies of the
+//     file; pages another process maps too are left alone);
+//   - POSIX_FADV_DONTNEED on the file, after: what no process maps any more
+//     leaves the page cache, so fault-around finds no cached neighbours.
+//
+// Returns the bytes of the mappings advised.
 func releaseStartupText() (int, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return 0, fmt.Errorf("release start-up text: %w", err)
 	}
-	f, err := os.Open("/proc/self/maps")
+	ranges, err := readOnlyMappings(exe)
+	if err != nil {
+		return 0, fmt.Errorf("release start-up text: %w", err)
+	}
+	f, err := os.Open(exe)
 	if err != nil {
 		return 0, fmt.Errorf("release start-up text: %w", err)
 	}
 	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return 0, fmt.Errorf("release start-up text: %w", err)
+	}
 	total := 0
+	for _, r := range ranges {
+		for _, advice := range []int{unix.MADV_RANDOM, unix.MADV_PAGEOUT} {
+			if _, _, errno := unix.Syscall(unix.SYS_MADVISE, r.start, r.end-r.start, uintptr(advice)); errno != 0 {
+				return total, fmt.Errorf("release start-up text: madvise %d: %w", advice, errno)
+			}
+		}
+		total += int(r.end - r.start)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return total, fmt.Errorf("release start-up text: fadvise %s: %w", exe, err)
+	}
+	return total, nil
+}
+
+type addrRange struct{ start, end uintptr }
+
+// readOnlyMappings lists this process's mappings of path without write
+// permission, from /proc/self/maps.
+func readOnlyMappings(path string) ([]addrRange, error) {
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []addrRange
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		start, end, ok := readOnlyMapping(sc.Text(), exe)
-		if !ok {
-			continue
+		if start, end, ok := readOnlyMapping(sc.Text(), path); ok {
+			out = append(out, addrRange{start, end})
 		}
-		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_PAGEOUT); errno != 0 {
-			return total, fmt.Errorf("release start-up text: madvise: %w", errno)
-		}
-		total += int(end - start)
 	}
-	return total, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no read-only mapping of the executable")
+	}
+	return out, nil
 }
 
 // readOnlyMapping parses one /proc/self/maps line and reports whether it

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,6 +53,98 @@ func TestReleaseStartupText(t *testing.T) {
 	if after := rssFileKB(t); after >= before {
 		t.Errorf("file-backed RSS %d kB after releasing %d bytes, %d kB before", after, n, before)
 	}
+}
+
+// TestReleasedTextFaultsSinglePages: once released, a fault of the
+// executable's read-only data (not code: for executable mappings Linux 6.x
+// reads ahead whatever the advice) brings back the page it needs, not a
+// readahead window around it (which fault-around would map too). A read of
+// one cold page through /proc/self/mem takes the same fault path as an
+// access of our own.
+func TestReleasedTextFaultsSinglePages(t *testing.T) {
+	if _, err := releaseStartupText(); errors.Is(err, unix.EINVAL) {
+		t.Skipf("kernel without MADV_PAGEOUT: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranges := dataMappings(t, exe)
+	const around = 8 // pages either side that must stay out of memory
+	page := uintptr(os.Getpagesize())
+	for _, r := range ranges {
+		before := cachedPages(t, r)
+		i := coldRun(before, around)
+		if i < 0 {
+			continue
+		}
+		mem, err := os.Open("/proc/self/mem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mem.Close()
+		if _, err := mem.ReadAt(make([]byte, 1), int64(r.start+uintptr(i)*page)); err != nil {
+			t.Fatal(err)
+		}
+		after := cachedPages(t, r)
+		if after[i]&1 == 0 {
+			t.Fatalf("page %d of %#x-%#x not resident after a read", i, r.start, r.end)
+		}
+		for j := i - around; j <= i+around; j++ {
+			if j != i && after[j]&1 != 0 {
+				t.Errorf("page %d read back with page %d: readahead after the release", j, i)
+			}
+		}
+		return
+	}
+	t.Skip("no run of cold pages in the executable's read-only mappings")
+}
+
+// dataMappings lists this process's read-only, non-executable mappings of
+// path.
+func dataMappings(t *testing.T, path string) []addrRange {
+	t.Helper()
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []addrRange
+	for line := range strings.Lines(string(maps)) {
+		if start, end, ok := readOnlyMapping(line, path); ok && strings.Fields(line)[1] == "r--p" {
+			out = append(out, addrRange{start, end})
+		}
+	}
+	return out
+}
+
+// cachedPages is mincore(2) of r: bit 0 of each byte says whether the
+// page is in the page cache.
+func cachedPages(t *testing.T, r addrRange) []byte {
+	t.Helper()
+	page := uintptr(os.Getpagesize())
+	vec := make([]byte, (r.end-r.start+page-1)/page)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, r.start, r.end-r.start, uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatalf("mincore: %v", errno)
+	}
+	return vec
+}
+
+// coldRun returns the middle page of the first run of 2*around+1 pages
+// none of which is cached, or -1.
+func coldRun(vec []byte, around int) int {
+	run := 0
+	for i, v := range vec {
+		if v&1 != 0 {
+			run = 0
+			continue
+		}
+		if run++; run == 2*around+1 {
+			return i - around
+		}
+	}
+	return -1
 }
 
 func rssFileKB(t *testing.T) int {

@@ -44,15 +44,35 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return logStopped(log, err)
 	}
-	// Start-up is over (initialisers, config, storage opened): what it
-	// alone touched of the binary need not stay resident. Before Run, so
-	// that serving never waits for its code to be read back.
-	if n, err := releaseStartupText(); err != nil {
-		log.Debug("start-up text not released", "err", err)
-	} else {
-		log.Debug("start-up text released", "bytes", n)
-	}
-	return logStopped(log, g.Run(ctx))
+	stopped := make(chan struct{})
+	released := releaseOnceReady(g.Ready(), stopped, log)
+	err = g.Run(ctx)
+	close(stopped)
+	<-released
+	return logStopped(log, err)
+}
+
+// releaseOnceReady gives back the binary's pages that start-up alone
+// touched once the gateway serves (broker, storage and overlay started:
+// ~20 MB of the binary resident, of which the running gateway uses about
+// half), unless stopped comes first. The returned channel is closed when it
+// is done.
+func releaseOnceReady(ready, stopped <-chan struct{}, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-ready:
+		case <-stopped:
+			return
+		}
+		if n, err := releaseStartupText(); err != nil {
+			log.Debug("start-up text not released", "err", err)
+		} else {
+			log.Debug("start-up text released", "bytes", n)
+		}
+	}()
+	return done
 }
 
 // exitUnsigned is the exit status of a stop, or an export, that leaves
