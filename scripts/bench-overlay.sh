@@ -103,12 +103,15 @@ $subs"
 	sleep 3 # overlay mesh forms (GossipSub heartbeat)
 	note_load "bridge-$1" start
 	local acpu bcpu; acpu=$(cpu_ticks "$apid") bcpu=$(cpu_ticks "$bpid")
+	local await bwait; await=$(runq_wait_ns "$apid") bwait=$(runq_wait_ns "$bpid")
 	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -sub-broker "127.0.0.1:$B_MQTT" -sub-topic "$addr/bench/#" \
 		-rate "$2" -duration "$DURATION" -timeline "$work/bridge-$1-timeline.csv" >"$work/bridge-$1.json"
 	note_load "bridge-$1" end
 	acpu=$(($(cpu_ticks "$apid") - acpu)) bcpu=$(($(cpu_ticks "$bpid") - bcpu))
+	await=$(($(runq_wait_ns "$apid") - await)) bwait=$(($(runq_wait_ns "$bpid") - bwait))
 	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid"), \"a\": {$(rss_split_kb "$apid")}, \"b\": {$(rss_split_kb "$bpid")},
- \"a_cpu_s\": $(python3 -c "print($acpu / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($bcpu / $(getconf CLK_TCK))")}" >"$work/bridge-$1-proc.json"
+ \"a_cpu_s\": $(python3 -c "print($acpu / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($bcpu / $(getconf CLK_TCK))"),
+ \"a_runq_wait_s\": $(python3 -c "print($await / 1e9)"), \"b_runq_wait_s\": $(python3 -c "print($bwait / 1e9)")}" >"$work/bridge-$1-proc.json"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 	if [ -n "${TRACE_DIR:-}" ]; then # the tables' files' times date Badger's flushes and compactions
 		mkdir -p "$TRACE_DIR" && cp "$work/a-$1.log" "$work/b-$1.log" "$work/bridge-$1.json" "$work/bridge-$1-timeline.csv" "$TRACE_DIR/"
@@ -186,6 +189,9 @@ $stores"
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # PID: user + system CPU, in clock ticks
+# runq_wait_ns PID: time the process's threads spent runnable but waiting
+# for a CPU (schedstat), in ns: what the shared machine's other load cost it.
+runq_wait_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%d", s}'; }
 
 # run_mosquitto_backlog N: N QoS 1 messages queued in mosquitto for an
 # offline persistent-session subscriber, timed from its reconnect to the
@@ -341,7 +347,8 @@ for sc in scs:
     p, r = load(f"bridge-{sc}-proc"), load(f"bridge-{sc}")
     # CPU per reading moves less with the shared machine's load than latency does.
     print(f"{sc}: CPU per reading during the load: bridge A {1e6*p['a_cpu_s']/max(r['acked'],1):.0f} us (per acked), "
-          f"bridge B {1e6*p['b_cpu_s']/max(r['received'],1):.0f} us (per received) ({la('bridge-' + sc)})")
+          f"bridge B {1e6*p['b_cpu_s']/max(r['received'],1):.0f} us (per received) ({la('bridge-' + sc)}); "
+          f"run-queue wait (runnable, no CPU) A {p.get('a_runq_wait_s', 0):.2f} s, B {p.get('b_runq_wait_s', 0):.2f} s in {r['duration_s']:.0f} s")
 for sc in scs:
     p = load(f"bridge-{sc}-proc")
     a, bb = p['a_vmhwm_kb']/1024, p['b_vmhwm_kb']/1024
