@@ -112,6 +112,11 @@ $subs"
 	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid"), \"a\": {$(rss_split_kb "$apid")}, \"b\": {$(rss_split_kb "$bpid")},
  \"a_cpu_s\": $(python3 -c "print($acpu / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($bcpu / $(getconf CLK_TCK))"),
  \"a_runq_wait_s\": $(python3 -c "print($await / 1e9)"), \"b_runq_wait_s\": $(python3 -c "print($bwait / 1e9)")}" >"$work/bridge-$1-proc.json"
+	if [ -n "${TRACE_DIR:-}" ]; then # both bridges' counters at the end of the load
+		mkdir -p "$TRACE_DIR"
+		curl -sf "http://127.0.0.1:$A_HTTP/metrics" >"$TRACE_DIR/a-$1.metrics" || true
+		curl -sf "http://127.0.0.1:$B_HTTP/metrics" >"$TRACE_DIR/b-$1.metrics" || true
+	fi
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 	if [ -n "${TRACE_DIR:-}" ]; then # the tables' files' times date Badger's flushes and compactions
 		mkdir -p "$TRACE_DIR" && cp "$work/a-$1.log" "$work/b-$1.log" "$work/bridge-$1.json" "$work/bridge-$1-timeline.csv" "$TRACE_DIR/"
