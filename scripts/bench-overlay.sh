@@ -17,6 +17,16 @@
 #   SCENARIOS="limits p2000" scripts/bench-overlay.sh # only the limits and the 2,000 msg/s pair
 #   BASELINE_BIN=/tmp/bridge-main DRAIN_ROUNDS=2 SCENARIOS=drain scripts/bench-overlay.sh
 #       # the drain with that binary too, back to back on the same backlog, twice each
+#   BASELINE_BIN=/tmp/bridge-main PAIR_ROUNDS=2 SCENARIOS=p2000 scripts/bench-overlay.sh
+#       # the 2,000 msg/s pair with that binary too, alternating, twice each
+#   TRACE_DIR=/tmp/t SCENARIOS=p2000 scripts/bench-overlay.sh
+#       # keep the pair's bridge logs (with GODEBUG=gctrace=1) and the
+#       # per-reading e2e timeline (send offset, latency) in /tmp/t
+#
+# The e2e latency is reported for the whole run and for its steady state
+# (readings sent 1 s or more after the first publish), with the p99 of
+# every second: a fresh process's warm-up shows apart from steady-state
+# events instead of being hidden in, or left out of, one figure.
 #
 # Physical limits, measured in the same run (SCENARIOS token "limits", on by
 # default): the fsync latency a synced commit waits for on this disk
@@ -39,6 +49,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 SCENARIOS=${SCENARIOS:-limits pair drain}
 DRAIN_ROUNDS=${DRAIN_ROUNDS:-1}
+PAIR_ROUNDS=${PAIR_ROUNDS:-1}
 MOSQ_PORT=${MOSQ_PORT:-18841}
 A_MQTT=${A_MQTT:-18842} A_HTTP=${A_HTTP:-18843} A_P2P=${A_P2P:-18844}
 B_MQTT=${B_MQTT:-18845} B_HTTP=${B_HTTP:-18846} B_P2P=${B_P2P:-18847}
@@ -60,11 +71,15 @@ dht = false
 retry = \"100ms\""
 }
 
-run_pair() { # scenario rate
+# run_pair SCENARIO RATE [BIN]: the pair loaded at RATE (0: max), with BIN
+# (default: this build); results in $work/bridge-SCENARIO*.json.
+run_pair() {
+	local bin=${3:-$work/bridge}
+	local env=(); [ -z "${TRACE_DIR:-}" ] || env=(env GODEBUG=gctrace=1)
 	rm -rf "$work/a" "$work/b"
 	bridge_config "$work/a.toml" "$work/a" "$A_MQTT" "$A_HTTP" "$(overlay_table "$A_P2P")"
 	local addr; addr=$("$work/bridge" key new --config "$work/a.toml" | cut -d' ' -f1)
-	"$work/bridge" run --config "$work/a.toml" 2>"$work/a-$1.log" & local apid=$!
+	"${env[@]}" "$bin" run --config "$work/a.toml" 2>"$work/a-$1.log" & local apid=$!
 	pids+=("$apid")
 	wait_port "$A_MQTT"
 	local peer=""
@@ -82,19 +97,31 @@ topic = \"{stream}\"
 	done
 	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer")
 $subs"
-	"$work/bridge" run --config "$work/b.toml" 2>"$work/b-$1.log" & local bpid=$!
+	"${env[@]}" "$bin" run --config "$work/b.toml" 2>"$work/b-$1.log" & local bpid=$!
 	pids+=("$bpid")
 	wait_port "$B_MQTT"
 	sleep 3 # overlay mesh forms (GossipSub heartbeat)
 	note_load "bridge-$1" start
 	local acpu bcpu; acpu=$(cpu_ticks "$apid") bcpu=$(cpu_ticks "$bpid")
+	local await bwait; await=$(runq_wait_ns "$apid") bwait=$(runq_wait_ns "$bpid")
 	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -sub-broker "127.0.0.1:$B_MQTT" -sub-topic "$addr/bench/#" \
-		-rate "$2" -duration "$DURATION" >"$work/bridge-$1.json"
+		-rate "$2" -duration "$DURATION" -timeline "$work/bridge-$1-timeline.csv" >"$work/bridge-$1.json"
 	note_load "bridge-$1" end
 	acpu=$(($(cpu_ticks "$apid") - acpu)) bcpu=$(($(cpu_ticks "$bpid") - bcpu))
+	await=$(($(runq_wait_ns "$apid") - await)) bwait=$(($(runq_wait_ns "$bpid") - bwait))
 	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid"), \"a\": {$(rss_split_kb "$apid")}, \"b\": {$(rss_split_kb "$bpid")},
- \"a_cpu_s\": $(python3 -c "print($acpu / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($bcpu / $(getconf CLK_TCK))")}" >"$work/bridge-$1-proc.json"
+ \"a_cpu_s\": $(python3 -c "print($acpu / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($bcpu / $(getconf CLK_TCK))"),
+ \"a_runq_wait_s\": $(python3 -c "print($await / 1e9)"), \"b_runq_wait_s\": $(python3 -c "print($bwait / 1e9)")}" >"$work/bridge-$1-proc.json"
+	if [ -n "${TRACE_DIR:-}" ]; then # both bridges' counters at the end of the load
+		mkdir -p "$TRACE_DIR"
+		curl -sf "http://127.0.0.1:$A_HTTP/metrics" >"$TRACE_DIR/a-$1.metrics" || true
+		curl -sf "http://127.0.0.1:$B_HTTP/metrics" >"$TRACE_DIR/b-$1.metrics" || true
+	fi
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
+	if [ -n "${TRACE_DIR:-}" ]; then # the tables' files' times date Badger's flushes and compactions
+		mkdir -p "$TRACE_DIR" && cp "$work/a-$1.log" "$work/b-$1.log" "$work/bridge-$1.json" "$work/bridge-$1-timeline.csv" "$TRACE_DIR/"
+		find "$work/a" "$work/b" -name '*.sst' -printf '%p %T@\n' >"$TRACE_DIR/sst-$1.txt"
+	fi
 }
 
 # run_drain: A buffers readings offline, then storing bridge B drains them:
@@ -167,6 +194,9 @@ $stores"
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # PID: user + system CPU, in clock ticks
+# runq_wait_ns PID: time the process's threads spent runnable but waiting
+# for a CPU (schedstat), in ns: what the shared machine's other load cost it.
+runq_wait_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%d", s}'; }
 
 # run_mosquitto_backlog N: N QoS 1 messages queued in mosquitto for an
 # offline persistent-session subscriber, timed from its reconnect to the
@@ -252,7 +282,13 @@ case " $SCENARIOS " in *" pair "*)
 esac
 case " $SCENARIOS " in *" pair "* | *" p2000 "*)
 	run_mosquitto 2000 2000 "$MOSQ_PORT"
-	run_pair 2000 2000
+	for r in $(seq "$PAIR_ROUNDS"); do
+		if [ -n "${BASELINE_BIN:-}" ]; then run_pair "2000-baseline-$r" 2000 "$work/bridge-baseline"; fi
+		run_pair "2000-r$r" 2000
+	done
+	cp "$work/bridge-2000-r1.json" "$work/bridge-2000.json"
+	cp "$work/bridge-2000-r1-proc.json" "$work/bridge-2000-proc.json"
+	cp "$work/load-bridge-2000-r1.json" "$work/load-bridge-2000.json"
 esac
 case " $SCENARIOS " in *" drain "*)
 	verify_limit before
@@ -301,11 +337,23 @@ if "2000" in scs:
     if limits:
         line += f", {b2['e2e_p99_ms']/limits['floor']:.1f}x the floor of {limits['floor']:.2f} ms"
     print(line + f" ({la('bridge-2000')}; mosquitto {la('mosquitto-2000')}); p50 {b2['e2e_p50_ms']:.2f} ms vs mosquitto {m2['e2e_p50_ms']:.2f} ms")
+    def e2e(name):
+        r = load(name)
+        secs = " ".join(f"{s['p99_ms']:.1f}" for s in r.get("e2e_seconds", []))
+        return (f"whole run p50/p99/max {r['e2e_p50_ms']:.2f}/{r['e2e_p99_ms']:.2f}/{r.get('e2e_max_ms', 0):.1f} ms, "
+                f"steady state (sent >= 1 s in) p50/p99 {r.get('e2e_steady_p50_ms', 0):.2f}/{r.get('e2e_steady_p99_ms', 0):.2f} ms; "
+                f"p99 per second [{secs}] ({la(name)})")
+    print(f"2000 mosquitto: {e2e('mosquitto-2000')}")
+    for r in range(1, 100):
+        for label, name in (("BASELINE_BIN", f"bridge-2000-baseline-{r}"), ("this build", f"bridge-2000-r{r}")):
+            if have(name):
+                print(f"2000 round {r}, {label}: {e2e(name)}")
 for sc in scs:
     p, r = load(f"bridge-{sc}-proc"), load(f"bridge-{sc}")
     # CPU per reading moves less with the shared machine's load than latency does.
     print(f"{sc}: CPU per reading during the load: bridge A {1e6*p['a_cpu_s']/max(r['acked'],1):.0f} us (per acked), "
-          f"bridge B {1e6*p['b_cpu_s']/max(r['received'],1):.0f} us (per received) ({la('bridge-' + sc)})")
+          f"bridge B {1e6*p['b_cpu_s']/max(r['received'],1):.0f} us (per received) ({la('bridge-' + sc)}); "
+          f"run-queue wait (runnable, no CPU) A {p.get('a_runq_wait_s', 0):.2f} s, B {p.get('b_runq_wait_s', 0):.2f} s in {r['duration_s']:.0f} s")
 for sc in scs:
     p = load(f"bridge-{sc}-proc")
     a, bb = p['a_vmhwm_kb']/1024, p['b_vmhwm_kb']/1024
