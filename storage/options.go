@@ -23,15 +23,12 @@ const (
 
 // Pi-sized Badger settings, from "low-mem A" in perf-baselines.md §2.
 const (
-	// memTableSize: each memtable's arena, and the table builder that
-	// flushes it, are live heap, and Badger pools builders with their grown
-	// buffers (an uncompressed and a compressed copy of every block): 4 MB
-	// memtables kept a 14 MB builder and a 5.2 MB arena live at 2,000
-	// readings/s, 2 MB ones keep 6 MB and 2.6 MB (bridge RSS with the
-	// overlay 80 → 66 MB, BENCHMARKS.md "Session 6 — rss"). level0Tables is
-	// doubled with it, so L0 holds as much data as before and L0→L1
-	// compactions stay as large and as rare (TestRetentionReclaimsSpace).
-	memTableSize     = 2 << 20
+	// memTableSize: each memtable's arena and the table builder that
+	// flushes it (Badger pools builders and keeps them) are live heap: 2 MB
+	// memtables halved the heap after 200,000 readings (56 against 116 MB)
+	// but left more of the deleted data on disk after retention
+	// (TestRetentionReclaimsSpace), so it stays at 4 MB for now.
+	memTableSize     = 4 << 20
 	valueLogFileSize = 16 << 20
 	// valueThreshold: values of at least this many bytes go to the value
 	// log, smaller ones stay in the LSM tree (a 200-byte reading's ~390-byte
@@ -43,13 +40,11 @@ const (
 	// TestSigningBatchFitsTransaction checks that a signing batch of
 	// messages just below it fits one transaction.
 	valueThreshold = 1 << 10
-	// level0Tables (low-mem A has 2) is raised to 16 (32 MB of L0 with
-	// 2 MB memtables): every L0→L1 compaction rewrites the whole
-	// overlapping L1 range, and each L0 table spans the whole key space
-	// (counters to readings), so fewer, larger L0 compactions write less
-	// (5.9× → 4.8× signed bytes at 2000 readings/s with 8 × 4 MB against
-	// 2 × 4 MB).
-	level0Tables = 16
+	// level0Tables (low-mem A has 2) is raised to 8: every L0→L1 compaction
+	// rewrites the whole overlapping L1 range, and each L0 table spans the
+	// whole key space (counters to readings), so fewer, larger L0
+	// compactions write less (5.9× → 4.8× signed bytes at 2000 readings/s).
+	level0Tables = 8
 )
 
 // Options configure a Store. The zero value of every field but Dir is usable.
