@@ -223,9 +223,7 @@ func (s *Store) visitIndexed(txn *badger.Txn, idx *badger.Item, fn func([]byte) 
 }
 
 // After returns up to max signed messages with log position > pos, in log
-// order. Those of other publishers, kept for [[store]] rules (ReadingSeq
-// 0), come without Encoded: the forwarder, its reader, only steps over
-// them, and a storing gateway logs thousands a second.
+// order.
 func (s *Store) After(pos uint64, max int) ([]Logged, error) {
 	var out []Logged
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -253,10 +251,7 @@ func (s *Store) readLogged(item *badger.Item) (Logged, error) {
 		if err != nil {
 			return err
 		}
-		l.ReadingSeq = seq
-		if seq != 0 {
-			l.Encoded = append([]byte(nil), enc...)
-		}
+		l.ReadingSeq, l.Encoded = seq, append([]byte(nil), enc...)
 		l.Part, err = s.partName(part)
 		return err
 	})
