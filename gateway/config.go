@@ -361,7 +361,9 @@ func decodeStrict(path string, data []byte, cfg *Config) error {
 		return errors.New(strings.Join(msgs, "\n"))
 	case errors.As(err, &derr):
 		row, col := derr.Position()
-		return fmt.Errorf("%s:%d:%d: %s (key %q)", path, row, col, derr.Error(), strings.Join(derr.Key(), "."))
+		// The parser's own prefix names Go's library, not the file.
+		msg := strings.TrimPrefix(derr.Error(), "toml: ")
+		return fmt.Errorf("%s:%d:%d: %s (key %q)", path, row, col, msg, strings.Join(derr.Key(), "."))
 	}
 	return fmt.Errorf("%s: %w", path, err)
 }

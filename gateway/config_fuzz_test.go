@@ -23,6 +23,7 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte("[overlay]\nenabled = true\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\", 5]\n[[subscribe]]\nstream = \"nope\"\n"))
 	f.Add([]byte("storage.quota = 5\n[rule]\ntopic = \"a\"\n[strage]\nx = 1\n[storage\n"))
 	f.Add([]byte("[log]\nlevel = \"loud\"\nlevel = \"info\"\n[signing]\nsign_delay = \"-1s\"\n"))
+	f.Add([]byte("[log]\nlevel = \"info\"\nlevel = \"info\"\n[log]\n"))
 	f.Add([]byte("a = {b = [1, {c = \"\u00e9\"}], d = 1979-05-27T07:32:00Z}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := defaultConfig()

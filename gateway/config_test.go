@@ -106,6 +106,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad listener type", "[[mqtt.listener]]\ntype = \"quic\"\naddress = \"x\"\n", []string{`type "quic"`}},
 		{"bad rule", "[[rule]]\ntopic = \"a/#/b\"\nstream = \"{address}/x\"\n", []string{"rule 1", "'#' must be the last level"}},
 		{"syntax error", "[storage\n", []string{":1:"}},
+		{"key defined twice", "[log]\nlevel = \"info\"\nlevel = \"info\"\n", []string{":3:1:", "key level is already defined"}},
+		{"table defined twice", "[log]\n[log]\n", []string{":2:2:", "table log already exists"}},
 		{"streamr proxy not a WebSocket URL", "[streamr_network]\nproxies = [\"http://node:40600\"]\n", []string{"streamr_network.proxies", `scheme "http"`}},
 		{"streamr proxy with a path", "[streamr_network]\nproxies = [\"wss://node:443/api\"]\n", []string{"streamr_network.proxies", "no path"}},
 		{"streamr publish without proxies", "[streamr_network]\npublish = true\n", []string{"streamr_network.proxies: empty"}},
@@ -130,6 +132,9 @@ func TestConfigErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
+			}
+			if strings.Contains(strings.ReplaceAll(err.Error(), path, ""), "toml: ") {
+				t.Errorf("error %q speaks in the parser's terms", err)
 			}
 		})
 	}
