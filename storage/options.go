@@ -100,6 +100,7 @@ type Options struct {
 	// write-amplification measurement only).
 	valueThreshold int64
 	level0Tables   int                                 // overrides the L0 table count that triggers compaction
+	memTableSize   int64                               // overrides the memtable size (tests: a tiny transaction limit)
 	tune           func(badger.Options) badger.Options // measurement only: adjusts the Badger options last
 }
 
@@ -121,6 +122,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.valueThreshold == 0 {
 		o.valueThreshold = valueThreshold
+	}
+	if o.memTableSize == 0 {
+		o.memTableSize = memTableSize
 	}
 }
 
@@ -155,7 +159,7 @@ func (o *Options) badgerOptions() badger.Options {
 		WithLogger(badgerLogger{o.Logger}).
 		WithSyncWrites(true).
 		WithMetricsEnabled(false).
-		WithMemTableSize(memTableSize).
+		WithMemTableSize(o.memTableSize).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(o.level0Tables).
 		WithNumLevelZeroTablesStall(2 * o.level0Tables).
