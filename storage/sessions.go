@@ -40,11 +40,11 @@ func (s *Store) ScanSessions(prefix string, fn func(key string, value []byte) er
 	})
 }
 
-// CommitSessions writes session records, synced: a nil value deletes its
-// key. They go in one transaction, or in several if they do not fit one
-// (each record whole; which records share a transaction then is not
-// defined). Session records do not count against the quota: the broker
-// bounds them per session.
+// CommitSessions writes session records, synced and all or nothing: a nil
+// value deletes its key. The broker relies on that: one delivery's queued
+// copies and its delivery mark must land together, so a batch too big for
+// one transaction goes through putAtomic. Session records do not count
+// against the quota: the broker bounds them per session.
 func (s *Store) CommitSessions(ctx context.Context, writes map[string][]byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("commit session records: %w", err)
@@ -56,7 +56,7 @@ func (s *Store) CommitSessions(ctx context.Context, writes map[string][]byte) er
 	for k, v := range writes {
 		ws = append(ws, write{key: sessionKey(k), value: v, del: v == nil})
 	}
-	if err := s.putSplit(ws); err != nil {
+	if err := s.putAtomic(ws); err != nil {
 		return fmt.Errorf("commit %d session records: %w", len(writes), err)
 	}
 	return nil

@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -165,4 +167,99 @@ func (s *Store) putSplit(writes []write, final ...write) error {
 		return fmt.Errorf("commit %d writes: %w", len(writes)+len(final), err)
 	}
 	return nil
+}
+
+// putAtomic writes ws all or nothing. A batch that fits one transaction
+// takes one. A bigger one is first stored whole as one value (in the
+// value log: its transaction holds only a pointer), then applied through
+// a txnSplit whose last transaction deletes it; Open applies a batch
+// found stored (replayIntent), so a crash in between still applies all
+// of it. Later batches are committed only after putAtomic returns, so
+// applying it again cannot undo a newer write.
+func (s *Store) putAtomic(ws []write) error {
+	l := s.txnLimits()
+	if c := l.cost(ws...).plus(txnOverhead); c.size < l.maxSize && c.count < l.maxCount {
+		return s.putSplit(ws)
+	}
+	intent := encodeWrites(ws)
+	if int64(len(intent)) > s.db.Opts().ValueLogFileSize {
+		return fmt.Errorf("batch of %d writes, %d bytes encoded: larger than a value log file (%d bytes)", len(ws), len(intent), s.db.Opts().ValueLogFileSize)
+	}
+	if err := s.putSplit(nil, write{key: keyIntent, value: intent}); err != nil {
+		return fmt.Errorf("store batch of %d writes: %w", len(ws), err)
+	}
+	return s.putSplit(ws, write{key: keyIntent, del: true})
+}
+
+// replayIntent applies a batch putAtomic stored and did not finish.
+func (s *Store) replayIntent() error {
+	var intent []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyIntent)
+		if err != nil {
+			return err
+		}
+		intent, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read unfinished batch: %w", err)
+	}
+	ws, err := decodeWrites(intent)
+	if err != nil {
+		return fmt.Errorf("unfinished batch: %w", err)
+	}
+	s.log.Warn("applying a batch of writes the last run did not finish", "writes", len(ws))
+	return s.putSplit(ws, write{key: keyIntent, del: true})
+}
+
+// encodeWrites lays out ws as, for each: uvarint key length, key, one
+// byte (1: delete), uvarint value length, value.
+func encodeWrites(ws []write) []byte {
+	var b []byte
+	for _, w := range ws {
+		b = binary.AppendUvarint(b, uint64(len(w.key)))
+		b = append(b, w.key...)
+		del := byte(0)
+		if w.del {
+			del = 1
+		}
+		b = append(b, del)
+		b = binary.AppendUvarint(b, uint64(len(w.value)))
+		b = append(b, w.value...)
+	}
+	return b
+}
+
+func decodeWrites(b []byte) ([]write, error) {
+	var ws []write
+	field := func() ([]byte, error) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, fmt.Errorf("write %d: bad length", len(ws))
+		}
+		f := b[k : k+int(n)]
+		b = b[k+int(n):]
+		return f, nil
+	}
+	for len(b) > 0 {
+		key, err := field()
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == 0 || b[0] > 1 {
+			return nil, fmt.Errorf("write %d: bad delete flag", len(ws))
+		}
+		del := b[0] == 1
+		b = b[1:]
+		value, err := field()
+		if err != nil {
+			return nil, err
+		}
+		ws = append(ws, write{key: key, value: value, del: del})
+	}
+	return ws, nil
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	badger "github.com/dgraph-io/badger/v4"
+
 	"github.com/tributary-iot/tributary/streamr"
 )
 
@@ -239,5 +241,44 @@ func assertChains(t *testing.T, s *Store, want map[string]streamr.ChainState) {
 		if err != nil || !ok || got.ID != w.ID || (got.Last == nil) != (w.Last == nil) || w.Last != nil && got.Last.Compare(*w.Last) != 0 {
 			t.Fatalf("chain state %q = %+v (found %v, %v), want %+v", k, got, ok, err, w)
 		}
+	}
+}
+
+// TestAtomicBatchReplayedAtOpen leaves a session batch too big for one
+// transaction stored but not applied, as a crash inside putAtomic would,
+// and checks that Open applies all of it, deletions included.
+func TestAtomicBatchReplayedAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, MinFreeBytes: -1, memTableSize: tinyMemTable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitSessions(context.Background(), map[string][]byte{"c/gone": []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	ws := []write{{key: sessionKey("c/gone"), del: true}}
+	for i := range 1000 {
+		ws = append(ws, write{key: sessionKey(fmt.Sprintf("q/client\x00%04x", i)), value: []byte(`{"payload":"21.5"}`)})
+	}
+	if err := s.putSplit(nil, write{key: keyIntent, value: encodeWrites(ws)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = tinyStore(t, dir)
+	n := 0
+	err = s.ScanSessions("", func(key string, _ []byte) error {
+		if key == "c/gone" {
+			t.Error("a record the batch deletes is still stored")
+		}
+		n++
+		return nil
+	})
+	if err != nil || n != 1000 {
+		t.Fatalf("%d session records after replay, %v; want 1000", n, err)
+	}
+	if err := s.db.View(func(txn *badger.Txn) error { _, err := txn.Get(keyIntent); return err }); !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatalf("the applied batch is still stored: %v", err)
 	}
 }
