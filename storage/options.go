@@ -38,7 +38,7 @@ const (
 	// page of two files), less at full load over 200,000 readings (3.4×
 	// against 4.1×: no compaction of values); TestMeasureWriteAmplification.
 	// TestSigningBatchFitsTransaction checks that a signing batch of
-	// messages just below it fits one transaction.
+	// messages just below it is committed.
 	valueThreshold = 1 << 10
 	// level0Tables (low-mem A has 2) is raised to 16: every L0→L1
 	// compaction rewrites the whole overlapping L1 range, and each L0 table
