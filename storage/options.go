@@ -40,12 +40,13 @@ const (
 	// TestSigningBatchFitsTransaction checks that a signing batch of
 	// messages just below it is committed.
 	valueThreshold = 1 << 10
-	// level0Tables (low-mem A has 2) is raised to 16: every L0→L1
+	// level0Tables (low-mem A has 2) is raised to 32: every L0→L1
 	// compaction rewrites the whole overlapping L1 range, and each L0 table
 	// spans the whole key space (counters to readings), so fewer, larger L0
 	// compactions write less (5.9× → 4.8× signed bytes at 2000 readings/s
-	// with 8 tables of 4 MB; 16 tables keep L0 at half of that volume).
-	level0Tables = 16
+	// with 8 tables of 4 MB). 32 tables of 1 MB hold as much; 16 made a
+	// backlog drain cost B more CPU per reading (BENCHMARKS "Session 7 — txn").
+	level0Tables = 32
 )
 
 // Options configure a Store. The zero value of every field but Dir is usable.
