@@ -176,7 +176,7 @@ const DefaultStopTimeout = 30 * time.Second
 func defaultConfig() Config {
 	return Config{
 		StateDir:    defaultStateDir(),
-		MemoryLimit: Size(48 << 20),
+		MemoryLimit: Size(40 << 20),
 		StopTimeout: Duration(DefaultStopTimeout),
 		Log:         LogConfig{Level: "info", Format: "text"},
 		MQTT: MQTTConfig{

@@ -348,6 +348,10 @@ if "2000" in scs:
         for label, name in (("BASELINE_BIN", f"bridge-2000-baseline-{r}"), ("this build", f"bridge-2000-r{r}")):
             if have(name):
                 print(f"2000 round {r}, {label}: {e2e(name)}")
+                pr, rr = load(f"{name}-proc"), load(name)
+                print(f"2000 round {r}, {label}: peak RSS A {pr['a_vmhwm_kb']/1024:.1f} / B {pr['b_vmhwm_kb']/1024:.1f} MB, "
+                      f"PUBACK p99 {rr.get('ack_p99_ms', 0):.2f} ms, CPU per reading A {1e6*pr['a_cpu_s']/max(rr['acked'],1):.0f} / "
+                      f"B {1e6*pr['b_cpu_s']/max(rr['received'],1):.0f} us")
 for sc in scs:
     p, r = load(f"bridge-{sc}-proc"), load(f"bridge-{sc}")
     # CPU per reading moves less with the shared machine's load than latency does.

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -105,19 +104,47 @@ func (s *Store) unsavedChain(key string) (streamr.ChainState, bool) {
 	return st, ok
 }
 
-// saveChains writes the deferred states in one synced transaction.
+// saveChains writes the deferred states (synced).
 func (s *Store) saveChains() error {
 	s.signMu.Lock()
 	defer s.signMu.Unlock()
+	return s.saveUnsaved(time.Now())
+}
+
+// saveUnsaved writes the deferred states, and then the position they
+// cover, in as few synced transactions as fit. The caller holds signMu.
+func (s *Store) saveUnsaved(now time.Time) error {
 	if len(s.chains.unsaved) == 0 {
 		return nil
 	}
-	err := s.db.Update(func(txn *badger.Txn) error { return s.putUnsaved(txn, s.nextPos) })
+	ws, err := chainWrites(s.chains.unsaved)
+	if err == nil {
+		err = s.putSplit(ws, write{key: keyChainsPos, value: putU64(s.nextPos)})
+	}
 	if err != nil {
 		return fmt.Errorf("save deferred chain states: %w", err)
 	}
-	s.savedUnsaved(time.Now())
+	s.savedUnsaved(now)
 	return nil
+}
+
+// saveDueApart writes the deferred states in transactions of their own
+// when they are due and too many to share a presigned commit (a quarter of
+// a transaction: the chunk's messages take about half). The caller holds
+// signMu.
+func (s *Store) saveDueApart(now time.Time) error {
+	if now.Sub(s.chains.savedAt) < chainSaveInterval || len(s.chains.unsaved) == 0 {
+		return nil
+	}
+	ws, err := chainWrites(s.chains.unsaved)
+	if err != nil {
+		return err
+	}
+	l := s.txnLimits()
+	if c := l.cost(ws...); c.size < l.maxSize/4 && c.count < l.maxCount/4 {
+		return nil
+	}
+	return s.saveUnsaved(now)
 }
 
 // recoverChains brings the stored chain states up to the messages logged
@@ -128,24 +155,33 @@ func (s *Store) saveChains() error {
 func (s *Store) recoverChains() error {
 	s.chains.stored = make(map[string]string)
 	s.chains.unsaved = make(map[string]streamr.ChainState)
-	return s.db.Update(func(txn *badger.Txn) error {
-		from, err := getCounter(txn, keyChainsPos, s.nextPos)
-		if err != nil || from >= s.nextPos {
-			return errors.Join(err, txn.Set(keyChainsPos, putU64(s.nextPos)))
-		}
-		advanced, err := s.chainsAfter(txn, from)
-		if err != nil {
+	var from uint64
+	var advanced map[string]streamr.ChainState
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		if from, err = getCounter(txn, keyChainsPos, s.nextPos); err != nil || from >= s.nextPos {
 			return err
 		}
-		if err := putChains(txn, advanced); err != nil {
-			return err
-		}
-		s.chainsStored(advanced)
-		if len(advanced) > 0 {
-			s.log.Info("recovered chain states from the log", "chains", len(advanced), "from_pos", from, "to_pos", s.nextPos)
-		}
-		return txn.Set(keyChainsPos, putU64(s.nextPos))
+		advanced, err = s.chainsAfter(txn, from)
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	// The states go before the position: a crash between the
+	// transactions reads the same messages again.
+	ws, err := chainWrites(advanced)
+	if err == nil {
+		err = s.putSplit(ws, write{key: keyChainsPos, value: putU64(s.nextPos)})
+	}
+	if err != nil {
+		return err
+	}
+	s.chainsStored(advanced)
+	if len(advanced) > 0 {
+		s.log.Info("recovered chain states from the log", "chains", len(advanced), "from_pos", from, "to_pos", s.nextPos)
+	}
+	return nil
 }
 
 // chainsAfter returns the states of own chains advanced to the newest of

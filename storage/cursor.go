@@ -41,20 +41,17 @@ func (s *Store) Cursor(name string) (uint64, error) {
 	return pos, nil
 }
 
-// SetCursors saves named positions in one synced transaction.
+// SetCursors saves named positions, synced: in one transaction, or in
+// several if they do not fit one (each position stands alone).
 func (s *Store) SetCursors(ctx context.Context, cursors map[string]uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
-		for name, pos := range cursors {
-			if err := txn.Set(cursorKey(name), putU64(pos)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	ws := make([]write, 0, len(cursors))
+	for name, pos := range cursors {
+		ws = append(ws, write{key: cursorKey(name), value: putU64(pos)})
+	}
+	if err := s.putSplit(ws); err != nil {
 		return fmt.Errorf("save cursors: %w", err)
 	}
 	return nil

@@ -32,5 +32,13 @@
 // a reading is written once; otherwise readings are stored pending and
 // signed later (CommitSigned). Both paths use the same keys, so a store
 // written by either opens with the other.
+//
+// Badger caps a transaction at 15 % of a memtable (157 kB with the store's
+// 1 MB memtables, kept small for the heap), so every writer whose batch
+// depends on its input writes it through a txnSplit (txnsplit.go), split
+// only where a crash leaves a sound state: between messages with their
+// chains' states (CommitSigned), positions after the messages they cover
+// (StoreReceived), independent keys anywhere; the broker's session batches
+// stay all or nothing (putAtomic).
 // Run drives the committer and the retention and value-log GC schedule.
 package storage

@@ -37,6 +37,7 @@ var (
 	keySignedBytes = []byte("Mb") // total encoded bytes of stored signed messages, uint64
 	keyNextPart    = []byte("Mp") // next part number, uint32
 	keyChainsPos   = []byte("Mc") // own chain states cover the log below this position, uint64 (chains.go)
+	keyIntent      = []byte("Mi") // a batch putAtomic is applying across transactions (txnsplit.go)
 )
 
 // schemaVersion is the layout above. Open refuses a database written with

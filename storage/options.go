@@ -24,11 +24,11 @@ const (
 // Pi-sized Badger settings, from "low-mem A" in perf-baselines.md §2.
 const (
 	// memTableSize: each memtable's arena and the table builder that
-	// flushes it (Badger pools builders and keeps them) are live heap: 2 MB
-	// memtables halved the heap after 200,000 readings (56 against 116 MB)
-	// but left more of the deleted data on disk after retention
-	// (TestRetentionReclaimsSpace), so it stays at 4 MB for now.
-	memTableSize     = 4 << 20
+	// flushes it (Badger pools builders and keeps them) are live heap, most
+	// of a gateway's heap at 2,000 readings/s with 4 MB memtables. Badger
+	// caps a transaction at 15 % of a memtable (157 kB here): every writer
+	// whose batch depends on its input splits it (txnSplit).
+	memTableSize     = 1 << 20
 	valueLogFileSize = 16 << 20
 	// valueThreshold: values of at least this many bytes go to the value
 	// log, smaller ones stay in the LSM tree (a 200-byte reading's ~390-byte
@@ -38,13 +38,15 @@ const (
 	// page of two files), less at full load over 200,000 readings (3.4×
 	// against 4.1×: no compaction of values); TestMeasureWriteAmplification.
 	// TestSigningBatchFitsTransaction checks that a signing batch of
-	// messages just below it fits one transaction.
+	// messages just below it is committed.
 	valueThreshold = 1 << 10
-	// level0Tables (low-mem A has 2) is raised to 8: every L0→L1 compaction
-	// rewrites the whole overlapping L1 range, and each L0 table spans the
-	// whole key space (counters to readings), so fewer, larger L0
-	// compactions write less (5.9× → 4.8× signed bytes at 2000 readings/s).
-	level0Tables = 8
+	// level0Tables (low-mem A has 2) is raised to 32: every L0→L1
+	// compaction rewrites the whole overlapping L1 range, and each L0 table
+	// spans the whole key space (counters to readings), so fewer, larger L0
+	// compactions write less (5.9× → 4.8× signed bytes at 2000 readings/s
+	// with 8 tables of 4 MB). 32 tables of 1 MB hold as much; 16 made a
+	// backlog drain cost B more CPU per reading (BENCHMARKS "Session 7 — txn").
+	level0Tables = 32
 )
 
 // Options configure a Store. The zero value of every field but Dir is usable.
@@ -100,6 +102,7 @@ type Options struct {
 	// write-amplification measurement only).
 	valueThreshold int64
 	level0Tables   int                                 // overrides the L0 table count that triggers compaction
+	memTableSize   int64                               // overrides the memtable size (tests: a tiny transaction limit)
 	tune           func(badger.Options) badger.Options // measurement only: adjusts the Badger options last
 }
 
@@ -121,6 +124,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.valueThreshold == 0 {
 		o.valueThreshold = valueThreshold
+	}
+	if o.memTableSize == 0 {
+		o.memTableSize = memTableSize
 	}
 }
 
@@ -155,7 +161,7 @@ func (o *Options) badgerOptions() badger.Options {
 		WithLogger(badgerLogger{o.Logger}).
 		WithSyncWrites(true).
 		WithMetricsEnabled(false).
-		WithMemTableSize(memTableSize).
+		WithMemTableSize(o.memTableSize).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(o.level0Tables).
 		WithNumLevelZeroTablesStall(2 * o.level0Tables).

@@ -242,6 +242,10 @@ func (s *Store) decodeChunk(chunk []*appendReq) ([]Reading, error) {
 func (s *Store) commitSignedTxn(lastSeq uint64, msgs []Signed, chains map[string]streamr.ChainState) error {
 	s.signMu.Lock()
 	defer s.signMu.Unlock()
+	now := time.Now()
+	if err := s.saveDueApart(now); err != nil { // too many to share this transaction
+		return err
+	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	if err := txn.Set(keyNextSeq, putU64(lastSeq+1)); err != nil {
@@ -250,7 +254,7 @@ func (s *Store) commitSignedTxn(lastSeq uint64, msgs []Signed, chains map[string
 	added, err := s.putPresigned(txn, msgs)
 	var recordChains func()
 	if err == nil {
-		recordChains, err = s.putPresignedChains(txn, chains, s.nextPos+uint64(len(msgs)), time.Now())
+		recordChains, err = s.putPresignedChains(txn, chains, s.nextPos+uint64(len(msgs)), now)
 	}
 	if err == nil {
 		err = s.putSignCounters(txn, s.nextPos+uint64(len(msgs)), s.signedBytes+added)

@@ -177,9 +177,9 @@ func (s *Store) applyRetention(ctx context.Context, now time.Time) (int, error) 
 func (s *Store) retain(ctx context.Context, run *retentionRun) (int, error) {
 	total := 0
 	for ctx.Err() == nil {
-		n, err := s.retainBatch(run)
+		n, more, err := s.retainBatch(run)
 		total += n
-		if err != nil || n < retentionBatch {
+		if err != nil || !more {
 			return total, err
 		}
 	}
@@ -218,19 +218,25 @@ func (s *Store) reportRetention(run *retentionRun) {
 	}
 }
 
-// retainBatch deletes up to retentionBatch expired messages in one txn.
-func (s *Store) retainBatch(run *retentionRun) (int, error) {
+// retainBatch deletes up to retentionBatch expired messages, as many as
+// fit one transaction, and says whether more may be due.
+func (s *Store) retainBatch(run *retentionRun) (n int, more bool, err error) {
 	s.signMu.Lock()
 	defer s.signMu.Unlock()
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	heads, err := s.logHead(txn, retentionBatch)
+	// Deferred chain states go first: recovery must not find their
+	// messages deleted.
+	if err := s.saveUnsaved(time.Now()); err != nil {
+		return 0, false, err
+	}
+	t := s.newSplit()
+	defer t.discard()
+	heads, err := s.logHead(t.txn, retentionBatch)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	bytes, force := s.signedBytes, run.force
+	counters := t.cost(signCounters(0, 0)...)
 	var dropped droppedMessages
-	n := 0
 	for _, h := range heads {
 		id := &h.Msg.ID
 		over := s.opts.RetentionBytes > 0 && bytes > s.opts.RetentionBytes
@@ -242,8 +248,16 @@ func (s *Store) retainBatch(run *retentionRun) (int, error) {
 			run.blocked = id
 			break
 		}
-		if err := deleteLogged(txn, h); err != nil {
-			return 0, err
+		ws, err := deletesOf(t.txn, h)
+		if err != nil {
+			return 0, false, err
+		}
+		if !t.fits(t.cost(ws...).plus(counters)) {
+			more = true // the next batch goes on from here
+			break
+		}
+		if err := t.put(ws...); err != nil {
+			return 0, false, fmt.Errorf("delete log entry %d: %w", h.pos, err)
 		}
 		if !acked {
 			dropped.add(id, len(h.Encoded))
@@ -253,24 +267,18 @@ func (s *Store) retainBatch(run *retentionRun) (int, error) {
 		n++
 	}
 	if n == 0 {
-		return 0, nil
+		return 0, false, nil
 	}
-	if err := s.putSignCounters(txn, s.nextPos, bytes); err != nil {
-		return 0, err
+	if err := t.put(signCounters(s.nextPos, bytes)...); err != nil {
+		return 0, false, err
 	}
-	// Deferred chain states go first: recovery must not find their
-	// messages deleted.
-	if err := s.putUnsaved(txn, s.nextPos); err != nil {
-		return 0, err
+	if err := t.commit(); err != nil {
+		return 0, false, fmt.Errorf("commit deletion of %d expired messages: %w", n, err)
 	}
-	if err := txn.Commit(); err != nil {
-		return 0, fmt.Errorf("commit deletion of %d expired messages: %w", n, err)
-	}
-	s.savedUnsaved(time.Now())
 	s.signedBytes = bytes
 	run.force = force
 	run.dropped.merge(dropped)
-	return n, nil
+	return n, more || n == retentionBatch, nil
 }
 
 // acknowledged asks the guard, if any, whether a message may be deleted.
@@ -307,29 +315,26 @@ func (s *Store) logHead(txn *badger.Txn, max int) ([]headEntry, error) {
 	return out, nil
 }
 
-// deleteLogged deletes a log entry and its index key, unless the index key
-// has since been taken by a newer message with the same ID.
-func deleteLogged(txn *badger.Txn, h headEntry) error {
+// deletesOf returns the deletion of a log entry and its index key,
+// unless the index key has since been taken by a newer message with the
+// same ID.
+func deletesOf(txn *badger.Txn, h headEntry) ([]write, error) {
 	id := &h.Msg.ID
 	ik := indexKey(h.part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID)
+	ws := []write{{key: logKey(h.pos), del: true}}
 	item, err := txn.Get(ik)
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
+		return ws, nil
 	case err != nil:
-		return fmt.Errorf("read index of log entry %d: %w", h.pos, err)
-	default:
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return fmt.Errorf("read index of log entry %d: %w", h.pos, err)
-		}
-		if len(v) == 8 && getU64(v) == h.pos {
-			if err := txn.Delete(ik); err != nil {
-				return fmt.Errorf("delete index of log entry %d: %w", h.pos, err)
-			}
-		}
+		return nil, fmt.Errorf("read index of log entry %d: %w", h.pos, err)
 	}
-	if err := txn.Delete(logKey(h.pos)); err != nil {
-		return fmt.Errorf("delete log entry %d: %w", h.pos, err)
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, fmt.Errorf("read index of log entry %d: %w", h.pos, err)
 	}
-	return nil
+	if len(v) == 8 && getU64(v) == h.pos {
+		ws = append(ws, write{key: ik, del: true})
+	}
+	return ws, nil
 }

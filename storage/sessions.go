@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -41,9 +40,11 @@ func (s *Store) ScanSessions(prefix string, fn func(key string, value []byte) er
 	})
 }
 
-// CommitSessions writes session records in one synced transaction: a nil
-// value deletes its key. Session records do not count against the quota:
-// the broker bounds them per session.
+// CommitSessions writes session records, synced and all or nothing: a nil
+// value deletes its key. The broker relies on that: one delivery's queued
+// copies and its delivery mark must land together, so a batch too big for
+// one transaction goes through putAtomic. Session records do not count
+// against the quota: the broker bounds them per session.
 func (s *Store) CommitSessions(ctx context.Context, writes map[string][]byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("commit session records: %w", err)
@@ -51,31 +52,12 @@ func (s *Store) CommitSessions(ctx context.Context, writes map[string][]byte) er
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	txn := s.db.NewTransaction(true)
-	defer func() { txn.Discard() }()
+	ws := make([]write, 0, len(writes))
 	for k, v := range writes {
-		err := s.setSession(txn, k, v)
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			// Too many for one transaction: commit what we have and go on.
-			if err = txn.Commit(); err != nil {
-				return fmt.Errorf("commit session records: %w", err)
-			}
-			txn = s.db.NewTransaction(true)
-			err = s.setSession(txn, k, v)
-		}
-		if err != nil {
-			return fmt.Errorf("session record %q: %w", k, err)
-		}
+		ws = append(ws, write{key: sessionKey(k), value: v, del: v == nil})
 	}
-	if err := txn.Commit(); err != nil {
+	if err := s.putAtomic(ws); err != nil {
 		return fmt.Errorf("commit %d session records: %w", len(writes), err)
 	}
 	return nil
-}
-
-func (s *Store) setSession(txn *badger.Txn, key string, value []byte) error {
-	if value == nil {
-		return txn.Delete(sessionKey(key))
-	}
-	return txn.Set(sessionKey(key), value)
 }

@@ -30,12 +30,13 @@ type Logged struct {
 }
 
 // CommitSigned stores msgs and the chains' states, and deletes the pending
-// readings the messages came from, in one synced transaction: after a crash
-// either all of it is stored or none. Each message gets the next log
-// position. It fails with ErrNotPending if a reading is not pending, and
-// with an error wrapping badger.ErrTxnTooBig if the batch does not fit one
-// transaction (about 600 kB with the store's 4 MB memtables): pass fewer
-// messages. Signing is never refused for quota.
+// readings the messages came from, in one synced transaction — or, if the
+// batch does not fit Badger's transaction size limit, in several, split
+// between messages (signedCommit says why that is safe). Each message gets
+// the next log position. It fails with ErrNotPending if a reading is not
+// pending. After an error part of the batch may be stored: the caller must
+// reload its chain states (ChainState) and the pending readings. Signing is
+// never refused for quota.
 func (s *Store) CommitSigned(ctx context.Context, msgs []Signed, chains map[string]streamr.ChainState) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("commit signed messages: %w", err)
@@ -50,67 +51,36 @@ func (s *Store) CommitSigned(ctx context.Context, msgs []Signed, chains map[stri
 	s.signMu.Lock()
 	defer s.signMu.Unlock()
 	start := time.Now()
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	added, err := s.putSigned(txn, msgs)
-	if err != nil {
-		return err
+	c := s.newSignedCommit(chains)
+	defer c.t.discard()
+	for i := range msgs {
+		if err := c.add(&msgs[i]); err != nil {
+			return err
+		}
 	}
-	if err := putChains(txn, chains); err != nil {
-		return err
-	}
-	if err := s.putSignCounters(txn, s.nextPos+uint64(len(msgs)), s.signedBytes+added); err != nil {
-		return err
-	}
-	if err := txn.Commit(); err != nil {
+	if err := c.finish(); err != nil {
 		return fmt.Errorf("commit %d signed messages: %w", len(msgs), err)
 	}
-	s.nextPos += uint64(len(msgs))
-	s.signedBytes += added
-	s.chainsStored(chains)
-	s.pending.Add(-int64(len(msgs)))
 	s.m.signSeconds.Observe(time.Since(start).Seconds())
 	return nil
 }
 
-// putSigned writes the log entries and index keys of msgs, at positions from
-// s.nextPos, deletes their readings and returns their total encoded size.
-func (s *Store) putSigned(txn *badger.Txn, msgs []Signed) (int64, error) {
-	var total int64
-	for i, sm := range msgs {
-		if err := checkPending(txn, sm.ReadingSeq); err != nil {
-			return 0, err
-		}
-		id := &sm.Msg.ID
-		part, err := s.partNumber(id.StreamPart())
-		if err != nil {
-			return 0, err
-		}
-		enc := sm.Encoded
-		if enc == nil {
-			if enc, err = sm.Msg.Marshal(); err != nil {
-				return 0, fmt.Errorf("encode message of reading %d: %w", sm.ReadingSeq, err)
-			}
-		}
-		pos := s.nextPos + uint64(i)
-		err = errors.Join(
-			putMessage(txn, pos, part, sm.ReadingSeq, id, enc),
-			txn.Delete(readingKey(sm.ReadingSeq)),
-		)
-		if err != nil {
-			return 0, fmt.Errorf("store message %s of reading %d: %w", id.Ref(), sm.ReadingSeq, err)
-		}
-		total += int64(len(enc))
-	}
-	return total, nil
-}
-
 // putMessage writes one message's log entry and its index key.
 func putMessage(txn *badger.Txn, pos uint64, part uint32, readingSeq uint64, id *streamr.MessageID, enc []byte) error {
-	return errors.Join(
-		txn.Set(logKey(pos), encodeLogValue(part, readingSeq, enc)),
-		txn.Set(indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID), putU64(pos)),
-	)
+	for _, w := range messageWrites(pos, part, readingSeq, id, enc) {
+		if err := txn.Set(w.key, w.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// messageWrites are one message's log entry and index key.
+func messageWrites(pos uint64, part uint32, readingSeq uint64, id *streamr.MessageID, enc []byte) []write {
+	return []write{
+		{key: logKey(pos), value: encodeLogValue(part, readingSeq, enc)},
+		{key: indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID), value: putU64(pos)},
+	}
 }
 
 func checkPending(txn *badger.Txn, seq uint64) error {
@@ -126,26 +96,51 @@ func checkPending(txn *badger.Txn, seq uint64) error {
 
 func putChains(txn *badger.Txn, chains map[string]streamr.ChainState) error {
 	for key, st := range chains {
-		b, err := st.MarshalBinary()
+		w, err := chainWrite(key, st)
 		if err != nil {
-			return fmt.Errorf("encode chain state %q: %w", key, err)
+			return err
 		}
-		if err := txn.Set(chainKey(key), b); err != nil {
+		if err := txn.Set(w.key, w.value); err != nil {
 			return fmt.Errorf("store chain state %q: %w", key, err)
 		}
 	}
 	return nil
 }
 
-func (s *Store) putSignCounters(txn *badger.Txn, nextPos uint64, signedBytes int64) error {
-	err := errors.Join(
-		txn.Set(keyNextPos, putU64(nextPos)),
-		txn.Set(keySignedBytes, putU64(uint64(signedBytes))),
-	)
+// chainWrite is the write storing a chain state under key.
+func chainWrite(key string, st streamr.ChainState) (write, error) {
+	b, err := st.MarshalBinary()
 	if err != nil {
-		return fmt.Errorf("store log counters: %w", err)
+		return write{}, fmt.Errorf("encode chain state %q: %w", key, err)
+	}
+	return write{key: chainKey(key), value: b}, nil
+}
+
+// chainWrites are the writes storing states.
+func chainWrites(states map[string]streamr.ChainState) ([]write, error) {
+	out := make([]write, 0, len(states))
+	for key, st := range states {
+		w, err := chainWrite(key, st)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+func (s *Store) putSignCounters(txn *badger.Txn, nextPos uint64, signedBytes int64) error {
+	for _, w := range signCounters(nextPos, signedBytes) {
+		if err := txn.Set(w.key, w.value); err != nil {
+			return fmt.Errorf("store log counters: %w", err)
+		}
 	}
 	return nil
+}
+
+// signCounters are the writes storing the log counters.
+func signCounters(nextPos uint64, signedBytes int64) []write {
+	return []write{{key: keyNextPos, value: putU64(nextPos)}, {key: keySignedBytes, value: putU64(uint64(signedBytes))}}
 }
 
 func (s *Store) signedTotal() int64 {

@@ -76,6 +76,9 @@ func Open(opts Options) (*Store, error) {
 	if err := s.load(); err != nil {
 		return nil, errors.Join(fmt.Errorf("storage %s: %w", opts.Dir, err), db.Close())
 	}
+	if err := s.replayIntent(); err != nil {
+		return nil, errors.Join(fmt.Errorf("storage %s: %w", opts.Dir, err), db.Close())
+	}
 	if err := s.recoverChains(); err != nil {
 		return nil, errors.Join(fmt.Errorf("storage %s: recover chain states: %w", opts.Dir, err), db.Close())
 	}
