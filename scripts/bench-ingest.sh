@@ -25,8 +25,8 @@ DURATION=${DURATION:-10s}
 MOSQ_PORT=${MOSQ_PORT:-18831}
 BRIDGE_PORT=${BRIDGE_PORT:-18832}
 HTTP_PORT=${HTTP_PORT:-18833}
-# The systemd unit runs the bridge with this soft memory limit.
-BRIDGE_GOMEMLIMIT=${BRIDGE_GOMEMLIMIT:-48MiB}
+# GOMEMLIMIT for the bridge; empty: the config's memory_limit (the default a user gets) applies.
+BRIDGE_GOMEMLIMIT=${BRIDGE_GOMEMLIMIT:-}
 
 source scripts/bench-lib.sh
 bench_setup
