@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,5 +168,37 @@ func TestPresignWhileSignerLooksForPending(t *testing.T) {
 	close(log.release)
 	if err := <-looked; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// countingClock counts Synced calls (each a system call on KernelClock).
+type countingClock struct {
+	KernelClock
+	synced atomic.Int64
+}
+
+func (c *countingClock) Synced() bool { c.synced.Add(1); return true }
+
+// TestIngestAsksClockOnlyWhenHolding checks that without the hold policy
+// a reading's ingest does not ask the kernel whether the clock is
+// synchronised (an adjtimex call on the MQTT read path per reading).
+func TestIngestAsksClockOnlyWhenHolding(t *testing.T) {
+	for _, hold := range []bool{false, true} {
+		clock := &countingClock{}
+		rule, err := Compile(RuleConfig{Topic: "#", Stream: "{address}/{topic}"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := New(Config{Rules: []*Rule{rule}, Signer: newGateSigner(t), Log: newGateLog(), Clock: clock,
+			HoldUnsynced: hold, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, reason := p.Ingest(Publish{ClientID: "sensor-1", Topic: "clock/data", Payload: []byte(`{"v":1}`), QoS: 1}); reason != nil {
+			t.Fatal(reason)
+		}
+		if got := clock.synced.Load() > 0; got != hold {
+			t.Errorf("hold policy %v: clock asked %d times on ingest", hold, clock.synced.Load())
+		}
 	}
 }
