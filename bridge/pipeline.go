@@ -183,7 +183,7 @@ func (p *Pipeline) enqueue(m Publish, mapped Mapped) (wait func(context.Context)
 		Encrypt:     p.encrypt(mapped),
 		Payload:     m.Payload,
 	}
-	if !p.cfg.Clock.Synced() && p.cfg.HoldUnsynced {
+	if p.cfg.HoldUnsynced && !p.cfg.Clock.Synced() { // Synced is a system call: not per reading unless held
 		r.ReceivedAt = 0 // unknown: derived from BootNanos once the clock syncs
 	}
 	durableWait, err := p.cfg.Log.Enqueue(r, m.QoS > 0)

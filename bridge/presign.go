@@ -97,26 +97,31 @@ func (s *signer) Presign(ctx context.Context, readings []storage.Reading) ([]sto
 		s.forget(dirty)
 		return nil, nil, err
 	}
+	s.presignedMu.Lock()
 	s.presigned = append(s.presigned, presignedBatch{readings: readings, chains: dirty})
+	s.presignedMu.Unlock()
 	return msgs, dirty, nil
 }
 
 // Committed implements storage.Presigner. The store reports batches in
-// the order it presigned them.
+// the order it presigned them, and acknowledges a batch's readings only
+// after Committed returns: a successful commit is reported without s.mu,
+// which the next batch's Presign may be holding while it signs.
 func (s *signer) Committed(_ []storage.Signed, err error) {
-	s.mu.Lock()
+	s.presignedMu.Lock()
 	if len(s.presigned) == 0 {
-		s.mu.Unlock()
+		s.presignedMu.Unlock()
 		return
 	}
 	batch := s.presigned[0]
 	s.presigned[0] = presignedBatch{}
 	s.presigned = s.presigned[1:]
+	s.presignedMu.Unlock()
 	if err != nil {
+		s.mu.Lock()
 		s.forget(batch.chains) // the chain states in memory ran ahead of storage
+		s.mu.Unlock()
+		return
 	}
-	s.mu.Unlock()
-	if err == nil {
-		s.committed(batch.readings)
-	}
+	s.committed(batch.readings)
 }

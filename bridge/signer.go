@@ -20,14 +20,21 @@ type signer struct {
 	p *Pipeline
 
 	mu     sync.Mutex
-	after  uint64 // readings up to this Seq are signed and committed
 	chains map[string]*streamr.Chain
-	max    int // readings per batch; 0 means Config.SignBatch (Drain sets it)
+
+	// after and max belong to the goroutine that calls signBatch (Run,
+	// then Drain; never both at once).
+	after uint64 // readings up to this Seq are signed and committed
+	max   int    // readings per batch; 0 means Config.SignBatch (Drain sets it)
+
 	// presigned holds the batches the store is committing after Presign,
 	// oldest first (the store signs the next batch while the one before
 	// is being committed): their readings, and their chain states to
-	// forget if the commit fails.
-	presigned []presignedBatch
+	// forget if the commit fails. It has its own lock, so that a commit
+	// that landed is reported (and its readings acknowledged) while the
+	// next batch is being signed under mu.
+	presignedMu sync.Mutex
+	presigned   []presignedBatch
 
 	// calibrated is the signer's speed (ns, 0 until measured at start):
 	// the fastest signature seen, at start or since, as scheduling delays
@@ -50,10 +57,11 @@ func newSigner(p *Pipeline) *signer {
 }
 
 // signBatch signs and commits up to SignBatch pending readings. It returns
-// how many it committed.
+// how many it committed. It looks for pending readings without holding
+// s.mu (only its own goroutine moves s.after): while readings are signed
+// in the group commit that look finds nothing, on every wake-up, and the
+// group commit must not wait for it to presign the next batch.
 func (s *signer) signBatch(ctx context.Context) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	p := s.p
 	max := p.cfg.SignBatch
 	if s.max > 0 {
@@ -75,6 +83,8 @@ func (s *signer) signBatch(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	p.metrics.held.Set(0)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	signed, dirty, err := s.sign(ctx, readings)
 	if err == nil {
 		err = p.cfg.Log.CommitSigned(ctx, signed, dirty)

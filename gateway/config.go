@@ -146,6 +146,9 @@ type HTTPConfig struct {
 	// Libp2pZeroMetrics serves libp2p's metric families whose every
 	// sample is zero; by default /metrics leaves them out.
 	Libp2pZeroMetrics bool `toml:"libp2p_zero_metrics"`
+	// DebugPprof serves Go's profiles and execution trace under
+	// /debug/pprof/ and turns on block and mutex profiling.
+	DebugPprof bool `toml:"debug_pprof"`
 }
 
 // RuleConfig is one [[rule]] table; see bridge.RuleConfig.

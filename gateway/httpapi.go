@@ -89,6 +89,9 @@ func (s *system) serveHTTP(ctx, failed context.Context, pages *statuspage.Server
 		_ = ln.Close()
 		return err
 	}
+	if s.cfg.HTTP.DebugPprof {
+		addDebugRoutes(hcfg.Routes)
+	}
 	if s.e2ee != nil {
 		hcfg.Rekey, hcfg.Decrypter = s.rekey, s.e2ee
 	}

@@ -7,6 +7,10 @@
 #   scripts/bench-ingest.sh            # 10 s per scenario
 #   DURATION=30s scripts/bench-ingest.sh
 #   BASELINE_BIN=/path/to/old/bridge scripts/bench-ingest.sh  # + that binary at 2,000/s and max, same run
+#   GO_TRACE=1 TRACE_DIR=/tmp/t scripts/bench-ingest.sh
+#       # this build's 2,000 msg/s run serves /debug/pprof/ (http.debug_pprof) and keeps in /tmp/t
+#       # a 5 s runtime/trace from 3 s into the load (go tool trace), the block and mutex profiles
+#       # at its end and every reading's PUBACK timeline (mqttload -timeline)
 #
 # Scenarios per broker: "max" (as fast as PUBACKs allow, 64 in flight per
 # publisher) and "2000" (paced at 2,000 msg/s). For the bridge it also
@@ -35,14 +39,30 @@ build_tools
 bridge_config "$work/bridge.toml" "$work/state" "$BRIDGE_PORT" "$HTTP_PORT" "[overlay]
 enabled = false"
 
+# tracing SCENARIO: whether GO_TRACE asks for this scenario's trace.
+tracing() { [ -n "${GO_TRACE:-}" ] && [ "$1" = 2000 ]; }
+if [ -n "${GO_TRACE:-}" ]; then
+	[ -n "${TRACE_DIR:-}" ] || { echo "GO_TRACE needs TRACE_DIR" >&2; exit 2; }
+	mkdir -p "$TRACE_DIR"
+	sed 's/^\[http\]$/[http]\ndebug_pprof = true/' "$work/bridge.toml" >"$work/bridge-trace.toml"
+fi
+
 run_bridge() { # scenario rate [binary]
 	rm -rf "$work/state"
-	GOMEMLIMIT=$BRIDGE_GOMEMLIMIT "${3:-$work/bridge}" run --config "$work/bridge.toml" 2>"$work/bridge-$1.log" & local pid=$!
+	local config=$work/bridge.toml timeline=()
+	if tracing "$1"; then config=$work/bridge-trace.toml timeline=(-timeline "$TRACE_DIR/bridge-$1-timeline.csv"); fi
+	GOMEMLIMIT=$BRIDGE_GOMEMLIMIT "${3:-$work/bridge}" run --config "$config" 2>"$work/bridge-$1.log" & local pid=$!
 	pids+=("$pid")
 	wait_port "$BRIDGE_PORT"
 	local before; before=$(write_bytes "$pid")
 	note_load "bridge-$1" start
-	"$work/mqttload" -broker "127.0.0.1:$BRIDGE_PORT" -rate "$2" -duration "$DURATION" >"$work/bridge-$1.json"
+	"$work/mqttload" -broker "127.0.0.1:$BRIDGE_PORT" -rate "$2" -duration "$DURATION" "${timeline[@]}" >"$work/bridge-$1.json" & local load=$!
+	if tracing "$1"; then
+		sleep 3
+		curl -fsS -o "$TRACE_DIR/bridge-$1.trace" "http://127.0.0.1:$HTTP_PORT/debug/pprof/trace?seconds=5"
+		for p in block mutex; do curl -fsS -o "$TRACE_DIR/bridge-$1-$p.pb.gz" "http://127.0.0.1:$HTTP_PORT/debug/pprof/$p"; done
+	fi
+	wait "$load"
 	note_load "bridge-$1" end
 	sleep 2 # let the signer and storage settle before reading the counters
 	local after; after=$(write_bytes "$pid")
