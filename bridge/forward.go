@@ -38,7 +38,9 @@ type Overlay interface {
 // ForwardLog is the signed message log the forwarder reads, and where it
 // keeps its positions; storage.Store satisfies it.
 type ForwardLog interface {
-	After(pos uint64, max int) ([]storage.Logged, error)
+	// OwnAfter lists the log after pos; other publishers' messages
+	// (ReadingSeq 0, which the forwarder steps over) without Encoded.
+	OwnAfter(pos uint64, max int) ([]storage.Logged, error)
 	LastPos() uint64
 	Cursor(name string) (uint64, error)
 	SetCursors(ctx context.Context, cursors map[string]uint64) error
@@ -322,7 +324,7 @@ func (f *Forwarder) pass(ctx context.Context) (bool, error) {
 	ps := &passState{f: f, cutoff: cutoff, parts: make(map[streamr.StreamPartID]*partPass), dirty: make(map[string]uint64)}
 	pos, scanned := f.low, 0
 	for scanned < maxScan && ctx.Err() == nil {
-		entries, err := f.store.After(pos, forwardBatch)
+		entries, err := f.store.OwnAfter(pos, forwardBatch)
 		if err != nil {
 			return false, err
 		}

@@ -270,10 +270,14 @@ func (p *Partition) readLoop(ctx context.Context) {
 		if err != nil {
 			return // cancelled by Leave
 		}
+		m, ok := msg.ValidatorData.(*streamr.StreamMessage)
+		// pubsub's gossip cache keeps msg for HistoryLength heartbeats to
+		// answer IWANTs from its wire form; without this, it would keep
+		// the decoded copy alive too, doubling what the cache holds.
+		msg.ValidatorData = nil
 		if msg.ReceivedFrom == self {
 			continue // our own publish: never echoed to local subscribers
 		}
-		m, ok := msg.ValidatorData.(*streamr.StreamMessage)
 		if !ok {
 			continue // unreachable: every accepted message carries it
 		}

@@ -195,7 +195,7 @@ func (s *Store) chainsAfter(txn *badger.Txn, pos uint64) (map[string]streamr.Cha
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: 100})
 	defer it.Close()
 	for it.Seek(logKey(pos)); it.Valid(); it.Next() {
-		l, err := s.readLogged(it.Item())
+		l, err := s.readLogged(it.Item(), false)
 		if err != nil {
 			return nil, err
 		}

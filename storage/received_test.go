@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"math"
 	"testing"
 
@@ -46,9 +47,23 @@ func TestStoreReceivedSkipsDuplicates(t *testing.T) {
 	if count != 3 {
 		t.Fatalf("%d messages stored, want 3", count)
 	}
-	logged, err := s.After(0, 10)
-	if err != nil || len(logged) != 3 {
-		t.Fatalf("log has %d entries (%v), want 3", len(logged), err)
+	stored := [][]byte{tests[0].batch[0].Encoded, tests[0].batch[1].Encoded, tests[1].batch[1].Encoded}
+	// Apps following the log read other publishers' messages; the
+	// forwarder only steps over them.
+	for name, after := range map[string]func(uint64, int) ([]Logged, error){"After": s.After, "OwnAfter": s.OwnAfter} {
+		logged, err := after(0, 10)
+		if err != nil || len(logged) != 3 {
+			t.Fatalf("%s: log has %d entries (%v), want 3", name, len(logged), err)
+		}
+		for i, l := range logged {
+			var want []byte // OwnAfter: positions only
+			if name == "After" {
+				want = stored[i]
+			}
+			if l.ReadingSeq != 0 || !bytes.Equal(l.Encoded, want) || (want == nil) != (l.Encoded == nil) {
+				t.Errorf("%s: received message at %d listed with reading %d and %d encoded bytes; want reading 0 and %d bytes", name, l.Pos, l.ReadingSeq, len(l.Encoded), len(want))
+			}
+		}
 	}
 	state := streamr.ChainState{ID: "c", Last: &streamr.MessageRef{Timestamp: 3}}
 	if err := s.SaveChainStates(t.Context(), map[string]streamr.ChainState{"delivered/x": state}); err != nil {

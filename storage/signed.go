@@ -218,14 +218,27 @@ func (s *Store) visitIndexed(txn *badger.Txn, idx *badger.Item, fn func([]byte) 
 }
 
 // After returns up to max signed messages with log position > pos, in log
-// order.
+// order, each with its bytes: those of other publishers, kept for
+// [[store]] rules (ReadingSeq 0), too. Apps following the log read them.
 func (s *Store) After(pos uint64, max int) ([]Logged, error) {
+	return s.after(pos, max, true)
+}
+
+// OwnAfter is After for a reader of this gateway's own messages (the
+// forwarder): those of other publishers come without Encoded, their
+// positions only, so it can step over them without copying their bytes —
+// a storing gateway logs thousands a second.
+func (s *Store) OwnAfter(pos uint64, max int) ([]Logged, error) {
+	return s.after(pos, max, false)
+}
+
+func (s *Store) after(pos uint64, max int, received bool) ([]Logged, error) {
 	var out []Logged
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: min(max, 100)})
 		defer it.Close()
 		for it.Seek(logKey(pos + 1)); it.Valid() && len(out) < max; it.Next() {
-			l, err := s.readLogged(it.Item())
+			l, err := s.readLogged(it.Item(), received)
 			if err != nil {
 				return err
 			}
@@ -239,14 +252,19 @@ func (s *Store) After(pos uint64, max int) ([]Logged, error) {
 	return out, nil
 }
 
-func (s *Store) readLogged(item *badger.Item) (Logged, error) {
+// readLogged reads a log entry; the bytes of other publishers' messages
+// (reading 0) only if received.
+func (s *Store) readLogged(item *badger.Item, received bool) (Logged, error) {
 	l := Logged{Pos: getU64(item.Key()[1:])}
 	err := item.Value(func(b []byte) error {
 		part, seq, enc, err := decodeLogValue(l.Pos, b)
 		if err != nil {
 			return err
 		}
-		l.ReadingSeq, l.Encoded = seq, append([]byte(nil), enc...)
+		l.ReadingSeq = seq
+		if seq != 0 || received {
+			l.Encoded = append([]byte(nil), enc...)
+		}
 		l.Part, err = s.partName(part)
 		return err
 	})
