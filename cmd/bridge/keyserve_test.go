@@ -93,6 +93,10 @@ answer_key_requests = true
 	waitMetric(t, s, `tributary_e2ee_key_server_collected_total{result="ok"}`, 2, time.Second) // fetched k1 and k3, k2 in band
 	a.stop()
 
+	// Counted before C starts: C asks for the keys as soon as it has history to
+	// decrypt, which can be before B's resend below returns. Without a registry
+	// S refused U's requests to A already: C's come on top.
+	refused, _ := s.metric(context.Background(), `tributary_e2ee_key_requests_total{result="refused"}`) // 0 if none yet
 	for _, in := range []*instance{b, c} {
 		in.joinPeers(s.bootstrapAddr("tcp"), u.bootstrapAddr("tcp"))
 		in.appendConfig(fmt.Sprintf(`[encryption]
@@ -121,8 +125,6 @@ topic = "got"
 	waitMetric(t, u, `tributary_e2ee_key_requests_total{result="answered"}`, 1, 10*time.Second)
 	waitMetric(t, b, fmt.Sprintf(`tributary_overlay_drops_total{reason="publisher",stream_part="%s#0"}`, stream), 1, 10*time.Second) // U's answers
 
-	// Without a registry S refused U's requests to A already: C's come on top.
-	refused, _ := s.metric(context.Background(), `tributary_e2ee_key_requests_total{result="refused"}`) // 0 if none yet
 	if objs := contentObjects(t, c, stream); len(objs) != 0 {
 		t.Fatalf("C, in no store's subscribers list, decrypted %d readings", len(objs))
 	}
