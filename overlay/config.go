@@ -104,6 +104,14 @@ type Config struct {
 	// If zero, DefaultMaxClockSkew.
 	MaxClockSkew time.Duration
 
+	// ShedQueueWait is how long a gossiped message may wait in pubsub's
+	// validation queue; one that waited longer is shed: dropped without
+	// being decoded or verified, counted (drops_total{reason="shed"}) and
+	// left for the receiver's gap fill to pull by resend (see the package
+	// doc's flow control). Zero: DefaultShedQueueWait; negative: never
+	// shed (the queue drops what overflows it).
+	ShedQueueWait time.Duration
+
 	// Resend bounds the resend answers this node serves and accepts.
 	Resend ResendConfig
 
@@ -151,6 +159,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxClockSkew == 0 {
 		c.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if c.ShedQueueWait == 0 {
+		c.ShedQueueWait = DefaultShedQueueWait
 	}
 	if c.RedialInterval == 0 {
 		c.RedialInterval = DefaultRedialInterval

@@ -143,6 +143,9 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 	if msg.ValidatorData != nil && from == p.node.host.ID() {
 		return pubsub.ValidationAccept // our own Publish checked it already
 	}
+	if p.shed(from, msg) {
+		return pubsub.ValidationIgnore
+	}
 	m, verdict, reason, err := p.v.check(msg.Data)
 	switch verdict {
 	case accept:
