@@ -290,6 +290,9 @@ func (d *localDelivery) addLayers(s *system, src deliverySource, first *bridge.D
 		}
 		ocfg := s.cfg.orderConfig(name, s.log, s.reg)
 		ocfg.Positions = bridge.DeliveryPositions(s.store, s.broker)
+		if s.node != nil {
+			ocfg.LastShed = s.node.LastShed
+		}
 		if src.resender != nil {
 			ocfg.Resender = src.resender
 			// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond

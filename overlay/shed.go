@@ -7,6 +7,8 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tributary-iot/tributary/streamr"
 )
 
 // DefaultShedQueueWait is how long a gossiped message may wait in
@@ -95,7 +97,22 @@ func (p *Partition) shed(from peer.ID, msg *pubsub.Message) bool {
 		return false
 	}
 	p.m.drop(reasonShed)
+	p.lastShed.Store(time.Now().UnixNano())
 	p.node.metrics.refused.logOnce(ruleShed, "shedding gossip: messages wait for validation longer than shed_queue_wait; gap fill pulls them by resend",
 		"stream_part", p.part.String(), "peer", from.String(), "waited", wait.String(), "shed_queue_wait", p.node.cfg.ShedQueueWait.String())
 	return true
+}
+
+// LastShed returns when this node last shed gossip of part (zero: never,
+// or part not joined). A gap that opens after a shed is a loss to fetch
+// at once, not a reordering to wait out (bridge.OrderConfig.LastShed).
+func (n *Node) LastShed(part streamr.StreamPartID) time.Time {
+	p := n.lookupPartition(topicName(part))
+	if p == nil {
+		return time.Time{}
+	}
+	if at := p.lastShed.Load(); at != 0 {
+		return time.Unix(0, at)
+	}
+	return time.Time{}
 }
