@@ -39,12 +39,19 @@ func TestLiveOverrunSlowReceiver(t *testing.T) {
 	b.extraEnv = []string{"GOMAXPROCS=1", "GOMEMLIMIT=24MiB"}
 	b.start()
 	defer b.stop()
+	start := time.Now()
+	var published time.Duration
+	filled := make(chan struct{})
+	go func() {
+		defer close(filled)
+		fill(t, a, "live/data", liveReadings)
+		published = time.Since(start)
+	}()
+	// A joins the partition with its first reading; B is slowed once the
+	// mesh has formed, while the rest of the load is still to come.
 	waitMetric(t, b, fmt.Sprintf("tributary_overlay_neighbours{stream_part=%q}", part), 1, 30*time.Second)
 	throttled, release := throttleCPU(t, b.cmd.Process.Pid, receiverCPU)
-
-	start := time.Now()
-	fill(t, a, "live/data", liveReadings)
-	published := time.Since(start)
+	<-filled
 	waitMetric(t, b, `tributary_order_delivered_total{orderer="store"}`, liveReadings, 10*time.Minute)
 	took := time.Since(start)
 	release()
