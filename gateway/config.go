@@ -249,7 +249,6 @@ func defaultConfig() Config {
 			Bootstrap:      []string{},
 			Announce:       []string{},
 			RedialInterval: Duration(overlay.DefaultRedialInterval),
-			ShedQueueWait:  Duration(overlay.DefaultShedQueueWait),
 			MDNS:           true,
 			DHT:            true,
 			NAT:            true,

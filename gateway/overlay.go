@@ -70,9 +70,6 @@ func (o OverlayConfig) applyLimits(cfg *overlay.Config, storers []string) {
 	cfg.Resend.MaxStreams, cfg.Resend.MaxStreamsPerPeer, cfg.Resend.ReservedStreams = o.ResendMaxStreams, o.ResendMaxStreamsPerPeer, o.ResendReservedStreams
 	cfg.Resend.BufferBytes, cfg.Resend.VerifyWorkers = o.ResendBufferBytes, o.ResendVerifyWorkers
 	cfg.ShedQueueWait = time.Duration(o.ShedQueueWait)
-	if cfg.ShedQueueWait == 0 {
-		cfg.ShedQueueWait = -1 // overlay's "never"
-	}
 }
 
 // ReceiptsConfig is the [receipts] table: whose delivery receipts

@@ -108,8 +108,9 @@ type Config struct {
 	// validation queue; one that waited longer is shed: dropped without
 	// being decoded or verified, counted (drops_total{reason="shed"}) and
 	// left for the receiver's gap fill to pull by resend (see the package
-	// doc's flow control). Zero: DefaultShedQueueWait; negative: never
-	// shed (the queue drops what overflows it).
+	// doc's flow control). Zero or negative: never shed (the queue drops
+	// what overflows it); SuggestedShedQueueWait is a value to turn it on
+	// with.
 	ShedQueueWait time.Duration
 
 	// Resend bounds the resend answers this node serves and accepts.
@@ -159,9 +160,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxClockSkew == 0 {
 		c.MaxClockSkew = DefaultMaxClockSkew
-	}
-	if c.ShedQueueWait == 0 {
-		c.ShedQueueWait = DefaultShedQueueWait
 	}
 	if c.RedialInterval == 0 {
 		c.RedialInterval = DefaultRedialInterval

@@ -44,10 +44,12 @@
 //     ratio; the cost is a round trip per page instead of a push. Gossip
 //     lost to a live rate above a receiver's capacity is recovered the same
 //     way, once the receiver has capacity to spare. On the live path a
-//     receiver sheds instead of being overrun: every gossiped message is
+//     receiver can shed instead of being overrun (shed_queue_wait; off by
+//     default until a shed message is fetched once for all orderers,
+//     see the README): every gossiped message is
 //     stamped when its RPC arrives (the tracer's RecvRPC), and one that
 //     waited in pubsub's validation queue longer than ShedQueueWait
-//     (shed_queue_wait, 200 ms) is dropped without being decoded or
+//     (e.g. 200 ms) is dropped without being decoded or
 //     verified, not forwarded, counted (drops_total{reason="shed"}) and
 //     logged once. Shedding costs a map lookup where validating costs
 //     ~50 µs of signature check, so the queue drains as soon as it backs

@@ -11,12 +11,14 @@ import (
 	"github.com/tributary-iot/tributary/streamr"
 )
 
-// DefaultShedQueueWait is how long a gossiped message may wait in
-// pubsub's validation queue before it is shed instead of validated.
+// SuggestedShedQueueWait is how long a gossiped message may wait in
+// pubsub's validation queue before it is shed instead of validated, when
+// shedding is on (Config.ShedQueueWait; off by default, see the package
+// doc).
 // At the 4,096-message queue a Raspberry Pi validating ~5,000 msg/s
 // overflows after ~0.8 s; shedding at a quarter of that keeps the queue
 // from ever filling and bounds what an accepted message waits.
-const DefaultShedQueueWait = 200 * time.Millisecond
+const SuggestedShedQueueWait = 200 * time.Millisecond
 
 // queueClock stamps gossiped messages of joined topics when their RPC
 // arrives (the tracer's RecvRPC, on pubsub's event loop, just before the

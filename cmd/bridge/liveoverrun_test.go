@@ -34,7 +34,7 @@ func TestLiveOverrunSlowReceiver(t *testing.T) {
 	stream := a.address() + "/live/data"
 	part := stream + "#0"
 
-	b := newInstance(t, overlayTable("tcp", a.bootstrapAddr("tcp"))+fmt.Sprintf("\n[[store]]\nstream = %q\n", stream))
+	b := newInstance(t, overlayTable("tcp", a.bootstrapAddr("tcp"))+"shed_queue_wait = \"200ms\"\n"+fmt.Sprintf("\n[[store]]\nstream = %q\n", stream))
 	b.setLogLevel("info")
 	b.extraEnv = []string{"GOMAXPROCS=1", "GOMEMLIMIT=24MiB"}
 	b.start()
