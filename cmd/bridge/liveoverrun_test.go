@@ -52,7 +52,7 @@ func TestLiveOverrunSlowReceiver(t *testing.T) {
 	waitMetric(t, b, fmt.Sprintf("tributary_overlay_neighbours{stream_part=%q}", part), 1, 30*time.Second)
 	throttled, release := throttleCPU(t, b.cmd.Process.Pid, receiverCPU)
 	<-filled
-	waitMetric(t, b, `tributary_order_delivered_total{orderer="store"}`, liveReadings, 5*time.Minute)
+	waitMetric(t, b, `tributary_order_delivered_total{orderer="store"}`, liveReadings, 8*time.Minute)
 	took := time.Since(start)
 	release()
 	counts := metricSums(t, b, "tributary_overlay_drops_total", "tributary_overlay_duplicates_total",
