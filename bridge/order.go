@@ -51,6 +51,11 @@ type OrderConfig struct {
 	// from about when the Orderer started, as an SDK subscriber does.
 	FromChainStart bool
 	FlushInterval  time.Duration // how often delivered positions are saved (default 100ms)
+	// LastShed, if set, says when the overlay last shed live messages of a
+	// partition unvalidated (overlay.Node.LastShed; zero: never). A gap
+	// opening within GapFillTimeout of a shed is a known loss, asked for
+	// after overdueWait instead of waited out for GapFillTimeout.
+	LastShed func(streamr.StreamPartID) time.Time
 
 	// Bounds against a publisher (or many) opening chains at will. A
 	// message of a new chain beyond them is dropped, counted and logged.
@@ -626,10 +631,20 @@ func (o *Orderer) fillDue(c *orderedChain) time.Time {
 		newestMissing = c.held[0].Msg.PrevMsgRef
 	}
 	wait := o.cfg.GapFillTimeout
-	if newestMissing != nil && o.cfg.Now().Sub(time.UnixMilli(newestMissing.Timestamp)) > wait {
+	if newestMissing != nil && o.cfg.Now().Sub(time.UnixMilli(newestMissing.Timestamp)) > wait || o.shedBefore(c) {
 		wait = min(wait, overdueWait)
 	}
 	return c.gapSince.Add(wait)
+}
+
+// shedBefore reports whether the overlay shed messages of c's partition
+// shortly before (or since) c's gap opened: the gap is that loss.
+func (o *Orderer) shedBefore(c *orderedChain) bool {
+	if o.cfg.LastShed == nil {
+		return false
+	}
+	shed := o.cfg.LastShed(c.part)
+	return !shed.IsZero() && !shed.Before(c.gapSince.Add(-o.cfg.GapFillTimeout))
 }
 
 // groupQuery spans the gaps of chains (one publisher, one partition).

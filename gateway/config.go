@@ -433,6 +433,7 @@ func (c *Config) validate() error {
 	}
 	check(c.Overlay.Retry > 0, "overlay.retry: must be positive")
 	check(c.Overlay.RedialInterval > 0, "overlay.redial_interval: must be positive")
+	check(c.Overlay.ShedQueueWait >= 0, "overlay.shed_queue_wait: must not be negative (\"0s\": never shed)")
 	check(c.Overlay.MaxConnections > 0, "overlay.max_connections: must be positive")
 	check(!c.Overlay.Enabled || len(c.Overlay.Listen) > 0, "overlay.listen: at least one address is needed")
 	if rules, err := c.compileRules(); err != nil {

@@ -332,6 +332,9 @@ func (s *system) newStorer() *bridge.Storer {
 	}
 	scfg := s.cfg.orderConfig("store", s.log, s.reg)
 	scfg.Resender = s.node
+	if s.node != nil {
+		scfg.LastShed = s.node.LastShed
+	}
 	// A storer's receipts tell publishers what they may delete, so
 	// it never gives a gap up: it keeps asking every resend_retry.
 	scfg.MaxGapRequests = math.MaxInt32

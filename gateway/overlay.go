@@ -52,6 +52,9 @@ type OverlayConfig struct {
 	// resend_buffer_bytes; resend answers verified on resend_verify_workers.
 	ResendBufferBytes   int `toml:"resend_buffer_bytes"`
 	ResendVerifyWorkers int `toml:"resend_verify_workers"`
+	// Live-path flow control (issue 11): gossip that waited longer than
+	// this for validation is shed and pulled by gap fill; "0s": never.
+	ShedQueueWait Duration `toml:"shed_queue_wait"`
 	// Partitions the forwarder joins (issue 13): every MQTT topic can
 	// name one.
 	MaxForwardPartitions int      `toml:"max_forward_partitions"`
@@ -66,6 +69,7 @@ func (o OverlayConfig) applyLimits(cfg *overlay.Config, storers []string) {
 	cfg.MaxPeerTopics = o.MaxPeerTopics
 	cfg.Resend.MaxStreams, cfg.Resend.MaxStreamsPerPeer, cfg.Resend.ReservedStreams = o.ResendMaxStreams, o.ResendMaxStreamsPerPeer, o.ResendReservedStreams
 	cfg.Resend.BufferBytes, cfg.Resend.VerifyWorkers = o.ResendBufferBytes, o.ResendVerifyWorkers
+	cfg.ShedQueueWait = time.Duration(o.ShedQueueWait)
 }
 
 // ReceiptsConfig is the [receipts] table: whose delivery receipts
@@ -283,6 +287,9 @@ func (d *localDelivery) addLayers(s *system, src deliverySource, first *bridge.D
 		}
 		ocfg := s.cfg.orderConfig(name, s.log, s.reg)
 		ocfg.Positions = bridge.DeliveryPositions(s.store, s.broker)
+		if s.node != nil {
+			ocfg.LastShed = s.node.LastShed
+		}
 		if src.resender != nil {
 			ocfg.Resender = src.resender
 			// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond

@@ -104,6 +104,15 @@ type Config struct {
 	// If zero, DefaultMaxClockSkew.
 	MaxClockSkew time.Duration
 
+	// ShedQueueWait is how long a gossiped message may wait in pubsub's
+	// validation queue; one that waited longer is shed: dropped without
+	// being decoded or verified, counted (drops_total{reason="shed"}) and
+	// left for the receiver's gap fill to pull by resend (see the package
+	// doc's flow control). Zero or negative: never shed (the queue drops
+	// what overflows it); SuggestedShedQueueWait is a value to turn it on
+	// with.
+	ShedQueueWait time.Duration
+
 	// Resend bounds the resend answers this node serves and accepts.
 	Resend ResendConfig
 

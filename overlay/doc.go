@@ -43,7 +43,23 @@
 //     sets the pace, so a publisher cannot overrun it whatever their speed
 //     ratio; the cost is a round trip per page instead of a push. Gossip
 //     lost to a live rate above a receiver's capacity is recovered the same
-//     way, once the receiver has capacity to spare. Receipts were the other
+//     way, once the receiver has capacity to spare. On the live path a
+//     receiver can shed instead of being overrun (shed_queue_wait; off by
+//     default until a shed message is fetched once for all orderers,
+//     see the README): every gossiped message is
+//     stamped when its RPC arrives (the tracer's RecvRPC), and one that
+//     waited in pubsub's validation queue longer than ShedQueueWait
+//     (e.g. 200 ms) is dropped without being decoded or
+//     verified, not forwarded, counted (drops_total{reason="shed"}) and
+//     logged once. Shedding costs a map lookup where validating costs
+//     ~50 µs of signature check, so the queue drains as soon as it backs
+//     up and never reaches its bound (4,096), where pubsub would drop at
+//     random and an accepted message would have waited a second or more.
+//     A gap that opens after a shed is asked for by resend after 100 ms
+//     (bridge.OrderConfig.LastShed), not after gap_fill_timeout, which is
+//     meant for reordering. Shed messages are marked seen: copies from
+//     other paths die as duplicates, and only the pull brings them back.
+//     Receipts were the other
 //     candidate (pace the forwarder by its neighbours' acknowledgements),
 //     but a mesh relays through nodes that hold no positions, and a window
 //     held by the slowest neighbour would slow every other one down.

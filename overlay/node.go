@@ -39,6 +39,7 @@ type Node struct {
 	ps        *pubsub.PubSub
 	metrics   *metrics
 	verify    *verifyPool // checks resend answers (verifypool.go)
+	queue     *queueClock // when gossip arrived, for shedding; nil: never shed (shed.go)
 	bootstrap []peer.AddrInfo
 	now       func() time.Time
 	cancel    context.CancelFunc // stops pubsub
@@ -141,6 +142,9 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 
 		noProviderLookup: opts.noProviderLookup,
 	}
+	if cfg.ShedQueueWait > 0 {
+		n.queue = newQueueClock(time.Now)
+	}
 	if n.now == nil {
 		n.now = time.Now
 	}
@@ -205,7 +209,7 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 		pubsub.WithValidateQueueSize(validateQueue),
 		pubsub.WithSeenMessagesTTL(seenTTL),
 		pubsub.WithMaxMessageSize(n.cfg.Limits.MaxMessageBytes + rpcOverhead),
-		pubsub.WithRawTracer(&tracer{lookup: n.lookupPartition, closed: n.streamClosed}),
+		pubsub.WithRawTracer(&tracer{lookup: n.lookupPartition, closed: n.streamClosed, queue: n.queue}),
 		pubsub.WithLogger(slog.New(quietPubsub(n.cfg.Logger.Handler())).With("component", "pubsub")),
 	}
 	if n.dht != nil {

@@ -41,6 +41,7 @@ type Partition struct {
 	published atomic.Uint64 // messages PublishBatch checked
 	publishes atomic.Bool   // this node has published on the partition
 	fullCheck atomic.Bool   // a sampled check failed: verify every message
+	lastShed  atomic.Int64  // when gossip of the partition was last shed (UnixNano); 0: never
 
 	t      *pubsub.Topic
 	sub    *pubsub.Subscription
@@ -142,6 +143,9 @@ func (p *Partition) start() error {
 func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.ValidatorData != nil && from == p.node.host.ID() {
 		return pubsub.ValidationAccept // our own Publish checked it already
+	}
+	if p.shed(from, msg) {
+		return pubsub.ValidationIgnore
 	}
 	m, verdict, reason, err := p.v.check(msg.Data)
 	switch verdict {

@@ -20,6 +20,7 @@ const (
 	ruleResendBusy     = "resend_busy"      // every general resend slot is taken
 	ruleInvalidMessage = "invalid_messages" // gossip that failed validation (logged here, counted in drops_total)
 	ruleRegistry       = "registry"         // gossip the StreamRegistry refused or could not judge (logged here, counted in drops_total)
+	ruleShed           = "shed"             // gossip shed after waiting longer than shed_queue_wait (logged here, counted in drops_total)
 )
 
 // DefaultLogRepeatInterval is how often one kind of refusal is logged at

@@ -15,6 +15,7 @@ import (
 type tracer struct {
 	lookup func(topic string) *Partition // nil result: not joined
 	closed func(peer.ID)                 // our stream to a peer closed: pubsub dropped it from every mesh
+	queue  *queueClock                   // stamps arriving gossip; nil: no shedding
 }
 
 var _ pubsub.RawTracer = (*tracer)(nil)
@@ -44,6 +45,7 @@ func (t *tracer) Prune(id peer.ID, topic string) {
 func (t *tracer) OnClosedOutboundStream(id peer.ID) { t.closed(id) }
 
 func (t *tracer) DuplicateMessage(msg *pubsub.Message) {
+	t.forget(msg)
 	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.dups.Inc() })
 }
 
@@ -51,6 +53,7 @@ func (t *tracer) RejectMessage(msg *pubsub.Message, reason string) {
 	var r string
 	switch reason {
 	case pubsub.RejectValidationQueueFull:
+		t.forget(msg)
 		r = reasonQueueFull
 	case pubsub.RejectValidationThrottled:
 		r = reasonThrottled
@@ -70,12 +73,25 @@ func (t *tracer) DropRPC(rpc *pubsub.RPC, _ peer.ID) {
 	}
 }
 
-func (t *tracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (t *tracer) Join(string)                                          {}
-func (t *tracer) Leave(string)                                         {}
-func (t *tracer) ValidateMessage(*pubsub.Message)                      {}
-func (t *tracer) DeliverMessage(*pubsub.Message)                       {}
-func (t *tracer) ThrottlePeer(peer.ID)                                 {}
-func (t *tracer) RecvRPC(*pubsub.RPC)                                  {}
+func (t *tracer) OnNewOutboundStream(peer.ID, protocol.ID) {}
+func (t *tracer) Join(string)                              {}
+func (t *tracer) Leave(string)                             {}
+func (t *tracer) ValidateMessage(*pubsub.Message)          {}
+func (t *tracer) DeliverMessage(*pubsub.Message)           {}
+func (t *tracer) ThrottlePeer(peer.ID)                     {}
+
+// RecvRPC stamps the RPC's gossiped messages of joined topics with their
+// arrival: pubsub queues them for validation next (see queueClock).
+func (t *tracer) RecvRPC(rpc *pubsub.RPC) {
+	if t.queue != nil {
+		t.queue.arrived(rpc, t.lookup)
+	}
+}
+
+func (t *tracer) forget(msg *pubsub.Message) {
+	if t.queue != nil && msg.Message != nil {
+		t.queue.forget(msg.Message)
+	}
+}
 func (t *tracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
 func (t *tracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}

@@ -19,6 +19,7 @@ const (
 	reasonMalformed    = "malformed"             // structure or content invalid, signature fine
 	reasonFuture       = "future"                // timestamp beyond MaxClockSkew
 	reasonQueueFull    = "validation_queue_full" // pubsub dropped it before validation
+	reasonShed         = "shed"                  // waited longer than shed_queue_wait for validation: left to gap fill
 	reasonThrottled    = "validation_throttled"  // too many concurrent validations
 	reasonSlowConsumer = "slow_consumer"         // the local subscriber did not keep up
 	reasonSendQueue    = "send_queue_full"       // outbound queue to a peer full

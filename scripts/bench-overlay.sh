@@ -19,6 +19,9 @@
 #       # the drain with that binary too, back to back on the same backlog, twice each
 #   BASELINE_BIN=/tmp/bridge-main PAIR_ROUNDS=2 SCENARIOS=p2000 scripts/bench-overlay.sh
 #       # the 2,000 msg/s pair with that binary too, alternating, twice each
+#   PERF_DIR=/tmp/p SCENARIOS=max scripts/bench-overlay.sh
+#       # only the max-load pair, with bridge B's CPU profile (perf record -g)
+#       # during the load in /tmp/p
 #   TRACE_DIR=/tmp/t SCENARIOS=p2000 scripts/bench-overlay.sh
 #       # keep the pair's bridge logs (with GODEBUG=gctrace=1) and the
 #       # per-reading e2e timeline (send offset, latency) in /tmp/t
@@ -102,21 +105,25 @@ $subs"
 	wait_port "$B_MQTT"
 	sleep 3 # overlay mesh forms (GossipSub heartbeat)
 	note_load "bridge-$1" start
+	local perfpid=""
+	if [ -n "${PERF_DIR:-}" ]; then # B's CPU profile during the load
+		mkdir -p "$PERF_DIR"
+		perf record -q -F 997 -g -p "$bpid" -o "$PERF_DIR/b-$1.perf" 2>/dev/null & perfpid=$!
+	fi
 	local acpu bcpu; acpu=$(cpu_ticks "$apid") bcpu=$(cpu_ticks "$bpid")
 	local await bwait; await=$(runq_wait_ns "$apid") bwait=$(runq_wait_ns "$bpid")
 	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -sub-broker "127.0.0.1:$B_MQTT" -sub-topic "$addr/bench/#" \
 		-rate "$2" -duration "$DURATION" -timeline "$work/bridge-$1-timeline.csv" >"$work/bridge-$1.json"
 	note_load "bridge-$1" end
+	if [ -n "$perfpid" ]; then kill -INT "$perfpid"; wait "$perfpid" || true; fi
 	acpu=$(($(cpu_ticks "$apid") - acpu)) bcpu=$(($(cpu_ticks "$bpid") - bcpu))
 	await=$(($(runq_wait_ns "$apid") - await)) bwait=$(($(runq_wait_ns "$bpid") - bwait))
 	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid"), \"a\": {$(rss_split_kb "$apid")}, \"b\": {$(rss_split_kb "$bpid")},
  \"a_cpu_s\": $(python3 -c "print($acpu / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($bcpu / $(getconf CLK_TCK))"),
  \"a_runq_wait_s\": $(python3 -c "print($await / 1e9)"), \"b_runq_wait_s\": $(python3 -c "print($bwait / 1e9)")}" >"$work/bridge-$1-proc.json"
-	if [ -n "${TRACE_DIR:-}" ]; then # both bridges' counters at the end of the load
-		mkdir -p "$TRACE_DIR"
-		curl -sf "http://127.0.0.1:$A_HTTP/metrics" >"$TRACE_DIR/a-$1.metrics" || true
-		curl -sf "http://127.0.0.1:$B_HTTP/metrics" >"$TRACE_DIR/b-$1.metrics" || true
-	fi
+	curl -sf "http://127.0.0.1:$A_HTTP/metrics" >"$work/a-$1.metrics" || true # both bridges' counters at the end of the load
+	curl -sf "http://127.0.0.1:$B_HTTP/metrics" >"$work/b-$1.metrics" || true
+	if [ -n "${TRACE_DIR:-}" ]; then mkdir -p "$TRACE_DIR" && cp "$work/a-$1.metrics" "$work/b-$1.metrics" "$TRACE_DIR/"; fi
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 	if [ -n "${TRACE_DIR:-}" ]; then # the tables' files' times date Badger's flushes and compactions
 		mkdir -p "$TRACE_DIR" && cp "$work/a-$1.log" "$work/b-$1.log" "$work/bridge-$1.json" "$work/bridge-$1-timeline.csv" "$TRACE_DIR/"
@@ -276,9 +283,14 @@ case " $SCENARIOS " in *" limits "*)
 	crypto_limit
 	fsync_limit
 esac
-case " $SCENARIOS " in *" pair "*)
+case " $SCENARIOS " in *" pair "* | *" max "*)
 	run_mosquitto max 0 "$MOSQ_PORT"
-	run_pair max 0
+	for r in $(seq "$PAIR_ROUNDS"); do
+		if [ -n "${BASELINE_BIN:-}" ]; then run_pair "max-baseline-$r" 0 "$work/bridge-baseline"; fi
+		run_pair "max-r$r" 0
+	done
+	for f in "" -proc; do cp "$work/bridge-max-r1$f.json" "$work/bridge-max$f.json"; done
+	cp "$work/load-bridge-max-r1.json" "$work/load-bridge-max.json"
 esac
 case " $SCENARIOS " in *" pair "* | *" p2000 "*)
 	run_mosquitto 2000 2000 "$MOSQ_PORT"
@@ -330,6 +342,33 @@ if "max" in scs:
     if limits:
         line += f", bridges/crypto-only limit {b['recv_rate']/limits['rate']:.2f} ({b['recv_rate']:.0f} of {limits['rate']:.0f} msg/s)"
     print(line + f" ({la('bridge-max')}; mosquitto {la('mosquitto-max')})")
+def counters(name):
+    """Sums of B's overlay and order counters at the end of a pair run, by metric (and drop reason)."""
+    out = {}
+    try:
+        lines = open(f"{w}/{name}.metrics").read().splitlines()
+    except OSError:
+        return out
+    for l in lines:
+        if l.startswith("#") or " " not in l:
+            continue
+        key, val = l.rsplit(" ", 1)
+        metric = key.split("{")[0]
+        if metric == "tributary_overlay_drops_total":
+            metric += "/" + key.split('reason="')[1].split('"')[0]
+        out[metric] = out.get(metric, 0) + float(val)
+    return out
+for r in range(1, 100):
+    for label, name in (("BASELINE_BIN", f"max-baseline-{r}"), ("this build", f"max-r{r}")):
+        if not have(f"bridge-{name}"):
+            continue
+        res, p, c = load(f"bridge-{name}"), load(f"bridge-{name}-proc"), counters(f"b-{name}")
+        drops = ", ".join(f"{k.split('/')[1]} {v:.0f}" for k, v in sorted(c.items()) if k.startswith("tributary_overlay_drops_total/") and v)
+        print(f"max round {r}, {label}: recv {res['recv_rate']:.0f} msg/s, received/acked {res['received']}/{res['acked']}, "
+              f"B CPU {1e6*p['b_cpu_s']/max(res['received'],1):.0f} us per received; B overlay in {c.get('tributary_overlay_messages_in_total', 0):.0f}, "
+              f"duplicates {c.get('tributary_overlay_duplicates_total', 0):.0f}, drops [{drops or 'none'}]; "
+              f"order gaps {c.get('tributary_order_gaps_total', 0):.0f}, filled {c.get('tributary_order_filled_total', 0):.0f}, "
+              f"lost {c.get('tributary_order_lost_total', 0):.0f}; e2e p99 {res['e2e_p99_ms']:.0f} ms ({la('bridge-' + name)})")
 if "2000" in scs:
     m2, b2 = load("mosquitto-2000"), load("bridge-2000")
     line = (f"end-to-end p99 at 2,000 msg/s: bridges {b2['e2e_p99_ms']:.2f} ms = {b2['e2e_p99_ms']/5:.2f}x the 5 ms target, "

@@ -1,0 +1,116 @@
+package overlay
+
+import (
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// slowPolicy admits like AllowList(nil) but takes delay per message:
+// a receiver that validates far more slowly than its neighbour publishes.
+type slowPolicy struct{ delay time.Duration }
+
+func (s slowPolicy) MayPublish(stream streamr.StreamID, publisher []byte) bool {
+	time.Sleep(s.delay)
+	return AllowList(nil).MayPublish(stream, publisher)
+}
+
+// TestShedInsteadOfOverrun publishes a burst far faster than the
+// receiver validates. Without shedding, pubsub's validation queue
+// overflows and drops messages silently (an overrun); with it, the
+// receiver drops what waited longer than ShedQueueWait unvalidated,
+// counted, and the queue never overflows: every message is delivered or
+// shed, none lost uncounted.
+func TestShedInsteadOfOverrun(t *testing.T) {
+	const n = 8000
+	for _, tc := range []struct {
+		name string
+		wait time.Duration
+	}{
+		{"never shed", -1},
+		{"shed after 50ms", 50 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pub := newPublisher(t)
+			part := pub.part(t, 0)
+			msgs := make([][]byte, n)
+			for i := range msgs {
+				msgs[i] = pub.signed(t, part, time.Now().UnixMilli(), int32(i))
+			}
+			a := startNode(t, loopbackConfig("tcp", nil))
+			cfg := loopbackConfig("tcp", a.Addrs())
+			cfg.Policy, cfg.ShedQueueWait = slowPolicy{delay: time.Millisecond}, tc.wait
+			b := startNode(t, cfg)
+			var atB collector
+			pa := join(t, a, part, nil)
+			pb := join(t, b, part, atB.deliver)
+			waitFor(t, 20*time.Second, "A to mesh with B", func() bool { return pa.Neighbours() == 1 })
+
+			for i := 0; i < n; i += 500 {
+				if sent, err := pa.PublishBatch(t.Context(), msgs[i:i+500]); err != nil || sent != 500 {
+					t.Fatalf("publish batch at %d: sent %d, %v", i, sent, err)
+				}
+				time.Sleep(20 * time.Millisecond) // 25,000 msg/s: 25x what B validates, within A's send queue
+			}
+			drops := func(reason string) int { return int(testutil.ToFloat64(pb.m.drops.WithLabelValues(reason))) }
+			accounted := func() int { return len(atB.deliveries()) + drops(reasonShed) + drops(reasonQueueFull) }
+			for deadline := time.Now().Add(time.Minute); accounted() < n && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+			}
+			delivered, shed, overflow := len(atB.deliveries()), drops(reasonShed), drops(reasonQueueFull)
+			t.Logf("delivered %d, shed %d, dropped by the full validation queue %d; A's send queue dropped %d",
+				delivered, shed, overflow, int(testutil.ToFloat64(pa.m.drops.WithLabelValues(reasonSendQueue))))
+			if tc.wait < 0 {
+				if overflow == 0 {
+					t.Errorf("the burst did not overflow B's validation queue: the test does not load B enough")
+				}
+				return
+			}
+			if overflow > 0 {
+				t.Errorf("%d messages dropped by B's full validation queue while shedding: an overrun", overflow)
+			}
+			if shed == 0 || delivered == 0 {
+				t.Errorf("delivered %d, shed %d: want both (B slower than the burst, shedding only the queue's tail)", delivered, shed)
+			}
+			if accounted() != n {
+				t.Errorf("delivered + shed + dropped = %d, want %d", accounted(), n)
+			}
+		})
+	}
+}
+
+func TestQueueClock(t *testing.T) {
+	now := time.Unix(100, 0)
+	q := newQueueClock(func() time.Time { return now })
+	joined := &Partition{}
+	lookup := func(topic string) *Partition {
+		if topic == "joined" {
+			return joined
+		}
+		return nil
+	}
+	topic := func(s string) *string { return &s }
+	ours, other := &pb.Message{Topic: topic("joined")}, &pb.Message{Topic: topic("other")}
+	q.arrived(&pubsub.RPC{RPC: pb.RPC{Publish: []*pb.Message{ours, other}}}, lookup)
+	now = now.Add(300 * time.Millisecond)
+	if got := q.waited(ours); got != 300*time.Millisecond {
+		t.Errorf("waited = %s, want 300ms", got)
+	}
+	if got := q.waited(ours); got != 0 {
+		t.Errorf("second waited = %s, want 0: the stamp is taken once", got)
+	}
+	if got := q.waited(other); got != 0 {
+		t.Errorf("message of a topic not joined waited %s, want 0 (never stamped)", got)
+	}
+	for range maxStamps + 1 { // stamps left behind by messages dropped before validation
+		q.arrived(&pubsub.RPC{RPC: pb.RPC{Publish: []*pb.Message{{Topic: topic("joined")}}}}, lookup)
+	}
+	if len(q.stamps) > maxStamps {
+		t.Errorf("%d stamps kept, want at most %d", len(q.stamps), maxStamps)
+	}
+}
