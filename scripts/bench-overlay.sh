@@ -60,6 +60,10 @@ B_MQTT=${B_MQTT:-18845} B_HTTP=${B_HTTP:-18846} B_P2P=${B_P2P:-18847}
 source scripts/bench-lib.sh
 bench_setup
 ensure_mosquitto
+if [ -n "${PERF_DIR:-}" ] && ! command -v perf >/dev/null; then # PERF_DIR profiles B with perf
+	sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+	$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq linux-perf
+fi
 build_tools
 go build -o "$work/fsyncprobe" ./bench/fsyncprobe
 if [ -n "${BASELINE_BIN:-}" ]; then cp "$BASELINE_BIN" "$work/bridge-baseline"; fi
