@@ -77,9 +77,14 @@ func putMessage(txn *badger.Txn, pos uint64, part uint32, readingSeq uint64, id 
 
 // messageWrites are one message's log entry and index key.
 func messageWrites(pos uint64, part uint32, readingSeq uint64, id *streamr.MessageID, enc []byte) []write {
+	return indexedWrites(pos, part, readingSeq, indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID), enc)
+}
+
+// indexedWrites is messageWrites with the index key already made.
+func indexedWrites(pos uint64, part uint32, readingSeq uint64, ik, enc []byte) []write {
 	return []write{
 		{key: logKey(pos), value: encodeLogValue(part, readingSeq, enc)},
-		{key: indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID), value: putU64(pos)},
+		{key: ik, value: putU64(pos)},
 	}
 }
 

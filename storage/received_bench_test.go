@@ -1,0 +1,47 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"testing"
+
+	"github.com/tributary-iot/tributary/streamr"
+)
+
+// BenchmarkStoreReceived stores batches of overlay messages as a
+// receiving gateway's Storer does (64 new messages of one chain and its
+// position per synced commit); -benchmem's allocations are per batch.
+func BenchmarkStoreReceived(b *testing.B) {
+	s := running(b, Options{MinFreeBytes: -1})
+	const batch = 64
+	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/in"}
+	content := make([]byte, 200)
+	_, _ = rand.Read(content)
+	chain := streamr.NewChain("c")
+	msgs := make([]streamr.Envelope, batch)
+	b.SetBytes(batch * 300)
+	b.ReportAllocs()
+	for i := range b.N {
+		b.StopTimer()
+		for j := range msgs {
+			ref, prev := chain.Next(int64(i*batch + j))
+			m := &streamr.StreamMessage{
+				ID: streamr.MessageID{StreamID: part.Stream, Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber,
+					PublisherID: make([]byte, 20), MsgChainID: "c"},
+				PrevMsgRef: prev,
+				Body:       &streamr.ContentMessage{Content: content},
+			}
+			enc, err := m.Marshal()
+			if err != nil {
+				b.Fatal(err)
+			}
+			msgs[j] = streamr.Envelope{Msg: m, Encoded: enc}
+		}
+		last := msgs[batch-1].Msg.ID.Ref()
+		states := map[string]streamr.ChainState{"delivered/store\x00c": {ID: "c", Last: &last}}
+		b.StartTimer()
+		if n, err := s.StoreReceived(context.Background(), msgs, states); err != nil || n != batch {
+			b.Fatalf("stored %d of %d: %v", n, batch, err)
+		}
+	}
+}
