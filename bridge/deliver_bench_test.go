@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"math"
@@ -56,4 +57,32 @@ func TestAppendMark(t *testing.T) {
 			t.Fatalf("mark %s read back as %+v (%v), want %+v", got, back, err, ref)
 		}
 	}
+}
+
+// BenchmarkStoreInOrder is the storing side of a receiving gateway for a
+// message that arrives in order: the Storer's Orderer and its buffer for
+// the next batch (-benchmem).
+func BenchmarkStoreInOrder(b *testing.B) {
+	now := time.Now().UnixMilli()
+	msgs := chainMessagesAt(b.N, func(i int) int64 { return now + int64(i) })
+	s := NewStorer(emptyLog{}, OrderConfig{}, slog.New(slog.DiscardHandler))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		s.receive(msgs[i], nil)
+	}
+	b.StopTimer()
+	if len(s.buf) != b.N {
+		b.Fatalf("kept %d of %d", len(s.buf), b.N)
+	}
+}
+
+// emptyLog is a ReceivedLog that holds nothing and stores nothing.
+type emptyLog struct{}
+
+func (emptyLog) StoreReceived(context.Context, []streamr.Envelope, map[string]streamr.ChainState) (int, error) {
+	return 0, nil
+}
+func (emptyLog) ChainState(string) (streamr.ChainState, bool, error) {
+	return streamr.ChainState{}, false, nil
 }
