@@ -9,35 +9,43 @@ import (
 	"github.com/tributary-iot/tributary/streamr"
 )
 
+var benchPart = streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/in"}
+
+// receivedBatch returns n encoded messages that continue chain, as an
+// overlay delivers them, with content as each one's payload.
+func receivedBatch(b *testing.B, chain *streamr.Chain, n int, ts func(j int) int64, content []byte) []streamr.Envelope {
+	msgs := make([]streamr.Envelope, n)
+	for j := range msgs {
+		ref, prev := chain.Next(ts(j))
+		m := &streamr.StreamMessage{
+			ID: streamr.MessageID{StreamID: benchPart.Stream, Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber,
+				PublisherID: make([]byte, 20), MsgChainID: chain.ID()},
+			PrevMsgRef: prev,
+			Body:       &streamr.ContentMessage{Content: content},
+		}
+		enc, err := m.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs[j] = streamr.Envelope{Msg: m, Encoded: enc}
+	}
+	return msgs
+}
+
 // BenchmarkStoreReceived stores batches of overlay messages as a
 // receiving gateway's Storer does (64 new messages of one chain and its
 // position per synced commit); -benchmem's allocations are per batch.
 func BenchmarkStoreReceived(b *testing.B) {
 	s := running(b, Options{MinFreeBytes: -1})
 	const batch = 64
-	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/in"}
 	content := make([]byte, 200)
 	_, _ = rand.Read(content)
 	chain := streamr.NewChain("c")
-	msgs := make([]streamr.Envelope, batch)
 	b.SetBytes(batch * 300)
 	b.ReportAllocs()
 	for i := range b.N {
 		b.StopTimer()
-		for j := range msgs {
-			ref, prev := chain.Next(int64(i*batch + j))
-			m := &streamr.StreamMessage{
-				ID: streamr.MessageID{StreamID: part.Stream, Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber,
-					PublisherID: make([]byte, 20), MsgChainID: "c"},
-				PrevMsgRef: prev,
-				Body:       &streamr.ContentMessage{Content: content},
-			}
-			enc, err := m.Marshal()
-			if err != nil {
-				b.Fatal(err)
-			}
-			msgs[j] = streamr.Envelope{Msg: m, Encoded: enc}
-		}
+		msgs := receivedBatch(b, chain, batch, func(j int) int64 { return int64(i*batch + j) }, content)
 		last := msgs[batch-1].Msg.ID.Ref()
 		states := map[string]streamr.ChainState{"delivered/store\x00c": {ID: "c", Last: &last}}
 		b.StartTimer()
@@ -52,25 +60,9 @@ func BenchmarkStoreReceived(b *testing.B) {
 // whose bytes it does not take.
 func BenchmarkOwnAfterReceived(b *testing.B) {
 	s := running(b, Options{MinFreeBytes: -1})
-	part := streamr.StreamPartID{Stream: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf/in"}
-	content := make([]byte, 200)
 	chain := streamr.NewChain("c")
 	for range 10 {
-		msgs := make([]streamr.Envelope, 64)
-		for j := range msgs {
-			ref, prev := chain.Next(time.Now().UnixMilli())
-			m := &streamr.StreamMessage{
-				ID: streamr.MessageID{StreamID: part.Stream, Timestamp: ref.Timestamp, SequenceNumber: ref.SequenceNumber,
-					PublisherID: make([]byte, 20), MsgChainID: "c"},
-				PrevMsgRef: prev,
-				Body:       &streamr.ContentMessage{Content: content},
-			}
-			enc, err := m.Marshal()
-			if err != nil {
-				b.Fatal(err)
-			}
-			msgs[j] = streamr.Envelope{Msg: m, Encoded: enc}
-		}
+		msgs := receivedBatch(b, chain, 64, func(int) int64 { return time.Now().UnixMilli() }, make([]byte, 200))
 		if _, err := s.StoreReceived(context.Background(), msgs, nil); err != nil {
 			b.Fatal(err)
 		}
