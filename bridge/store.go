@@ -29,6 +29,7 @@ type ReceivedLog interface {
 type Storer struct {
 	log    ReceivedLog
 	order  *Orderer
+	keepFn Deliver // s.keep, made once: a method value per message allocates
 	logger *slog.Logger
 	joined chan struct{} // closed once Run has joined every stream partition
 
@@ -49,6 +50,7 @@ func NewStorer(log ReceivedLog, cfg OrderConfig, logger *slog.Logger) *Storer {
 	s := &Storer{log: log, logger: componentLogger(logger, "storer"), joined: make(chan struct{}), states: make(map[string]streamr.ChainState)}
 	cfg.Positions, cfg.Name = s, streamr.StoredPositions
 	s.order = NewOrderer(cfg)
+	s.keepFn = s.keep
 	return s
 }
 
@@ -90,7 +92,7 @@ func (s *Storer) join(overlay Overlay, parts []streamr.StreamPartID) error {
 }
 
 func (s *Storer) receive(m *streamr.StreamMessage, encoded []byte) {
-	if err := s.order.Add(m, encoded, s.keep); err != nil {
+	if err := s.order.Add(m, encoded, s.keepFn); err != nil {
 		s.logger.Warn("order message to store", "stream_part", m.ID.StreamPart().String(), "err", err)
 	}
 }

@@ -70,6 +70,18 @@ func (p deliveryPositions) ChainState(key string) (streamr.ChainState, bool, err
 	return st, true, nil
 }
 
+// appendMark appends ref as the JSON object deliveryPositions reads back
+// ({"Timestamp":…,"SequenceNumber":…}, encoding/json's form of a
+// MessageRef), without encoding/json's reflection: one mark per delivered
+// message.
+func appendMark(b []byte, ref streamr.MessageRef) []byte {
+	b = append(b, `{"Timestamp":`...)
+	b = strconv.AppendInt(b, ref.Timestamp, 10)
+	b = append(b, `,"SequenceNumber":`...)
+	b = strconv.AppendInt(b, int64(ref.SequenceNumber), 10)
+	return append(b, '}')
+}
+
 func (p deliveryPositions) SaveChainStates(ctx context.Context, states map[string]streamr.ChainState) error {
 	if err := p.broker.Sync(ctx); err != nil {
 		return fmt.Errorf("wait for local MQTT to hold delivered messages: %w", err)
@@ -317,11 +329,7 @@ func (d *Deliverer) deliver(s *Subscription, m *streamr.StreamMessage) {
 		return
 	}
 	topic := s.mqttTopic(m, publisher)
-	mark, err := json.Marshal(m.ID.Ref())
-	if err != nil {
-		d.metrics.dropped.WithLabelValues("bad_content").Inc()
-		return
-	}
+	mark := appendMark(make([]byte, 0, 64), m.ID.Ref()) // room for the longest
 	if err := d.broker.PublishMarked(topic, payload, 1, d.order.PositionKey(m), mark); err != nil {
 		d.metrics.dropped.WithLabelValues("mqtt_publish").Inc()
 		d.log.Warn("deliver to local MQTT", "topic", topic, "err", err)

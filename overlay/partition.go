@@ -269,6 +269,8 @@ func (p *Partition) StreamPart() streamr.StreamPartID { return p.part }
 
 func (p *Partition) readLoop(ctx context.Context) {
 	self := p.node.host.ID()
+	var from peer.ID   // the last sender and its string form: few peers send,
+	var fromStr string // and a peer.ID's String allocates (base58)
 	for {
 		msg, err := p.sub.Next(ctx)
 		if err != nil {
@@ -288,7 +290,10 @@ func (p *Partition) readLoop(ctx context.Context) {
 		p.m.in.Inc()
 		p.m.bytesIn.Add(float64(len(msg.Data)))
 		if p.deliver != nil {
-			p.deliver(Delivery{Envelope: streamr.Envelope{Msg: m, Encoded: msg.Data}, From: msg.ReceivedFrom.String()})
+			if msg.ReceivedFrom != from {
+				from, fromStr = msg.ReceivedFrom, msg.ReceivedFrom.String()
+			}
+			p.deliver(Delivery{Envelope: streamr.Envelope{Msg: m, Encoded: msg.Data}, From: fromStr})
 		}
 	}
 }

@@ -76,7 +76,7 @@ note_load() {
 
 # bridge_config FILE STATE MQTT_PORT HTTP_PORT [EXTRA]: a bench bridge config.
 # BATCH_WINDOW, if set, overrides [signing] batch_window; COMMIT_WINDOW
-# overrides [storage] commit_window.
+# overrides [storage] commit_window; DEBUG_PPROF=true serves /debug/pprof.
 bridge_config() {
 	local signing="" storage=""
 	[ -z "${BATCH_WINDOW:-}" ] || signing="[signing]
@@ -92,6 +92,7 @@ type = "tcp"
 address = "127.0.0.1:$3"
 [http]
 address = "127.0.0.1:$4"
+debug_pprof = ${DEBUG_PPROF:-false}
 [websocket]
 address = ""
 ${5:-}

@@ -22,6 +22,10 @@
 #   PERF_DIR=/tmp/p SCENARIOS=max scripts/bench-overlay.sh
 #       # only the max-load pair, with bridge B's CPU profile (perf record -g)
 #       # during the load in /tmp/p
+#   PPROF_DIR=/tmp/p SCENARIOS=p2000 scripts/bench-overlay.sh
+#       # with http.debug_pprof on both bridges: their heap profiles at the
+#       # end of the load (go tool pprof -sample_index=alloc_space: all the
+#       # allocations since start) and a CPU profile of B during it
 #   TRACE_DIR=/tmp/t SCENARIOS=p2000 scripts/bench-overlay.sh
 #       # keep the pair's bridge logs (with GODEBUG=gctrace=1) and the
 #       # per-reading e2e timeline (send offset, latency) in /tmp/t
@@ -58,6 +62,7 @@ A_MQTT=${A_MQTT:-18842} A_HTTP=${A_HTTP:-18843} A_P2P=${A_P2P:-18844}
 B_MQTT=${B_MQTT:-18845} B_HTTP=${B_HTTP:-18846} B_P2P=${B_P2P:-18847}
 
 source scripts/bench-lib.sh
+[ -z "${PPROF_DIR:-}" ] || export DEBUG_PPROF=true
 bench_setup
 ensure_mosquitto
 if [ -n "${PERF_DIR:-}" ] && ! command -v perf >/dev/null; then # PERF_DIR profiles B with perf
@@ -114,12 +119,22 @@ $subs"
 		mkdir -p "$PERF_DIR"
 		perf record -q -F 997 -g -p "$bpid" -o "$PERF_DIR/b-$1.perf" 2>/dev/null & perfpid=$!
 	fi
+	local cpuprof=""
+	if [ -n "${PPROF_DIR:-}" ]; then # B's Go CPU profile during the load
+		mkdir -p "$PPROF_DIR"
+		curl -sf -o "$PPROF_DIR/b-$1.cpu" "http://127.0.0.1:$B_HTTP/debug/pprof/profile?seconds=8" & cpuprof=$!
+	fi
 	local acpu bcpu; acpu=$(cpu_ticks "$apid") bcpu=$(cpu_ticks "$bpid")
 	local await bwait; await=$(runq_wait_ns "$apid") bwait=$(runq_wait_ns "$bpid")
 	"$work/mqttload" -broker "127.0.0.1:$A_MQTT" -sub-broker "127.0.0.1:$B_MQTT" -sub-topic "$addr/bench/#" \
 		-rate "$2" -duration "$DURATION" -timeline "$work/bridge-$1-timeline.csv" >"$work/bridge-$1.json"
 	note_load "bridge-$1" end
 	if [ -n "$perfpid" ]; then kill -INT "$perfpid"; wait "$perfpid" || true; fi
+	if [ -n "${PPROF_DIR:-}" ]; then
+		wait "$cpuprof" || true
+		curl -sf -o "$PPROF_DIR/a-$1.heap" "http://127.0.0.1:$A_HTTP/debug/pprof/heap" || true
+		curl -sf -o "$PPROF_DIR/b-$1.heap" "http://127.0.0.1:$B_HTTP/debug/pprof/heap" || true
+	fi
 	acpu=$(($(cpu_ticks "$apid") - acpu)) bcpu=$(($(cpu_ticks "$bpid") - bcpu))
 	await=$(($(runq_wait_ns "$apid") - await)) bwait=$(($(runq_wait_ns "$bpid") - bwait))
 	echo "{\"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid"), \"a\": {$(rss_split_kb "$apid")}, \"b\": {$(rss_split_kb "$bpid")},

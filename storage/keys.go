@@ -45,7 +45,7 @@ var (
 const schemaVersion = 1
 
 func u64Key(kind byte, n uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{kind}, n)
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, 9), kind), n)
 }
 
 func readingKey(seq uint64) []byte { return u64Key(kindReading, seq) }
@@ -66,8 +66,9 @@ func indexTimeKey(part uint32, ts int64) []byte {
 }
 
 func indexKey(part uint32, ts int64, seqNo int32, publisher []byte, chain string) []byte {
-	k := make([]byte, 0, 1+4+8+4+len(publisher)+2+len(chain)+2)
-	k = append(k, indexTimeKey(part, ts)...)
+	k := make([]byte, 0, 1+4+8+4+len(publisher)+2+len(chain)+2) // one allocation: a key per stored message
+	k = binary.BigEndian.AppendUint32(append(k, kindIndex), part)
+	k = binary.BigEndian.AppendUint64(k, uint64(ts)^(1<<63)) // as indexTimeKey
 	k = binary.BigEndian.AppendUint32(k, uint32(seqNo)^(1<<31))
 	for _, b := range publisher {
 		k = append(k, b)

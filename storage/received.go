@@ -68,14 +68,15 @@ func (r *receivedCommit) add(m *streamr.Envelope) error {
 	if err != nil {
 		return err
 	}
-	_, err = r.t.txn.Get(indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID))
+	ik := indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID)
+	_, err = r.t.txn.Get(ik)
 	switch {
 	case err == nil:
 		return nil // a duplicate
 	case !errors.Is(err, badger.ErrKeyNotFound):
 		return fmt.Errorf("look up message %s: %w", id.Ref(), err)
 	}
-	ws := messageWrites(s.nextPos+uint64(r.n), part, 0, id, m.Encoded)
+	ws := indexedWrites(s.nextPos+uint64(r.n), part, 0, ik, m.Encoded)
 	c := r.t.cost(ws...).plus(r.counters) // the counters go with the last message
 	if !r.t.fits(c) && r.n > 0 {
 		if err := r.seal(nil); err != nil {

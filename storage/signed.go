@@ -77,9 +77,14 @@ func putMessage(txn *badger.Txn, pos uint64, part uint32, readingSeq uint64, id 
 
 // messageWrites are one message's log entry and index key.
 func messageWrites(pos uint64, part uint32, readingSeq uint64, id *streamr.MessageID, enc []byte) []write {
+	return indexedWrites(pos, part, readingSeq, indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID), enc)
+}
+
+// indexedWrites is messageWrites with the index key already made.
+func indexedWrites(pos uint64, part uint32, readingSeq uint64, ik, enc []byte) []write {
 	return []write{
 		{key: logKey(pos), value: encodeLogValue(part, readingSeq, enc)},
-		{key: indexKey(part, id.Timestamp, id.SequenceNumber, id.PublisherID, id.MsgChainID), value: putU64(pos)},
+		{key: ik, value: putU64(pos)},
 	}
 }
 
@@ -235,7 +240,10 @@ func (s *Store) OwnAfter(pos uint64, max int) ([]Logged, error) {
 func (s *Store) after(pos uint64, max int, received bool) ([]Logged, error) {
 	var out []Logged
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}, PrefetchValues: true, PrefetchSize: min(max, 100)})
+		// No prefetch: a log value (under valueThreshold) lives in the LSM
+		// tree and readLogged copies only the bytes it keeps; prefetching
+		// would copy every value first, received ones the forwarder skips.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLog}})
 		defer it.Close()
 		for it.Seek(logKey(pos + 1)); it.Valid() && len(out) < max; it.Next() {
 			l, err := s.readLogged(it.Item(), received)

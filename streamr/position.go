@@ -3,6 +3,7 @@ package streamr
 import (
 	"encoding/hex"
 	"strconv"
+	"unsafe"
 )
 
 // StoredPositions names the positions of the storage node role
@@ -21,7 +22,11 @@ func PositionPrefix(orderer string, part StreamPartID, publisher []byte) string 
 // PositionKey is the key of the position of id's chain: PositionPrefix
 // followed by the chain ID.
 func PositionKey(orderer string, id *MessageID) string {
-	return string(AppendPositionKey(nil, orderer, id))
+	// Sized up front: one allocation (a receiving gateway makes a key per
+	// message it delivers).
+	n := len("delivered/") + len(orderer) + 1 + len(id.StreamID) + 1 + 11 + 3 + 2*len(id.PublisherID) + 1 + len(id.MsgChainID)
+	b := AppendPositionKey(make([]byte, 0, n), orderer, id)
+	return unsafe.String(unsafe.SliceData(b), len(b)) // b is not written again
 }
 
 // AppendPositionKey appends id's PositionKey to b. With room in b it does

@@ -19,4 +19,8 @@ func TestPositionKeyFormat(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { AppendPositionKey(make([]byte, 0, 256)[:0], StoredPositions, id) }); n > 1 {
 		t.Errorf("AppendPositionKey allocates %.0f times with room in its buffer", n)
 	}
+	long := &MessageID{StreamID: id.StreamID, StreamPartition: -1 << 31, PublisherID: make([]byte, 20), MsgChainID: "chain"}
+	if n := testing.AllocsPerRun(100, func() { PositionKey(StoredPositions, long) }); n > 1 {
+		t.Errorf("PositionKey allocates %.0f times, want once", n)
+	}
 }
