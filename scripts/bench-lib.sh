@@ -76,7 +76,8 @@ note_load() {
 
 # bridge_config FILE STATE MQTT_PORT HTTP_PORT [EXTRA]: a bench bridge config.
 # BATCH_WINDOW, if set, overrides [signing] batch_window; COMMIT_WINDOW
-# overrides [storage] commit_window.
+# overrides [storage] commit_window; DEBUG_PPROF=1 sets [http] debug_pprof;
+# LOG_LEVEL sets [log] level (default info).
 bridge_config() {
 	local signing="" storage=""
 	[ -z "${BATCH_WINDOW:-}" ] || signing="[signing]
@@ -86,12 +87,13 @@ commit_window = \"$COMMIT_WINDOW\""
 	cat >"$1" <<CONF
 state_dir = "$2"
 [log]
-level = "info"
+level = "${LOG_LEVEL:-info}"
 [[mqtt.listener]]
 type = "tcp"
 address = "127.0.0.1:$3"
 [http]
 address = "127.0.0.1:$4"
+${DEBUG_PPROF:+debug_pprof = true}
 [websocket]
 address = ""
 ${5:-}
