@@ -205,10 +205,11 @@ $stores"
 		curl -s -o "$PROF_DIR/a-drain-$2.pprof" "http://127.0.0.1:$A_HTTP/debug/pprof/profile?seconds=${PROF_SECONDS:-8}" &
 		curl -s -o "$PROF_DIR/b-drain-$2.pprof" "http://127.0.0.1:$B_HTTP/debug/pprof/profile?seconds=${PROF_SECONDS:-8}" &
 	fi
-	local stored=0
+	local stored=0 first=""
 	until [ "$stored" -ge "$drain_n" ]; do
 		sleep 0.1
 		stored=$(metric "$B_HTTP" 'tributary_order_delivered_total{orderer="store"}')
+		[ -n "$first" ] || [ "$stored" -eq 0 ] || first=$(date +%s.%N)
 		[ -z "${PROF_DIR:-}" ] || echo "$(date +%s.%N) $stored" >>"$PROF_DIR/timeline-$2.txt"
 	done
 	local end; end=$(date +%s.%N)
@@ -219,7 +220,7 @@ $stores"
 	fi
 	local a1 b1; a1=$(cpu_ticks "$apid") b1=$(cpu_ticks "$bpid")
 	note_load "drain-$2" end
-	echo "{\"n\": $drain_n, \"seconds\": $(python3 -c "print($end - $start)"), \"a_cpu_s\": $(python3 -c "print(($a1 - $a0) / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($b1 / $(getconf CLK_TCK))"), \"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/drain-$2.json"
+	echo "{\"n\": $drain_n, \"seconds\": $(python3 -c "print($end - $start)"), \"first_s\": $(python3 -c "print(${first:-$end} - $start)"), \"a_cpu_s\": $(python3 -c "print(($a1 - $a0) / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($b1 / $(getconf CLK_TCK))"), \"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/drain-$2.json"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 }
 
@@ -433,7 +434,8 @@ if "drain" in scenarios:
             rate = d["n"] / d["seconds"]
             print(f"backlog drain A -> B ({label}, round {r}): {d['n']} readings in {d['seconds']:.2f} s = {rate:.0f} msg/s ({la(d['load'])}); "
                   f"drain / verify limit = {rate/verify['before']:.2f} / {rate/verify['after']:.2f} (before / after; target >= 0.5); "
-                  f"CPU per reading A {d['a_cpu_s']/d['n']*1e6:.0f} us, B {d['b_cpu_s']/d['n']*1e6:.0f} us; peak RSS A {d['a_vmhwm_kb']/1024:.1f} MB, B {d['b_vmhwm_kb']/1024:.1f} MB")
+                  f"CPU per reading A {d['a_cpu_s']/d['n']*1e6:.0f} us, B {d['b_cpu_s']/d['n']*1e6:.0f} us; peak RSS A {d['a_vmhwm_kb']/1024:.1f} MB, B {d['b_vmhwm_kb']/1024:.1f} MB; "
+                  f"first reading stored {d.get('first_s', 0):.2f} s after B started")
         return [d["n"] / d["seconds"] for d in ds]
     print()
     for when in ("before", "after"):
@@ -450,7 +452,8 @@ if "drain" in scenarios:
         print(f"this build / BASELINE_BIN, same backlog, back to back: {sum(rates)/len(rates) / (sum(brates)/len(brates)):.2f}x "
               f"(mean of {len(rates)} drains each), {max(rates)/max(brates):.2f}x (fastest of each: load only slows a drain); "
               f"CPU per reading A+B {sum(d['a_cpu_s']+d['b_cpu_s'] for d in ours)/sum(d['n'] for d in ours)*1e6:.0f} us vs "
-              f"{sum(d['a_cpu_s']+d['b_cpu_s'] for d in base)/sum(d['n'] for d in base)*1e6:.0f} us")
+              f"{sum(d['a_cpu_s']+d['b_cpu_s'] for d in base)/sum(d['n'] for d in base)*1e6:.0f} us; "
+              f"first reading stored after {sum(d.get('first_s', 0) for d in ours)/len(ours):.2f} vs {sum(d.get('first_s', 0) for d in base)/len(base):.2f} s (mean)")
     rate = sum(rates) / len(rates)
     print(f"mosquitto persistent-session backlog: {md['n']} messages in {md['seconds']:.2f} s = {mrate:.0f} msg/s, verifying nothing ({la('mosq-drain')}); drain / mosquitto = {rate/mrate:.2f}")
 EOF
