@@ -23,7 +23,7 @@ ensure_mosquitto() {
 		local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 		$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto-clients
 	fi
-	if ! command -v curl >/dev/null; then # bench-ingest.sh reads the bridge's metrics
+	if ! command -v curl >/dev/null; then # the benchmarks read the bridges' metrics (and profiles)
 		local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 		$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl
 	fi
