@@ -531,14 +531,10 @@ func (o *Orderer) positionKey(m *streamr.StreamMessage) string {
 }
 
 // Run saves delivered positions every FlushInterval and fills gaps, until
-// ctx is done; it saves once more on the way out. A gap is asked for when
-// it falls due, not at the next tick: a drain's first request, and every
-// retry, would otherwise wait up to FlushInterval more.
+// ctx is done; it saves once more on the way out.
 func (o *Orderer) Run(ctx context.Context) error {
 	t := time.NewTicker(o.cfg.FlushInterval)
 	defer t.Stop()
-	due := time.NewTimer(time.Hour)
-	defer due.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -546,23 +542,19 @@ func (o *Orderer) Run(ctx context.Context) error {
 			return o.flush(context.WithoutCancel(ctx))
 		case <-t.C:
 		case <-o.wake:
-		case <-due.C:
 		}
-		if next := o.step(ctx); !next.IsZero() {
-			due.Reset(max(next.Sub(o.cfg.Now()), time.Millisecond))
-		}
+		o.step(ctx)
 	}
 }
 
 // step is one round of Run: save positions, drop idle chains, send the
-// resend requests due. It returns when the next request not yet due
-// falls due (zero: none waits).
-func (o *Orderer) step(ctx context.Context) time.Time {
+// resend requests due.
+func (o *Orderer) step(ctx context.Context) {
 	if err := o.flush(ctx); err != nil {
 		o.warnOnce("flush", "save delivered positions", "err", err)
 	}
 	o.pruneIdle(o.cfg.Now())
-	return o.fillGaps(ctx)
+	o.fillGaps(ctx)
 }
 
 func (o *Orderer) flush(ctx context.Context) error {
@@ -586,18 +578,13 @@ type gapRequest struct {
 // fillGaps sends the resend requests that are due, and gives up gaps
 // whose requests are exhausted. The chains of one publisher are asked for
 // together: their messages are interleaved in the publisher's store, so
-// one range answer serves all of them in a single pass over it. It
-// returns the earliest time a request not yet due falls due (zero: none).
-func (o *Orderer) fillGaps(ctx context.Context) time.Time {
+// one range answer serves all of them in a single pass over it.
+func (o *Orderer) fillGaps(ctx context.Context) {
 	now := o.cfg.Now()
 	groups := make(map[string]*gapRequest)
-	var next time.Time
 	o.mu.Lock()
 	for _, c := range o.chains.byKey {
 		if !o.gapDue(c, now) {
-			if at := o.dueAt(c); at.After(now) && (next.IsZero() || at.Before(next)) {
-				next = at
-			}
 			continue
 		}
 		key := c.part.String() + "\x00" + string(c.pub)
@@ -620,20 +607,6 @@ func (o *Orderer) fillGaps(ctx context.Context) time.Time {
 	o.mu.Unlock()
 	for _, g := range groups {
 		o.fills.Go(func() { o.fill(ctx, g) })
-	}
-	return next
-}
-
-// dueAt is when c's open gap is next asked for, if it waits for its first
-// request or a retry (zero: no gap, or a request in flight).
-func (o *Orderer) dueAt(c *orderedChain) time.Time {
-	switch {
-	case c.gapSince.IsZero() || c.filling:
-		return time.Time{}
-	case c.requests == 0:
-		return o.fillDue(c)
-	default:
-		return c.lastRequest.Add(o.cfg.RetryInterval)
 	}
 }
 

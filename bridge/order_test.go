@@ -283,30 +283,3 @@ func TestOrdererKeepGapsRefetchesOverflow(t *testing.T) {
 		t.Fatalf("delivered %v, want 0…7", got)
 	}
 }
-
-// A gap is asked for when it falls due, not at Run's next tick: here the
-// ticker never fires within the test, so only the due-time wake fills it.
-func TestOrdererAsksForGapWhenDue(t *testing.T) {
-	chainStart = time.Now().UnixMilli() // recent, however long earlier tests took
-	msgs := chainMessages(3)
-	o := NewOrderer(OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}},
-		Resender: &fakeResender{msgs: msgs}, GapFillTimeout: 20 * time.Millisecond, FlushInterval: time.Hour})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- o.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	var c collector
-	for _, i := range []int{0, 2} { // 1 is missing
-		if err := o.Add(msgs[i], nil, c.deliver); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := c.wait(t, 3); len(got) != 3 {
-		t.Fatalf("delivered %v, want [0 1 2]: the gap was not asked for when due", got)
-	}
-}
