@@ -264,7 +264,7 @@ metric() { # http_port name: the metric's value as an integer (0 if absent)
 	# a python start costs ~0.3 s on a loaded machine (the drain's end
 	# would be seen that much late).
 	{ curl -s --max-time 5 "http://127.0.0.1:$1/metrics" || true; } |
-		awk -v name="$2" '$1 == name {v = $2} END {printf "%d\n", v + 0}'
+		awk -v name="$2" '$1 == name && !f {v = $2; f = 1} END {printf "%d\n", v + 0}'
 }
 
 # verify_limit NAME: bare decode+verify rate on one core, from the same
