@@ -23,7 +23,7 @@ ensure_mosquitto() {
 		local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 		$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto-clients
 	fi
-	if ! command -v curl >/dev/null; then # bench-ingest.sh reads the bridge's metrics
+	if ! command -v curl >/dev/null; then # the benchmarks read the bridges' metrics (and profiles)
 		local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 		$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl
 	fi
@@ -76,7 +76,8 @@ note_load() {
 
 # bridge_config FILE STATE MQTT_PORT HTTP_PORT [EXTRA]: a bench bridge config.
 # BATCH_WINDOW, if set, overrides [signing] batch_window; COMMIT_WINDOW
-# overrides [storage] commit_window; DEBUG_PPROF=true serves /debug/pprof.
+# overrides [storage] commit_window; DEBUG_PPROF=1 sets [http] debug_pprof;
+# LOG_LEVEL sets [log] level (default info).
 bridge_config() {
 	local signing="" storage=""
 	[ -z "${BATCH_WINDOW:-}" ] || signing="[signing]
@@ -86,13 +87,13 @@ commit_window = \"$COMMIT_WINDOW\""
 	cat >"$1" <<CONF
 state_dir = "$2"
 [log]
-level = "info"
+level = "${LOG_LEVEL:-info}"
 [[mqtt.listener]]
 type = "tcp"
 address = "127.0.0.1:$3"
 [http]
 address = "127.0.0.1:$4"
-debug_pprof = ${DEBUG_PPROF:-false}
+${DEBUG_PPROF:+debug_pprof = true}
 [websocket]
 address = ""
 ${5:-}

@@ -19,6 +19,9 @@
 #       # the drain with that binary too, back to back on the same backlog, twice each
 #   BASELINE_BIN=/tmp/bridge-main PAIR_ROUNDS=2 SCENARIOS=p2000 scripts/bench-overlay.sh
 #       # the 2,000 msg/s pair with that binary too, alternating, twice each
+#   PROF_DIR=/tmp/p SCENARIOS=drain scripts/bench-overlay.sh
+#       # Go CPU profiles of A and B (http debug_pprof) during each drain's
+#       # first PROF_SECONDS (default 8) in /tmp/p
 #   PERF_DIR=/tmp/p SCENARIOS=max scripts/bench-overlay.sh
 #       # only the max-load pair, with bridge B's CPU profile (perf record -g)
 #       # during the load in /tmp/p
@@ -62,7 +65,8 @@ A_MQTT=${A_MQTT:-18842} A_HTTP=${A_HTTP:-18843} A_P2P=${A_P2P:-18844}
 B_MQTT=${B_MQTT:-18845} B_HTTP=${B_HTTP:-18846} B_P2P=${B_P2P:-18847}
 
 source scripts/bench-lib.sh
-[ -z "${PPROF_DIR:-}" ] || export DEBUG_PPROF=true
+# PPROF_DIR (heap and CPU profiles) and PROF_DIR (the drain's profiles) need /debug/pprof
+[ -z "${PPROF_DIR:-}${PROF_DIR:-}" ] || DEBUG_PPROF=1
 bench_setup
 ensure_mosquitto
 if [ -n "${PERF_DIR:-}" ] && ! command -v perf >/dev/null; then # PERF_DIR profiles B with perf
@@ -211,11 +215,27 @@ $stores"
 	"$1" run --config "$work/b.toml" 2>"$work/b-drain-$2.log" & local bpid=$!
 	pids+=("$bpid")
 	wait_port "$B_HTTP"
-	until [ "$(metric "$B_HTTP" 'tributary_order_delivered_total{orderer="store"}')" -ge "$drain_n" ]; do sleep 0.1; done
+	if [ -n "${PROF_DIR:-}" ]; then # CPU profiles of A and B during the drain's first PROF_SECONDS
+		mkdir -p "$PROF_DIR"
+		curl -s -o "$PROF_DIR/a-drain-$2.pprof" "http://127.0.0.1:$A_HTTP/debug/pprof/profile?seconds=${PROF_SECONDS:-8}" &
+		curl -s -o "$PROF_DIR/b-drain-$2.pprof" "http://127.0.0.1:$B_HTTP/debug/pprof/profile?seconds=${PROF_SECONDS:-8}" &
+	fi
+	local stored=0 first=""
+	until [ "$stored" -ge "$drain_n" ]; do
+		sleep 0.1
+		stored=$(metric "$B_HTTP" 'tributary_order_delivered_total{orderer="store"}')
+		[ -n "$first" ] || [ "$stored" -eq 0 ] || first=$(date +%s.%N)
+		[ -z "${PROF_DIR:-}" ] || echo "$(date +%s.%N) $stored" >>"$PROF_DIR/timeline-$2.txt"
+	done
 	local end; end=$(date +%s.%N)
+	if [ -n "${PROF_DIR:-}" ]; then
+		curl -s -o "$PROF_DIR/b-block-$2.pprof" "http://127.0.0.1:$B_HTTP/debug/pprof/block"
+		echo "$start start" >>"$PROF_DIR/timeline-$2.txt"
+		cp "$work/a-drain-$2.log" "$work/b-drain-$2.log" "$PROF_DIR/"
+	fi
 	local a1 b1; a1=$(cpu_ticks "$apid") b1=$(cpu_ticks "$bpid")
 	note_load "drain-$2" end
-	echo "{\"n\": $drain_n, \"seconds\": $(python3 -c "print($end - $start)"), \"a_cpu_s\": $(python3 -c "print(($a1 - $a0) / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($b1 / $(getconf CLK_TCK))"), \"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/drain-$2.json"
+	echo "{\"n\": $drain_n, \"seconds\": $(python3 -c "print($end - $start)"), \"first_s\": $(python3 -c "print(${first:-$end} - $start)"), \"a_cpu_s\": $(python3 -c "print(($a1 - $a0) / $(getconf CLK_TCK))"), \"b_cpu_s\": $(python3 -c "print($b1 / $(getconf CLK_TCK))"), \"a_vmhwm_kb\": $(peak_rss_kb "$apid"), \"b_vmhwm_kb\": $(peak_rss_kb "$bpid")}" >"$work/drain-$2.json"
 	kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null || true
 }
 
@@ -255,15 +275,11 @@ CONF
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 metric() { # http_port name: the metric's value as an integer (0 if absent)
-	python3 - "$1" "$2" <<'PY'
-import sys, urllib.request
-try:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
-except OSError:
-    body = ""
-vals = [l.split()[-1] for l in body.splitlines() if l.startswith(sys.argv[2] + " ")]
-print(int(float(vals[0])) if vals else 0)
-PY
+	# curl and awk rather than python: the drain polls this every 0.1 s, and
+	# a python start costs ~0.3 s on a loaded machine (the drain's end
+	# would be seen that much late).
+	{ curl -s --max-time 5 "http://127.0.0.1:$1/metrics" || true; } |
+		awk -v name="$2" '$1 == name && !f {v = $2; f = 1} END {printf "%d\n", v + 0}'
 }
 
 # verify_limit NAME: bare decode+verify rate on one core, from the same
@@ -433,7 +449,8 @@ if "drain" in scenarios:
             rate = d["n"] / d["seconds"]
             print(f"backlog drain A -> B ({label}, round {r}): {d['n']} readings in {d['seconds']:.2f} s = {rate:.0f} msg/s ({la(d['load'])}); "
                   f"drain / verify limit = {rate/verify['before']:.2f} / {rate/verify['after']:.2f} (before / after; target >= 0.5); "
-                  f"CPU per reading A {d['a_cpu_s']/d['n']*1e6:.0f} us, B {d['b_cpu_s']/d['n']*1e6:.0f} us; peak RSS A {d['a_vmhwm_kb']/1024:.1f} MB, B {d['b_vmhwm_kb']/1024:.1f} MB")
+                  f"CPU per reading A {d['a_cpu_s']/d['n']*1e6:.0f} us, B {d['b_cpu_s']/d['n']*1e6:.0f} us; peak RSS A {d['a_vmhwm_kb']/1024:.1f} MB, B {d['b_vmhwm_kb']/1024:.1f} MB; "
+                  f"first reading stored {d.get('first_s', 0):.2f} s after B started")
         return [d["n"] / d["seconds"] for d in ds]
     print()
     for when in ("before", "after"):
@@ -450,7 +467,8 @@ if "drain" in scenarios:
         print(f"this build / BASELINE_BIN, same backlog, back to back: {sum(rates)/len(rates) / (sum(brates)/len(brates)):.2f}x "
               f"(mean of {len(rates)} drains each), {max(rates)/max(brates):.2f}x (fastest of each: load only slows a drain); "
               f"CPU per reading A+B {sum(d['a_cpu_s']+d['b_cpu_s'] for d in ours)/sum(d['n'] for d in ours)*1e6:.0f} us vs "
-              f"{sum(d['a_cpu_s']+d['b_cpu_s'] for d in base)/sum(d['n'] for d in base)*1e6:.0f} us")
+              f"{sum(d['a_cpu_s']+d['b_cpu_s'] for d in base)/sum(d['n'] for d in base)*1e6:.0f} us; "
+              f"first reading stored after {sum(d.get('first_s', 0) for d in ours)/len(ours):.2f} vs {sum(d.get('first_s', 0) for d in base)/len(base):.2f} s (mean)")
     rate = sum(rates) / len(rates)
     print(f"mosquitto persistent-session backlog: {md['n']} messages in {md['seconds']:.2f} s = {mrate:.0f} msg/s, verifying nothing ({la('mosq-drain')}); drain / mosquitto = {rate/mrate:.2f}")
 EOF
