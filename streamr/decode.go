@@ -31,7 +31,7 @@ var errUTF8 = errors.New("string is not valid UTF-8")
 
 // wireField is one field of a protobuf message: its varint value or its
 // length-delimited payload, by wire type. Fields of other wire types are
-// never known fields here: nextField only checks their framing.
+// never known fields here: read only checks their framing.
 type wireField struct {
 	num protowire.Number
 	typ protowire.Type
@@ -39,15 +39,17 @@ type wireField struct {
 	b   []byte
 }
 
-// nextField consumes one field from b and returns it and the rest of b.
-func nextField(b []byte) (wireField, []byte, error) {
-	var f wireField
-	tag, n := protowire.ConsumeVarint(b)
-	if n < 0 {
-		return f, nil, fmt.Errorf("tag: %w", protowire.ParseError(n))
+// read consumes one field from b into f and returns the rest of b.
+func (f *wireField) read(b []byte) ([]byte, error) {
+	var tag uint64
+	var n int
+	if len(b) > 0 && b[0] < 0x80 { // the common one-byte tag
+		tag, n = uint64(b[0]), 1
+	} else if tag, n = protowire.ConsumeVarint(b); n < 0 {
+		return nil, fmt.Errorf("tag: %w", protowire.ParseError(n))
 	}
 	if num := tag >> 3; num < uint64(protowire.MinValidNumber) || num > uint64(protowire.MaxValidNumber) {
-		return f, nil, fmt.Errorf("field number %d is out of range", num)
+		return nil, fmt.Errorf("field number %d is out of range", num)
 	}
 	f.num, f.typ = protowire.Number(tag>>3), protowire.Type(tag&7)
 	b = b[n:]
@@ -60,9 +62,9 @@ func nextField(b []byte) (wireField, []byte, error) {
 		n = protowire.ConsumeFieldValue(f.num, f.typ, b)
 	}
 	if n < 0 {
-		return f, nil, fmt.Errorf("field %d: %w", f.num, protowire.ParseError(n))
+		return nil, fmt.Errorf("field %d: %w", f.num, protowire.ParseError(n))
 	}
-	return f, b[n:], nil
+	return b[n:], nil
 }
 
 // is reports whether f is field num of wire type typ: a known field of
@@ -87,12 +89,12 @@ type wireID struct {
 }
 
 func (id *wireID) decode(b []byte) error {
+	var f wireField
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
-		if err != nil {
+		var err error
+		if b, err = f.read(b); err != nil {
 			return err
 		}
-		b = rest
 		switch {
 		case f.is(1, protowire.BytesType):
 			if id.streamID, err = f.str("streamId"); err != nil {
@@ -116,12 +118,12 @@ func (id *wireID) decode(b []byte) error {
 }
 
 func (r *MessageRef) decode(b []byte) error {
+	var f wireField
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
-		if err != nil {
+		var err error
+		if b, err = f.read(b); err != nil {
 			return err
 		}
-		b = rest
 		switch {
 		case f.is(1, protowire.VarintType):
 			r.Timestamp = int64(f.v)
@@ -144,12 +146,12 @@ type wireContent struct {
 }
 
 func (c *wireContent) decode(b []byte) error {
+	var f wireField
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
-		if err != nil {
+		var err error
+		if b, err = f.read(b); err != nil {
 			return err
 		}
-		b = rest
 		switch {
 		case f.is(1, protowire.BytesType):
 			c.content = f.b
@@ -176,12 +178,12 @@ func (c *wireContent) decode(b []byte) error {
 type wireKey struct{ id, data []byte }
 
 func (k *wireKey) decode(b []byte) error {
+	var f wireField
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
-		if err != nil {
+		var err error
+		if b, err = f.read(b); err != nil {
 			return err
 		}
-		b = rest
 		switch {
 		case f.is(1, protowire.BytesType):
 			if k.id, err = f.str("id"); err != nil {
@@ -198,12 +200,12 @@ func (k *wireKey) decode(b []byte) error {
 // they are decoded straight into their own copies.
 
 func (r *GroupKeyRequest) decode(b []byte) error {
+	var f wireField
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
-		if err != nil {
+		var err error
+		if b, err = f.read(b); err != nil {
 			return err
 		}
-		b = rest
 		switch {
 		case f.is(1, protowire.BytesType):
 			s, err := f.str("requestId")
@@ -229,12 +231,12 @@ func (r *GroupKeyRequest) decode(b []byte) error {
 }
 
 func (r *GroupKeyResponse) decode(b []byte) error {
+	var f wireField
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
-		if err != nil {
+		var err error
+		if b, err = f.read(b); err != nil {
 			return err
 		}
-		b = rest
 		switch {
 		case f.is(1, protowire.BytesType):
 			s, err := f.str("requestId")
@@ -280,12 +282,12 @@ type wireMessage struct {
 }
 
 func (w *wireMessage) decode(b []byte) error {
+	var f wireField
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
-		if err != nil {
+		var err error
+		if b, err = f.read(b); err != nil {
 			return err
 		}
-		b = rest
 		if err := w.decodeField(&f); err != nil {
 			return err
 		}
@@ -465,12 +467,12 @@ type wireHeader struct {
 }
 
 func (h *wireHeader) decode(b []byte) error {
+	var f wireField
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
-		if err != nil {
+		var err error
+		if b, err = f.read(b); err != nil {
 			return err
 		}
-		b = rest
 		switch {
 		case f.is(fieldMsgID, protowire.BytesType):
 			h.hasID = true

@@ -184,7 +184,7 @@ func FuzzUnmarshalMatchesProto(f *testing.F) {
 			t.Fatalf("Unmarshal error %v, proto.Unmarshal error %v", err, wantErr)
 		}
 		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("Unmarshal\n %#v\nproto.Unmarshal\n %#v", got, want)
+			t.Fatalf("Unmarshal\n %#v\n %#v\nproto.Unmarshal\n %#v\n %#v", got, bodyOf(got), want, bodyOf(want))
 		}
 		id, sig, err := UnmarshalHeader(in)
 		wantID, wantSig, wantErr := referenceUnmarshalHeader(b)
@@ -201,6 +201,13 @@ func FuzzUnmarshalMatchesProto(f *testing.F) {
 			t.Fatal("decoded values alias the input")
 		}
 	})
+}
+
+func bodyOf(m *StreamMessage) Body {
+	if m == nil {
+		return nil
+	}
+	return m.Body
 }
 
 // wireOddities are encodings proto.Unmarshal has rules for beyond the
