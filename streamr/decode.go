@@ -18,7 +18,7 @@ import (
 // fields (FuzzUnmarshalMatchesProto checks this on arbitrary bytes):
 // unknown fields, and known fields of another wire type, are skipped once
 // their framing is checked; a repeated scalar field keeps its last value;
-// a repeated message field merges; a oneof field of another kind than the
+// a message field that occurs again merges; a oneof field of another kind than the
 // current body starts a fresh body; strings must be valid UTF-8; empty
 // bytes fields decode as nil.
 //
@@ -67,6 +67,21 @@ func (f *wireField) read(b []byte) ([]byte, error) {
 	return b[n:], nil
 }
 
+// eachField calls fn with every field of the message b in turn.
+func eachField(b []byte, fn func(wireField) error) error {
+	var f wireField
+	for len(b) > 0 {
+		var err error
+		if b, err = f.read(b); err != nil {
+			return err
+		}
+		if err := fn(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // is reports whether f is field num of wire type typ: a known field of
 // another wire type is an unknown field to proto.Unmarshal.
 func (f *wireField) is(num protowire.Number, typ protowire.Type) bool {
@@ -89,12 +104,8 @@ type wireID struct {
 }
 
 func (id *wireID) decode(b []byte) error {
-	var f wireField
-	for len(b) > 0 {
+	return eachField(b, func(f wireField) error {
 		var err error
-		if b, err = f.read(b); err != nil {
-			return err
-		}
 		switch {
 		case f.is(1, protowire.BytesType):
 			if id.streamID, err = f.str("streamId"); err != nil {
@@ -113,25 +124,20 @@ func (id *wireID) decode(b []byte) error {
 				return err
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func (r *MessageRef) decode(b []byte) error {
-	var f wireField
-	for len(b) > 0 {
-		var err error
-		if b, err = f.read(b); err != nil {
-			return err
-		}
+	return eachField(b, func(f wireField) error {
 		switch {
 		case f.is(1, protowire.VarintType):
 			r.Timestamp = int64(f.v)
 		case f.is(2, protowire.VarintType):
 			r.SequenceNumber = int32(f.v)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // wireContent is a ContentMessage as read.
@@ -146,12 +152,8 @@ type wireContent struct {
 }
 
 func (c *wireContent) decode(b []byte) error {
-	var f wireField
-	for len(b) > 0 {
+	return eachField(b, func(f wireField) error {
 		var err error
-		if b, err = f.read(b); err != nil {
-			return err
-		}
 		switch {
 		case f.is(1, protowire.BytesType):
 			c.content = f.b
@@ -170,20 +172,16 @@ func (c *wireContent) decode(b []byte) error {
 			}
 			c.hasNewKey = true
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // wireKey is an EncryptedGroupKey as read.
 type wireKey struct{ id, data []byte }
 
 func (k *wireKey) decode(b []byte) error {
-	var f wireField
-	for len(b) > 0 {
+	return eachField(b, func(f wireField) error {
 		var err error
-		if b, err = f.read(b); err != nil {
-			return err
-		}
 		switch {
 		case f.is(1, protowire.BytesType):
 			if k.id, err = f.str("id"); err != nil {
@@ -192,20 +190,15 @@ func (k *wireKey) decode(b []byte) error {
 		case f.is(2, protowire.BytesType):
 			k.data = f.b
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // The group key bodies are rare (a few per subscriber and key rotation):
 // they are decoded straight into their own copies.
 
 func (r *GroupKeyRequest) decode(b []byte) error {
-	var f wireField
-	for len(b) > 0 {
-		var err error
-		if b, err = f.read(b); err != nil {
-			return err
-		}
+	return eachField(b, func(f wireField) error {
 		switch {
 		case f.is(1, protowire.BytesType):
 			s, err := f.str("requestId")
@@ -226,17 +219,12 @@ func (r *GroupKeyRequest) decode(b []byte) error {
 		case f.is(5, protowire.VarintType):
 			r.EncryptionType = AsymmetricEncryptionType(f.v)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func (r *GroupKeyResponse) decode(b []byte) error {
-	var f wireField
-	for len(b) > 0 {
-		var err error
-		if b, err = f.read(b); err != nil {
-			return err
-		}
+	return eachField(b, func(f wireField) error {
 		switch {
 		case f.is(1, protowire.BytesType):
 			s, err := f.str("requestId")
@@ -255,8 +243,8 @@ func (r *GroupKeyResponse) decode(b []byte) error {
 		case f.is(4, protowire.VarintType):
 			r.EncryptionType = AsymmetricEncryptionType(f.v)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // cloneField copies a bytes field; empty decodes as nil, as in proto.Unmarshal.
@@ -281,21 +269,9 @@ type wireMessage struct {
 	response      *GroupKeyResponse
 }
 
-func (w *wireMessage) decode(b []byte) error {
-	var f wireField
-	for len(b) > 0 {
-		var err error
-		if b, err = f.read(b); err != nil {
-			return err
-		}
-		if err := w.decodeField(&f); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (w *wireMessage) decode(b []byte) error { return eachField(b, w.decodeField) }
 
-func (w *wireMessage) decodeField(f *wireField) error {
+func (w *wireMessage) decodeField(f wireField) error {
 	if f.typ == protowire.VarintType && f.num == fieldMsgSignatureType {
 		w.signatureType = SignatureType(f.v)
 		return nil
@@ -333,14 +309,26 @@ func (w *wireMessage) decodeField(f *wireField) error {
 		err = w.response.decode(f.b)
 	}
 	if err != nil {
-		return fmt.Errorf("field %s (%d): %w", messageFieldNames[f.num], f.num, err)
+		return fmt.Errorf("field %s (%d): %w", messageFieldName(f.num), f.num, err)
 	}
 	return nil
 }
 
-var messageFieldNames = map[protowire.Number]string{
-	fieldMsgID: "messageId", fieldMsgPrev: "previousMessageRef", fieldMsgContent: "contentMessage",
-	fieldMsgKeyRequest: "groupKeyRequest", fieldMsgKeyResponse: "groupKeyResponse",
+// messageFieldName names the StreamMessage fields that are messages.
+func messageFieldName(num protowire.Number) string {
+	switch num {
+	case fieldMsgID:
+		return "messageId"
+	case fieldMsgPrev:
+		return "previousMessageRef"
+	case fieldMsgContent:
+		return "contentMessage"
+	case fieldMsgKeyRequest:
+		return "groupKeyRequest"
+	case fieldMsgKeyResponse:
+		return "groupKeyResponse"
+	}
+	return "?"
 }
 
 // contentBlock holds a content message's structs in one allocation.
@@ -467,12 +455,7 @@ type wireHeader struct {
 }
 
 func (h *wireHeader) decode(b []byte) error {
-	var f wireField
-	for len(b) > 0 {
-		var err error
-		if b, err = f.read(b); err != nil {
-			return err
-		}
+	return eachField(b, func(f wireField) error {
 		switch {
 		case f.is(fieldMsgID, protowire.BytesType):
 			h.hasID = true
@@ -482,6 +465,6 @@ func (h *wireHeader) decode(b []byte) error {
 		case f.is(fieldMsgSignature, protowire.BytesType):
 			h.signature = f.b
 		}
-	}
-	return nil
+		return nil
+	})
 }
