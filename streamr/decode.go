@@ -96,6 +96,12 @@ func (f *wireField) str(name string) ([]byte, error) {
 	return f.b, nil
 }
 
+// text returns a copy of f's payload as a string, valid UTF-8.
+func (f *wireField) text(name string) (string, error) {
+	s, err := f.str(name)
+	return string(s), err
+}
+
 // wireID is a MessageID as read, its string and bytes fields not copied.
 type wireID struct {
 	streamID, publisherID, chainID []byte
@@ -199,23 +205,22 @@ func (k *wireKey) decode(b []byte) error {
 
 func (r *GroupKeyRequest) decode(b []byte) error {
 	return eachField(b, func(f wireField) error {
+		var err error
 		switch {
 		case f.is(1, protowire.BytesType):
-			s, err := f.str("requestId")
-			if err != nil {
+			if r.RequestID, err = f.text("requestId"); err != nil {
 				return err
 			}
-			r.RequestID = string(s)
 		case f.is(2, protowire.BytesType):
 			r.RecipientID = cloneField(f.b)
 		case f.is(3, protowire.BytesType):
 			r.PublicKey = cloneField(f.b)
 		case f.is(4, protowire.BytesType):
-			s, err := f.str("groupKeyIds")
+			id, err := f.text("groupKeyIds")
 			if err != nil {
 				return err
 			}
-			r.GroupKeyIDs = append(r.GroupKeyIDs, string(s))
+			r.GroupKeyIDs = append(r.GroupKeyIDs, id)
 		case f.is(5, protowire.VarintType):
 			r.EncryptionType = AsymmetricEncryptionType(f.v)
 		}
@@ -225,13 +230,12 @@ func (r *GroupKeyRequest) decode(b []byte) error {
 
 func (r *GroupKeyResponse) decode(b []byte) error {
 	return eachField(b, func(f wireField) error {
+		var err error
 		switch {
 		case f.is(1, protowire.BytesType):
-			s, err := f.str("requestId")
-			if err != nil {
+			if r.RequestID, err = f.text("requestId"); err != nil {
 				return err
 			}
-			r.RequestID = string(s)
 		case f.is(2, protowire.BytesType):
 			r.RecipientID = cloneField(f.b)
 		case f.is(3, protowire.BytesType):
