@@ -353,7 +353,8 @@ func (w *wireMessage) message() *StreamMessage {
 		blk = new(contentBlock)
 		m, prev = &blk.msg, &blk.prev
 	} else {
-		m, prev = new(StreamMessage), new(MessageRef)
+		m = new(StreamMessage)
+		w.content = wireContent{} // a content body a later group key body replaced
 	}
 	c := &w.content
 	bytesOut := newByteArena(len(w.id.publisherID) + len(w.signature) + len(c.content) + len(c.newKey.data))
@@ -362,6 +363,9 @@ func (w *wireMessage) message() *StreamMessage {
 	m.Signature = bytesOut.copy(w.signature)
 	m.SignatureType = w.signatureType
 	if w.hasPrev {
+		if prev == nil {
+			prev = new(MessageRef)
+		}
 		*prev = w.prev
 		m.PrevMsgRef = prev
 	}
