@@ -4,10 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-
-	"google.golang.org/protobuf/proto"
-
-	"github.com/tributary-iot/tributary/streamr/pb"
 )
 
 // Marshal encodes m as a NetworkRpc StreamMessage protobuf. The signature
@@ -28,98 +24,41 @@ func (m *StreamMessage) AppendMarshal(dst []byte) ([]byte, error) {
 	return m.appendProto(slices.Grow(dst, m.encodedSize())), nil
 }
 
-// Unmarshal decodes a StreamMessage protobuf. It checks only that the
-// message ID and a body are present; use Validate for the checks a
-// subscriber must make before trusting the message.
+// Unmarshal decodes a StreamMessage protobuf (decode.go). It checks only
+// that the message ID and a body are present; use Validate for the checks a
+// subscriber must make before trusting the message. The message does not
+// alias b.
 func Unmarshal(b []byte) (*StreamMessage, error) {
-	var w pb.StreamMessage
-	if err := proto.Unmarshal(b, &w); err != nil {
+	var w wireMessage
+	if err := w.decode(b); err != nil {
 		return nil, fmt.Errorf("decode StreamMessage: %w", err)
 	}
-	return fromProto(&w)
+	if !w.hasID {
+		return nil, errors.New("decode StreamMessage: field messageId (1) is missing")
+	}
+	if w.body == 0 {
+		return nil, errors.New("decode StreamMessage: no body (fields 5-7 all missing)")
+	}
+	return w.message(), nil
 }
-
-// headerOptions skip a StreamMessage's body instead of keeping a copy of
-// it as unknown fields.
-var headerOptions = proto.UnmarshalOptions{DiscardUnknown: true}
 
 // UnmarshalHeader decodes only the message ID and the signature of a
 // StreamMessage protobuf, for readers that select or identify stored and
-// relayed messages without needing their content. Like Unmarshal it merges
-// repeated messageId fields and keeps the last signature; it checks only
-// that the message ID is present.
+// relayed messages without needing their content: it reads what
+// proto.Unmarshal reads into pb.StreamMessageHeader, discarding the other
+// fields unread. Like Unmarshal it merges repeated messageId fields and
+// keeps the last signature; it checks only that the message ID is present.
+// The ID and signature do not alias b.
 func UnmarshalHeader(b []byte) (MessageID, []byte, error) {
-	var h pb.StreamMessageHeader
-	if err := headerOptions.Unmarshal(b, &h); err != nil {
+	var h wireHeader
+	if err := h.decode(b); err != nil {
 		return MessageID{}, nil, fmt.Errorf("decode StreamMessage header: %w", err)
 	}
-	id := h.GetMessageId()
-	if id == nil {
+	if !h.hasID {
 		return MessageID{}, nil, errors.New("decode StreamMessage header: field messageId (1) is missing")
 	}
-	return idFromProto(id), h.GetSignature(), nil
-}
-
-func idFromProto(id *pb.MessageID) MessageID {
-	return MessageID{
-		StreamID:        StreamID(id.GetStreamId()),
-		StreamPartition: id.GetStreamPartition(),
-		Timestamp:       id.GetTimestamp(),
-		SequenceNumber:  id.GetSequenceNumber(),
-		PublisherID:     id.GetPublisherId(),
-		MsgChainID:      id.GetMessageChainId(),
-	}
-}
-
-func fromProto(w *pb.StreamMessage) (*StreamMessage, error) {
-	id := w.GetMessageId()
-	if id == nil {
-		return nil, errors.New("decode StreamMessage: field messageId (1) is missing")
-	}
-	m := &StreamMessage{
-		ID:            idFromProto(id),
-		Signature:     w.GetSignature(),
-		SignatureType: SignatureType(w.GetSignatureType()),
-	}
-	if p := w.GetPreviousMessageRef(); p != nil {
-		m.PrevMsgRef = &MessageRef{Timestamp: p.GetTimestamp(), SequenceNumber: p.GetSequenceNumber()}
-	}
-	switch b := w.GetBody().(type) {
-	case *pb.StreamMessage_ContentMessage:
-		c := b.ContentMessage
-		cm := &ContentMessage{
-			Content:        c.GetContent(),
-			ContentType:    ContentType(c.GetContentType()),
-			EncryptionType: EncryptionType(c.GetEncryptionType()),
-			GroupKeyID:     c.GroupKeyId,
-		}
-		if k := c.GetNewGroupKey(); k != nil {
-			cm.NewGroupKey = &EncryptedGroupKey{ID: k.GetId(), Data: k.GetData()}
-		}
-		m.Body = cm
-	case *pb.StreamMessage_GroupKeyRequest:
-		r := b.GroupKeyRequest
-		m.Body = &GroupKeyRequest{
-			RequestID:      r.GetRequestId(),
-			RecipientID:    r.GetRecipientId(),
-			PublicKey:      r.GetPublicKey(),
-			GroupKeyIDs:    r.GetGroupKeyIds(),
-			EncryptionType: AsymmetricEncryptionType(r.GetEncryptionType()),
-		}
-	case *pb.StreamMessage_GroupKeyResponse:
-		r := b.GroupKeyResponse
-		keys := make([]EncryptedGroupKey, len(r.GetGroupKeys()))
-		for i, k := range r.GetGroupKeys() {
-			keys[i] = EncryptedGroupKey{ID: k.GetId(), Data: k.GetData()}
-		}
-		m.Body = &GroupKeyResponse{
-			RequestID:      r.GetRequestId(),
-			RecipientID:    r.GetRecipientId(),
-			GroupKeys:      keys,
-			EncryptionType: AsymmetricEncryptionType(r.GetEncryptionType()),
-		}
-	default:
-		return nil, errors.New("decode StreamMessage: no body (fields 5-7 all missing)")
-	}
-	return m, nil
+	bytesOut := newByteArena(len(h.id.publisherID) + len(h.signature))
+	strs := newStringArena(h.id.streamID, h.id.chainID)
+	id := h.id.messageID(&bytesOut, &strs)
+	return id, bytesOut.copy(h.signature), nil
 }

@@ -49,7 +49,19 @@ func ParseStreamID(s string) (StreamID, error) {
 	if err := checkPath(path); err != nil {
 		return "", fmt.Errorf("stream ID %q: %w", s, err)
 	}
+	if !hasASCIIUpper(domain) { // canonical already: every received message's ID
+		return StreamID(s), nil
+	}
 	return StreamID(asciiLower(domain) + path), nil
+}
+
+func hasASCIIUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // asciiLower lowercases ASCII letters only (checkENSName guarantees that
@@ -124,10 +136,8 @@ func checkENSName(name string) error {
 	if !utf8.ValidString(name) {
 		return fmt.Errorf("ENS name %q is not valid UTF-8", name)
 	}
-	for _, label := range strings.Split(name, ".") {
-		if label == "" {
-			return fmt.Errorf("ENS name %q has an empty label", name)
-		}
+	if name == "" || name[0] == '.' || name[len(name)-1] == '.' || strings.Contains(name, "..") {
+		return fmt.Errorf("ENS name %q has an empty label", name)
 	}
 	for i, c := range name {
 		switch {

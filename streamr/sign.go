@@ -75,15 +75,22 @@ func VerifySignature(m *StreamMessage) error {
 
 // EVMHash is the EIP-191 personal_sign digest of payload (legacy Keccak-256).
 func EVMHash(payload []byte) []byte {
-	const magic = "\x19Ethereum Signed Message:\n"
-	var prefix [len(magic) + 20]byte // 20 digits hold any int64
-	p := strconv.AppendInt(append(prefix[:0], magic...), int64(len(payload)), 10)
+	var prefix [evmPrefixLen]byte
 	h := crypto.NewKeccakState()
-	h.Write(p)
+	h.Write(appendEVMPrefix(prefix[:0], len(payload)))
 	h.Write(payload)
 	digest := make([]byte, 32)
 	_, _ = h.Read(digest) // a Keccak sponge never fails to squeeze
 	return digest
+}
+
+const evmMagic = "\x19Ethereum Signed Message:\n"
+
+const evmPrefixLen = len(evmMagic) + 20 // 20 digits hold any int64
+
+// appendEVMPrefix appends EIP-191's prefix of a payload of n bytes.
+func appendEVMPrefix(dst []byte, n int) []byte {
+	return strconv.AppendInt(append(dst, evmMagic...), int64(n), 10)
 }
 
 // ErrBadSignature reports a well-formed signature that another key made
@@ -100,17 +107,27 @@ func verifyEVM(publisher, payload, sig []byte) error {
 	if v := sig[64]; v != 27 && v != 28 {
 		return fmt.Errorf("EVM signature v = %d, want 27 or 28", v)
 	}
-	rsv := make([]byte, evmSignatureLen)
-	copy(rsv, sig)
+	var rsv [evmSignatureLen]byte
+	copy(rsv[:], sig)
 	rsv[64] -= 27
+	// EVMHash and the address hash in one Keccak state, into one array.
+	var prefix [evmPrefixLen]byte
+	var digest [32]byte
+	h := crypto.NewKeccakState()
+	h.Write(appendEVMPrefix(prefix[:0], len(payload)))
+	h.Write(payload)
+	_, _ = h.Read(digest[:])
 	// The recovered key is compared as bytes: libsecp256k1 returns a
 	// point on the curve, so decoding it (a big-integer curve check) and
 	// encoding it again for the address would only cost time.
-	pub, err := crypto.Ecrecover(EVMHash(payload), rsv)
+	pub, err := crypto.Ecrecover(digest[:], rsv[:])
 	if err != nil {
 		return fmt.Errorf("recover EVM signer: %w", err)
 	}
-	if addr := crypto.Keccak256(pub[1:])[12:]; !bytes.Equal(addr, publisher) {
+	h.Reset()
+	h.Write(pub[1:])
+	_, _ = h.Read(digest[:])
+	if addr := digest[12:]; !bytes.Equal(addr, publisher) {
 		return fmt.Errorf("%w: recovered %s, publisher %s", ErrBadSignature, UserID(addr), UserID(publisher))
 	}
 	return nil
