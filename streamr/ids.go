@@ -49,7 +49,19 @@ func ParseStreamID(s string) (StreamID, error) {
 	if err := checkPath(path); err != nil {
 		return "", fmt.Errorf("stream ID %q: %w", s, err)
 	}
+	if !hasASCIIUpper(domain) {
+		return StreamID(s), nil // already canonical: no copy
+	}
 	return StreamID(asciiLower(domain) + path), nil
+}
+
+func hasASCIIUpper(s string) bool {
+	for i := range len(s) {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // asciiLower lowercases ASCII letters only (checkENSName guarantees that
