@@ -51,6 +51,22 @@ type queued struct {
 	closeConn bool                        // close the connection instead of acking
 }
 
+// newQueued returns an entry for pk, recycled if one is free.
+func (h *hook) newQueued(pk packets.Packet, code ReasonCode, wait func(context.Context) error) *queued {
+	e, _ := h.entries.Get().(*queued)
+	if e == nil {
+		e = new(queued)
+	}
+	*e = queued{pk: pk, code: code, wait: wait}
+	return e
+}
+
+// recycle returns a completed entry for reuse, without its packet.
+func (h *hook) recycle(e *queued) {
+	*e = queued{}
+	h.entries.Put(e)
+}
+
 func newAckQueue(h *hook, cl *mqtt.Client) *ackQueue {
 	ctx, cancel := context.WithCancel(h.ctx)
 	return &ackQueue{
@@ -116,6 +132,7 @@ func (q *ackQueue) run() {
 			if !q.complete(e) {
 				return
 			}
+			q.h.recycle(e)
 			q.release()
 		}
 	}

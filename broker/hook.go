@@ -58,6 +58,9 @@ type hook struct {
 	queues sync.Map // *mqtt.Client -> *ackQueue
 	// workers counts running ackQueue goroutines; Broker.Run waits for them.
 	workers sync.WaitGroup
+	// entries recycles the ackQueues' entries: one per QoS 1 PUBLISH, each
+	// holding a copy of mochi's packet (~750 bytes).
+	entries sync.Pool // *queued
 }
 
 // ID implements mqtt.Hook.
@@ -171,7 +174,7 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			return pk, nil
 		}
 		if q.behind() {
-			q.push(&queued{pk: pk, code: TopicNameInvalid})
+			q.push(h.newQueued(pk, TopicNameInvalid, nil))
 			return pk, nil
 		}
 		q.release()
@@ -236,7 +239,7 @@ func (h *hook) answer(q *ackQueue, cl *mqtt.Client, pk packets.Packet, v Verdict
 		}
 		return h.refuse(cl, pk, v.Code)
 	}
-	e := &queued{pk: pk, code: v.Code, wait: v.Wait}
+	e := h.newQueued(pk, v.Code, v.Wait)
 	if v.Code != Success && h.refusalCloses(cl, pk, v.Code) {
 		h.draining.Store(cl, struct{}{}) // later PUBLISHes are dropped unacknowledged
 		e.closeConn = true
