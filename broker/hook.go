@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -66,12 +65,15 @@ type hook struct {
 // ID implements mqtt.Hook.
 func (h *hook) ID() string { return "tributary-broker" }
 
-// Provides implements mqtt.Hook.
+// Provides implements mqtt.Hook. mochi asks it of every hook for every event of every packet,
+// so it is a switch rather than a search.
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnPacketEncode, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
-		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnWill,
-	}, []byte{b})
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnPacketEncode, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
+		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnWill:
+		return true
+	}
+	return false
 }
 
 // OnACLCheck allows every publish here (publish ACLs are enforced in OnPublish, where a refusal
