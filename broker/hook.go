@@ -22,7 +22,7 @@ const dummyHash = "$2a$10$ELg9SYrA6vZIT68Vq/pCH./V7K9zUdXR3hh.nVzOLf8..WFwUeumG"
 // Where it sits in mochi v2.7.9 (server.go processPublish, lines 858-967): OnPublish runs after
 // topic-alias resolution and before retaining, delivery to subscribers and the PUBACK/PUBREC, on
 // the publishing client's read goroutine. Its error decides what follows:
-//   - nil: mochi retains, delivers, then acks.
+//   - nil: mochi retains, acks, then delivers.
 //   - packets.ErrRejectPacket: mochi does nothing more (no ack, no delivery, no retain). Accepted
 //     QoS 1 messages that must wait for durability take this way and are completed later by the
 //     client's ackQueue.
