@@ -144,8 +144,9 @@ type Input struct {
 // publisher ID. A nil Reason means success.
 func Map(rules []*Rule, address string, in Input) (Mapped, *Reason) {
 	levels := strings.Split(in.Topic, "/")
+	var buf [4]string // captures of most rules, without an allocation
 	for _, r := range rules {
-		if captures, ok := r.match(levels); ok {
+		if captures, ok := r.matchTopic(in.Topic, levels, buf[:0]); ok {
 			return r.apply(address, in, captures)
 		}
 	}
@@ -311,7 +312,15 @@ func countWildcards(filter []string) int {
 // match reports whether topic levels match the filter and returns the
 // captures: one level per "+", the rest of the topic for "#".
 func (r *Rule) match(levels []string) ([]string, bool) {
-	var captures []string
+	return r.matchTopic(strings.Join(levels, "/"), levels, nil)
+}
+
+// matchTopic is match for topic, split into levels, appending the
+// captures to dst. The rest of the topic that "#" captures is a substring
+// of topic, so matching allocates only if dst must grow.
+func (r *Rule) matchTopic(topic string, levels []string, dst []string) ([]string, bool) {
+	captures := dst
+	offset := 0 // of levels[i] in topic
 	for i, f := range r.filter {
 		switch {
 		case f == "#":
@@ -319,7 +328,7 @@ func (r *Rule) match(levels []string) ([]string, bool) {
 			if i == 0 && len(levels) > 0 && strings.HasPrefix(levels[0], "$") {
 				return nil, false
 			}
-			return append(captures, strings.Join(levels[i:], "/")), true
+			return append(captures, topic[min(offset, len(topic)):]), true
 		case i >= len(levels):
 			return nil, false
 		case f == "+":
@@ -330,6 +339,7 @@ func (r *Rule) match(levels []string) ([]string, bool) {
 		case f != levels[i]:
 			return nil, false
 		}
+		offset += len(levels[i]) + 1
 	}
 	return captures, len(levels) == len(r.filter)
 }
@@ -446,6 +456,7 @@ func (t template) checkPathLiterals(owner string) error {
 
 func (t template) expand(v templateVars) string {
 	var b strings.Builder
+	b.Grow(t.expandedLen(v)) // one allocation
 	for _, p := range t {
 		switch {
 		case p.literal != "":
@@ -459,4 +470,22 @@ func (t template) expand(v templateVars) string {
 		}
 	}
 	return b.String()
+}
+
+// expandedLen is the length of t.expand(v).
+func (t template) expandedLen(v templateVars) int {
+	n := 0
+	for _, p := range t {
+		switch {
+		case p.literal != "":
+			n += len(p.literal)
+		case p.ref == "address":
+			n += len(v.address)
+		case p.ref == "topic":
+			n += len(v.topic)
+		default:
+			n += len(v.captures[p.capture-1])
+		}
+	}
+	return n
 }

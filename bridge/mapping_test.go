@@ -149,6 +149,10 @@ func TestFilterMatch(t *testing.T) {
 		{"a/b", "a/b/c", false, nil},
 		{"a/b/c", "a/b", false, nil},
 		{"+", "a", true, []string{"a"}},
+		{"a/+/#", "a/b/c/d", true, []string{"b", "c/d"}},
+		{"+/#", "x/y", true, []string{"x", "y"}},
+		{"#", "a//b", true, []string{"a//b"}},
+		{"a/#", "a/", true, []string{""}},
 	}
 	for _, tc := range tests {
 		r, err := Compile(RuleConfig{Topic: tc.filter, Stream: "{address}/x"}, 0)
@@ -158,6 +162,33 @@ func TestFilterMatch(t *testing.T) {
 		got, ok := r.match(strings.Split(tc.topic, "/"))
 		if ok != tc.ok || strings.Join(got, "|") != strings.Join(tc.captures, "|") {
 			t.Errorf("%q ~ %q: got %v %q, want %v %q", tc.filter, tc.topic, ok, got, tc.ok, tc.captures)
+		}
+	}
+}
+
+// TestMapAllocations: Map runs for every PUBLISH; it allocates the topic's
+// levels, the stream ID and, for a keyed rule, the partition key — not
+// the captures or copies of the topic (7 or more before).
+func TestMapAllocations(t *testing.T) {
+	const address = "0x1111111111111111111111111111111111111111"
+	payload := []byte(`{"t":21.5}`)
+	for _, tc := range []struct {
+		rule RuleConfig
+		want float64
+	}{
+		{RuleConfig{Topic: "#", Stream: "{address}/{topic}"}, 2},
+		{RuleConfig{Topic: "site/+/+/#", Stream: "{address}/{1}/{2}", PartitionKey: "{3}", Partitions: 4}, 3},
+	} {
+		r, err := Compile(tc.rule, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := Input{Topic: "site/a/b/c/d", Payload: payload}
+		if _, reason := Map([]*Rule{r}, address, in); reason != nil {
+			t.Fatalf("rule %q: %v", tc.rule.Topic, reason)
+		}
+		if n := testing.AllocsPerRun(100, func() { Map([]*Rule{r}, address, in) }); n > tc.want {
+			t.Errorf("rule %q: %.0f allocations per reading, want at most %.0f", tc.rule.Topic, n, tc.want)
 		}
 	}
 }

@@ -38,7 +38,7 @@ type gatewayOptions struct {
 	hold   bool
 }
 
-func startTestGateway(t *testing.T, o gatewayOptions) *testGateway {
+func startTestGateway(t testing.TB, o gatewayOptions) *testGateway {
 	t.Helper()
 	if o.signer == nil {
 		k, err := streamr.GenerateEVMKey()

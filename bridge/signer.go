@@ -20,7 +20,7 @@ type signer struct {
 	p *Pipeline
 
 	mu     sync.Mutex
-	chains map[string]*streamr.Chain
+	chains map[chainRef]*signerChain
 
 	// after and max belong to the goroutine that calls signBatch (Run,
 	// then Drain; never both at once).
@@ -45,13 +45,26 @@ type signer struct {
 	maxPresign   atomic.Int64 // slowest calibrated signature (ns) Presign accepts
 }
 
+// chainRef names the chain of one MQTT client in one stream partition
+// without building its storage key (chainKey) for every reading.
+type chainRef struct {
+	part   streamr.StreamPartID
+	source string
+}
+
+// signerChain is a chain in memory with its storage key.
+type signerChain struct {
+	key   string // chainKey(part, source)
+	chain *streamr.Chain
+}
+
 type presignedBatch struct {
 	readings []storage.Reading
 	chains   map[string]streamr.ChainState
 }
 
 func newSigner(p *Pipeline) *signer {
-	s := &signer{p: p, chains: make(map[string]*streamr.Chain)}
+	s := &signer{p: p, chains: make(map[chainRef]*signerChain)}
 	s.maxPresign.Store(int64(p.cfg.PresignMax))
 	return s
 }
@@ -120,15 +133,19 @@ func (s *signer) committed(readings []storage.Reading) {
 func (s *signer) sign(ctx context.Context, readings []storage.Reading) ([]storage.Signed, map[string]streamr.ChainState, error) {
 	out := make([]storage.Signed, len(readings))
 	dirty := make(map[string]streamr.ChainState)
+	var touched []*signerChain // the chains in dirty, whose states are taken once, at the end
 	for i := range readings {
 		r := &readings[i]
-		key := chainKey(r.Part, r.Source)
-		chain, err := s.chain(key)
+		c, err := s.chain(chainRef{part: r.Part, source: r.Source})
 		if err != nil {
 			return nil, dirty, err
 		}
+		if _, ok := dirty[c.key]; !ok {
+			dirty[c.key] = streamr.ChainState{} // until the end; on an error only the keys count (forget)
+			touched = append(touched, c)
+		}
+		chain := c.chain
 		ref, prev := chain.Next(s.timestamp(r))
-		dirty[key] = chain.State()
 		out[i].ReadingSeq = r.Seq
 		out[i].Msg = &streamr.StreamMessage{
 			ID: streamr.MessageID{
@@ -146,6 +163,9 @@ func (s *signer) sign(ctx context.Context, readings []storage.Reading) ([]storag
 				return nil, dirty, fmt.Errorf("reading %d: %w", r.Seq, err)
 			}
 		}
+	}
+	for _, c := range touched {
+		dirty[c.key] = c.chain.State()
 	}
 	return out, dirty, s.signAll(ctx, out)
 }
@@ -227,10 +247,11 @@ func (s *signer) timestamp(r *storage.Reading) int64 {
 	return now
 }
 
-func (s *signer) chain(key string) (*streamr.Chain, error) {
-	if c, ok := s.chains[key]; ok {
+func (s *signer) chain(ref chainRef) (*signerChain, error) {
+	if c, ok := s.chains[ref]; ok {
 		return c, nil
 	}
+	key := chainKey(ref.part, ref.source)
 	state, ok, err := s.p.cfg.Log.ChainState(key)
 	if err != nil {
 		return nil, fmt.Errorf("load chain state: %w", err)
@@ -243,13 +264,18 @@ func (s *signer) chain(key string) (*streamr.Chain, error) {
 	} else {
 		c = streamr.NewChain(streamr.NewChainID())
 	}
-	s.chains[key] = c
-	return c, nil
+	sc := &signerChain{key: key, chain: c}
+	s.chains[ref] = sc
+	return sc, nil
 }
 
+// forget drops the chains of dirty from memory; they are loaded again
+// from storage when next used.
 func (s *signer) forget(dirty map[string]streamr.ChainState) {
-	for key := range dirty {
-		delete(s.chains, key)
+	for ref, c := range s.chains {
+		if _, ok := dirty[c.key]; ok {
+			delete(s.chains, ref)
+		}
 	}
 }
 

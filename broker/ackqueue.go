@@ -8,7 +8,7 @@ import (
 )
 
 // ackQueue completes one client's QoS 1 PUBLISHes in the order they arrived: for each it waits
-// until the message is durable, then delivers it to subscribers and writes its PUBACK. The
+// until the message is durable, then writes its PUBACK and delivers it to subscribers. The
 // client's read goroutine (mochi's, running the hook) keeps reading meanwhile, so readings of
 // one client share a storage commit instead of waiting for one each.
 //
@@ -46,9 +46,25 @@ type ackQueue struct {
 // queued is one QoS 1 PUBLISH awaiting its turn.
 type queued struct {
 	pk        packets.Packet
-	code      ReasonCode                  // Success: deliver, then ack; else ack with this code
+	code      ReasonCode                  // Success: ack and deliver; else ack with this code
 	wait      func(context.Context) error // for Success: nil if already durable
 	closeConn bool                        // close the connection instead of acking
+}
+
+// newQueued returns an entry for pk, recycled if one is free.
+func (h *hook) newQueued(pk packets.Packet, code ReasonCode, wait func(context.Context) error) *queued {
+	e, _ := h.entries.Get().(*queued)
+	if e == nil {
+		e = new(queued)
+	}
+	*e = queued{pk: pk, code: code, wait: wait}
+	return e
+}
+
+// recycle returns a completed entry for reuse, without its packet.
+func (h *hook) recycle(e *queued) {
+	*e = queued{}
+	h.entries.Put(e)
 }
 
 func newAckQueue(h *hook, cl *mqtt.Client) *ackQueue {
@@ -116,6 +132,7 @@ func (q *ackQueue) run() {
 			if !q.complete(e) {
 				return
 			}
+			q.h.recycle(e)
 			q.release()
 		}
 	}
@@ -139,10 +156,18 @@ func (q *ackQueue) complete(e *queued) bool {
 		q.h.closeWithoutAck(q.cl)
 		return false
 	}
-	if e.code == Success {
+	// A retained message is retained (with its delivery) before the PUBACK, so that a
+	// subscription made after the PUBACK finds it; any other goes to subscribers after it, as
+	// in mochi's processPublish, so the PUBACK does not wait for the subscribers' sessions.
+	retain := e.code == Success && e.pk.FixedHeader.Retain
+	if retain {
 		q.deliver(e.pk)
 	}
-	if err := q.h.writeAck(q.cl, e.pk, e.code); err != nil {
+	ackErr := q.h.writeAck(q.cl, e.pk, e.code)
+	if e.code == Success && !retain {
+		q.deliver(e.pk) // durable: local subscribers get it even if the ack could not be written
+	}
+	if ackErr != nil {
 		q.h.closeWithoutAck(q.cl) // the client must not wait for this ack forever
 		return false
 	}

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -23,7 +22,7 @@ const dummyHash = "$2a$10$ELg9SYrA6vZIT68Vq/pCH./V7K9zUdXR3hh.nVzOLf8..WFwUeumG"
 // Where it sits in mochi v2.7.9 (server.go processPublish, lines 858-967): OnPublish runs after
 // topic-alias resolution and before retaining, delivery to subscribers and the PUBACK/PUBREC, on
 // the publishing client's read goroutine. Its error decides what follows:
-//   - nil: mochi retains, delivers, then acks.
+//   - nil: mochi retains, acks, then delivers.
 //   - packets.ErrRejectPacket: mochi does nothing more (no ack, no delivery, no retain). Accepted
 //     QoS 1 messages that must wait for durability take this way and are completed later by the
 //     client's ackQueue.
@@ -58,17 +57,23 @@ type hook struct {
 	queues sync.Map // *mqtt.Client -> *ackQueue
 	// workers counts running ackQueue goroutines; Broker.Run waits for them.
 	workers sync.WaitGroup
+	// entries recycles the ackQueues' entries: one per QoS 1 PUBLISH, each
+	// holding a copy of mochi's packet (~750 bytes).
+	entries sync.Pool // *queued
 }
 
 // ID implements mqtt.Hook.
 func (h *hook) ID() string { return "tributary-broker" }
 
-// Provides implements mqtt.Hook.
+// Provides implements mqtt.Hook. mochi asks it of every hook for every event of every packet,
+// so it is a switch rather than a search.
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnPacketEncode, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
-		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnWill,
-	}, []byte{b})
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnPacketEncode, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
+		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnWill:
+		return true
+	}
+	return false
 }
 
 // OnACLCheck allows every publish here (publish ACLs are enforced in OnPublish, where a refusal
@@ -171,7 +176,7 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			return pk, nil
 		}
 		if q.behind() {
-			q.push(&queued{pk: pk, code: TopicNameInvalid})
+			q.push(h.newQueued(pk, TopicNameInvalid, nil))
 			return pk, nil
 		}
 		q.release()
@@ -236,7 +241,7 @@ func (h *hook) answer(q *ackQueue, cl *mqtt.Client, pk packets.Packet, v Verdict
 		}
 		return h.refuse(cl, pk, v.Code)
 	}
-	e := &queued{pk: pk, code: v.Code, wait: v.Wait}
+	e := h.newQueued(pk, v.Code, v.Wait)
 	if v.Code != Success && h.refusalCloses(cl, pk, v.Code) {
 		h.draining.Store(cl, struct{}{}) // later PUBLISHes are dropped unacknowledged
 		e.closeConn = true

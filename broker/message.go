@@ -78,10 +78,12 @@ type Verdict struct {
 // message, and leave waiting for durability to Verdict.Wait. A refused message (Code other than
 // Success) is neither delivered to subscribers nor retained.
 //
-// An accepted message is delivered to local subscribers (and retained if asked) only once it is
-// durable, and only then acknowledged:
+// An accepted message is acknowledged, delivered to local subscribers and retained if asked only
+// once it is durable:
 //   - QoS 1: the broker keeps reading the client's next PUBLISHes while Wait runs on a
-//     per-client goroutine; PUBACKs are written in publish order (MQTT-4.6.0-2). At most the
+//     per-client goroutine; PUBACKs are written in publish order (MQTT-4.6.0-2), each before
+//     its message goes to local subscribers (as mochi's own QoS 1 path does), so a PUBACK does
+//     not wait for them; a retained message is retained before its PUBACK. At most the
 //     broker's ReceiveMaximum QoS 1 messages per client are outstanding; beyond that the broker
 //     stops reading from the client until the oldest is acknowledged.
 //   - QoS 2: Wait runs on the connection goroutine before the PUBREC (mochi runs the

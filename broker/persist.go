@@ -156,15 +156,17 @@ func newSessions(srv *mqtt.Server, store SessionStore, limits sessionLimits, log
 // ID implements mqtt.Hook.
 func (h *sessions) ID() string { return "tributary-sessions" }
 
-// Provides implements mqtt.Hook.
+// Provides implements mqtt.Hook (a switch: mochi asks it for every event of every packet).
 func (h *sessions) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
+	switch b {
+	case mqtt.OnConnect, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 		mqtt.OnPacketRead, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPacketEncode,
 		mqtt.OnRetainMessage, mqtt.OnRetainedExpired, mqtt.OnQosPublish, mqtt.OnQosComplete,
 		mqtt.OnQosDropped, mqtt.OnPublishDropped, mqtt.OnClientExpired,
-		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages,
-	}, []byte{b})
+		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages:
+		return true
+	}
+	return false
 }
 
 // persistent reports whether cl's session outlives its connection (mochi's rule, server.go:489).

@@ -11,6 +11,15 @@
 #       # this build's 2,000 msg/s run serves /debug/pprof/ (http.debug_pprof) and keeps in /tmp/t
 #       # a 5 s runtime/trace from 3 s into the load (go tool trace), the block and mutex profiles
 #       # at its end and every reading's PUBACK timeline (mqttload -timeline)
+#   PPROF_DIR=/tmp/p scripts/bench-ingest.sh
+#       # every max-load bridge run (this build's and BASELINE_BIN's) serves /debug/pprof/ and keeps
+#       # in /tmp/p a 5 s CPU profile from 2 s into the load and heap profiles at the load's start
+#       # and end: go tool pprof -sample_index=alloc_space -base bridge-max-allocs0.pb.gz
+#       # bridge-max-allocs.pb.gz is what the load allocated
+#
+# Every bridge run also reports the heap bytes and objects allocated and the GC cycles run per
+# acked reading during the load (the Go runtime's counters in /metrics): unlike rates, these
+# hardly move with the machine's load.
 #
 # Scenarios per broker: "max" (as fast as PUBACKs allow, 64 in flight per
 # publisher) and "2000" (paced at 2,000 msg/s). For the bridge it also
@@ -41,28 +50,50 @@ enabled = false"
 
 # tracing SCENARIO: whether GO_TRACE asks for this scenario's trace.
 tracing() { [ -n "${GO_TRACE:-}" ] && [ "$1" = 2000 ]; }
+# profiling SCENARIO: whether PPROF_DIR asks for this scenario's profiles.
+profiling() { [ -n "${PPROF_DIR:-}" ] && [[ "$1" = max || "$1" = baseline-max ]]; }
 if [ -n "${GO_TRACE:-}" ]; then
 	[ -n "${TRACE_DIR:-}" ] || { echo "GO_TRACE needs TRACE_DIR" >&2; exit 2; }
 	mkdir -p "$TRACE_DIR"
-	sed 's/^\[http\]$/[http]\ndebug_pprof = true/' "$work/bridge.toml" >"$work/bridge-trace.toml"
 fi
+[ -z "${PPROF_DIR:-}" ] || mkdir -p "$PPROF_DIR"
+sed 's/^\[http\]$/[http]\ndebug_pprof = true/' "$work/bridge.toml" >"$work/bridge-trace.toml"
+
+# go_counters FILE: the bridge's allocation and GC counters as JSON fields.
+go_counters() {
+	curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | awk '
+		/^go_memstats_alloc_bytes_total / {b=$2} /^go_memstats_mallocs_total / {o=$2} /^go_gc_duration_seconds_count / {g=$2}
+		END {printf "{\"alloc_bytes\": %s, \"mallocs\": %s, \"gcs\": %s}\n", b, o, g}' >"$1"
+}
 
 run_bridge() { # scenario rate [binary]
 	rm -rf "$work/state"
 	local config=$work/bridge.toml timeline=()
 	if tracing "$1"; then config=$work/bridge-trace.toml timeline=(-timeline "$TRACE_DIR/bridge-$1-timeline.csv"); fi
+	if profiling "$1"; then config=$work/bridge-trace.toml; fi
 	GOMEMLIMIT=$BRIDGE_GOMEMLIMIT "${3:-$work/bridge}" run --config "$config" 2>"$work/bridge-$1.log" & local pid=$!
 	pids+=("$pid")
 	wait_port "$BRIDGE_PORT"
 	local before; before=$(write_bytes "$pid")
 	note_load "bridge-$1" start
+	if profiling "$1"; then curl -fsS -o "$PPROF_DIR/bridge-$1-allocs0.pb.gz" "http://127.0.0.1:$HTTP_PORT/debug/pprof/allocs"; fi
+	go_counters "$work/bridge-$1-go0.json"
 	"$work/mqttload" -broker "127.0.0.1:$BRIDGE_PORT" -rate "$2" -duration "$DURATION" "${timeline[@]}" >"$work/bridge-$1.json" & local load=$!
+	if profiling "$1"; then
+		sleep 2
+		curl -fsS -o "$PPROF_DIR/bridge-$1-cpu.pb.gz" "http://127.0.0.1:$HTTP_PORT/debug/pprof/profile?seconds=5"
+	fi
 	if tracing "$1"; then
 		sleep 3
 		curl -fsS -o "$TRACE_DIR/bridge-$1.trace" "http://127.0.0.1:$HTTP_PORT/debug/pprof/trace?seconds=5"
 		for p in block mutex; do curl -fsS -o "$TRACE_DIR/bridge-$1-$p.pb.gz" "http://127.0.0.1:$HTTP_PORT/debug/pprof/$p"; done
 	fi
 	wait "$load"
+	go_counters "$work/bridge-$1-go1.json"
+	if profiling "$1"; then
+		curl -fsS -o "$PPROF_DIR/bridge-$1-allocs.pb.gz" "http://127.0.0.1:$HTTP_PORT/debug/pprof/allocs"
+		cp "${3:-$work/bridge}" "$PPROF_DIR/bridge-$1.bin" # pprof needs the binary's symbols
+	fi
 	note_load "bridge-$1" end
 	sleep 2 # let the signer and storage settle before reading the counters
 	local after; after=$(write_bytes "$pid")
@@ -166,6 +197,7 @@ for sc in ("max", "2000"):
           f"PUBACK p50 {r['ack_p50_ms']:.2f} / p99 {r['ack_p99_ms']:.2f} ms at the client: broker and ack path ~{r['ack_p50_ms'] - d50:.2f} / {r['ack_p99_ms'] - d99:.2f} ms")
 import os
 scenarios = ["max", "2000"] + (["baseline-2000", "baseline-max"] if os.path.exists(f"{w}/bridge-baseline-2000.json") else [])
+alloc = {}
 for sc in scenarios:
     r, p = load(f"bridge-{sc}"), load(f"bridge-{sc}-proc")
     signed = (p["export_bytes"] - 4 * p["export_count"]) / max(p["export_count"], 1)
@@ -184,6 +216,14 @@ for sc in scenarios:
           f"exported {p['export_count']} of {r['acked']} acked; {la('bridge-' + sc)}")
     cpu = next((float(l.split()[1]) for l in open(f"{w}/bridge-{sc}.metrics") if l.startswith("process_cpu_seconds_total ")), 0)
     print(f"bridge {sc}: CPU {cpu * 1e6 / max(r['acked'], 1):.0f} µs per acked reading (process total, start-up included; less sensitive to the machine's load than rates)")
+    g0, g1 = load(f"bridge-{sc}-go0"), load(f"bridge-{sc}-go1")
+    alloc[sc] = [(g1[k] - g0[k]) / max(r["acked"], 1) for k in ("alloc_bytes", "mallocs", "gcs")]
+    print(f"bridge {sc}: during the load, per acked reading: {alloc[sc][0]:.0f} B and {alloc[sc][1]:.1f} objects allocated, "
+          f"{alloc[sc][2] * 1000:.2f} GC cycles per 1,000 ({g1['gcs'] - g0['gcs']:.0f} cycles)")
+    if sc.startswith("baseline-") and sc[len("baseline-"):] in alloc:
+        mine = alloc[sc[len("baseline-"):]]
+        print(f"{sc}: this build / baseline: allocated bytes per reading {mine[0] / max(alloc[sc][0], 1):.2f}, "
+              f"objects {mine[1] / max(alloc[sc][1], 1):.2f}, GC cycles {mine[2] / max(alloc[sc][2], 1e-9):.2f}")
     if sc == "baseline-max":
         print(f"baseline max: {r['ack_rate']:.0f} msg/s, {r['ack_rate']/m['ack_rate']:.2f}x mosquitto; this build / baseline: "
               f"throughput {b['ack_rate']/max(r['ack_rate'], 1):.2f} ({la('bridge-max')} / {la('bridge-baseline-max')})")

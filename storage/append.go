@@ -7,14 +7,20 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/tributary-iot/tributary/streamr"
 )
 
 // appendReq is one reading waiting for the group committer.
 type appendReq struct {
 	seq    uint64
-	value  []byte
+	value  []byte     // the encoded reading; never modified
 	done   chan error // buffered; nil for non-durable appends
 	queued time.Time  // when Enqueue queued it
+	// part and source are the reading's, kept so that presigning reads
+	// the reading from value without copying or looking anything up.
+	part   streamr.StreamPartID
+	source string
 }
 
 // Append stores r and sets r.Seq. If durable, it returns only after r has
@@ -51,7 +57,7 @@ func (s *Store) Enqueue(r *Reading, durable bool) (wait func(context.Context) er
 	if err := s.admit(int64(len(value)), durable); err != nil {
 		return nil, err
 	}
-	req := &appendReq{value: value}
+	req := &appendReq{value: value, part: r.Part, source: r.Source}
 	if durable {
 		req.done = make(chan error, 1)
 	}

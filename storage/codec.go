@@ -49,10 +49,22 @@ func encodeReading(r *Reading, part uint32) []byte {
 // decodeReading parses a value written by encodeReading and returns the
 // part number for the caller to resolve. Payload is copied out of b.
 func decodeReading(seq uint64, b []byte) (Reading, uint32, error) {
-	if len(b) < readingHeaderLen {
-		return Reading{}, 0, fmt.Errorf("reading %d: value of %d bytes is shorter than its %d-byte header", seq, len(b), readingHeaderLen)
+	r, part, source, payload, err := decodeReadingView(seq, b)
+	if err != nil {
+		return Reading{}, 0, err
 	}
-	r := Reading{
+	r.Source = string(source)
+	r.Payload = append([]byte(nil), payload...)
+	return r, part, nil
+}
+
+// decodeReadingView is decodeReading without Source and Payload, which it
+// returns as sub-slices of b.
+func decodeReadingView(seq uint64, b []byte) (r Reading, part uint32, source, payload []byte, err error) {
+	if len(b) < readingHeaderLen {
+		return Reading{}, 0, nil, nil, fmt.Errorf("reading %d: value of %d bytes is shorter than its %d-byte header", seq, len(b), readingHeaderLen)
+	}
+	r = Reading{
 		Seq:         seq,
 		ReceivedAt:  int64(binary.BigEndian.Uint64(b[4:])),
 		BootNanos:   int64(binary.BigEndian.Uint64(b[12:])),
@@ -60,16 +72,14 @@ func decodeReading(seq uint64, b []byte) (Reading, uint32, error) {
 		ContentType: streamr.ContentType(b[28] &^ encryptFlag),
 		Encrypt:     b[28]&encryptFlag != 0,
 	}
-	part := binary.BigEndian.Uint32(b)
+	part = binary.BigEndian.Uint32(b)
 	rest := b[readingHeaderLen:]
 	n, w := binary.Uvarint(rest)
 	if w <= 0 || n > uint64(len(rest)-w) {
-		return Reading{}, 0, fmt.Errorf("reading %d: bad source length", seq)
+		return Reading{}, 0, nil, nil, fmt.Errorf("reading %d: bad source length", seq)
 	}
 	rest = rest[w:]
-	r.Source = string(rest[:n])
-	r.Payload = append([]byte(nil), rest[n:]...)
-	return r, part, nil
+	return r, part, rest[:n], rest[n:], nil
 }
 
 // logHeaderLen is the prefix of a log value: part u32 ‖ reading seq u64.

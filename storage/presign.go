@@ -221,17 +221,16 @@ func (s *Store) presign(ctx context.Context, chunk []*appendReq) (*presignedChun
 	return p, storedPresigned
 }
 
-// decodeChunk returns the readings of chunk for the presigner.
+// decodeChunk returns the readings of chunk for the presigner. Their
+// payloads share the requests' encoded values, which nothing modifies.
 func (s *Store) decodeChunk(chunk []*appendReq) ([]Reading, error) {
 	readings := make([]Reading, len(chunk))
 	for i, req := range chunk {
-		r, part, err := decodeReading(req.seq, req.value)
-		if err == nil {
-			r.Part, err = s.partName(part)
-		}
+		r, _, _, payload, err := decodeReadingView(req.seq, req.value)
 		if err != nil {
 			return nil, err
 		}
+		r.Part, r.Source, r.Payload = req.part, req.source, payload
 		readings[i] = r
 	}
 	return readings, nil

@@ -77,7 +77,7 @@ func (r *receivedCommit) add(m *streamr.Envelope) error {
 		return fmt.Errorf("look up message %s: %w", id.Ref(), err)
 	}
 	ws := indexedWrites(s.nextPos+uint64(r.n), part, 0, ik, m.Encoded)
-	c := r.t.cost(ws...).plus(r.counters) // the counters go with the last message
+	c := r.t.cost(ws[:]...).plus(r.counters) // the counters go with the last message
 	if !r.t.fits(c) && r.n > 0 {
 		if err := r.seal(nil); err != nil {
 			return fmt.Errorf("commit %d received messages: %w", r.n, err)
@@ -86,7 +86,7 @@ func (r *receivedCommit) add(m *streamr.Envelope) error {
 	if !r.t.fits(c) {
 		return fmt.Errorf("received message %s of %s: %d bytes: too big for one transaction", id.Ref(), id.StreamPart(), len(m.Encoded))
 	}
-	if err := r.t.put(ws...); err != nil {
+	if err := r.t.put(ws[:]...); err != nil {
 		return fmt.Errorf("store received message %s of %s: %w", id.Ref(), id.StreamPart(), err)
 	}
 	r.n++

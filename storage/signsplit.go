@@ -71,7 +71,8 @@ func (c *signedCommit) add(sm *Signed) error {
 	}
 	// The position is the same in this transaction or the next: sealing
 	// this one advances nextPos by the messages it holds.
-	ws := append(messageWrites(s.nextPos+uint64(c.n), part, sm.ReadingSeq, id, enc), write{key: readingKey(sm.ReadingSeq), del: true})
+	mw := messageWrites(s.nextPos+uint64(c.n), part, sm.ReadingSeq, id, enc)
+	ws := append(mw[:], write{key: readingKey(sm.ReadingSeq), del: true})
 	key, state, chainCost, err := c.chainOf(id)
 	if err != nil {
 		return err

@@ -35,8 +35,9 @@ func NewChainID() string {
 // older than the last one is clamped to it and the sequence number bumped.
 // A Chain is not safe for concurrent use.
 type Chain struct {
-	id   string
-	last *MessageRef
+	id      string
+	last    MessageRef // valid if hasLast; a value, so Next allocates only the prev it returns
+	hasLast bool
 }
 
 // NewChain starts an empty chain with the given ID.
@@ -47,10 +48,10 @@ func (c *Chain) ID() string { return c.id }
 
 // Last returns the reference of the last message handed out, or nil.
 func (c *Chain) Last() *MessageRef {
-	if c.last == nil {
+	if !c.hasLast {
 		return nil
 	}
-	r := *c.last
+	r := c.last
 	return &r
 }
 
@@ -69,7 +70,7 @@ func (c *Chain) Next(ts int64) (ref MessageRef, prev *MessageRef) {
 	default: // same millisecond, or the clock went backwards
 		ref = MessageRef{Timestamp: prev.Timestamp, SequenceNumber: prev.SequenceNumber + 1}
 	}
-	c.last = &ref
+	c.last, c.hasLast = ref, true
 	return ref, prev
 }
 
@@ -89,8 +90,7 @@ func RestoreChain(s ChainState) (*Chain, error) {
 	}
 	c := &Chain{id: s.ID}
 	if s.Last != nil {
-		r := *s.Last
-		c.last = &r
+		c.last, c.hasLast = *s.Last, true
 	}
 	return c, nil
 }

@@ -56,7 +56,7 @@ func ParseStreamID(s string) (StreamID, error) {
 }
 
 func hasASCIIUpper(s string) bool {
-	for i := 0; i < len(s); i++ {
+	for i := range len(s) {
 		if 'A' <= s[i] && s[i] <= 'Z' {
 			return true
 		}
