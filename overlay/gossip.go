@@ -41,11 +41,12 @@ const (
 
 	// scoreRecordTTL bounds pubsub's per-message delivery records (peer
 	// scoring: which neighbours forwarded a message while it was
-	// validated, to penalise the forwarders of an invalid one). They cost
-	// ~200 bytes a message, so with the seen filter's TTL (pubsub's
-	// default) they were 12–15 MB of B's heap at 2,000 msg/s. Copies come
-	// within the gossip window; a later one is still dropped by the seen
-	// filter, only not scored (mesh delivery scoring is off).
+	// validated, to penalise the forwarders of an invalid one), ~200 bytes
+	// each. pubsub collects expired records once a minute, like the seen
+	// filter's IDs, so a gateway holds rate × (TTL + up to 60 s) of each:
+	// at 2,000 msg/s a 30 s TTL meant up to 180,000 records, 5 s 130,000.
+	// Copies come within the gossip window; a later one is still dropped by
+	// the seen filter, only not scored (mesh delivery scoring is off).
 	scoreRecordTTL = MinSeenTTL
 
 	// rpcOverhead is room for the RPC envelope around a maximum-size message.
