@@ -24,12 +24,12 @@ const (
 	subscriptionQueue = 4096
 
 	// The gossip cache: a message is advertised (IHAVE) in the one
-	// heartbeat after it arrived and kept for the IWANTs that answers, until
-	// the next heartbeat (pubsub's defaults are 3 and 5). The cache holds
-	// every message (its encoded bytes) of the last historyLength seconds,
-	// ~4,000 at 2,000 msg/s, most of a gateway's live heap after the seen
-	// filter; gossip is only the mesh's backup here, and a copy lost for
-	// longer is fetched by resend (bridge.Orderer).
+	// heartbeat after it arrived and kept for the IWANTs that answer it,
+	// until the next heartbeat (pubsub's defaults are 3 and 5). The cache
+	// holds every message (its encoded bytes) of the last historyLength
+	// seconds, ~4,000 at 2,000 msg/s (2–4 MB of heap); gossip is only the
+	// mesh's backup here, and a copy lost for longer is fetched by resend
+	// (bridge.Orderer).
 	historyGossip = 1
 	historyLength = 2
 
@@ -102,7 +102,7 @@ func peerScoreParams() *pubsub.PeerScoreParams {
 		DecayToZero:               0.01,
 		RetainScore:               10 * time.Minute, // a penalised peer cannot reconnect to a clean slate
 		// Delivery records for the gossip window only (the default is
-		// pubsub's global 120 s: 240,000 records at 2,000 msg/s).
+		// pubsub's global seen TTL, 120 s).
 		SeenMsgTTL: scoreRecordTTL,
 	}
 }
