@@ -29,6 +29,8 @@ const (
 	// take every inbound slot.
 	DefaultMaxConnsPerIP     = 16
 	DefaultMaxConnsPerSubnet = 32
+	// DefaultSeenTTL: see Config.SeenTTL and seen_ttl in gossip.go.
+	DefaultSeenTTL = 10 * time.Second
 )
 
 // Config configures a Node. The zero value is usable for a node that
@@ -113,6 +115,14 @@ type Config struct {
 	// with.
 	ShedQueueWait time.Duration
 
+	// SeenTTL is how long GossipSub's duplicate filter remembers a message
+	// ID at least (pubsub sweeps expired IDs once a minute, so an ID stays
+	// up to a minute longer). At 2,000 msg/s every second of it is ~0.3 MB
+	// of heap (two ID maps); a copy that arrives after it is validated
+	// again and dropped by the bridge's ordering (a duplicate by chain
+	// position, tributary_order_stale_total). If zero, DefaultSeenTTL.
+	SeenTTL time.Duration
+
 	// Resend bounds the resend answers this node serves and accepts.
 	Resend ResendConfig
 
@@ -164,6 +174,7 @@ func (c *Config) setDefaults() {
 	if c.RedialInterval == 0 {
 		c.RedialInterval = DefaultRedialInterval
 	}
+	c.SeenTTL = cmp.Or(c.SeenTTL, DefaultSeenTTL)
 	c.Resend.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -183,6 +194,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxClockSkew < 0 {
 		return fmt.Errorf("overlay config: max_clock_skew %s is negative", c.MaxClockSkew)
+	}
+	if c.SeenTTL < MinSeenTTL {
+		return fmt.Errorf("overlay config: seen_ttl %s is below %s: copies gossip still carries would pass the duplicate filter", c.SeenTTL, MinSeenTTL)
 	}
 	return c.Resend.validate()
 }

@@ -23,19 +23,31 @@ const (
 	validateQueue     = 4096
 	subscriptionQueue = 4096
 
-	// The gossip cache: a message is advertised (IHAVE) for
-	// historyGossip heartbeats and kept for IWANTs for historyLength
-	// (pubsub's defaults are 3 and 5). It holds every message of the last
-	// historyLength seconds, 6,000 at 2,000 msg/s instead of 10,000; a
-	// copy lost for longer is fetched by resend (bridge.Orderer).
-	historyGossip = 2
-	historyLength = 3
+	// The gossip cache: a message is advertised (IHAVE) in the one
+	// heartbeat after it arrived and kept for the IWANTs that answer it,
+	// until the next heartbeat (pubsub's defaults are 3 and 5). The cache
+	// holds every message (its encoded bytes) of the last historyLength
+	// seconds, ~4,000 at 2,000 msg/s (2–4 MB of heap); gossip is only the
+	// mesh's backup here, and a copy lost for longer is fetched by resend
+	// (bridge.Orderer).
+	historyGossip = 1
+	historyLength = 2
 
-	// seenTTL bounds the duplicate filter. Gossip advertises a message for
-	// 2 heartbeats and keeps it 3, so 30 s catches late copies while the
-	// cache holds at most 60,000 20-byte IDs at 2,000 msg/s (the default
-	// 120 s cost tens of MB in perf-baselines.md §2).
-	seenTTL = 30 * time.Second
+	// MinSeenTTL is the least Config.SeenTTL: a copy can reach a node as
+	// long as some peer's cache holds it, historyLength heartbeats after
+	// that peer got it, and a peer that got it late relays it late; a few
+	// such windows cover every copy gossip still carries.
+	MinSeenTTL = 5 * time.Second
+
+	// scoreRecordTTL bounds pubsub's per-message delivery records (peer
+	// scoring: which neighbours forwarded a message while it was
+	// validated, to penalise the forwarders of an invalid one), ~200 bytes
+	// each. pubsub collects expired records once a minute, like the seen
+	// filter's IDs, so a gateway holds rate × (TTL + up to 60 s) of each:
+	// at 2,000 msg/s a 30 s TTL meant up to 180,000 records, 5 s 130,000.
+	// Copies come within the gossip window; a later one is still dropped by
+	// the seen filter, only not scored (mesh delivery scoring is off).
+	scoreRecordTTL = MinSeenTTL
 
 	// rpcOverhead is room for the RPC envelope around a maximum-size message.
 	rpcOverhead = 64 << 10
@@ -89,10 +101,9 @@ func peerScoreParams() *pubsub.PeerScoreParams {
 		DecayInterval:             time.Second,
 		DecayToZero:               0.01,
 		RetainScore:               10 * time.Minute, // a penalised peer cannot reconnect to a clean slate
-		// A delivery record lives as long as the message's seen entry: the
-		// default (pubsub's global 120 s) kept 240,000 records alive at
-		// 2,000 msg/s, about 15 MB of a 48 MiB heap.
-		SeenMsgTTL: seenTTL,
+		// Delivery records for the gossip window only (the default is
+		// pubsub's global seen TTL, 120 s).
+		SeenMsgTTL: scoreRecordTTL,
 	}
 }
 

@@ -207,7 +207,7 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 		pubsub.WithPeerExchange(true),  // pruned peers learn of others: the mesh heals after churn
 		pubsub.WithPeerOutboundQueueSize(peerOutboundQueue),
 		pubsub.WithValidateQueueSize(validateQueue),
-		pubsub.WithSeenMessagesTTL(seenTTL),
+		pubsub.WithSeenMessagesTTL(n.cfg.SeenTTL),
 		pubsub.WithMaxMessageSize(n.cfg.Limits.MaxMessageBytes + rpcOverhead),
 		pubsub.WithRawTracer(&tracer{lookup: n.lookupPartition, closed: n.streamClosed, queue: n.queue}),
 		pubsub.WithLogger(slog.New(quietPubsub(n.cfg.Logger.Handler())).With("component", "pubsub")),
