@@ -263,6 +263,7 @@ func defaultConfig() Config {
 			MaxHeldMessages:       bridge.DefaultMaxHeldTotal,
 			ChainIdleTimeout:      Duration(bridge.DefaultChainIdleTimeout),
 			MaxGapFills:           bridge.DefaultMaxGapFills,
+			FillShareBytes:        bridge.DefaultFillShareBytes,
 			LiveMaxAge:            Duration(bridge.DefaultLiveMaxAge),
 
 			MaxConnsPerIP:           overlay.DefaultMaxConnsPerIP,
@@ -457,8 +458,8 @@ func (c *Config) validate() error {
 	}
 	check(c.Overlay.GapFillTimeout > 0 && c.Overlay.ResendRetry > 0, "overlay.gap_fill_timeout and overlay.resend_retry: must be positive")
 	check(c.Overlay.MaxGapRequests > 0, "overlay.max_gap_requests: must be positive")
-	check(c.Overlay.MaxChains > 0 && c.Overlay.MaxChainsPerPublisher > 0 && c.Overlay.MaxHeldMessages > 0 && c.Overlay.MaxGapFills > 0,
-		"overlay.max_chains, max_chains_per_publisher, max_held_messages and max_gap_fills: must be positive")
+	check(c.Overlay.MaxChains > 0 && c.Overlay.MaxChainsPerPublisher > 0 && c.Overlay.MaxHeldMessages > 0 && c.Overlay.MaxGapFills > 0 && c.Overlay.FillShareBytes > 0,
+		"overlay.max_chains, max_chains_per_publisher, max_held_messages, max_gap_fills and fill_share_bytes: must be positive")
 	check(c.Overlay.ChainIdleTimeout > 0 && c.Overlay.LiveMaxAge >= 0, "overlay.chain_idle_timeout: must be positive; overlay.live_max_age: must not be negative")
 	check(c.Overlay.MaxConnsPerIP > 0 && c.Overlay.MaxConnsPerSubnet > 0 && c.Overlay.MaxPeerTopics > 0,
 		"overlay.max_conns_per_ip, overlay.max_conns_per_subnet and overlay.max_peer_topics: must be positive")

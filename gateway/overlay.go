@@ -39,6 +39,7 @@ type OverlayConfig struct {
 	MaxHeldMessages       int      `toml:"max_held_messages"`
 	ChainIdleTimeout      Duration `toml:"chain_idle_timeout"`
 	MaxGapFills           int      `toml:"max_gap_fills"`
+	FillShareBytes        int      `toml:"fill_share_bytes"` // fetched messages kept for the other orderers of a partition
 	LiveMaxAge            Duration `toml:"live_max_age"` // 0: no bound
 	// Limits against hostile peers (issue 13).
 	MaxConnsPerIP           int      `toml:"max_conns_per_ip"`
@@ -268,7 +269,7 @@ type deliverySource struct {
 func newDelivery(s *system) *localDelivery {
 	var sources []deliverySource
 	if s.node != nil {
-		sources = append(sources, deliverySource{s.subs, "mqtt", s.adapter, s.node})
+		sources = append(sources, deliverySource{s.subs, "mqtt", s.adapter, s.fills})
 	}
 	if s.snAdapter != nil {
 		sources = append(sources, deliverySource{subs: s.snSubs, name: "streamr_network", overlay: s.snAdapter})
@@ -292,7 +293,7 @@ func (d *localDelivery) addLayers(s *system, src deliverySource, first *bridge.D
 		ocfg := s.cfg.orderConfig(name, s.log, s.reg)
 		ocfg.Positions = bridge.DeliveryPositions(s.store, s.broker)
 		if s.node != nil {
-			ocfg.LastShed = s.node.LastShed
+			ocfg.LastLoss = s.node.LastLoss
 		}
 		if src.resender != nil {
 			ocfg.Resender = src.resender

@@ -56,7 +56,7 @@
 //     up and never reaches its bound (4,096), where pubsub would drop at
 //     random and an accepted message would have waited a second or more.
 //     A gap that opens after a shed is asked for by resend after 100 ms
-//     (bridge.OrderConfig.LastShed), not after gap_fill_timeout, which is
+//     (bridge.OrderConfig.LastLoss), not after gap_fill_timeout, which is
 //     meant for reordering. Shed messages are marked seen: copies from
 //     other paths die as duplicates, and only the pull brings them back.
 //     Receipts were the other

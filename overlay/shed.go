@@ -99,21 +99,27 @@ func (p *Partition) shed(from peer.ID, msg *pubsub.Message) bool {
 		return false
 	}
 	p.m.drop(reasonShed)
-	p.lastShed.Store(time.Now().UnixNano())
+	p.noteLoss()
 	p.node.metrics.refused.logOnce(ruleShed, "shedding gossip: messages wait for validation longer than shed_queue_wait; gap fill pulls them by resend",
 		"stream_part", p.part.String(), "peer", from.String(), "waited", wait.String(), "shed_queue_wait", p.node.cfg.ShedQueueWait.String())
 	return true
 }
 
-// LastShed returns when this node last shed gossip of part (zero: never,
-// or part not joined). A gap that opens after a shed is a loss to fetch
-// at once, not a reordering to wait out (bridge.OrderConfig.LastShed).
-func (n *Node) LastShed(part streamr.StreamPartID) time.Time {
+// noteLoss records that gossip of p was lost here, unvalidated: shed, or
+// dropped by pubsub at a full queue. The gap it leaves is fetched at once.
+func (p *Partition) noteLoss() { p.lastLoss.Store(time.Now().UnixNano()) }
+
+// LastLoss returns when this node last lost gossip of part that it knows
+// of (zero: never, or part not joined): shed, or dropped by pubsub at its
+// full validation queue or at the full queue to our subscriber. A gap that
+// opens after such a loss is that loss, to fetch at once, not a reordering
+// to wait out (bridge.OrderConfig.LastLoss).
+func (n *Node) LastLoss(part streamr.StreamPartID) time.Time {
 	p := n.lookupPartition(topicName(part))
 	if p == nil {
 		return time.Time{}
 	}
-	if at := p.lastShed.Load(); at != 0 {
+	if at := p.lastLoss.Load(); at != 0 {
 		return time.Unix(0, at)
 	}
 	return time.Time{}

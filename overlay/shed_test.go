@@ -65,6 +65,11 @@ func TestShedInsteadOfOverrun(t *testing.T) {
 			delivered, shed, overflow := len(atB.deliveries()), drops(reasonShed), drops(reasonQueueFull)
 			t.Logf("delivered %d, shed %d, dropped by the full validation queue %d; A's send queue dropped %d",
 				delivered, shed, overflow, int(testutil.ToFloat64(pa.m.drops.WithLabelValues(reasonSendQueue))))
+			if b.LastLoss(part).IsZero() {
+				// Without it the gaps of what B lost wait gap_fill_timeout (5 s)
+				// before they are asked for, as if gossip had merely reordered.
+				t.Errorf("B lost %d messages (shed %d, queue full %d) but LastLoss is zero", shed+overflow, shed, overflow)
+			}
 			if tc.wait < 0 {
 				if overflow == 0 {
 					t.Errorf("the burst did not overflow B's validation queue: the test does not load B enough")
