@@ -40,7 +40,7 @@ type OverlayConfig struct {
 	ChainIdleTimeout      Duration `toml:"chain_idle_timeout"`
 	MaxGapFills           int      `toml:"max_gap_fills"`
 	FillShareBytes        int      `toml:"fill_share_bytes"` // fetched messages kept for the other orderers of a partition
-	LiveMaxAge            Duration `toml:"live_max_age"` // 0: no bound
+	LiveMaxAge            Duration `toml:"live_max_age"`     // 0: no bound
 	// Limits against hostile peers (issue 13).
 	MaxConnsPerIP           int      `toml:"max_conns_per_ip"`
 	MaxConnsPerSubnet       int      `toml:"max_conns_per_subnet"`
