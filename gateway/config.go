@@ -437,6 +437,7 @@ func (c *Config) validate() error {
 	check(c.Overlay.RedialInterval > 0, "overlay.redial_interval: must be positive")
 	check(c.Overlay.ShedQueueWait >= 0, "overlay.shed_queue_wait: must not be negative (\"0s\": never shed)")
 	check(c.Overlay.SeenTTL >= Duration(overlay.MinSeenTTL), "overlay.seen_ttl: must be at least %s (copies gossip still carries would pass the duplicate filter)", overlay.MinSeenTTL)
+	check(c.Overlay.ShedQueueDepth >= 0, "overlay.shed_queue_depth: must not be negative (0: never shed)")
 	check(c.Overlay.MaxConnections > 0, "overlay.max_connections: must be positive")
 	check(!c.Overlay.Enabled || len(c.Overlay.Listen) > 0, "overlay.listen: at least one address is needed")
 	if rules, err := c.compileRules(); err != nil {

@@ -56,6 +56,9 @@ type OverlayConfig struct {
 	// Live-path flow control (issue 11): gossip that waited longer than
 	// this for validation is shed and pulled by gap fill; "0s": never.
 	ShedQueueWait Duration `toml:"shed_queue_wait"`
+	// The same by queue depth: gossip taken for validation while more than
+	// this many wait is shed; 0: never.
+	ShedQueueDepth int `toml:"shed_queue_depth"`
 	// How long the gossip duplicate filter remembers a message ID (heap:
 	// ~0.3 MB per second of it at 2,000 msg/s; see overlay.Config.SeenTTL).
 	SeenTTL Duration `toml:"seen_ttl"`
@@ -73,7 +76,7 @@ func (o OverlayConfig) applyLimits(cfg *overlay.Config, storers []string) {
 	cfg.MaxPeerTopics = o.MaxPeerTopics
 	cfg.Resend.MaxStreams, cfg.Resend.MaxStreamsPerPeer, cfg.Resend.ReservedStreams = o.ResendMaxStreams, o.ResendMaxStreamsPerPeer, o.ResendReservedStreams
 	cfg.Resend.BufferBytes, cfg.Resend.VerifyWorkers = o.ResendBufferBytes, o.ResendVerifyWorkers
-	cfg.ShedQueueWait = time.Duration(o.ShedQueueWait)
+	cfg.ShedQueueWait, cfg.ShedQueueDepth = time.Duration(o.ShedQueueWait), o.ShedQueueDepth
 	cfg.SeenTTL = time.Duration(o.SeenTTL)
 }
 

@@ -32,6 +32,9 @@
 #   TRACE_DIR=/tmp/t SCENARIOS=p2000 scripts/bench-overlay.sh
 #       # keep the pair's bridge logs (with GODEBUG=gctrace=1) and the
 #       # per-reading e2e timeline (send offset, latency) in /tmp/t
+#   SHED_QUEUE_DEPTH=1024 BASELINE_SHED_QUEUE_WAIT= BASELINE_BIN=/tmp/bridge-main SCENARIOS="max p2000" scripts/bench-overlay.sh
+#       # this build shedding by queue depth (SHED_QUEUE_WAIT: by wait), against
+#       # BASELINE_BIN on its defaults (BASELINE_SHED_QUEUE_WAIT: its shed_queue_wait)
 #
 # The e2e latency is reported for the whole run and for its steady state
 # (readings sent 1 s or more after the first publish), with the p99 of
@@ -85,10 +88,13 @@ mdns = false
 nat = false
 dht = false
 retry = \"100ms\""
-	# SHED_QUEUE_WAIT (both builds) and SHED_QUEUE_DEPTH (this build only:
-	# older ones lack the key) set the live path's shedding.
-	if [ -n "${SHED_QUEUE_WAIT:-}" ]; then echo "shed_queue_wait = \"$SHED_QUEUE_WAIT\""; fi
-	if [ -n "${SHED_QUEUE_DEPTH:-}" ] && [ "${3:-}" != "$work/bridge-baseline" ]; then echo "shed_queue_depth = $SHED_QUEUE_DEPTH"; fi
+	# The live path's shedding: SHED_QUEUE_WAIT and SHED_QUEUE_DEPTH for this
+	# build; BASELINE_SHED_QUEUE_WAIT (default: SHED_QUEUE_WAIT; "": the
+	# build's default) for BASELINE_BIN's, which may lack shed_queue_depth.
+	local wait=${SHED_QUEUE_WAIT:-} depth=${SHED_QUEUE_DEPTH:-}
+	if [ "${3:-}" = "$work/bridge-baseline" ]; then wait=${BASELINE_SHED_QUEUE_WAIT-$wait} depth=""; fi
+	if [ -n "$wait" ]; then echo "shed_queue_wait = \"$wait\""; fi
+	if [ -n "$depth" ]; then echo "shed_queue_depth = $depth"; fi
 }
 
 # run_pair SCENARIO RATE [BIN]: the pair loaded at RATE (0: max), with BIN
