@@ -36,6 +36,7 @@ type FillShare struct {
 	evicted  prometheus.Counter
 
 	mu      sync.Mutex
+	sharers map[streamr.StreamPartID]int                        // orderers filling each partition's gaps
 	chains  map[shareChainKey]map[streamr.MessageRef]*sharedMsg // by chain, by predecessor
 	order   *list.List                                          // of *sharedMsg, oldest first
 	bytes   int
@@ -54,9 +55,11 @@ type FillShareConfig struct {
 
 // Defaults of a FillShare. The Orderers of a partition ask for one gap
 // within a tick or two of each other (100 ms each); what is kept longer
-// serves a slower Orderer's later pages of a long fill.
+// serves a slower Orderer's later pages of a long fill. The bound holds
+// about a page (2,000) of small readings: a gateway's memory limit is
+// tight, and a message is dropped as soon as every other Orderer took it.
 const (
-	DefaultFillShareBytes = 4 << 20
+	DefaultFillShareBytes = 1 << 20
 	DefaultFillShareKeep  = 10 * time.Second
 )
 
@@ -67,11 +70,12 @@ type shareChainKey struct {
 }
 
 type sharedMsg struct {
-	key  shareChainKey
-	prev streamr.MessageRef
-	env  streamr.Envelope
-	at   time.Time
-	elem *list.Element
+	key   shareChainKey
+	prev  streamr.MessageRef
+	env   streamr.Envelope
+	at    time.Time
+	elem  *list.Element
+	takes int // by other orderers; dropped once every one took it
 }
 
 // NewFillShare returns a FillShare fetching through r.
@@ -96,6 +100,7 @@ func NewFillShare(r Resender, cfg FillShareConfig) *FillShare {
 			Name: "tributary_order_fill_share_evicted_total",
 			Help: "Fetched messages dropped from the shared fills before their time, at fill_share_bytes.",
 		}),
+		sharers: make(map[streamr.StreamPartID]int),
 		chains:  make(map[shareChainKey]map[streamr.MessageRef]*sharedMsg),
 		order:   list.New(),
 		flights: make(map[shareChainKey]chan struct{}),
@@ -106,8 +111,24 @@ func NewFillShare(r Resender, cfg FillShareConfig) *FillShare {
 	return s
 }
 
+// Share says that one more Orderer fills the gaps of parts through s.
+// Only what a partition with more than one such Orderer fetches is kept.
+func (s *FillShare) Share(parts ...streamr.StreamPartID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range parts {
+		s.sharers[p]++
+	}
+}
+
 // Resend implements Resender.
 func (s *FillShare) Resend(ctx context.Context, q streamr.ResendQuery) ([]streamr.Envelope, error) {
+	s.mu.Lock()
+	shared := s.sharers[q.Part] > 1
+	s.mu.Unlock()
+	if !shared {
+		return s.r.Resend(ctx, q) // nobody else needs what this fetches
+	}
 	key := shareChainKey{part: q.Part, pub: string(q.Publisher), chain: q.ChainID}
 	if err := s.await(ctx, key); err != nil {
 		return nil, err
@@ -183,6 +204,9 @@ func (s *FillShare) take(q streamr.ResendQuery) (kept []streamr.Envelope, rest s
 			return kept, rest, true // the chain has nothing more in the range
 		}
 		kept = append(kept, m.env)
+		if m.takes++; m.takes >= s.sharers[q.Part]-1 {
+			s.remove(m) // every other orderer has it
+		}
 		if ref == upper {
 			return kept, rest, true
 		}

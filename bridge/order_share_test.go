@@ -60,6 +60,8 @@ func TestFillShareServesOtherOrderers(t *testing.T) {
 			net := &recordingResender{msgs: msgs}
 			clock := &stepClock{now: time.Now()}
 			share := NewFillShare(net, FillShareConfig{MaxBytes: tc.maxBytes, Now: clock.Now, Logger: slog.New(slog.DiscardHandler)})
+			share.Share(msgs[0].ID.StreamPart())
+			share.Share(msgs[0].ID.StreamPart())
 			var delivered [2][]int64
 			orderers := make([]*Orderer, 2)
 			for i, miss := range [][]int{tc.missA, tc.missB} {

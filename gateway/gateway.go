@@ -333,6 +333,7 @@ func (s *system) newStorer() *bridge.Storer {
 	}
 	scfg := s.cfg.orderConfig("store", s.log, s.reg)
 	scfg.Resender = s.fills
+	s.fills.Share(s.stored...)
 	if s.node != nil {
 		scfg.LastLoss = s.node.LastLoss
 	}

@@ -300,6 +300,9 @@ func (d *localDelivery) addLayers(s *system, src deliverySource, first *bridge.D
 		}
 		if src.resender != nil {
 			ocfg.Resender = src.resender
+			if src.resender == bridge.Resender(s.fills) {
+				s.fills.Share(layerParts(layer)...)
+			}
 			// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
 			// the held bound is fetched again, not given up.
 			ocfg.KeepGaps = true
@@ -318,6 +321,15 @@ func (d *localDelivery) addLayers(s *system, src deliverySource, first *bridge.D
 		d.layers = append(d.layers, deliveryLayer{deliverer: dl, subs: layer, overlay: src.overlay})
 	}
 	return first
+}
+
+// layerParts lists the stream partitions of a layer's subscriptions.
+func layerParts(layer []*bridge.Subscription) []streamr.StreamPartID {
+	var parts []streamr.StreamPartID
+	for _, sub := range layer {
+		parts = append(parts, sub.Parts()...)
+	}
+	return parts
 }
 
 // subscriptionLayers puts each subscription in the first layer that has
