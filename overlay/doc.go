@@ -65,7 +65,7 @@
 //     is meant for reordering. A lost message is fetched once for every
 //     orderer of the partition (MQTT delivery and storing see the same
 //     gossip and the same gaps): they share one bridge.FillShare, which
-//     keeps what a fetch brought for the others. A gap is asked for by a
+//     keeps what a fetch brought until the others took it. A gap is asked for by a
 //     range of its own chain; only when every chain of a publisher has one
 //     (a backlog) does one range span them all.
 //     Why shedding is off by default: a shed message is not saved work, it
