@@ -51,11 +51,12 @@ type OrderConfig struct {
 	// from about when the Orderer started, as an SDK subscriber does.
 	FromChainStart bool
 	FlushInterval  time.Duration // how often delivered positions are saved (default 100ms)
-	// LastShed, if set, says when the overlay last shed live messages of a
-	// partition unvalidated (overlay.Node.LastShed; zero: never). A gap
-	// opening within GapFillTimeout of a shed is a known loss, asked for
-	// after overdueWait instead of waited out for GapFillTimeout.
-	LastShed func(streamr.StreamPartID) time.Time
+	// LastLoss, if set, says when the overlay last lost live messages of
+	// a partition that it knows of: shed unvalidated, or dropped at a full
+	// validation or delivery queue (overlay.Node.LastLoss; zero: never). A
+	// gap opening within GapFillTimeout of such a loss is that loss, asked
+	// for after overdueWait instead of waited out for GapFillTimeout.
+	LastLoss func(streamr.StreamPartID) time.Time
 
 	// Bounds against a publisher (or many) opening chains at will. A
 	// message of a new chain beyond them is dropped, counted and logged.
@@ -575,37 +576,53 @@ type gapRequest struct {
 	q      streamr.ResendQuery
 }
 
+// publisherPart is one publisher (hex) in one stream partition: the
+// chains a range query without a chain ID spans.
+type publisherPart struct {
+	part streamr.StreamPartID
+	pub  string
+}
+
 // fillGaps sends the resend requests that are due, and gives up gaps
-// whose requests are exhausted. The chains of one publisher are asked for
-// together: their messages are interleaved in the publisher's store, so
-// one range answer serves all of them in a single pass over it.
+// whose requests are exhausted. Each gap is asked for on its own chain
+// (per-chain range: only what is missing), except when every chain of a
+// publisher in a partition has one, as after an outage or in a backlog:
+// their messages are interleaved in the publisher's store, so one range
+// without a chain ID serves all of them in a single pass over it, and
+// nothing in it is already held by a chain without a gap.
 func (o *Orderer) fillGaps(ctx context.Context) {
 	now := o.cfg.Now()
-	groups := make(map[string]*gapRequest)
 	o.mu.Lock()
+	due := make(map[publisherPart][]*orderedChain)
+	tracked := make(map[publisherPart]int)
 	for _, c := range o.chains.byKey {
-		if !o.gapDue(c, now) {
+		key := publisherPart{c.part, c.publisher}
+		tracked[key]++
+		if o.gapDue(c, now) {
+			due[key] = append(due[key], c)
+		}
+	}
+	var reqs []*gapRequest
+	for key, chains := range due {
+		if len(chains) > 1 && len(chains) == tracked[key] {
+			reqs = append(reqs, &gapRequest{chains: chains})
 			continue
 		}
-		key := c.part.String() + "\x00" + string(c.pub)
-		g, ok := groups[key]
-		if !ok {
-			if o.filling+len(groups) >= o.cfg.MaxFills {
-				continue // waits for a request to finish
-			}
-			g = &gapRequest{}
-			groups[key] = g
+		for _, c := range chains {
+			reqs = append(reqs, &gapRequest{chains: []*orderedChain{c}})
 		}
-		c.requests++
-		c.lastRequest, c.filling = now, true
-		g.chains = append(g.chains, c)
 	}
-	o.filling += len(groups)
-	for _, g := range groups {
+	reqs = reqs[:min(len(reqs), max(o.cfg.MaxFills-o.filling, 0))] // the rest wait for a request to finish
+	for _, g := range reqs {
+		for _, c := range g.chains {
+			c.requests++
+			c.lastRequest, c.filling = now, true
+		}
 		g.q = o.groupQuery(g.chains)
 	}
+	o.filling += len(reqs)
 	o.mu.Unlock()
-	for _, g := range groups {
+	for _, g := range reqs {
 		o.fills.Go(func() { o.fill(ctx, g) })
 	}
 }
@@ -631,20 +648,20 @@ func (o *Orderer) fillDue(c *orderedChain) time.Time {
 		newestMissing = c.held[0].Msg.PrevMsgRef
 	}
 	wait := o.cfg.GapFillTimeout
-	if newestMissing != nil && o.cfg.Now().Sub(time.UnixMilli(newestMissing.Timestamp)) > wait || o.shedBefore(c) {
+	if newestMissing != nil && o.cfg.Now().Sub(time.UnixMilli(newestMissing.Timestamp)) > wait || o.lossBefore(c) {
 		wait = min(wait, overdueWait)
 	}
 	return c.gapSince.Add(wait)
 }
 
-// shedBefore reports whether the overlay shed messages of c's partition
+// lossBefore reports whether the overlay lost messages of c's partition
 // shortly before (or since) c's gap opened: the gap is that loss.
-func (o *Orderer) shedBefore(c *orderedChain) bool {
-	if o.cfg.LastShed == nil {
+func (o *Orderer) lossBefore(c *orderedChain) bool {
+	if o.cfg.LastLoss == nil {
 		return false
 	}
-	shed := o.cfg.LastShed(c.part)
-	return !shed.IsZero() && !shed.Before(c.gapSince.Add(-o.cfg.GapFillTimeout))
+	lost := o.cfg.LastLoss(c.part)
+	return !lost.IsZero() && !lost.Before(c.gapSince.Add(-o.cfg.GapFillTimeout))
 }
 
 // groupQuery spans the gaps of chains (one publisher, one partition).

@@ -263,6 +263,7 @@ func defaultConfig() Config {
 			MaxHeldMessages:       bridge.DefaultMaxHeldTotal,
 			ChainIdleTimeout:      Duration(bridge.DefaultChainIdleTimeout),
 			MaxGapFills:           bridge.DefaultMaxGapFills,
+			FillShareBytes:        bridge.DefaultFillShareBytes,
 			LiveMaxAge:            Duration(bridge.DefaultLiveMaxAge),
 
 			MaxConnsPerIP:           overlay.DefaultMaxConnsPerIP,
@@ -436,6 +437,7 @@ func (c *Config) validate() error {
 	check(c.Overlay.RedialInterval > 0, "overlay.redial_interval: must be positive")
 	check(c.Overlay.ShedQueueWait >= 0, "overlay.shed_queue_wait: must not be negative (\"0s\": never shed)")
 	check(c.Overlay.SeenTTL >= Duration(overlay.MinSeenTTL), "overlay.seen_ttl: must be at least %s (copies gossip still carries would pass the duplicate filter)", overlay.MinSeenTTL)
+	check(c.Overlay.ShedQueueDepth >= 0, "overlay.shed_queue_depth: must not be negative (0: never shed)")
 	check(c.Overlay.MaxConnections > 0, "overlay.max_connections: must be positive")
 	check(!c.Overlay.Enabled || len(c.Overlay.Listen) > 0, "overlay.listen: at least one address is needed")
 	if rules, err := c.compileRules(); err != nil {
@@ -457,8 +459,8 @@ func (c *Config) validate() error {
 	}
 	check(c.Overlay.GapFillTimeout > 0 && c.Overlay.ResendRetry > 0, "overlay.gap_fill_timeout and overlay.resend_retry: must be positive")
 	check(c.Overlay.MaxGapRequests > 0, "overlay.max_gap_requests: must be positive")
-	check(c.Overlay.MaxChains > 0 && c.Overlay.MaxChainsPerPublisher > 0 && c.Overlay.MaxHeldMessages > 0 && c.Overlay.MaxGapFills > 0,
-		"overlay.max_chains, max_chains_per_publisher, max_held_messages and max_gap_fills: must be positive")
+	check(c.Overlay.MaxChains > 0 && c.Overlay.MaxChainsPerPublisher > 0 && c.Overlay.MaxHeldMessages > 0 && c.Overlay.MaxGapFills > 0 && c.Overlay.FillShareBytes > 0,
+		"overlay.max_chains, max_chains_per_publisher, max_held_messages, max_gap_fills and fill_share_bytes: must be positive")
 	check(c.Overlay.ChainIdleTimeout > 0 && c.Overlay.LiveMaxAge >= 0, "overlay.chain_idle_timeout: must be positive; overlay.live_max_age: must not be negative")
 	check(c.Overlay.MaxConnsPerIP > 0 && c.Overlay.MaxConnsPerSubnet > 0 && c.Overlay.MaxPeerTopics > 0,
 		"overlay.max_conns_per_ip, overlay.max_conns_per_subnet and overlay.max_peer_topics: must be positive")

@@ -179,6 +179,7 @@ type system struct {
 
 	// Peer-to-peer side; nil when overlay.enabled is false.
 	node      *overlay.Node
+	fills     *bridge.FillShare // the orderers' gap fills, fetched once for all of them
 	forwarder *bridge.Forwarder
 	adapter   *overlayAdapter
 	subs      []*bridge.Subscription
@@ -331,9 +332,10 @@ func (s *system) newStorer() *bridge.Storer {
 		return nil
 	}
 	scfg := s.cfg.orderConfig("store", s.log, s.reg)
-	scfg.Resender = s.node
+	scfg.Resender = s.fills
+	s.fills.Share(s.stored...)
 	if s.node != nil {
-		scfg.LastShed = s.node.LastShed
+		scfg.LastLoss = s.node.LastLoss
 	}
 	// A storer's receipts tell publishers what they may delete, so
 	// it never gives a gap up: it keeps asking every resend_retry.
@@ -373,6 +375,7 @@ func (s *system) startOverlay(wrapLog func(bridge.ForwardLog) bridge.ForwardLog)
 		return fmt.Errorf("overlay: %w", err)
 	}
 	s.adapter = newOverlayAdapter(s.node)
+	s.fills = bridge.NewFillShare(s.node, bridge.FillShareConfig{MaxBytes: s.cfg.Overlay.FillShareBytes, Registerer: s.reg, Logger: s.log})
 	s.node.ServeResend(s.store) // own messages and [[store]] streams
 	s.node.ServeReceipts(s.store)
 	s.forwarder = bridge.NewForwarder(s.forwardLog(wrapLog), s.adapter, fcfg)

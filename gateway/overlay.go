@@ -39,7 +39,8 @@ type OverlayConfig struct {
 	MaxHeldMessages       int      `toml:"max_held_messages"`
 	ChainIdleTimeout      Duration `toml:"chain_idle_timeout"`
 	MaxGapFills           int      `toml:"max_gap_fills"`
-	LiveMaxAge            Duration `toml:"live_max_age"` // 0: no bound
+	FillShareBytes        int      `toml:"fill_share_bytes"` // fetched messages kept for the other orderers of a partition
+	LiveMaxAge            Duration `toml:"live_max_age"`     // 0: no bound
 	// Limits against hostile peers (issue 13).
 	MaxConnsPerIP           int      `toml:"max_conns_per_ip"`
 	MaxConnsPerSubnet       int      `toml:"max_conns_per_subnet"`
@@ -55,6 +56,9 @@ type OverlayConfig struct {
 	// Live-path flow control (issue 11): gossip that waited longer than
 	// this for validation is shed and pulled by gap fill; "0s": never.
 	ShedQueueWait Duration `toml:"shed_queue_wait"`
+	// The same by queue depth: gossip taken for validation while more than
+	// this many wait is shed; 0: never.
+	ShedQueueDepth int `toml:"shed_queue_depth"`
 	// How long the gossip duplicate filter remembers a message ID (heap:
 	// ~0.3 MB per second of it at 2,000 msg/s; see overlay.Config.SeenTTL).
 	SeenTTL Duration `toml:"seen_ttl"`
@@ -72,7 +76,7 @@ func (o OverlayConfig) applyLimits(cfg *overlay.Config, storers []string) {
 	cfg.MaxPeerTopics = o.MaxPeerTopics
 	cfg.Resend.MaxStreams, cfg.Resend.MaxStreamsPerPeer, cfg.Resend.ReservedStreams = o.ResendMaxStreams, o.ResendMaxStreamsPerPeer, o.ResendReservedStreams
 	cfg.Resend.BufferBytes, cfg.Resend.VerifyWorkers = o.ResendBufferBytes, o.ResendVerifyWorkers
-	cfg.ShedQueueWait = time.Duration(o.ShedQueueWait)
+	cfg.ShedQueueWait, cfg.ShedQueueDepth = time.Duration(o.ShedQueueWait), o.ShedQueueDepth
 	cfg.SeenTTL = time.Duration(o.SeenTTL)
 }
 
@@ -268,7 +272,7 @@ type deliverySource struct {
 func newDelivery(s *system) *localDelivery {
 	var sources []deliverySource
 	if s.node != nil {
-		sources = append(sources, deliverySource{s.subs, "mqtt", s.adapter, s.node})
+		sources = append(sources, deliverySource{s.subs, "mqtt", s.adapter, s.fills})
 	}
 	if s.snAdapter != nil {
 		sources = append(sources, deliverySource{subs: s.snSubs, name: "streamr_network", overlay: s.snAdapter})
@@ -292,10 +296,13 @@ func (d *localDelivery) addLayers(s *system, src deliverySource, first *bridge.D
 		ocfg := s.cfg.orderConfig(name, s.log, s.reg)
 		ocfg.Positions = bridge.DeliveryPositions(s.store, s.broker)
 		if s.node != nil {
-			ocfg.LastShed = s.node.LastShed
+			ocfg.LastLoss = s.node.LastLoss
 		}
 		if src.resender != nil {
 			ocfg.Resender = src.resender
+			if src.resender == bridge.Resender(s.fills) {
+				s.fills.Share(layerParts(layer)...)
+			}
 			// Backlogs arrive by resend (see bridge.Forwarder): a burst beyond
 			// the held bound is fetched again, not given up.
 			ocfg.KeepGaps = true
@@ -314,6 +321,15 @@ func (d *localDelivery) addLayers(s *system, src deliverySource, first *bridge.D
 		d.layers = append(d.layers, deliveryLayer{deliverer: dl, subs: layer, overlay: src.overlay})
 	}
 	return first
+}
+
+// layerParts lists the stream partitions of a layer's subscriptions.
+func layerParts(layer []*bridge.Subscription) []streamr.StreamPartID {
+	var parts []streamr.StreamPartID
+	for _, sub := range layer {
+		parts = append(parts, sub.Parts()...)
+	}
+	return parts
 }
 
 // subscriptionLayers puts each subscription in the first layer that has

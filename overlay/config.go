@@ -115,6 +115,14 @@ type Config struct {
 	// with.
 	ShedQueueWait time.Duration
 
+	// ShedQueueDepth sheds like ShedQueueWait, by how many gossiped
+	// messages are queued for validation instead of how long one waited:
+	// a message taken from the queue while more than this many wait is
+	// shed. The queue overflows by count (4,096), whatever the rate, and
+	// a receiver starved of CPU for a moment at a modest rate queues up
+	// briefly without being overrun. Zero or negative: off.
+	// SuggestedShedQueueDepth is a value to turn it on with.
+	ShedQueueDepth int
 	// SeenTTL is how long GossipSub's duplicate filter remembers a message
 	// ID at least (pubsub sweeps expired IDs once a minute, so an ID stays
 	// up to a minute longer). At 2,000 msg/s every second of it is ~0.3 MB

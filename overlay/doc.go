@@ -44,21 +44,42 @@
 //     ratio; the cost is a round trip per page instead of a push. Gossip
 //     lost to a live rate above a receiver's capacity is recovered the same
 //     way, once the receiver has capacity to spare. On the live path a
-//     receiver can shed instead of being overrun (shed_queue_wait; off by
-//     default until a shed message is fetched once for all orderers,
-//     see the README): every gossiped message is
-//     stamped when its RPC arrives (the tracer's RecvRPC), and one that
-//     waited in pubsub's validation queue longer than ShedQueueWait
-//     (e.g. 200 ms) is dropped without being decoded or
-//     verified, not forwarded, counted (drops_total{reason="shed"}) and
-//     logged once. Shedding costs a map lookup where validating costs
-//     ~50 µs of signature check, so the queue drains as soon as it backs
-//     up and never reaches its bound (4,096), where pubsub would drop at
-//     random and an accepted message would have waited a second or more.
-//     A gap that opens after a shed is asked for by resend after 100 ms
-//     (bridge.OrderConfig.LastShed), not after gap_fill_timeout, which is
-//     meant for reordering. Shed messages are marked seen: copies from
-//     other paths die as duplicates, and only the pull brings them back.
+//     receiver can shed instead of being overrun (shed_queue_wait or
+//     shed_queue_depth; off by default, see below): every gossiped message
+//     is stamped when its RPC arrives (the tracer's RecvRPC), and one that
+//     waited in pubsub's validation queue longer than ShedQueueWait (e.g.
+//     200 ms), or is taken from it while more than ShedQueueDepth others
+//     wait (e.g. 1,024), is dropped without being decoded or verified, not
+//     forwarded, counted (drops_total{reason="shed"}) and logged once.
+//     Shedding costs a map lookup where validating costs ~50 µs of
+//     signature check, so the queue drains as soon as it backs up and never
+//     reaches its bound (4,096), where pubsub would drop at random and an
+//     accepted message would have waited a second or more. Shed messages
+//     are marked seen: copies from other paths die as duplicates, and only
+//     the pull brings them back.
+//     Every loss this node knows of, shed or dropped by pubsub at its full
+//     validation queue or at the full queue to our subscriber (the tracer
+//     sees both), is noted per partition (Node.LastLoss): a gap that opens
+//     after it is asked for by resend after 100 ms
+//     (bridge.OrderConfig.LastLoss), not after gap_fill_timeout (5 s), which
+//     is meant for reordering. A lost message is fetched once for every
+//     orderer of the partition (MQTT delivery and storing see the same
+//     gossip and the same gaps): they share one bridge.FillShare, which
+//     keeps what a fetch brought until the others took it. A gap is asked for by a
+//     range of its own chain; only when every chain of a publisher has one
+//     (a backlog) does one range span them all.
+//     Why shedding is off by default: a shed message is not saved work, it
+//     is deferred work. It is still verified once fetched, and the fetch
+//     costs the publisher a store lookup and both sides a stream; queueing
+//     costs nothing but latency. On a receiver that is starved of CPU for
+//     moments (shared cores) rather than overrun, its queue backs up past
+//     either mark at a modest rate, and shedding turned those moments into
+//     resend work that made throughput and the e2e tail worse than main's
+//     rare overflow drops, which are now fetched at once too (BENCHMARKS.md,
+//     Session 8 — gapshare). Turn it on for a receiver that a publisher
+//     can outrun for good (much slower hardware, a CPU quota): there it
+//     keeps the validation queue from overflowing
+//     (TestLiveOverrunSlowReceiver).
 //     Receipts were the other
 //     candidate (pace the forwarder by its neighbours' acknowledgements),
 //     but a mesh relays through nodes that hold no positions, and a window

@@ -142,7 +142,7 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 
 		noProviderLookup: opts.noProviderLookup,
 	}
-	if cfg.ShedQueueWait > 0 {
+	if cfg.ShedQueueWait > 0 || cfg.ShedQueueDepth > 0 {
 		n.queue = newQueueClock(time.Now)
 	}
 	if n.now == nil {

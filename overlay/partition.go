@@ -41,7 +41,7 @@ type Partition struct {
 	published atomic.Uint64 // messages PublishBatch checked
 	publishes atomic.Bool   // this node has published on the partition
 	fullCheck atomic.Bool   // a sampled check failed: verify every message
-	lastShed  atomic.Int64  // when gossip of the partition was last shed (UnixNano); 0: never
+	lastLoss  atomic.Int64  // when gossip of the partition was last shed or dropped at a full queue (UnixNano); 0: never
 
 	t      *pubsub.Topic
 	sub    *pubsub.Subscription

@@ -20,6 +20,12 @@ import (
 // from ever filling and bounds what an accepted message waits.
 const SuggestedShedQueueWait = 200 * time.Millisecond
 
+// SuggestedShedQueueDepth is how many gossiped messages may wait for
+// validation before the one taken next is shed (Config.ShedQueueDepth):
+// a quarter of pubsub's validation queue, as SuggestedShedQueueWait is
+// of the time it takes to fill on a Raspberry Pi.
+const SuggestedShedQueueDepth = validateQueue / 4
+
 // queueClock stamps gossiped messages of joined topics when their RPC
 // arrives (the tracer's RecvRPC, on pubsub's event loop, just before the
 // messages are queued for validation), so that the validator knows how
@@ -63,17 +69,19 @@ func (q *queueClock) arrived(rpc *pubsub.RPC, lookup func(topic string) *Partiti
 	}
 }
 
-// waited removes m's stamp and returns how long ago it arrived; zero if
-// it carries none (published locally, or its stamp was cleared).
-func (q *queueClock) waited(m *pb.Message) time.Duration {
+// waited removes m's stamp and returns how long ago it arrived, and how
+// many stamped messages (m included) were waiting for validation; zero
+// wait if it carries none (published locally, or its stamp was cleared).
+func (q *queueClock) waited(m *pb.Message) (time.Duration, int) {
 	q.mu.Lock()
 	at, ok := q.stamps[m]
+	depth := len(q.stamps)
 	delete(q.stamps, m)
 	q.mu.Unlock()
 	if !ok {
-		return 0
+		return 0, depth
 	}
-	return q.now().Sub(at)
+	return q.now().Sub(at), depth
 }
 
 // forget drops m's stamp: pubsub dropped it before validation.
@@ -94,26 +102,36 @@ func (p *Partition) shed(from peer.ID, msg *pubsub.Message) bool {
 	if q == nil || msg.Message == nil {
 		return false
 	}
-	wait := q.waited(msg.Message)
-	if limit := p.node.cfg.ShedQueueWait; wait <= limit {
+	wait, depth := q.waited(msg.Message)
+	cfg := &p.node.cfg
+	byWait := cfg.ShedQueueWait > 0 && wait > cfg.ShedQueueWait
+	byDepth := cfg.ShedQueueDepth > 0 && depth > cfg.ShedQueueDepth && wait > 0
+	if !byWait && !byDepth {
 		return false
 	}
 	p.m.drop(reasonShed)
-	p.lastShed.Store(time.Now().UnixNano())
-	p.node.metrics.refused.logOnce(ruleShed, "shedding gossip: messages wait for validation longer than shed_queue_wait; gap fill pulls them by resend",
-		"stream_part", p.part.String(), "peer", from.String(), "waited", wait.String(), "shed_queue_wait", p.node.cfg.ShedQueueWait.String())
+	p.noteLoss()
+	p.node.metrics.refused.logOnce(ruleShed, "shedding gossip: messages wait for validation longer than shed_queue_wait or behind more than shed_queue_depth; gap fill pulls them by resend",
+		"stream_part", p.part.String(), "peer", from.String(), "waited", wait.String(), "queued", depth,
+		"shed_queue_wait", cfg.ShedQueueWait.String(), "shed_queue_depth", cfg.ShedQueueDepth)
 	return true
 }
 
-// LastShed returns when this node last shed gossip of part (zero: never,
-// or part not joined). A gap that opens after a shed is a loss to fetch
-// at once, not a reordering to wait out (bridge.OrderConfig.LastShed).
-func (n *Node) LastShed(part streamr.StreamPartID) time.Time {
+// noteLoss records that gossip of p was lost here, unvalidated: shed, or
+// dropped by pubsub at a full queue. The gap it leaves is fetched at once.
+func (p *Partition) noteLoss() { p.lastLoss.Store(time.Now().UnixNano()) }
+
+// LastLoss returns when this node last lost gossip of part that it knows
+// of (zero: never, or part not joined): shed, or dropped by pubsub at its
+// full validation queue or at the full queue to our subscriber. A gap that
+// opens after such a loss is that loss, to fetch at once, not a reordering
+// to wait out (bridge.OrderConfig.LastLoss).
+func (n *Node) LastLoss(part streamr.StreamPartID) time.Time {
 	p := n.lookupPartition(topicName(part))
 	if p == nil {
 		return time.Time{}
 	}
-	if at := p.lastShed.Load(); at != 0 {
+	if at := p.lastLoss.Load(); at != 0 {
 		return time.Unix(0, at)
 	}
 	return time.Time{}

@@ -23,17 +23,20 @@ func (s slowPolicy) MayPublish(stream streamr.StreamID, publisher []byte) bool {
 // TestShedInsteadOfOverrun publishes a burst far faster than the
 // receiver validates. Without shedding, pubsub's validation queue
 // overflows and drops messages silently (an overrun); with it, the
-// receiver drops what waited longer than ShedQueueWait unvalidated,
+// receiver drops what waited longer than ShedQueueWait (or behind more than
+// ShedQueueDepth others) unvalidated,
 // counted, and the queue never overflows: every message is delivered or
 // shed, none lost uncounted.
 func TestShedInsteadOfOverrun(t *testing.T) {
 	const n = 8000
 	for _, tc := range []struct {
-		name string
-		wait time.Duration
+		name  string
+		wait  time.Duration
+		depth int
 	}{
-		{"never shed", -1},
-		{"shed after 50ms", 50 * time.Millisecond},
+		{"never shed", -1, 0},
+		{"shed after 50ms", 50 * time.Millisecond, 0},
+		{"shed beyond 1024 queued", 0, 1024},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pub := newPublisher(t)
@@ -44,7 +47,7 @@ func TestShedInsteadOfOverrun(t *testing.T) {
 			}
 			a := startNode(t, loopbackConfig("tcp", nil))
 			cfg := loopbackConfig("tcp", a.Addrs())
-			cfg.Policy, cfg.ShedQueueWait = slowPolicy{delay: time.Millisecond}, tc.wait
+			cfg.Policy, cfg.ShedQueueWait, cfg.ShedQueueDepth = slowPolicy{delay: time.Millisecond}, tc.wait, tc.depth
 			b := startNode(t, cfg)
 			var atB collector
 			pa := join(t, a, part, nil)
@@ -65,7 +68,12 @@ func TestShedInsteadOfOverrun(t *testing.T) {
 			delivered, shed, overflow := len(atB.deliveries()), drops(reasonShed), drops(reasonQueueFull)
 			t.Logf("delivered %d, shed %d, dropped by the full validation queue %d; A's send queue dropped %d",
 				delivered, shed, overflow, int(testutil.ToFloat64(pa.m.drops.WithLabelValues(reasonSendQueue))))
-			if tc.wait < 0 {
+			if b.LastLoss(part).IsZero() {
+				// Without it the gaps of what B lost wait gap_fill_timeout (5 s)
+				// before they are asked for, as if gossip had merely reordered.
+				t.Errorf("B lost %d messages (shed %d, queue full %d) but LastLoss is zero", shed+overflow, shed, overflow)
+			}
+			if tc.wait < 0 && tc.depth == 0 {
 				if overflow == 0 {
 					t.Errorf("the burst did not overflow B's validation queue: the test does not load B enough")
 				}
@@ -98,13 +106,13 @@ func TestQueueClock(t *testing.T) {
 	ours, other := &pb.Message{Topic: topic("joined")}, &pb.Message{Topic: topic("other")}
 	q.arrived(&pubsub.RPC{RPC: pb.RPC{Publish: []*pb.Message{ours, other}}}, lookup)
 	now = now.Add(300 * time.Millisecond)
-	if got := q.waited(ours); got != 300*time.Millisecond {
-		t.Errorf("waited = %s, want 300ms", got)
+	if got, depth := q.waited(ours); got != 300*time.Millisecond || depth != 1 {
+		t.Errorf("waited = %s behind %d, want 300ms behind 1 (itself)", got, depth)
 	}
-	if got := q.waited(ours); got != 0 {
+	if got, _ := q.waited(ours); got != 0 {
 		t.Errorf("second waited = %s, want 0: the stamp is taken once", got)
 	}
-	if got := q.waited(other); got != 0 {
+	if got, _ := q.waited(other); got != 0 {
 		t.Errorf("message of a topic not joined waited %s, want 0 (never stamped)", got)
 	}
 	for range maxStamps + 1 { // stamps left behind by messages dropped before validation

@@ -49,22 +49,32 @@ func (t *tracer) DuplicateMessage(msg *pubsub.Message) {
 	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.dups.Inc() })
 }
 
+// RejectMessage counts pubsub's drops before validation. Those at a full
+// validation queue are losses this node knows of: the gaps they leave are
+// asked for at once (Partition.noteLoss).
 func (t *tracer) RejectMessage(msg *pubsub.Message, reason string) {
+	t.forget(msg) // dropped before the validator took its stamp, or after (no-op)
 	var r string
 	switch reason {
 	case pubsub.RejectValidationQueueFull:
-		t.forget(msg)
 		r = reasonQueueFull
 	case pubsub.RejectValidationThrottled:
 		r = reasonThrottled
 	default: // validator verdicts are counted by the validator; others cannot occur with our settings
 		return
 	}
-	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.drop(r) })
+	t.lost(msg, r)
 }
 
-func (t *tracer) UndeliverableMessage(msg *pubsub.Message) {
-	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.drop(reasonSlowConsumer) })
+// UndeliverableMessage: validated, but the queue to our subscriber was
+// full; forwarded, yet lost to this node.
+func (t *tracer) UndeliverableMessage(msg *pubsub.Message) { t.lost(msg, reasonSlowConsumer) }
+
+func (t *tracer) lost(msg *pubsub.Message, reason string) {
+	if p := t.lookup(msg.GetTopic()); p != nil {
+		p.m.drop(reason)
+		p.noteLoss()
+	}
 }
 
 func (t *tracer) DropRPC(rpc *pubsub.RPC, _ peer.ID) {

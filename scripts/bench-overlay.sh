@@ -32,6 +32,9 @@
 #   TRACE_DIR=/tmp/t SCENARIOS=p2000 scripts/bench-overlay.sh
 #       # keep the pair's bridge logs (with GODEBUG=gctrace=1) and the
 #       # per-reading e2e timeline (send offset, latency) in /tmp/t
+#   SHED_QUEUE_DEPTH=1024 BASELINE_SHED_QUEUE_WAIT= BASELINE_BIN=/tmp/bridge-main SCENARIOS="max p2000" scripts/bench-overlay.sh
+#       # this build shedding by queue depth (SHED_QUEUE_WAIT: by wait), against
+#       # BASELINE_BIN on its defaults (BASELINE_SHED_QUEUE_WAIT: its shed_queue_wait)
 #
 # The e2e latency is reported for the whole run and for its steady state
 # (readings sent 1 s or more after the first publish), with the p99 of
@@ -77,7 +80,7 @@ build_tools
 go build -o "$work/fsyncprobe" ./bench/fsyncprobe
 if [ -n "${BASELINE_BIN:-}" ]; then cp "$BASELINE_BIN" "$work/bridge-baseline"; fi
 
-overlay_table() { # port [bootstrap]
+overlay_table() { # port [bootstrap [bin]]
 	echo "[overlay]
 listen = [\"/ip4/127.0.0.1/tcp/$1\"]
 bootstrap = [${2:+\"$2\"}]
@@ -85,6 +88,13 @@ mdns = false
 nat = false
 dht = false
 retry = \"100ms\""
+	# The live path's shedding: SHED_QUEUE_WAIT and SHED_QUEUE_DEPTH for this
+	# build; BASELINE_SHED_QUEUE_WAIT (default: SHED_QUEUE_WAIT; "": the
+	# build's default) for BASELINE_BIN's, which may lack shed_queue_depth.
+	local wait=${SHED_QUEUE_WAIT:-} depth=${SHED_QUEUE_DEPTH:-}
+	if [ "${3:-}" = "$work/bridge-baseline" ]; then wait=${BASELINE_SHED_QUEUE_WAIT-$wait} depth=""; fi
+	if [ -n "$wait" ]; then echo "shed_queue_wait = \"$wait\""; fi
+	if [ -n "$depth" ]; then echo "shed_queue_depth = $depth"; fi
 }
 
 # run_pair SCENARIO RATE [BIN]: the pair loaded at RATE (0: max), with BIN
@@ -93,7 +103,7 @@ run_pair() {
 	local bin=${3:-$work/bridge}
 	local env=(); [ -z "${TRACE_DIR:-}" ] || env=(env GODEBUG=gctrace=1)
 	rm -rf "$work/a" "$work/b"
-	bridge_config "$work/a.toml" "$work/a" "$A_MQTT" "$A_HTTP" "$(overlay_table "$A_P2P")"
+	bridge_config "$work/a.toml" "$work/a" "$A_MQTT" "$A_HTTP" "$(overlay_table "$A_P2P" "" "$bin")"
 	local addr; addr=$("$work/bridge" key new --config "$work/a.toml" | cut -d' ' -f1)
 	"${env[@]}" "$bin" run --config "$work/a.toml" 2>"$work/a-$1.log" & local apid=$!
 	pids+=("$apid")
@@ -111,7 +121,7 @@ stream = \"$addr/bench/p$i\"
 topic = \"{stream}\"
 "
 	done
-	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer")
+	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer" "$bin")
 $subs"
 	"${env[@]}" "$bin" run --config "$work/b.toml" 2>"$work/b-$1.log" & local bpid=$!
 	pids+=("$bpid")
@@ -207,7 +217,7 @@ drain_once() {
 [[store]]
 stream = \"$drain_addr/bench/p$i\"
 "; done
-	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer")
+	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer" "$bin")
 $stores"
 	local a0; a0=$(cpu_ticks "$apid")
 	note_load "drain-$2" start
@@ -403,7 +413,9 @@ for r in range(1, 100):
               f"B CPU {1e6*p['b_cpu_s']/max(res['received'],1):.0f} us per received; B overlay in {c.get('tributary_overlay_messages_in_total', 0):.0f}, "
               f"duplicates {c.get('tributary_overlay_duplicates_total', 0):.0f}, drops [{drops or 'none'}]; "
               f"order gaps {c.get('tributary_order_gaps_total', 0):.0f}, filled {c.get('tributary_order_filled_total', 0):.0f}, "
-              f"lost {c.get('tributary_order_lost_total', 0):.0f}; e2e p99 {res['e2e_p99_ms']:.0f} ms ({la('bridge-' + name)})")
+              f"lost {c.get('tributary_order_lost_total', 0):.0f}, shared {c.get('tributary_order_fill_shared_total', 0):.0f}; "
+              f"A sent {counters(f'a-{name}').get('tributary_overlay_resend_messages_total', 0):.0f} in resend answers; "
+              f"e2e p50/p99 {res['e2e_p50_ms']:.0f}/{res['e2e_p99_ms']:.0f} ms ({la('bridge-' + name)})")
 if "2000" in scs:
     m2, b2 = load("mosquitto-2000"), load("bridge-2000")
     line = (f"end-to-end p99 at 2,000 msg/s: bridges {b2['e2e_p99_ms']:.2f} ms = {b2['e2e_p99_ms']/5:.2f}x the 5 ms target, "
