@@ -338,6 +338,13 @@ func (n *Node) readResend(s io.Reader, from peer.ID, q streamr.ResendQuery) ([]D
 		case errors.Is(err, streamr.ErrFrameTooLarge):
 			n.penaliseResend(from, q.Part, err)
 			return nil, false, fmt.Errorf("%w: %w", ErrInvalidResend, err)
+		case err != nil && len(a.out) > 0:
+			// Cut short (the caller's deadline, the progress timeout, a
+			// reset) after messages that were validated: they are kept as a
+			// truncated answer, so a receiver that cannot verify a whole page
+			// within its deadline still advances, part of a page at a time,
+			// instead of asking for the same page again and again.
+			return a.out, true, nil
 		case err != nil:
 			return nil, false, fmt.Errorf("read message %d: %w", read+1, err)
 		case done:

@@ -3,6 +3,7 @@ package overlay
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -337,6 +338,52 @@ func rogueServer(n *Node, status []byte, frames [][]byte) {
 			}
 		}
 	})
+}
+
+// TestResendKeepsValidatedOnCut: an answer cut short after valid messages
+// (here the peer stalls and the caller's deadline passes; in the field a
+// receiver too slow to verify a page in time) returns what was validated,
+// so the gap's next request starts after it instead of asking for the same
+// page forever.
+func TestResendKeepsValidatedOnCut(t *testing.T) {
+	s := newResendSet(t)
+	rogue := resendNode(t, s, nil, nil)
+	client := resendNode(t, s, rogue.Addrs(), nil)
+	release := make(chan struct{})
+	defer close(release)
+	frames := [][]byte{statusFrame(pb.Status_OK, "", false), encode(t, s.msgs[0]), encode(t, s.msgs[1]), encode(t, s.msgs[2])}
+	rogue.host.SetStreamHandler(ResendProtocol, func(st network.Stream) {
+		defer st.Close()
+		if _, err := readControlFrame(st); err != nil {
+			st.Reset()
+			return
+		}
+		w := streamr.NewRawWriter(st)
+		for _, f := range frames {
+			if err := w.WriteFrame(f); err != nil {
+				st.Reset()
+				return
+			}
+		}
+		<-release // the rest of the page never comes
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	res, err := client.ResendFrom(ctx, rogue.ID(), streamr.ResendQuery{Part: s.part, From: s.ref(0), To: s.ref(9)})
+	if err != nil {
+		t.Fatalf("ResendFrom cut after 3 valid messages: %v, want them", err)
+	}
+	if len(res.Messages) != 3 || !res.Truncated {
+		t.Fatalf("got %d messages (truncated %v), want the 3 validated ones, truncated", len(res.Messages), res.Truncated)
+	}
+	for i, d := range res.Messages {
+		if got, want := d.Envelope.Msg.ID.Ref(), s.msgs[i].ID.Ref(); got != want {
+			t.Errorf("message %d is %s, want %s", i, got, want)
+		}
+	}
+	if client.resendPenalised(rogue.host.ID()) {
+		t.Error("a peer cut off by our deadline is penalised")
+	}
 }
 
 // TestResendRejectsBadAnswers: a peer that answers with anything but
