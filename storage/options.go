@@ -47,6 +47,18 @@ const (
 	// with 8 tables of 4 MB). 32 tables of 1 MB hold as much; 16 made a
 	// backlog drain cost B more CPU per reading (BENCHMARKS "Session 7 — txn").
 	level0Tables = 32
+	// baseLevelSize (Badger's default 10 MB) picks the level L0 compacts
+	// into. Every L0 table spans the whole key space, so an L0 compaction
+	// rewrites that whole level, building its output with up to 8 + splits
+	// table builders in flight (fixed in Badger), each holding raw and
+	// compressed blocks: 60–78 MB of live heap on A after 30–40 s at
+	// 2,000 readings/s. At 2 MB the base level stays small and is pushed
+	// down by compactions of a few tables each: A alone at 2,000/s for 60 s,
+	// peak RSS 76 / 68 MB against 103–117 MB, live heap max 65 / 53 against
+	// 60–78 MB, disk 3.27× / 3.54× against 3.13–3.50× the signed message
+	// (BENCHMARKS "Session 8 — compact"). 8 or 4 L0 tables instead made the
+	// heap worse (compaction nearly all the time).
+	baseLevelSize = 2 << 20
 )
 
 // Options configure a Store. The zero value of every field but Dir is usable.
@@ -170,6 +182,7 @@ func (o *Options) badgerOptions() badger.Options {
 		WithIndexCacheSize(2 << 20).
 		WithValueLogFileSize(valueLogFileSize).
 		WithNumCompactors(2).
+		WithBaseLevelSize(baseLevelSize).
 		WithDetectConflicts(false).
 		WithValueThreshold(o.valueThreshold)
 	if o.tune != nil {
