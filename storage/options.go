@@ -48,17 +48,21 @@ const (
 	// backlog drain cost B more CPU per reading (BENCHMARKS "Session 7 — txn").
 	level0Tables = 32
 	// baseLevelSize (Badger's default 10 MB) picks the level L0 compacts
-	// into. Every L0 table spans the whole key space, so an L0 compaction
+	// into, and baseTableSize the size of the tables compactions write.
+	// Every L0 table spans the whole key space, so an L0 compaction
 	// rewrites that whole level, building its output with up to 8 + splits
-	// table builders in flight (fixed in Badger), each holding raw and
-	// compressed blocks: 60–78 MB of live heap on A after 30–40 s at
-	// 2,000 readings/s. At 2 MB the base level stays small and is pushed
-	// down by compactions of a few tables each: A alone at 2,000/s for 60 s,
-	// peak RSS 76 / 68 MB against 103–117 MB, live heap max 65 / 53 against
-	// 60–78 MB, disk 3.27× / 3.54× against 3.13–3.50× the signed message
-	// (BENCHMARKS "Session 8 — compact"). 8 or 4 L0 tables instead made the
-	// heap worse (compaction nearly all the time).
+	// table builders in flight (fixed in Badger), each holding a table's raw
+	// and compressed blocks: 60–92 MB of live heap on A after 30–90 s at
+	// 2,000 readings/s with 10 MB / 1 MB. At 2 MB the base level stays small
+	// and is pushed down by compactions of a few tables; 256 KiB tables make
+	// each builder a quarter the size. A alone at 2,000/s: peak RSS 89 MB
+	// against main's 121 after 90 s and 74 after 60 s (main 103–117), live
+	// heap max 38 / 25 MB against 60–92, so the GC stays off the 40 MiB
+	// limit; disk 3.49–3.59× the signed message, main 3.13–3.50× (BENCHMARKS
+	// "Session 8 — compact"). 8 or 4 L0 tables instead made the heap worse
+	// (compaction nearly all the time).
 	baseLevelSize = 2 << 20
+	baseTableSize = 256 << 10
 )
 
 // Options configure a Store. The zero value of every field but Dir is usable.
@@ -177,7 +181,7 @@ func (o *Options) badgerOptions() badger.Options {
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(o.level0Tables).
 		WithNumLevelZeroTablesStall(2 * o.level0Tables).
-		WithBaseTableSize(1 << 20).
+		WithBaseTableSize(baseTableSize).
 		WithBlockCacheSize(4 << 20).
 		WithIndexCacheSize(2 << 20).
 		WithValueLogFileSize(valueLogFileSize).
