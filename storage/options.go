@@ -47,6 +47,22 @@ const (
 	// with 8 tables of 4 MB). 32 tables of 1 MB hold as much; 16 made a
 	// backlog drain cost B more CPU per reading (BENCHMARKS "Session 7 — txn").
 	level0Tables = 32
+	// baseLevelSize (Badger's default 10 MB) picks the level L0 compacts
+	// into, and baseTableSize the size of the tables compactions write.
+	// Every L0 table spans the whole key space, so an L0 compaction
+	// rewrites that whole level, building its output with up to 8 + splits
+	// table builders in flight (fixed in Badger), each holding a table's raw
+	// and compressed blocks: 60–92 MB of live heap on A after 30–90 s at
+	// 2,000 readings/s with 10 MB / 1 MB. At 2 MB the base level stays small
+	// and is pushed down by compactions of a few tables; 256 KiB tables make
+	// each builder a quarter the size. A alone at 2,000/s: peak RSS 89 MB
+	// against main's 121 after 90 s and 74 after 60 s (main 103–117), live
+	// heap max 38 / 25 MB against 60–92, so the GC stays off the 40 MiB
+	// limit; disk 3.49–3.59× the signed message, main 3.13–3.50× (BENCHMARKS
+	// "Session 8 — compact"). 8 or 4 L0 tables instead made the heap worse
+	// (compaction nearly all the time).
+	baseLevelSize = 2 << 20
+	baseTableSize = 256 << 10
 )
 
 // Options configure a Store. The zero value of every field but Dir is usable.
@@ -165,11 +181,12 @@ func (o *Options) badgerOptions() badger.Options {
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(o.level0Tables).
 		WithNumLevelZeroTablesStall(2 * o.level0Tables).
-		WithBaseTableSize(1 << 20).
+		WithBaseTableSize(baseTableSize).
 		WithBlockCacheSize(4 << 20).
 		WithIndexCacheSize(2 << 20).
 		WithValueLogFileSize(valueLogFileSize).
 		WithNumCompactors(2).
+		WithBaseLevelSize(baseLevelSize).
 		WithDetectConflicts(false).
 		WithValueThreshold(o.valueThreshold)
 	if o.tune != nil {
