@@ -217,7 +217,7 @@ drain_once() {
 [[store]]
 stream = \"$drain_addr/bench/p$i\"
 "; done
-	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer" "$bin")
+	bridge_config "$work/b.toml" "$work/b" "$B_MQTT" "$B_HTTP" "$(overlay_table "$B_P2P" "/ip4/127.0.0.1/tcp/$A_P2P/p2p/$peer" "$1")
 $stores"
 	local a0; a0=$(cpu_ticks "$apid")
 	note_load "drain-$2" start
