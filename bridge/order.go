@@ -55,7 +55,8 @@ type OrderConfig struct {
 	// a partition that it knows of: shed unvalidated, or dropped at a full
 	// validation or delivery queue (overlay.Node.LastLoss; zero: never). A
 	// gap opening within GapFillTimeout of such a loss is that loss, asked
-	// for after overdueWait instead of waited out for GapFillTimeout.
+	// for after overdueWait instead of waited out for GapFillTimeout; a
+	// chain that went quiet after it is probed for a lost tail (probeDue).
 	LastLoss func(streamr.StreamPartID) time.Time
 
 	// Bounds against a publisher (or many) opening chains at will. A
@@ -133,7 +134,7 @@ const (
 
 type orderMetrics struct {
 	delivered, stale, held, gaps, filled, lost, overflow prometheus.Counter
-	notLive, pruned, evicted                             prometheus.Counter
+	notLive, pruned, evicted, probes                     prometheus.Counter
 	refused                                              *prometheus.CounterVec
 }
 
@@ -154,6 +155,7 @@ func newOrderMetrics(name string, reg prometheus.Registerer) *orderMetrics {
 		notLive:   c("not_live", "Messages dropped as too old to take up a chain not seen before."),
 		pruned:    c("chains_pruned", "Idle chains dropped from memory (their positions stay saved)."),
 		evicted:   c("chains_evicted", "Chains without an open gap dropped from memory to make room for a new one."),
+		probes:    c("tail_probes", "Resend requests for what may follow a quiet chain's last message, after a loss of its partition."),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tributary_order_chains_refused_total", Help: "Messages of a new chain dropped at a chain limit, by limit.",
 			ConstLabels: prometheus.Labels{"orderer": name},
@@ -161,7 +163,7 @@ func newOrderMetrics(name string, reg prometheus.Registerer) *orderMetrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.delivered, m.stale, m.held, m.gaps, m.filled, m.lost, m.overflow,
-			m.notLive, m.pruned, m.evicted, m.refused)
+			m.notLive, m.pruned, m.evicted, m.probes, m.refused)
 	}
 	return m
 }
@@ -253,6 +255,13 @@ type orderedChain struct {
 	lastRequest time.Time
 	requests    int
 	filling     bool
+
+	// Tail probes (see probeDue): the loss the last completed probe
+	// covered, the one in flight, when one was last sent and how many
+	// failed for the loss being probed.
+	probedLoss, probing time.Time
+	lastProbe           time.Time
+	probeFails          int
 
 	publisher     string        // hex, the chainTable's per-publisher key
 	active        time.Time     // when a message of it last arrived
@@ -569,11 +578,12 @@ func (o *Orderer) flush(ctx context.Context) error {
 	return o.cfg.Positions.SaveChainStates(ctx, dirty)
 }
 
-// gapRequest is one resend due now, for the gaps of one or more chains
-// of one publisher in one stream partition.
+// gapRequest is one resend due now: for the gaps of one or more chains
+// of one publisher in one stream partition, or a tail probe of one chain.
 type gapRequest struct {
 	chains []*orderedChain
 	q      streamr.ResendQuery
+	probe  bool
 }
 
 // publisherPart is one publisher (hex) in one stream partition: the
@@ -589,17 +599,22 @@ type publisherPart struct {
 // publisher in a partition has one, as after an outage or in a backlog:
 // their messages are interleaved in the publisher's store, so one range
 // without a chain ID serves all of them in a single pass over it, and
-// nothing in it is already held by a chain without a gap.
+// nothing in it is already held by a chain without a gap. Tail probes
+// take the request slots gaps leave free.
 func (o *Orderer) fillGaps(ctx context.Context) {
 	now := o.cfg.Now()
 	o.mu.Lock()
 	due := make(map[publisherPart][]*orderedChain)
 	tracked := make(map[publisherPart]int)
+	var probes []*gapRequest
 	for _, c := range o.chains.byKey {
 		key := publisherPart{c.part, c.publisher}
 		tracked[key]++
-		if o.gapDue(c, now) {
+		switch {
+		case o.gapDue(c, now):
 			due[key] = append(due[key], c)
+		case o.probeDue(c, now):
+			probes = append(probes, &gapRequest{chains: []*orderedChain{c}, probe: true})
 		}
 	}
 	var reqs []*gapRequest
@@ -612,19 +627,35 @@ func (o *Orderer) fillGaps(ctx context.Context) {
 			reqs = append(reqs, &gapRequest{chains: []*orderedChain{c}})
 		}
 	}
+	reqs = append(reqs, probes...)
 	reqs = reqs[:min(len(reqs), max(o.cfg.MaxFills-o.filling, 0))] // the rest wait for a request to finish
 	for _, g := range reqs {
-		for _, c := range g.chains {
-			c.requests++
-			c.lastRequest, c.filling = now, true
-		}
-		g.q = o.groupQuery(g.chains)
+		o.startRequest(g, now)
 	}
 	o.filling += len(reqs)
 	o.mu.Unlock()
 	for _, g := range reqs {
 		o.fills.Go(func() { o.fill(ctx, g) })
 	}
+}
+
+// startRequest marks g's chains as being filled and builds its query.
+func (o *Orderer) startRequest(g *gapRequest, now time.Time) {
+	for _, c := range g.chains {
+		c.filling = true
+		if g.probe {
+			c.lastProbe, c.probing = now, o.cfg.LastLoss(c.part)
+			continue
+		}
+		c.requests++
+		c.lastRequest = now
+	}
+	if g.probe {
+		g.q = o.probeQuery(g.chains[0])
+		o.metrics.probes.Inc()
+		return
+	}
+	g.q = o.groupQuery(g.chains)
 }
 
 // gapDue reports whether c's gap should be asked for now; it gives up the
@@ -662,6 +693,61 @@ func (o *Orderer) lossBefore(c *orderedChain) bool {
 	}
 	lost := o.cfg.LastLoss(c.part)
 	return !lost.IsZero() && !lost.Before(c.gapSince.Add(-o.cfg.GapFillTimeout))
+}
+
+// Tail probes. A gap shows only when a later message of its chain
+// arrives, so a loss that took a chain's last messages (its publisher
+// went quiet after them) is never seen as one. After the overlay lost
+// gossip of a partition (LastLoss), each chain of it that has gone quiet
+// — nothing open, no message for tailQuiet, while still-queued messages
+// would keep arriving — is asked once for whatever follows its last
+// delivered message: an open-ended range, answered by the publisher or a
+// storage node with what it holds (nothing, if the chain ended there).
+// A full page is followed at once by the next; a chain is probed at most
+// once per RetryInterval otherwise, and a failed probe is retried
+// MaxGapRequests times before that loss is given up for the chain.
+// Chains that keep publishing are never quiet: their losses show as gaps.
+func (o *Orderer) probeDue(c *orderedChain, now time.Time) bool {
+	if o.cfg.LastLoss == nil || o.cfg.Resender == nil || !c.quiet() || c.last == nil {
+		return false
+	}
+	lost := o.cfg.LastLoss(c.part)
+	quiet := o.tailQuiet()
+	switch {
+	case lost.IsZero() || !lost.After(c.probedLoss):
+		return false // no loss, or this one was probed for
+	case now.Sub(lost) < quiet || now.Sub(c.active) < quiet:
+		return false // messages queued at the loss may still come
+	case !c.lastProbe.IsZero() && now.Sub(c.lastProbe) < o.cfg.RetryInterval:
+		return false
+	}
+	return true
+}
+
+// tailQuiet is how long a chain must be silent before a tail probe: the
+// reordering window, at most a second.
+func (o *Orderer) tailQuiet() time.Duration { return min(o.cfg.GapFillTimeout, time.Second) }
+
+// probeQuery asks for c's messages after its last delivered one.
+func (o *Orderer) probeQuery(c *orderedChain) streamr.ResendQuery {
+	return streamr.ResendQuery{Part: c.part, Publisher: c.pub, ChainID: c.id, Limit: fillPage,
+		From: streamr.MessageRef{Timestamp: c.last.Timestamp, SequenceNumber: c.last.SequenceNumber + 1}}
+}
+
+// probed records the answer to c's tail probe (under mu).
+func (o *Orderer) probed(c *orderedChain, got int, err error) {
+	switch {
+	case err != nil:
+		if c.probeFails++; c.probeFails < o.cfg.MaxGapRequests {
+			return // asked again after RetryInterval
+		}
+		o.warnOnce("probe", "tail probe failed on every attempt: giving it up", "stream_part", c.part.String(),
+			"chain", c.id, "after", c.last, "attempts", c.probeFails, "err", err)
+	case got >= fillPage:
+		c.lastProbe = time.Time{} // a full page: ask for the next at once
+		return
+	}
+	c.probedLoss, c.probeFails = c.probing, 0
 }
 
 // groupQuery spans the gaps of chains (one publisher, one partition).
@@ -711,8 +797,12 @@ func (o *Orderer) fill(ctx context.Context, g *gapRequest) {
 		c.filling = false
 		before[c] = c.last
 	}
+	if g.probe {
+		o.probed(g.chains[0], len(msgs), err)
+	}
 	if err != nil {
-		o.infoOnce("fill_failed", "gap fill request failed", "stream_part", g.q.Part.String(), "chains", len(g.chains), "attempt", g.chains[0].requests, "err", err)
+		o.infoOnce("fill_failed", "gap fill request failed", "stream_part", g.q.Part.String(), "chains", len(g.chains),
+			"attempt", g.chains[0].requests, "probe", g.probe, "err", err)
 		return
 	}
 	for _, e := range msgs {

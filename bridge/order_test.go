@@ -74,7 +74,7 @@ func (r *fakeResender) Resend(_ context.Context, q streamr.ResendQuery) ([]strea
 	}
 	var out []streamr.Envelope
 	for _, m := range r.msgs {
-		if ref := m.ID.Ref(); ref.Compare(q.From) >= 0 && ref.Compare(q.To) <= 0 {
+		if ref := m.ID.Ref(); ref.Compare(q.From) >= 0 && ref.Compare(q.UpperBound()) <= 0 && (q.Limit == 0 || len(out) < q.Limit) {
 			out = append(out, streamr.Envelope{Msg: m})
 		}
 	}
@@ -281,5 +281,52 @@ func TestOrdererKeepGapsRefetchesOverflow(t *testing.T) {
 	}
 	if len(got) != 8 {
 		t.Fatalf("delivered %v, want 0…7", got)
+	}
+}
+
+// A loss that took a chain's last messages leaves no gap to see: no later
+// message names them as its predecessors. After a loss of the partition,
+// a quiet chain is probed for what follows its last message.
+func TestOrdererProbesQuietChainAfterLoss(t *testing.T) {
+	chainStart = time.Now().UnixMilli()
+	msgs := chainMessages(10)
+	lossAt := time.Now()
+	tests := []struct {
+		name      string
+		loss      time.Time // zero: none
+		fails     int
+		want      int // delivered
+		wantCalls int
+	}{
+		{"tail lost", lossAt, 0, 10, 1},
+		{"no loss: nothing asked", time.Time{}, 0, 7, 0},
+		{"publisher unreachable: given up", lossAt, 100, 7, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resender := &fakeResender{msgs: msgs, fails: tt.fails}
+			o := runOrderer(t, OrderConfig{Name: "test", Positions: &memPositions{states: map[string]streamr.ChainState{}},
+				Resender: resender, MaxGapRequests: 3, LastLoss: func(streamr.StreamPartID) time.Time { return tt.loss }})
+			var c collector
+			for _, m := range msgs[:7] { // 7, 8 and 9 were lost: the chain's tail
+				if err := o.Add(m, nil, c.deliver); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.wait(t, tt.want)
+			time.Sleep(300 * time.Millisecond) // room for requests that should not be sent
+			got := c.wait(t, 0)
+			for i, v := range got {
+				if v != int64(i) {
+					t.Fatalf("delivered %v, want 0…%d in order", got, tt.want-1)
+				}
+			}
+			resender.mu.Lock()
+			calls := resender.calls
+			resender.mu.Unlock()
+			if len(got) != tt.want || calls != tt.wantCalls {
+				t.Fatalf("delivered %v after %d resend requests, want 0…%d after %d", got, calls, tt.want-1, tt.wantCalls)
+			}
+		})
 	}
 }

@@ -62,7 +62,11 @@
 //     sees both), is noted per partition (Node.LastLoss): a gap that opens
 //     after it is asked for by resend after 100 ms
 //     (bridge.OrderConfig.LastLoss), not after gap_fill_timeout (5 s), which
-//     is meant for reordering. A lost message is fetched once for every
+//     is meant for reordering. A loss can also take a chain's last messages,
+//     which no later message reveals as a gap: after a loss, each chain of
+//     the partition that has gone quiet is probed once with an open-ended
+//     resend from its last delivered message (bridge.Orderer, tail probes;
+//     tributary_order_tail_probes_total). A lost message is fetched once for every
 //     orderer of the partition (MQTT delivery and storing see the same
 //     gossip and the same gaps): they share one bridge.FillShare, which
 //     keeps what a fetch brought until the others took it. A gap is asked for by a
