@@ -61,7 +61,8 @@ func TestLiveOverrunSlowReceiver(t *testing.T) {
 	took := time.Since(start)
 	release()
 	counts := metricSums(t, b, "tributary_overlay_drops_total", "tributary_overlay_duplicates_total",
-		"tributary_order_gaps_total", "tributary_order_filled_total", "tributary_order_stale_total", "tributary_order_lost_total")
+		"tributary_order_gaps_total", "tributary_order_filled_total", "tributary_order_stale_total", "tributary_order_lost_total",
+		"tributary_order_tail_probes_total")
 	stored := waitForExport(t, b, stream, liveReadings)
 	checkExactlyOnceInOrder(t, stored, liveReadings)
 	t.Logf("B on 1 thread, 24 MiB, CPU quota %s: %d readings published in %s (%.0f/s), all stored in %s; B's counters: %v",
