@@ -160,9 +160,16 @@ func TestHTTPPublishRefusals(t *testing.T) {
 		t.Fatalf("keyed publish: %d %s", code, body)
 	}
 	p := streamr.PartitionForKey(4, "kitchen")
-	code, body = curl(t, "-H", auth, fmt.Sprintf("%s/streams/%s/data/partitions/%d/last?count=5", base, stream, p))
-	if code != 200 || !strings.Contains(body, `"content":{"a":1}`) {
-		t.Fatalf("partition %d: %d %s", p, code, body)
+	// A publish is answered once the reading is durable; it is signed
+	// just after, and only signed messages are served.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		code, body = curl(t, "-H", auth, fmt.Sprintf("%s/streams/%s/data/partitions/%d/last?count=5", base, stream, p))
+		if code == 200 && strings.Contains(body, `"content":{"a":1}`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partition %d: %d %s", p, code, body)
+		}
 	}
 	if code, _ := curl(t, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz needs no key: %d", code)
