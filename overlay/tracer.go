@@ -46,6 +46,9 @@ func (t *tracer) OnClosedOutboundStream(id peer.ID) { t.closed(id) }
 
 func (t *tracer) DuplicateMessage(msg *pubsub.Message) {
 	t.forget(msg)
+	if _, ok := msg.ValidatorData.(*reannouncement); ok {
+		return // our re-announce of an ID pubsub still holds: tried again later, not a copy received
+	}
 	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.dups.Inc() })
 }
 
