@@ -77,8 +77,8 @@ func (n *Node) Join(part streamr.StreamPartID, deliver func(Delivery)) (*Partiti
 		m:       n.metrics.forPart(part.String()),
 		deliver: deliver,
 	}
-	if max := n.cfg.ReannounceChains; max > 0 {
-		p.tips = newTipStore(max)
+	if limit := n.cfg.ReannounceChains; limit > 0 {
+		p.tips = newTipStore(limit)
 	}
 	p.mesh.size = p.m.mesh
 	if err := n.reserve(p); err != nil {

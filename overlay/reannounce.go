@@ -56,18 +56,18 @@ type chainTip struct {
 	prev, next *chainTip
 }
 
-// tipStore keeps the newest message of up to max chains. note runs on
+// tipStore keeps the newest message of up to limit chains. note runs on
 // the validator path for every message accepted or published, and for a
 // chain it already holds it does not allocate.
 type tipStore struct {
 	mu         sync.Mutex
-	max        int
+	limit      int
 	tips       map[string]*chainTip
 	head, tail *chainTip // most and least recently updated
 }
 
-func newTipStore(max int) *tipStore {
-	return &tipStore{max: max, tips: make(map[string]*chainTip)}
+func newTipStore(limit int) *tipStore {
+	return &tipStore{limit: limit, tips: make(map[string]*chainTip)}
 }
 
 // tipKeyBuf is stack room for a chain key: a length byte, the publisher
@@ -92,7 +92,7 @@ func (s *tipStore) note(m *streamr.StreamMessage, data []byte, now int64) {
 	case t == nil:
 		t = &chainTip{key: string(k)}
 		s.tips[t.key] = t
-		if len(s.tips) > s.max {
+		if len(s.tips) > s.limit {
 			s.evict()
 		}
 	case ts < t.ts || ts == t.ts && seq < t.seq:
