@@ -277,6 +277,7 @@ func defaultConfig() Config {
 			MaxForwardPartitions:    bridge.DefaultMaxForwardPartitions,
 			PartitionIdleTimeout:    Duration(bridge.DefaultPartitionIdleTimeout),
 			SeenTTL:                 Duration(overlay.DefaultSeenTTL),
+			ReannounceChains:        overlay.DefaultReannounceChains,
 		},
 		StreamrNetwork: defaultStreamrNetwork(),
 	}

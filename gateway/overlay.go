@@ -62,6 +62,10 @@ type OverlayConfig struct {
 	// How long the gossip duplicate filter remembers a message ID (heap:
 	// ~0.3 MB per second of it at 2,000 msg/s; see overlay.Config.SeenTTL).
 	SeenTTL Duration `toml:"seen_ttl"`
+	// Chains per partition whose newest message is kept to publish again
+	// after a drop at a full send queue (overlay.Config.ReannounceChains);
+	// negative: never.
+	ReannounceChains int `toml:"reannounce_chains"`
 	// Partitions the forwarder joins (issue 13): every MQTT topic can
 	// name one.
 	MaxForwardPartitions int      `toml:"max_forward_partitions"`
@@ -78,6 +82,7 @@ func (o OverlayConfig) applyLimits(cfg *overlay.Config, storers []string) {
 	cfg.Resend.BufferBytes, cfg.Resend.VerifyWorkers = o.ResendBufferBytes, o.ResendVerifyWorkers
 	cfg.ShedQueueWait, cfg.ShedQueueDepth = time.Duration(o.ShedQueueWait), o.ShedQueueDepth
 	cfg.SeenTTL = time.Duration(o.SeenTTL)
+	cfg.ReannounceChains = o.ReannounceChains
 }
 
 // ReceiptsConfig is the [receipts] table: whose delivery receipts

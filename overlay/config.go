@@ -131,6 +131,13 @@ type Config struct {
 	// position, tributary_order_stale_total). If zero, DefaultSeenTTL.
 	SeenTTL time.Duration
 
+	// ReannounceChains is how many chains each partition keeps the newest
+	// message of, to publish again after messages were dropped at a full
+	// queue to a peer (see the package doc's flow control); the least
+	// recently updated chain is forgotten first. If zero,
+	// DefaultReannounceChains; negative: never re-announce.
+	ReannounceChains int
+
 	// Resend bounds the resend answers this node serves and accepts.
 	Resend ResendConfig
 
@@ -183,6 +190,7 @@ func (c *Config) setDefaults() {
 		c.RedialInterval = DefaultRedialInterval
 	}
 	c.SeenTTL = cmp.Or(c.SeenTTL, DefaultSeenTTL)
+	c.ReannounceChains = cmp.Or(c.ReannounceChains, DefaultReannounceChains)
 	c.Resend.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

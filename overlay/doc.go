@@ -72,6 +72,36 @@
 //     keeps what a fetch brought until the others took it. A gap is asked for by a
 //     range of its own chain; only when every chain of a publisher has one
 //     (a backlog) does one range span them all.
+//     A loss only the sender sees is pubsub's drop of an RPC whose queue
+//     to a peer is full (peerOutboundQueue, 2,048; the tracer's DropRPC,
+//     drops_total{reason="send_queue_full"}). A gap it leaves shows at
+//     the peer with the chain's next message, but the last message of a
+//     chain whose publisher then goes quiet would be lost for good. So
+//     each Partition keeps the newest message (its encoded bytes, by
+//     chain position) of each (publisher, msgChainID) it published or
+//     accepted, up to ReannounceChains (2,048; the least recently updated
+//     goes), and notes each send loss. Once the partition has lost none
+//     for longer than SeenTTL plus a second, it publishes again, once,
+//     the tips stored from 2 s before the first loss of that episode to
+//     its last (only a message sent then can have been dropped: pubsub
+//     drops when it enqueues; a tip stored later went out after the last
+//     loss, or that loss would be later), counted in
+//     tributary_overlay_reannounced_total and logged at info at most once
+//     per LogRepeatInterval. A peer that has the message drops the copy
+//     (a duplicate within its seen TTL, else stale by chain position in
+//     the bridge's Orderer); one that lost it gets the tip, and its
+//     prevMsgRef shows any earlier gap, which the Orderer fills by resend.
+//     A re-announce dropped again opens a new episode. pubsub publishes
+//     nothing for an ID it still holds as delivered, and it sweeps expired
+//     IDs only once a minute: such a tip (our validator never sees it) is
+//     tried again every 5 s until the sweep lets it through, so the tail
+//     reaches the peer SeenTTL + 1 s to about a minute after the losses
+//     end. Why not push to the peer that lost it, whom DropRPC names:
+//     gossip has no such path, and a resend push would be a new protocol;
+//     why not a fresh gossip ID for the copy: the ID covers every byte of
+//     the signed message (gossipid.go) and every gateway must agree on it.
+//     Remembering a tip costs a map lookup under a mutex on the validator
+//     path, no allocation for a known chain; the drop path a mutex.
 //     Why shedding is off by default: a shed message is not saved work, it
 //     is deferred work. It is still verified once fetched, and the fetch
 //     costs the publisher a store lookup and both sides a stream; queueing

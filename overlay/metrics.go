@@ -22,6 +22,7 @@ type metrics struct {
 	drops     *prometheus.CounterVec
 	bytesIn   *prometheus.CounterVec
 	bytesOut  *prometheus.CounterVec
+	again     *prometheus.CounterVec
 	resend    *resendMetrics
 	refused   *refusals
 }
@@ -61,13 +62,14 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger, logRepeat time.Dura
 		drops:    counter("drops_total", "Messages dropped, by reason.", "reason"),
 		bytesIn:  counter("bytes_in_total", "Encoded bytes of valid messages received from peers."),
 		bytesOut: counter("bytes_out_total", "Encoded bytes of messages published by this node."),
+		again:    counter("reannounced_total", "Chain tips published again after messages were dropped at a full send queue to a peer."),
 		resend:   newResendMetrics(),
 		refused:  newRefusals(log, logRepeat),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	collectors := append([]prometheus.Collector{m.peers, m.mesh, m.penalised, m.redials, m.resyncs, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut, m.refused.count}, m.resend.collectors()...)
+	collectors := append([]prometheus.Collector{m.peers, m.mesh, m.penalised, m.redials, m.resyncs, m.in, m.out, m.dups, m.drops, m.bytesIn, m.bytesOut, m.again, m.refused.count}, m.resend.collectors()...)
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -82,29 +84,31 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger, logRepeat time.Dura
 
 // partMetrics are the collectors of one stream partition.
 type partMetrics struct {
-	label    string
-	peers    prometheus.Gauge
-	mesh     prometheus.Gauge
-	in       prometheus.Counter
-	out      prometheus.Counter
-	dups     prometheus.Counter
-	bytesIn  prometheus.Counter
-	bytesOut prometheus.Counter
-	drops    *prometheus.CounterVec // curried: reason only
+	label       string
+	peers       prometheus.Gauge
+	mesh        prometheus.Gauge
+	in          prometheus.Counter
+	out         prometheus.Counter
+	dups        prometheus.Counter
+	bytesIn     prometheus.Counter
+	bytesOut    prometheus.Counter
+	reannounced prometheus.Counter
+	drops       *prometheus.CounterVec // curried: reason only
 }
 
 func (m *metrics) forPart(label string) *partMetrics {
 	drops, _ := m.drops.CurryWith(prometheus.Labels{labelPart: label}) // cannot fail: the label exists
 	return &partMetrics{
-		label:    label,
-		peers:    m.peers.WithLabelValues(label),
-		mesh:     m.mesh.WithLabelValues(label),
-		in:       m.in.WithLabelValues(label),
-		out:      m.out.WithLabelValues(label),
-		dups:     m.dups.WithLabelValues(label),
-		bytesIn:  m.bytesIn.WithLabelValues(label),
-		bytesOut: m.bytesOut.WithLabelValues(label),
-		drops:    drops,
+		label:       label,
+		peers:       m.peers.WithLabelValues(label),
+		mesh:        m.mesh.WithLabelValues(label),
+		in:          m.in.WithLabelValues(label),
+		out:         m.out.WithLabelValues(label),
+		dups:        m.dups.WithLabelValues(label),
+		bytesIn:     m.bytesIn.WithLabelValues(label),
+		bytesOut:    m.bytesOut.WithLabelValues(label),
+		reannounced: m.again.WithLabelValues(label),
+		drops:       drops,
 	}
 }
 
@@ -116,7 +120,7 @@ func (m *metrics) remove(label string) {
 	l := prometheus.Labels{labelPart: label}
 	m.peers.Delete(l)
 	m.mesh.Delete(l)
-	for _, c := range []*prometheus.CounterVec{m.in, m.out, m.dups, m.bytesIn, m.bytesOut} {
+	for _, c := range []*prometheus.CounterVec{m.in, m.out, m.dups, m.bytesIn, m.bytesOut, m.again} {
 		c.Delete(l)
 	}
 	m.drops.DeletePartialMatch(l)

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +64,9 @@ type nodeOptions struct {
 	scorePeriod time.Duration    // how often peer scores are snapshotted; 0 means 10 s
 	dhtMode     dht.ModeOpt      // 0 (ModeAuto) is replaced by ModeAutoServer
 	now         func() time.Time // clock for timestamp checks; nil means time.Now
+	// outboundQueue is pubsub's queue of RPCs to each peer; 0 means
+	// peerOutboundQueue (a tiny one makes send losses in tests).
+	outboundQueue int
 	// noMemberRedial redials bootstrap peers only, not lost partition
 	// members (mocknet clusters: see scale_test.go).
 	noMemberRedial bool
@@ -205,7 +209,7 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 		pubsub.WithPeerScoreInspect(n.storeScores, scorePeriod),
 		pubsub.WithFloodPublish(false), // publish to the mesh only: a Pi must not send each reading to every peer
 		pubsub.WithPeerExchange(true),  // pruned peers learn of others: the mesh heals after churn
-		pubsub.WithPeerOutboundQueueSize(peerOutboundQueue),
+		pubsub.WithPeerOutboundQueueSize(cmp.Or(opts.outboundQueue, peerOutboundQueue)),
 		pubsub.WithValidateQueueSize(validateQueue),
 		pubsub.WithSeenMessagesTTL(n.cfg.SeenTTL),
 		pubsub.WithMaxMessageSize(n.cfg.Limits.MaxMessageBytes + rpcOverhead),

@@ -43,6 +43,10 @@ type Partition struct {
 	fullCheck atomic.Bool   // a sampled check failed: verify every message
 	lastLoss  atomic.Int64  // when gossip of the partition was last shed or dropped at a full queue (UnixNano); 0: never
 
+	tips     *tipStore   // each chain's newest message sent, for re-announcing; nil: off (reannounce.go)
+	sendLoss sendLosses  // messages dropped at full queues to peers
+	again    reannouncer // checkPeers' goroutine only
+
 	t      *pubsub.Topic
 	sub    *pubsub.Subscription
 	events *pubsub.TopicEventHandler
@@ -72,6 +76,9 @@ func (n *Node) Join(part streamr.StreamPartID, deliver func(Delivery)) (*Partiti
 		v:       n.validatorFor(part),
 		m:       n.metrics.forPart(part.String()),
 		deliver: deliver,
+	}
+	if limit := n.cfg.ReannounceChains; limit > 0 {
+		p.tips = newTipStore(limit)
 	}
 	p.mesh.size = p.m.mesh
 	if err := n.reserve(p); err != nil {
@@ -142,7 +149,8 @@ func (p *Partition) start() error {
 // forwarded or delivered. The decoded message rides along as ValidatorData.
 func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.ValidatorData != nil && from == p.node.host.ID() {
-		return pubsub.ValidationAccept // our own Publish checked it already
+		p.noteOwn(msg) // our own Publish checked it already
+		return pubsub.ValidationAccept
 	}
 	if p.shed(from, msg) {
 		return pubsub.ValidationIgnore
@@ -151,6 +159,7 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 	switch verdict {
 	case accept:
 		msg.ValidatorData = m
+		p.tips.note(m, msg.Data, time.Now().UnixNano())
 		return pubsub.ValidationAccept
 	case ignore:
 		p.m.drop(reason)
@@ -166,6 +175,17 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 	p.node.metrics.refused.logOnce(ruleInvalidMessage, "rejected invalid gossip: the sender is penalised",
 		"peer", from.String(), "stream_part", p.part.String(), "reason", reason)
 	return pubsub.ValidationReject
+}
+
+// noteOwn records a message this node publishes as its chain's tip.
+func (p *Partition) noteOwn(msg *pubsub.Message) {
+	switch vd := msg.ValidatorData.(type) {
+	case *streamr.StreamMessage:
+		p.tips.note(vd, msg.Data, time.Now().UnixNano())
+	case *reannouncement:
+		vd.sent = true // pubsub publishes it: not a duplicate of an ID it still holds
+		p.tips.note(vd.m, msg.Data, time.Now().UnixNano())
+	}
 }
 
 // Publish validates an encoded, signed StreamMessage of this partition and
@@ -340,7 +360,8 @@ const (
 	resyncAfter = 2 * time.Second
 )
 
-// checkPeers keeps the gauges true and resynchronises inconsistent peers.
+// checkPeers keeps the gauges true, resynchronises inconsistent peers
+// and re-announces chain tips after send losses.
 func (p *Partition) checkPeers(ctx context.Context) {
 	t := time.NewTicker(gaugeInterval)
 	defer t.Stop()
@@ -353,6 +374,7 @@ func (p *Partition) checkPeers(ctx context.Context) {
 		}
 		p.refreshGauges()
 		p.checkMesh(unlisted)
+		p.reannounce(ctx, time.Now())
 	}
 }
 

@@ -46,6 +46,9 @@ func (t *tracer) OnClosedOutboundStream(id peer.ID) { t.closed(id) }
 
 func (t *tracer) DuplicateMessage(msg *pubsub.Message) {
 	t.forget(msg)
+	if _, ok := msg.ValidatorData.(*reannouncement); ok {
+		return // our re-announce of an ID pubsub still holds: tried again later, not a copy received
+	}
 	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.dups.Inc() })
 }
 
@@ -77,9 +80,21 @@ func (t *tracer) lost(msg *pubsub.Message, reason string) {
 	}
 }
 
+// DropRPC: pubsub dropped an RPC to a peer (its queue was full). Its
+// messages are lost to that peer, which learns of a gap only from a later
+// message of the chain: the partition re-announces its chains' tips once
+// the losses end (reannounce.go).
 func (t *tracer) DropRPC(rpc *pubsub.RPC, _ peer.ID) {
-	for _, m := range rpc.GetPublish() {
-		t.count(m.GetTopic(), func(pm *partMetrics) { pm.drop(reasonSendQueue) })
+	msgs := rpc.GetPublish()
+	if len(msgs) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	for _, m := range msgs {
+		if p := t.lookup(m.GetTopic()); p != nil {
+			p.m.drop(reasonSendQueue)
+			p.sendLoss.note(now)
+		}
 	}
 }
 

@@ -88,3 +88,18 @@ func BenchmarkValidate(b *testing.B) {
 		b.Fatalf("%d eth_calls, want the 1 that warmed the cache", n)
 	}
 }
+
+// BenchmarkTipNote is what remembering a chain's tip adds to the
+// validation of each accepted message (BenchmarkValidate): a known chain,
+// updated in place.
+func BenchmarkTipNote(b *testing.B) {
+	pub := newPublisher(b)
+	part := pub.part(b, 0)
+	m := message(b, pub.key, part, pub.chain, time.Now().UnixMilli(), 0)
+	data := encode(b, m)
+	s := newTipStore(DefaultReannounceChains)
+	b.ReportAllocs()
+	for b.Loop() {
+		s.note(m, data, time.Now().UnixNano())
+	}
+}
