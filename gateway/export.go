@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -99,6 +100,14 @@ func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, decrypt boo
 	if errors.Is(err, storage.ErrLocked) {
 		return exportRunning(ctx, cfg, q, out, stderr)
 	}
+	if errors.Is(err, fs.ErrPermission) && cfg.HTTP.Address != "" {
+		// An operator without rights to a service's state directory: the
+		// gateway's HTTP API is the only way, and who answers cannot be
+		// checked against a directory that cannot be read.
+		fmt.Fprintf(stderr, "export: cannot read state_dir %s (%v): exporting from the gateway at http.address %s without checking that it runs there\n",
+			cfg.StateDir, err, cfg.HTTP.Address)
+		return exportServed(ctx, cfg, q, out, stderr)
+	}
 	if err != nil {
 		return fmt.Errorf("export: open storage: %w", err)
 	}
@@ -138,6 +147,11 @@ func exportRunning(ctx context.Context, cfg *Config, q streamr.ResendQuery, out 
 	if err := checkServer(ctx, cfg); err != nil {
 		return err
 	}
+	return exportServed(ctx, cfg, q, out, stderr)
+}
+
+// exportServed exports through the HTTP API at cfg's http.address.
+func exportServed(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer, stderr io.Writer) error {
 	n, err := exportHTTP(ctx, cfg, q, out)
 	if err == nil && n == 0 {
 		err = reportEmptyHTTP(ctx, cfg, q.Part, stderr)
