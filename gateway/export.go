@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -87,26 +87,29 @@ func ExportQuery(stream string, partition int, from, to string) (streamr.ResendQ
 	return q, nil
 }
 
-// export asks a running bridge over its HTTP API, or, when none answers,
-// reads the store directly (Badger allows one process at a time), after
-// signing the readings a stopped gateway left pending.
+// export reads the store in cfg's state directory, after signing the
+// readings a stopped gateway left pending. Badger admits one process at a
+// time, so while the gateway runs it asks that gateway's HTTP API instead
+// (exportRunning), never another: whatever answers on http.address may
+// be a gateway on another state directory.
 func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, decrypt bool, out io.Writer, stderr io.Writer) error {
-	if cfg.HTTP.Address != "" && !decrypt { // --decrypt needs the keys in storage
-		n, err := exportHTTP(ctx, cfg, q, out)
-		var opErr *net.OpError
-		if !errors.As(err, &opErr) {
-			if err == nil && n == 0 {
-				err = reportEmptyHTTP(ctx, cfg, q.Part, stderr)
-			}
-			return err // served, or failed after connecting
-		}
-	}
 	store, err := storage.Open(storage.Options{Dir: storageDir(cfg), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil && decrypt {
+	if err != nil && decrypt { // --decrypt needs the keys in storage
 		return fmt.Errorf("export --decrypt reads the group keys from storage, so the gateway must be stopped: %w", err)
 	}
+	if errors.Is(err, storage.ErrLocked) {
+		return exportRunning(ctx, cfg, q, out, stderr)
+	}
+	if errors.Is(err, fs.ErrPermission) && cfg.HTTP.Address != "" {
+		// An operator without rights to a service's state directory: the
+		// gateway's HTTP API is the only way, and who answers cannot be
+		// checked against a directory that cannot be read.
+		fmt.Fprintf(stderr, "export: cannot read state_dir %s (%v): exporting from the gateway at http.address %s without checking that it runs there\n",
+			cfg.StateDir, err, cfg.HTTP.Address)
+		return exportServed(ctx, cfg, q, out, stderr)
+	}
 	if err != nil {
-		return fmt.Errorf("open storage (is a bridge running without http.address?): %w", err)
+		return fmt.Errorf("export: open storage: %w", err)
 	}
 	defer store.Close()
 	signErr := signPending(ctx, cfg, store, q.Part, stderr)
@@ -132,6 +135,50 @@ func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, decrypt boo
 		}
 	}
 	return signErr
+}
+
+// exportRunning exports through the HTTP API of the gateway running on
+// cfg's state directory, once it has checked that this gateway is the one
+// answering on cfg's http.address.
+func exportRunning(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer, stderr io.Writer) error {
+	if cfg.HTTP.Address == "" {
+		return fmt.Errorf("export: a running gateway holds the storage in %s, and http.address is empty in this config: stop the gateway, or export through its HTTP API", storageDir(cfg))
+	}
+	if err := checkServer(ctx, cfg); err != nil {
+		return err
+	}
+	return exportServed(ctx, cfg, q, out, stderr)
+}
+
+// exportServed exports through the HTTP API at cfg's http.address.
+func exportServed(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.Writer, stderr io.Writer) error {
+	n, err := exportHTTP(ctx, cfg, q, out)
+	if err == nil && n == 0 {
+		err = reportEmptyHTTP(ctx, cfg, q.Part, stderr)
+	}
+	return err
+}
+
+// checkServer checks that the gateway answering on cfg's http.address
+// runs on cfg's state directory: a gateway on another state directory
+// (its config changed the address, or the port was free when it started)
+// would answer with its own messages.
+func checkServer(ctx context.Context, cfg *Config) error {
+	address := cfg.HTTP.Address
+	running, err := runningIdentity(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("export: a running gateway holds the storage in %s; asking the gateway at http.address %s who it is: %w", storageDir(cfg), address, err)
+	}
+	own, err := ownIdentity(ctx, cfg, running.PeerID != "")
+	if err != nil {
+		return fmt.Errorf("export: cannot check that the gateway at http.address %s runs on state_dir %s: %w", address, cfg.StateDir, err)
+	}
+	if own.matches(running) {
+		return nil
+	}
+	byPeer := own.PeerID != ""
+	return fmt.Errorf("export: the gateway answering on http.address %s is not the one running on state_dir %s: it has %s, the gateway on state_dir %s has %s and listens elsewhere; set http.address to its address, or stop it to export from storage",
+		address, cfg.StateDir, running.brief(byPeer), cfg.StateDir, own.brief(byPeer))
 }
 
 // exportSecrets opens the sealed secrets for export --decrypt: the data
@@ -330,10 +377,6 @@ func exportHTTP(ctx context.Context, cfg *Config, q streamr.ResendQuery, out io.
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		var opErr *net.OpError
-		if errors.As(err, &opErr) {
-			return 0, opErr
-		}
 		return 0, fmt.Errorf("export from bridge at %s: %w", address, err)
 	}
 	defer resp.Body.Close()

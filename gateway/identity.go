@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/tributary-iot/tributary/hw"
@@ -46,7 +47,7 @@ func (s *system) identity() Identity {
 // directory; a warning goes to warn when another gateway answers on
 // cfg's HTTP address.
 func LookupIdentity(ctx context.Context, cfg *Config, warn io.Writer) (Identity, error) {
-	if running, err := runningIdentity(ctx, cfg.HTTP.Address); err == nil && sameGateway(cfg, running, warn) {
+	if running, err := runningIdentity(ctx, cfg); err == nil && sameGateway(cfg, running, warn) {
 		return running, nil
 	}
 	return storedIdentity(ctx, cfg)
@@ -60,11 +61,7 @@ func sameGateway(cfg *Config, running Identity, warn io.Writer) bool {
 	if !cfg.Overlay.Enabled || running.PeerID == "" {
 		return true
 	}
-	ocfg, err := cfg.overlayConfig(nil, nil)
-	if err != nil {
-		return true
-	}
-	stored, _, err := overlay.StoredIdentity(ocfg)
+	stored, err := storedPeerID(cfg)
 	if err != nil || stored == running.PeerID {
 		return true // nothing stored to compare with
 	}
@@ -72,15 +69,60 @@ func sameGateway(cfg *Config, running Identity, warn io.Writer) bool {
 	return false
 }
 
-// runningIdentity asks the gateway whose HTTP API listens on address.
-func runningIdentity(ctx context.Context, address string) (Identity, error) {
-	if address == "" {
+// storedPeerID is the overlay peer ID persisted in cfg's state directory.
+func storedPeerID(cfg *Config) (string, error) {
+	ocfg, err := cfg.overlayConfig(nil, nil)
+	if err != nil {
+		return "", err
+	}
+	return overlay.StoredPeerID(ocfg.IdentityFile)
+}
+
+// ownIdentity is the identity stored in cfg's state directory, to compare
+// with a running gateway's: the overlay peer ID when byPeer and one is
+// stored, as it needs no key (a hardware or encrypted key stays closed
+// while the gateway runs), else the gateway key's publisher.
+func ownIdentity(ctx context.Context, cfg *Config, byPeer bool) (Identity, error) {
+	if byPeer {
+		if id, err := storedPeerID(cfg); err == nil {
+			return Identity{PeerID: id}, nil
+		}
+	}
+	key, err := openKey(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return Identity{}, err
+	}
+	defer key.Close()
+	return keyIdentity(key), nil
+}
+
+// matches reports whether running is the gateway whose stored identity
+// (ownIdentity) is id.
+func (id Identity) matches(running Identity) bool {
+	if id.PeerID != "" {
+		return id.PeerID == running.PeerID
+	}
+	return strings.EqualFold(id.Publisher, running.Publisher)
+}
+
+// brief names id by its peer ID (byPeer) or its publisher, for an error.
+func (id Identity) brief(byPeer bool) string {
+	if byPeer {
+		return "peer ID " + id.PeerID
+	}
+	return "publisher " + id.Publisher
+}
+
+// runningIdentity asks the gateway whose HTTP API listens on cfg's
+// http.address, with cfg's API key.
+func runningIdentity(ctx context.Context, cfg *Config) (Identity, error) {
+	if cfg.HTTP.Address == "" {
 		return Identity{}, errors.New("http api disabled")
 	}
-	url := "http://" + dialAddress(address) + identityPath
+	url := "http://" + dialAddress(cfg.HTTP.Address) + identityPath
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := newAPIRequest(ctx, cfg, http.MethodGet, url)
 	if err != nil {
 		return Identity{}, err
 	}

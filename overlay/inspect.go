@@ -49,20 +49,9 @@ func (cfg Config) Check() error {
 // fails with ErrNoIdentity if the node never started.
 func StoredIdentity(cfg Config) (id string, addrs []string, err error) {
 	cfg.setDefaults()
-	b, err := os.ReadFile(cfg.IdentityFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil, fmt.Errorf("%w: %s does not exist", ErrNoIdentity, cfg.IdentityFile)
-	}
+	pid, err := storedPeer(cfg.IdentityFile)
 	if err != nil {
-		return "", nil, fmt.Errorf("read identity file: %w", err)
-	}
-	key, err := crypto.UnmarshalPrivateKey(b)
-	if err != nil {
-		return "", nil, fmt.Errorf("identity file %s: %w", cfg.IdentityFile, err)
-	}
-	pid, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		return "", nil, fmt.Errorf("identity file %s: %w", cfg.IdentityFile, err)
+		return "", nil, err
 	}
 	mas, err := dialable(cfg)
 	if err != nil {
@@ -76,6 +65,37 @@ func StoredIdentity(cfg Config) (id string, addrs []string, err error) {
 		addrs = append(addrs, a.String())
 	}
 	return pid.String(), addrs, nil
+}
+
+// StoredPeerID reads the peer ID that the identity file at path holds,
+// without the addresses StoredIdentity resolves: enough to tell which
+// node a running one is. It fails with ErrNoIdentity if the file does not
+// exist.
+func StoredPeerID(path string) (string, error) {
+	pid, err := storedPeer(path)
+	if err != nil {
+		return "", err
+	}
+	return pid.String(), nil
+}
+
+func storedPeer(path string) (peer.ID, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w: %s does not exist", ErrNoIdentity, path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read identity file: %w", err)
+	}
+	key, err := crypto.UnmarshalPrivateKey(b)
+	if err != nil {
+		return "", fmt.Errorf("identity file %s: %w", path, err)
+	}
+	pid, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return "", fmt.Errorf("identity file %s: %w", path, err)
+	}
+	return pid, nil
 }
 
 func dialable(cfg Config) ([]ma.Multiaddr, error) {

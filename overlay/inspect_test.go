@@ -21,6 +21,9 @@ func TestStoredIdentity(t *testing.T) {
 	if _, _, err := StoredIdentity(cfg); !errors.Is(err, ErrNoIdentity) {
 		t.Fatalf("no identity file: %v, want ErrNoIdentity", err)
 	}
+	if _, err := StoredPeerID(path); !errors.Is(err, ErrNoIdentity) {
+		t.Fatalf("StoredPeerID without an identity file: %v, want ErrNoIdentity", err)
+	}
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("StoredIdentity created the identity file (%v)", err)
 	}
@@ -38,6 +41,9 @@ func TestStoredIdentity(t *testing.T) {
 	}
 	if id != want.String() {
 		t.Fatalf("peer ID %s, want %s", id, want)
+	}
+	if got, err := StoredPeerID(path); err != nil || got != id {
+		t.Fatalf("StoredPeerID = %s, %v; want %s", got, err, id)
 	}
 	loopback := "/ip4/127.0.0.1/tcp/4001/p2p/" + id
 	found := false

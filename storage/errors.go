@@ -25,4 +25,9 @@ var (
 	// reading that is not pending (never stored, or already signed), so a
 	// reading can never be signed and stored twice.
 	ErrNotPending = errors.New("reading not pending")
+
+	// ErrLocked is returned by Open when another open Store, in this
+	// process or another, holds the directory: Badger admits one at a time.
+	// For a gateway's own directory it means the gateway is running.
+	ErrLocked = errors.New("storage directory in use by another process")
 )

@@ -63,6 +63,9 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create storage dir: %w", err)
 	}
 	db, err := badger.Open(opts.badgerOptions())
+	if err != nil && dirLocked(opts.Dir) {
+		return nil, fmt.Errorf("open badger database %s: %w: %v", opts.Dir, ErrLocked, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open badger database %s: %w", opts.Dir, err)
 	}

@@ -335,16 +335,22 @@ func (in *instance) export(stream string) []*streamr.StreamMessage {
 // output, stderr and the exit status.
 func (in *instance) exportAll(stream string, flags ...string) ([]*streamr.StreamMessage, string, int) {
 	in.t.Helper()
-	file := filepath.Join(in.dir, "export.raw")
+	return exportWith(in.t, in.config, filepath.Join(in.dir, "export.raw"), stream, flags...)
+}
+
+// exportWith runs `bridge export --config config` into file and returns
+// the decoded output, stderr and the exit status.
+func exportWith(t testing.TB, config, file, stream string, flags ...string) ([]*streamr.StreamMessage, string, int) {
+	t.Helper()
 	_ = os.Remove(file)
-	args := append([]string{"export", "--config", in.config, "--stream", stream, "-o", file}, flags...)
+	args := append([]string{"export", "--config", config, "--stream", stream, "-o", file}, flags...)
 	_, stderr, code := runBridge(args...)
 	f, err := os.Open(file)
 	if os.IsNotExist(err) && code != 0 {
 		return nil, stderr, code
 	}
 	if err != nil {
-		in.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer f.Close()
 	var msgs []*streamr.StreamMessage
@@ -355,7 +361,7 @@ func (in *instance) exportAll(stream string, flags ...string) ([]*streamr.Stream
 			return msgs, stderr, code
 		}
 		if err != nil {
-			in.t.Fatalf("export of %s: %v", stream, err)
+			t.Fatalf("export of %s: %v", stream, err)
 		}
 		msgs = append(msgs, m)
 	}
