@@ -38,23 +38,7 @@ func loopbackConfig(transport string, bootstrap []string) Config {
 // startNode starts a node and its Run loop, stopped at test cleanup.
 func startNode(t *testing.T, cfg Config) *Node {
 	t.Helper()
-	n, err := start(cfg, nodeOptions{scorePeriod: 100 * time.Millisecond, heartbeat: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if err := n.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return n
+	return startNodeWith(t, cfg, 0)
 }
 
 func join(t *testing.T, n *Node, part streamr.StreamPartID, deliver func(Delivery)) *Partition {

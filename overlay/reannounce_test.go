@@ -105,8 +105,8 @@ func (p *pausableProxy) close() {
 	p.wg.Wait()
 }
 
-// startNodeWith is startNode with pubsub's queue to each peer of the
-// given size.
+// startNodeWith starts a node and its Run loop, stopped at test cleanup,
+// with pubsub's queue to each peer of the given size (0: the default).
 func startNodeWith(t *testing.T, cfg Config, outboundQueue int) *Node {
 	t.Helper()
 	n, err := start(cfg, nodeOptions{scorePeriod: 100 * time.Millisecond, heartbeat: 200 * time.Millisecond, outboundQueue: outboundQueue})
