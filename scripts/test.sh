@@ -44,7 +44,7 @@ install_missing() {
 }
 
 command -v node >/dev/null && command -v npm >/dev/null || install_missing nodejs npm
-install_missing softhsm2 swtpm swtpm-tools mosquitto mosquitto-clients systemd gcc make dpkg-dev protobuf-compiler
+install_missing softhsm2 swtpm swtpm-tools mosquitto mosquitto-clients systemd gcc make dpkg-dev protobuf-compiler libprotobuf-dev
 # The app interfaces' tests (gateway/app*_test.go) drive the gateway with curl, a Python WebSocket app
 # and a page in headless Chromium (gateway's TestWebSocketBrowserPage, over the DevTools protocol);
 # Chromium also drives the status page (cmd/bridge's TestStatusPageBrowser).

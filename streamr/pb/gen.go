@@ -4,7 +4,7 @@
 // receipt protocols (tributary.proto).
 //
 // The generated files are committed. To regenerate, install protoc
-// (apt-get install protobuf-compiler) and run: go generate ./streamr/pb
+// (apt-get install protobuf-compiler libprotobuf-dev) and run: go generate ./streamr/pb
 package pb
 
 //go:generate sh gen.sh

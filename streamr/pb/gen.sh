@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the .pb.go files from the .proto files with a pinned protoc-gen-go (protoc from Debian: protobuf-compiler).
+# Regenerates the .pb.go files from the .proto files with a pinned protoc-gen-go (protoc from Debian: protobuf-compiler, and libprotobuf-dev for the well-known types the Streamr files import).
 # DhtRpc.proto, ProtoRpc.proto and NetworkRpc.proto are Streamr's files of release v103.3.1, unchanged; they import
 # each other by their paths in streamr-dev/network, so they are staged under those paths (which also become the
 # registered file names, as in Streamr's own code) and mapped onto this one Go package.

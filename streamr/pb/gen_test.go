@@ -20,7 +20,7 @@ func TestGeneratedCodeIsFresh(t *testing.T) {
 		if os.Getenv("TRIBUTARY_REQUIRE_TOOLS") != "" {
 			t.Fatalf("protoc not found and TRIBUTARY_REQUIRE_TOOLS is set: %v", err)
 		}
-		t.Skip("protoc not installed (apt-get install protobuf-compiler)")
+		t.Skip("protoc not installed (apt-get install protobuf-compiler libprotobuf-dev)")
 	}
 	dir := t.TempDir()
 	sources, err := filepath.Glob("*.proto")
