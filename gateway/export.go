@@ -93,6 +93,14 @@ func ExportQuery(stream string, partition int, from, to string) (streamr.ResendQ
 // (exportRunning), never another: whatever answers on http.address may
 // be a gateway on another state directory.
 func export(ctx context.Context, cfg *Config, q streamr.ResendQuery, decrypt bool, out io.Writer, stderr io.Writer) error {
+	if _, err := os.Stat(storageDir(cfg)); errors.Is(err, fs.ErrNotExist) && cfg.HTTP.Address != "" && !decrypt {
+		// No store here: this is not where the gateway keeps its state
+		// (outside its systemd unit, a config without state_dir resolves
+		// to ./bridge-data, not the service's $STATE_DIRECTORY), so the
+		// gateway at http.address is the one meant; nothing to check it by.
+		fmt.Fprintf(stderr, "export: no store in state_dir %s: exporting from the gateway at http.address %s\n", cfg.StateDir, cfg.HTTP.Address)
+		return exportServed(ctx, cfg, q, out, stderr)
+	}
 	store, err := storage.Open(storage.Options{Dir: storageDir(cfg), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil && decrypt { // --decrypt needs the keys in storage
 		return fmt.Errorf("export --decrypt reads the group keys from storage, so the gateway must be stopped: %w", err)
