@@ -159,14 +159,15 @@ func TestCommandsMatchDpkg(t *testing.T) {
 	}
 }
 
-// dpkgPaths lists the names under which dpkg may have registered the file at path: symlinks (such as
-// alternatives) resolved, and either side of Debian's merged /usr.
+// dpkgPaths lists the names under which dpkg may have registered the file at path, the name scripts
+// call first (binutils owns the symlink /usr/bin/readelf, its per-architecture package the target),
+// then symlinks (such as alternatives) resolved, on either side of Debian's merged /usr.
 func dpkgPaths(path string) []string {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return nil
 	}
-	return []string{real, strings.TrimPrefix(real, "/usr"), "/usr" + real, path}
+	return []string{path, real, strings.TrimPrefix(real, "/usr"), "/usr" + real}
 }
 
 // dpkgOwners asks dpkg once for the owners of paths (a path no package owns is left out).
