@@ -2,18 +2,20 @@
 #   make test        the whole suite, as CI runs it (scripts/test.sh: installs what it needs; root, ~30 min)
 #   make check       before a push: go vet, make lint, go test -race -short ./... (a few minutes)
 #   make lint        gofmt -l, staticcheck and govulncheck (make fmt-check, staticcheck, vulncheck)
-#   make build       bin/bridge for this machine
-#   make cross       static (CGO_ENABLED=0), stripped binaries in dist/ for linux arm64, armv6, armv7, amd64
+#   make build       bin/bridge for this machine, as it ships (scripts/build.sh native)
+#   make cross       static, stripped binaries with cgo (libsecp256k1) in dist/ for linux arm64, armv6, armv7, amd64
+#                    (scripts/build.sh: Debian's cross compilers, each binary started once under qemu-user)
 #   make deb         dist/tributary_<version>_{amd64,arm64,armhf}.deb
 #   make test-deb    install the amd64 .deb in an mmdebstrap chroot and check its maintainer scripts (root)
 #   make image       Raspberry Pi 3/4 SD-card image in firmware-image/out (root, ~15 min cold)
 #   make test-boot   build the image and boot-test it in QEMU (root)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 DIST := dist
-# name=GOARCH[:GOARM]; armv6 is what Raspberry Pi OS "armhf" (and Pi Zero/1) needs, armv7 suits Debian armhf.
-TARGETS := arm64=arm64 armv6=arm:6 armv7=arm:7 amd64=amd64
+# scripts/build.sh's targets; armv6 is what Raspberry Pi OS "armhf" (and Pi Zero/1) needs, armv7 suits Debian armhf.
+TARGETS := arm64 armv6 armv7 amd64
+# scripts/build.sh adds these linker flags: the version stamp.
+export LDFLAGS_EXTRA := -X main.version=$(VERSION)
 
 # Tools run at pinned versions from the Go module proxy, so no go.mod of the project carries them.
 STATICCHECK_VERSION := v0.8.2
@@ -50,16 +52,13 @@ test-short:
 	go test -race -short ./...
 
 build:
-	CGO_ENABLED=0 go build $(GOFLAGS_BUILD) -o bin/bridge ./cmd/bridge
+	scripts/build.sh native bin/bridge
 
 cross:
 	@mkdir -p $(DIST)
-	@set -e; for t in $(TARGETS); do \
-		name=$${t%%=*}; spec=$${t#*=}; arch=$${spec%%:*}; arm=$$(echo "$$spec" | sed -n 's/.*://p'); \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm go build $(GOFLAGS_BUILD) -o $(DIST)/bridge-linux-$$name ./cmd/bridge; \
-	done
+	@for t in $(TARGETS); do scripts/build.sh $$t $(DIST)/bridge-linux-$$t; done
 	@echo "stripped sizes ($(VERSION)):" | tee $(DIST)/sizes.txt
-	@for t in $(TARGETS); do f=$(DIST)/bridge-linux-$${t%%=*}; \
+	@for t in $(TARGETS); do f=$(DIST)/bridge-linux-$$t; \
 		stat -c %s $$f | awk -v f=$$f '{ printf "  %-26s %6.1f MiB  %10d bytes\n", f, $$1 / 1048576, $$1 }'; \
 	done | tee -a $(DIST)/sizes.txt
 

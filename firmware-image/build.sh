@@ -101,8 +101,8 @@ bridge_binary() {
 		return
 	fi
 	local bin=$WORK/bridge-linux-arm64
-	(cd "$REPO" && CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath \
-		-ldflags "-s -w -X main.version=$VERSION" -o "$bin" ./cmd/bridge)
+	# As it ships: static with cgo (scripts/build.sh); its progress goes to stderr, the path to stdout.
+	LDFLAGS_EXTRA="-X main.version=$VERSION" "$REPO/scripts/build.sh" arm64 "$bin" >&2
 	echo "$bin"
 }
 

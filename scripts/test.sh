@@ -2,12 +2,11 @@
 # Runs Tributary's whole test suite on a fresh Debian machine with Go,
 # installing what the tests need when it is missing: simulators for the
 # hardware keys (SoftHSM2, swtpm), Node.js for the Streamr SDK cross-check,
-# mosquitto clients, systemd-analyze for the unit checks, and protoc for
-# the check that the generated protobuf code is fresh (streamr/pb), solc-js
-# for the test StreamRegistry contract and geth for the chain its tests run.
-# mosquitto clients, systemd-analyze for the unit checks, protoc for
-# the check that the generated protobuf code is fresh (streamr/pb), and
-# Chromium for the browser tests (app interfaces, status page).
+# mosquitto clients, systemd-analyze for the unit checks, protoc for the
+# check that the generated protobuf code is fresh (streamr/pb), solc-js for
+# the test StreamRegistry contract and geth for the chain its tests run,
+# Chromium for the browser tests (app interfaces, status page), and (through
+# scripts/build.sh) Debian's C cross compilers and qemu-user for the builds.
 #
 # Every test that needs one of these fails (instead of skipping) here,
 # because TRIBUTARY_REQUIRE_TOOLS and TRIBUTARY_REQUIRE_NODE are set.
@@ -31,17 +30,8 @@ export TRIBUTARY_GETH_CACHE=${TRIBUTARY_GETH_CACHE:-/var/cache/tributary-geth}
 echo "== scripts: host packages and error handling (scripts/scriptcheck)"
 go run ./scripts/scriptcheck
 
-install_missing() {
-	local need=() pkg
-	for pkg in "$@"; do
-		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
-	done
-	((${#need[@]})) || return 0
-	echo "test.sh: installing ${need[*]}"
-	local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-}
+# shellcheck source=scripts/pkg-lib.sh
+source scripts/pkg-lib.sh
 
 command -v node >/dev/null && command -v npm >/dev/null || install_missing nodejs npm
 install_missing softhsm2 swtpm swtpm-tools mosquitto mosquitto-clients systemd gcc make dpkg-dev protobuf-compiler libprotobuf-dev
@@ -110,7 +100,7 @@ done
 echo "== benchmarks compile and run once"
 go test -run '^$' -bench . -benchtime 1x ./... >/dev/null
 
-echo "== cross builds (CGO_ENABLED=0, stripped sizes) and .deb packages"
+echo "== cross builds (static, with cgo; stripped sizes) and .deb packages"
 make cross deb
 
 echo "== the .deb installs, starts its unit and purges cleanly (mmdebstrap chroot)"
