@@ -216,7 +216,7 @@ assemble() {
 }
 
 main() {
-	need_pkgs mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs xz-utils
+	install_missing mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs xz-utils
 	enable_binfmt
 	local t0=$SECONDS t base bridge
 	STEPS=4

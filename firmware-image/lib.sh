@@ -14,17 +14,9 @@ set -eEuo pipefail
 shopt -s inherit_errexit
 trap 'rc=$?; log "error: line $LINENO: \"$BASH_COMMAND\" failed with exit status $rc"' ERR
 
-# need_pkgs installs the Debian packages among "$@" that are missing on the host.
-need_pkgs() {
-	local missing=() pkg
-	for pkg in "$@"; do
-		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
-	done
-	((${#missing[@]})) || return 0
-	log "installing host packages: ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# install_missing PKG... installs the Debian packages among them that are missing on the host.
+# shellcheck source=scripts/pkg-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/pkg-lib.sh"
 
 # enable_binfmt registers qemu-aarch64 so mmdebstrap can run arm64 maintainer scripts.
 enable_binfmt() {

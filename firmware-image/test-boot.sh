@@ -20,7 +20,7 @@ REPO=$(cd "$HERE/.." && pwd)
 OUT=${OUT:-$HERE/out}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-600} # seconds; TCG emulation on a loaded 2-core host is slow
 [ "$(id -u)" = 0 ] || die "must run as root"
-need_pkgs qemu-system-arm ipxe-qemu mtools openssh-client
+install_missing qemu-system-arm ipxe-qemu mtools openssh-client
 
 t_build=0
 if [ -z "${IMAGE:-}" ]; then

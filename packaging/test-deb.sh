@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../firmware-image/lib.sh"
 DEB=$(realpath "${1:?usage: test-deb.sh DEB}")
 [ "$(id -u)" = 0 ] || die "must run as root"
-need_pkgs mmdebstrap arch-test
+install_missing mmdebstrap arch-test
 
 # check.sh runs inside the chroot after `apt-get install ./tributary.deb`.
 WORK=$(mktemp -d)

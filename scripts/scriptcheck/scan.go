@@ -22,14 +22,14 @@ type use struct {
 type script struct {
 	path     string // relative to the repository root, slash-separated
 	uses     []use
-	installs []string        // Debian packages the file installs (need_pkgs, install_missing, apt-get install)
+	installs []string        // Debian packages the file installs (install_missing, apt-get install)
 	funcs    map[string]bool // shell functions the file defines
 	sources  []string        // files it sources (. or source), relative to the root
 	strict   map[string]bool // which of strictLines (or stricter forms of them) the file has
 }
 
 // installers are the scripts' helpers that install the Debian packages named as their arguments.
-var installers = map[string]bool{"need_pkgs": true, "install_missing": true}
+var installers = map[string]bool{"install_missing": true}
 
 // shellBuiltins are bash's builtins and keywords: they need no package.
 var shellBuiltins = setOf(`. : [ [[ alias bg bind break builtin caller cd command compgen complete compopt

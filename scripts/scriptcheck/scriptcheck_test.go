@@ -60,13 +60,13 @@ func TestCheckFindsBrokenScripts(t *testing.T) {
 		want  []string // substrings of the problems, in order; none for a clean tree
 	}{
 		{"mmdebstrap without arch-test, as the issue saw it", map[string]string{
-			"firmware-image/build.sh": strict + "need_pkgs() { :; }\nneed_pkgs mmdebstrap qemu-user-static\nmmdebstrap --architectures=arm64 bookworm out.tar\n",
+			"firmware-image/build.sh": strict + "install_missing() { :; }\ninstall_missing mmdebstrap qemu-user-static\nmmdebstrap --architectures=arm64 bookworm out.tar\n",
 		}, []string{`firmware-image/build.sh:6: command "mmdebstrap" needs Debian package arch-test`}},
 		{"QEMU without its option ROMs", map[string]string{
-			"firmware-image/test-boot.sh": strict + "need_pkgs qemu-system-arm\nqemu-system-aarch64 -M virt\n",
+			"firmware-image/test-boot.sh": strict + "install_missing qemu-system-arm\nqemu-system-aarch64 -M virt\n",
 		}, []string{`command "qemu-system-aarch64" needs Debian package ipxe-qemu`}},
 		{"both installed", map[string]string{
-			"firmware-image/build.sh": strict + "need_pkgs mmdebstrap arch-test\nmmdebstrap bookworm out.tar\n",
+			"firmware-image/build.sh": strict + "install_missing mmdebstrap arch-test\nmmdebstrap bookworm out.tar\n",
 		}, nil},
 		{"a command no mapping names", map[string]string{
 			"scripts/x.sh": strict + "frobnicate --all\n",
@@ -79,7 +79,7 @@ func TestCheckFindsBrokenScripts(t *testing.T) {
 		}, []string{`scripts/x.sh:4: command "sfdisk" needs Debian package fdisk`}},
 		{"a library's command installed by the script that sources it", map[string]string{
 			"firmware-image/lib.sh":     "binfmt() { update-binfmts --enable qemu-aarch64; }\n",
-			"firmware-image/build.sh":   strict + ". \"$HERE/lib.sh\"\nneed_pkgs binfmt-support\nbinfmt\n",
+			"firmware-image/build.sh":   strict + ". \"$HERE/lib.sh\"\ninstall_missing binfmt-support\nbinfmt\n",
 			"packaging/other-tool.sh":   strict + "echo nothing\n",
 			"firmware-image/rootfs/x":   "#!/bin/sh\nfrobnicate # runs on the gateway: not checked\n",
 			"packaging/debian/postinst": "#!/bin/sh\nfrobnicate\n",
