@@ -25,20 +25,29 @@ cgo=${CGO_ENABLED:-1}
 
 host=$(go env GOHOSTARCH)
 [ "$target" = native ] && target=$host
-# Per target: GOARCH, GOARM, the C cross compiler and its package, C flags, QEMU's emulator and CPU.
+# Per target: GOARCH, GOARM, the C cross compiler, its packages, C flags, QEMU's emulator and CPU. The
+# cross C library is named apart: the compiler only Recommends it, and a static link needs its libc.a.
 case $target in
-amd64) spec=(amd64 "" x86_64-linux-gnu-gcc gcc-x86-64-linux-gnu "-O2" qemu-x86_64-static qemu64) ;;
-arm64) spec=(arm64 "" aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu "-O2" qemu-aarch64-static cortex-a53) ;;
-armv6) spec=(arm 6 arm-linux-gnueabi-gcc gcc-arm-linux-gnueabi "-O2 -march=armv6" qemu-arm-static arm1176) ;;
-armv7) spec=(arm 7 arm-linux-gnueabi-gcc gcc-arm-linux-gnueabi "-O2 -march=armv7-a" qemu-arm-static cortex-a7) ;;
+amd64) spec=(amd64 "" x86_64-linux-gnu-gcc "gcc-x86-64-linux-gnu libc6-dev-amd64-cross" "-O2" qemu-x86_64-static qemu64) ;;
+arm64) spec=(arm64 "" aarch64-linux-gnu-gcc "gcc-aarch64-linux-gnu libc6-dev-arm64-cross" "-O2" qemu-aarch64-static cortex-a53) ;;
+armv6) spec=(arm 6 arm-linux-gnueabi-gcc "gcc-arm-linux-gnueabi libc6-dev-armel-cross" "-O2 -march=armv6" qemu-arm-static arm1176) ;;
+armv7) spec=(arm 7 arm-linux-gnueabi-gcc "gcc-arm-linux-gnueabi libc6-dev-armel-cross" "-O2 -march=armv7-a" qemu-arm-static cortex-a7) ;;
 *) echo "build.sh: unknown target $target (want native, amd64, arm64, armv6 or armv7)" >&2; exit 2 ;;
 esac
-goarch=${spec[0]} goarm=${spec[1]} cc=${spec[2]} cc_pkg=${spec[3]} cflags=${spec[4]} qemu=${spec[5]} qemu_cpu=${spec[6]}
+goarch=${spec[0]} goarm=${spec[1]} cc=${spec[2]} cc_pkgs=${spec[3]} cflags=${spec[4]} qemu=${spec[5]} qemu_cpu=${spec[6]}
 if [ "$goarch" = "$host" ]; then
-	cc=gcc qemu="" # the host's own compiler; the binary runs natively
+	cc=gcc cc_pkgs=libc6-dev qemu="" # the host's own compiler; the binary runs natively
 else
-	[ "$cgo" = 1 ] && install_missing "$cc_pkg"
+	# shellcheck disable=SC2086 # cc_pkgs is a list of package names
+	[ "$cgo" = 1 ] && install_missing $cc_pkgs
 	install_missing qemu-user-static
+fi
+
+# A static cgo link needs the target's libc.a; gcc prints the bare name when it has none. Checked here so that
+# a package list above that misses it fails by name, not in the linker.
+if [ "$cgo" = 1 ] && [ "$("$cc" -print-file-name=libc.a)" = libc.a ]; then
+	echo "build.sh: $cc finds no static C library (libc.a); it comes with: $cc_pkgs" >&2
+	exit 1
 fi
 
 ldflags="-s -w"
