@@ -1,6 +1,8 @@
 package overlay
 
 import (
+	"context"
+	"fmt"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -63,4 +65,57 @@ func (a *resendAdmission) release(p peer.ID, priority bool) {
 // the shape of the bridge Orderer's gap fill.
 func isGapFill(q *streamr.ResendQuery) bool {
 	return q.Last == 0 && len(q.Publisher) > 0 && q.ChainID != ""
+}
+
+// askSlots is the client side of resendAdmission: this node keeps at most
+// perPeer resend requests open to one peer, its own MaxStreamsPerPeer,
+// which is what a peer on the same defaults admits from it. Beyond that
+// a request waits here for an answer to end instead of being refused
+// TOO_BUSY by the peer: a gateway's two orderers (delivery and storing)
+// keep up to 8 gap fills in flight, against 4 admitted per peer, and a
+// refused fill waited resend_retry, stalling its chains for seconds at
+// high load.
+type askSlots struct {
+	perPeer int
+
+	mu    sync.Mutex
+	peers map[peer.ID]*peerSlots
+}
+
+// peerSlots is a semaphore of one peer's requests; users counts holders
+// and waiters, so that an idle peer's entry is dropped.
+type peerSlots struct {
+	sem   chan struct{}
+	users int
+}
+
+func newAskSlots(perPeer int) *askSlots {
+	return &askSlots{perPeer: perPeer, peers: make(map[peer.ID]*peerSlots)}
+}
+
+// take waits for a slot to ask p, until ctx ends; release gives it back.
+func (a *askSlots) take(ctx context.Context, p peer.ID) (release func(), err error) {
+	a.mu.Lock()
+	s := a.peers[p]
+	if s == nil {
+		s = &peerSlots{sem: make(chan struct{}, a.perPeer)}
+		a.peers[p] = s
+	}
+	s.users++
+	a.mu.Unlock()
+	select {
+	case s.sem <- struct{}{}:
+		return func() { <-s.sem; a.leave(p, s) }, nil
+	case <-ctx.Done():
+		a.leave(p, s)
+		return nil, fmt.Errorf("waiting for a request slot: %w", ctx.Err())
+	}
+}
+
+func (a *askSlots) leave(p peer.ID, s *peerSlots) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s.users--; s.users == 0 {
+		delete(a.peers, p)
+	}
 }

@@ -148,7 +148,13 @@
 //     out per peer, with a reserve for gap fills of partitions this node
 //     publishes on. Each refusal is counted in
 //     tributary_overlay_refused_total{rule} and logged once per
-//     LogRepeatInterval.
+//     LogRepeatInterval. As a client a node keeps to the share it grants:
+//     it has at most MaxStreamsPerPeer requests open to one peer, and more
+//     wait for an answer to end, rather than be refused (a gateway's two
+//     orderers keep up to 8 fills in flight). A peer that is busy anyway
+//     (serving others) is asked again after a jittered pause, 50 ms
+//     doubling to 1.6 s, when no other peer answered: a refused gap fill
+//     used to wait resend_retry (5 s), stalling its chains at high load.
 //   - Discovery: configured bootstrap peers, a Kademlia DHT under the
 //     "/tributary" protocol prefix in which nodes advertise the topics they
 //     carry (pubsub looks up peers for a topic with fewer than Dlo members),

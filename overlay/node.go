@@ -40,6 +40,7 @@ type Node struct {
 	ps        *pubsub.PubSub
 	metrics   *metrics
 	verify    *verifyPool // checks resend answers (verifypool.go)
+	asks      *askSlots   // our resend requests open to each peer (admission.go)
 	queue     *queueClock // when gossip arrived, for shedding; nil: never shed (shed.go)
 	bootstrap []peer.AddrInfo
 	now       func() time.Time
@@ -139,6 +140,7 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 		host:      h,
 		metrics:   m,
 		verify:    newVerifyPool(cfg.Resend.VerifyWorkers, m.resend.verifyWaits, log),
+		asks:      newAskSlots(cfg.Resend.MaxStreamsPerPeer),
 		bootstrap: bootstrap,
 		now:       opts.now,
 		parts:     make(map[string]*Partition),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"runtime"
 	"time"
 
@@ -203,19 +204,70 @@ func (n *Node) resend(ctx context.Context, q streamr.ResendQuery) (ResendResult,
 	if len(peers) == 0 {
 		return ResendResult{}, fmt.Errorf("resend %s: %w", q.Part, streamr.ErrNoPeers)
 	}
+	asked := len(peers)
+	for round, pause := 0, busyPause; ; round, pause = round+1, 2*pause {
+		res, busy, errs := n.askPeers(ctx, peers, q, req)
+		if errs == nil {
+			return res, nil
+		}
+		if len(busy) == 0 || round == busyRounds || !sleepCtx(ctx, jitter(pause)) {
+			return ResendResult{}, fmt.Errorf("resend %s: none of %d peers answered: %w", q.Part, asked, errors.Join(errs...))
+		}
+		n.metrics.resend.busyRetries.Inc()
+		peers = busy // every other peer failed for good
+	}
+}
+
+// A peer that answers TOO_BUSY has all its answer slots taken, for as
+// long as an answer takes to read (a page: well under a second). When
+// every peer that might answer is busy, Resend asks them again after a
+// pause, doubled each round (50 ms to 1.6 s, about 3 s in all: less than
+// resend_retry, the Orderer's deadline), rather than leave the gap to
+// the caller's next attempt seconds later.
+const (
+	busyPause  = 50 * time.Millisecond
+	busyRounds = 6
+)
+
+// askPeers asks each of peers in turn until one answers. It returns the
+// answer, or the peers that were too busy and every peer's error.
+func (n *Node) askPeers(ctx context.Context, peers []peer.ID, q streamr.ResendQuery, req []byte) (ResendResult, []peer.ID, []error) {
 	errs := make([]error, 0, len(peers))
+	var busy []peer.ID
 	for _, p := range peers {
 		if err := ctx.Err(); err != nil {
-			return ResendResult{}, fmt.Errorf("resend %s after asking %d peers: %w", q.Part, len(errs), err)
+			return ResendResult{}, nil, append(errs, err)
 		}
 		res, err := n.askResend(ctx, p, q, req)
 		if err == nil {
-			return res, nil
+			return res, nil, nil
 		}
 		n.log.Debug("resend peer did not answer", "stream_part", q.Part.String(), "peer", p.String(), "err", err)
 		errs = append(errs, err)
+		if errors.Is(err, ErrTooBusy) {
+			busy = append(busy, p)
+		}
 	}
-	return ResendResult{}, fmt.Errorf("resend %s: none of %d peers answered: %w", q.Part, len(peers), errors.Join(errs...))
+	return ResendResult{}, busy, errs
+}
+
+// jitter spreads d over [d/2, 3d/2), so that requests refused together
+// are not all asked again together.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d)
+}
+
+// sleepCtx waits for d, or less if ctx ends first; it reports whether
+// the whole pause passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // resendCandidates lists the peers to ask: the partition's overlay
@@ -244,6 +296,11 @@ func (n *Node) resendCandidates(part streamr.StreamPartID) []peer.ID {
 // send each further message: a long answer read by a slow receiver takes
 // as long as it needs, while a stalled peer is given up quickly.
 func (n *Node) askResend(ctx context.Context, p peer.ID, q streamr.ResendQuery, req []byte) (ResendResult, error) {
+	release, err := n.asks.take(ctx, p)
+	if err != nil {
+		return ResendResult{}, fmt.Errorf("resend %s from %s: %w", q.Part, p, err)
+	}
+	defer release()
 	timeout := n.cfg.Resend.PeerTimeout
 	c, err := n.ask(ctx, p, ResendProtocol, req, timeout, timeout)
 	if err != nil {
@@ -493,6 +550,8 @@ type resendMetrics struct {
 	rewalks  prometheus.Counter
 	// verifyWaits counts batches that found every verify worker busy.
 	verifyWaits prometheus.Counter
+	// busyRetries counts Resend's pauses with every peer busy (client).
+	busyRetries prometheus.Counter
 }
 
 // statusAborted labels answers cut off by a write error or timeout.
@@ -511,9 +570,11 @@ func newResendMetrics() *resendMetrics {
 			"Resend answers larger than resend_buffer_bytes, whose rest was read from the store a second time.")),
 		verifyWaits: prometheus.NewCounter(opts("resend_verify_waits_total",
 			"Batches of resend answers that waited for a verify worker (all resend_verify_workers busy).")),
+		busyRetries: prometheus.NewCounter(opts("resend_busy_retries_total",
+			"Resend requests of this node asked again after a pause because every peer that could answer was too busy.")),
 	}
 }
 
 func (m *resendMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.messages, m.bytes, m.rewalks, m.verifyWaits}
+	return []prometheus.Collector{m.requests, m.messages, m.bytes, m.rewalks, m.verifyWaits, m.busyRetries}
 }

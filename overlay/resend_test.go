@@ -743,6 +743,86 @@ func TestResendTooBusy(t *testing.T) {
 	waitFor(t, 5*time.Second, "too_busy to be counted once", func() bool { return testutil.ToFloat64(busy) == 1 })
 }
 
+// TestResendKeepsToPeerShare: a node with more gap fills in flight than
+// a peer admits from it (two orderers of 4) waits for its own slots
+// instead of sending them to be refused TOO_BUSY (which stalled chains
+// for resend_retry at high load): every request is answered and the
+// storer refuses none.
+func TestResendKeepsToPeerShare(t *testing.T) {
+	const perPeer, requests = 2, 5
+	s := newResendSet(t)
+	h := newMemHistory(t, encode(t, s.msgs[0]))
+	h.entered, h.gate = make(chan struct{}, 2*requests), make(chan struct{})
+	share := func(c *ResendConfig) { c.MaxStreams, c.MaxStreamsPerPeer, c.ReservedStreams = 8, perPeer, 0 }
+	storer := resendNode(t, s, nil, share)
+	storer.ServeResend(h)
+	client := resendNode(t, s, storer.Addrs(), share)
+	waitFor(t, 10*time.Second, "client to connect", func() bool { return client.ConnectedPeers() == 1 })
+
+	errs := make(chan error, requests)
+	for range requests {
+		go func() {
+			msgs, err := client.Resend(t.Context(), streamr.ResendQuery{Part: s.part, Last: 1})
+			if err == nil && len(msgs) != 1 {
+				err = fmt.Errorf("%d messages, want 1", len(msgs))
+			}
+			errs <- err
+		}()
+	}
+	for range perPeer {
+		<-h.entered
+	}
+	time.Sleep(200 * time.Millisecond) // the others, if sent, reach the storer
+	if got := refusedCount(storer, ruleResendPerPeer); got != 0 {
+		t.Errorf("storer refused %v requests beyond the per-peer share; the client should wait for its slots", got)
+	}
+	close(h.gate)
+	for range requests {
+		if err := <-errs; err != nil {
+			t.Errorf("Resend: %v", err)
+		}
+	}
+}
+
+// TestResendRetriesBusy: when the only peer is busy (every slot taken by
+// others), Resend asks it again after a short pause and is answered
+// once a slot is free, within the caller's deadline.
+func TestResendRetriesBusy(t *testing.T) {
+	s := newResendSet(t)
+	h := newMemHistory(t, encode(t, s.msgs[0]))
+	h.entered, h.gate = make(chan struct{}, 8), make(chan struct{})
+	storer := resendNode(t, s, nil, func(c *ResendConfig) { c.MaxStreams = 1 })
+	storer.ServeResend(h)
+	holder := resendNode(t, s, storer.Addrs(), nil)
+	client := resendNode(t, s, storer.Addrs(), nil)
+	waitFor(t, 10*time.Second, "client to connect", func() bool { return client.ConnectedPeers() == 1 })
+	q := streamr.ResendQuery{Part: s.part, Last: 1}
+
+	held := make(chan error, 1)
+	go func() {
+		_, err := holder.ResendFrom(t.Context(), storer.ID(), q)
+		held <- err
+	}()
+	<-h.entered // the storer's only slot is taken
+	got := make(chan error, 1)
+	go func() {
+		_, err := client.Resend(t.Context(), q)
+		got <- err
+	}()
+	busy := storer.metrics.resend.requests.WithLabelValues("too_busy")
+	waitFor(t, 5*time.Second, "the client to be refused", func() bool { return testutil.ToFloat64(busy) >= 1 })
+	close(h.gate)
+	if err := <-held; err != nil {
+		t.Fatalf("holder: %v", err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("Resend after the busy answer: %v, want the message once the slot is free", err)
+	}
+	if n := testutil.ToFloat64(client.metrics.resend.busyRetries); n < 1 {
+		t.Errorf("busy retries counted %v, want at least 1", n)
+	}
+}
+
 // TestResendPeerTimeout: Resend gives up on a peer that does not answer
 // within PeerTimeout and asks the next.
 func TestResendPeerTimeout(t *testing.T) {
