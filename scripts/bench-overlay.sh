@@ -401,20 +401,24 @@ def counters(name):
         metric = key.split("{")[0]
         if metric == "tributary_overlay_drops_total":
             metric += "/" + key.split('reason="')[1].split('"')[0]
+        elif metric == "tributary_overlay_refused_total":
+            metric += "/" + key.split('rule="')[1].split('"')[0]
         out[metric] = out.get(metric, 0) + float(val)
     return out
 for r in range(1, 100):
     for label, name in (("BASELINE_BIN", f"max-baseline-{r}"), ("this build", f"max-r{r}")):
         if not have(f"bridge-{name}"):
             continue
-        res, p, c = load(f"bridge-{name}"), load(f"bridge-{name}-proc"), counters(f"b-{name}")
+        res, p, c, ca = load(f"bridge-{name}"), load(f"bridge-{name}-proc"), counters(f"b-{name}"), counters(f"a-{name}")
+        refused = sum(v for k, v in ca.items() if k.startswith("tributary_overlay_refused_total/resend"))
         drops = ", ".join(f"{k.split('/')[1]} {v:.0f}" for k, v in sorted(c.items()) if k.startswith("tributary_overlay_drops_total/") and v)
         print(f"max round {r}, {label}: recv {res['recv_rate']:.0f} msg/s, received/acked {res['received']}/{res['acked']}, "
               f"B CPU {1e6*p['b_cpu_s']/max(res['received'],1):.0f} us per received; B overlay in {c.get('tributary_overlay_messages_in_total', 0):.0f}, "
               f"duplicates {c.get('tributary_overlay_duplicates_total', 0):.0f}, drops [{drops or 'none'}]; "
               f"order gaps {c.get('tributary_order_gaps_total', 0):.0f}, filled {c.get('tributary_order_filled_total', 0):.0f}, "
               f"lost {c.get('tributary_order_lost_total', 0):.0f}, shared {c.get('tributary_order_fill_shared_total', 0):.0f}; "
-              f"A sent {counters(f'a-{name}').get('tributary_overlay_resend_messages_total', 0):.0f} in resend answers; "
+              f"A sent {ca.get('tributary_overlay_resend_messages_total', 0):.0f} in resend answers, refused {refused:.0f} requests; "
+              f"B's busy retries {c.get('tributary_overlay_resend_busy_retries_total', 0):.0f}; "
               f"e2e p50/p99 {res['e2e_p50_ms']:.0f}/{res['e2e_p99_ms']:.0f} ms ({la('bridge-' + name)})")
 if "2000" in scs:
     m2, b2 = load("mosquitto-2000"), load("bridge-2000")
