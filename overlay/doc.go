@@ -151,7 +151,9 @@
 //     LogRepeatInterval. As a client a node keeps to the share it grants:
 //     it has at most MaxStreamsPerPeer requests open to one peer, and more
 //     wait for an answer to end, rather than be refused (a gateway's two
-//     orderers keep up to 8 fills in flight). A peer that is busy anyway
+//     orderers keep up to 8 fills in flight), for at most PeerTimeout: a
+//     peer whose answers hold our slots that long counts as busy, and the
+//     next peer is asked. A peer that is busy anyway
 //     (serving others) is asked again after a jittered pause, 50 ms
 //     doubling to 1.6 s, when no other peer answered: a refused gap fill
 //     used to wait resend_retry (5 s), stalling its chains at high load.

@@ -296,12 +296,12 @@ func (n *Node) resendCandidates(part streamr.StreamPartID) []peer.ID {
 // send each further message: a long answer read by a slow receiver takes
 // as long as it needs, while a stalled peer is given up quickly.
 func (n *Node) askResend(ctx context.Context, p peer.ID, q streamr.ResendQuery, req []byte) (ResendResult, error) {
-	release, err := n.asks.take(ctx, p)
+	timeout := n.cfg.Resend.PeerTimeout
+	release, err := n.takeAskSlot(ctx, p, timeout)
 	if err != nil {
 		return ResendResult{}, fmt.Errorf("resend %s from %s: %w", q.Part, p, err)
 	}
 	defer release()
-	timeout := n.cfg.Resend.PeerTimeout
 	c, err := n.ask(ctx, p, ResendProtocol, req, timeout, timeout)
 	if err != nil {
 		return ResendResult{}, fmt.Errorf("resend %s from %s: %w", q.Part, p, err)
@@ -317,6 +317,20 @@ func (n *Node) askResend(ctx context.Context, p peer.ID, q streamr.ResendQuery, 
 		c.done(nil)
 	}
 	return res.ResendResult, nil
+}
+
+// takeAskSlot waits for one of our request slots to p, as long as p
+// would have to start answering (timeout): our slots to a peer that
+// keeps its answers slow count as that peer being busy, and Resend asks
+// the next one.
+func (n *Node) takeAskSlot(ctx context.Context, p peer.ID, timeout time.Duration) (func(), error) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	release, err := n.asks.take(wctx, p)
+	if err != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("%w: our %d requests to it still open after %s", ErrTooBusy, n.cfg.Resend.MaxStreamsPerPeer, timeout)
+	}
+	return release, err
 }
 
 // errCut ends a call whose answer was read only up to the query's Limit.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -840,6 +841,38 @@ func TestResendPeerTimeout(t *testing.T) {
 	waitFor(t, 10*time.Second, "client to see the slow member", func() bool {
 		return client.ConnectedPeers() == 2 && len(client.ps.ListPeers(topicName(s.part))) == 1
 	})
+	res, err := client.resend(t.Context(), streamr.ResendQuery{Part: s.part, Last: 1})
+	if err != nil || res.Peer != storer.ID() {
+		t.Fatalf("resend = peer %s, %v; want the storer", res.Peer, err)
+	}
+}
+
+// TestResendSkipsPeerWithOurSlotsHeld: while every one of our request
+// slots to the first candidate is held (its answers are slow), Resend
+// waits for one only PeerTimeout and is answered by the next peer.
+func TestResendSkipsPeerWithOurSlotsHeld(t *testing.T) {
+	s := newResendSet(t)
+	genuine := encode(t, s.msgs[0])
+	held := resendNode(t, s, nil, nil)
+	held.ServeResend(newMemHistory(t, genuine))
+	join(t, held, s.part, nil)
+	storer := resendNode(t, s, nil, nil)
+	storer.ServeResend(newMemHistory(t, genuine))
+	client := resendNode(t, s, slices.Concat(held.Addrs(), storer.Addrs()), func(c *ResendConfig) {
+		c.PeerTimeout, c.MaxStreamsPerPeer = 300*time.Millisecond, 1
+	})
+	waitFor(t, 10*time.Second, "client to see the member", func() bool {
+		return client.ConnectedPeers() == 2 && len(client.ps.ListPeers(topicName(s.part))) == 1
+	})
+	heldID, err := peer.Decode(held.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := client.asks.take(t.Context(), heldID) // a slow answer of the member in progress
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
 	res, err := client.resend(t.Context(), streamr.ResendQuery{Part: s.part, Last: 1})
 	if err != nil || res.Peer != storer.ID() {
 		t.Fatalf("resend = peer %s, %v; want the storer", res.Peer, err)
