@@ -709,14 +709,23 @@ func TestResendSlowReader(t *testing.T) {
 	}
 }
 
+// gatedStorer starts a node serving s's first message whose history
+// walks wait for h.gate (each announced on h.entered, of capacity
+// entries), with tweak applied to its resend limits.
+func gatedStorer(t *testing.T, s *resendSet, entries int, tweak func(*ResendConfig)) (*Node, *memHistory) {
+	t.Helper()
+	h := newMemHistory(t, encode(t, s.msgs[0]))
+	h.entered, h.gate = make(chan struct{}, entries), make(chan struct{})
+	storer := resendNode(t, s, nil, tweak)
+	storer.ServeResend(h)
+	return storer, h
+}
+
 // TestResendTooBusy: with every slot taken, a request is answered
 // TOO_BUSY at once; the busy answer still completes.
 func TestResendTooBusy(t *testing.T) {
 	s := newResendSet(t)
-	h := newMemHistory(t, encode(t, s.msgs[0]))
-	h.entered, h.gate = make(chan struct{}, 1), make(chan struct{})
-	storer := resendNode(t, s, nil, func(c *ResendConfig) { c.MaxStreams = 1 })
-	storer.ServeResend(h)
+	storer, h := gatedStorer(t, s, 1, func(c *ResendConfig) { c.MaxStreams = 1 })
 	client := resendNode(t, s, storer.Addrs(), nil)
 	q := streamr.ResendQuery{Part: s.part, Last: 1}
 
@@ -752,11 +761,8 @@ func TestResendTooBusy(t *testing.T) {
 func TestResendKeepsToPeerShare(t *testing.T) {
 	const perPeer, requests = 2, 5
 	s := newResendSet(t)
-	h := newMemHistory(t, encode(t, s.msgs[0]))
-	h.entered, h.gate = make(chan struct{}, 2*requests), make(chan struct{})
 	share := func(c *ResendConfig) { c.MaxStreams, c.MaxStreamsPerPeer, c.ReservedStreams = 8, perPeer, 0 }
-	storer := resendNode(t, s, nil, share)
-	storer.ServeResend(h)
+	storer, h := gatedStorer(t, s, 2*requests, share)
 	client := resendNode(t, s, storer.Addrs(), share)
 	waitFor(t, 10*time.Second, "client to connect", func() bool { return client.ConnectedPeers() == 1 })
 
@@ -790,10 +796,7 @@ func TestResendKeepsToPeerShare(t *testing.T) {
 // once a slot is free, within the caller's deadline.
 func TestResendRetriesBusy(t *testing.T) {
 	s := newResendSet(t)
-	h := newMemHistory(t, encode(t, s.msgs[0]))
-	h.entered, h.gate = make(chan struct{}, 8), make(chan struct{})
-	storer := resendNode(t, s, nil, func(c *ResendConfig) { c.MaxStreams = 1 })
-	storer.ServeResend(h)
+	storer, h := gatedStorer(t, s, 8, func(c *ResendConfig) { c.MaxStreams = 1 })
 	holder := resendNode(t, s, storer.Addrs(), nil)
 	client := resendNode(t, s, storer.Addrs(), nil)
 	waitFor(t, 10*time.Second, "client to connect", func() bool { return client.ConnectedPeers() == 1 })
