@@ -153,10 +153,10 @@
 //     wait for an answer to end, rather than be refused (a gateway's two
 //     orderers keep up to 8 fills in flight), for at most PeerTimeout: a
 //     peer whose answers hold our slots that long counts as busy, and the
-//     next peer is asked. A peer that is busy anyway
-//     (serving others) is asked again after a jittered pause, 50 ms
-//     doubling to 1.6 s, when no other peer answered: a refused gap fill
-//     used to wait resend_retry (5 s), stalling its chains at high load.
+//     next peer is asked. A peer that is busy anyway (serving others) is
+//     asked again after a jittered pause, 50 ms doubling to 1.6 s, when no
+//     other peer answered: a refused gap fill used to wait resend_retry
+//     (5 s), stalling its chains at high load.
 //   - Discovery: configured bootstrap peers, a Kademlia DHT under the
 //     "/tributary" protocol prefix in which nodes advertise the topics they
 //     carry (pubsub looks up peers for a topic with fewer than Dlo members),
