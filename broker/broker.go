@@ -240,7 +240,8 @@ func New(cfg Config, h Handler, log *slog.Logger) (*Broker, error) {
 		id := fmt.Sprintf("%s-%d", lc.Type, i)
 		writes := writeLimits{timeout: cfg.WriteTimeout, maxBuffer: cfg.MaxClientBuffer, onSlow: b.slowClient,
 			maxPerSource: cfg.MaxConnsPerSource, onSourceFull: b.sourceFull}
-		b.listeners = append(b.listeners, newListener(id, lc, cert, cfg.ConnectTimeout, writes, b.reportFatal, b.sessions.gates.release))
+		b.listeners = append(b.listeners, newListener(id, lc, cert, cfg.ConnectTimeout, writes, listenerCalls{
+			fail: b.reportFatal, connDone: b.sessions.gates.release, closeClients: b.closeListenerClients}))
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newCollector(b.Stats)); err != nil {
@@ -430,7 +431,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	}
 	if err := b.srv.Serve(); err != nil { // only fails for config-file listeners/hooks and stores, unused here
 		for _, l := range b.listeners {
-			l.Close(func(string) {})
+			l.Close(nil)
 		}
 		return fmt.Errorf("broker: serve: %w", err)
 	}
@@ -454,7 +455,7 @@ func (b *Broker) bind() error {
 	for i, l := range b.listeners {
 		if err := b.srv.AddListener(l); err != nil {
 			for _, bound := range b.listeners[:i] {
-				bound.Close(func(string) {})
+				bound.Close(nil)
 			}
 			return fmt.Errorf("broker: %w", err)
 		}
@@ -475,6 +476,17 @@ func (b *Broker) stop(cancel context.CancelFunc, err error) error {
 	b.sessions.late.Wait()
 	b.log.Info("mqtt broker stopped")
 	return err
+}
+
+// closeListenerClients disconnects the clients of one listener as mochi's unexported
+// Server.closeListenerClients does, but lists them with Clients.GetAll, which takes the
+// clients' lock once (see listener.Close for why).
+func (b *Broker) closeListenerClients(listenerID string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == listenerID && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // slowClient counts and logs a client disconnected for not reading what it is sent.

@@ -9,11 +9,13 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	mqttv3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -681,4 +683,103 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 		}
 	}
 	return out
+}
+
+func TestShutdownDuringClientChurn(t *testing.T) {
+	// Stopping while clients connect and disconnect must not hang (mochi's own listener-close
+	// deadlocks against a concurrent Clients.Add or Delete, mochi-mqtt/server#488), and every
+	// connected MQTT 5 client is told the server is shutting down (the listener used to close
+	// the sockets while the DISCONNECTs were still queued).
+	for round := range 5 {
+		b, stop := launchBroker(t, Config{}, &testHandler{})
+		addr := b.tcpAddr()
+		reasons := make(chan byte, 8)
+		for i := range cap(reasons) {
+			dialNotified(t, addr, fmt.Sprintf("stay-%d-%d", round, i), reasons)
+		}
+		churnCtx, stopChurn := context.WithCancel(context.Background())
+		var churn sync.WaitGroup
+		for i := range 4 {
+			churn.Add(1)
+			go func() {
+				defer churn.Done()
+				churnClients(churnCtx, addr, fmt.Sprintf("churn-%d-%d", round, i))
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		stopped := make(chan struct{})
+		go func() { stop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(3 * waitTimeout):
+			t.Fatalf("round %d: broker did not stop while clients churned", round)
+		}
+		stopChurn()
+		churn.Wait()
+		for range cap(reasons) {
+			select {
+			case rc := <-reasons:
+				if rc != packets.ErrServerShuttingDown.Code {
+					t.Errorf("round %d: DISCONNECT reason %#x, want %#x", round, rc, packets.ErrServerShuttingDown.Code)
+				}
+			case <-time.After(waitTimeout):
+				t.Fatalf("round %d: a connected client was not sent DISCONNECT", round)
+			}
+		}
+	}
+}
+
+// dialNotified connects an MQTT 5 client that reports the reason of a server DISCONNECT.
+func dialNotified(t *testing.T, addr, id string, reasons chan<- byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn, PacketTimeout: waitTimeout,
+		OnServerDisconnect: func(d *paho.Disconnect) { reasons <- d.ReasonCode }})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true}); err != nil {
+		t.Fatalf("connect %s: %v", id, err)
+	}
+	t.Cleanup(func() { <-c.Done() })
+}
+
+// churnClients connects and disconnects clean MQTT 5 sessions (each adds and deletes a mochi
+// client) until ctx is done or the broker stops answering.
+func churnClients(ctx context.Context, addr, id string) {
+	for ctx.Err() == nil {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return
+		}
+		c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn, PacketTimeout: time.Second})
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err = c.Connect(cctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true})
+		cancel()
+		if err != nil {
+			_ = conn.Close()
+			return
+		}
+		_ = c.Disconnect(&paho.Disconnect{})
+		<-c.Done()
+	}
+}
+
+func TestListenerCloseBypassesMochiCloseFn(t *testing.T) {
+	// mochi's CloseFn lists clients with Clients.GetByListener, which can deadlock
+	// (mochi-mqtt/server#488): a listener disconnects its clients through the Broker instead.
+	var closed []string
+	l := newListener("tcp-0", Listener{Type: "tcp", Address: "127.0.0.1:0"}, nil, time.Second, writeLimits{},
+		listenerCalls{fail: func(err error) { t.Error(err) }, closeClients: func(id string) { closed = append(closed, id) }})
+	if err := l.Init(slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	go l.Serve(func(string, net.Conn) error { return nil })
+	l.Close(func(string) { t.Error("listener called mochi's CloseFn") })
+	<-l.served
+	if !slices.Equal(closed, []string{"tcp-0"}) {
+		t.Errorf("closeClients called for %q, want [tcp-0]", closed)
+	}
 }

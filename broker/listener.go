@@ -28,8 +28,7 @@ type listener struct {
 	cert           *certificate // nil for tcp and ws; replaced by Broker.Reload
 	connectTimeout time.Duration
 	writes         writeLimits
-	fail           func(error)    // reports a fatal accept error to Broker.Run
-	connDone       func(net.Conn) // called as mochi is done with a connection (clientGates.release)
+	calls          listenerCalls
 
 	log       *slog.Logger
 	ln        net.Listener
@@ -58,7 +57,14 @@ type writeLimits struct {
 	onSourceFull func(remote string, limit int)
 }
 
-func newListener(id string, cfg Listener, cert *certificate, connectTimeout time.Duration, writes writeLimits, fail func(error), connDone func(net.Conn)) *listener {
+// listenerCalls are what a listener calls back into its Broker.
+type listenerCalls struct {
+	fail         func(error)    // reports a fatal accept error to Broker.Run
+	connDone     func(net.Conn) // called as mochi is done with a connection (clientGates.release)
+	closeClients func(string)   // disconnects the clients of a listener ID (Broker.closeListenerClients)
+}
+
+func newListener(id string, cfg Listener, cert *certificate, connectTimeout time.Duration, writes writeLimits, calls listenerCalls) *listener {
 	return &listener{
 		id:             id,
 		kind:           cfg.Type,
@@ -66,8 +72,7 @@ func newListener(id string, cfg Listener, cert *certificate, connectTimeout time
 		cert:           cert,
 		connectTimeout: connectTimeout,
 		writes:         writes,
-		fail:           fail,
-		connDone:       connDone,
+		calls:          calls,
 		conns:          map[net.Conn]struct{}{},
 		perSource:      map[string]int{},
 		done:           make(chan struct{}),
@@ -124,7 +129,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	if l.httpSrv != nil {
 		err := l.httpSrv.Serve(l.ln)
 		if !errors.Is(err, http.ErrServerClosed) && !l.isClosed() {
-			l.fail(fmt.Errorf("listener %s (%s %s): %w", l.id, l.kind, l.Address(), err))
+			l.calls.fail(fmt.Errorf("listener %s (%s %s): %w", l.id, l.kind, l.Address(), err))
 		}
 		return
 	}
@@ -146,7 +151,7 @@ func (l *listener) acceptLoop() {
 			return
 		}
 		if !transientAcceptError(err) {
-			l.fail(fmt.Errorf("listener %s (%s %s): accept: %w", l.id, l.kind, l.Address(), err))
+			l.calls.fail(fmt.Errorf("listener %s (%s %s): accept: %w", l.id, l.kind, l.Address(), err))
 			return
 		}
 		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
@@ -212,7 +217,7 @@ func (l *listener) serveConn(c net.Conn) {
 	wq := newWriteQueue(c, l.writes.timeout, l.writes.maxBuffer, func(reason string) { l.writes.onSlow(remote, reason) })
 	conn := newTopicCheck(wq, wq.final)
 	err := l.establish(l.id, conn)
-	l.connDone(conn)
+	l.calls.connDone(conn)
 	if err != nil && !isDisconnect(err) {
 		l.log.Debug("client connection ended", "remote", remote, "err", err)
 	}
@@ -236,11 +241,16 @@ func (l *listener) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Close stops accepting, asks mochi to disconnect this listener's clients, closes whatever
-// connections remain and waits for their goroutines. mochi calls it from Server.Close
+// Close stops accepting, disconnects this listener's clients, closes whatever connections
+// remain and waits for their goroutines. mochi calls it from Server.Close
 // (listeners.go:115-129) before waiting on its own client WaitGroup, so after Close returns
 // no connection of this listener can still call into mochi.
-func (l *listener) Close(closeClients listeners.CloseFn) {
+//
+// The CloseFn mochi passes is not called: it lists the clients with Clients.GetByListener,
+// which takes the clients' read lock twice and so deadlocks the shutdown against a client
+// connecting or disconnecting at that moment (mochi-mqtt/server#488, open in v2.7.9; it hung
+// a CI run for 25 minutes). calls.closeClients does the same with one lock.
+func (l *listener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -259,14 +269,30 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 	} else if l.ln != nil {
 		_ = l.ln.Close()
 	}
-	closeClients(l.id)
+	l.calls.closeClients(l.id)
 
+	// The clients' DISCONNECTs are queued and flush for at most closeFlush before their
+	// connections close; closing the sockets now would discard them. Expire the reads instead,
+	// which ends connections whose CONNECT mochi has not read yet, and cut whatever is left
+	// once the flushes are over (mochi moves a new client's read deadline to its keepalive).
 	l.mu.Lock()
 	for c := range l.conns {
-		_ = c.Close() // connections mochi did not know yet (CONNECT not read)
+		_ = c.SetReadDeadline(time.Now())
 	}
 	l.mu.Unlock()
-	l.wg.Wait()
+	served := make(chan struct{})
+	go func() { l.wg.Wait(); close(served) }()
+	select {
+	case <-served:
+		return
+	case <-time.After(closeFlush + time.Second):
+	}
+	l.mu.Lock()
+	for c := range l.conns {
+		_ = c.Close()
+	}
+	l.mu.Unlock()
+	<-served
 }
 
 func (l *listener) isClosed() bool {
