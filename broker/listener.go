@@ -270,11 +270,15 @@ func (l *listener) Close(listeners.CloseFn) {
 		_ = l.ln.Close()
 	}
 	l.calls.closeClients(l.id)
+	l.endConns()
+}
 
-	// The clients' DISCONNECTs are queued and flush for at most closeFlush before their
-	// connections close; closing the sockets now would discard them. Expire the reads instead,
-	// which ends connections whose CONNECT mochi has not read yet, and cut whatever is left
-	// once the flushes are over (mochi moves a new client's read deadline to its keepalive).
+// endConns ends the connections left after the clients were disconnected and waits for their
+// goroutines. The clients' DISCONNECTs are queued and flush for at most closeFlush before their
+// connections close; closing the sockets now would discard them. Expire the reads instead,
+// which ends connections whose CONNECT mochi has not read yet, and cut whatever is left once
+// the flushes are over (mochi moves a new client's read deadline to its keepalive).
+func (l *listener) endConns() {
 	l.mu.Lock()
 	for c := range l.conns {
 		_ = c.SetReadDeadline(time.Now())
