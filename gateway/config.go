@@ -176,10 +176,20 @@ var defaultRule = RuleConfig{Topic: "#", Stream: "{address}/{topic}", Content: "
 // logged before systemd would send SIGKILL.
 const DefaultStopTimeout = 30 * time.Second
 
+// DefaultMemoryLimit is memory_limit's default. A soft limit below the live
+// heap does not bound memory, it makes the GC run back to back (Go lets it
+// take up to half the CPU): at 2,000 readings/s a gateway's live heap
+// reaches ~58 MB within a minute (GossipSub's seen IDs and delivery records,
+// swept once a minute, and Badger's compaction builders), and under the
+// earlier 40 MiB a subscribing gateway fell behind 10–25 s in while its
+// peak RSS was no lower. 96 MiB leaves the GC room above that heap
+// (BENCHMARKS.md, "Session 14 — memory limit").
+const DefaultMemoryLimit = 96 << 20
+
 func defaultConfig() Config {
 	return Config{
 		StateDir:    defaultStateDir(),
-		MemoryLimit: Size(40 << 20),
+		MemoryLimit: Size(DefaultMemoryLimit),
 		StopTimeout: Duration(DefaultStopTimeout),
 		Log:         LogConfig{Level: "info", Format: "text"},
 		MQTT: MQTTConfig{

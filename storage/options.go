@@ -57,7 +57,7 @@ const (
 	// and is pushed down by compactions of a few tables; 256 KiB tables make
 	// each builder a quarter the size. A alone at 2,000/s: peak RSS 89 MB
 	// against main's 121 after 90 s and 74 after 60 s (main 103–117), live
-	// heap max 38 / 25 MB against 60–92, so the GC stays off the 40 MiB
+	// heap max 38 / 25 MB against 60–92, so the GC stays off the then 40 MiB
 	// limit; disk 3.49–3.59× the signed message, main 3.13–3.50× (BENCHMARKS
 	// "Session 8 — compact"). 8 or 4 L0 tables instead made the heap worse
 	// (compaction nearly all the time).
