@@ -11,17 +11,34 @@
 //     already carries a publisher signature, which each hop checks; libp2p's
 //     own Ed25519 signature would cost about 5× the throughput and prove
 //     nothing more.
-//   - The pubsub message ID is a hash of the whole encoded message, so
-//     re-sent copies of one message die at the first hop while a copy with
-//     altered content (same Streamr message ID and signature) gets an ID of
-//     its own: pubsub marks an ID as seen before validating it and counts
-//     later copies of a rejected ID against their senders, so an ID that
-//     did not cover the content let a stranger's forgery get the genuine
-//     message dropped and its honest forwarders penalised.
-//   - A topic validator runs at every hop, before forwarding: size, decode,
-//     stream part matches the topic, publisher allowed by the local Policy,
-//     structure and signature (streamr.Validate), and a timestamp that is
-//     not too far in the future. A rejected message costs its sender 20
+//   - A gossip message is a bundle (pb.GossipBundle, bundle.go) of
+//     consecutive messages of one PublishBatch: up to 256 and about 32 KiB,
+//     the readings a gateway signed together. pubsub keeps bookkeeping per
+//     gossip message for a minute or more (its seen filter and its
+//     peer-score delivery records, ~400 bytes, swept once a minute: ~55 MB
+//     at 2,000 single messages/s) and validates, caches and frames each
+//     one; a bundle pays that once. Bundles add no wait: a batch is what
+//     the forwarder has at hand.
+//   - The pubsub message ID is a hash of the whole bundle, so re-sent
+//     copies die at the first hop while a copy with altered content (same
+//     Streamr message ID and signature) gets an ID of its own: pubsub marks
+//     an ID as seen before validating it and counts later copies of a
+//     rejected ID against their senders, so an ID that did not cover the
+//     content let a stranger's forgery get the genuine message dropped and
+//     its honest forwarders penalised. A peer can repack valid messages
+//     into new bundles, each with a new ID; the node remembers the IDs of
+//     the 8,192 to 16,384 messages it accepted last, in all its
+//     partitions, and drops a repeat without verifying it again (counted
+//     as a duplicate).
+//   - A topic validator runs at every hop, before forwarding, on every
+//     message of a bundle: size, decode, stream part matches the topic,
+//     publisher allowed by the local Policy, structure and signature
+//     (streamr.Validate), and a timestamp that is not too far in the
+//     future. One invalid message rejects the whole bundle, and none of
+//     its messages is marked seen. A message dropped without penalty (see
+//     below) is not delivered here but travels on in its bundle if another
+//     of its messages is accepted; a bundle of nothing new is not
+//     forwarded. A rejected bundle costs its sender 20
 //     points of GossipSub peer score, squared with each further one (two
 //     cost 80, the graylist threshold at which all its traffic is
 //     ignored), decaying over 30 minutes. A future timestamp is dropped
@@ -82,7 +99,7 @@
 //     accepted, up to ReannounceChains (2,048; the least recently updated
 //     goes), and notes each send loss. Once the partition has lost none
 //     for longer than SeenTTL plus a second, it publishes again, once,
-//     the tips stored from 2 s before the first loss of that episode to
+//     each in a bundle of its own, the tips stored from 2 s before the first loss of that episode to
 //     its last (only a message sent then can have been dropped: pubsub
 //     drops when it enqueues; a tip stored later went out after the last
 //     loss, or that loss would be later), counted in
@@ -91,15 +108,15 @@
 //     (a duplicate within its seen TTL, else stale by chain position in
 //     the bridge's Orderer); one that lost it gets the tip, and its
 //     prevMsgRef shows any earlier gap, which the Orderer fills by resend.
-//     A re-announce dropped again opens a new episode. pubsub publishes
-//     nothing for an ID it still holds as delivered, and it sweeps expired
-//     IDs only once a minute: such a tip (our validator never sees it) is
-//     tried again every 5 s until the sweep lets it through, so the tail
-//     reaches the peer SeenTTL + 1 s to about a minute after the losses
-//     end. Why not push to the peer that lost it, whom DropRPC names:
-//     gossip has no such path, and a resend push would be a new protocol;
-//     why not a fresh gossip ID for the copy: the ID covers every byte of
-//     the signed message (gossipid.go) and every gateway must agree on it.
+//     A re-announce dropped again opens a new episode. A tip that went out
+//     in a bundle with others gets a new gossip ID in its bundle of one;
+//     one that went out alone gets the same, and pubsub publishes nothing
+//     for an ID it still holds as delivered, sweeping expired IDs only
+//     once a minute: such a tip (our validator never sees it) is tried
+//     again every 5 s until the sweep lets it through, so the tail reaches
+//     the peer SeenTTL + 1 s to about a minute after the losses end. Why
+//     not push to the peer that lost it, whom DropRPC names: gossip has no
+//     such path, and a resend push would be a new protocol.
 //     Remembering a tip costs a map lookup under a mutex on the validator
 //     path, no allocation for a known chain; the drop path a mutex.
 //     Why shedding is off by default: a shed message is not saved work, it

@@ -127,6 +127,7 @@ func TestPublishWithoutPeers(t *testing.T) {
 // forwards whatever it is given.
 type rogue struct {
 	topic *pubsub.Topic
+	sub   *pubsub.Subscription // the raw gossip messages the rogue receives
 	id    peer.ID
 }
 
@@ -171,7 +172,7 @@ func newRogue(t *testing.T, transport string, target *Node, part *Partition) *ro
 	waitFor(t, 10*time.Second, "the target and the rogue to see each other in the topic", func() bool {
 		return slices.Contains(part.t.ListPeers(), h.ID()) && slices.Contains(tp.ListPeers(), target.host.ID())
 	})
-	return &rogue{topic: tp, id: h.ID()}
+	return &rogue{topic: tp, sub: sub, id: h.ID()}
 }
 
 // TestRoguePeer injects invalid messages from a raw pubsub peer into B,
@@ -200,18 +201,26 @@ func testRoguePeer(t *testing.T, transport string) {
 	if err := streamr.SignMessage(t.Context(), owner.key, oversized); err != nil {
 		t.Fatal(err)
 	}
+	tooMany := make([][]byte, maxBundleMessages+1)
+	for i := range tooMany {
+		tooMany[i] = []byte("x")
+	}
 	tests := []struct {
 		name      string
 		data      []byte
 		reason    string
 		penalised bool
 	}{
-		{"forged content", encode(t, forged), reasonSignature, true},
-		{"re-signed by stranger", encode(t, message(t, stranger.key, part, "x", now, 0)), reasonPublisher, true},
-		{"oversized", encode(t, oversized), reasonSize, true},
-		{"wrong topic", owner.signed(t, owner.part(t, 1), now, 0), reasonTopic, true},
-		{"undecodable", []byte("hello"), reasonDecode, true},
-		{"far future", owner.signed(t, part, now+int64(time.Hour/time.Millisecond), 0), reasonFuture, false},
+		{"forged content", bundleOf(t, encode(t, forged)), reasonSignature, true},
+		{"genuine then forged in one bundle", bundleOf(t, owner.signed(t, part, now, 6), encode(t, forged)), reasonSignature, true},
+		{"re-signed by stranger", bundleOf(t, encode(t, message(t, stranger.key, part, "x", now, 0))), reasonPublisher, true},
+		{"oversized", bundleOf(t, encode(t, oversized)), reasonSize, true},
+		{"wrong topic", bundleOf(t, owner.signed(t, owner.part(t, 1), now, 0)), reasonTopic, true},
+		{"not a bundle", []byte("hello"), reasonDecode, true},
+		{"undecodable message", bundleOf(t, []byte("hello")), reasonDecode, true},
+		{"too many messages", bundleOf(t, tooMany...), reasonDecode, true},
+		{"empty bundle", nil, reasonDecode, true},
+		{"far future", bundleOf(t, owner.signed(t, part, now+int64(time.Hour/time.Millisecond), 0)), reasonFuture, false},
 	}
 
 	cfgA := loopbackConfig(transport, nil)
@@ -228,11 +237,12 @@ func testRoguePeer(t *testing.T, transport string) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRogue(t, transport, b, pb) // fresh identity: a graylisted rogue is ignored
+			drops := pb.m.drops.WithLabelValues(tc.reason)
+			before := testutil.ToFloat64(drops)
 			if err := r.topic.Publish(t.Context(), tc.data); err != nil {
 				t.Fatal(err)
 			}
-			drops := pb.m.drops.WithLabelValues(tc.reason)
-			waitFor(t, 10*time.Second, "B to count the drop as "+tc.reason, func() bool { return testutil.ToFloat64(drops) == 1 })
+			waitFor(t, 10*time.Second, "B to count the drop as "+tc.reason, func() bool { return testutil.ToFloat64(drops) == before+1 })
 			score := func() float64 {
 				if s := b.scores.Load(); s != nil {
 					return (*s)[r.id]

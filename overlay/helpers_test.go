@@ -84,6 +84,17 @@ func encode(t testing.TB, m *streamr.StreamMessage) []byte {
 	return b
 }
 
+// bundleOf returns the gossip data of a bundle of encoded messages, as a
+// peer (honest or not) sends it.
+func bundleOf(t testing.TB, msgs ...[]byte) []byte {
+	t.Helper()
+	b, err := encodeBundle(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // signed returns the encoded n-th message of p's chain on part.
 func (p *publisher) signed(t testing.TB, part streamr.StreamPartID, ts int64, seq int32) []byte {
 	t.Helper()

@@ -236,7 +236,7 @@ func TestForgedCopyCannotPoisonGenuine(t *testing.T) {
 		m := message(t, owner.key, part, owner.chain, now, int32(i))
 		genuine[i] = encode(t, m)
 		m.Content().Content = []byte(`{"temp":-40}`) // same ID and signature, other content
-		if err := stranger.topic.Publish(t.Context(), encode(t, m)); err != nil {
+		if err := stranger.topic.Publish(t.Context(), bundleOf(t, encode(t, m))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -115,6 +115,9 @@ func (m *metrics) forPart(label string) *partMetrics {
 // drop counts one dropped message.
 func (p *partMetrics) drop(reason string) { p.drops.WithLabelValues(reason).Inc() }
 
+// dropN counts n messages dropped for reason (a bundle's).
+func (p *partMetrics) dropN(reason string, n int) { p.drops.WithLabelValues(reason).Add(float64(n)) }
+
 // remove deletes a left partition's series.
 func (m *metrics) remove(label string) {
 	l := prometheus.Labels{labelPart: label}

@@ -23,7 +23,7 @@ import (
 )
 
 const (
-	topicPrefix = "/tributary/1/" // + StreamPartID: versioned, so a format change can move to new topics
+	topicPrefix = "/tributary/2/" // + StreamPartID: versioned, so a format change can move to new topics (2: gossip bundles)
 	dhtPrefix   = "/tributary"    // a DHT of our own, apart from the IPFS network
 	mdnsService = "tributary-overlay"
 	dialTimeout = 15 * time.Second
@@ -42,6 +42,7 @@ type Node struct {
 	verify    *verifyPool // checks resend answers (verifypool.go)
 	asks      *askSlots   // our resend requests open to each peer (admission.go)
 	queue     *queueClock // when gossip arrived, for shedding; nil: never shed (shed.go)
+	recent    *recentIDs  // messages accepted lately, in every partition: not verified again (bundle.go)
 	bootstrap []peer.AddrInfo
 	now       func() time.Time
 	cancel    context.CancelFunc // stops pubsub
@@ -141,6 +142,7 @@ func newNode(cfg Config, h host.Host, bootstrap []peer.AddrInfo, opts nodeOption
 		metrics:   m,
 		verify:    newVerifyPool(cfg.Resend.VerifyWorkers, m.resend.verifyWaits, log),
 		asks:      newAskSlots(cfg.Resend.MaxStreamsPerPeer),
+		recent:    newRecentIDs(recentSize),
 		bootstrap: bootstrap,
 		now:       opts.now,
 		parts:     make(map[string]*Partition),
@@ -214,7 +216,7 @@ func (n *Node) pubsubOptions(opts nodeOptions) []pubsub.Option {
 		pubsub.WithPeerOutboundQueueSize(cmp.Or(opts.outboundQueue, peerOutboundQueue)),
 		pubsub.WithValidateQueueSize(validateQueue),
 		pubsub.WithSeenMessagesTTL(n.cfg.SeenTTL),
-		pubsub.WithMaxMessageSize(n.cfg.Limits.MaxMessageBytes + rpcOverhead),
+		pubsub.WithMaxMessageSize(maxBundleSize(n.cfg.Limits) + rpcOverhead),
 		pubsub.WithRawTracer(&tracer{lookup: n.lookupPartition, closed: n.streamClosed, queue: n.queue}),
 		pubsub.WithLogger(slog.New(quietPubsub(n.cfg.Logger.Handler())).With("component", "pubsub")),
 	}

@@ -145,8 +145,9 @@ func (p *Partition) start() error {
 	return nil
 }
 
-// validate is the pubsub topic validator, run before a message is
-// forwarded or delivered. The decoded message rides along as ValidatorData.
+// validate is the pubsub topic validator, run before a gossip message is
+// forwarded or delivered. The messages of a bundle accepted ride along as
+// ValidatorData (accepted).
 func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.ValidatorData != nil && from == p.node.host.ID() {
 		p.noteOwn(msg) // our own Publish checked it already
@@ -155,21 +156,80 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 	if p.shed(from, msg) {
 		return pubsub.ValidationIgnore
 	}
-	m, verdict, reason, err := p.v.check(msg.Data)
-	switch verdict {
-	case accept:
-		msg.ValidatorData = m
-		p.tips.note(m, msg.Data, time.Now().UnixNano())
-		return pubsub.ValidationAccept
-	case ignore:
-		p.m.drop(reason)
-		p.log.Debug("dropped message", "peer", from.String(), "reason", reason, "err", err)
-		if reason == reasonPublisher || reason == reasonUnreachable {
-			p.node.metrics.refused.logOnce(ruleRegistry, "dropped a message the StreamRegistry does not let its publisher send",
-				"stream_part", p.part.String(), "reason", reason, "err", err)
-		}
-		return pubsub.ValidationIgnore
+	acc, result := p.checkBundle(from, msg.Data)
+	if result == pubsub.ValidationAccept {
+		msg.ValidatorData = acc
 	}
+	return result
+}
+
+// accepted is the ValidatorData of a bundle: those of its messages this
+// node accepted and had not accepted lately, in order.
+type accepted []streamr.Envelope
+
+// checkBundle validates gossip data from a peer. A bundle that does not
+// decode or holds an invalid message is rejected whole and its sender
+// penalised. Otherwise it is accepted (and forwarded) if at least one of
+// its messages is accepted and was not accepted lately; messages dropped
+// without penalty (a timestamp ahead of our clock, a publisher our view of
+// the registry refuses) are counted and not delivered here, but travel on
+// with the bundle, for peers to judge themselves. A bundle of nothing new
+// is ignored.
+func (p *Partition) checkBundle(from peer.ID, data []byte) (accepted, pubsub.ValidationResult) {
+	if limit := maxBundleSize(p.v.limits); len(data) > limit {
+		return nil, p.rejected(from, reasonSize, fmt.Errorf("%w: gossip message of %d bytes exceeds the limit of %d", ErrInvalidMessage, len(data), limit))
+	}
+	msgs, err := decodeBundle(data)
+	if err != nil {
+		return nil, p.rejected(from, reasonDecode, fmt.Errorf("%w: %w", ErrInvalidMessage, err))
+	}
+	acc := make(accepted, 0, len(msgs))
+	dups := 0
+	for _, enc := range msgs {
+		m, reason, err := p.v.decode(enc)
+		if err != nil {
+			return nil, p.rejected(from, reason, err)
+		}
+		if p.node.recent.seen(&m.ID) {
+			dups++ // not verified again: a peer cannot make us verify a message once per bundle it repacks
+			continue
+		}
+		m, verdict, reason, err := p.v.checkDecoded(m, len(enc))
+		switch verdict {
+		case reject:
+			return nil, p.rejected(from, reason, err)
+		case ignore:
+			p.ignored(from, reason, err)
+			continue
+		}
+		acc = append(acc, streamr.Envelope{Msg: m, Encoded: enc})
+	}
+	p.m.dups.Add(float64(dups))
+	if len(acc) == 0 {
+		return nil, pubsub.ValidationIgnore
+	}
+	// Only a bundle accepted marks its messages seen: a valid message in a
+	// rejected bundle must still be taken from an honest peer.
+	now := time.Now().UnixNano()
+	for _, e := range acc {
+		p.node.recent.add(&e.Msg.ID)
+		p.tips.note(e.Msg, e.Encoded, now)
+	}
+	return acc, pubsub.ValidationAccept
+}
+
+// ignored counts and logs a message dropped without penalty.
+func (p *Partition) ignored(from peer.ID, reason string, err error) {
+	p.m.drop(reason)
+	p.log.Debug("dropped message", "peer", from.String(), "reason", reason, "err", err)
+	if reason == reasonPublisher || reason == reasonUnreachable {
+		p.node.metrics.refused.logOnce(ruleRegistry, "dropped a message the StreamRegistry does not let its publisher send",
+			"stream_part", p.part.String(), "reason", reason, "err", err)
+	}
+}
+
+// rejected counts and logs invalid gossip: pubsub penalises its sender.
+func (p *Partition) rejected(from peer.ID, reason string, err error) pubsub.ValidationResult {
 	p.m.drop(reason)
 	p.log.Debug("rejected invalid message", "peer", from.String(), "reason", reason, "err", err)
 	p.node.metrics.refused.logOnce(ruleInvalidMessage, "rejected invalid gossip: the sender is penalised",
@@ -177,14 +237,19 @@ func (p *Partition) validate(_ context.Context, from peer.ID, msg *pubsub.Messag
 	return pubsub.ValidationReject
 }
 
-// noteOwn records a message this node publishes as its chain's tip.
+// noteOwn records the messages this node publishes as seen and as their
+// chains' tips.
 func (p *Partition) noteOwn(msg *pubsub.Message) {
+	now := time.Now().UnixNano()
 	switch vd := msg.ValidatorData.(type) {
-	case *streamr.StreamMessage:
-		p.tips.note(vd, msg.Data, time.Now().UnixNano())
+	case accepted:
+		for _, e := range vd {
+			p.node.recent.add(&e.Msg.ID) // a peer's repacked echo is no news to our subscriber
+			p.tips.note(e.Msg, e.Encoded, now)
+		}
 	case *reannouncement:
 		vd.sent = true // pubsub publishes it: not a duplicate of an ID it still holds
-		p.tips.note(vd.m, msg.Data, time.Now().UnixNano())
+		p.tips.note(vd.m, vd.data, now)
 	}
 }
 
@@ -207,13 +272,13 @@ func (p *Partition) Publish(ctx context.Context, encoded []byte) error {
 // publisher most of that cost.
 const selfCheckEvery = 64
 
-// PublishBatch publishes encoded messages in order, like Publish, in one
-// pass through pubsub. It returns how many were sent; on streamr.ErrNoPeers none
-// were. An invalid message stops the batch before it, and from then on
-// every message of the partition is fully verified.
+// PublishBatch publishes encoded messages in order, like Publish, in
+// bundles of consecutive messages (bundle.go), in one pass through pubsub.
+// It returns how many were sent; on streamr.ErrNoPeers none were. An
+// invalid message stops the batch before it, and from then on every
+// message of the partition is fully verified.
 func (p *Partition) PublishBatch(ctx context.Context, encoded [][]byte) (int, error) {
-	var batch pubsub.MessageBatch
-	n := 0
+	msgs := make(accepted, 0, len(encoded))
 	var firstErr error
 	for i, enc := range encoded {
 		m, err := p.checkOwn(enc)
@@ -223,25 +288,45 @@ func (p *Partition) PublishBatch(ctx context.Context, encoded [][]byte) (int, er
 				return 0, fmt.Errorf("publish %s on %s: %w", m.ID.Ref(), p.part, streamr.ErrNoPeers)
 			}
 		}
-		if err == nil {
-			err = p.t.AddToBatch(ctx, &batch, enc, pubsub.WithValidatorData(m))
-		}
 		if err != nil {
 			firstErr = fmt.Errorf("publish on %s: %w", p.part, err)
 			break
 		}
-		n++
+		msgs = append(msgs, streamr.Envelope{Msg: m, Encoded: enc})
 	}
-	if n > 0 {
-		if err := p.node.ps.PublishBatch(&batch); err != nil {
-			return 0, fmt.Errorf("publish %d messages on %s: %w", n, p.part, err)
+	if len(msgs) == 0 {
+		return 0, firstErr
+	}
+	if err := p.publishBundles(ctx, msgs); err != nil {
+		return 0, err
+	}
+	p.m.out.Add(float64(len(msgs)))
+	for _, e := range msgs {
+		p.m.bytesOut.Add(float64(len(e.Encoded)))
+	}
+	return len(msgs), firstErr
+}
+
+// publishBundles sends checked messages in bundles.
+func (p *Partition) publishBundles(ctx context.Context, msgs accepted) error {
+	encoded := make([][]byte, len(msgs))
+	for i, e := range msgs {
+		encoded[i] = e.Encoded
+	}
+	var batch pubsub.MessageBatch
+	for _, r := range packBundles(encoded, maxBundleMessages) {
+		data, err := encodeBundle(encoded[r[0]:r[1]])
+		if err != nil {
+			return fmt.Errorf("publish on %s: %w", p.part, err)
 		}
-		p.m.out.Add(float64(n))
-		for _, enc := range encoded[:n] {
-			p.m.bytesOut.Add(float64(len(enc)))
+		if err := p.t.AddToBatch(ctx, &batch, data, pubsub.WithValidatorData(msgs[r[0]:r[1]])); err != nil {
+			return fmt.Errorf("publish on %s: %w", p.part, err)
 		}
 	}
-	return n, firstErr
+	if err := p.node.ps.PublishBatch(&batch); err != nil {
+		return fmt.Errorf("publish %d messages on %s: %w", len(msgs), p.part, err)
+	}
+	return nil
 }
 
 // checkOwn checks a message this node publishes: fully for every
@@ -296,24 +381,29 @@ func (p *Partition) readLoop(ctx context.Context) {
 		if err != nil {
 			return // cancelled by Leave
 		}
-		m, ok := msg.ValidatorData.(*streamr.StreamMessage)
+		acc, ok := msg.ValidatorData.(accepted)
 		// pubsub's gossip cache keeps msg for HistoryLength heartbeats to
 		// answer IWANTs from its wire form; without this, it would keep
-		// the decoded copy alive too, doubling what the cache holds.
+		// the decoded copies alive too, doubling what the cache holds.
 		msg.ValidatorData = nil
 		if msg.ReceivedFrom == self {
 			continue // our own publish: never echoed to local subscribers
 		}
 		if !ok {
-			continue // unreachable: every accepted message carries it
+			continue // unreachable: every accepted bundle carries it
 		}
-		p.m.in.Inc()
-		p.m.bytesIn.Add(float64(len(msg.Data)))
-		if p.deliver != nil {
-			if msg.ReceivedFrom != from {
-				from, fromStr = msg.ReceivedFrom, msg.ReceivedFrom.String()
-			}
-			p.deliver(Delivery{Envelope: streamr.Envelope{Msg: m, Encoded: msg.Data}, From: fromStr})
+		p.m.in.Add(float64(len(acc)))
+		for _, e := range acc {
+			p.m.bytesIn.Add(float64(len(e.Encoded)))
+		}
+		if p.deliver == nil {
+			continue
+		}
+		if msg.ReceivedFrom != from {
+			from, fromStr = msg.ReceivedFrom, msg.ReceivedFrom.String()
+		}
+		for _, e := range acc {
+			p.deliver(Delivery{Envelope: e, From: fromStr})
 		}
 	}
 }

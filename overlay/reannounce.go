@@ -208,6 +208,7 @@ type pendingTip struct {
 // message it still holds as delivered.
 type reannouncement struct {
 	m    *streamr.StreamMessage
+	data []byte // m encoded; the gossip message is a bundle of it alone
 	sent bool
 }
 
@@ -243,8 +244,13 @@ func (p *Partition) reannounce(ctx context.Context, now time.Time) {
 			delete(r.pending, key) // unreachable: validated when stored
 			continue
 		}
-		ra := &reannouncement{m: m}
-		if err := p.t.AddToBatch(ctx, &batch, pt.tip.data, pubsub.WithValidatorData(ra)); err != nil {
+		data, err := encodeBundle([][]byte{pt.tip.data})
+		if err != nil {
+			delete(r.pending, key) // unreachable: a bundle of one encodes
+			continue
+		}
+		ra := &reannouncement{m: m, data: pt.tip.data}
+		if err := p.t.AddToBatch(ctx, &batch, data, pubsub.WithValidatorData(ra)); err != nil {
 			p.log.Debug("re-announce failed", "err", err)
 			return // topic closed or node stopping
 		}

@@ -11,7 +11,7 @@ import (
 // Rules under which the node refuses a peer's request, the "rule" label
 // of tributary_overlay_refused_total.
 const (
-	ruleTopicName      = "topic_name"       // a subscription outside the /tributary/1/<stream part> scheme
+	ruleTopicName      = "topic_name"       // a subscription outside the /tributary/2/<stream part> scheme
 	ruleTopicsPerRPC   = "topics_per_rpc"   // an RPC announcing more subscriptions than a peer may hold
 	ruleTopicsPerPeer  = "topics_per_peer"  // subscriptions beyond max_peer_topics
 	ruleConnsPerIP     = "conns_per_ip"     // the resource manager's per-address or per-subnet limit

@@ -109,7 +109,7 @@ func (p *Partition) shed(from peer.ID, msg *pubsub.Message) bool {
 	if !byWait && !byDepth {
 		return false
 	}
-	p.m.drop(reasonShed)
+	p.m.dropN(reasonShed, bundleCount(msg.GetData()))
 	p.noteLoss()
 	p.node.metrics.refused.logOnce(ruleShed, "shedding gossip: messages wait for validation longer than shed_queue_wait or behind more than shed_queue_depth; gap fill pulls them by resend",
 		"stream_part", p.part.String(), "peer", from.String(), "waited", wait.String(), "queued", depth,

@@ -38,7 +38,7 @@ func newSubscriptionFilter(max int, joined func(string) bool, refused *refusals)
 	return &subscriptionFilter{max: max, joined: joined, refused: refused, peers: make(map[peer.ID]map[string]struct{})}
 }
 
-// CanSubscribe reports whether topic follows the /tributary/1/<stream
+// CanSubscribe reports whether topic follows the /tributary/2/<stream
 // part> scheme.
 func (f *subscriptionFilter) CanSubscribe(topic string) bool {
 	part, ok := strings.CutPrefix(topic, topicPrefix)

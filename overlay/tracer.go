@@ -49,7 +49,7 @@ func (t *tracer) DuplicateMessage(msg *pubsub.Message) {
 	if _, ok := msg.ValidatorData.(*reannouncement); ok {
 		return // our re-announce of an ID pubsub still holds: tried again later, not a copy received
 	}
-	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.dups.Inc() })
+	t.count(msg.GetTopic(), func(pm *partMetrics) { pm.dups.Add(float64(bundleCount(msg.GetData()))) })
 }
 
 // RejectMessage counts pubsub's drops before validation. Those at a full
@@ -75,7 +75,7 @@ func (t *tracer) UndeliverableMessage(msg *pubsub.Message) { t.lost(msg, reasonS
 
 func (t *tracer) lost(msg *pubsub.Message, reason string) {
 	if p := t.lookup(msg.GetTopic()); p != nil {
-		p.m.drop(reason)
+		p.m.dropN(reason, bundleCount(msg.GetData()))
 		p.noteLoss()
 	}
 }
@@ -92,7 +92,7 @@ func (t *tracer) DropRPC(rpc *pubsub.RPC, _ peer.ID) {
 	now := time.Now().UnixNano()
 	for _, m := range msgs {
 		if p := t.lookup(m.GetTopic()); p != nil {
-			p.m.drop(reasonSendQueue)
+			p.m.dropN(reasonSendQueue, bundleCount(m.GetData()))
 			p.sendLoss.note(now)
 		}
 	}

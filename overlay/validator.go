@@ -47,13 +47,28 @@ type validator struct {
 // check validates an encoded message and returns it decoded. On failure it
 // returns the verdict, the drop reason and an error describing it.
 func (v *validator) check(data []byte) (*streamr.StreamMessage, verdict, string, error) {
+	m, reason, err := v.decode(data)
+	if err != nil {
+		return nil, reject, reason, err
+	}
+	return v.checkDecoded(m, len(data))
+}
+
+// decode checks an encoded message's size and decodes it; on failure it
+// returns the drop reason and an error describing it.
+func (v *validator) decode(data []byte) (*streamr.StreamMessage, string, error) {
 	if len(data) > v.limits.MaxMessageBytes {
-		return nil, reject, reasonSize, fmt.Errorf("%w: %d bytes exceed the limit of %d", ErrInvalidMessage, len(data), v.limits.MaxMessageBytes)
+		return nil, reasonSize, fmt.Errorf("%w: %d bytes exceed the limit of %d", ErrInvalidMessage, len(data), v.limits.MaxMessageBytes)
 	}
 	m, err := streamr.Unmarshal(data)
 	if err != nil {
-		return nil, reject, reasonDecode, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+		return nil, reasonDecode, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
+	return m, "", nil
+}
+
+// checkDecoded is check of a decoded message of size encoded bytes.
+func (v *validator) checkDecoded(m *streamr.StreamMessage, size int) (*streamr.StreamMessage, verdict, string, error) {
 	if got := m.ID.StreamPart(); got != v.part {
 		return nil, reject, reasonTopic, fmt.Errorf("%w: message of %s on the topic of %s", ErrInvalidMessage, got, v.part)
 	}
@@ -62,7 +77,7 @@ func (v *validator) check(data []byte) (*streamr.StreamMessage, verdict, string,
 	if !isTimed && !v.policy.MayPublish(m.ID.StreamID, who) {
 		return nil, reject, reasonPublisher, fmt.Errorf("%w: publisher %s may not publish on %s", ErrInvalidMessage, streamr.UserID(who), m.ID.StreamID)
 	}
-	if err := streamr.Validate(m, len(data), v.limits); err != nil {
+	if err := streamr.Validate(m, size, v.limits); err != nil {
 		reason := reasonMalformed
 		if streamr.VerifySignature(m) != nil { // only on the failure path: classifies the drop
 			reason = reasonSignature

@@ -1,7 +1,8 @@
 // Tributary's own protocols between gateways, over libp2p streams of
 // [uint32 big-endian length][body] frames (see overlay.ResendProtocol and
-// overlay.ReceiptProtocol for the exchanges), and a partial view of
-// NetworkRpc's StreamMessage. Field numbers are the wire contract: add
+// overlay.ReceiptProtocol for the exchanges), the data of the overlay's
+// gossip messages (GossipBundle), and a partial view of NetworkRpc's
+// StreamMessage. Field numbers are the wire contract: add
 // fields, never renumber or reuse one.
 //
 // Regenerate with: go generate ./streamr/pb
@@ -506,6 +507,55 @@ func (x *StreamMessageHeader) GetSignature() []byte {
 	return nil
 }
 
+// GossipBundle is the data of every GossipSub message on a stream
+// partition's topic (/tributary/2/<stream part>): consecutive encoded
+// StreamMessages of one publishing gateway, in order. Bundling lets one
+// gossip message, and pubsub's per-message bookkeeping, carry the readings
+// a gateway signed together.
+type GossipBundle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      [][]byte               `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipBundle) Reset() {
+	*x = GossipBundle{}
+	mi := &file_tributary_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipBundle) ProtoMessage() {}
+
+func (x *GossipBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_tributary_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipBundle.ProtoReflect.Descriptor instead.
+func (*GossipBundle) Descriptor() ([]byte, []int) {
+	return file_tributary_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GossipBundle) GetMessages() [][]byte {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
 var File_tributary_proto protoreflect.FileDescriptor
 
 const file_tributary_proto_rawDesc = "" +
@@ -554,7 +604,9 @@ const file_tributary_proto_rawDesc = "" +
 	"\x13StreamMessageHeader\x12(\n" +
 	"\tmessageId\x18\x01 \x01(\v2\n" +
 	".MessageIDR\tmessageId\x12\x1c\n" +
-	"\tsignature\x18\x03 \x01(\fR\tsignatureB/Z-github.com/tributary-iot/tributary/streamr/pbb\x06proto3"
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"*\n" +
+	"\fGossipBundle\x12\x1a\n" +
+	"\bmessages\x18\x01 \x03(\fR\bmessagesB/Z-github.com/tributary-iot/tributary/streamr/pbb\x06proto3"
 
 var (
 	file_tributary_proto_rawDescOnce sync.Once
@@ -569,7 +621,7 @@ func file_tributary_proto_rawDescGZIP() []byte {
 }
 
 var file_tributary_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tributary_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_tributary_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_tributary_proto_goTypes = []any{
 	(ResendRequest_Kind)(0),     // 0: tributary.ResendRequest.Kind
 	(Status_Code)(0),            // 1: tributary.Status.Code
@@ -578,12 +630,13 @@ var file_tributary_proto_goTypes = []any{
 	(*Status)(nil),              // 4: tributary.Status
 	(*ChainReceipt)(nil),        // 5: tributary.ChainReceipt
 	(*StreamMessageHeader)(nil), // 6: tributary.StreamMessageHeader
-	(*MessageID)(nil),           // 7: MessageID
+	(*GossipBundle)(nil),        // 7: tributary.GossipBundle
+	(*MessageID)(nil),           // 8: MessageID
 }
 var file_tributary_proto_depIdxs = []int32{
 	0, // 0: tributary.ResendRequest.kind:type_name -> tributary.ResendRequest.Kind
 	1, // 1: tributary.Status.code:type_name -> tributary.Status.Code
-	7, // 2: tributary.StreamMessageHeader.messageId:type_name -> MessageID
+	8, // 2: tributary.StreamMessageHeader.messageId:type_name -> MessageID
 	3, // [3:3] is the sub-list for method output_type
 	3, // [3:3] is the sub-list for method input_type
 	3, // [3:3] is the sub-list for extension type_name
@@ -603,7 +656,7 @@ func file_tributary_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tributary_proto_rawDesc), len(file_tributary_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
