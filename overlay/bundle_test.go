@@ -104,24 +104,39 @@ func TestRecentIDsGenerations(t *testing.T) {
 	}
 }
 
-// TestPublishBatchSendsBundles publishes a batch of readings and counts
-// the gossip messages a plain GossipSub peer of the topic receives: a
-// few bundles, holding every message in order, which B delivers one by
-// one.
-func TestPublishBatchSendsBundles(t *testing.T) {
-	const n = 1000
+// bundlePair is node A, relaying only, meshed with node B, which collects
+// what it delivers, in one partition.
+type bundlePair struct {
+	a, b   *Node
+	pa, pb *Partition
+	atB    collector
+}
+
+// newBundlePair returns n messages of one chain, signed for the pair's
+// partition, and the pair.
+func newBundlePair(t *testing.T, n int) ([][]byte, *bundlePair) {
 	pub := newPublisher(t)
 	part := pub.part(t, 0)
 	msgs := make([][]byte, n)
 	for i := range msgs {
 		msgs[i] = pub.signed(t, part, 1_700_000_000_000+int64(i), 0)
 	}
-	a := startNode(t, loopbackConfig("tcp", nil))
-	b := startNode(t, loopbackConfig("tcp", a.Addrs()))
-	var atB collector
-	pa := join(t, a, part, nil)
-	join(t, b, part, atB.deliver)
-	waitFor(t, 20*time.Second, "A to mesh with B", func() bool { return pa.Neighbours() == 1 })
+	p := &bundlePair{a: startNode(t, loopbackConfig("tcp", nil))}
+	p.b = startNode(t, loopbackConfig("tcp", p.a.Addrs()))
+	p.pa = join(t, p.a, part, nil)
+	p.pb = join(t, p.b, part, p.atB.deliver)
+	waitFor(t, 20*time.Second, "A to mesh with B", func() bool { return p.pa.Neighbours() == 1 })
+	return msgs, p
+}
+
+// TestPublishBatchSendsBundles publishes a batch of readings and counts
+// the gossip messages a plain GossipSub peer of the topic receives: a
+// few bundles, holding every message in order, which B delivers one by
+// one.
+func TestPublishBatchSendsBundles(t *testing.T) {
+	const n = 1000
+	msgs, p := newBundlePair(t, n)
+	a, pa, atB := p.a, p.pa, &p.atB
 	watcher := newRogue(t, "tcp", a, pa)
 	waitFor(t, 20*time.Second, "A to mesh with B and the watcher", func() bool { return pa.Neighbours() == 2 })
 
@@ -174,18 +189,8 @@ func TestPublishBatchSendsBundles(t *testing.T) {
 // lets them through) makes B verify nothing again and deliver nothing
 // twice; a bundle that adds a new message to old ones delivers the new one.
 func TestRepackedCopiesNotVerifiedAgain(t *testing.T) {
-	pub := newPublisher(t)
-	part := pub.part(t, 0)
-	msgs := make([][]byte, 4)
-	for i := range msgs {
-		msgs[i] = pub.signed(t, part, 1_700_000_000_000+int64(i), 0)
-	}
-	a := startNode(t, loopbackConfig("tcp", nil))
-	b := startNode(t, loopbackConfig("tcp", a.Addrs()))
-	var atB collector
-	pa := join(t, a, part, nil)
-	partB := join(t, b, part, atB.deliver)
-	waitFor(t, 20*time.Second, "A to mesh with B", func() bool { return pa.Neighbours() == 1 })
+	msgs, p := newBundlePair(t, 4)
+	b, pa, partB, atB := p.b, p.pa, p.pb, &p.atB
 	if _, err := pa.PublishBatch(t.Context(), msgs[:3]); err != nil {
 		t.Fatal(err)
 	}
