@@ -188,9 +188,8 @@ func (r *recentIDs) key(id *streamr.MessageID) uint64 {
 	return h.Sum64()
 }
 
-// seen reports whether the message with id was accepted lately.
-func (r *recentIDs) seen(id *streamr.MessageID) bool {
-	k := r.key(id)
+// seen reports whether the message whose key is k was accepted lately.
+func (r *recentIDs) seen(k uint64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_, inCur := r.cur[k]
@@ -198,9 +197,8 @@ func (r *recentIDs) seen(id *streamr.MessageID) bool {
 	return inCur || inPrev
 }
 
-// add records id as accepted.
-func (r *recentIDs) add(id *streamr.MessageID) {
-	k := r.key(id)
+// add records the message whose key is k as accepted.
+func (r *recentIDs) add(k uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.cur) >= r.size {

@@ -85,8 +85,8 @@ func TestDecodeBundle(t *testing.T) {
 
 func TestRecentIDsGenerations(t *testing.T) {
 	r := newRecentIDs(2)
-	id := func(seq int32) *streamr.MessageID {
-		return &streamr.MessageID{StreamID: "s", PublisherID: []byte{1}, MsgChainID: "c", Timestamp: 7, SequenceNumber: seq}
+	id := func(seq int32) uint64 {
+		return r.key(&streamr.MessageID{StreamID: "s", PublisherID: []byte{1}, MsgChainID: "c", Timestamp: 7, SequenceNumber: seq})
 	}
 	for seq := range int32(3) {
 		r.add(id(seq))
@@ -186,8 +186,9 @@ func TestPublishBatchSendsBundles(t *testing.T) {
 
 // TestRepackedCopiesNotVerifiedAgain: a peer that repacks messages B
 // accepted into new bundles (new gossip IDs, so pubsub's duplicate filter
-// lets them through) makes B verify nothing again and deliver nothing
-// twice; a bundle that adds a new message to old ones delivers the new one.
+// lets them through), or packs one message twice, makes B verify nothing
+// again and deliver nothing twice; a bundle that adds a new message to old
+// ones delivers the new one.
 func TestRepackedCopiesNotVerifiedAgain(t *testing.T) {
 	msgs, p := newBundlePair(t, 4)
 	b, pa, partB, atB := p.b, p.pa, p.pb, &p.atB
@@ -197,13 +198,13 @@ func TestRepackedCopiesNotVerifiedAgain(t *testing.T) {
 	waitFor(t, 10*time.Second, "B to deliver A's messages", func() bool { return len(atB.deliveries()) == 3 })
 
 	r := newRogue(t, "tcp", b, partB)
-	for _, data := range [][]byte{bundleOf(t, msgs[2], msgs[0], msgs[1]), bundleOf(t, msgs[0]), bundleOf(t, msgs[1], msgs[3])} {
+	for _, data := range [][]byte{bundleOf(t, msgs[2], msgs[0], msgs[1]), bundleOf(t, msgs[0]), bundleOf(t, msgs[1], msgs[3], msgs[3])} {
 		if err := r.topic.Publish(t.Context(), data); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitFor(t, 10*time.Second, "B to deliver the one new message", func() bool { return len(atB.deliveries()) == 4 })
-	waitFor(t, 5*time.Second, "B to count five copies", func() bool { return testutil.ToFloat64(partB.m.dups) == 5 })
+	waitFor(t, 5*time.Second, "B to count six copies", func() bool { return testutil.ToFloat64(partB.m.dups) == 6 })
 	if d := atB.deliveries()[3]; !bytes.Equal(d.Encoded, msgs[3]) || d.From != r.id.String() {
 		t.Errorf("B's fourth delivery is not the rogue's new message")
 	}

@@ -28,8 +28,8 @@
 //     its honest forwarders penalised. A peer can repack valid messages
 //     into new bundles, each with a new ID; the node remembers the IDs of
 //     the 8,192 to 16,384 messages it accepted last, in all its
-//     partitions, and drops a repeat without verifying it again (counted
-//     as a duplicate).
+//     partitions, and drops a repeat (of those, or within its bundle)
+//     without verifying it again, counted as a duplicate.
 //   - A topic validator runs at every hop, before forwarding, on every
 //     message of a bundle: size, decode, stream part matches the topic,
 //     publisher allowed by the local Policy, structure and signature

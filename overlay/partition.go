@@ -184,14 +184,18 @@ func (p *Partition) checkBundle(from peer.ID, data []byte) (accepted, pubsub.Val
 		return nil, p.rejected(from, reasonDecode, fmt.Errorf("%w: %w", ErrInvalidMessage, err))
 	}
 	acc := make(accepted, 0, len(msgs))
+	keys := make([]uint64, 0, len(msgs)) // of acc's messages
 	dups := 0
 	for _, enc := range msgs {
 		m, reason, err := p.v.decode(enc)
 		if err != nil {
 			return nil, p.rejected(from, reason, err)
 		}
-		if p.node.recent.seen(&m.ID) {
-			dups++ // not verified again: a peer cannot make us verify a message once per bundle it repacks
+		// A repeat, lately or in this bundle, is not verified again: a
+		// peer cannot make us verify a message once per copy it packs.
+		k := p.node.recent.key(&m.ID)
+		if p.node.recent.seen(k) || slices.Contains(keys, k) {
+			dups++
 			continue
 		}
 		m, verdict, reason, err := p.v.checkDecoded(m, len(enc))
@@ -203,6 +207,7 @@ func (p *Partition) checkBundle(from peer.ID, data []byte) (accepted, pubsub.Val
 			continue
 		}
 		acc = append(acc, streamr.Envelope{Msg: m, Encoded: enc})
+		keys = append(keys, k)
 	}
 	p.m.dups.Add(float64(dups))
 	if len(acc) == 0 {
@@ -211,8 +216,8 @@ func (p *Partition) checkBundle(from peer.ID, data []byte) (accepted, pubsub.Val
 	// Only a bundle accepted marks its messages seen: a valid message in a
 	// rejected bundle must still be taken from an honest peer.
 	now := time.Now().UnixNano()
-	for _, e := range acc {
-		p.node.recent.add(&e.Msg.ID)
+	for i, e := range acc {
+		p.node.recent.add(keys[i])
 		p.tips.note(e.Msg, e.Encoded, now)
 	}
 	return acc, pubsub.ValidationAccept
@@ -244,7 +249,7 @@ func (p *Partition) noteOwn(msg *pubsub.Message) {
 	switch vd := msg.ValidatorData.(type) {
 	case accepted:
 		for _, e := range vd {
-			p.node.recent.add(&e.Msg.ID) // a peer's repacked echo is no news to our subscriber
+			p.node.recent.add(p.node.recent.key(&e.Msg.ID)) // a peer's repacked echo is no news to our subscriber
 			p.tips.note(e.Msg, e.Encoded, now)
 		}
 	case *reannouncement:
