@@ -112,6 +112,9 @@ func walkBundle(data []byte, each func([]byte)) (int, error) {
 		if tagLen < 0 {
 			return 0, fmt.Errorf("decode gossip bundle: %w", protowire.ParseError(tagLen))
 		}
+		if !num.IsValid() { // ConsumeTag refuses only 0; protobuf also numbers above 2²⁹-1
+			return 0, fmt.Errorf("decode gossip bundle: invalid field number %d", num)
+		}
 		data = data[tagLen:]
 		if num != bundleMessagesField {
 			fieldLen := protowire.ConsumeFieldValue(num, typ, data)

@@ -63,6 +63,7 @@ func TestDecodeBundle(t *testing.T) {
 		{"not protobuf", []byte("hello"), nil},
 		{"truncated", bundleOf(t, []byte("abc"))[:3], nil},
 		{"messages field not length-delimited", []byte{0x08, 0x01}, nil},
+		{"field number above 2^29-1", append(bundleOf(t, []byte("a")), 0x80, 0xff, 0xff, 0xff, 0x11, 0x00), nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
