@@ -39,16 +39,11 @@ const (
 	bundleBytes = 32 << 10
 )
 
-// bundleOverhead is what a bundle of n messages adds to their bytes at
-// most: a tag and a length prefix per message.
-func bundleOverhead(n int) int { return n * (1 + binary32Len) }
-
-// binary32Len is the longest length prefix of a message (a varint below 2³²).
-const binary32Len = 5
-
-// maxBundleSize is the largest bundle a node accepts under limits.
+// maxBundleSize is the largest bundle a node accepts under limits: the
+// messages plus, for each, a one-byte tag and a length prefix (a varint
+// below 2³², at most 5 bytes).
 func maxBundleSize(limits streamr.Limits) int {
-	return max(limits.MaxMessageBytes, bundleBytes) + bundleOverhead(maxBundleMessages)
+	return max(limits.MaxMessageBytes, bundleBytes) + maxBundleMessages*(1+5)
 }
 
 // packBundles splits encoded messages, in order, into the index ranges of

@@ -302,7 +302,7 @@ func (p *Partition) PublishBatch(ctx context.Context, encoded [][]byte) (int, er
 	if len(msgs) == 0 {
 		return 0, firstErr
 	}
-	if err := p.publishBundles(ctx, msgs); err != nil {
+	if err := p.publishBundles(ctx, encoded[:len(msgs)], msgs); err != nil {
 		return 0, err
 	}
 	p.m.out.Add(float64(len(msgs)))
@@ -312,12 +312,8 @@ func (p *Partition) PublishBatch(ctx context.Context, encoded [][]byte) (int, er
 	return len(msgs), firstErr
 }
 
-// publishBundles sends checked messages in bundles.
-func (p *Partition) publishBundles(ctx context.Context, msgs accepted) error {
-	encoded := make([][]byte, len(msgs))
-	for i, e := range msgs {
-		encoded[i] = e.Encoded
-	}
+// publishBundles sends checked messages, encoded and decoded, in bundles.
+func (p *Partition) publishBundles(ctx context.Context, encoded [][]byte, msgs accepted) error {
 	var batch pubsub.MessageBatch
 	for _, r := range packBundles(encoded, maxBundleMessages) {
 		data, err := encodeBundle(encoded[r[0]:r[1]])
@@ -347,12 +343,9 @@ func (p *Partition) checkOwn(enc []byte) (*streamr.StreamMessage, error) {
 		}
 		return m, nil
 	}
-	if len(enc) > p.v.limits.MaxMessageBytes {
-		return nil, fmt.Errorf("%w: %d bytes exceed the limit of %d", ErrInvalidMessage, len(enc), p.v.limits.MaxMessageBytes)
-	}
-	m, err := streamr.Unmarshal(enc)
+	m, _, err := p.v.decode(enc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+		return nil, err
 	}
 	if got := m.ID.StreamPart(); got != p.part {
 		return nil, fmt.Errorf("%w: message of %s on the topic of %s", ErrInvalidMessage, got, p.part)
